@@ -1,0 +1,322 @@
+//! Forwarding to a provider: the OpenAI-compatible inference endpoints (lazy body scan, model
+//! mapping, untouched body unless the model name changes) and pass-through of other `/v1/*`
+//! paths; then relaying the answer, buffered or streamed, reading token usage on the way.
+
+use std::rc::Rc;
+
+use adapters::openai::request::{ScanError, rewrite_model};
+use adapters::sse::SseScanner;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{RequestCtx, mock_provider};
+use crate::config::{Snapshot, Upstream};
+use crate::error::{ErrorKind, GatewayError};
+use crate::http::upstream::ResponseFraming;
+use crate::http::{Request, RequestHead, Responder, send_error};
+use crate::metrics::Endpoint;
+use crate::rt::Conn;
+use crate::shard::Shard;
+use crate::upstream::exchange::{fault_kind, is_hop_by_hop};
+use crate::upstream::{RequestBytes, Shared, UpstreamResponse, send};
+
+/// Largest single SSE event scanned for usage; larger events are relayed but not inspected.
+const MAX_SSE_EVENT: usize = 1 << 20;
+
+/// Answers with a gateway error and records it.
+async fn fail<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, err: GatewayError) {
+    ctx.error = Some(err.kind);
+    let _ = send_error(resp, &err).await;
+}
+
+fn scan_error(e: &ScanError) -> GatewayError {
+    match e {
+        ScanError::NotJson { .. } | ScanError::NotAnObject => GatewayError::new(ErrorKind::InvalidJson, e.to_string()),
+        ScanError::WrongType { field, .. } => {
+            GatewayError::new(ErrorKind::InvalidField, e.to_string()).with_param(field)
+        }
+    }
+}
+
+/// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
+pub async fn inference<C: Conn>(
+    shard: &Rc<Shard>,
+    endpoint: Endpoint,
+    req: Request,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    let cfg = shard.config();
+    let scanned = shard.scanner.borrow_mut().scan(&req.body);
+    let facts = match scanned {
+        Ok(f) => f,
+        Err(e) => return fail(resp, ctx, scan_error(&e)).await,
+    };
+    let Some(model) = facts.model.as_ref() else {
+        let err = GatewayError::new(ErrorKind::InvalidField, "you must provide a model parameter").with_param("model");
+        return fail(resp, ctx, err).await;
+    };
+    ctx.model = Some(model.name.clone());
+    ctx.stream = facts.stream;
+    let Some(resolved) = cfg.resolve_model(&model.name) else {
+        let err = GatewayError::new(
+            ErrorKind::UnknownModel,
+            format!("The model `{}` does not exist or you do not have access to it.", model.name),
+        )
+        .with_param("model");
+        return fail(resp, ctx, err).await;
+    };
+    ctx.provider = Some(resolved.provider.name.clone());
+    let Some(up) = &resolved.provider.upstream else {
+        return mock_provider::answer(shard, endpoint, &req, &facts, &resolved.upstream_model, resp, ctx).await;
+    };
+    let body = if resolved.upstream_model != model.name {
+        match rewrite_model(&req.body, &facts, &resolved.upstream_model) {
+            Ok(b) => b,
+            Err(e) => return fail(resp, ctx, scan_error(&e)).await,
+        }
+    } else {
+        req.body.clone()
+    };
+    let path = upstream_path(up, req.head.target());
+    let head = request_head("POST", &path, up, &req.head, Some(body.len()));
+    let request = RequestBytes { head, body, is_head: false };
+    exchange(shard, &cfg, up, &request, resp, ctx, Relay::Inference).await
+}
+
+/// Any other `/v1/*` path that a provider declared in its `passthrough` list.
+pub async fn passthrough<C: Conn>(shard: &Rc<Shard>, req: Request, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) {
+    let cfg = shard.config();
+    let path = req.head.path();
+    let Some(provider) = cfg.passthrough(path) else {
+        let err = GatewayError::new(
+            ErrorKind::NotFound,
+            format!("no route for {} {path}: no provider declares it in `passthrough`", req.head.method()),
+        );
+        return fail(resp, ctx, err).await;
+    };
+    ctx.provider = Some(provider.name.clone());
+    let Some(up) = &provider.upstream else {
+        return fail(resp, ctx, GatewayError::new(ErrorKind::Internal, "pass-through to a provider without upstream"))
+            .await;
+    };
+    let method = req.head.method();
+    let send_length = !req.body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH");
+    let upstream_path = upstream_path(up, req.head.target());
+    let head = request_head(method, &upstream_path, up, &req.head, send_length.then_some(req.body.len()));
+    let request = RequestBytes { head, body: req.body.clone(), is_head: method == "HEAD" };
+    exchange(shard, &cfg, up, &request, resp, ctx, Relay::Passthrough).await
+}
+
+/// The upstream path: the provider's base path, then the client's path after `/v1`, with the
+/// query string kept.
+fn upstream_path(up: &Upstream, target: &str) -> String {
+    let rest = target.strip_prefix("/v1").unwrap_or(target);
+    let mut p = String::with_capacity(up.base_path.len() + rest.len());
+    p.push_str(&up.base_path);
+    p.push_str(rest);
+    p
+}
+
+/// Client headers that never go upstream: credentials (the provider's key is ours to send),
+/// framing, hop-by-hop, compression (we read bodies), and our own control headers.
+fn forwardable(name: &str) -> bool {
+    const DROP: [&str; 8] =
+        ["host", "authorization", "api-key", "x-api-key", "cookie", "expect", "accept-encoding", "x-goog-api-key"];
+    !is_hop_by_hop(name)
+        && !DROP.iter().any(|d| d.eq_ignore_ascii_case(name))
+        && !starts_with_ignore_case(name, "x-shardgate-")
+        && !starts_with_ignore_case(name, "proxy-")
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// Builds the upstream request head: provider headers first (they win over the client's),
+/// then the client's forwardable headers.
+pub(super) fn request_head(
+    method: &str,
+    path: &str,
+    up: &Upstream,
+    client: &RequestHead,
+    content_length: Option<usize>,
+) -> Bytes {
+    let mut h = BytesMut::with_capacity(256 + client.raw().len());
+    h.put_slice(method.as_bytes());
+    h.put_u8(b' ');
+    h.put_slice(path.as_bytes());
+    h.put_slice(b" HTTP/1.1\r\nhost: ");
+    h.put_slice(up.host_header.as_bytes());
+    h.put_slice(b"\r\n");
+    for (n, v) in &up.headers {
+        put_header(&mut h, n, v.as_bytes());
+    }
+    let connection_tokens: Vec<&[u8]> = client
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    for (n, v) in client.headers() {
+        if forwardable(n)
+            && !up.headers.iter().any(|(p, _)| p.eq_ignore_ascii_case(n))
+            && !connection_tokens.iter().any(|t| t.eq_ignore_ascii_case(n.as_bytes()))
+        {
+            put_header(&mut h, n, v);
+        }
+    }
+    if let Some(n) = content_length {
+        let mut b = itoa::Buffer::new();
+        put_header(&mut h, "content-length", b.format(n).as_bytes());
+    }
+    h.put_slice(b"\r\n");
+    h.freeze()
+}
+
+fn put_header(h: &mut BytesMut, name: &str, value: &[u8]) {
+    h.put_slice(name.as_bytes());
+    h.put_slice(b": ");
+    h.put_slice(value);
+    h.put_slice(b"\r\n");
+}
+
+/// How the answer is relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    /// Buffer JSON answers (bounded), stream event streams; read usage from both.
+    Inference,
+    /// Relay as it comes; small bodies with a known length are buffered.
+    Passthrough,
+}
+
+async fn exchange<C: Conn>(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    up: &Upstream,
+    request: &RequestBytes,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+    relay: Relay,
+) {
+    let dns = shard.process.dns.load();
+    let shared = Shared { pool: &shard.pool, dns: &dns, metrics: &shard.metrics };
+    let provider = ctx.provider.clone().unwrap_or_else(|| "?".into());
+    let mut answer = match send(&shared, up, request, cfg.upstream_limits).await {
+        Ok(a) => a,
+        Err(e) => return fail(resp, ctx, e.to_gateway_error(&provider)).await,
+    };
+    ctx.upstream_status = Some(answer.head.status);
+    let event_stream = answer.head.is_event_stream();
+    let buffer = match relay {
+        Relay::Inference => !event_stream,
+        Relay::Passthrough => match answer.head.framing {
+            ResponseFraming::Empty => true,
+            ResponseFraming::Length(n) => n <= 64 * 1024,
+            _ => false,
+        },
+    };
+    if buffer {
+        relay_buffered(shard, cfg, &mut answer, resp, ctx, relay == Relay::Inference, &provider).await
+    } else {
+        relay_streamed(shard, &mut answer, resp, ctx, event_stream && relay == Relay::Inference).await
+    }
+}
+
+/// Writes the upstream status and end-to-end headers.
+fn relay_head<'r, 'a, C: Conn>(
+    resp: &'r mut Responder<'a, C>,
+    answer: &UpstreamResponse<'_>,
+) -> crate::http::response::Head<'r, 'a, C> {
+    let mut head = resp.start(answer.head.status);
+    for (n, v) in answer.head.headers() {
+        if !is_hop_by_hop(n) {
+            head = head.header(n, v);
+        }
+    }
+    head
+}
+
+async fn relay_buffered<C: Conn>(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    answer: &mut UpstreamResponse<'_>,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+    read_usage: bool,
+    provider: &str,
+) {
+    let body = match answer.read_to_end(cfg.upstream_limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(fault) => {
+            let err = GatewayError::new(fault_kind(&fault), format!("provider {provider}: {fault}"));
+            return fail(resp, ctx, err).await;
+        }
+    };
+    if read_usage && (200..300).contains(&answer.head.status) {
+        ctx.usage = shard.usage_reader.borrow_mut().response_body(&body);
+    }
+    if relay_head(resp, answer).body_bytes(body).await.is_err() {
+        ctx.error = Some(ErrorKind::DownstreamClosed);
+    }
+}
+
+async fn relay_streamed<C: Conn>(
+    shard: &Rc<Shard>,
+    answer: &mut UpstreamResponse<'_>,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+    read_usage: bool,
+) {
+    let started = match answer.head.framing {
+        ResponseFraming::Length(n) => relay_head(resp, answer).stream_sized(n).await,
+        _ => relay_head(resp, answer).stream().await,
+    };
+    let Ok(mut out) = started else {
+        ctx.error = Some(ErrorKind::DownstreamClosed);
+        return;
+    };
+    let mut events = read_usage.then(|| SseScanner::new(MAX_SSE_EVENT));
+    loop {
+        match answer.next_chunk().await {
+            Ok(Some(piece)) => {
+                if let Some(scanner) = events.as_mut() {
+                    let mut reader = shard.usage_reader.borrow_mut();
+                    scanner.feed(&piece, |ev| {
+                        if let Some(u) = reader.stream_data(ev.data) {
+                            ctx.usage = Some(u);
+                        }
+                    });
+                }
+                if out.send(&piece).await.is_err() {
+                    // The client went away: returning drops the upstream response, which
+                    // closes its connection instead of letting the provider keep generating.
+                    ctx.error = Some(ErrorKind::DownstreamClosed);
+                    return;
+                }
+            }
+            Ok(None) => {
+                if out.finish().await.is_err() {
+                    ctx.error = Some(ErrorKind::DownstreamClosed);
+                }
+                return;
+            }
+            Err(fault) => {
+                let kind = fault_kind(&fault);
+                ctx.error = Some(kind);
+                tracing::debug!(error = %fault, "upstream failed mid-stream");
+                if read_usage {
+                    // OpenAI SDKs raise on an `error` object in a stream's data.
+                    let err = GatewayError::new(kind, format!("the provider's stream broke off: {fault}"));
+                    let mut event = b"data: ".to_vec();
+                    event.extend_from_slice(&err.to_json());
+                    event.extend_from_slice(b"\n\n");
+                    if out.send(&event).await.is_ok() {
+                        let _ = out.finish().await;
+                    }
+                }
+                // Otherwise the body ends short: the connection closes, which tells the client.
+                return;
+            }
+        }
+    }
+}

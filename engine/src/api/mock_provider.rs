@@ -1,0 +1,87 @@
+//! The built-in `mock` provider: answered in-process, instantly, with exact token counts, so the
+//! first `curl` against a fresh install works and tests need no network.
+
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use adapters::openai::request::RequestFacts;
+use adapters::openai::usage::Usage;
+
+use super::RequestCtx;
+use crate::http::{Request, Responder};
+use crate::metrics::Endpoint;
+use crate::mock::{self, Reply};
+use crate::rt::Conn;
+use crate::shard::Shard;
+
+/// Tokens the mock writes when the request sets no `max_tokens`.
+const DEFAULT_TOKENS: u64 = 16;
+/// The most tokens the mock writes.
+const MAX_TOKENS: u64 = 4096;
+
+pub async fn answer<C: Conn>(
+    shard: &Rc<Shard>,
+    endpoint: Endpoint,
+    req: &Request,
+    facts: &RequestFacts,
+    upstream_model: &str,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    let seq = shard.next_sequence();
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let prompt_tokens = mock::estimate_prompt_tokens(req.body.len());
+    let completion_tokens = facts.max_tokens.unwrap_or(DEFAULT_TOKENS).min(MAX_TOKENS);
+    let prefix = if endpoint == Endpoint::Completions { "cmpl" } else { "chatcmpl" };
+    let id = format!("{prefix}-mock-{}-{seq}", shard.id);
+    let reply = Reply {
+        id: &id,
+        created,
+        model: upstream_model,
+        prompt_tokens,
+        completion_tokens: usize::try_from(completion_tokens).unwrap_or(0),
+    };
+    ctx.upstream_status = Some(200);
+
+    if endpoint == Endpoint::Embeddings {
+        let (inputs, dims) = mock::embedding_request_shape(&req.body);
+        ctx.usage = Some(Usage { prompt_tokens, total_tokens: prompt_tokens, ..Usage::default() });
+        let body = mock::embeddings(upstream_model, inputs, dims.unwrap_or(16), prompt_tokens);
+        let _ = resp.start(200).header("content-type", "application/json").body(&body).await;
+        return;
+    }
+
+    ctx.usage = Some(Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: prompt_tokens + completion_tokens,
+        ..Usage::default()
+    });
+    let include_usage = facts.include_usage == Some(true);
+    if facts.stream {
+        let events = match endpoint {
+            Endpoint::Completions => mock::completion_stream(&reply, include_usage),
+            _ => mock::chat_stream(&reply, include_usage),
+        };
+        let head = resp
+            .start(200)
+            .header("content-type", "text/event-stream; charset=utf-8")
+            .header("cache-control", "no-cache")
+            .header("x-request-id", &id);
+        let Ok(mut out) = head.stream().await else { return };
+        for e in &events {
+            if out.send(e).await.is_err() {
+                ctx.error = Some(crate::error::ErrorKind::DownstreamClosed);
+                return;
+            }
+        }
+        let _ = out.finish().await;
+    } else {
+        let body = match endpoint {
+            Endpoint::Completions => mock::completion(&reply),
+            _ => mock::chat_completion(&reply),
+        };
+        let _ =
+            resp.start(200).header("content-type", "application/json").header("x-request-id", &id).body(&body).await;
+    }
+}

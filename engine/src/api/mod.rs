@@ -1,0 +1,144 @@
+//! The API surface: routing by method and path to the OpenAI-compatible endpoints, the ops
+//! endpoints and pass-through; one [`RequestCtx`] per request records what happened for metrics
+//! (and, in later work, for policy settlement and the request log).
+
+mod forward;
+mod mock_provider;
+mod ops;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use adapters::openai::usage::Usage;
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::http::{Limits, Request, Responder, Service, send_error};
+use crate::metrics::Endpoint;
+use crate::rt::{Conn, LocalEvent};
+use crate::shard::Shard;
+
+/// What happened to one request.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// Model as the client named it.
+    pub model: Option<String>,
+    /// Provider that served it.
+    pub provider: Option<Arc<str>>,
+    pub stream: bool,
+    /// Token usage reported by the provider (response body or final stream chunk).
+    pub usage: Option<Usage>,
+    /// Status the provider answered with.
+    pub upstream_status: Option<u16>,
+    /// The gateway's own error, if it produced one.
+    pub error: Option<ErrorKind>,
+}
+
+/// The gateway's request handler for one shard.
+pub struct GatewayService {
+    shard: Rc<Shard>,
+}
+
+impl GatewayService {
+    pub fn new(shard: Rc<Shard>) -> Self {
+        GatewayService { shard }
+    }
+}
+
+/// Known paths and the methods they take (for 405 answers).
+fn route_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/health" | "/ready" | "/metrics" | "/v1/models" => Some("GET, HEAD"),
+        "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" => Some("POST"),
+        p if p.starts_with("/v1/models/") => Some("GET, HEAD"),
+        _ => None,
+    }
+}
+
+fn endpoint_of(path: &str) -> Endpoint {
+    match path {
+        "/v1/chat/completions" => Endpoint::ChatCompletions,
+        "/v1/completions" => Endpoint::Completions,
+        "/v1/embeddings" => Endpoint::Embeddings,
+        "/health" | "/ready" | "/metrics" => Endpoint::Ops,
+        p if p == "/v1/models" || p.starts_with("/v1/models/") => Endpoint::Models,
+        p if p.starts_with("/v1/") => Endpoint::Passthrough,
+        _ => Endpoint::Other,
+    }
+}
+
+impl Service for GatewayService {
+    fn limits(&self) -> Limits {
+        self.shard.config().limits
+    }
+
+    fn drain_event(&self) -> &LocalEvent {
+        &self.shard.drain
+    }
+
+    fn rejected(&self, kind: ErrorKind) {
+        self.shard.metrics.error(kind);
+        self.shard.metrics.request(Endpoint::Other, kind.status(), std::time::Duration::ZERO);
+    }
+
+    async fn call<C: Conn>(&self, req: Request, resp: &mut Responder<'_, C>) {
+        let shard = &self.shard;
+        shard.metrics.in_flight.fetch_add(1, Relaxed);
+        let path = req.head.path().to_string();
+        let endpoint = endpoint_of(&path);
+        let mut ctx = RequestCtx::default();
+        let received_at = req.received_at;
+        dispatch(shard, &path, endpoint, req, resp, &mut ctx).await;
+        if let Some(kind) = ctx.error {
+            shard.metrics.error(kind);
+        }
+        if let Some(u) = &ctx.usage {
+            shard.metrics.usage(u);
+        }
+        shard.metrics.request(endpoint, resp.status(), received_at.elapsed());
+        shard.metrics.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn dispatch<C: Conn>(
+    shard: &Rc<Shard>,
+    path: &str,
+    endpoint: Endpoint,
+    req: Request,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    let method = req.head.method();
+    let is_get = method == "GET" || method == "HEAD";
+    match (endpoint, path) {
+        (Endpoint::Ops, "/health") if is_get => ops::health(resp).await,
+        (Endpoint::Ops, "/ready") if is_get => ops::ready(shard, resp).await,
+        (Endpoint::Ops, "/metrics") if is_get => ops::metrics(shard, resp).await,
+        (Endpoint::Models, "/v1/models") if is_get => ops::list_models(shard, resp).await,
+        (Endpoint::Models, p) if is_get => ops::get_model(shard, &p["/v1/models/".len()..], resp, ctx).await,
+        (Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings, _) if method == "POST" => {
+            forward::inference(shard, endpoint, req, resp, ctx).await
+        }
+        _ => {
+            if let Some(allow) = route_methods(path) {
+                let err = GatewayError::new(
+                    ErrorKind::MethodNotAllowed,
+                    format!("{method} is not allowed on {path}; use {allow}"),
+                );
+                ctx.error = Some(err.kind);
+                let _ = resp
+                    .start(405)
+                    .header("allow", allow)
+                    .header("content-type", "application/json")
+                    .body(&err.to_json())
+                    .await;
+            } else if endpoint == Endpoint::Passthrough {
+                forward::passthrough(shard, req, resp, ctx).await
+            } else {
+                let err = GatewayError::new(ErrorKind::NotFound, format!("no route for {method} {path}"));
+                ctx.error = Some(err.kind);
+                let _ = send_error(resp, &err).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The command line: `shardgate serve`, `shardgate check`. Signals: SIGHUP reloads the config;
+//! SIGTERM/SIGINT drain (stop accepting, finish in-flight work up to the grace period, exit 0);
+//! a second SIGTERM/SIGINT during the drain exits at once.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::ConfigSource;
+use crate::gateway::{Gateway, StartOptions};
+use crate::rt::{DriverRequest, UringFlags};
+
+#[derive(Parser, Debug)]
+#[command(name = "shardgate", version, about = "A thread-per-core AI gateway with an OpenAI-compatible API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway. Without --config, runs on the embedded defaults: 127.0.0.1:8080,
+    /// providers whose API keys are in the environment, and the built-in `mock` model.
+    Serve(ServeArgs),
+    /// Validate a config file and exit (0 when valid).
+    Check {
+        /// The YAML file to check.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// YAML config file (reloaded on SIGHUP and on change).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Listen address, overriding `server.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Number of shards (threads, one per core by default).
+    #[arg(long)]
+    shards: Option<NonZeroUsize>,
+    /// Runtime I/O driver.
+    #[arg(long, value_enum)]
+    driver: Option<DriverArg>,
+    /// io_uring ring setup flags.
+    #[arg(long, value_enum)]
+    uring_flags: Option<UringFlagsArg>,
+    /// Do not pin shard threads to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DriverArg {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum UringFlagsArg {
+    DeferTaskrun,
+    CoopTaskrun,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHARDGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(config),
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn check(path: PathBuf) -> ExitCode {
+    init_logging(LogFormat::Text);
+    match crate::config::load(&ConfigSource::File(path.clone()), 1) {
+        Ok(_) => {
+            tracing::info!(config = %path.display(), "config is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let source = match args.config {
+        Some(p) => ConfigSource::File(p),
+        None => ConfigSource::Embedded,
+    };
+    let mut opts = StartOptions::new(source);
+    opts.listen = args.listen;
+    opts.shards = args.shards;
+    opts.driver = args.driver.map(|d| match d {
+        DriverArg::Auto => DriverRequest::Auto,
+        DriverArg::Uring => DriverRequest::Uring,
+        DriverArg::Epoll => DriverRequest::Epoll,
+    });
+    opts.uring_flags = args.uring_flags.map(|f| match f {
+        UringFlagsArg::DeferTaskrun => UringFlags::DeferTaskrun,
+        UringFlagsArg::CoopTaskrun => UringFlags::CoopTaskrun,
+        UringFlagsArg::None => UringFlags::None,
+    });
+    if args.no_pin {
+        opts.pin_cores = Some(false);
+    }
+
+    // Block the signals before any thread starts, so every thread inherits the mask and only
+    // the iterator below sees them.
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let gateway = match Gateway::start(opts) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = gateway.local_addr();
+    if gateway.config().source == "embedded defaults" {
+        tracing::info!(
+            "no --config: embedded defaults. Try: curl http://{addr}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"mock\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
+        );
+    }
+
+    for sig in signals.forever() {
+        match sig {
+            signal_hook::consts::SIGHUP => {
+                let _ = gateway.reload();
+            }
+            _ => {
+                let grace = gateway.configured_grace();
+                // A second signal during the drain exits at once.
+                let handle = signals.handle();
+                std::thread::spawn(move || {
+                    let mut again = match signal_hook::iterator::Signals::new([
+                        signal_hook::consts::SIGTERM,
+                        signal_hook::consts::SIGINT,
+                    ]) {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    };
+                    if again.forever().next().is_some() {
+                        tracing::warn!("second signal: exiting without waiting for the drain");
+                        std::process::exit(1);
+                    }
+                });
+                handle.close();
+                gateway.shutdown(grace.max(Duration::ZERO));
+                return ExitCode::SUCCESS;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

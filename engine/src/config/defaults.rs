@@ -1,0 +1,116 @@
+//! The embedded defaults: what `shardgate serve` runs with no config file. Listens on
+//! 127.0.0.1:8080, exposes every provider whose API key is in the environment, and always the
+//! in-process `mock` model, so a first `curl` works with no account anywhere.
+
+use std::collections::BTreeMap;
+
+use super::file::{
+    ConfigFile, ModelSection, PoolSection, ProviderKind, ProviderSection, UpstreamTimeoutsSection, UpstreamTlsSection,
+};
+use super::units::EnvString;
+
+/// OpenAI-compatible hosts picked up from the environment: (provider name, key variable, base URL).
+const COMPATIBLE_HOSTS: &[(&str, &str, &str)] = &[
+    ("groq", "GROQ_API_KEY", "https://api.groq.com/openai/v1"),
+    ("mistral", "MISTRAL_API_KEY", "https://api.mistral.ai/v1"),
+    ("deepseek", "DEEPSEEK_API_KEY", "https://api.deepseek.com/v1"),
+    ("together", "TOGETHER_API_KEY", "https://api.together.xyz/v1"),
+    ("fireworks", "FIREWORKS_API_KEY", "https://api.fireworks.ai/inference/v1"),
+    ("openrouter", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1"),
+    ("xai", "XAI_API_KEY", "https://api.x.ai/v1"),
+];
+
+/// OpenAI paths beyond the three translated endpoints, forwarded as-is.
+const OPENAI_PASSTHROUGH: &[&str] = &[
+    "/v1/responses*",
+    "/v1/files*",
+    "/v1/uploads*",
+    "/v1/batches*",
+    "/v1/audio/*",
+    "/v1/images/*",
+    "/v1/moderations",
+    "/v1/fine_tuning/*",
+    "/v1/vector_stores*",
+];
+
+fn provider(kind: ProviderKind, base_url: Option<&str>, key: Option<String>, passthrough: &[&str]) -> ProviderSection {
+    ProviderSection {
+        kind,
+        base_url: base_url.map(|u| EnvString(u.to_string())),
+        api_key: key.map(EnvString),
+        headers: BTreeMap::new(),
+        passthrough: passthrough.iter().map(|s| s.to_string()).collect(),
+        pool: PoolSection::default(),
+        timeouts: UpstreamTimeoutsSection::default(),
+        tls: UpstreamTlsSection::default(),
+    }
+}
+
+fn model(target: &str) -> ModelSection {
+    ModelSection { target: target.to_string(), aliases: Vec::new() }
+}
+
+/// Builds the default config from an environment lookup.
+pub fn embedded(env: impl Fn(&str) -> Option<String>) -> ConfigFile {
+    let mut cfg = ConfigFile::default();
+    let key = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+
+    cfg.providers.insert("mock".into(), provider(ProviderKind::Mock, None, None, &[]));
+    cfg.models.insert("mock".into(), model("mock/mock-1"));
+    cfg.models.insert("mock/*".into(), model("mock/*"));
+
+    if let Some(k) = key("OPENAI_API_KEY") {
+        let base = env("OPENAI_BASE_URL");
+        cfg.providers
+            .insert("openai".into(), provider(ProviderKind::Openai, base.as_deref(), Some(k), OPENAI_PASSTHROUGH));
+        for (name, target) in [
+            ("openai/*", "openai/*"),
+            ("gpt-*", "openai/gpt-*"),
+            ("chatgpt-*", "openai/chatgpt-*"),
+            ("o1*", "openai/o1*"),
+            ("o3*", "openai/o3*"),
+            ("o4*", "openai/o4*"),
+            ("text-embedding-*", "openai/text-embedding-*"),
+        ] {
+            cfg.models.insert(name.into(), model(target));
+        }
+    }
+    for (name, var, url) in COMPATIBLE_HOSTS {
+        if let Some(k) = key(var) {
+            cfg.providers.insert((*name).into(), provider(ProviderKind::OpenaiCompatible, Some(url), Some(k), &[]));
+            cfg.models.insert(format!("{name}/*"), model(&format!("{name}/*")));
+        }
+    }
+    cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::compile;
+
+    #[test]
+    fn mock_only_without_keys() {
+        let snap = compile(&embedded(|_| None), "embedded", 1).unwrap();
+        assert_eq!(snap.providers.len(), 1);
+        assert_eq!(snap.resolve_model("mock").unwrap().upstream_model, "mock-1");
+        assert_eq!(snap.limits, crate::http::Limits::default());
+    }
+
+    #[test]
+    fn providers_from_environment() {
+        let env = |k: &str| match k {
+            "OPENAI_API_KEY" => Some("sk-test".to_string()),
+            "GROQ_API_KEY" => Some("gsk".to_string()),
+            _ => None,
+        };
+        let snap = compile(&embedded(env), "embedded", 1).unwrap();
+        let r = snap.resolve_model("gpt-4o-mini").unwrap();
+        assert_eq!((&*r.provider.name, &*r.upstream_model), ("openai", "gpt-4o-mini"));
+        let r = snap.resolve_model("groq/llama-3.1-8b-instant").unwrap();
+        assert_eq!((&*r.provider.name, &*r.upstream_model), ("groq", "llama-3.1-8b-instant"));
+        assert_eq!(&*snap.passthrough("/v1/responses").unwrap().name, "openai");
+        let up = r.provider.upstream.as_ref().unwrap();
+        assert_eq!((up.host.as_str(), up.port, up.base_path.as_str()), ("api.groq.com", 443, "/openai/v1"));
+    }
+}

@@ -1,0 +1,286 @@
+//! The config file as written by users (YAML). Every section is optional with a sane default;
+//! unknown fields are errors. These types are compiled into a [`super::Snapshot`] at load time, so
+//! the request path never looks at them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::units::{ByteSize, Dur, EnvString};
+use crate::rt::{DriverRequest, UringFlags};
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Listener, shards, runtime driver, limits, TLS, egress and reload.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Provider accounts: where and how to reach each provider, keyed by a name of your choice.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSection>,
+    /// Model names clients may ask for, each mapped to `provider/upstream-model`.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelSection>,
+}
+
+/// How many shards (one thread and runtime each) to run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShardCount {
+    /// One per CPU this process may run on.
+    #[default]
+    Auto,
+    Fixed(NonZeroUsize),
+}
+
+impl<'de> Deserialize<'de> for ShardCount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(usize),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => NonZeroUsize::new(n)
+                .map(ShardCount::Fixed)
+                .ok_or_else(|| serde::de::Error::custom("shards must be at least 1, or `auto`")),
+            Raw::S(s) if s == "auto" => Ok(ShardCount::Auto),
+            Raw::S(s) => s.parse::<NonZeroUsize>().map(ShardCount::Fixed).map_err(|_| {
+                serde::de::Error::custom(format!("shards must be a positive number or `auto`, not {s:?}"))
+            }),
+        }
+    }
+}
+
+/// `server:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// `auto` (one per core) or a number.
+    pub shards: ShardCount,
+    /// `auto` (io_uring, else epoll), `uring` or `epoll`.
+    pub driver: DriverRequest,
+    /// io_uring setup flags: `defer-taskrun` (default), `coop-taskrun` or `none`.
+    pub uring_flags: UringFlags,
+    /// io_uring submission queue entries per shard.
+    pub uring_entries: NonZeroU32,
+    /// Pin each shard's thread to one core.
+    pub pin_cores: bool,
+    /// Downstream and upstream limits.
+    pub limits: LimitsSection,
+    /// How long a drain (SIGTERM/SIGINT) lets in-flight requests and streams finish.
+    pub drain_grace: Dur,
+    /// Serve HTTPS on `listen` with these PEM files.
+    pub tls: Option<TlsSection>,
+    /// How the gateway reaches providers: proxy, extra CA bundle, DNS refresh.
+    pub egress: EgressSection,
+    /// Reload on file change.
+    pub reload: ReloadSection,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shards: ShardCount::Auto,
+            driver: DriverRequest::Auto,
+            uring_flags: UringFlags::DeferTaskrun,
+            uring_entries: NonZeroU32::new(1024).unwrap_or(NonZeroU32::MIN),
+            pin_cores: true,
+            limits: LimitsSection::default(),
+            drain_grace: Dur(std::time::Duration::from_secs(30)),
+            tls: None,
+            egress: EgressSection::default(),
+            reload: ReloadSection::default(),
+        }
+    }
+}
+
+/// `server.limits:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest request body accepted (413 beyond). Default 10MiB.
+    pub max_body: ByteSize,
+    /// Largest request header section (431 beyond). Default 64KiB.
+    pub max_header: ByteSize,
+    /// Most header fields in a request (431 beyond). Default 100, at most 128.
+    pub max_headers: u16,
+    /// Time allowed from a request's first byte to the end of its head (408 beyond). Default 10s.
+    pub header_timeout: Dur,
+    /// Time allowed to receive a request body (408 beyond). Default 30s.
+    pub body_timeout: Dur,
+    /// How long an idle keep-alive connection is kept. Default 60s.
+    pub idle_timeout: Dur,
+    /// Largest upstream response body buffered for a non-streaming answer (502 beyond). Default 64MiB.
+    pub max_upstream_body: ByteSize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        use std::time::Duration;
+        LimitsSection {
+            max_body: ByteSize(10 * 1024 * 1024),
+            max_header: ByteSize(64 * 1024),
+            max_headers: 100,
+            header_timeout: Dur(Duration::from_secs(10)),
+            body_timeout: Dur(Duration::from_secs(30)),
+            idle_timeout: Dur(Duration::from_secs(60)),
+            max_upstream_body: ByteSize(64 * 1024 * 1024),
+        }
+    }
+}
+
+/// `server.tls:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `server.egress:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressSection {
+    /// HTTP CONNECT forward proxy for all upstream traffic, e.g. `http://user:pass@proxy:3128`.
+    pub proxy: Option<EnvString>,
+    /// Extra CA certificates (PEM) trusted for upstream TLS, besides Mozilla's roots.
+    pub ca_bundle: Option<PathBuf>,
+    /// How often upstream host names are resolved again. Default 30s.
+    pub dns_refresh: Dur,
+}
+
+impl Default for EgressSection {
+    fn default() -> Self {
+        EgressSection { proxy: None, ca_bundle: None, dns_refresh: Dur(std::time::Duration::from_secs(30)) }
+    }
+}
+
+/// `server.reload:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadSection {
+    /// Watch the config file and reload when it changes. Default true.
+    pub watch: bool,
+    /// How often the file is checked. Default 1s.
+    pub poll_interval: Dur,
+}
+
+impl Default for ReloadSection {
+    fn default() -> Self {
+        ReloadSection { watch: true, poll_interval: Dur(std::time::Duration::from_secs(1)) }
+    }
+}
+
+/// The dialect a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// api.openai.com (the default `base_url`); needs `api_key`.
+    Openai,
+    /// Any OpenAI-compatible host (vLLM, Ollama, Groq, Together, ...); needs `base_url`.
+    OpenaiCompatible,
+    /// Answered inside the gateway: canned completions, streams and embeddings. No network.
+    Mock,
+}
+
+/// `providers.<name>:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSection {
+    pub kind: ProviderKind,
+    /// Base URL including the version path, e.g. `https://api.openai.com/v1`.
+    pub base_url: Option<EnvString>,
+    /// Sent as `Authorization: Bearer <api_key>`. Use `${ENV_VAR}`.
+    pub api_key: Option<EnvString>,
+    /// Extra headers sent upstream on every request (e.g. `OpenAI-Organization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, EnvString>,
+    /// Other `/v1/*` paths forwarded as-is to this provider (globs with a trailing `*`),
+    /// e.g. `[/v1/responses*, /v1/files*]`.
+    #[serde(default)]
+    pub passthrough: Vec<String>,
+    /// Connection pool, per shard.
+    #[serde(default)]
+    pub pool: PoolSection,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: UpstreamTimeoutsSection,
+    /// Upstream TLS settings.
+    #[serde(default)]
+    pub tls: UpstreamTlsSection,
+}
+
+/// `providers.<name>.pool:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSection {
+    /// Most connections each shard opens to this provider. Default 512.
+    pub max_connections: NonZeroU32,
+    /// Idle connections are closed after this long. Default 90s.
+    pub idle_timeout: Dur,
+}
+
+impl Default for PoolSection {
+    fn default() -> Self {
+        PoolSection {
+            max_connections: NonZeroU32::new(512).unwrap_or(NonZeroU32::MIN),
+            idle_timeout: Dur(std::time::Duration::from_secs(90)),
+        }
+    }
+}
+
+/// `providers.<name>.timeouts:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTimeoutsSection {
+    /// TCP connect (+ proxy CONNECT + TLS handshake). Default 10s.
+    pub connect: Dur,
+    /// From the request sent to the first byte of the response head. Default 600s (a long
+    /// non-streamed completion only answers when it is done).
+    pub first_byte: Dur,
+    /// Longest silence between two pieces of a response body. Default 300s.
+    pub idle: Dur,
+}
+
+impl Default for UpstreamTimeoutsSection {
+    fn default() -> Self {
+        use std::time::Duration;
+        UpstreamTimeoutsSection {
+            connect: Dur(Duration::from_secs(10)),
+            first_byte: Dur(Duration::from_secs(600)),
+            idle: Dur(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// `providers.<name>.tls:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTlsSection {
+    /// Extra CA certificates (PEM) for this provider only.
+    pub ca_bundle: Option<PathBuf>,
+    /// Server name to send (SNI) and verify, when it differs from the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// `models.<name>:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// `provider/upstream-model`. In a wildcard entry (`gpt-*`), a `*` in the upstream model
+    /// stands for what the wildcard matched.
+    pub target: String,
+    /// Other names clients may use for this model.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}

@@ -1,0 +1,159 @@
+//! Configuration: the YAML file (`file`), its value types (`units`, `url`), the compiled runtime
+//! snapshot (`snapshot`), the embedded defaults, and loading with precise errors.
+
+mod defaults;
+pub mod file;
+pub mod snapshot;
+pub mod units;
+pub mod url;
+
+use std::path::{Path, PathBuf};
+
+pub use file::{ConfigFile, ProviderKind, ShardCount};
+pub use snapshot::{Provider, Resolved, Snapshot, Upstream, ValidationErrors, compile};
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A YAML file; reloaded on SIGHUP and (when `server.reload.watch`) on change.
+    File(PathBuf),
+    /// YAML text (tests, embedding).
+    Text { name: String, yaml: String },
+    /// No file: the embedded defaults (providers whose keys are in the environment, plus `mock`).
+    Embedded,
+}
+
+impl ConfigSource {
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigSource::File(p) => p.display().to_string(),
+            ConfigSource::Text { name, .. } => name.clone(),
+            ConfigSource::Embedded => "embedded defaults".to_string(),
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::File(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// Why a configuration was refused. The running configuration (if any) stays in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// Syntax, unknown field, wrong type: the message names the line, column and field.
+    #[error("invalid config in {source_name}: {message}")]
+    Parse { source_name: String, message: String },
+    /// Semantically wrong: each entry names the field.
+    #[error("invalid config in {source_name}:\n{errors}")]
+    Invalid { source_name: String, errors: ValidationErrors },
+}
+
+/// Parses YAML text into the file form.
+pub fn parse(source_name: &str, yaml: &str) -> Result<ConfigFile, ConfigError> {
+    if yaml.trim().is_empty() {
+        return Ok(ConfigFile::default());
+    }
+    // serde-saphyr's message names the line and column and quotes the offending lines.
+    serde_saphyr::from_str::<ConfigFile>(yaml)
+        .map_err(|e| ConfigError::Parse { source_name: source_name.to_string(), message: e.to_string() })
+}
+
+/// Reads and parses the configuration (not yet compiled).
+pub fn read(source: &ConfigSource) -> Result<ConfigFile, ConfigError> {
+    match source {
+        ConfigSource::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Read { path: path.display().to_string(), source: e })?;
+            parse(&path.display().to_string(), &text)
+        }
+        ConfigSource::Text { name, yaml } => parse(name, yaml),
+        ConfigSource::Embedded => Ok(defaults::embedded(|k| std::env::var(k).ok())),
+    }
+}
+
+/// Reads, parses and compiles.
+pub fn load(source: &ConfigSource, generation: u64) -> Result<(ConfigFile, Snapshot), ConfigError> {
+    let file = read(source)?;
+    let snapshot = compile(&file, &source.describe(), generation)
+        .map_err(|errors| ConfigError::Invalid { source_name: source.describe(), errors })?;
+    Ok((file, snapshot))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(yaml: &str) -> Result<Snapshot, ConfigError> {
+        load(&ConfigSource::Text { name: "test.yaml".into(), yaml: yaml.into() }, 1).map(|(_, s)| s)
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let err = load_text("server:\n  listen: 127.0.0.1:1\n  lisen: 1\n").unwrap_err().to_string();
+        assert!(err.contains("test.yaml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let err = load_text("server:\n  limits:\n    max_body: lots\n").unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("invalid size"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported() {
+        let err = load_text(
+            "providers:\n  m: {kind: mock}\nmodels:\n  a: {target: nope/x}\n  b: {target: m}\n  c: {target: m/x, aliases: [e]}\n  e: {target: m/y}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown provider \"nope\""), "{err}");
+        assert!(err.contains("models.b.target"), "{err}");
+        assert!(err.contains("defined twice"), "{err}");
+    }
+
+    #[test]
+    fn routes_exact_alias_and_wildcard() {
+        let s = load_text(
+            "providers:\n  local: {kind: openai-compatible, base_url: 'http://127.0.0.1:9/v1'}\n  m: {kind: mock}\nmodels:\n  fast: {target: local/llama-3, aliases: [quick]}\n  'local/*': {target: 'local/*'}\n  'gpt-*': {target: 'local/gpt-*'}\n  mock: {target: m/mock-1}\n",
+        )
+        .unwrap();
+        assert_eq!(s.resolve_model("quick").unwrap().upstream_model, "llama-3");
+        assert_eq!(s.resolve_model("local/qwen").unwrap().upstream_model, "qwen");
+        assert_eq!(s.resolve_model("gpt-4o").unwrap().upstream_model, "gpt-4o");
+        assert!(s.resolve_model("nothing").is_none());
+        let list: serde_json::Value = serde_json::from_slice(&s.models_json).unwrap();
+        let ids: Vec<_> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["fast", "quick", "mock"]);
+        assert!(s.model_json("quick").is_some());
+    }
+
+    #[test]
+    fn passthrough_most_specific_first() {
+        let s = load_text(
+            "providers:\n  a: {kind: openai-compatible, base_url: 'http://127.0.0.1:9/v1', passthrough: ['/v1/*']}\n  b: {kind: openai-compatible, base_url: 'http://127.0.0.1:8/v1', passthrough: ['/v1/files*']}\n",
+        )
+        .unwrap();
+        assert_eq!(&*s.passthrough("/v1/files/abc").unwrap().name, "b");
+        assert_eq!(&*s.passthrough("/v1/responses").unwrap().name, "a");
+    }
+
+    #[test]
+    fn openai_requires_key() {
+        let err = load_text("providers:\n  o: {kind: openai}\n").unwrap_err().to_string();
+        assert!(err.contains("api_key is required"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let s = load_text("").unwrap();
+        assert!(s.providers.is_empty());
+    }
+}

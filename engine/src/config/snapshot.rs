@@ -1,0 +1,502 @@
+//! The runtime form of the config: validated, with routes resolved, TLS material loaded and
+//! response bodies that never change (the model list) pre-rendered. Shards read it through
+//! `arc-swap`; a reload builds a new one and swaps the pointer.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use rustls::pki_types::ServerName;
+use serde::Serialize;
+
+use super::file::{ConfigFile, ProviderKind, ProviderSection};
+use super::url::{BaseUrl, Scheme};
+use crate::http::Limits;
+
+/// Limits toward upstreams.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLimits {
+    pub max_body_bytes: u64,
+    pub max_head_bytes: usize,
+}
+
+/// Upstream TLS: the verified name and the client configuration.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: ServerName<'static>,
+}
+
+/// An HTTP CONNECT proxy in front of an upstream.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    pub host: String,
+    pub port: u16,
+    /// `Proxy-Authorization` value, when the proxy URL carries credentials.
+    pub authorization: Option<String>,
+}
+
+/// Per-target pool settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: NonZeroU32,
+    pub idle_timeout: Duration,
+}
+
+/// Per-target timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+/// Everything needed to reach one provider over HTTP.
+#[derive(Debug)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    /// Prefix of every upstream path (`/v1`).
+    pub base_path: String,
+    pub host_header: String,
+    pub tls: Option<UpstreamTls>,
+    pub proxy: Option<Proxy>,
+    /// Identity of a pooled connection: scheme, host, port, SNI, TLS trust, proxy. Connections
+    /// are only reused between requests whose key is equal.
+    pub pool_key: Arc<str>,
+    pub pool: PoolSettings,
+    pub timeouts: UpstreamTimeouts,
+    /// Headers added to every request: credentials first, then configured extras.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Upstream {
+    /// Where a TCP connection goes first: the proxy when there is one.
+    pub fn dial_host(&self) -> (&str, u16) {
+        match &self.proxy {
+            Some(p) => (&p.host, p.port),
+            None => (&self.host, self.port),
+        }
+    }
+}
+
+/// One provider account.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: Arc<str>,
+    pub kind: ProviderKind,
+    /// `None` for the in-process mock.
+    pub upstream: Option<Upstream>,
+}
+
+/// Where a model name goes.
+#[derive(Debug, Clone)]
+struct Route {
+    provider: usize,
+    /// Upstream model name; for wildcards, a template whose `*` is the matched part.
+    upstream_model: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+struct WildcardRoute {
+    prefix: String,
+    route: Route,
+}
+
+/// A model resolved for one request.
+#[derive(Debug, Clone)]
+pub struct Resolved<'s> {
+    pub provider: &'s Provider,
+    /// The model name to send upstream.
+    pub upstream_model: std::borrow::Cow<'s, str>,
+}
+
+/// A path pattern for pass-through: exact, or a prefix ending in `*`.
+#[derive(Debug, Clone)]
+struct PathPattern {
+    prefix: String,
+    wildcard: bool,
+}
+
+impl PathPattern {
+    fn matches(&self, path: &str) -> bool {
+        if self.wildcard { path.starts_with(&self.prefix) } else { path == self.prefix }
+    }
+}
+
+/// The compiled configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one on every successful (re)load.
+    pub generation: u64,
+    /// Where it came from: a file path, or "embedded defaults".
+    pub source: String,
+    pub limits: Limits,
+    pub upstream_limits: UpstreamLimits,
+    pub providers: Vec<Provider>,
+    exact: HashMap<String, Route>,
+    wildcards: Vec<WildcardRoute>,
+    passthrough: Vec<(PathPattern, usize)>,
+    /// `GET /v1/models`, rendered once.
+    pub models_json: Bytes,
+    /// `GET /v1/models/{id}`, rendered once per listed model.
+    model_json: HashMap<String, Bytes>,
+    /// Host names the DNS resolver must keep fresh.
+    pub dns_hosts: Vec<(String, u16)>,
+    pub dns_refresh: Duration,
+}
+
+impl Snapshot {
+    /// The route for a model name: an exact name or alias first, then the longest wildcard.
+    pub fn resolve_model(&self, name: &str) -> Option<Resolved<'_>> {
+        if let Some(r) = self.exact.get(name) {
+            let provider = self.providers.get(r.provider)?;
+            return Some(Resolved { provider, upstream_model: std::borrow::Cow::Borrowed(&r.upstream_model) });
+        }
+        let w = self.wildcards.iter().find(|w| name.starts_with(&w.prefix))?;
+        let provider = self.providers.get(w.route.provider)?;
+        let matched = &name[w.prefix.len()..];
+        Some(Resolved {
+            provider,
+            upstream_model: std::borrow::Cow::Owned(w.route.upstream_model.replacen('*', matched, 1)),
+        })
+    }
+
+    /// The provider that declared a pass-through for this path.
+    pub fn passthrough(&self, path: &str) -> Option<&Provider> {
+        self.passthrough.iter().find(|(p, _)| p.matches(path)).and_then(|(_, i)| self.providers.get(*i))
+    }
+
+    /// The rendered model object for `GET /v1/models/{id}`.
+    pub fn model_json(&self, id: &str) -> Option<&Bytes> {
+        self.model_json.get(id)
+    }
+}
+
+/// Everything wrong with a config, found in one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationErrors(pub Vec<String>);
+
+impl std::fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct ModelObject<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    owned_by: &'a str,
+}
+
+#[derive(Serialize)]
+struct ModelList<'a> {
+    object: &'static str,
+    data: Vec<ModelObject<'a>>,
+}
+
+/// Compiles a parsed file into a snapshot, reporting every problem at once.
+pub fn compile(file: &ConfigFile, source: &str, generation: u64) -> Result<Snapshot, ValidationErrors> {
+    let mut errors = Vec::new();
+    let s = &file.server;
+    let limits = Limits {
+        max_header_bytes: usize::try_from(s.limits.max_header.0).unwrap_or(usize::MAX),
+        max_headers: usize::from(s.limits.max_headers),
+        max_body_bytes: s.limits.max_body.0,
+        header_timeout: s.limits.header_timeout.0,
+        body_timeout: s.limits.body_timeout.0,
+        idle_timeout: s.limits.idle_timeout.0,
+    };
+    if limits.max_headers == 0 || limits.max_headers > 128 {
+        errors.push("server.limits.max_headers must be between 1 and 128".to_string());
+    }
+    if limits.max_header_bytes < 1024 {
+        errors.push("server.limits.max_header must be at least 1KiB".to_string());
+    }
+    for (name, d) in [
+        ("header_timeout", limits.header_timeout),
+        ("body_timeout", limits.body_timeout),
+        ("idle_timeout", limits.idle_timeout),
+    ] {
+        if d.is_zero() {
+            errors.push(format!("server.limits.{name} must be greater than zero"));
+        }
+    }
+
+    let proxy = match &s.egress.proxy {
+        None => None,
+        Some(raw) => match BaseUrl::parse(&raw.0) {
+            Ok(u) if u.scheme == Scheme::Http => Some(Proxy {
+                host: u.host.clone(),
+                port: u.port,
+                authorization: u
+                    .userinfo
+                    .as_ref()
+                    .map(|ui| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(ui.as_bytes()))),
+            }),
+            Ok(_) => {
+                errors.push("server.egress.proxy: only http:// CONNECT proxies are supported".into());
+                None
+            }
+            Err(e) => {
+                errors.push(format!("server.egress.proxy: {e}"));
+                None
+            }
+        },
+    };
+
+    let mut providers = Vec::new();
+    let mut index = HashMap::new();
+    for (name, p) in &file.providers {
+        if name.is_empty() || name.contains(['/', '*']) {
+            errors.push(format!("providers.{name}: a provider name must be non-empty without '/' or '*'"));
+            continue;
+        }
+        match compile_provider(name, p, proxy.as_ref(), s.egress.ca_bundle.as_deref()) {
+            Ok(provider) => {
+                index.insert(name.clone(), providers.len());
+                providers.push(provider);
+            }
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+
+    let mut exact: HashMap<String, Route> = HashMap::new();
+    let mut wildcards = Vec::new();
+    let mut listed: Vec<(String, usize)> = Vec::new();
+    for (name, m) in &file.models {
+        let Some((pname, upstream_model)) = m.target.split_once('/') else {
+            errors.push(format!("models.{name}.target: {:?} must be `provider/model`", m.target));
+            continue;
+        };
+        let Some(&pi) = index.get(pname) else {
+            if !file.providers.contains_key(pname) {
+                errors.push(format!("models.{name}.target: unknown provider {pname:?}"));
+            }
+            continue;
+        };
+        if upstream_model.is_empty() {
+            errors.push(format!("models.{name}.target: the model part of {:?} is empty", m.target));
+            continue;
+        }
+        let route = Route { provider: pi, upstream_model: Arc::from(upstream_model) };
+        if let Some(prefix) = name.strip_suffix('*') {
+            if prefix.contains('*') || !m.aliases.is_empty() {
+                errors.push(format!("models.{name}: a wildcard name has one trailing '*' and no aliases"));
+                continue;
+            }
+            if upstream_model.matches('*').count() > 1 {
+                errors.push(format!("models.{name}.target: at most one '*' in the upstream model"));
+                continue;
+            }
+            wildcards.push(WildcardRoute { prefix: prefix.to_string(), route });
+            continue;
+        }
+        if upstream_model.contains('*') {
+            errors.push(format!("models.{name}.target: '*' is only allowed when the model name is a wildcard"));
+            continue;
+        }
+        for n in std::iter::once(name).chain(m.aliases.iter()) {
+            if n.is_empty() || n.contains('*') {
+                errors.push(format!("models.{name}: invalid model name or alias {n:?}"));
+            } else if exact.insert(n.clone(), route.clone()).is_some() {
+                errors.push(format!(
+                    "models.{name}: the name {n:?} is defined twice (names and aliases share one namespace)"
+                ));
+            } else {
+                listed.push((n.clone(), pi));
+            }
+        }
+    }
+    // Longest prefix first, so `gpt-4o*` wins over `gpt-*`.
+    wildcards.sort_by_key(|w| std::cmp::Reverse(w.prefix.len()));
+
+    let mut passthrough = Vec::new();
+    for (name, p) in &file.providers {
+        let Some(&pi) = index.get(name) else { continue };
+        for pat in &p.passthrough {
+            let (prefix, wildcard) = match pat.strip_suffix('*') {
+                Some(pre) => (pre, true),
+                None => (pat.as_str(), false),
+            };
+            if !prefix.starts_with("/v1/") || prefix.contains('*') {
+                errors.push(format!(
+                    "providers.{name}.passthrough: {pat:?} must start with /v1/ and may only end with '*'"
+                ));
+                continue;
+            }
+            if let Some((_, other)) = passthrough.iter().find(|(q, _): &&(PathPattern, usize)| q.prefix == prefix) {
+                let other_name = providers.get(*other).map_or("?", |p: &Provider| &p.name);
+                errors.push(format!("providers.{name}.passthrough: {pat:?} is also declared by {other_name}"));
+                continue;
+            }
+            if providers.get(pi).is_some_and(|p| p.upstream.is_none()) {
+                errors.push(format!("providers.{name}.passthrough: a mock provider cannot take pass-through paths"));
+                continue;
+            }
+            passthrough.push((PathPattern { prefix: prefix.to_string(), wildcard }, pi));
+        }
+    }
+    // Most specific first.
+    passthrough.sort_by(|a, b| b.0.prefix.len().cmp(&a.0.prefix.len()).then(a.0.wildcard.cmp(&b.0.wildcard)));
+
+    if !errors.is_empty() {
+        return Err(ValidationErrors(errors));
+    }
+
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let objects: Vec<ModelObject<'_>> = listed
+        .iter()
+        .map(|(id, pi)| ModelObject {
+            id,
+            object: "model",
+            created,
+            owned_by: providers.get(*pi).map_or("", |p| &p.name),
+        })
+        .collect();
+    let model_json =
+        objects.iter().map(|o| (o.id.to_string(), Bytes::from(serde_json::to_vec(o).unwrap_or_default()))).collect();
+    let models_json = Bytes::from(serde_json::to_vec(&ModelList { object: "list", data: objects }).unwrap_or_default());
+
+    let mut dns_hosts: Vec<(String, u16)> = providers
+        .iter()
+        .filter_map(|p| p.upstream.as_ref())
+        .map(|u| {
+            let (h, port) = u.dial_host();
+            (h.to_string(), port)
+        })
+        .collect();
+    dns_hosts.sort();
+    dns_hosts.dedup();
+
+    Ok(Snapshot {
+        generation,
+        source: source.to_string(),
+        limits,
+        upstream_limits: UpstreamLimits { max_body_bytes: s.limits.max_upstream_body.0, max_head_bytes: 64 * 1024 },
+        providers,
+        exact,
+        wildcards,
+        passthrough,
+        models_json,
+        model_json,
+        dns_hosts,
+        dns_refresh: s.egress.dns_refresh.0,
+    })
+}
+
+fn compile_provider(
+    name: &str,
+    p: &ProviderSection,
+    proxy: Option<&Proxy>,
+    global_ca: Option<&std::path::Path>,
+) -> Result<Provider, Vec<String>> {
+    let mut errors = Vec::new();
+    let name_arc: Arc<str> = Arc::from(name);
+    if p.kind == ProviderKind::Mock {
+        if p.base_url.is_some() || p.api_key.is_some() {
+            errors.push(format!("providers.{name}: a mock provider takes no base_url or api_key"));
+        }
+        return if errors.is_empty() {
+            Ok(Provider { name: name_arc, kind: p.kind, upstream: None })
+        } else {
+            Err(errors)
+        };
+    }
+    let base = match (&p.base_url, p.kind) {
+        (Some(u), _) => u.0.clone(),
+        (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_string(),
+        (None, _) => {
+            errors.push(format!("providers.{name}.base_url is required for kind openai-compatible"));
+            return Err(errors);
+        }
+    };
+    let url = match BaseUrl::parse(&base) {
+        Ok(u) if u.userinfo.is_none() => u,
+        Ok(_) => return Err(vec![format!("providers.{name}.base_url must not carry credentials; use api_key")]),
+        Err(e) => return Err(vec![format!("providers.{name}.base_url: {e}")]),
+    };
+    let mut headers = Vec::new();
+    match &p.api_key {
+        Some(k) if k.0.is_empty() => errors.push(format!("providers.{name}.api_key is empty")),
+        Some(k) => headers.push(("authorization".to_string(), format!("Bearer {}", k.0))),
+        None if p.kind == ProviderKind::Openai => {
+            errors.push(format!("providers.{name}.api_key is required for kind openai (use ${{OPENAI_API_KEY}})"))
+        }
+        None => {}
+    }
+    for (h, v) in &p.headers {
+        let valid_name =
+            !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid_name || v.0.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            errors.push(format!("providers.{name}.headers.{h}: invalid header name or value"));
+        } else {
+            headers.push((h.to_ascii_lowercase(), v.0.clone()));
+        }
+    }
+    let tls = if url.scheme == Scheme::Https {
+        let ca = p.tls.ca_bundle.as_deref().or(global_ca);
+        let sni = p.tls.server_name.clone().unwrap_or_else(|| url.host.clone());
+        let server_name =
+            ServerName::try_from(sni.clone()).map_err(|e| format!("providers.{name}.tls.server_name {sni:?}: {e}"));
+        let config = crate::tls::client_config(ca).map_err(|e| format!("providers.{name}.tls: {e}"));
+        match (config, server_name) {
+            (Ok(config), Ok(server_name)) => {
+                Some((UpstreamTls { config, server_name }, sni, ca.map(|c| c.display().to_string())))
+            }
+            (a, b) => {
+                errors.extend(a.err());
+                errors.extend(b.err());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let pool_key = format!(
+        "{}://{}:{}|sni={}|ca={}|proxy={}|max={}",
+        url.scheme.as_str(),
+        url.host,
+        url.port,
+        tls.as_ref().map_or("", |t| t.1.as_str()),
+        tls.as_ref().and_then(|t| t.2.as_deref()).unwrap_or("webpki"),
+        proxy.map_or(String::new(), |p| format!("{}:{}", p.host, p.port)),
+        p.pool.max_connections,
+    );
+    Ok(Provider {
+        name: name_arc,
+        kind: p.kind,
+        upstream: Some(Upstream {
+            scheme: url.scheme,
+            host_header: url.host_header(),
+            host: url.host,
+            port: url.port,
+            base_path: url.path,
+            tls: tls.map(|t| t.0),
+            proxy: proxy.cloned(),
+            pool_key: Arc::from(pool_key),
+            pool: PoolSettings { max_connections: p.pool.max_connections, idle_timeout: p.pool.idle_timeout.0 },
+            timeouts: UpstreamTimeouts {
+                connect: p.timeouts.connect.0,
+                first_byte: p.timeouts.first_byte.0,
+                idle: p.timeouts.idle.0,
+            },
+            headers,
+        }),
+    })
+}

@@ -1,0 +1,363 @@
+//! The process: load the config, decide the runtime driver, bind one `SO_REUSEPORT` listener per
+//! shard, start the shard threads, and run the control thread (config reload on file change,
+//! DNS refresh). The binary adds signals on top; tests drive the same API in-process.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{self, ConfigError, ConfigSource, ShardCount, Snapshot};
+use crate::metrics::Registry;
+use crate::rt::{self, DriverKind, DriverRequest, UringFlags};
+use crate::shard::{self, ProcessState, Shard};
+use crate::upstream::DnsTable;
+
+/// Start-time choices; each overrides the config file's `server` section when set.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    pub source: ConfigSource,
+    pub listen: Option<SocketAddr>,
+    pub shards: Option<NonZeroUsize>,
+    pub driver: Option<DriverRequest>,
+    pub uring_flags: Option<UringFlags>,
+    /// Watch the config file for changes (overrides `server.reload.watch`).
+    pub watch: Option<bool>,
+    /// Pin shard threads to cores (overrides `server.pin_cores`).
+    pub pin_cores: Option<bool>,
+}
+
+impl StartOptions {
+    pub fn new(source: ConfigSource) -> Self {
+        StartOptions {
+            source,
+            listen: None,
+            shards: None,
+            driver: None,
+            uring_flags: None,
+            watch: None,
+            pin_cores: None,
+        }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("runtime driver: {0}")]
+    Driver(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS listener: {0}")]
+    Tls(#[from] crate::tls::TlsConfigError),
+    #[error("shard {shard} failed to start: {reason}")]
+    Shard { shard: usize, reason: String },
+}
+
+/// Serialises reloads and remembers what was loaded.
+struct Reloader {
+    state: Arc<ProcessState>,
+    source: ConfigSource,
+    generation: AtomicU64,
+    lock: Mutex<()>,
+    /// Modification time of the file last loaded (for the watcher).
+    loaded_mtime: Mutex<Option<SystemTime>>,
+}
+
+impl Reloader {
+    fn mtime(&self) -> Option<SystemTime> {
+        self.source.path().and_then(|p| std::fs::metadata(p).ok()).and_then(|m| m.modified().ok())
+    }
+
+    /// Loads, validates and compiles the config, resolves its hosts, then swaps it in. On any
+    /// error the running config stays.
+    fn reload(&self) -> Result<u64, ConfigError> {
+        let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mtime = self.mtime();
+        let generation = self.generation.load(SeqCst) + 1;
+        let result = config::load(&self.source, generation);
+        if let Ok(mut m) = self.loaded_mtime.lock() {
+            *m = mtime;
+        }
+        match result {
+            Ok((_file, snapshot)) => {
+                // `server.limits` apply at once; the listener, shards, driver and TLS settings
+                // apply at the next start.
+                resolve_into(&self.state, &snapshot);
+                self.state.config.store(Arc::new(snapshot));
+                self.generation.store(generation, SeqCst);
+                self.state.reloads_ok.fetch_add(1, SeqCst);
+                tracing::info!(generation, source = %self.source.describe(), "config reloaded");
+                Ok(generation)
+            }
+            Err(e) => {
+                self.state.reloads_failed.fetch_add(1, SeqCst);
+                tracing::error!(error = %e, "config reload refused; the running config stays");
+                Err(e)
+            }
+        }
+    }
+}
+
+fn resolve_into(state: &ProcessState, snapshot: &Snapshot) {
+    let previous = state.dns.load();
+    let (table, failures) = DnsTable::resolve(&snapshot.dns_hosts, &previous);
+    for f in failures {
+        tracing::warn!(failure = %f, "upstream host did not resolve");
+    }
+    state.dns.store(Arc::new(table));
+}
+
+/// A running gateway.
+pub struct Gateway {
+    state: Arc<ProcessState>,
+    reloader: Arc<Reloader>,
+    local_addr: SocketAddr,
+    shard_threads: Vec<JoinHandle<()>>,
+    control: Option<JoinHandle<()>>,
+    stop_control: Arc<AtomicBool>,
+}
+
+impl Gateway {
+    /// Starts the gateway and returns once every shard accepts connections.
+    pub fn start(opts: StartOptions) -> Result<Gateway, StartError> {
+        let (file, snapshot) = config::load(&opts.source, 1)?;
+        let server = &file.server;
+        let driver =
+            DriverKind::resolve(opts.driver.unwrap_or(server.driver), opts.uring_flags.unwrap_or(server.uring_flags))
+                .map_err(StartError::Driver)?;
+        let shards = match opts.shards {
+            Some(n) => n.get(),
+            None => match server.shards {
+                ShardCount::Fixed(n) => n.get(),
+                ShardCount::Auto => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            },
+        };
+        let listen = opts.listen.unwrap_or(server.listen);
+        let listeners = bind_listeners(listen, shards, driver)?;
+        let local_addr = listeners
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .ok_or_else(|| StartError::Listen { addr: listen, source: std::io::Error::other("no listener") })?;
+        let tls = match &server.tls {
+            Some(t) => Some(crate::tls::server_config(&t.cert, &t.key)?),
+            None => None,
+        };
+        let pin = opts.pin_cores.unwrap_or(server.pin_cores);
+        let watch = opts.watch.unwrap_or(server.reload.watch);
+        let poll_interval = server.reload.poll_interval.0;
+
+        let state = Arc::new(ProcessState {
+            config: ArcSwap::from_pointee(snapshot),
+            dns: ArcSwap::from_pointee(DnsTable::default()),
+            registry: Registry::new(shards),
+            driver,
+            shards_total: shards,
+            shards_up: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            drain_grace_ms: AtomicU64::new(u64::try_from(server.drain_grace.0.as_millis()).unwrap_or(u64::MAX)),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            tls,
+        });
+        resolve_into(&state, &state.config.load());
+
+        let cores = if pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let entries = server.uring_entries.get();
+        let mut shard_threads = Vec::with_capacity(shards);
+        for (id, listener) in listeners.into_iter().enumerate() {
+            let state = state.clone();
+            let core = cores.get(id % cores.len().max(1)).copied();
+            let handle = std::thread::Builder::new()
+                .name(format!("shard-{id}"))
+                .spawn(move || {
+                    let pinned = core.is_some_and(core_affinity::set_for_current);
+                    tracing::debug!(shard = id, pinned, core = ?core.map(|c| c.id), "shard thread started");
+                    let result = rt::run_shard_runtime(driver, entries, || {
+                        shard::run(Rc::new(Shard::new(id, state.clone())), listener)
+                    });
+                    if let Err(e) = result {
+                        tracing::error!(shard = id, error = %e, "shard runtime failed");
+                    }
+                })
+                .map_err(|e| StartError::Shard { shard: id, reason: e.to_string() })?;
+            shard_threads.push(handle);
+        }
+
+        // Wait for every shard to accept (or die trying).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.shards_up.load(SeqCst) < shards {
+            if let Some(dead) = shard_threads.iter().position(JoinHandle::is_finished) {
+                state.draining.store(true, SeqCst);
+                return Err(StartError::Shard {
+                    shard: dead,
+                    reason: "its runtime exited during start (see the log)".into(),
+                });
+            }
+            if Instant::now() > deadline {
+                state.draining.store(true, SeqCst);
+                return Err(StartError::Shard {
+                    shard: state.shards_up.load(SeqCst),
+                    reason: "not up after 10s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+
+        let reloader = Arc::new(Reloader {
+            state: state.clone(),
+            source: opts.source.clone(),
+            generation: AtomicU64::new(1),
+            lock: Mutex::new(()),
+            loaded_mtime: Mutex::new(None),
+        });
+        if let Ok(mut m) = reloader.loaded_mtime.lock() {
+            *m = reloader.mtime();
+        }
+        let stop_control = Arc::new(AtomicBool::new(false));
+        let control = {
+            let reloader = reloader.clone();
+            let stop = stop_control.clone();
+            std::thread::Builder::new()
+                .name("control".into())
+                .spawn(move || control_loop(&reloader, &stop, watch, poll_interval))
+                .ok()
+        };
+
+        tracing::info!(
+            listen = %local_addr,
+            shards,
+            driver = %driver,
+            tls = state.tls.is_some(),
+            config = %opts.source.describe(),
+            "shardgate serving"
+        );
+        Ok(Gateway { state, reloader, local_addr, shard_threads, control, stop_control })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn driver(&self) -> DriverKind {
+        self.state.driver
+    }
+
+    /// Reloads the config now (what SIGHUP does). On error the running config stays.
+    pub fn reload(&self) -> Result<u64, ConfigError> {
+        self.reloader.reload()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Snapshot> {
+        self.state.config.load_full()
+    }
+
+    /// The Prometheus text `/metrics` serves.
+    pub fn metrics_text(&self) -> String {
+        self.state.registry.render(&self.state.gauges())
+    }
+
+    /// Upstream connections opened and reused, across shards.
+    pub fn upstream_connections(&self) -> (u64, u64) {
+        self.state.registry.upstream_connections()
+    }
+
+    /// Stops accepting, lets in-flight requests and streams finish for up to `grace`, then
+    /// stops every shard. Returns when all shard threads have exited.
+    pub fn shutdown(mut self, grace: Duration) {
+        self.state.drain_grace_ms.store(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), SeqCst);
+        self.state.draining.store(true, SeqCst);
+        tracing::info!(?grace, "draining");
+        for t in self.shard_threads.drain(..) {
+            let _ = t.join();
+        }
+        self.stop_control.store(true, SeqCst);
+        if let Some(c) = self.control.take() {
+            let _ = c.join();
+        }
+        tracing::info!("drained; bye");
+    }
+
+    /// The drain grace configured in `server.drain_grace`.
+    pub fn configured_grace(&self) -> Duration {
+        Duration::from_millis(self.state.drain_grace_ms.load(SeqCst))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // A gateway dropped without `shutdown` (a failing test) must not leave threads serving.
+        if !self.shard_threads.is_empty() {
+            self.state.drain_grace_ms.store(0, SeqCst);
+            self.state.draining.store(true, SeqCst);
+            for t in self.shard_threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+        self.stop_control.store(true, SeqCst);
+        if let Some(c) = self.control.take() {
+            let _ = c.join();
+        }
+    }
+}
+
+/// Binds one listener per shard on the same address with `SO_REUSEPORT`; the kernel spreads
+/// connections across them. Port 0 is resolved by the first bind.
+fn bind_listeners(
+    addr: SocketAddr,
+    shards: usize,
+    driver: DriverKind,
+) -> Result<Vec<std::net::TcpListener>, StartError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out = Vec::with_capacity(shards);
+    let mut actual = addr;
+    for _ in 0..shards {
+        let fail = |source| StartError::Listen { addr: actual, source };
+        let socket = Socket::new(Domain::for_address(actual), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+        socket.set_reuse_port(true).map_err(fail)?;
+        socket.set_reuse_address(true).map_err(fail)?;
+        socket.set_nodelay(true).map_err(fail)?;
+        // The epoll driver needs non-blocking sockets; io_uring does not care.
+        if driver == DriverKind::Epoll {
+            socket.set_nonblocking(true).map_err(fail)?;
+        }
+        socket.bind(&actual.into()).map_err(fail)?;
+        socket.listen(4096).map_err(fail)?;
+        let l: std::net::TcpListener = socket.into();
+        if actual.port() == 0 {
+            actual = l.local_addr().map_err(fail)?;
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+fn control_loop(reloader: &Reloader, stop: &AtomicBool, watch: bool, poll_interval: Duration) {
+    let tick = Duration::from_millis(20);
+    let mut last_poll = Instant::now();
+    let mut last_dns = Instant::now();
+    while !stop.load(SeqCst) {
+        std::thread::sleep(tick);
+        if watch && reloader.source.path().is_some() && last_poll.elapsed() >= poll_interval {
+            last_poll = Instant::now();
+            let current = reloader.mtime();
+            let loaded = reloader.loaded_mtime.lock().ok().and_then(|m| *m);
+            if current.is_some() && current != loaded {
+                let _ = reloader.reload();
+            }
+        }
+        let snapshot = reloader.state.config.load();
+        if last_dns.elapsed() >= snapshot.dns_refresh && !snapshot.dns_hosts.is_empty() {
+            last_dns = Instant::now();
+            resolve_into(&reloader.state, &snapshot);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! shardgate's engine: shards and their runtimes, HTTP/1.1 both ways, TLS, upstream pools,
+//! config loading and reload, API handlers. The `shardgate` binary is a thin layer over
+//! [`gateway::Gateway`] and [`cli`].
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod metrics;
+pub mod mock;
+pub mod rt;
+pub mod shard;
+pub mod tls;
+pub mod upstream;
+
+pub use gateway::{Gateway, StartError, StartOptions};

@@ -1,0 +1,345 @@
+//! Metrics: each shard writes only its own counters (relaxed atomics on its own cache lines, so
+//! no contention and no lock); `/metrics` sums the shards at scrape time.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::error::ErrorKind;
+
+/// Which API surface a request hit (a bounded label set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Models,
+    Passthrough,
+    Ops,
+    Other,
+}
+
+impl Endpoint {
+    const ALL: [Endpoint; 7] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Models,
+        Endpoint::Passthrough,
+        Endpoint::Ops,
+        Endpoint::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Models => "models",
+            Endpoint::Passthrough => "passthrough",
+            Endpoint::Ops => "ops",
+            Endpoint::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Status codes tracked individually; everything else lands in `other`.
+const CODES: [u16; 22] =
+    [200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415, 417, 422, 429, 431, 500, 501, 502, 503, 504, 505];
+const CODE_SLOTS: usize = CODES.len() + 1;
+
+fn code_slot(code: u16) -> usize {
+    CODES.iter().position(|c| *c == code).unwrap_or(CODES.len())
+}
+
+/// Histogram bucket upper bounds, in microseconds (rendered as seconds).
+const BUCKETS_US: [u64; 18] = [
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    120_000_000,
+];
+
+/// A fixed-bucket latency histogram with atomic counts.
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum_us: AtomicU64::new(0) }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let slot = BUCKETS_US.iter().position(|b| us <= *b).unwrap_or(BUCKETS_US.len());
+        self.buckets[slot].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+}
+
+/// One shard's counters.
+pub struct ShardMetrics {
+    requests: [[AtomicU64; CODE_SLOTS]; Endpoint::ALL.len()],
+    errors: [AtomicU64; ErrorKind::ALL.len()],
+    pub in_flight: AtomicI64,
+    pub open_connections: AtomicI64,
+    pub accepted_connections: AtomicU64,
+    pub upstream_new: AtomicU64,
+    pub upstream_reused: AtomicU64,
+    pub upstream_retries: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+    pub cached_tokens: AtomicU64,
+    pub panics: AtomicU64,
+    pub request_duration: Histogram,
+    pub upstream_first_byte: Histogram,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        ShardMetrics {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            in_flight: AtomicI64::new(0),
+            open_connections: AtomicI64::new(0),
+            accepted_connections: AtomicU64::new(0),
+            upstream_new: AtomicU64::new(0),
+            upstream_reused: AtomicU64::new(0),
+            upstream_retries: AtomicU64::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            completion_tokens: AtomicU64::new(0),
+            cached_tokens: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+            request_duration: Histogram::default(),
+            upstream_first_byte: Histogram::default(),
+        }
+    }
+}
+
+impl ShardMetrics {
+    pub fn request(&self, endpoint: Endpoint, code: u16, took: Duration) {
+        self.requests[endpoint.index()][code_slot(code)].fetch_add(1, Relaxed);
+        self.request_duration.observe(took);
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors[kind.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn usage(&self, u: &adapters::openai::usage::Usage) {
+        self.prompt_tokens.fetch_add(u.prompt_tokens, Relaxed);
+        self.completion_tokens.fetch_add(u.completion_tokens, Relaxed);
+        self.cached_tokens.fetch_add(u.cached_tokens, Relaxed);
+    }
+
+    fn total_requests(&self) -> u64 {
+        self.requests.iter().flatten().map(|c| c.load(Relaxed)).sum()
+    }
+}
+
+/// Gauges that belong to the process rather than a shard.
+pub struct ProcessGauges {
+    pub config_generation: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub ready: bool,
+    pub driver: &'static str,
+}
+
+/// All shards' metrics, for rendering.
+#[derive(Clone)]
+pub struct Registry {
+    shards: Arc<Vec<Arc<ShardMetrics>>>,
+}
+
+impl Registry {
+    pub fn new(shards: usize) -> Self {
+        Registry { shards: Arc::new((0..shards).map(|_| Arc::new(ShardMetrics::default())).collect()) }
+    }
+
+    pub fn shard(&self, i: usize) -> Arc<ShardMetrics> {
+        self.shards.get(i).cloned().unwrap_or_default()
+    }
+
+    fn sum(&self, f: impl Fn(&ShardMetrics) -> u64) -> u64 {
+        self.shards.iter().map(|s| f(s)).sum()
+    }
+
+    /// Total of a counter across shards (tests and the bench harness read these).
+    pub fn upstream_connections(&self) -> (u64, u64) {
+        (self.sum(|s| s.upstream_new.load(Relaxed)), self.sum(|s| s.upstream_reused.load(Relaxed)))
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self, g: &ProcessGauges) -> String {
+        let mut out = String::with_capacity(8192);
+        let o = &mut out;
+        header(o, "shardgate_requests_total", "counter", "Requests answered, by endpoint and status code.");
+        for e in Endpoint::ALL {
+            for slot in 0..CODE_SLOTS {
+                let n = self.sum(|s| s.requests[e.index()][slot].load(Relaxed));
+                if n > 0 {
+                    let code = CODES.get(slot).map_or("other".to_string(), |c| c.to_string());
+                    let _ = writeln!(o, "shardgate_requests_total{{endpoint=\"{}\",code=\"{code}\"}} {n}", e.label());
+                }
+            }
+        }
+        header(o, "shardgate_errors_total", "counter", "Errors produced by the gateway, by kind.");
+        for k in ErrorKind::ALL {
+            let n = self.sum(|s| s.errors[k.index()].load(Relaxed));
+            let _ = writeln!(o, "shardgate_errors_total{{kind=\"{}\"}} {n}", k.label());
+        }
+        let gauge = |o: &mut String, name: &str, help: &str, v: i64| {
+            header(o, name, "gauge", help);
+            let _ = writeln!(o, "{name} {v}");
+        };
+        let in_flight: i64 = self.shards.iter().map(|s| s.in_flight.load(Relaxed)).sum();
+        gauge(o, "shardgate_in_flight_requests", "Requests being handled now.", in_flight);
+        let open: i64 = self.shards.iter().map(|s| s.open_connections.load(Relaxed)).sum();
+        gauge(o, "shardgate_open_connections", "Downstream connections open now.", open);
+        let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+            header(o, name, "counter", help);
+            let _ = writeln!(o, "{name} {v}");
+        };
+        counter(
+            o,
+            "shardgate_accepted_connections_total",
+            "Downstream connections accepted.",
+            self.sum(|s| s.accepted_connections.load(Relaxed)),
+        );
+        header(
+            o,
+            "shardgate_upstream_connections_total",
+            "counter",
+            "Upstream requests by connection: a new connection or one reused from the pool.",
+        );
+        let (new, reused) = self.upstream_connections();
+        let _ = writeln!(o, "shardgate_upstream_connections_total{{outcome=\"new\"}} {new}");
+        let _ = writeln!(o, "shardgate_upstream_connections_total{{outcome=\"reused\"}} {reused}");
+        counter(
+            o,
+            "shardgate_upstream_retries_total",
+            "Requests retried once on a fresh connection after a reused one failed before any response byte.",
+            self.sum(|s| s.upstream_retries.load(Relaxed)),
+        );
+        header(o, "shardgate_tokens_total", "counter", "Tokens reported by upstream usage, by kind.");
+        for (kind, v) in [
+            ("prompt", self.sum(|s| s.prompt_tokens.load(Relaxed))),
+            ("completion", self.sum(|s| s.completion_tokens.load(Relaxed))),
+            ("cached", self.sum(|s| s.cached_tokens.load(Relaxed))),
+        ] {
+            let _ = writeln!(o, "shardgate_tokens_total{{kind=\"{kind}\"}} {v}");
+        }
+        counter(
+            o,
+            "shardgate_panics_total",
+            "Connection tasks that panicked (the shard survived).",
+            self.sum(|s| s.panics.load(Relaxed)),
+        );
+        self.histogram(
+            o,
+            "shardgate_request_duration_seconds",
+            "Time from a request's first byte to its last response byte.",
+            |s| &s.request_duration,
+        );
+        self.histogram(
+            o,
+            "shardgate_upstream_first_byte_seconds",
+            "Time from sending a request upstream to its response head.",
+            |s| &s.upstream_first_byte,
+        );
+        header(o, "shardgate_shard_requests_total", "counter", "Requests answered, by shard.");
+        for (i, s) in self.shards.iter().enumerate() {
+            let _ = writeln!(o, "shardgate_shard_requests_total{{shard=\"{i}\"}} {}", s.total_requests());
+        }
+        gauge(o, "shardgate_shards", "Shards running.", i64::try_from(self.shards.len()).unwrap_or(i64::MAX));
+        header(o, "shardgate_info", "gauge", "Build and runtime information.");
+        let _ = writeln!(o, "shardgate_info{{version=\"{}\",driver=\"{}\"}} 1", env!("CARGO_PKG_VERSION"), g.driver);
+        gauge(
+            o,
+            "shardgate_ready",
+            "1 when config is loaded, shards are up and the gateway is not draining.",
+            i64::from(g.ready),
+        );
+        gauge(
+            o,
+            "shardgate_config_generation",
+            "Generation of the config in force.",
+            i64::try_from(g.config_generation).unwrap_or(i64::MAX),
+        );
+        header(o, "shardgate_config_reloads_total", "counter", "Config reloads by result.");
+        let _ = writeln!(o, "shardgate_config_reloads_total{{result=\"ok\"}} {}", g.reloads_ok);
+        let _ = writeln!(o, "shardgate_config_reloads_total{{result=\"failed\"}} {}", g.reloads_failed);
+        out
+    }
+
+    fn histogram(&self, o: &mut String, name: &str, help: &str, pick: impl Fn(&ShardMetrics) -> &Histogram) {
+        header(o, name, "histogram", help);
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS_US.iter().enumerate() {
+            cumulative += self.sum(|s| pick(s).buckets[i].load(Relaxed));
+            let _ = writeln!(o, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+        }
+        cumulative += self.sum(|s| pick(s).buckets[BUCKETS_US.len()].load(Relaxed));
+        let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum(|s| pick(s).sum_us.load(Relaxed));
+        let _ = writeln!(o, "{name}_sum {}", sum as f64 / 1e6);
+        let _ = writeln!(o, "{name}_count {cumulative}");
+    }
+}
+
+fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_sums_across_shards() {
+        let r = Registry::new(2);
+        r.shard(0).request(Endpoint::ChatCompletions, 200, Duration::from_millis(3));
+        r.shard(1).request(Endpoint::ChatCompletions, 200, Duration::from_millis(300));
+        r.shard(1).request(Endpoint::Models, 599, Duration::from_micros(10));
+        r.shard(0).error(ErrorKind::UpstreamTimeout);
+        let text = r.render(&ProcessGauges {
+            config_generation: 3,
+            reloads_ok: 2,
+            reloads_failed: 1,
+            ready: true,
+            driver: "epoll",
+        });
+        assert!(text.contains("shardgate_requests_total{endpoint=\"chat_completions\",code=\"200\"} 2"));
+        assert!(text.contains("shardgate_requests_total{endpoint=\"models\",code=\"other\"} 1"));
+        assert!(text.contains("shardgate_errors_total{kind=\"upstream_timeout\"} 1"));
+        assert!(text.contains("shardgate_request_duration_seconds_bucket{le=\"0.005\"} 2"));
+        assert!(text.contains("shardgate_request_duration_seconds_bucket{le=\"+Inf\"} 3"));
+        assert!(text.contains("shardgate_request_duration_seconds_count 3"));
+        assert!(text.contains("shardgate_config_generation 3"));
+    }
+}

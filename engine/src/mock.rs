@@ -1,0 +1,345 @@
+//! Canned OpenAI-dialect answers: the built-in `mock` provider answers with these in-process,
+//! and the benchmark's mock provider serves them over the network with latency knobs.
+//!
+//! Pure functions producing bytes; one "token" is one word of a fixed text, so token counts are
+//! exact and tests can predict them.
+
+use serde::Serialize;
+
+const WORDS: [&str; 16] = [
+    "This",
+    "is",
+    "a",
+    "mock",
+    "response",
+    "from",
+    "shardgate,",
+    "answered",
+    "without",
+    "any",
+    "provider",
+    "account;",
+    "configure",
+    "a",
+    "real",
+    "model.",
+];
+
+/// The `i`-th token of the mock text, with its leading space (none for the first).
+pub fn token(i: usize) -> String {
+    let w = WORDS[i % WORDS.len()];
+    if i == 0 { w.to_string() } else { format!(" {w}") }
+}
+
+/// `n` tokens of mock text.
+pub fn text(n: usize) -> String {
+    (0..n).map(token).collect()
+}
+
+/// A rough prompt token count: one per four bytes of request body, at least one.
+pub fn estimate_prompt_tokens(body_len: usize) -> u64 {
+    (body_len as u64 / 4).max(1)
+}
+
+/// The shape of one mock answer.
+#[derive(Debug, Clone)]
+pub struct Reply<'a> {
+    pub id: &'a str,
+    pub created: u64,
+    pub model: &'a str,
+    pub prompt_tokens: u64,
+    pub completion_tokens: usize,
+}
+
+#[derive(Serialize)]
+struct UsageJson {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+impl Reply<'_> {
+    fn usage(&self) -> UsageJson {
+        let c = self.completion_tokens as u64;
+        UsageJson { prompt_tokens: self.prompt_tokens, completion_tokens: c, total_tokens: self.prompt_tokens + c }
+    }
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+    refusal: Option<()>,
+}
+
+#[derive(Serialize)]
+struct ChatChoice<'a> {
+    index: u32,
+    message: Message<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct ChatCompletion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [ChatChoice<'a>; 1],
+    usage: UsageJson,
+    system_fingerprint: &'static str,
+}
+
+fn json(v: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// A complete `chat.completion`.
+pub fn chat_completion(r: &Reply<'_>) -> Vec<u8> {
+    let content = text(r.completion_tokens);
+    json(&ChatCompletion {
+        id: r.id,
+        object: "chat.completion",
+        created: r.created,
+        model: r.model,
+        choices: [ChatChoice {
+            index: 0,
+            message: Message { role: "assistant", content: &content, refusal: None },
+            logprobs: None,
+            finish_reason: "stop",
+        }],
+        usage: r.usage(),
+        system_fingerprint: "shardgate-mock",
+    })
+}
+
+#[derive(Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct ChatChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: &'static str,
+    choices: Vec<ChunkChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<UsageJson>>,
+}
+
+fn sse(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\n\n");
+    out
+}
+
+/// The terminating event of an OpenAI stream.
+pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+
+/// The events of a streamed chat completion, each a complete SSE event (`data: ...\n\n`): a role
+/// chunk, one chunk per token, a finish chunk, the usage chunk when `include_usage`, and `[DONE]`.
+pub fn chat_stream(r: &Reply<'_>, include_usage: bool) -> Vec<Vec<u8>> {
+    let usage_field = |u: Option<UsageJson>| if include_usage { Some(u) } else { None };
+    let chunk = |delta: Delta<'_>, finish: Option<&'static str>| {
+        sse(&json(&ChatChunk {
+            id: r.id,
+            object: "chat.completion.chunk",
+            created: r.created,
+            model: r.model,
+            system_fingerprint: "shardgate-mock",
+            choices: vec![ChunkChoice { index: 0, delta, logprobs: None, finish_reason: finish }],
+            usage: usage_field(None),
+        }))
+    };
+    let mut events = Vec::with_capacity(r.completion_tokens + 4);
+    events.push(chunk(Delta { role: Some("assistant"), content: Some("") }, None));
+    for i in 0..r.completion_tokens {
+        let t = token(i);
+        events.push(chunk(Delta { role: None, content: Some(&t) }, None));
+    }
+    events.push(chunk(Delta { role: None, content: None }, Some("stop")));
+    if include_usage {
+        events.push(sse(&json(&ChatChunk {
+            id: r.id,
+            object: "chat.completion.chunk",
+            created: r.created,
+            model: r.model,
+            system_fingerprint: "shardgate-mock",
+            choices: Vec::new(),
+            usage: Some(Some(r.usage())),
+        })));
+    }
+    events.push(DONE_EVENT.to_vec());
+    events
+}
+
+#[derive(Serialize)]
+struct TextChoice<'a> {
+    text: &'a str,
+    index: u32,
+    logprobs: Option<()>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct TextCompletion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<TextChoice<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageJson>,
+}
+
+/// A complete legacy `text_completion`.
+pub fn completion(r: &Reply<'_>) -> Vec<u8> {
+    let t = text(r.completion_tokens);
+    json(&TextCompletion {
+        id: r.id,
+        object: "text_completion",
+        created: r.created,
+        model: r.model,
+        choices: vec![TextChoice { text: &t, index: 0, logprobs: None, finish_reason: Some("stop") }],
+        usage: Some(r.usage()),
+    })
+}
+
+/// The events of a streamed legacy completion.
+pub fn completion_stream(r: &Reply<'_>, include_usage: bool) -> Vec<Vec<u8>> {
+    let mut events = Vec::with_capacity(r.completion_tokens + 3);
+    for i in 0..r.completion_tokens {
+        let t = token(i);
+        let last = i + 1 == r.completion_tokens;
+        events.push(sse(&json(&TextCompletion {
+            id: r.id,
+            object: "text_completion",
+            created: r.created,
+            model: r.model,
+            choices: vec![TextChoice { text: &t, index: 0, logprobs: None, finish_reason: last.then_some("stop") }],
+            usage: None,
+        })));
+    }
+    if include_usage {
+        events.push(sse(&json(&TextCompletion {
+            id: r.id,
+            object: "text_completion",
+            created: r.created,
+            model: r.model,
+            choices: Vec::new(),
+            usage: Some(r.usage()),
+        })));
+    }
+    events.push(DONE_EVENT.to_vec());
+    events
+}
+
+#[derive(Serialize)]
+struct Embedding {
+    object: &'static str,
+    index: usize,
+    embedding: Vec<f32>,
+}
+
+#[derive(Serialize)]
+struct EmbeddingUsage {
+    prompt_tokens: u64,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct EmbeddingList<'a> {
+    object: &'static str,
+    data: Vec<Embedding>,
+    model: &'a str,
+    usage: EmbeddingUsage,
+}
+
+/// An embeddings list with `inputs` deterministic unit vectors of `dims` floats.
+pub fn embeddings(model: &str, inputs: usize, dims: usize, prompt_tokens: u64) -> Vec<u8> {
+    let data = (0..inputs)
+        .map(|i| {
+            let raw: Vec<f32> = (0..dims).map(|d| (((i * 31 + d * 7) % 17) as f32) - 8.0).collect();
+            let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+            Embedding { object: "embedding", index: i, embedding: raw.iter().map(|x| x / norm).collect() }
+        })
+        .collect();
+    json(&EmbeddingList {
+        object: "list",
+        data,
+        model,
+        usage: EmbeddingUsage { prompt_tokens, total_tokens: prompt_tokens },
+    })
+}
+
+/// How many inputs an embeddings request carries, and the `dimensions` it asks for. This is the
+/// mock's own concern (not the request path), so it parses the body fully.
+pub fn embedding_request_shape(body: &[u8]) -> (usize, Option<usize>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (1, None);
+    };
+    let inputs = match v.get("input") {
+        Some(serde_json::Value::Array(a)) if a.iter().all(|x| x.is_number()) => 1,
+        Some(serde_json::Value::Array(a)) => a.len().max(1),
+        _ => 1,
+    };
+    let dims = v.get("dimensions").and_then(serde_json::Value::as_u64).and_then(|d| usize::try_from(d).ok());
+    (inputs, dims.filter(|d| (1..=4096).contains(d)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adapters::openai::usage;
+
+    fn reply() -> Reply<'static> {
+        Reply { id: "chatcmpl-1", created: 1, model: "mock-1", prompt_tokens: 7, completion_tokens: 5 }
+    }
+
+    #[test]
+    fn chat_completion_has_usage_and_text() {
+        let body = chat_completion(&reply());
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "This is a mock response");
+        let u = usage::from_response_body(&body).unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (7, 5, 12));
+    }
+
+    #[test]
+    fn stream_has_tokens_usage_and_done() {
+        let events = chat_stream(&reply(), true);
+        assert_eq!(events.len(), 1 + 5 + 1 + 1 + 1);
+        assert_eq!(events.last().unwrap().as_slice(), DONE_EVENT);
+        let usage_event = &events[events.len() - 2];
+        let data = &usage_event[6..usage_event.len() - 2];
+        assert_eq!(usage::from_stream_data(data).unwrap().completion_tokens, 5);
+        let no_usage = chat_stream(&reply(), false);
+        assert_eq!(no_usage.len(), 1 + 5 + 1 + 1);
+    }
+
+    #[test]
+    fn embeddings_shape() {
+        assert_eq!(embedding_request_shape(br#"{"input":["a","b","c"],"dimensions":8}"#), (3, Some(8)));
+        assert_eq!(embedding_request_shape(br#"{"input":[1,2,3]}"#), (1, None));
+        let v: serde_json::Value = serde_json::from_slice(&embeddings("e", 2, 4, 3)).unwrap();
+        assert_eq!(v["data"].as_array().unwrap().len(), 2);
+        assert_eq!(v["data"][1]["embedding"].as_array().unwrap().len(), 4);
+    }
+}

@@ -1,0 +1,214 @@
+//! A shard: one pinned thread, its own runtime, its own listener (`SO_REUSEPORT`), connections,
+//! upstream pools and counters. Nothing in here is shared with another shard except the config
+//! snapshot (read through `arc-swap`) and the metrics it writes.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use adapters::openai::request::Scanner;
+use adapters::openai::usage::UsageReader;
+use arc_swap::ArcSwap;
+use futures_util::FutureExt;
+
+use crate::config::Snapshot;
+use crate::metrics::{ProcessGauges, Registry, ShardMetrics};
+use crate::rt::{self, DriverKind, LocalEvent, TcpListener};
+use crate::tls::TlsStream;
+use crate::upstream::{DnsTable, Pool};
+
+/// State shared by all shards and the control thread.
+pub struct ProcessState {
+    pub config: ArcSwap<Snapshot>,
+    pub dns: ArcSwap<DnsTable>,
+    pub registry: Registry,
+    pub driver: DriverKind,
+    pub shards_total: usize,
+    pub shards_up: AtomicUsize,
+    pub draining: AtomicBool,
+    /// Grace period of the drain in progress, in milliseconds.
+    pub drain_grace_ms: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Downstream TLS, fixed at start.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl ProcessState {
+    pub fn ready(&self) -> bool {
+        self.shards_up.load(SeqCst) == self.shards_total && !self.draining.load(SeqCst)
+    }
+
+    pub fn gauges(&self) -> ProcessGauges {
+        ProcessGauges {
+            config_generation: self.config.load().generation,
+            reloads_ok: self.reloads_ok.load(Relaxed),
+            reloads_failed: self.reloads_failed.load(Relaxed),
+            ready: self.ready(),
+            driver: self.driver.label(),
+        }
+    }
+}
+
+/// A snapshot held by one shard. The extra `Rc` is deliberate: requests clone it with a
+/// non-atomic count, where cloning the shared `Arc` per request would bounce its counter
+/// between cores.
+#[allow(clippy::redundant_allocation)]
+pub type LocalSnapshot = Rc<Arc<Snapshot>>;
+
+/// One shard's state, owned by its thread.
+pub struct Shard {
+    pub id: usize,
+    pub process: Arc<ProcessState>,
+    /// The snapshot this shard last saw.
+    local_config: RefCell<LocalSnapshot>,
+    pub pool: Pool,
+    pub metrics: Arc<ShardMetrics>,
+    pub scanner: RefCell<Scanner>,
+    pub usage_reader: RefCell<UsageReader>,
+    pub drain: LocalEvent,
+    pub open_connections: Cell<usize>,
+    pub sequence: Cell<u64>,
+}
+
+impl Shard {
+    pub fn new(id: usize, process: Arc<ProcessState>) -> Self {
+        let metrics = process.registry.shard(id);
+        let local_config = RefCell::new(Rc::new(process.config.load_full()));
+        Shard {
+            id,
+            process,
+            local_config,
+            pool: Pool::default(),
+            metrics,
+            scanner: RefCell::new(Scanner::new()),
+            usage_reader: RefCell::new(UsageReader::new()),
+            drain: LocalEvent::new(),
+            open_connections: Cell::new(0),
+            sequence: Cell::new(0),
+        }
+    }
+
+    /// The config in force now.
+    pub fn config(&self) -> LocalSnapshot {
+        let current = self.process.config.load();
+        let mut local = self.local_config.borrow_mut();
+        if !Arc::ptr_eq(&current, &local) {
+            *local = Rc::new(arc_swap::Guard::into_inner(current));
+        }
+        local.clone()
+    }
+
+    /// A number unique within this shard (ids of mock answers).
+    pub fn next_sequence(&self) -> u64 {
+        let n = self.sequence.get() + 1;
+        self.sequence.set(n);
+        n
+    }
+}
+
+/// Counts a connection open for as long as it lives.
+struct ConnectionGuard(Rc<Shard>);
+
+impl ConnectionGuard {
+    fn new(shard: Rc<Shard>) -> Self {
+        shard.open_connections.set(shard.open_connections.get() + 1);
+        shard.metrics.open_connections.fetch_add(1, Relaxed);
+        shard.metrics.accepted_connections.fetch_add(1, Relaxed);
+        ConnectionGuard(shard)
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let s = &self.0;
+        s.open_connections.set(s.open_connections.get().saturating_sub(1));
+        s.metrics.open_connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The shard's main task: accept until draining, then wait for connections to finish.
+pub async fn run(shard: Rc<Shard>, listener: std::net::TcpListener) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(shard = shard.id, error = %e, "cannot adopt the listener");
+            return;
+        }
+    };
+    rt::spawn(housekeeping(shard.clone()));
+    shard.process.shards_up.fetch_add(1, SeqCst);
+    tracing::debug!(shard = shard.id, "shard accepting");
+
+    let service = Rc::new(crate::api::GatewayService::new(shard.clone()));
+    loop {
+        let accepted = match rt::unless(&shard.drain, listener.accept()).await {
+            None => break,
+            Some(a) => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let guard = ConnectionGuard::new(shard.clone());
+                let service = service.clone();
+                let shard = shard.clone();
+                rt::spawn(async move {
+                    let task = async {
+                        match &shard.process.tls {
+                            None => crate::http::serve_connection(stream, peer, &*service).await,
+                            Some(cfg) => {
+                                let limit = shard.config().limits.header_timeout;
+                                match rt::timeout(limit, TlsStream::accept(stream, cfg.clone())).await {
+                                    Ok(Ok(tls)) => crate::http::serve_connection(tls, peer, &*service).await,
+                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                }
+                            }
+                        }
+                    };
+                    // A panic must cost one connection, never the shard.
+                    if std::panic::AssertUnwindSafe(task).catch_unwind().await.is_err() {
+                        shard.metrics.panics.fetch_add(1, Relaxed);
+                        tracing::error!(shard = shard.id, %peer, "connection task panicked; connection dropped");
+                    }
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                rt::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    let grace = Duration::from_millis(shard.process.drain_grace_ms.load(SeqCst));
+    let deadline = Instant::now() + grace;
+    while shard.open_connections.get() > 0 && Instant::now() < deadline {
+        rt::sleep(Duration::from_millis(10)).await;
+    }
+    let left = shard.open_connections.get();
+    if left > 0 {
+        tracing::warn!(shard = shard.id, connections = left, "drain grace period over; closing what remains");
+    } else {
+        tracing::debug!(shard = shard.id, "shard drained");
+    }
+}
+
+/// Watches for the drain signal and sweeps idle upstream connections.
+async fn housekeeping(shard: Rc<Shard>) {
+    let mut last_sweep = Instant::now();
+    loop {
+        if shard.process.draining.load(SeqCst) {
+            shard.drain.set();
+            return;
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(5) {
+            shard.pool.sweep();
+            last_sweep = Instant::now();
+        }
+        rt::sleep(Duration::from_millis(25)).await;
+    }
+}

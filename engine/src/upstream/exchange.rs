@@ -1,0 +1,237 @@
+//! One request/response exchange with an upstream over a pooled connection.
+//!
+//! Retry policy at this level is deliberately narrow: a request that failed on a *reused*
+//! connection before any response byte came back is retried once on a fresh connection (the
+//! pooled one had gone stale; the upstream cannot have acted on the request). Nothing else is
+//! retried here; routing-level retries and fallbacks belong to the router.
+
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::connect::{self, ConnectError};
+use super::dns::DnsTable;
+use super::pool::{Pool, PoolLimits, PooledConn};
+use crate::config::Upstream;
+use crate::config::snapshot::UpstreamLimits;
+use crate::error::{ErrorKind, GatewayError};
+use crate::http::upstream::{BodyReader, ResponseFraming, ResponseHead, UpstreamFault, read_head};
+use crate::metrics::ShardMetrics;
+use crate::rt::{self, Conn};
+
+/// A request ready to send: the serialised head and the body.
+#[derive(Debug, Clone)]
+pub struct RequestBytes {
+    pub head: Bytes,
+    pub body: Bytes,
+    /// `HEAD` request: the response has no body whatever its headers say.
+    pub is_head: bool,
+}
+
+/// Why an exchange failed before a response head arrived.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("connecting took longer than {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("all {0} connections to this target are busy")]
+    PoolExhausted(usize),
+    #[error("no response head within {0:?}")]
+    FirstByteTimeout(Duration),
+    #[error(transparent)]
+    Fault(#[from] UpstreamFault),
+}
+
+impl SendError {
+    /// The error the client gets, naming the provider.
+    pub fn to_gateway_error(&self, provider: &str) -> GatewayError {
+        let kind = match self {
+            SendError::Connect(ConnectError::Dns(_)) => ErrorKind::UpstreamDns,
+            SendError::Connect(_) => ErrorKind::UpstreamConnect,
+            SendError::ConnectTimeout(_) | SendError::FirstByteTimeout(_) => ErrorKind::UpstreamTimeout,
+            SendError::PoolExhausted(_) => ErrorKind::UpstreamPoolExhausted,
+            SendError::Fault(f) => fault_kind(f),
+        };
+        GatewayError::new(kind, format!("provider {provider}: {self}"))
+    }
+}
+
+/// The error kind for a fault while reading a response.
+pub fn fault_kind(f: &UpstreamFault) -> ErrorKind {
+    match f {
+        UpstreamFault::IdleTimeout(_) => ErrorKind::UpstreamTimeout,
+        UpstreamFault::BodyTooLarge(_) => ErrorKind::UpstreamTooLarge,
+        UpstreamFault::Io(_) | UpstreamFault::Closed => ErrorKind::UpstreamConnect,
+        UpstreamFault::Protocol(_) | UpstreamFault::HeadTooLarge(_) => ErrorKind::UpstreamProtocol,
+    }
+}
+
+/// What the exchange needs from its shard.
+pub struct Shared<'a> {
+    pub pool: &'a Pool,
+    pub dns: &'a DnsTable,
+    pub metrics: &'a ShardMetrics,
+}
+
+/// A response whose head has arrived; the body is read on demand.
+pub struct UpstreamResponse<'a> {
+    pub head: ResponseHead,
+    reader: BodyReader,
+    conn: Option<PooledConn>,
+    pool: &'a Pool,
+    idle: Duration,
+}
+
+impl UpstreamResponse<'_> {
+    /// The next piece of body, or `None` at its end (the connection then goes back to the pool
+    /// if it can be reused).
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpstreamFault> {
+        let Some(c) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        let res = self.reader.next(&mut c.conn, &mut c.buf, self.idle).await;
+        match &res {
+            Ok(None) => {
+                if let Some(c) = self.conn.take()
+                    && self.head.keep_alive
+                    && self.reader.is_done()
+                {
+                    self.pool.release(c);
+                }
+            }
+            Ok(Some(_)) => {}
+            Err(_) => self.conn = None,
+        }
+        res
+    }
+
+    /// The whole body, refusing more than `limit` bytes.
+    pub async fn read_to_end(&mut self, limit: u64) -> Result<Bytes, UpstreamFault> {
+        if let ResponseFraming::Length(n) = self.head.framing
+            && n > limit
+        {
+            self.conn = None;
+            return Err(UpstreamFault::BodyTooLarge(limit));
+        }
+        let mut first: Option<Bytes> = None;
+        let mut acc = BytesMut::new();
+        while let Some(piece) = self.next_chunk().await? {
+            let have = first.as_ref().map_or(0, Bytes::len) + acc.len();
+            if (have + piece.len()) as u64 > limit {
+                self.conn = None;
+                return Err(UpstreamFault::BodyTooLarge(limit));
+            }
+            match first.take() {
+                None if acc.is_empty() => first = Some(piece),
+                None => acc.extend_from_slice(&piece),
+                Some(f) => {
+                    acc.extend_from_slice(&f);
+                    acc.extend_from_slice(&piece);
+                }
+            }
+        }
+        Ok(first.unwrap_or_else(|| acc.freeze()))
+    }
+}
+
+struct AttemptError {
+    error: SendError,
+    /// Failed before any response byte: safe to retry on a fresh connection.
+    retryable: bool,
+}
+
+/// Sends `req` to `up` and waits for the response head.
+pub async fn send<'a>(
+    shared: &Shared<'a>,
+    up: &Upstream,
+    req: &RequestBytes,
+    limits: UpstreamLimits,
+) -> Result<UpstreamResponse<'a>, SendError> {
+    let pool_limits = PoolLimits {
+        max_connections: usize::try_from(up.pool.max_connections.get()).unwrap_or(usize::MAX),
+        idle_timeout: up.pool.idle_timeout,
+    };
+    if let Some(conn) = shared.pool.take_idle(&up.pool_key, pool_limits) {
+        shared.metrics.upstream_reused.fetch_add(1, Relaxed);
+        match attempt(shared, conn, up, req, limits).await {
+            Ok(resp) => return Ok(resp),
+            Err(AttemptError { retryable: true, .. }) => {
+                shared.metrics.upstream_retries.fetch_add(1, Relaxed);
+            }
+            Err(e) => return Err(e.error),
+        }
+    }
+    let connect_timeout = up.timeouts.connect;
+    let reservation = rt::timeout(connect_timeout, shared.pool.reserve(&up.pool_key, pool_limits))
+        .await
+        .map_err(|_| SendError::PoolExhausted(pool_limits.max_connections))?;
+    let conn = match rt::timeout(connect_timeout, connect::open(up, shared.dns)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(e.into()),
+        Err(rt::Elapsed) => return Err(SendError::ConnectTimeout(connect_timeout)),
+    };
+    shared.metrics.upstream_new.fetch_add(1, Relaxed);
+    attempt(shared, reservation.into_conn(conn), up, req, limits).await.map_err(|e| e.error)
+}
+
+async fn attempt<'a>(
+    shared: &Shared<'a>,
+    mut c: PooledConn,
+    up: &Upstream,
+    req: &RequestBytes,
+    limits: UpstreamLimits,
+) -> Result<UpstreamResponse<'a>, AttemptError> {
+    let started = Instant::now();
+    let retryable_io =
+        |e: io::Error, reused: bool| AttemptError { error: UpstreamFault::Io(e).into(), retryable: reused };
+    // Small bodies go out with the head in one write.
+    let written = if req.body.len() <= 16 * 1024 {
+        let mut out = BytesMut::with_capacity(req.head.len() + req.body.len());
+        out.extend_from_slice(&req.head);
+        out.extend_from_slice(&req.body);
+        c.conn.write_all(out).await.0
+    } else {
+        match c.conn.write_bytes(req.head.clone()).await {
+            Ok(()) => c.conn.write_bytes(req.body.clone()).await,
+            Err(e) => Err(e),
+        }
+    };
+    if let Err(e) = written {
+        return Err(retryable_io(e, c.reused));
+    }
+    let first_byte = up.timeouts.first_byte;
+    let head =
+        match rt::timeout(first_byte, read_head(&mut c.conn, &mut c.buf, req.is_head, limits.max_head_bytes)).await {
+            Err(rt::Elapsed) => {
+                return Err(AttemptError { error: SendError::FirstByteTimeout(first_byte), retryable: false });
+            }
+            Ok(Err(fault)) => {
+                let before_any_byte = c.buf.is_empty() && matches!(fault, UpstreamFault::Closed | UpstreamFault::Io(_));
+                return Err(AttemptError { error: fault.into(), retryable: c.reused && before_any_byte });
+            }
+            Ok(Ok(head)) => head,
+        };
+    shared.metrics.upstream_first_byte.observe(started.elapsed());
+    let reader = BodyReader::new(head.framing);
+    Ok(UpstreamResponse { head, reader, conn: Some(c), pool: shared.pool, idle: up.timeouts.idle })
+}
+
+/// Hop-by-hop and framing headers that never cross the gateway in either direction.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    const HOP: [&str; 10] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
