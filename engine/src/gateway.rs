@@ -13,8 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::config::{self, ConfigError, ConfigSource, ShardCount, Snapshot};
+use crate::listener::{ShardThreads, bind_listeners, spawn_shards};
 use crate::metrics::Registry;
-use crate::rt::{self, DriverKind, DriverRequest, UringFlags};
+use crate::rt::{DriverKind, DriverRequest, UringFlags};
 use crate::shard::{self, ProcessState, Shard};
 use crate::upstream::DnsTable;
 
@@ -141,7 +142,8 @@ impl Gateway {
             },
         };
         let listen = opts.listen.unwrap_or(server.listen);
-        let listeners = bind_listeners(listen, shards, driver)?;
+        let listeners =
+            bind_listeners(listen, shards, driver).map_err(|source| StartError::Listen { addr: listen, source })?;
         let local_addr = listeners
             .first()
             .and_then(|l| l.local_addr().ok())
@@ -169,27 +171,12 @@ impl Gateway {
         });
         resolve_into(&state, &state.config.load());
 
-        let cores = if pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
-        let entries = server.uring_entries.get();
-        let mut shard_threads = Vec::with_capacity(shards);
-        for (id, listener) in listeners.into_iter().enumerate() {
-            let state = state.clone();
-            let core = cores.get(id % cores.len().max(1)).copied();
-            let handle = std::thread::Builder::new()
-                .name(format!("shard-{id}"))
-                .spawn(move || {
-                    let pinned = core.is_some_and(core_affinity::set_for_current);
-                    tracing::debug!(shard = id, pinned, core = ?core.map(|c| c.id), "shard thread started");
-                    let result = rt::run_shard_runtime(driver, entries, || {
-                        shard::run(Rc::new(Shard::new(id, state.clone())), listener)
-                    });
-                    if let Err(e) = result {
-                        tracing::error!(shard = id, error = %e, "shard runtime failed");
-                    }
-                })
-                .map_err(|e| StartError::Shard { shard: id, reason: e.to_string() })?;
-            shard_threads.push(handle);
-        }
+        let threads = ShardThreads { driver, entries: server.uring_entries.get(), pin };
+        let shard_state = state.clone();
+        let shard_threads = spawn_shards("shard", listeners, threads, move |id, listener| {
+            shard::run(Rc::new(Shard::new(id, shard_state.clone())), listener)
+        })
+        .map_err(|e| StartError::Shard { shard: 0, reason: e.to_string() })?;
 
         // Wait for every shard to accept (or die trying).
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -307,37 +294,6 @@ impl Drop for Gateway {
             let _ = c.join();
         }
     }
-}
-
-/// Binds one listener per shard on the same address with `SO_REUSEPORT`; the kernel spreads
-/// connections across them. Port 0 is resolved by the first bind.
-fn bind_listeners(
-    addr: SocketAddr,
-    shards: usize,
-    driver: DriverKind,
-) -> Result<Vec<std::net::TcpListener>, StartError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let mut out = Vec::with_capacity(shards);
-    let mut actual = addr;
-    for _ in 0..shards {
-        let fail = |source| StartError::Listen { addr: actual, source };
-        let socket = Socket::new(Domain::for_address(actual), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
-        socket.set_reuse_port(true).map_err(fail)?;
-        socket.set_reuse_address(true).map_err(fail)?;
-        socket.set_nodelay(true).map_err(fail)?;
-        // The epoll driver needs non-blocking sockets; io_uring does not care.
-        if driver == DriverKind::Epoll {
-            socket.set_nonblocking(true).map_err(fail)?;
-        }
-        socket.bind(&actual.into()).map_err(fail)?;
-        socket.listen(4096).map_err(fail)?;
-        let l: std::net::TcpListener = socket.into();
-        if actual.port() == 0 {
-            actual = l.local_addr().map_err(fail)?;
-        }
-        out.push(l);
-    }
-    Ok(out)
 }
 
 fn control_loop(reloader: &Reloader, stop: &AtomicBool, watch: bool, poll_interval: Duration) {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod mock;
 pub mod rt;

@@ -25,15 +25,19 @@ const WORDS: [&str; 16] = [
     "model.",
 ];
 
-/// The `i`-th token of the mock text, with its leading space (none for the first).
-pub fn token(i: usize) -> String {
+/// The `i`-th token of the mock text, with its leading space (none for the first); `filler`
+/// replaces the words when set (to shape response sizes).
+pub fn token(i: usize, filler: Option<&str>) -> String {
+    if let Some(f) = filler {
+        return f.to_string();
+    }
     let w = WORDS[i % WORDS.len()];
     if i == 0 { w.to_string() } else { format!(" {w}") }
 }
 
 /// `n` tokens of mock text.
-pub fn text(n: usize) -> String {
-    (0..n).map(token).collect()
+pub fn text(n: usize, filler: Option<&str>) -> String {
+    (0..n).map(|i| token(i, filler)).collect()
 }
 
 /// A rough prompt token count: one per four bytes of request body, at least one.
@@ -49,6 +53,8 @@ pub struct Reply<'a> {
     pub model: &'a str,
     pub prompt_tokens: u64,
     pub completion_tokens: usize,
+    /// Text of every token instead of the mock words.
+    pub filler: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -97,7 +103,7 @@ fn json(v: &impl Serialize) -> Vec<u8> {
 
 /// A complete `chat.completion`.
 pub fn chat_completion(r: &Reply<'_>) -> Vec<u8> {
-    let content = text(r.completion_tokens);
+    let content = text(r.completion_tokens, r.filler);
     json(&ChatCompletion {
         id: r.id,
         object: "chat.completion",
@@ -171,7 +177,7 @@ pub fn chat_stream(r: &Reply<'_>, include_usage: bool) -> Vec<Vec<u8>> {
     let mut events = Vec::with_capacity(r.completion_tokens + 4);
     events.push(chunk(Delta { role: Some("assistant"), content: Some("") }, None));
     for i in 0..r.completion_tokens {
-        let t = token(i);
+        let t = token(i, r.filler);
         events.push(chunk(Delta { role: None, content: Some(&t) }, None));
     }
     events.push(chunk(Delta { role: None, content: None }, Some("stop")));
@@ -211,7 +217,7 @@ struct TextCompletion<'a> {
 
 /// A complete legacy `text_completion`.
 pub fn completion(r: &Reply<'_>) -> Vec<u8> {
-    let t = text(r.completion_tokens);
+    let t = text(r.completion_tokens, r.filler);
     json(&TextCompletion {
         id: r.id,
         object: "text_completion",
@@ -226,7 +232,7 @@ pub fn completion(r: &Reply<'_>) -> Vec<u8> {
 pub fn completion_stream(r: &Reply<'_>, include_usage: bool) -> Vec<Vec<u8>> {
     let mut events = Vec::with_capacity(r.completion_tokens + 3);
     for i in 0..r.completion_tokens {
-        let t = token(i);
+        let t = token(i, r.filler);
         let last = i + 1 == r.completion_tokens;
         events.push(sse(&json(&TextCompletion {
             id: r.id,
@@ -310,7 +316,7 @@ mod tests {
     use adapters::openai::usage;
 
     fn reply() -> Reply<'static> {
-        Reply { id: "chatcmpl-1", created: 1, model: "mock-1", prompt_tokens: 7, completion_tokens: 5 }
+        Reply { id: "chatcmpl-1", created: 1, model: "mock-1", prompt_tokens: 7, completion_tokens: 5, filler: None }
     }
 
     #[test]

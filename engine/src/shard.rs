@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 use adapters::openai::request::Scanner;
 use adapters::openai::usage::UsageReader;
 use arc_swap::ArcSwap;
-use futures_util::FutureExt;
 
 use crate::config::Snapshot;
+use crate::listener::{ConnectionObserver, accept_loop};
 use crate::metrics::{ProcessGauges, Registry, ShardMetrics};
-use crate::rt::{self, DriverKind, LocalEvent, TcpListener};
-use crate::tls::TlsStream;
+use crate::rt::{self, DriverKind, LocalEvent};
 use crate::upstream::{DnsTable, Pool};
 
 /// State shared by all shards and the control thread.
@@ -109,81 +108,37 @@ impl Shard {
     }
 }
 
-/// Counts a connection open for as long as it lives.
-struct ConnectionGuard(Rc<Shard>);
-
-impl ConnectionGuard {
-    fn new(shard: Rc<Shard>) -> Self {
-        shard.open_connections.set(shard.open_connections.get() + 1);
-        shard.metrics.open_connections.fetch_add(1, Relaxed);
-        shard.metrics.accepted_connections.fetch_add(1, Relaxed);
-        ConnectionGuard(shard)
+impl ConnectionObserver for Shard {
+    fn opened(&self) {
+        self.open_connections.set(self.open_connections.get() + 1);
+        self.metrics.open_connections.fetch_add(1, Relaxed);
+        self.metrics.accepted_connections.fetch_add(1, Relaxed);
     }
-}
 
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        let s = &self.0;
-        s.open_connections.set(s.open_connections.get().saturating_sub(1));
-        s.metrics.open_connections.fetch_sub(1, Relaxed);
+    fn closed(&self) {
+        self.open_connections.set(self.open_connections.get().saturating_sub(1));
+        self.metrics.open_connections.fetch_sub(1, Relaxed);
+    }
+
+    fn panicked(&self, peer: std::net::SocketAddr) {
+        self.metrics.panics.fetch_add(1, Relaxed);
+        tracing::error!(shard = self.id, %peer, "connection task panicked; connection dropped");
     }
 }
 
 /// The shard's main task: accept until draining, then wait for connections to finish.
 pub async fn run(shard: Rc<Shard>, listener: std::net::TcpListener) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(shard = shard.id, error = %e, "cannot adopt the listener");
-            return;
-        }
-    };
     rt::spawn(housekeeping(shard.clone()));
     shard.process.shards_up.fetch_add(1, SeqCst);
     tracing::debug!(shard = shard.id, "shard accepting");
 
     let service = Rc::new(crate::api::GatewayService::new(shard.clone()));
-    loop {
-        let accepted = match rt::unless(&shard.drain, listener.accept()).await {
-            None => break,
-            Some(a) => a,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                let guard = ConnectionGuard::new(shard.clone());
-                let service = service.clone();
-                let shard = shard.clone();
-                rt::spawn(async move {
-                    let task = async {
-                        match &shard.process.tls {
-                            None => crate::http::serve_connection(stream, peer, &*service).await,
-                            Some(cfg) => {
-                                let limit = shard.config().limits.header_timeout;
-                                match rt::timeout(limit, TlsStream::accept(stream, cfg.clone())).await {
-                                    Ok(Ok(tls)) => crate::http::serve_connection(tls, peer, &*service).await,
-                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                                }
-                            }
-                        }
-                    };
-                    // A panic must cost one connection, never the shard.
-                    if std::panic::AssertUnwindSafe(task).catch_unwind().await.is_err() {
-                        shard.metrics.panics.fetch_add(1, Relaxed);
-                        tracing::error!(shard = shard.id, %peer, "connection task panicked; connection dropped");
-                    }
-                    drop(guard);
-                });
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(shard = shard.id, error = %e, "accept failed");
-                rt::sleep(Duration::from_millis(10)).await;
-            }
-        }
+    let tls = shard.process.tls.clone();
+    let handshake_timeout = shard.config().limits.header_timeout;
+    if let Err(e) = accept_loop(listener, service, shard.clone(), shard.drain.clone(), tls, handshake_timeout).await {
+        tracing::error!(shard = shard.id, error = %e, "cannot accept on the listener");
+        return;
     }
-    drop(listener);
     let grace = Duration::from_millis(shard.process.drain_grace_ms.load(SeqCst));
     let deadline = Instant::now() + grace;
     while shard.open_connections.get() > 0 && Instant::now() < deadline {

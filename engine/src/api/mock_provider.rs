@@ -40,6 +40,7 @@ pub async fn answer<C: Conn>(
         model: upstream_model,
         prompt_tokens,
         completion_tokens: usize::try_from(completion_tokens).unwrap_or(0),
+        filler: None,
     };
     ctx.upstream_status = Some(200);
 

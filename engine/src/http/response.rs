@@ -141,6 +141,15 @@ impl<'a, C: Conn> Responder<'a, C> {
         Head { r: self }
     }
 
+    /// Writes raw bytes in place of a response, then the connection closes. For test doubles
+    /// that must misbehave on purpose (garbage heads, truncated bodies); the gateway never
+    /// calls it.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.state = ResponderState::Broken;
+        self.io.wbuf.extend_from_slice(bytes);
+        self.io.flush().await
+    }
+
     /// Writes an interim `100 Continue` (before the body is read).
     pub async fn send_continue(io: &mut DownstreamIo<C>) -> io::Result<()> {
         io.wbuf.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");

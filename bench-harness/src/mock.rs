@@ -1,0 +1,485 @@
+//! The mock provider. It runs on the engine's own shards and HTTP codec, so it is as fast as the
+//! gateway and costs the benchmark little.
+//!
+//! Every knob has a process default ([`Knobs`]) and a per-request override by header, so one
+//! mock serves a whole test suite:
+//!
+//! | header | effect |
+//! |---|---|
+//! | `x-mock-latency-ms` | wait before the response head |
+//! | `x-mock-ttft-ms` | streams: wait after the head before the first token |
+//! | `x-mock-tokens-per-sec` | streams: pace of token events |
+//! | `x-mock-tokens` | completion tokens (= content chunks of a stream) |
+//! | `x-mock-token-bytes` | bytes per token (shapes the answer size) |
+//! | `x-mock-fault` | `status:503`, `timeout`, `drop:N` (close after N stream events), `malformed` (truncated JSON), `garbage` (not HTTP), `reset` (close without answering) |
+//! | `x-mock-retry-after` | `retry-after` header on a status fault |
+//! | `x-mock-echo` | answer any path by describing the request received (method, target, headers, body) |
+//! | `x-mock-id`, `x-mock-created` | fix the answer's `id` and `created` (byte-exact comparisons) |
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use adapters::openai::request::Scanner;
+use engine::http::{Limits, Request, Responder, Service};
+use engine::listener::{ConnectionObserver, ShardThreads, accept_loop, bind_listeners, spawn_shards};
+use engine::mock::{self as canned, Reply};
+use engine::rt::{self, Conn, DriverKind, LocalEvent};
+
+/// A misbehaviour on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this status and an OpenAI-style error body.
+    Status(u16),
+    /// Never answer (until the mock stops).
+    Timeout,
+    /// Streams: close the connection after this many events, mid-body.
+    DropMidStream(usize),
+    /// A 200 JSON answer cut in the middle (valid HTTP framing, invalid JSON).
+    Malformed,
+    /// Bytes that are not an HTTP response.
+    Garbage,
+    /// Close the connection without answering.
+    Reset,
+}
+
+impl Fault {
+    pub fn parse(s: &str) -> Result<Fault, String> {
+        let s = s.trim();
+        if let Some(code) = s.strip_prefix("status:") {
+            return code.parse().map(Fault::Status).map_err(|_| format!("bad status in fault {s:?}"));
+        }
+        if let Some(n) = s.strip_prefix("drop:") {
+            return n.parse().map(Fault::DropMidStream).map_err(|_| format!("bad count in fault {s:?}"));
+        }
+        match s {
+            "timeout" => Ok(Fault::Timeout),
+            "malformed" => Ok(Fault::Malformed),
+            "garbage" => Ok(Fault::Garbage),
+            "reset" => Ok(Fault::Reset),
+            _ => Err(format!("unknown fault {s:?}: use status:N, timeout, drop:N, malformed, garbage or reset")),
+        }
+    }
+}
+
+/// Default behaviour; each can be overridden per request by a header.
+#[derive(Debug, Clone)]
+pub struct Knobs {
+    pub latency: Duration,
+    pub ttft: Duration,
+    /// `None`: events go out as fast as the socket takes them.
+    pub tokens_per_sec: Option<f64>,
+    pub tokens: usize,
+    pub token_bytes: Option<usize>,
+    pub fault: Option<Fault>,
+    /// Share of requests that get `fault` (spread evenly, deterministic).
+    pub fault_rate: f64,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            latency: Duration::ZERO,
+            ttft: Duration::ZERO,
+            tokens_per_sec: None,
+            tokens: 16,
+            token_bytes: None,
+            fault: None,
+            fault_rate: 1.0,
+        }
+    }
+}
+
+/// Where and how the mock runs.
+#[derive(Debug, Clone)]
+pub struct MockOptions {
+    pub listen: SocketAddr,
+    pub shards: usize,
+    pub driver: DriverKind,
+    pub pin: bool,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub knobs: Knobs,
+}
+
+impl MockOptions {
+    /// One unpinned epoll shard on a free loopback port, default knobs: what tests want.
+    pub fn for_tests() -> Self {
+        MockOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shards: 1,
+            driver: DriverKind::Epoll,
+            pin: false,
+            tls: None,
+            knobs: Knobs::default(),
+        }
+    }
+}
+
+/// Counters a test or benchmark can read while the mock runs.
+#[derive(Debug, Default)]
+pub struct MockStats {
+    pub requests: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_open: AtomicI64,
+    /// Streams whose client went away before the last event.
+    pub streams_cut_by_client: AtomicU64,
+}
+
+/// A running mock provider.
+pub struct MockServer {
+    addr: SocketAddr,
+    stats: Arc<MockStats>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl MockServer {
+    pub fn start(opts: MockOptions) -> std::io::Result<MockServer> {
+        let listeners = bind_listeners(opts.listen, opts.shards.max(1), opts.driver)?;
+        let addr = listeners.first().map_or(Ok(opts.listen), std::net::TcpListener::local_addr)?;
+        let stats = Arc::new(MockStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let up = Arc::new(AtomicU64::new(0));
+        let n = listeners.len() as u64;
+        let threads = ShardThreads { driver: opts.driver, entries: 1024, pin: opts.pin };
+        let (st, sp, u, knobs, tls) = (stats.clone(), stop.clone(), up.clone(), opts.knobs.clone(), opts.tls.clone());
+        let threads = spawn_shards("mock", listeners, threads, move |_, listener| {
+            run_shard(listener, knobs.clone(), st.clone(), sp.clone(), u.clone(), tls.clone())
+        })?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while up.load(SeqCst) < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(MockServer { addr, stats, stop, threads })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stats(&self) -> &MockStats {
+        &self.stats
+    }
+
+    /// Stops accepting, ends sleeping handlers, and waits for the shards.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct MockShard {
+    knobs: Knobs,
+    stats: Arc<MockStats>,
+    drain: LocalEvent,
+    scanner: std::cell::RefCell<Scanner>,
+    served: Cell<u64>,
+    open: Cell<usize>,
+}
+
+impl ConnectionObserver for MockShard {
+    fn opened(&self) {
+        self.open.set(self.open.get() + 1);
+        self.stats.connections_accepted.fetch_add(1, Relaxed);
+        self.stats.connections_open.fetch_add(1, Relaxed);
+    }
+
+    fn closed(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
+        self.stats.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn run_shard(
+    listener: std::net::TcpListener,
+    knobs: Knobs,
+    stats: Arc<MockStats>,
+    stop: Arc<AtomicBool>,
+    up: Arc<AtomicU64>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let shard = Rc::new(MockShard {
+        knobs,
+        stats,
+        drain: LocalEvent::new(),
+        scanner: std::cell::RefCell::new(Scanner::new()),
+        served: Cell::new(0),
+        open: Cell::new(0),
+    });
+    let watcher = shard.clone();
+    rt::spawn(async move {
+        while !stop.load(SeqCst) {
+            rt::sleep(Duration::from_millis(10)).await;
+        }
+        watcher.drain.set();
+    });
+    up.fetch_add(1, SeqCst);
+    let service = Rc::new(MockService { shard: shard.clone() });
+    let _ = accept_loop(listener, service, shard.clone(), shard.drain.clone(), tls, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while shard.open.get() > 0 && Instant::now() < deadline {
+        rt::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+struct MockService {
+    shard: Rc<MockShard>,
+}
+
+/// Knobs for one request: defaults with header overrides.
+struct RequestKnobs {
+    latency: Duration,
+    ttft: Duration,
+    tokens_per_sec: Option<f64>,
+    tokens: usize,
+    token_bytes: Option<usize>,
+    fault: Option<Fault>,
+    retry_after: Option<String>,
+    id: Option<String>,
+    created: Option<u64>,
+}
+
+fn header_str<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.head.header(name).and_then(|v| std::str::from_utf8(v).ok()).map(str::trim)
+}
+
+fn header_num<T: std::str::FromStr>(req: &Request, name: &str) -> Option<T> {
+    header_str(req, name).and_then(|v| v.parse().ok())
+}
+
+impl MockService {
+    fn knobs_for(&self, req: &Request) -> RequestKnobs {
+        let k = &self.shard.knobs;
+        let n = self.shard.served.get() + 1;
+        self.shard.served.set(n);
+        // Spread faults evenly: request n gets one when floor(n * rate) steps up.
+        let rate = k.fault_rate.clamp(0.0, 1.0);
+        let due = ((n as f64) * rate).floor() > (((n - 1) as f64) * rate).floor();
+        let fault = match header_str(req, "x-mock-fault") {
+            Some(f) => Fault::parse(f).ok(),
+            None => k.fault.filter(|_| due),
+        };
+        RequestKnobs {
+            latency: header_num(req, "x-mock-latency-ms").map_or(k.latency, Duration::from_millis),
+            ttft: header_num(req, "x-mock-ttft-ms").map_or(k.ttft, Duration::from_millis),
+            tokens_per_sec: header_num(req, "x-mock-tokens-per-sec").or(k.tokens_per_sec),
+            tokens: header_num(req, "x-mock-tokens").unwrap_or(k.tokens),
+            token_bytes: header_num(req, "x-mock-token-bytes").or(k.token_bytes),
+            fault,
+            retry_after: header_str(req, "x-mock-retry-after").map(str::to_string),
+            id: header_str(req, "x-mock-id").map(str::to_string),
+            created: header_num(req, "x-mock-created"),
+        }
+    }
+
+    /// Sleeps unless the mock is stopping.
+    async fn wait(&self, d: Duration) -> bool {
+        d.is_zero() || rt::unless(&self.shard.drain, rt::sleep(d)).await.is_some()
+    }
+}
+
+const JSON: &str = "application/json";
+
+impl Service for MockService {
+    fn limits(&self) -> Limits {
+        Limits { max_body_bytes: 64 * 1024 * 1024, ..Limits::default() }
+    }
+
+    fn drain_event(&self) -> &LocalEvent {
+        &self.shard.drain
+    }
+
+    async fn call<C: Conn>(&self, req: Request, resp: &mut Responder<'_, C>) {
+        self.shard.stats.requests.fetch_add(1, Relaxed);
+        let path = req.head.path().to_string();
+        let method = req.head.method();
+        if method == "GET" && path == "/mock/stats" {
+            let s = &self.shard.stats;
+            let body = serde_json::json!({
+                "requests": s.requests.load(Relaxed),
+                "connections_accepted": s.connections_accepted.load(Relaxed),
+                "connections_open": s.connections_open.load(Relaxed),
+                "streams_cut_by_client": s.streams_cut_by_client.load(Relaxed),
+            });
+            let _ = resp.start(200).header("content-type", JSON).body(body.to_string().as_bytes()).await;
+            return;
+        }
+        if method == "GET" && path == "/v1/models" {
+            let body = br#"{"object":"list","data":[{"id":"mock-1","object":"model","created":0,"owned_by":"shardgate-mock"}]}"#;
+            let _ = resp.start(200).header("content-type", JSON).body(body).await;
+            return;
+        }
+        let knobs = self.knobs_for(&req);
+        if req.head.header("x-mock-echo").is_some() {
+            return echo(&req, resp).await;
+        }
+        if !self.wait(knobs.latency).await {
+            return;
+        }
+        match knobs.fault {
+            Some(Fault::Timeout) => {
+                // Hold the request until the mock stops; the caller's timeout must fire first.
+                self.shard.drain.wait().await;
+                return;
+            }
+            Some(Fault::Reset) => {
+                let _ = resp.send_raw(b"").await;
+                return;
+            }
+            Some(Fault::Garbage) => {
+                let _ = resp.send_raw(b"SPLAT this is not HTTP\r\n\r\n").await;
+                return;
+            }
+            Some(Fault::Status(code)) => {
+                let body = format!(
+                    r#"{{"error":{{"message":"mock fault: status {code}","type":"server_error","param":null,"code":"mock_fault"}}}}"#
+                );
+                let mut head = resp.start(code).header("content-type", JSON);
+                if let Some(ra) = &knobs.retry_after {
+                    head = head.header("retry-after", ra);
+                }
+                let _ = head.body(body.as_bytes()).await;
+                return;
+            }
+            Some(Fault::Malformed) => {
+                let body = br#"{"id":"chatcmpl-broken","object":"chat.completion","choices":[{"index":0,"mess"#;
+                let _ = resp.start(200).header("content-type", JSON).body(body).await;
+                return;
+            }
+            Some(Fault::DropMidStream(_)) | None => {}
+        }
+        match (method, path.as_str()) {
+            ("POST", "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
+                self.inference(&path, &req, &knobs, resp).await
+            }
+            _ => echo(&req, resp).await,
+        }
+    }
+}
+
+impl MockService {
+    async fn inference<C: Conn>(&self, path: &str, req: &Request, knobs: &RequestKnobs, resp: &mut Responder<'_, C>) {
+        let facts = self.shard.scanner.borrow_mut().scan(&req.body);
+        let facts = match facts {
+            Ok(f) => f,
+            Err(e) => {
+                let body = format!(
+                    r#"{{"error":{{"message":{},"type":"invalid_request_error","param":null,"code":null}}}}"#,
+                    serde_json::Value::String(e.to_string())
+                );
+                let _ = resp.start(400).header("content-type", JSON).body(body.as_bytes()).await;
+                return;
+            }
+        };
+        let model = facts.model.as_ref().map_or("mock-1", |m| m.name.as_str()).to_string();
+        let created =
+            knobs.created.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+        let prompt_tokens = canned::estimate_prompt_tokens(req.body.len());
+        let filler = knobs.token_bytes.map(|n| "x".repeat(n.max(1)));
+        let id = knobs.id.clone().unwrap_or_else(|| format!("chatcmpl-mock-{}", self.shard.served.get()));
+        let reply = Reply {
+            id: &id,
+            created,
+            model: &model,
+            prompt_tokens,
+            completion_tokens: knobs.tokens,
+            filler: filler.as_deref(),
+        };
+        if path == "/v1/embeddings" {
+            let (inputs, dims) = canned::embedding_request_shape(&req.body);
+            let body = canned::embeddings(&model, inputs, dims.unwrap_or(16), prompt_tokens);
+            let _ = resp.start(200).header("content-type", JSON).body(&body).await;
+            return;
+        }
+        let chat = path == "/v1/chat/completions";
+        if !facts.stream {
+            let body = if chat { canned::chat_completion(&reply) } else { canned::completion(&reply) };
+            let _ = resp.start(200).header("content-type", JSON).header("x-request-id", &id).body(&body).await;
+            return;
+        }
+        let include_usage = facts.include_usage == Some(true);
+        let events = if chat {
+            canned::chat_stream(&reply, include_usage)
+        } else {
+            canned::completion_stream(&reply, include_usage)
+        };
+        let head = resp
+            .start(200)
+            .header("content-type", "text/event-stream; charset=utf-8")
+            .header("cache-control", "no-cache")
+            .header("x-request-id", &id);
+        let Ok(mut out) = head.stream().await else { return };
+        let drop_after = match knobs.fault {
+            Some(Fault::DropMidStream(n)) => Some(n),
+            _ => None,
+        };
+        let gap = knobs.tokens_per_sec.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
+        for (i, event) in events.iter().enumerate() {
+            if drop_after == Some(i) {
+                // Leave without the last chunk: the connection closes mid-body.
+                return;
+            }
+            let pause = if i == 1 {
+                Some(knobs.ttft)
+            } else if i > 1 {
+                gap
+            } else {
+                None
+            };
+            if let Some(p) = pause
+                && !self.wait(p).await
+            {
+                return;
+            }
+            if out.send(event).await.is_err() {
+                self.shard.stats.streams_cut_by_client.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        let _ = out.finish().await;
+    }
+}
+
+/// Any other path: describe the request back (pass-through tests check what arrived).
+async fn echo<C: Conn>(req: &Request, resp: &mut Responder<'_, C>) {
+    let headers: Vec<(String, String)> =
+        req.head.headers().map(|(n, v)| (n.to_ascii_lowercase(), String::from_utf8_lossy(v).into_owned())).collect();
+    let body = serde_json::json!({
+        "method": req.head.method(),
+        "target": req.head.target(),
+        "headers": headers,
+        "body_len": req.body.len(),
+        "body": String::from_utf8_lossy(&req.body[..req.body.len().min(64 * 1024)]),
+    });
+    let _ = resp.start(200).header("content-type", JSON).body(body.to_string().as_bytes()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_parsing() {
+        assert_eq!(Fault::parse("status:503"), Ok(Fault::Status(503)));
+        assert_eq!(Fault::parse("drop:5"), Ok(Fault::DropMidStream(5)));
+        assert_eq!(Fault::parse(" timeout "), Ok(Fault::Timeout));
+        assert!(Fault::parse("explode").is_err());
+        assert!(Fault::parse("status:x").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! Helpers for end-to-end tests: start the real gateway (in-process, or as a process) and the
+//! mock provider on free loopback ports, talk raw HTTP/1.1 to them over real sockets, and make
+//! a throwaway CA for TLS.
+//!
+//! Helpers panic on failure: they are test code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+pub mod client;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bench_harness::mock::{Knobs, MockOptions, MockServer};
+use engine::config::ConfigSource;
+use engine::rt::{DriverKind, DriverRequest};
+use engine::{Gateway, StartOptions};
+
+pub use client::{Client, Response};
+
+/// The two monoio drivers every end-to-end case runs on.
+pub const DRIVERS: [DriverRequest; 2] = [DriverRequest::Epoll, DriverRequest::Uring];
+
+/// Generates one `#[test]` per driver from a `fn(DriverRequest)` case.
+#[macro_export]
+macro_rules! on_both_drivers {
+    ($($case:ident),* $(,)?) => {
+        mod epoll {
+            $(#[test] fn $case() { super::$case(engine::rt::DriverRequest::Epoll) })*
+        }
+        mod uring {
+            $(#[test] fn $case() { super::$case(engine::rt::DriverRequest::Uring) })*
+        }
+    };
+}
+
+/// A mock provider on a free port with these knobs (epoll, one shard).
+pub fn mock(knobs: Knobs) -> MockServer {
+    MockServer::start(MockOptions { knobs, ..MockOptions::for_tests() }).expect("mock provider starts")
+}
+
+/// A mock provider on a free port with default knobs.
+pub fn default_mock() -> MockServer {
+    mock(Knobs::default())
+}
+
+/// Config YAML routing model `m` (and alias `alias-m`, and `up/*`) to an OpenAI-compatible
+/// provider at `upstream`, with `extra` (e.g. a `server:` section) put first. The `models:`
+/// section comes last, so appending `  name: {target: ...}` lines adds models.
+pub fn config_for(upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        "{extra}providers:\n  up:\n    kind: openai-compatible\n    base_url: http://{upstream}/v1\n    api_key: sk-upstream-secret\n    passthrough: ['/v1/responses*', '/v1/files*']\n    timeouts: {{connect: 2s, first_byte: 2s, idle: 2s}}\n  local-mock: {{kind: mock}}\nmodels:\n  m: {{target: up/upstream-m}}\n  same: {{target: up/same}}\n  alias-m: {{target: up/upstream-m}}\n  'up/*': {{target: 'up/*'}}\n  mock: {{target: local-mock/mock-1}}\n"
+    )
+}
+
+/// Starts the gateway in-process on a free port with `yaml`, one unpinned shard.
+pub fn gateway(yaml: &str, driver: DriverRequest) -> Gateway {
+    gateway_with(ConfigSource::Text { name: "test.yaml".into(), yaml: yaml.into() }, driver, 1)
+}
+
+/// Starts the gateway in-process from any config source.
+pub fn gateway_with(source: ConfigSource, driver: DriverRequest, shards: usize) -> Gateway {
+    let mut opts = StartOptions::new(source);
+    opts.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    opts.shards = std::num::NonZeroUsize::new(shards);
+    opts.driver = Some(driver);
+    opts.pin_cores = Some(false);
+    let g = Gateway::start(opts).expect("gateway starts");
+    let expected = match driver {
+        DriverRequest::Epoll => "epoll",
+        DriverRequest::Uring => "io_uring",
+        DriverRequest::Auto => g.driver().label(),
+    };
+    assert_eq!(g.driver().label(), expected, "the requested driver is the one running");
+    if driver == DriverRequest::Uring {
+        assert!(matches!(g.driver(), DriverKind::Uring(_)));
+    }
+    g
+}
+
+/// Polls `cond` every few milliseconds until it holds or `within` passes.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A fresh temporary directory (removed on drop).
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// Reads one metric's value (the first sample whose line starts with `series`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Waits (up to two seconds) for a metric to reach `value`, then asserts it.
+pub fn wait_metric(gw: &Gateway, series: &str, value: f64) {
+    let mut last = None;
+    let reached = eventually(Duration::from_secs(2), || {
+        last = metric(&gw.metrics_text(), series);
+        last == Some(value)
+    });
+    assert!(reached, "{series} is {last:?}, expected {value}");
+}

@@ -1,0 +1,204 @@
+//! The `shardgate` binary as a process: embedded defaults, `check`, SIGHUP reload, and the
+//! SIGTERM drain that lets an in-flight stream finish and exits 0, on both drivers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bench_harness::mock::Knobs;
+use e2e::{Client, config_for, eventually, mock, tempdir};
+
+const PROVIDER_KEYS: [&str; 8] = [
+    "OPENAI_API_KEY",
+    "GROQ_API_KEY",
+    "MISTRAL_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "TOGETHER_API_KEY",
+    "FIREWORKS_API_KEY",
+    "OPENROUTER_API_KEY",
+    "XAI_API_KEY",
+];
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    fn start(args: &[&str]) -> Proc {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardgate-e2e"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--log-format", "json"])
+            .args(args)
+            .env("SHARDGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for k in PROVIDER_KEYS {
+            cmd.env_remove(k);
+        }
+        let mut child = cmd.spawn().expect("spawn the gateway");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(listen) = v["fields"]["listen"].as_str()
+                {
+                    let _ = tx.send(listen.parse::<SocketAddr>().unwrap());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| {
+            panic!("no 'serving' line; log: {:?}", log.lock().unwrap());
+        });
+        Proc { child, addr, log }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig}");
+    }
+
+    fn log_contains(&self, needle: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn embedded_defaults_answer_with_the_mock_model() {
+    let p = Proc::start(&[]);
+    assert!(p.log_contains("embedded defaults"));
+    let r = Client::connect(p.addr).post_json(
+        "/v1/chat/completions",
+        r#"{"model":"mock","messages":[{"role":"user","content":"hi"}]}"#,
+        "",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["object"], "chat.completion");
+    let models = Client::connect(p.addr).get("/v1/models").json();
+    assert_eq!(models["data"][0]["id"], "mock");
+    let r = Client::connect(p.addr).post_json("/v1/chat/completions", r#"{"model":"gpt-4o"}"#, "");
+    assert_eq!(r.status, 404, "no OpenAI key in the environment, so no OpenAI models");
+}
+
+#[test]
+fn check_validates_a_file() {
+    let dir = tempdir();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, "providers:\n  m: {kind: mock}\nmodels:\n  x: {target: m/y}\n").unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "models:\n  x: {target: nope/y}\n").unwrap();
+    let run = |p: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_shardgate-e2e")).args(["check", "--config"]).arg(p).output().unwrap()
+    };
+    assert!(run(&good).status.success());
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown provider \"nope\""));
+}
+
+#[test]
+fn sighup_reloads_the_config_file() {
+    let upstream = mock(Knobs::default());
+    let dir = tempdir();
+    let path = dir.path().join("gw.yaml");
+    let base = config_for(upstream.addr(), "server:\n  reload: {watch: false}\n");
+    std::fs::write(&path, &base).unwrap();
+    let p = Proc::start(&["--config", path.to_str().unwrap()]);
+    let chat = |model: &str| {
+        Client::connect(p.addr)
+            .post_json("/v1/chat/completions", &format!(r#"{{"model":"{model}","messages":[]}}"#), "")
+            .status
+    };
+    assert_eq!(chat("fresh"), 404);
+    std::fs::write(&path, format!("{base}  fresh: {{target: up/f}}\n")).unwrap();
+    p.signal("-HUP");
+    assert!(eventually(Duration::from_secs(3), || chat("fresh") == 200));
+}
+
+fn drain_lets_a_stream_finish(driver: &str) {
+    let upstream = mock(Knobs { tokens: 30, tokens_per_sec: Some(30.0), ..Knobs::default() });
+    let dir = tempdir();
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, config_for(upstream.addr(), "server:\n  drain_grace: 10s\n")).unwrap();
+    let mut p = Proc::start(&["--config", path.to_str().unwrap(), "--driver", driver]);
+    let expected = if driver == "uring" { "io_uring" } else { "epoll" };
+    assert!(p.log_contains(expected), "driver {driver} logged");
+
+    let mut c = Client::connect(p.addr);
+    let body = r#"{"model":"m","stream":true,"messages":[]}"#;
+    c.send(
+        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+            .as_bytes(),
+    );
+    assert_eq!(c.read_head().0, 200);
+    assert!(c.read_chunk().is_some());
+    let signalled = Instant::now();
+    p.signal("-TERM");
+    // New connections are refused once the listener is closed.
+    assert!(eventually(Duration::from_secs(2), || std::net::TcpStream::connect(p.addr).is_err()));
+    // The stream in flight runs to its end.
+    let mut rest = Vec::new();
+    while let Some(chunk) = c.read_chunk() {
+        rest.extend_from_slice(&chunk);
+    }
+    assert!(String::from_utf8_lossy(&rest).ends_with("data: [DONE]\n\n"));
+    assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(0), "exit 0 after the drain");
+    assert!(signalled.elapsed() < Duration::from_secs(5));
+    assert!(p.log_contains("drained"));
+}
+
+#[test]
+fn sigterm_drains_in_flight_streams_and_exits_zero_epoll() {
+    drain_lets_a_stream_finish("epoll");
+}
+
+#[test]
+fn sigterm_drains_in_flight_streams_and_exits_zero_uring() {
+    drain_lets_a_stream_finish("uring");
+}
+
+#[test]
+fn drain_grace_bounds_the_wait() {
+    let upstream = mock(Knobs { tokens: 1000, tokens_per_sec: Some(10.0), ..Knobs::default() });
+    let dir = tempdir();
+    let path = dir.path().join("gw.yaml");
+    std::fs::write(&path, config_for(upstream.addr(), "server:\n  drain_grace: 300ms\n")).unwrap();
+    let mut p = Proc::start(&["--config", path.to_str().unwrap()]);
+    let mut c = Client::connect(p.addr);
+    let body = r#"{"model":"m","stream":true,"messages":[]}"#;
+    c.send(
+        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+            .as_bytes(),
+    );
+    assert_eq!(c.read_head().0, 200);
+    let signalled = Instant::now();
+    p.signal("-TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(5)), Some(0));
+    assert!(signalled.elapsed() < Duration::from_secs(2), "gave up after the grace period");
+    assert!(p.log_contains("grace period over"));
+}
