@@ -19,6 +19,8 @@ on_both_drivers!(
     upstream_first_byte_timeout_is_504,
     upstream_drop_mid_stream_ends_the_stream_with_an_error_event,
     upstream_malformed_json_is_relayed_not_fatal,
+    upstream_silence_mid_stream_hits_the_idle_timeout,
+    pool_cap_queues_then_refuses_with_503,
 );
 
 const CHAT: &str = r#"{"model":"m","messages":[]}"#;
@@ -156,4 +158,43 @@ fn upstream_malformed_json_is_relayed_not_fatal(driver: DriverRequest) {
     assert_eq!(r.status, 200);
     assert!(r.text().starts_with(r#"{"id":"chatcmpl-broken""#));
     assert_eq!(c.post_json("/v1/chat/completions", CHAT, "").status, 200);
+}
+
+fn upstream_silence_mid_stream_hits_the_idle_timeout(driver: DriverRequest) {
+    let upstream = default_mock();
+    let gw = gateway(&config_with_base(&format!("http://{}/v1", upstream.addr())), driver);
+    let body = r#"{"model":"m","stream":true,"messages":[]}"#;
+    // One token per second against a 300ms idle timeout.
+    let r = Client::connect(gw.local_addr()).post_json("/v1/chat/completions", body, "x-mock-tokens-per-sec: 1\r\n");
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    let last = text.split("\n\n").filter(|e| !e.is_empty()).last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_timeout", "{text}");
+}
+
+fn pool_cap_queues_then_refuses_with_503(driver: DriverRequest) {
+    let upstream = default_mock();
+    let yaml = format!(
+        "providers:\n  up:\n    kind: openai-compatible\n    base_url: http://{}/v1\n    pool: {{max_connections: 1}}\n    timeouts: {{connect: 300ms}}\nmodels:\n  m: {{target: up/x}}\n",
+        upstream.addr()
+    );
+    let gw = gateway(&yaml, driver);
+    let addr = gw.local_addr();
+    // The only connection is busy for 1.5s; a second request waits for it, then gives up.
+    let busy = std::thread::spawn(move || {
+        Client::connect(addr).post_json("/v1/chat/completions", CHAT, "x-mock-latency-ms: 1500\r\n").status
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let r = Client::connect(addr).post_json("/v1/chat/completions", CHAT, "");
+    assert_eq!((r.status, r.error()["code"].as_str()), (503, Some("upstream_pool_exhausted")));
+    assert_eq!(busy.join().unwrap(), 200);
+    // Once it is free, the queue moves: a request waiting less than the limit gets it.
+    let busy = std::thread::spawn(move || {
+        Client::connect(addr).post_json("/v1/chat/completions", CHAT, "x-mock-latency-ms: 100\r\n").status
+    });
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(Client::connect(addr).post_json("/v1/chat/completions", CHAT, "").status, 200);
+    assert_eq!(busy.join().unwrap(), 200);
+    assert_eq!(upstream.stats().connections_accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -202,3 +202,30 @@ fn drain_grace_bounds_the_wait() {
     assert!(signalled.elapsed() < Duration::from_secs(2), "gave up after the grace period");
     assert!(p.log_contains("grace period over"));
 }
+
+#[test]
+fn auto_driver_falls_back_to_epoll_and_uring_fails_clearly_where_io_uring_is_unavailable() {
+    // monoio's detection honours this variable exactly as it honours a seccomp denial.
+    let run = |driver: &str| {
+        Command::new(env!("CARGO_BIN_EXE_shardgate-e2e"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--driver", driver])
+            .env("MONOIO_FORCE_LEGACY_DRIVER", "1")
+            .env("SHARDGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut auto = run("auto");
+    let stderr = auto.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let serving = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("shardgate serving"))).unwrap().unwrap();
+    assert!(serving.contains("driver=epoll"), "{serving}");
+    let _ = auto.kill();
+    let _ = auto.wait();
+
+    let out = run("uring").wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("io_uring is not available") && err.contains("--driver epoll"), "{err}");
+}

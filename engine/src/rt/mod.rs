@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 pub use monoio_backend::{
     DriverKind, DriverRequest, TcpListener, TcpStream, UringFlags, run_shard_runtime, sleep, spawn, uring_available,
 };
-pub use sync::{LocalEvent, LocalSemaphore, SemaphorePermit};
+pub use sync::LocalEvent;
 
 /// A byte stream with owned-buffer I/O: a plain TCP socket, or TLS over one.
 ///

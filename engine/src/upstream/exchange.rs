@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::connect::{self, ConnectError};
 use super::dns::DnsTable;
-use super::pool::{Pool, PoolLimits, PooledConn};
+use super::pool::{Checkout, Pool, PoolLimits, PooledConn, Reservation};
 use crate::config::Upstream;
 use crate::config::snapshot::UpstreamLimits;
 use crate::error::{ErrorKind, GatewayError};
@@ -154,20 +154,56 @@ pub async fn send<'a>(
         max_connections: usize::try_from(up.pool.max_connections.get()).unwrap_or(usize::MAX),
         idle_timeout: up.pool.idle_timeout,
     };
-    if let Some(conn) = shared.pool.take_idle(&up.pool_key, pool_limits) {
-        shared.metrics.upstream_reused.fetch_add(1, Relaxed);
-        match attempt(shared, conn, up, req, limits).await {
-            Ok(resp) => return Ok(resp),
-            Err(AttemptError { retryable: true, .. }) => {
-                shared.metrics.upstream_retries.fetch_add(1, Relaxed);
+    let checkout = match shared.pool.take_idle(&up.pool_key, pool_limits) {
+        Some(conn) => Checkout::Idle(conn),
+        None => rt::timeout(up.timeouts.connect, shared.pool.checkout(&up.pool_key, pool_limits))
+            .await
+            .map_err(|_| SendError::PoolExhausted(pool_limits.max_connections))?,
+    };
+    match checkout {
+        Checkout::Idle(conn) => {
+            shared.metrics.upstream_reused.fetch_add(1, Relaxed);
+            match attempt(shared, conn, up, req, limits).await {
+                Ok(resp) => Ok(resp),
+                Err(e) if e.retryable => {
+                    shared.metrics.upstream_retries.fetch_add(1, Relaxed);
+                    send_fresh(shared, up, req, limits, pool_limits).await
+                }
+                Err(e) => Err(e.error),
             }
-            Err(e) => return Err(e.error),
+        }
+        Checkout::New(reservation) => connect_and_send(shared, reservation, up, req, limits).await,
+    }
+}
+
+/// The retry after a stale reused connection: always a new connection.
+async fn send_fresh<'a>(
+    shared: &Shared<'a>,
+    up: &Upstream,
+    req: &RequestBytes,
+    limits: UpstreamLimits,
+    pool_limits: PoolLimits,
+) -> Result<UpstreamResponse<'a>, SendError> {
+    loop {
+        let checkout = rt::timeout(up.timeouts.connect, shared.pool.checkout(&up.pool_key, pool_limits))
+            .await
+            .map_err(|_| SendError::PoolExhausted(pool_limits.max_connections))?;
+        match checkout {
+            // An idle connection would not be fresh; close it to make room.
+            Checkout::Idle(conn) => drop(conn),
+            Checkout::New(r) => return connect_and_send(shared, r, up, req, limits).await,
         }
     }
+}
+
+async fn connect_and_send<'a>(
+    shared: &Shared<'a>,
+    reservation: Reservation,
+    up: &Upstream,
+    req: &RequestBytes,
+    limits: UpstreamLimits,
+) -> Result<UpstreamResponse<'a>, SendError> {
     let connect_timeout = up.timeouts.connect;
-    let reservation = rt::timeout(connect_timeout, shared.pool.reserve(&up.pool_key, pool_limits))
-        .await
-        .map_err(|_| SendError::PoolExhausted(pool_limits.max_connections))?;
     let conn = match rt::timeout(connect_timeout, connect::open(up, shared.dns)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(e.into()),

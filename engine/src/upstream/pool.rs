@@ -1,31 +1,78 @@
 //! Per-shard upstream connection pools: one pool per target identity (`Upstream::pool_key`),
 //! idle connections on a LIFO stack (the most recently used stays warm), an idle timeout, and a
-//! cap on connections per target. Nothing here is shared between shards, so nothing is locked.
+//! cap on open connections per target. A request that finds the target at its cap waits for
+//! whichever comes first: a connection returned to the pool, or a slot freed by a closed one.
+//! Nothing here is shared between shards, so nothing is locked.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
 use super::connect::UpstreamConn;
-use crate::rt::{LocalSemaphore, SemaphorePermit};
+
+/// Limits of one target's pool (from its config).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// Fixed when the pool is created; a reload that changes it changes the pool key.
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
 
 struct Idle {
     conn: UpstreamConn,
     since: Instant,
-    permit: SemaphorePermit,
+    slot: Slot,
 }
 
 /// The pool of one target.
 pub struct TargetPool {
     idle: RefCell<Vec<Idle>>,
-    permits: LocalSemaphore,
+    /// Connections open (idle or in use), bounded by `max`.
+    open: Cell<usize>,
+    max: usize,
+    /// Requests waiting for a connection or a slot.
+    waiters: RefCell<Vec<Waker>>,
     last_used: Cell<Instant>,
     /// The idle timeout of the config that used this pool last.
     idle_timeout: Cell<Duration>,
+}
+
+impl TargetPool {
+    fn wake_waiters(&self) {
+        // Wake all: a waiter that was cancelled (timed out) must not swallow the wake-up.
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    fn pop_fresh_idle(&self, now: Instant) -> Option<Idle> {
+        let timeout = self.idle_timeout.get();
+        let mut idle = self.idle.borrow_mut();
+        while let Some(i) = idle.pop() {
+            if now.duration_since(i.since) < timeout {
+                return Some(i);
+            }
+            // Expired: dropping it closes the socket and frees its slot.
+        }
+        None
+    }
+}
+
+/// One unit of a target's connection cap; freed (and waiters woken) on drop.
+struct Slot(Rc<TargetPool>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get().saturating_sub(1));
+        self.0.wake_waiters();
+    }
 }
 
 /// A connection checked out of a pool. Dropping it closes the connection and frees its slot;
@@ -36,16 +83,15 @@ pub struct PooledConn {
     pub buf: BytesMut,
     /// It served an earlier request (so it may have gone stale meanwhile).
     pub reused: bool,
-    permit: SemaphorePermit,
-    home: Rc<TargetPool>,
+    slot: Slot,
 }
 
-/// Limits of one target's pool (from its config).
-#[derive(Debug, Clone, Copy)]
-pub struct PoolLimits {
-    /// Fixed when the pool is created; a reload that changes it changes the pool key.
-    pub max_connections: usize,
-    pub idle_timeout: Duration,
+/// What a checkout got.
+pub enum Checkout {
+    /// A pooled connection, ready to use.
+    Idle(PooledConn),
+    /// A slot for a new connection: connect, then [`Reservation::into_conn`].
+    New(Reservation),
 }
 
 /// All pools of one shard.
@@ -56,44 +102,56 @@ pub struct Pool {
 
 impl Pool {
     fn target(&self, key: &Arc<str>, limits: PoolLimits) -> Rc<TargetPool> {
-        if let Some(t) = self.targets.borrow().get(key) {
-            t.idle_timeout.set(limits.idle_timeout);
-            return t.clone();
-        }
-        let t = Rc::new(TargetPool {
-            idle: RefCell::new(Vec::new()),
-            permits: LocalSemaphore::new(limits.max_connections),
-            last_used: Cell::new(Instant::now()),
-            idle_timeout: Cell::new(limits.idle_timeout),
+        let t = self.targets.borrow().get(key).cloned();
+        let t = t.unwrap_or_else(|| {
+            let t = Rc::new(TargetPool {
+                idle: RefCell::new(Vec::new()),
+                open: Cell::new(0),
+                max: limits.max_connections.max(1),
+                waiters: RefCell::new(Vec::new()),
+                last_used: Cell::new(Instant::now()),
+                idle_timeout: Cell::new(limits.idle_timeout),
+            });
+            self.targets.borrow_mut().insert(key.clone(), t.clone());
+            t
         });
-        self.targets.borrow_mut().insert(key.clone(), t.clone());
+        t.idle_timeout.set(limits.idle_timeout);
+        t.last_used.set(Instant::now());
         t
     }
 
-    /// The most recently used idle connection that has not outlived `idle_timeout`.
+    /// The most recently used idle connection that has not outlived its idle timeout.
     pub fn take_idle(&self, key: &Arc<str>, limits: PoolLimits) -> Option<PooledConn> {
         let home = self.target(key, limits);
-        let idle_timeout = limits.idle_timeout;
-        let now = Instant::now();
-        home.last_used.set(now);
-        let mut idle = home.idle.borrow_mut();
-        while let Some(i) = idle.pop() {
-            if now.duration_since(i.since) < idle_timeout {
-                drop(idle);
-                return Some(PooledConn { conn: i.conn, buf: BytesMut::new(), reused: true, permit: i.permit, home });
-            }
-            // Expired: dropping it closes the socket and frees its slot.
-        }
-        None
+        home.pop_fresh_idle(Instant::now()).map(|i| PooledConn {
+            conn: i.conn,
+            buf: BytesMut::new(),
+            reused: true,
+            slot: i.slot,
+        })
     }
 
-    /// A slot for a new connection; waits while the target is at its cap. The caller bounds the
-    /// wait and then connects.
-    pub async fn reserve(&self, key: &Arc<str>, limits: PoolLimits) -> Reservation {
+    /// An idle connection or a slot for a new one; waits while the target is at its cap. The
+    /// caller bounds the wait.
+    pub async fn checkout(&self, key: &Arc<str>, limits: PoolLimits) -> Checkout {
         let home = self.target(key, limits);
-        home.last_used.set(Instant::now());
-        let permit = home.permits.acquire().await;
-        Reservation { permit, home }
+        poll_fn(|cx| {
+            if let Some(i) = home.pop_fresh_idle(Instant::now()) {
+                return Poll::Ready(Checkout::Idle(PooledConn {
+                    conn: i.conn,
+                    buf: BytesMut::new(),
+                    reused: true,
+                    slot: i.slot,
+                }));
+            }
+            if home.open.get() < home.max {
+                home.open.set(home.open.get() + 1);
+                return Poll::Ready(Checkout::New(Reservation { slot: Slot(home.clone()) }));
+            }
+            home.waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
     }
 
     /// Returns a connection whose response was read completely and which may be reused.
@@ -102,19 +160,28 @@ impl Pool {
             // Bytes beyond the response: the framing is off, do not reuse.
             return;
         }
-        c.home.idle.borrow_mut().push(Idle { conn: c.conn, since: Instant::now(), permit: c.permit });
+        let home = c.slot.0.clone();
+        home.idle.borrow_mut().push(Idle { conn: c.conn, since: Instant::now(), slot: c.slot });
+        home.wake_waiters();
     }
 
     /// Closes idle connections past their target's idle timeout and forgets pools unused for as
     /// long (pools of targets removed by a reload go away this way).
     pub fn sweep(&self) {
         let now = Instant::now();
+        // Expired connections are collected first and dropped after the borrows end: dropping
+        // one frees its slot, which touches the pool.
+        let mut expired = Vec::new();
         self.targets.borrow_mut().retain(|_, t| {
             let idle_timeout = t.idle_timeout.get();
-            t.idle.borrow_mut().retain(|i| now.duration_since(i.since) < idle_timeout);
-            let in_use = Rc::strong_count(t) > 1;
-            in_use || !t.idle.borrow().is_empty() || now.duration_since(t.last_used.get()) < idle_timeout
+            let mut idle = t.idle.borrow_mut();
+            let (keep, old): (Vec<Idle>, Vec<Idle>) =
+                std::mem::take(&mut *idle).into_iter().partition(|i| now.duration_since(i.since) < idle_timeout);
+            *idle = keep;
+            expired.extend(old);
+            t.open.get() > expired.len() || !idle.is_empty() || now.duration_since(t.last_used.get()) < idle_timeout
         });
+        drop(expired);
     }
 
     /// Idle connections across targets (tests, metrics).
@@ -125,12 +192,11 @@ impl Pool {
 
 /// A reserved slot, to be turned into a connection.
 pub struct Reservation {
-    permit: SemaphorePermit,
-    home: Rc<TargetPool>,
+    slot: Slot,
 }
 
 impl Reservation {
     pub fn into_conn(self, conn: UpstreamConn) -> PooledConn {
-        PooledConn { conn, buf: BytesMut::new(), reused: false, permit: self.permit, home: self.home }
+        PooledConn { conn, buf: BytesMut::new(), reused: false, slot: self.slot }
     }
 }
