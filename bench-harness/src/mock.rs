@@ -278,9 +278,14 @@ impl MockService {
         RequestKnobs {
             latency: header_num(req, "x-mock-latency-ms").map_or(k.latency, Duration::from_millis),
             ttft: header_num(req, "x-mock-ttft-ms").map_or(k.ttft, Duration::from_millis),
-            tokens_per_sec: header_num(req, "x-mock-tokens-per-sec").or(k.tokens_per_sec),
-            tokens: header_num(req, "x-mock-tokens").unwrap_or(k.tokens),
-            token_bytes: header_num(req, "x-mock-token-bytes").or(k.token_bytes),
+            // Bounded: a header must not make the mock allocate without limit or panic.
+            tokens_per_sec: header_num(req, "x-mock-tokens-per-sec")
+                .or(k.tokens_per_sec)
+                .filter(|r: &f64| r.is_finite() && *r >= 0.01),
+            tokens: header_num(req, "x-mock-tokens").unwrap_or(k.tokens).min(MAX_TOKENS),
+            token_bytes: header_num(req, "x-mock-token-bytes")
+                .or(k.token_bytes)
+                .map(|b: usize| b.clamp(1, MAX_TOKEN_BYTES)),
             fault,
             retry_after: header_str(req, "x-mock-retry-after").map(str::to_string),
             id: header_str(req, "x-mock-id").map(str::to_string),
@@ -295,6 +300,9 @@ impl MockService {
 }
 
 const JSON: &str = "application/json";
+/// Upper bounds on what one request can ask of the mock.
+const MAX_TOKENS: usize = 100_000;
+const MAX_TOKEN_BYTES: usize = 64 * 1024;
 
 impl Service for MockService {
     fn limits(&self) -> Limits {
@@ -391,7 +399,7 @@ impl MockService {
         let created =
             knobs.created.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
         let prompt_tokens = canned::estimate_prompt_tokens(req.body.len());
-        let filler = knobs.token_bytes.map(|n| "x".repeat(n.max(1)));
+        let filler = knobs.token_bytes.map(|n| "x".repeat(n));
         let id = knobs.id.clone().unwrap_or_else(|| format!("chatcmpl-mock-{}", self.shard.served.get()));
         let reply = Reply {
             id: &id,
@@ -402,8 +410,14 @@ impl MockService {
             filler: filler.as_deref(),
         };
         if path == "/v1/embeddings" {
-            let (inputs, dims) = canned::embedding_request_shape(&req.body);
-            let body = canned::embeddings(&model, inputs, dims.unwrap_or(16), prompt_tokens);
+            let body = match canned::embedding_request_shape(&req.body) {
+                Ok(s) => canned::embeddings(&model, s.inputs, s.dimensions, prompt_tokens),
+                Err((param, message)) => {
+                    let body = serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": null}});
+                    let _ = resp.start(400).header("content-type", JSON).body(body.to_string().as_bytes()).await;
+                    return;
+                }
+            };
             let _ = resp.start(200).header("content-type", JSON).body(&body).await;
             return;
         }
@@ -458,8 +472,11 @@ impl MockService {
 
 /// Any other path: describe the request back (pass-through tests check what arrived).
 async fn echo<C: Conn>(req: &Request, resp: &mut Responder<'_, C>) {
-    let headers: Vec<(String, String)> =
-        req.head.headers().map(|(n, v)| (n.to_ascii_lowercase(), String::from_utf8_lossy(v).into_owned())).collect();
+    let headers: Vec<(String, String)> = req
+        .head
+        .headers()
+        .map(|(n, v)| (String::from_utf8_lossy(n).to_ascii_lowercase(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
     let body = serde_json::json!({
         "method": req.head.method(),
         "target": req.head.target(),

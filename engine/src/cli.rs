@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -82,7 +81,9 @@ enum LogFormat {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHARDGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -135,8 +136,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         opts.pin_cores = Some(false);
     }
 
-    // Block the signals before any thread starts, so every thread inherits the mask and only
-    // the iterator below sees them.
+    // Register before any thread starts, so no signal arrives before we listen for it.
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -170,23 +170,20 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
             _ => {
                 let grace = gateway.configured_grace();
-                // A second signal during the drain exits at once.
-                let handle = signals.handle();
-                std::thread::spawn(move || {
-                    let mut again = match signal_hook::iterator::Signals::new([
-                        signal_hook::consts::SIGTERM,
-                        signal_hook::consts::SIGINT,
-                    ]) {
-                        Ok(s) => s,
-                        Err(_) => return,
-                    };
-                    if again.forever().next().is_some() {
-                        tracing::warn!("second signal: exiting without waiting for the drain");
-                        std::process::exit(1);
-                    }
-                });
-                handle.close();
-                gateway.shutdown(grace.max(Duration::ZERO));
+                // A second signal during the drain exits at once. The new iterator is registered
+                // before the first one closes, so no signal falls between them.
+                if let Ok(mut again) =
+                    signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+                {
+                    std::thread::spawn(move || {
+                        if again.forever().next().is_some() {
+                            tracing::warn!("second signal: exiting without waiting for the drain");
+                            std::process::exit(1);
+                        }
+                    });
+                }
+                signals.handle().close();
+                gateway.shutdown(grace);
                 return ExitCode::SUCCESS;
             }
         }

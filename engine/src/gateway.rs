@@ -77,6 +77,14 @@ impl Reloader {
         self.source.path().and_then(|p| std::fs::metadata(p).ok()).and_then(|m| m.modified().ok())
     }
 
+    /// Resolves the current config's hosts again. Serialised with reloads, so a refresh that
+    /// started before a reload cannot overwrite the reload's table with the old hosts.
+    fn refresh_dns(&self) {
+        let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = self.state.config.load();
+        resolve_into(&self.state, &snapshot);
+    }
+
     /// Loads, validates and compiles the config, resolves its hosts, then swaps it in. On any
     /// error the running config stays.
     fn reload(&self) -> Result<u64, ConfigError> {
@@ -88,9 +96,11 @@ impl Reloader {
             *m = mtime;
         }
         match result {
-            Ok((_file, snapshot)) => {
-                // `server.limits` apply at once; the listener, shards, driver and TLS settings
-                // apply at the next start.
+            Ok((file, snapshot)) => {
+                // `server.limits` and `drain_grace` apply at once; the listener, shards, driver,
+                // TLS and reload settings apply at the next start.
+                let grace = u64::try_from(file.server.drain_grace.0.as_millis()).unwrap_or(u64::MAX);
+                self.state.drain_grace_ms.store(grace, SeqCst);
                 resolve_into(&self.state, &snapshot);
                 self.state.config.store(Arc::new(snapshot));
                 self.generation.store(generation, SeqCst);
@@ -310,10 +320,10 @@ fn control_loop(reloader: &Reloader, stop: &AtomicBool, watch: bool, poll_interv
                 let _ = reloader.reload();
             }
         }
-        let snapshot = reloader.state.config.load();
-        if last_dns.elapsed() >= snapshot.dns_refresh && !snapshot.dns_hosts.is_empty() {
+        let refresh = reloader.state.config.load().dns_refresh;
+        if last_dns.elapsed() >= refresh {
             last_dns = Instant::now();
-            resolve_into(&reloader.state, &snapshot);
+            reloader.refresh_dns();
         }
     }
 }

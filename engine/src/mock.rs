@@ -295,19 +295,48 @@ pub fn embeddings(model: &str, inputs: usize, dims: usize, prompt_tokens: u64) -
     })
 }
 
-/// How many inputs an embeddings request carries, and the `dimensions` it asks for. This is the
-/// mock's own concern (not the request path), so it parses the body fully.
-pub fn embedding_request_shape(body: &[u8]) -> (usize, Option<usize>) {
+/// OpenAI's documented limits, which also bound the work one request can cost the mock.
+pub const MAX_EMBEDDING_INPUTS: usize = 2048;
+pub const MAX_EMBEDDING_DIMENSIONS: usize = 3072;
+/// Dimensions when the request does not ask.
+pub const DEFAULT_EMBEDDING_DIMENSIONS: usize = 16;
+
+/// What an embeddings request asks of the mock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddingShape {
+    pub inputs: usize,
+    pub dimensions: usize,
+}
+
+/// Reads how many inputs an embeddings request carries and the `dimensions` it asks for,
+/// refusing what OpenAI refuses (more than 2048 inputs, more than 3072 dimensions): the answer
+/// is built in memory, so these bounds are what keep one request from exhausting it. This is
+/// the mock's own concern (not the request path), so it parses the body fully.
+pub fn embedding_request_shape(body: &[u8]) -> Result<EmbeddingShape, (&'static str, String)> {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return (1, None);
+        return Ok(EmbeddingShape { inputs: 1, dimensions: DEFAULT_EMBEDDING_DIMENSIONS });
     };
     let inputs = match v.get("input") {
         Some(serde_json::Value::Array(a)) if a.iter().all(|x| x.is_number()) => 1,
         Some(serde_json::Value::Array(a)) => a.len().max(1),
         _ => 1,
     };
-    let dims = v.get("dimensions").and_then(serde_json::Value::as_u64).and_then(|d| usize::try_from(d).ok());
-    (inputs, dims.filter(|d| (1..=4096).contains(d)))
+    if inputs > MAX_EMBEDDING_INPUTS {
+        return Err(("input", format!("'input' has {inputs} items; at most {MAX_EMBEDDING_INPUTS} are allowed")));
+    }
+    let dimensions = match v.get("dimensions") {
+        None | Some(serde_json::Value::Null) => DEFAULT_EMBEDDING_DIMENSIONS,
+        Some(d) => match d.as_u64().and_then(|d| usize::try_from(d).ok()) {
+            Some(d) if (1..=MAX_EMBEDDING_DIMENSIONS).contains(&d) => d,
+            _ => {
+                return Err((
+                    "dimensions",
+                    format!("'dimensions' must be an integer from 1 to {MAX_EMBEDDING_DIMENSIONS}"),
+                ));
+            }
+        },
+    };
+    Ok(EmbeddingShape { inputs, dimensions })
 }
 
 #[cfg(test)]
@@ -342,8 +371,12 @@ mod tests {
 
     #[test]
     fn embeddings_shape() {
-        assert_eq!(embedding_request_shape(br#"{"input":["a","b","c"],"dimensions":8}"#), (3, Some(8)));
-        assert_eq!(embedding_request_shape(br#"{"input":[1,2,3]}"#), (1, None));
+        let shape = |b: &[u8]| embedding_request_shape(b).map(|s| (s.inputs, s.dimensions));
+        assert_eq!(shape(br#"{"input":["a","b","c"],"dimensions":8}"#), Ok((3, 8)));
+        assert_eq!(shape(br#"{"input":[1,2,3]}"#), Ok((1, 16)));
+        let many = format!(r#"{{"input":[{}"x"]}}"#, "\"x\",".repeat(2048));
+        assert_eq!(embedding_request_shape(many.as_bytes()).unwrap_err().0, "input");
+        assert_eq!(embedding_request_shape(br#"{"input":"x","dimensions":99999}"#).unwrap_err().0, "dimensions");
         let v: serde_json::Value = serde_json::from_slice(&embeddings("e", 2, 4, 3)).unwrap();
         assert_eq!(v["data"].as_array().unwrap().len(), 2);
         assert_eq!(v["data"][1]["embedding"].as_array().unwrap().len(), 4);

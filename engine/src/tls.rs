@@ -63,19 +63,22 @@ impl<C: Conn> TlsStream<C> {
         self.tls.alpn_protocol()
     }
 
-    /// Writes every pending TLS record.
+    /// Writes every pending TLS record, in one socket write.
     async fn flush_tls(&mut self) -> io::Result<()> {
-        while self.tls.wants_write() {
-            let mut w = std::mem::take(&mut self.cipher_out).writer();
-            let res = self.tls.write_tls(&mut w);
-            self.cipher_out = w.into_inner();
-            res?;
-            let (res, mut buf) = self.io.write_all(std::mem::take(&mut self.cipher_out)).await;
-            buf.clear();
-            self.cipher_out = buf;
-            res?;
+        if !self.tls.wants_write() {
+            return Ok(());
         }
-        Ok(())
+        let mut w = std::mem::take(&mut self.cipher_out).writer();
+        let mut res = Ok(0);
+        while self.tls.wants_write() && res.is_ok() {
+            res = self.tls.write_tls(&mut w);
+        }
+        self.cipher_out = w.into_inner();
+        res?;
+        let (res, mut buf) = self.io.write_all(std::mem::take(&mut self.cipher_out)).await;
+        buf.clear();
+        self.cipher_out = buf;
+        res
     }
 
     /// Feeds buffered ciphertext to rustls while it wants more (it stops wanting once it holds
@@ -124,28 +127,34 @@ impl<C: Conn> TlsStream<C> {
 impl<C: Conn> Conn for TlsStream<C> {
     async fn read(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
         loop {
-            let start = buf.len();
-            buf.resize(start + READ_CHUNK, 0);
-            let res = self.tls.reader().read(&mut buf[start..]);
-            match res {
-                Ok(n) => {
-                    buf.truncate(start + n);
-                    // 0 here is a clean close_notify.
-                    return (Ok(n), buf);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.truncate(start),
-                Err(e) => {
-                    buf.truncate(start);
-                    // Truncation without close_notify: report end of stream; HTTP framing
-                    // decides whether the message was complete.
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        return (Ok(0), buf);
+            let (pending, closed) = match self.tls.process_new_packets() {
+                Ok(state) => (state.plaintext_bytes_to_read(), state.peer_has_closed()),
+                Err(e) => return (Err(io::Error::new(io::ErrorKind::InvalidData, e)), buf),
+            };
+            if pending > 0 || closed || self.eof {
+                let start = buf.len();
+                buf.resize(start + pending.clamp(1, READ_CHUNK), 0);
+                let res = self.tls.reader().read(&mut buf[start..]);
+                match res {
+                    // 0 is a clean close_notify.
+                    Ok(n) => {
+                        buf.truncate(start + n);
+                        return (Ok(n), buf);
                     }
-                    return (Err(e), buf);
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => buf.truncate(start),
+                    // Truncation without close_notify is an error, not an end: a body framed
+                    // "until close" must not pass for complete when an attacker or a crash cut it.
+                    Err(e) => {
+                        buf.truncate(start);
+                        return (Err(e), buf);
+                    }
                 }
             }
             if self.eof && self.cipher_in.is_empty() {
-                return (Ok(0), buf);
+                return (
+                    Err(io::Error::new(io::ErrorKind::UnexpectedEof, "TLS peer closed without close_notify")),
+                    buf,
+                );
             }
             if let Err(e) = self.read_tls().await {
                 return (Err(e), buf);

@@ -21,6 +21,7 @@ on_both_drivers!(
     upstream_malformed_json_is_relayed_not_fatal,
     upstream_silence_mid_stream_hits_the_idle_timeout,
     pool_cap_queues_then_refuses_with_503,
+    mock_embeddings_refuse_more_than_openai_allows,
 );
 
 const CHAT: &str = r#"{"model":"m","messages":[]}"#;
@@ -197,4 +198,22 @@ fn pool_cap_queues_then_refuses_with_503(driver: DriverRequest) {
     assert_eq!(Client::connect(addr).post_json("/v1/chat/completions", CHAT, "").status, 200);
     assert_eq!(busy.join().unwrap(), 200);
     assert_eq!(upstream.stats().connections_accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+fn mock_embeddings_refuse_more_than_openai_allows(driver: DriverRequest) {
+    let upstream = default_mock();
+    let gw = gateway(&config_for(upstream.addr(), ""), driver);
+    let inputs = vec!["\"x\""; 3000].join(",");
+    let r = Client::connect(gw.local_addr()).post_json(
+        "/v1/embeddings",
+        &format!(r#"{{"model":"mock","input":[{inputs}]}}"#),
+        "",
+    );
+    assert_eq!((r.status, r.error()["param"].as_str()), (400, Some("input")));
+    let r = Client::connect(gw.local_addr()).post_json(
+        "/v1/embeddings",
+        r#"{"model":"mock","input":"x","dimensions":1000000}"#,
+        "",
+    );
+    assert_eq!((r.status, r.error()["param"].as_str()), (400, Some("dimensions")));
 }

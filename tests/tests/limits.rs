@@ -149,6 +149,9 @@ fn smuggling_ambiguities_are_refused_and_closed(driver: DriverRequest) {
         "POST /v1/chat/completions HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
         "GET /health HTTP/1.1\r\nhost : t\r\n\r\n",
         "GET /health HTTP/1.1\r\nhost: t\r\n folded: header\r\n\r\n",
+        "GET /health HTTP/1.1\r\nhost: t\nx-smuggle: a\r\n\r\n",
+        "GET /v1/files/../organization HTTP/1.1\r\nhost: t\r\n\r\n",
+        "GET /v1/files/%2e%2E/organization HTTP/1.1\r\nhost: t\r\n\r\n",
     ] {
         let mut c = Client::connect(gw.local_addr());
         c.send(raw.as_bytes());

@@ -46,12 +46,13 @@ impl Proc {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && let Some(listen) = v["fields"]["listen"].as_str()
-                {
+                let listen = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v["fields"]["listen"].as_str().map(str::to_string));
+                sink.lock().unwrap().push(line);
+                if let Some(listen) = listen {
                     let _ = tx.send(listen.parse::<SocketAddr>().unwrap());
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| {
@@ -65,8 +66,9 @@ impl Proc {
         assert!(ok, "kill {sig}");
     }
 
+    /// Whether the log has (or gets, within two seconds) a line containing `needle`.
     fn log_contains(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+        eventually(Duration::from_secs(2), || self.log.lock().unwrap().iter().any(|l| l.contains(needle)))
     }
 
     fn wait_exit(&mut self, within: Duration) -> Option<i32> {

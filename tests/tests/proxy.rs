@@ -21,6 +21,8 @@ on_both_drivers!(
     usage_is_read_from_bodies_and_final_stream_chunks,
     builtin_mock_model_answers_in_process,
     models_are_listed_from_config,
+    bodyless_answers_keep_their_framing,
+    a_client_that_stops_reading_is_cut_off_after_send_timeout,
 );
 
 const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#;
@@ -254,4 +256,50 @@ fn models_are_listed_from_config(driver: DriverRequest) {
     assert_eq!((r.status, r.json()["owned_by"].as_str()), (200, Some("up")));
     let r = c.get("/v1/models/nope");
     assert_eq!((r.status, r.error()["code"].as_str()), (404, Some("model_not_found")));
+}
+
+fn bodyless_answers_keep_their_framing(driver: DriverRequest) {
+    let upstream = default_mock();
+    let gw = gateway(&config_for(upstream.addr(), ""), driver);
+    let mut c = Client::connect(gw.local_addr());
+    // HEAD through pass-through: the upstream's Content-Length (the size of the body a GET
+    // would get; the echo describes a HEAD, one byte longer than for GET) is relayed, no body.
+    let get_len = c.get("/v1/files/f1").body.len();
+    c.send(b"HEAD /v1/files/f1 HTTP/1.1\r\nhost: t\r\n\r\n");
+    let (status, headers) = c.read_head();
+    assert_eq!(status, 200);
+    let len = headers.iter().find(|(n, _)| n == "content-length").map(|(_, v)| v.clone());
+    assert_eq!(len, Some((get_len + 1).to_string()));
+    // A 204 carries no framing headers and no body, and the connection goes on.
+    let r = c.post_json("/v1/chat/completions", CHAT, "x-mock-fault: status:204\r\n");
+    assert_eq!(r.status, 204);
+    assert!(r.header("content-length").is_none() && r.header("transfer-encoding").is_none());
+    assert!(r.body.is_empty());
+    assert_eq!(c.post_json("/v1/chat/completions", CHAT, "").status, 200, "framing intact after both");
+}
+
+fn a_client_that_stops_reading_is_cut_off_after_send_timeout(driver: DriverRequest) {
+    let upstream = default_mock();
+    let limits = "server:\n  limits: {send_timeout: 300ms}\n";
+    let gw = gateway(&config_for(upstream.addr(), limits), driver);
+    let mut c = Client::connect(gw.local_addr());
+    // 64 MiB of stream: more than every socket buffer on the way can hold.
+    let body = r#"{"model":"m","stream":true,"messages":[]}"#;
+    c.send(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nx-mock-tokens: 2048\r\nx-mock-token-bytes: 32768\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(c.read_head().0, 200);
+    // ...and never read again.
+    let stats = upstream.stats();
+    let cut = eventually(Duration::from_secs(10), || {
+        stats.streams_cut_by_client.load(std::sync::atomic::Ordering::SeqCst) == 1
+            && stats.connections_open.load(std::sync::atomic::Ordering::SeqCst) == 0
+    });
+    assert!(cut, "the gateway gave up on the stalled client and closed the upstream");
+    wait_metric(&gw, "shardgate_in_flight_requests", 0.0);
+    drop(c);
 }

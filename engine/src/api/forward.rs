@@ -11,6 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::{RequestCtx, mock_provider};
 use crate::config::{Snapshot, Upstream};
 use crate::error::{ErrorKind, GatewayError};
+use crate::http::response::is_bodyless;
 use crate::http::upstream::ResponseFraming;
 use crate::http::{Request, RequestHead, Responder, send_error};
 use crate::metrics::Endpoint;
@@ -119,17 +120,25 @@ fn upstream_path(up: &Upstream, target: &str) -> String {
 
 /// Client headers that never go upstream: credentials (the provider's key is ours to send),
 /// framing, hop-by-hop, compression (we read bodies), and our own control headers.
-fn forwardable(name: &str) -> bool {
-    const DROP: [&str; 8] =
-        ["host", "authorization", "api-key", "x-api-key", "cookie", "expect", "accept-encoding", "x-goog-api-key"];
+fn forwardable(name: &[u8]) -> bool {
+    const DROP: [&[u8]; 8] = [
+        b"host",
+        b"authorization",
+        b"api-key",
+        b"x-api-key",
+        b"cookie",
+        b"expect",
+        b"accept-encoding",
+        b"x-goog-api-key",
+    ];
     !is_hop_by_hop(name)
         && !DROP.iter().any(|d| d.eq_ignore_ascii_case(name))
-        && !starts_with_ignore_case(name, "x-shardgate-")
-        && !starts_with_ignore_case(name, "proxy-")
+        && !starts_with_ignore_case(name, b"x-shardgate-")
+        && !starts_with_ignore_case(name, b"proxy-")
 }
 
-fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
+    s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 /// Builds the upstream request head: provider headers first (they win over the client's),
@@ -149,32 +158,30 @@ pub(super) fn request_head(
     h.put_slice(up.host_header.as_bytes());
     h.put_slice(b"\r\n");
     for (n, v) in &up.headers {
-        put_header(&mut h, n, v.as_bytes());
+        put_header(&mut h, n.as_bytes(), v.as_bytes());
     }
-    let connection_tokens: Vec<&[u8]> = client
-        .headers()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| v.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .collect();
+    // Headers named in `Connection` are hop-by-hop too.
+    let connection = client.header("connection").unwrap_or(&[]);
+    let named_in_connection =
+        |n: &[u8]| connection.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(n));
     for (n, v) in client.headers() {
         if forwardable(n)
-            && !up.headers.iter().any(|(p, _)| p.eq_ignore_ascii_case(n))
-            && !connection_tokens.iter().any(|t| t.eq_ignore_ascii_case(n.as_bytes()))
+            && !up.headers.iter().any(|(p, _)| p.as_bytes().eq_ignore_ascii_case(n))
+            && !named_in_connection(n)
         {
             put_header(&mut h, n, v);
         }
     }
     if let Some(n) = content_length {
         let mut b = itoa::Buffer::new();
-        put_header(&mut h, "content-length", b.format(n).as_bytes());
+        put_header(&mut h, b"content-length", b.format(n).as_bytes());
     }
     h.put_slice(b"\r\n");
     h.freeze()
 }
 
-fn put_header(h: &mut BytesMut, name: &str, value: &[u8]) {
-    h.put_slice(name.as_bytes());
+fn put_header(h: &mut BytesMut, name: &[u8], value: &[u8]) {
+    h.put_slice(name);
     h.put_slice(b": ");
     h.put_slice(value);
     h.put_slice(b"\r\n");
@@ -198,14 +205,22 @@ async fn exchange<C: Conn>(
     ctx: &mut RequestCtx,
     relay: Relay,
 ) {
-    let dns = shard.process.dns.load();
-    let shared = Shared { pool: &shard.pool, dns: &dns, metrics: &shard.metrics };
+    let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
     let provider = ctx.provider.clone().unwrap_or_else(|| "?".into());
     let mut answer = match send(&shared, up, request, cfg.upstream_limits).await {
         Ok(a) => a,
         Err(e) => return fail(resp, ctx, e.to_gateway_error(&provider)).await,
     };
     ctx.upstream_status = Some(answer.head.status);
+    if resp.is_head_only() || is_bodyless(answer.head.status) {
+        // No body either way: relay the head as it is (its Content-Length describes the body a
+        // GET would get) and let the connection go back to the pool.
+        let _ = answer.next_chunk().await;
+        if relay_head(resp, &answer, true).no_body().await.is_err() {
+            ctx.error = Some(ErrorKind::DownstreamClosed);
+        }
+        return;
+    }
     let event_stream = answer.head.is_event_stream();
     let buffer = match relay {
         Relay::Inference => !event_stream,
@@ -222,14 +237,16 @@ async fn exchange<C: Conn>(
     }
 }
 
-/// Writes the upstream status and end-to-end headers.
+/// Writes the upstream status and end-to-end headers; `keep_length` relays the upstream's
+/// `Content-Length` (for answers without a body, where it describes the resource).
 fn relay_head<'r, 'a, C: Conn>(
     resp: &'r mut Responder<'a, C>,
     answer: &UpstreamResponse<'_>,
+    keep_length: bool,
 ) -> crate::http::response::Head<'r, 'a, C> {
     let mut head = resp.start(answer.head.status);
     for (n, v) in answer.head.headers() {
-        if !is_hop_by_hop(n) {
+        if !is_hop_by_hop(n) || (keep_length && n.eq_ignore_ascii_case(b"content-length")) {
             head = head.header(n, v);
         }
     }
@@ -255,7 +272,7 @@ async fn relay_buffered<C: Conn>(
     if read_usage && (200..300).contains(&answer.head.status) {
         ctx.usage = shard.usage_reader.borrow_mut().response_body(&body);
     }
-    if relay_head(resp, answer).body_bytes(body).await.is_err() {
+    if relay_head(resp, answer, false).body_bytes(body).await.is_err() {
         ctx.error = Some(ErrorKind::DownstreamClosed);
     }
 }
@@ -268,8 +285,8 @@ async fn relay_streamed<C: Conn>(
     read_usage: bool,
 ) {
     let started = match answer.head.framing {
-        ResponseFraming::Length(n) => relay_head(resp, answer).stream_sized(n).await,
-        _ => relay_head(resp, answer).stream().await,
+        ResponseFraming::Length(n) => relay_head(resp, answer, false).stream_sized(n).await,
+        _ => relay_head(resp, answer, false).stream().await,
     };
     let Ok(mut out) = started else {
         ctx.error = Some(ErrorKind::DownstreamClosed);

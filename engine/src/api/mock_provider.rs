@@ -8,7 +8,8 @@ use adapters::openai::request::RequestFacts;
 use adapters::openai::usage::Usage;
 
 use super::RequestCtx;
-use crate::http::{Request, Responder};
+use crate::error::{ErrorKind, GatewayError};
+use crate::http::{Request, Responder, send_error};
 use crate::metrics::Endpoint;
 use crate::mock::{self, Reply};
 use crate::rt::Conn;
@@ -45,9 +46,17 @@ pub async fn answer<C: Conn>(
     ctx.upstream_status = Some(200);
 
     if endpoint == Endpoint::Embeddings {
-        let (inputs, dims) = mock::embedding_request_shape(&req.body);
+        let shape = match mock::embedding_request_shape(&req.body) {
+            Ok(s) => s,
+            Err((param, message)) => {
+                let err = GatewayError::new(ErrorKind::InvalidField, message).with_param(param);
+                ctx.error = Some(err.kind);
+                let _ = send_error(resp, &err).await;
+                return;
+            }
+        };
         ctx.usage = Some(Usage { prompt_tokens, total_tokens: prompt_tokens, ..Usage::default() });
-        let body = mock::embeddings(upstream_model, inputs, dims.unwrap_or(16), prompt_tokens);
+        let body = mock::embeddings(upstream_model, shape.inputs, shape.dimensions, prompt_tokens);
         let _ = resp.start(200).header("content-type", "application/json").body(&body).await;
         return;
     }
@@ -72,7 +81,7 @@ pub async fn answer<C: Conn>(
         let Ok(mut out) = head.stream().await else { return };
         for e in &events {
             if out.send(e).await.is_err() {
-                ctx.error = Some(crate::error::ErrorKind::DownstreamClosed);
+                ctx.error = Some(ErrorKind::DownstreamClosed);
                 return;
             }
         }

@@ -83,12 +83,13 @@ impl Service for GatewayService {
 
     async fn call<C: Conn>(&self, req: Request, resp: &mut Responder<'_, C>) {
         let shard = &self.shard;
-        shard.metrics.in_flight.fetch_add(1, Relaxed);
-        let path = req.head.path().to_string();
-        let endpoint = endpoint_of(&path);
+        // Counted down on drop, so a panic or a drain that drops the task cannot leave the
+        // gauge counting a request that is gone.
+        let _in_flight = InFlight::enter(&shard.metrics);
+        let endpoint = endpoint_of(req.head.path());
         let mut ctx = RequestCtx::default();
         let received_at = req.received_at;
-        dispatch(shard, &path, endpoint, req, resp, &mut ctx).await;
+        dispatch(shard, endpoint, req, resp, &mut ctx).await;
         if let Some(kind) = ctx.error {
             shard.metrics.error(kind);
         }
@@ -96,18 +97,32 @@ impl Service for GatewayService {
             shard.metrics.usage(u);
         }
         shard.metrics.request(endpoint, resp.status(), received_at.elapsed());
-        shard.metrics.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+struct InFlight<'a>(&'a crate::metrics::ShardMetrics);
+
+impl<'a> InFlight<'a> {
+    fn enter(m: &'a crate::metrics::ShardMetrics) -> Self {
+        m.in_flight.fetch_add(1, Relaxed);
+        InFlight(m)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
     }
 }
 
 async fn dispatch<C: Conn>(
     shard: &Rc<Shard>,
-    path: &str,
     endpoint: Endpoint,
     req: Request,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
+    let path = req.head.path();
     let method = req.head.method();
     let is_get = method == "GET" || method == "HEAD";
     match (endpoint, path) {

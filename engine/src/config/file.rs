@@ -120,6 +120,9 @@ pub struct LimitsSection {
     pub idle_timeout: Dur,
     /// Largest upstream response body buffered for a non-streaming answer (502 beyond). Default 64MiB.
     pub max_upstream_body: ByteSize,
+    /// Longest a write to a client may block (a client that stops reading a stream); the
+    /// connection and its upstream are closed beyond it. Default 60s.
+    pub send_timeout: Dur,
 }
 
 impl Default for LimitsSection {
@@ -133,6 +136,7 @@ impl Default for LimitsSection {
             body_timeout: Dur(Duration::from_secs(30)),
             idle_timeout: Dur(Duration::from_secs(60)),
             max_upstream_body: ByteSize(64 * 1024 * 1024),
+            send_timeout: Dur(Duration::from_secs(60)),
         }
     }
 }

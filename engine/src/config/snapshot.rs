@@ -218,12 +218,22 @@ pub fn compile(file: &ConfigFile, source: &str, generation: u64) -> Result<Snaps
         header_timeout: s.limits.header_timeout.0,
         body_timeout: s.limits.body_timeout.0,
         idle_timeout: s.limits.idle_timeout.0,
+        send_timeout: s.limits.send_timeout.0,
     };
     if limits.max_headers == 0 || limits.max_headers > 128 {
         errors.push("server.limits.max_headers must be between 1 and 128".to_string());
     }
-    if limits.max_header_bytes < 1024 {
-        errors.push("server.limits.max_header must be at least 1KiB".to_string());
+    if !(1024..=1024 * 1024).contains(&limits.max_header_bytes) {
+        errors.push("server.limits.max_header must be between 1KiB and 1MiB".to_string());
+    }
+    if s.egress.dns_refresh.0 < Duration::from_secs(1) {
+        errors.push("server.egress.dns_refresh must be at least 1s".to_string());
+    }
+    if s.reload.poll_interval.0 < Duration::from_millis(10) {
+        errors.push("server.reload.poll_interval must be at least 10ms".to_string());
+    }
+    if s.limits.send_timeout.0.is_zero() {
+        errors.push("server.limits.send_timeout must be greater than zero".to_string());
     }
     for (name, d) in [
         ("header_timeout", limits.header_timeout),
@@ -414,6 +424,13 @@ fn compile_provider(
         } else {
             Err(errors)
         };
+    }
+    for (field, d) in
+        [("connect", p.timeouts.connect.0), ("first_byte", p.timeouts.first_byte.0), ("idle", p.timeouts.idle.0)]
+    {
+        if d.is_zero() {
+            errors.push(format!("providers.{name}.timeouts.{field} must be greater than zero"));
+        }
     }
     let base = match (&p.base_url, p.kind) {
         (Some(u), _) => u.0.clone(),

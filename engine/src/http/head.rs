@@ -3,7 +3,11 @@
 //! Everything that could let two parties disagree on where a request ends is refused here
 //! (request smuggling): both `Content-Length` and `Transfer-Encoding`, more than one
 //! `Content-Length`, a transfer coding other than a lone `chunked`, `Transfer-Encoding` on
-//! HTTP/1.0, a malformed length. The connection is closed after such a refusal.
+//! HTTP/1.0, a malformed length, a bare LF line ending (httparse tolerates it; a front proxy
+//! that does not would see different headers). The connection is closed after such a refusal.
+//! Paths with `.` or `..` segments (raw or percent-encoded) are refused too: pass-through
+//! forwards paths with the provider's key attached, and a normalising upstream would otherwise
+//! resolve `/v1/files/../x` to a path no one allowed.
 
 use std::ops::Range;
 
@@ -107,6 +111,12 @@ impl RequestHead {
         let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
             return Err(Reject::bad("incomplete request line"));
         };
+        if memchr::memchr_iter(b'\n', &raw).any(|i| i == 0 || raw.get(i - 1) != Some(&b'\r')) {
+            return Err(Reject::bad("bare LF line ending in the request head; use CRLF"));
+        }
+        if has_dot_segment(path) {
+            return Err(Reject::bad("the request path must not contain '.' or '..' segments"));
+        }
         if version > 1 {
             return Err(Reject { status: 505, message: "HTTP version not supported".into() });
         }
@@ -220,20 +230,44 @@ impl RequestHead {
         t.split_once('?').map_or(t, |(p, _)| p)
     }
 
-    /// All headers in order, names as sent.
-    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|h| (self.str_at(&h.name), self.bytes_at(&h.value)))
+    /// All headers in order, names as sent (ASCII tokens: httparse checked them).
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers.iter().map(|h| (self.bytes_at(&h.name), self.bytes_at(&h.value)))
     }
 
     /// The first header with this (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
     }
 
     /// The raw head bytes (request line through the blank line).
     pub fn raw(&self) -> &Bytes {
         &self.raw
     }
+}
+
+/// A `.` or `..` path segment, raw or percent-encoded (`%2e`).
+fn has_dot_segment(target: &str) -> bool {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    path.split('/').any(|seg| is_dot_segment(seg.as_bytes()))
+}
+
+/// `.` or `..`, each dot possibly written `%2e`/`%2E`.
+fn is_dot_segment(seg: &[u8]) -> bool {
+    let mut dots = 0;
+    let mut rest = seg;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return false,
+        };
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -243,7 +277,7 @@ fn trim(b: &[u8]) -> &[u8] {
 }
 
 /// `Content-Length` must be plain decimal digits: no sign, no list, no spaces inside.
-fn parse_content_length(value: &[u8]) -> Result<u64, Reject> {
+pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, Reject> {
     let v = trim(value);
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return Err(Reject::bad("invalid Content-Length"));
@@ -303,11 +337,21 @@ mod tests {
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "GET http://x/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n",
+            "GET / HTTP/1.1\nHost: a\r\n\r\n",
+            "GET /v1/files/../organization HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /v1/files/%2E%2e/x HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /v1/./models HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
             assert_eq!(head(bad).map(|_| ()).unwrap_err().status, 400, "{bad:?}");
         }
         let r = head("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
         assert_eq!(r.map(|_| ()).unwrap_err().status, 501);
+    }
+
+    #[test]
+    fn dots_inside_names_are_fine() {
+        assert!(head("GET /v1/files/a..b/.x?q=../.. HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
     }
 
     #[test]

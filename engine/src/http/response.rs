@@ -5,11 +5,12 @@
 //! responses to one request" unrepresentable.
 
 use std::io;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::chunked::{LAST_CHUNK, encode_chunk};
-use crate::rt::Conn;
+use crate::rt::{self, Conn};
 
 /// Buffers of one downstream connection. Reads append to `rbuf`; responses are assembled in
 /// `wbuf` and written with one call where possible.
@@ -17,11 +18,19 @@ pub struct DownstreamIo<C> {
     pub conn: C,
     pub rbuf: BytesMut,
     pub wbuf: BytesMut,
+    /// Longest one write may block: a client that stops reading must not pin the connection,
+    /// its request and an upstream connection forever.
+    pub send_timeout: Duration,
 }
 
 impl<C: Conn> DownstreamIo<C> {
     pub fn new(conn: C) -> Self {
-        DownstreamIo { conn, rbuf: BytesMut::with_capacity(8192), wbuf: BytesMut::with_capacity(4096) }
+        DownstreamIo {
+            conn,
+            rbuf: BytesMut::with_capacity(8192),
+            wbuf: BytesMut::with_capacity(4096),
+            send_timeout: Duration::from_secs(60),
+        }
     }
 
     /// Reads more bytes into `rbuf`. `Ok(0)` is end of stream.
@@ -34,16 +43,34 @@ impl<C: Conn> DownstreamIo<C> {
         res
     }
 
-    /// Writes out `wbuf` and empties it.
+    /// Writes out `wbuf` and empties it, within `send_timeout`.
     pub async fn flush(&mut self) -> io::Result<()> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let (res, mut buf) = self.conn.write_all(std::mem::take(&mut self.wbuf)).await;
-        buf.clear();
-        self.wbuf = buf;
-        res
+        match rt::timeout(self.send_timeout, self.conn.write_all(std::mem::take(&mut self.wbuf))).await {
+            Ok((res, mut buf)) => {
+                buf.clear();
+                self.wbuf = buf;
+                res
+            }
+            Err(rt::Elapsed) => Err(send_timed_out()),
+        }
     }
+
+    /// Writes a shared buffer as is, within `send_timeout`.
+    pub async fn write_bytes(&mut self, bytes: Bytes) -> io::Result<()> {
+        rt::timeout(self.send_timeout, self.conn.write_bytes(bytes)).await.unwrap_or_else(|_| Err(send_timed_out()))
+    }
+}
+
+fn send_timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the client did not take the response in time (server.limits.send_timeout)")
+}
+
+/// Statuses whose responses never carry a body (RFC 9110 §6.4.1): no framing headers either.
+pub fn is_bodyless(status: u16) -> bool {
+    (100..200).contains(&status) || status == 204 || status == 304
 }
 
 /// Reason phrases for the statuses we send; others get an empty phrase, which HTTP allows.
@@ -128,6 +155,11 @@ impl<'a, C: Conn> Responder<'a, C> {
         self.status
     }
 
+    /// The request was `HEAD`: headers only.
+    pub fn is_head_only(&self) -> bool {
+        self.head_only
+    }
+
     /// Begins the response with its status line.
     pub fn start(&mut self, status: u16) -> Head<'_, 'a, C> {
         self.status = status;
@@ -165,9 +197,9 @@ pub struct Head<'r, 'a, C> {
 impl<'r, 'a, C: Conn> Head<'r, 'a, C> {
     /// Adds a header. Names and values are written as given: callers pass valid tokens, and
     /// values relayed from upstream were already validated by the parser.
-    pub fn header(self, name: &str, value: impl AsRef<[u8]>) -> Self {
+    pub fn header(self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
         let w = &mut self.r.io.wbuf;
-        w.put_slice(name.as_bytes());
+        w.put_slice(name.as_ref());
         w.put_slice(b": ");
         w.put_slice(value.as_ref());
         w.put_slice(b"\r\n");
@@ -177,8 +209,9 @@ impl<'r, 'a, C: Conn> Head<'r, 'a, C> {
     fn end_head(&mut self, content_length: Option<usize>) {
         let keep_alive = self.r.keep_alive;
         let http10 = self.r.http10;
+        let bodyless = is_bodyless(self.r.status);
         let w = &mut self.r.io.wbuf;
-        if let Some(n) = content_length {
+        if let Some(n) = content_length.filter(|_| !bodyless) {
             w.put_slice(b"content-length: ");
             let mut b = itoa::Buffer::new();
             w.put_slice(b.format(n).as_bytes());
@@ -192,10 +225,19 @@ impl<'r, 'a, C: Conn> Head<'r, 'a, C> {
         w.put_slice(b"\r\n");
     }
 
+    /// Finishes without a body and without adding framing headers: for `HEAD`, 204 and 304
+    /// answers, whose relayed `Content-Length` (if any) describes a body that is not sent.
+    pub async fn no_body(mut self) -> io::Result<()> {
+        self.end_head(None);
+        let res = self.r.io.flush().await;
+        self.r.state = if res.is_ok() { ResponderState::Done } else { ResponderState::Broken };
+        res
+    }
+
     /// Finishes with a complete body (copied into the write buffer: one write for small bodies).
     pub async fn body(mut self, body: &[u8]) -> io::Result<()> {
         self.end_head(Some(body.len()));
-        if !self.r.head_only {
+        if !self.r.head_only && !is_bodyless(self.r.status) {
             self.r.io.wbuf.extend_from_slice(body);
         }
         let res = self.r.io.flush().await;
@@ -210,8 +252,8 @@ impl<'r, 'a, C: Conn> Head<'r, 'a, C> {
         }
         self.end_head(Some(body.len()));
         let mut res = self.r.io.flush().await;
-        if res.is_ok() && !self.r.head_only {
-            res = self.r.io.conn.write_bytes(body).await;
+        if res.is_ok() && !self.r.head_only && !is_bodyless(self.r.status) {
+            res = self.r.io.write_bytes(body).await;
         }
         self.r.state = if res.is_ok() { ResponderState::Done } else { ResponderState::Broken };
         res

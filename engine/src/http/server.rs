@@ -28,6 +28,8 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// How long an idle keep-alive connection waits for its next request.
     pub idle_timeout: Duration,
+    /// Longest one write to the client may take.
+    pub send_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -39,6 +41,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -80,6 +83,7 @@ pub async fn serve_connection<C: Conn, S: Service>(conn: C, peer: SocketAddr, sv
     let drain = svc.drain_event().clone();
     loop {
         let limits = svc.limits();
+        io.send_timeout = limits.send_timeout;
         // Between requests: wait for the first byte, at most `idle_timeout`, unless draining.
         if io.rbuf.is_empty() {
             match rt::unless(&drain, rt::timeout(limits.idle_timeout, io.fill())).await {
@@ -124,6 +128,10 @@ pub async fn serve_connection<C: Conn, S: Service>(conn: C, peer: SocketAddr, sv
         if !resp.keep_alive() || !resp.is_done() {
             break;
         }
+        // A large body must not keep its buffer for the rest of a keep-alive connection's life.
+        if io.rbuf.is_empty() && io.rbuf.capacity() > 64 * 1024 {
+            io.rbuf = BytesMut::with_capacity(8192);
+        }
     }
     let _ = io.conn.shutdown().await;
 }
@@ -152,19 +160,34 @@ async fn refuse<C: Conn, S: Service>(io: &mut DownstreamIo<C>, svc: &S, kind: Er
     .await;
 }
 
+/// Whether a head could end in `buf[from..]`: a line break followed by another one. Parsing
+/// only then keeps a client that trickles its head byte by byte from costing a full parse per
+/// byte (quadratic in the head size).
+fn head_may_end(buf: &[u8], from: usize) -> bool {
+    let from = from.saturating_sub(3).min(buf.len());
+    memchr::memchr_iter(b'\n', &buf[from..]).any(|i| {
+        let rest = &buf[from + i + 1..];
+        rest.starts_with(b"\n") || rest.starts_with(b"\r\n")
+    })
+}
+
 async fn read_head<C: Conn>(io: &mut DownstreamIo<C>, limits: &Limits) -> Result<RequestHead, HeadFailure> {
+    let mut scanned = 0;
     loop {
-        match probe(&io.rbuf, limits.max_headers) {
-            Ok(Parsed::Complete { len }) => {
-                if len > limits.max_header_bytes {
-                    return Err(HeadFailure::Reject(too_large_head(limits)));
+        if head_may_end(&io.rbuf, scanned) {
+            match probe(&io.rbuf, limits.max_headers) {
+                Ok(Parsed::Complete { len }) => {
+                    if len > limits.max_header_bytes {
+                        return Err(HeadFailure::Reject(too_large_head(limits)));
+                    }
+                    let raw = io.rbuf.split_to(len).freeze();
+                    return RequestHead::parse(raw, limits.max_headers).map_err(HeadFailure::Reject);
                 }
-                let raw = io.rbuf.split_to(len).freeze();
-                return RequestHead::parse(raw, limits.max_headers).map_err(HeadFailure::Reject);
+                Ok(Parsed::Partial) => {}
+                Err(r) => return Err(HeadFailure::Reject(r)),
             }
-            Ok(Parsed::Partial) => {}
-            Err(r) => return Err(HeadFailure::Reject(r)),
         }
+        scanned = io.rbuf.len();
         if io.rbuf.len() >= limits.max_header_bytes {
             return Err(HeadFailure::Reject(too_large_head(limits)));
         }
@@ -223,10 +246,10 @@ async fn read_body<C: Conn>(
             // `n` is at most `max_body_bytes`, which is a usize-sized config value.
             let n = usize::try_from(n).map_err(|_| body_too_large(limits))?;
             let read = async {
-                if io.rbuf.len() < n {
-                    io.rbuf.reserve(n - io.rbuf.len());
-                }
                 while io.rbuf.len() < n {
+                    // Grow with what arrives, not with what was announced: a client declaring
+                    // 10 MiB and sending nothing must not cost 10 MiB.
+                    io.rbuf.reserve((n - io.rbuf.len()).min(256 * 1024));
                     match io.fill().await {
                         Ok(k) if k > 0 => {}
                         _ => return Err(BodyFailure::Gone),
@@ -270,4 +293,20 @@ async fn read_body<C: Conn>(
 /// Convenience for services: answer with a gateway error.
 pub async fn send_error<C: Conn>(resp: &mut Responder<'_, C>, err: &GatewayError) -> io::Result<()> {
     resp.start(err.status()).header("content-type", "application/json").body(&err.to_json()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_may_end;
+
+    #[test]
+    fn head_end_detection() {
+        assert!(head_may_end(b"GET / HTTP/1.1\r\n\r\n", 0));
+        assert!(head_may_end(b"GET / HTTP/1.1\n\n", 0));
+        assert!(!head_may_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
+        // The end straddles the previous read: looking back three bytes finds it.
+        let buf = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert!(head_may_end(buf, buf.len() - 1));
+        assert!(!head_may_end(b"", 0));
+    }
 }

@@ -55,6 +55,22 @@ impl ResponseHead {
     /// Parses a head from the start of `buf`. `Ok(None)` means more bytes are needed. Returns the
     /// head and its length. Interim (1xx) responses are returned like any other; callers skip them.
     pub fn parse(buf: &[u8], request_was_head: bool) -> Result<Option<(ResponseHead, usize)>, UpstreamFault> {
+        Ok(Self::parse_spans(buf, request_was_head)?.map(|(mut head, len)| {
+            head.raw = Bytes::copy_from_slice(&buf[..len]);
+            (head, len)
+        }))
+    }
+
+    /// Parses a head at the start of `buf` and, when complete, splits it off `buf` (no copy).
+    pub fn split_from(buf: &mut BytesMut, request_was_head: bool) -> Result<Option<ResponseHead>, UpstreamFault> {
+        Ok(Self::parse_spans(buf, request_was_head)?.map(|(mut head, len)| {
+            head.raw = buf.split_to(len).freeze();
+            head
+        }))
+    }
+
+    /// The parse itself: header positions are offsets into `buf`; `raw` is left empty.
+    fn parse_spans(buf: &[u8], request_was_head: bool) -> Result<Option<(ResponseHead, usize)>, UpstreamFault> {
         let mut storage = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         let mut resp = httparse::Response::new(&mut storage);
         let len = match resp.parse(buf) {
@@ -76,8 +92,9 @@ impl ResponseHead {
         for h in resp.headers.iter() {
             let v = h.value;
             if h.name.eq_ignore_ascii_case("content-length") {
-                let s = std::str::from_utf8(v).map(str::trim).unwrap_or("");
-                let n: u64 = s.parse().map_err(|_| UpstreamFault::Protocol(format!("invalid Content-Length {s:?}")))?;
+                let n = crate::http::head::parse_content_length(v).map_err(|_| {
+                    UpstreamFault::Protocol(format!("invalid Content-Length {:?}", String::from_utf8_lossy(v)))
+                })?;
                 if content_length.is_some_and(|c| c != n) {
                     return Err(UpstreamFault::Protocol("conflicting Content-Length headers".into()));
                 }
@@ -116,29 +133,31 @@ impl ResponseHead {
         };
         // A response with both headers, or one delimited by close, leaves the connection in a
         // state we cannot trust for reuse.
-        let keep_alive = !close && framing != ResponseFraming::UntilClose && !(te && content_length.is_some());
-        let head = ResponseHead { raw: Bytes::copy_from_slice(&buf[..len]), status, headers, framing, keep_alive };
+        // 101 hands the connection to another protocol: never back to the pool.
+        let keep_alive =
+            !close && status != 101 && framing != ResponseFraming::UntilClose && !(te && content_length.is_some());
+        let head = ResponseHead { raw: Bytes::new(), status, headers, framing, keep_alive };
         Ok(Some((head, len)))
     }
 
-    /// All headers in order.
-    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    /// All headers in order, names as sent.
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.headers.iter().map(|(n, v)| {
-            let name =
-                self.raw.get(n.start as usize..n.end as usize).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
-            (name, self.raw.get(v.start as usize..v.end as usize).unwrap_or(&[]))
+            let at = |r: &Range<u32>| self.raw.get(r.start as usize..r.end as usize).unwrap_or(&[]);
+            (at(n), at(v))
         })
     }
 
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
     }
 
     /// `Content-Type: text/event-stream`.
     pub fn is_event_stream(&self) -> bool {
+        const SSE: &[u8] = b"text/event-stream";
         self.header("content-type")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
+            .map(<[u8]>::trim_ascii_start)
+            .is_some_and(|v| v.len() >= SSE.len() && v[..SSE.len()].eq_ignore_ascii_case(SSE))
     }
 }
 
@@ -151,8 +170,7 @@ pub async fn read_head<C: Conn>(
     max_head: usize,
 ) -> Result<ResponseHead, UpstreamFault> {
     loop {
-        if let Some((head, len)) = ResponseHead::parse(buf, request_was_head)? {
-            let _ = buf.split_to(len);
+        if let Some(head) = ResponseHead::split_from(buf, request_was_head)? {
             if (100..200).contains(&head.status) && head.status != 101 {
                 continue;
             }

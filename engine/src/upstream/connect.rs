@@ -2,7 +2,9 @@
 //! CONNECT tunnel through the egress proxy, then TLS when the target is HTTPS.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use arc_swap::ArcSwap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -62,13 +64,14 @@ pub enum ConnectError {
 }
 
 /// Opens a new connection to `up` (no pool involved; the caller bounds the time).
-pub async fn open(up: &Upstream, dns: &DnsTable) -> Result<UpstreamConn, ConnectError> {
+pub async fn open(up: &Upstream, dns: &ArcSwap<DnsTable>) -> Result<UpstreamConn, ConnectError> {
     let (host, port) = up.dial_host();
-    let ips = dns.lookup(host).ok_or_else(|| ConnectError::Dns(host.to_string()))?;
+    // Copied out so no table guard is held across the connect.
+    let ips: Vec<IpAddr> = dns.load().lookup(host).ok_or_else(|| ConnectError::Dns(host.to_string()))?.to_vec();
     let mut last_err = None;
     let mut tcp = None;
     for ip in ips {
-        let addr = SocketAddr::new(*ip, port);
+        let addr = SocketAddr::new(ip, port);
         match TcpStream::connect(addr).await {
             Ok(s) => {
                 tcp = Some(s);

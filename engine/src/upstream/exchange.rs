@@ -5,7 +5,6 @@
 //! pooled one had gone stale; the upstream cannot have acted on the request). Nothing else is
 //! retried here; routing-level retries and fallbacks belong to the router.
 
-use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -72,7 +71,7 @@ pub fn fault_kind(f: &UpstreamFault) -> ErrorKind {
 /// What the exchange needs from its shard.
 pub struct Shared<'a> {
     pub pool: &'a Pool,
-    pub dns: &'a DnsTable,
+    pub dns: &'a arc_swap::ArcSwap<DnsTable>,
     pub metrics: &'a ShardMetrics,
 }
 
@@ -184,16 +183,10 @@ async fn send_fresh<'a>(
     limits: UpstreamLimits,
     pool_limits: PoolLimits,
 ) -> Result<UpstreamResponse<'a>, SendError> {
-    loop {
-        let checkout = rt::timeout(up.timeouts.connect, shared.pool.checkout(&up.pool_key, pool_limits))
-            .await
-            .map_err(|_| SendError::PoolExhausted(pool_limits.max_connections))?;
-        match checkout {
-            // An idle connection would not be fresh; close it to make room.
-            Checkout::Idle(conn) => drop(conn),
-            Checkout::New(r) => return connect_and_send(shared, r, up, req, limits).await,
-        }
-    }
+    let reservation = rt::timeout(up.timeouts.connect, shared.pool.checkout_new(&up.pool_key, pool_limits))
+        .await
+        .map_err(|_| SendError::PoolExhausted(pool_limits.max_connections))?;
+    connect_and_send(shared, reservation, up, req, limits).await
 }
 
 async fn connect_and_send<'a>(
@@ -221,29 +214,33 @@ async fn attempt<'a>(
     limits: UpstreamLimits,
 ) -> Result<UpstreamResponse<'a>, AttemptError> {
     let started = Instant::now();
-    let retryable_io =
-        |e: io::Error, reused: bool| AttemptError { error: UpstreamFault::Io(e).into(), retryable: reused };
-    // Small bodies go out with the head in one write.
-    let written = if req.body.len() <= 16 * 1024 {
-        let mut out = BytesMut::with_capacity(req.head.len() + req.body.len());
-        out.extend_from_slice(&req.head);
-        out.extend_from_slice(&req.body);
-        c.conn.write_all(out).await.0
-    } else {
-        match c.conn.write_bytes(req.head.clone()).await {
-            Ok(()) => c.conn.write_bytes(req.body.clone()).await,
-            Err(e) => Err(e),
+    // `first_byte` bounds sending the request and receiving the response head together: an
+    // upstream that stops reading our body must not hang the request either.
+    let first_byte = up.timeouts.first_byte;
+    let timed_out = || AttemptError { error: SendError::FirstByteTimeout(first_byte), retryable: false };
+    let write = async {
+        // Small bodies go out with the head in one write.
+        if req.body.len() <= 16 * 1024 {
+            let mut out = BytesMut::with_capacity(req.head.len() + req.body.len());
+            out.extend_from_slice(&req.head);
+            out.extend_from_slice(&req.body);
+            c.conn.write_all(out).await.0
+        } else {
+            match c.conn.write_bytes(req.head.clone()).await {
+                Ok(()) => c.conn.write_bytes(req.body.clone()).await,
+                Err(e) => Err(e),
+            }
         }
     };
-    if let Err(e) = written {
-        return Err(retryable_io(e, c.reused));
+    match rt::timeout(first_byte, write).await {
+        Err(rt::Elapsed) => return Err(timed_out()),
+        Ok(Err(e)) => return Err(AttemptError { error: UpstreamFault::Io(e).into(), retryable: c.reused }),
+        Ok(Ok(())) => {}
     }
-    let first_byte = up.timeouts.first_byte;
+    let remaining = first_byte.saturating_sub(started.elapsed());
     let head =
-        match rt::timeout(first_byte, read_head(&mut c.conn, &mut c.buf, req.is_head, limits.max_head_bytes)).await {
-            Err(rt::Elapsed) => {
-                return Err(AttemptError { error: SendError::FirstByteTimeout(first_byte), retryable: false });
-            }
+        match rt::timeout(remaining, read_head(&mut c.conn, &mut c.buf, req.is_head, limits.max_head_bytes)).await {
+            Err(rt::Elapsed) => return Err(timed_out()),
             Ok(Err(fault)) => {
                 let before_any_byte = c.buf.is_empty() && matches!(fault, UpstreamFault::Closed | UpstreamFault::Io(_));
                 return Err(AttemptError { error: fault.into(), retryable: c.reused && before_any_byte });
@@ -256,7 +253,7 @@ async fn attempt<'a>(
 }
 
 /// Hop-by-hop and framing headers that never cross the gateway in either direction.
-pub fn is_hop_by_hop(name: &str) -> bool {
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
     const HOP: [&str; 10] = [
         "connection",
         "keep-alive",
@@ -269,5 +266,5 @@ pub fn is_hop_by_hop(name: &str) -> bool {
         "upgrade",
         "content-length",
     ];
-    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+    HOP.iter().any(|h| h.as_bytes().eq_ignore_ascii_case(name))
 }

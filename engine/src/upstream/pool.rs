@@ -134,8 +134,28 @@ impl Pool {
     /// An idle connection or a slot for a new one; waits while the target is at its cap. The
     /// caller bounds the wait.
     pub async fn checkout(&self, key: &Arc<str>, limits: PoolLimits) -> Checkout {
+        self.checkout_inner(key, limits, false).await
+    }
+
+    /// A slot for a *new* connection (the retry after a stale one). At the cap, an idle
+    /// connection is closed to make room rather than handed out.
+    pub async fn checkout_new(&self, key: &Arc<str>, limits: PoolLimits) -> Reservation {
+        loop {
+            match self.checkout_inner(key, limits, true).await {
+                Checkout::New(r) => return r,
+                // Dropping it frees its slot; the next round takes the slot.
+                Checkout::Idle(c) => drop(c),
+            }
+        }
+    }
+
+    async fn checkout_inner(&self, key: &Arc<str>, limits: PoolLimits, prefer_new: bool) -> Checkout {
         let home = self.target(key, limits);
         poll_fn(|cx| {
+            if prefer_new && home.open.get() < home.max {
+                home.open.set(home.open.get() + 1);
+                return Poll::Ready(Checkout::New(Reservation { slot: Slot(home.clone()) }));
+            }
             if let Some(i) = home.pop_fresh_idle(Instant::now()) {
                 return Poll::Ready(Checkout::Idle(PooledConn {
                     conn: i.conn,
@@ -178,8 +198,10 @@ impl Pool {
             let (keep, old): (Vec<Idle>, Vec<Idle>) =
                 std::mem::take(&mut *idle).into_iter().partition(|i| now.duration_since(i.since) < idle_timeout);
             *idle = keep;
+            // Connections of this target still in use (the expired ones are about to close).
+            let in_use = t.open.get().saturating_sub(idle.len() + old.len());
             expired.extend(old);
-            t.open.get() > expired.len() || !idle.is_empty() || now.duration_since(t.last_used.get()) < idle_timeout
+            in_use > 0 || !idle.is_empty() || now.duration_since(t.last_used.get()) < idle_timeout
         });
         drop(expired);
     }
@@ -198,5 +220,85 @@ pub struct Reservation {
 impl Reservation {
     pub fn into_conn(self, conn: UpstreamConn) -> PooledConn {
         PooledConn { conn, buf: BytesMut::new(), reused: false, slot: self.slot }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max: usize, idle_ms: u64) -> PoolLimits {
+        PoolLimits { max_connections: max, idle_timeout: Duration::from_millis(idle_ms) }
+    }
+
+    /// Drives a checkout that must not wait (no runtime needed).
+    fn checkout_now(pool: &Pool, key: &Arc<str>, l: PoolLimits) -> Option<Checkout> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut fut = std::pin::pin!(pool.checkout(key, l));
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(c) => Some(c),
+            Poll::Pending => None,
+        }
+    }
+
+    #[test]
+    fn the_cap_counts_reservations_and_frees_on_drop() {
+        let pool = Pool::default();
+        let key: Arc<str> = Arc::from("t");
+        let a = checkout_now(&pool, &key, limits(2, 1000));
+        let b = checkout_now(&pool, &key, limits(2, 1000));
+        assert!(matches!(a, Some(Checkout::New(_))) && matches!(b, Some(Checkout::New(_))));
+        assert!(checkout_now(&pool, &key, limits(2, 1000)).is_none(), "at the cap");
+        drop(a);
+        assert!(matches!(checkout_now(&pool, &key, limits(2, 1000)), Some(Checkout::New(_))));
+    }
+
+    /// Regression: sweep compared a target's open count with the expired connections of every
+    /// target visited so far, and could forget a pool whose connection was still in use.
+    #[test]
+    fn sweep_keeps_a_pool_whose_connection_is_in_use() {
+        let pool = Pool::default();
+        let busy: Arc<str> = Arc::from("busy");
+        let held = checkout_now(&pool, &busy, limits(4, 0));
+        assert!(matches!(held, Some(Checkout::New(_))));
+        if let Some(t) = pool.targets.borrow().get(&busy) {
+            t.last_used.set(Instant::now() - Duration::from_secs(1));
+        }
+        pool.sweep();
+        assert!(pool.targets.borrow().contains_key(&busy), "a pool with a connection in use stays");
+        drop(held);
+        pool.sweep();
+        assert!(!pool.targets.borrow().contains_key(&busy), "an unused, empty pool goes");
+    }
+
+    /// The same with another target's expired connections swept first, on a real runtime.
+    #[test]
+    fn sweep_counts_expired_connections_per_target() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let out = crate::rt::run_shard_runtime(crate::rt::DriverKind::Epoll, 64, || async move {
+            let pool = Pool::default();
+            // Eight targets with an idle connection each that expires at once; the sweep visits
+            // them in HashMap order, so "b" almost surely comes after some of them.
+            let b: Arc<str> = Arc::from("b");
+            for i in 0..8 {
+                let a: Arc<str> = Arc::from(format!("a{i}"));
+                let Some(Checkout::New(r)) = checkout_now(&pool, &a, limits(8, 0)) else { panic!("slot") };
+                let conn = crate::rt::TcpStream::connect(addr).await.unwrap();
+                pool.release(r.into_conn(UpstreamConn::Plain(conn)));
+            }
+            // Target "b" has one connection in use and no recent checkout.
+            let held = checkout_now(&pool, &b, limits(8, 0));
+            for t in pool.targets.borrow().values() {
+                t.last_used.set(Instant::now() - Duration::from_secs(1));
+            }
+            pool.sweep();
+            let kept = pool.targets.borrow().contains_key(&b);
+            drop(held);
+            kept
+        })
+        .unwrap();
+        assert!(out, "b's pool survives a sweep that expired a's connections");
     }
 }
