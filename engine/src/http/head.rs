@@ -11,7 +11,7 @@
 
 use std::ops::Range;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,39 +66,35 @@ fn span(base: *const u8, part: &[u8]) -> Range<u32> {
     start..start + part.len() as u32
 }
 
-/// Outcome of trying to parse a head from the bytes received so far.
-pub enum Parsed {
-    /// The head is complete and `len` bytes long.
-    Complete { len: usize },
-    /// More bytes are needed.
-    Partial,
-}
-
-/// Tries to parse a request head at the start of `buf`.
-pub fn probe(buf: &[u8], max_headers: usize) -> Result<Parsed, Reject> {
-    let mut storage = [httparse::EMPTY_HEADER; 128];
-    let slots = max_headers.min(storage.len());
-    let mut req = httparse::Request::new(&mut storage[..slots]);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => Ok(Parsed::Complete { len }),
-        Ok(httparse::Status::Partial) => Ok(Parsed::Partial),
-        Err(httparse::Error::TooManyHeaders) => {
-            Err(Reject { status: 431, message: format!("too many request headers (the limit is {slots})") })
-        }
-        Err(e) => Err(Reject::bad(format!("malformed request head: {e}"))),
-    }
-}
-
 impl RequestHead {
-    /// Parses a complete head (`raw` holds exactly the head, as found by [`probe`]) and decides
-    /// its framing.
+    /// Parses a buffer that holds exactly one complete head.
     pub fn parse(raw: Bytes, max_headers: usize) -> Result<RequestHead, Reject> {
+        match Self::analyse(&raw, max_headers)? {
+            Some((mut head, len)) if len == raw.len() => {
+                head.raw = raw;
+                Ok(head)
+            }
+            _ => Err(Reject::bad("incomplete request head")),
+        }
+    }
+
+    /// Parses a head at the start of `buf` (one httparse pass) and, when it is complete,
+    /// splits it off `buf` without copying. `Ok(None)`: more bytes are needed.
+    pub fn split_from(buf: &mut BytesMut, max_headers: usize) -> Result<Option<RequestHead>, Reject> {
+        Ok(Self::analyse(buf, max_headers)?.map(|(mut head, len)| {
+            head.raw = buf.split_to(len).freeze();
+            head
+        }))
+    }
+
+    /// The parse and the framing decision. Positions are offsets into `buf`; `raw` is empty.
+    fn analyse(buf: &[u8], max_headers: usize) -> Result<Option<(RequestHead, usize)>, Reject> {
         let mut storage = [httparse::EMPTY_HEADER; 128];
         let slots = max_headers.min(storage.len());
         let mut req = httparse::Request::new(&mut storage[..slots]);
-        match req.parse(&raw) {
-            Ok(httparse::Status::Complete(_)) => {}
-            Ok(httparse::Status::Partial) => return Err(Reject::bad("incomplete request head")),
+        let len = match req.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(Reject {
                     status: 431,
@@ -106,12 +102,13 @@ impl RequestHead {
                 });
             }
             Err(e) => return Err(Reject::bad(format!("malformed request head: {e}"))),
-        }
-        let base = raw.as_ptr();
+        };
+        let base = buf.as_ptr();
         let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
             return Err(Reject::bad("incomplete request line"));
         };
-        if memchr::memchr_iter(b'\n', &raw).any(|i| i == 0 || raw.get(i - 1) != Some(&b'\r')) {
+        let head = &buf[..len];
+        if memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head.get(i - 1) != Some(&b'\r')) {
             return Err(Reject::bad("bare LF line ending in the request head; use CRLF"));
         }
         if has_dot_segment(path) {
@@ -193,8 +190,8 @@ impl RequestHead {
 
         let method = span(base, method.as_bytes());
         let target = span(base, path.as_bytes());
-        Ok(RequestHead {
-            raw,
+        let head = RequestHead {
+            raw: Bytes::new(),
             method,
             target,
             minor_version: version,
@@ -202,7 +199,8 @@ impl RequestHead {
             framing,
             keep_alive,
             expect_continue: expect_continue && framing != BodyFraming::Empty,
-        })
+        };
+        Ok(Some((head, len)))
     }
 
     fn str_at(&self, r: &Range<u32>) -> &str {
@@ -377,14 +375,17 @@ mod tests {
             s.push_str(&format!("x-{i}: y\r\n"));
         }
         s.push_str("\r\n");
-        assert!(matches!(probe(s.as_bytes(), 100), Err(Reject { status: 431, .. })));
+        let mut buf = BytesMut::from(s.as_bytes());
+        assert!(matches!(RequestHead::split_from(&mut buf, 100), Err(Reject { status: 431, .. })));
     }
 
     proptest::proptest! {
         #[test]
         fn never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            if let Ok(Parsed::Complete { len }) = probe(&data, 100) {
-                let _ = RequestHead::parse(Bytes::copy_from_slice(&data[..len]), 100);
+            let mut buf = BytesMut::from(&data[..]);
+            if let Ok(Some(head)) = RequestHead::split_from(&mut buf, 100) {
+                let _ = (head.method(), head.target(), head.headers().count());
+                proptest::prop_assert_eq!(head.raw().len() + buf.len(), data.len());
             }
         }
 

@@ -1,8 +1,9 @@
 //! Writing one response downstream: status line, headers, then a length-delimited body or a
 //! stream (chunked on HTTP/1.1, close-delimited on HTTP/1.0) flushed piece by piece.
 //!
-//! The type-state (`Responder` → `Head` → `BodyStream`) makes "headers after the body" or "two
-//! responses to one request" unrepresentable.
+//! The type-state (`Responder` → `Head` → `BodyStream`) makes "headers after the body"
+//! unrepresentable; one response per request is kept by the connection loop, which hands each
+//! request a fresh `Responder` and checks it was used.
 
 use std::io;
 use std::time::Duration;

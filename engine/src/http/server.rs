@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::chunked::{ChunkedDecoder, Decoded};
-use super::head::{BodyFraming, Parsed, Reject, RequestHead, probe};
+use super::head::{BodyFraming, Reject, RequestHead};
 use super::response::{DownstreamIo, Responder};
 use crate::error::{ErrorKind, GatewayError};
 use crate::rt::{self, Conn, LocalEvent};
@@ -175,15 +175,12 @@ async fn read_head<C: Conn>(io: &mut DownstreamIo<C>, limits: &Limits) -> Result
     let mut scanned = 0;
     loop {
         if head_may_end(&io.rbuf, scanned) {
-            match probe(&io.rbuf, limits.max_headers) {
-                Ok(Parsed::Complete { len }) => {
-                    if len > limits.max_header_bytes {
-                        return Err(HeadFailure::Reject(too_large_head(limits)));
-                    }
-                    let raw = io.rbuf.split_to(len).freeze();
-                    return RequestHead::parse(raw, limits.max_headers).map_err(HeadFailure::Reject);
+            match RequestHead::split_from(&mut io.rbuf, limits.max_headers) {
+                Ok(Some(head)) if head.raw().len() > limits.max_header_bytes => {
+                    return Err(HeadFailure::Reject(too_large_head(limits)));
                 }
-                Ok(Parsed::Partial) => {}
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
                 Err(r) => return Err(HeadFailure::Reject(r)),
             }
         }
