@@ -433,11 +433,7 @@ impl MockService {
         } else {
             canned::completion_stream(&reply, include_usage)
         };
-        let head = resp
-            .start(200)
-            .header("content-type", "text/event-stream; charset=utf-8")
-            .header("cache-control", "no-cache")
-            .header("x-request-id", &id);
+        let head = resp.start_event_stream(200).header("x-request-id", &id);
         let Ok(mut out) = head.stream().await else { return };
         let drop_after = match knobs.fault {
             Some(Fault::DropMidStream(n)) => Some(n),

@@ -60,14 +60,19 @@ impl Client {
         self
     }
 
-    /// Sends a request with a JSON body.
+    /// Sends a request with a JSON body and reads the response.
     pub fn post_json(&mut self, path: &str, body: &str, extra_headers: &str) -> Response {
+        self.send_post(path, body, extra_headers);
+        self.read_response()
+    }
+
+    /// Sends a request with a JSON body without reading anything (streams, pipelining).
+    pub fn send_post(&mut self, path: &str, body: &str, extra_headers: &str) -> &mut Self {
         let req = format!(
             "POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra_headers}\r\n{body}",
             body.len()
         );
-        self.send(req.as_bytes());
-        self.read_response()
+        self.send(req.as_bytes())
     }
 
     pub fn get(&mut self, path: &str) -> Response {

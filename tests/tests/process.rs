@@ -153,10 +153,7 @@ fn drain_lets_a_stream_finish(driver: &str) {
 
     let mut c = Client::connect(p.addr);
     let body = r#"{"model":"m","stream":true,"messages":[]}"#;
-    c.send(
-        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n{body}", body.len())
-            .as_bytes(),
-    );
+    c.send_post("/v1/chat/completions", body, "");
     assert_eq!(c.read_head().0, 200);
     assert!(c.read_chunk().is_some());
     let signalled = Instant::now();
@@ -193,10 +190,7 @@ fn drain_grace_bounds_the_wait() {
     let mut p = Proc::start(&["--config", path.to_str().unwrap()]);
     let mut c = Client::connect(p.addr);
     let body = r#"{"model":"m","stream":true,"messages":[]}"#;
-    c.send(
-        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n{body}", body.len())
-            .as_bytes(),
-    );
+    c.send_post("/v1/chat/completions", body, "");
     assert_eq!(c.read_head().0, 200);
     let signalled = Instant::now();
     p.signal("-TERM");

@@ -115,10 +115,7 @@ fn client_disconnect_mid_stream_closes_the_upstream_connection(driver: DriverReq
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
     let body = r#"{"model":"m","stream":true,"messages":[]}"#;
-    c.send(
-        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n{body}", body.len())
-            .as_bytes(),
-    );
+    c.send_post("/v1/chat/completions", body, "");
     let (status, _) = c.read_head();
     assert_eq!(status, 200);
     assert!(c.read_chunk().is_some());
@@ -285,13 +282,7 @@ fn a_client_that_stops_reading_is_cut_off_after_send_timeout(driver: DriverReque
     let mut c = Client::connect(gw.local_addr());
     // 64 MiB of stream: more than every socket buffer on the way can hold.
     let body = r#"{"model":"m","stream":true,"messages":[]}"#;
-    c.send(
-        format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nx-mock-tokens: 2048\r\nx-mock-token-bytes: 32768\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
+    c.send_post("/v1/chat/completions", body, "x-mock-tokens: 2048\r\nx-mock-token-bytes: 32768\r\n");
     assert_eq!(c.read_head().0, 200);
     // ...and never read again.
     let stats = upstream.stats();

@@ -73,11 +73,7 @@ pub async fn answer<C: Conn>(
             Endpoint::Completions => mock::completion_stream(&reply, include_usage),
             _ => mock::chat_stream(&reply, include_usage),
         };
-        let head = resp
-            .start(200)
-            .header("content-type", "text/event-stream; charset=utf-8")
-            .header("cache-control", "no-cache")
-            .header("x-request-id", &id);
+        let head = resp.start_event_stream(200).header("x-request-id", &id);
         let Ok(mut out) = head.stream().await else { return };
         for e in &events {
             if out.send(e).await.is_err() {

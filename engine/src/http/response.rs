@@ -174,6 +174,13 @@ impl<'a, C: Conn> Responder<'a, C> {
         Head { r: self }
     }
 
+    /// Begins a Server-Sent Events answer: status, `text/event-stream`, no caching.
+    pub fn start_event_stream(&mut self, status: u16) -> Head<'_, 'a, C> {
+        self.start(status)
+            .header("content-type", "text/event-stream; charset=utf-8")
+            .header("cache-control", "no-cache")
+    }
+
     /// Writes raw bytes in place of a response, then the connection closes. For test doubles
     /// that must misbehave on purpose (garbage heads, truncated bodies); the gateway never
     /// calls it.
