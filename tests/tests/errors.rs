@@ -22,6 +22,7 @@ on_both_drivers!(
     upstream_silence_mid_stream_hits_the_idle_timeout,
     pool_cap_queues_then_refuses_with_503,
     mock_embeddings_refuse_more_than_openai_allows,
+    upstream_connect_timeout_is_504,
 );
 
 const CHAT: &str = r#"{"model":"m","messages":[]}"#;
@@ -216,4 +217,20 @@ fn mock_embeddings_refuse_more_than_openai_allows(driver: DriverRequest) {
         "",
     );
     assert_eq!((r.status, r.error()["param"].as_str()), (400, Some("dimensions")));
+}
+
+fn upstream_connect_timeout_is_504(driver: DriverRequest) {
+    // A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let _filler = std::net::TcpStream::connect(addr).unwrap();
+    let gw = gateway(&config_with_base(&format!("http://{addr}/v1")), driver);
+    let started = std::time::Instant::now();
+    let r = Client::connect(gw.local_addr()).post_json("/v1/chat/completions", CHAT, "");
+    assert_eq!((r.status, r.error()["code"].as_str()), (504, Some("upstream_timeout")));
+    assert!(r.error()["message"].as_str().unwrap().contains("connecting took longer"));
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(400) && took < std::time::Duration::from_secs(3), "{took:?}");
 }

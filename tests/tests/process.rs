@@ -225,3 +225,15 @@ fn auto_driver_falls_back_to_epoll_and_uring_fails_clearly_where_io_uring_is_una
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("io_uring is not available") && err.contains("--driver epoll"), "{err}");
 }
+
+#[test]
+fn every_uring_flag_set_serves() {
+    for (flags, logged) in
+        [("coop-taskrun", "COOP_TASKRUN"), ("none", "no setup flags"), ("defer-taskrun", "DEFER_TASKRUN")]
+    {
+        let p = Proc::start(&["--driver", "uring", "--uring-flags", flags]);
+        assert!(p.log_contains(logged), "{flags} logged as {logged}");
+        let r = Client::connect(p.addr).post_json("/v1/chat/completions", r#"{"model":"mock","stream":true}"#, "");
+        assert!(r.text().ends_with("data: [DONE]\n\n"), "{flags}");
+    }
+}
