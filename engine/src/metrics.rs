@@ -79,23 +79,39 @@ const BUCKETS_US: [u64; 18] = [
     120_000_000,
 ];
 
+/// Bucket bounds for the gateway's own overhead: it lives in microseconds.
+const OVERHEAD_BUCKETS_US: [u64; 14] = [5, 10, 20, 35, 50, 75, 100, 150, 250, 500, 1_000, 2_500, 5_000, 10_000];
+
 /// A fixed-bucket latency histogram with atomic counts.
 pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    bounds: &'static [u64],
+    /// One per bound, plus the overflow bucket.
+    buckets: Box<[AtomicU64]>,
     sum_us: AtomicU64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { buckets: std::array::from_fn(|_| AtomicU64::new(0)), sum_us: AtomicU64::new(0) }
+        Histogram::with_bounds(&BUCKETS_US)
     }
 }
 
 impl Histogram {
+    /// A histogram over these upper bounds (microseconds, ascending).
+    pub fn with_bounds(bounds: &'static [u64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
     pub fn observe(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let slot = BUCKETS_US.iter().position(|b| us <= *b).unwrap_or(BUCKETS_US.len());
-        self.buckets[slot].fetch_add(1, Relaxed);
+        let slot = self.bounds.iter().position(|b| us <= *b).unwrap_or(self.bounds.len());
+        if let Some(b) = self.buckets.get(slot) {
+            b.fetch_add(1, Relaxed);
+        }
         self.sum_us.fetch_add(us, Relaxed);
     }
 }
@@ -116,6 +132,8 @@ pub struct ShardMetrics {
     pub panics: AtomicU64,
     pub request_duration: Histogram,
     pub upstream_first_byte: Histogram,
+    /// Time spent in the gateway itself: request time minus time waiting on the upstream.
+    pub overhead: Histogram,
 }
 
 impl Default for ShardMetrics {
@@ -135,6 +153,7 @@ impl Default for ShardMetrics {
             panics: AtomicU64::new(0),
             request_duration: Histogram::default(),
             upstream_first_byte: Histogram::default(),
+            overhead: Histogram::with_bounds(&OVERHEAD_BUCKETS_US),
         }
     }
 }
@@ -271,6 +290,12 @@ impl Registry {
             "Time from sending a request upstream to its response head.",
             |s| &s.upstream_first_byte,
         );
+        self.histogram(
+            o,
+            "shardgate_overhead_seconds",
+            "Time spent in the gateway itself: from a request's first byte to its response head, minus the time waiting on the provider.",
+            |s| &s.overhead,
+        );
         header(o, "shardgate_shard_requests_total", "counter", "Requests answered, by shard.");
         for (i, s) in self.shards.iter().enumerate() {
             let _ = writeln!(o, "shardgate_shard_requests_total{{shard=\"{i}\"}} {}", s.total_requests());
@@ -298,12 +323,15 @@ impl Registry {
 
     fn histogram(&self, o: &mut String, name: &str, help: &str, pick: impl Fn(&ShardMetrics) -> &Histogram) {
         header(o, name, "histogram", help);
+        let Some(first) = self.shards.first() else { return };
+        let bounds = pick(first).bounds;
+        let count_at = |s: &ShardMetrics, i: usize| pick(s).buckets.get(i).map_or(0, |b| b.load(Relaxed));
         let mut cumulative = 0;
-        for (i, bound) in BUCKETS_US.iter().enumerate() {
-            cumulative += self.sum(|s| pick(s).buckets[i].load(Relaxed));
+        for (i, bound) in bounds.iter().enumerate() {
+            cumulative += self.sum(|s| count_at(s, i));
             let _ = writeln!(o, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
         }
-        cumulative += self.sum(|s| pick(s).buckets[BUCKETS_US.len()].load(Relaxed));
+        cumulative += self.sum(|s| count_at(s, bounds.len()));
         let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
         let sum = self.sum(|s| pick(s).sum_us.load(Relaxed));
         let _ = writeln!(o, "{name}_sum {}", sum as f64 / 1e6);

@@ -23,6 +23,7 @@ on_both_drivers!(
     models_are_listed_from_config,
     bodyless_answers_keep_their_framing,
     a_client_that_stops_reading_is_cut_off_after_send_timeout,
+    gateway_overhead_is_reported_per_request_and_in_metrics,
 );
 
 const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#;
@@ -293,4 +294,22 @@ fn a_client_that_stops_reading_is_cut_off_after_send_timeout(driver: DriverReque
     assert!(cut, "the gateway gave up on the stalled client and closed the upstream");
     wait_metric(&gw, "shardgate_in_flight_requests", 0.0);
     drop(c);
+}
+
+fn gateway_overhead_is_reported_per_request_and_in_metrics(driver: DriverRequest) {
+    let upstream = default_mock();
+    let gw = gateway(&config_for(upstream.addr(), ""), driver);
+    let mut c = Client::connect(gw.local_addr());
+    // The provider takes 50 ms; the gateway's own share must be far less and exclude it.
+    let started = std::time::Instant::now();
+    let r = c.post_json("/v1/chat/completions", CHAT, "x-mock-latency-ms: 50\r\n");
+    let total = started.elapsed();
+    let overhead: u64 = r.header("x-shardgate-overhead-us").expect("overhead header").parse().unwrap();
+    assert!(total >= Duration::from_millis(50));
+    assert!(overhead < 40_000, "overhead {overhead} µs excludes the provider's 50 ms");
+    let stream = c.post_json("/v1/chat/completions", r#"{"model":"m","stream":true}"#, "x-mock-latency-ms: 50\r\n");
+    assert!(stream.header("x-shardgate-overhead-us").is_some(), "streams report it in the head");
+    let mock = c.post_json("/v1/chat/completions", r#"{"model":"mock"}"#, "");
+    assert!(mock.header("x-shardgate-overhead-us").is_some());
+    wait_metric(&gw, "shardgate_overhead_seconds_count", 3.0);
 }

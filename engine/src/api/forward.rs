@@ -3,12 +3,13 @@
 //! paths; then relaying the answer, buffered or streamed, reading token usage on the way.
 
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use adapters::openai::request::{ScanError, rewrite_model};
 use adapters::sse::SseScanner;
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{RequestCtx, mock_provider};
+use super::{OVERHEAD_HEADER, RequestCtx, mock_provider};
 use crate::config::{Snapshot, Upstream};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::response::is_bodyless;
@@ -207,7 +208,10 @@ async fn exchange<C: Conn>(
 ) {
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
     let provider = ctx.provider.clone().unwrap_or_else(|| "?".into());
-    let mut answer = match send(&shared, up, request, cfg.upstream_limits).await {
+    let waited = Instant::now();
+    let sent = send(&shared, up, request, cfg.upstream_limits).await;
+    ctx.upstream_time += waited.elapsed();
+    let mut answer = match sent {
         Ok(a) => a,
         Err(e) => return fail(resp, ctx, e.to_gateway_error(&provider)).await,
     };
@@ -216,7 +220,8 @@ async fn exchange<C: Conn>(
         // No body either way: relay the head as it is (its Content-Length describes the body a
         // GET would get) and let the connection go back to the pool.
         let _ = answer.next_chunk().await;
-        if relay_head(resp, &answer, true).no_body().await.is_err() {
+        let overhead = ctx.head_overhead();
+        if relay_head(resp, &answer, true, overhead).no_body().await.is_err() {
             ctx.error = Some(ErrorKind::DownstreamClosed);
         }
         return;
@@ -243,8 +248,12 @@ fn relay_head<'r, 'a, C: Conn>(
     resp: &'r mut Responder<'a, C>,
     answer: &UpstreamResponse<'_>,
     keep_length: bool,
+    overhead: Duration,
 ) -> crate::http::response::Head<'r, 'a, C> {
-    let mut head = resp.start(answer.head.status);
+    let mut us = itoa::Buffer::new();
+    let mut head = resp
+        .start(answer.head.status)
+        .header(OVERHEAD_HEADER, us.format(u64::try_from(overhead.as_micros()).unwrap_or(u64::MAX)));
     for (n, v) in answer.head.headers() {
         if !is_hop_by_hop(n) || (keep_length && n.eq_ignore_ascii_case(b"content-length")) {
             head = head.header(n, v);
@@ -262,7 +271,10 @@ async fn relay_buffered<C: Conn>(
     read_usage: bool,
     provider: &str,
 ) {
-    let body = match answer.read_to_end(cfg.upstream_limits.max_body_bytes).await {
+    let waited = Instant::now();
+    let read = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await;
+    ctx.upstream_time += waited.elapsed();
+    let body = match read {
         Ok(b) => b,
         Err(fault) => {
             let err = GatewayError::new(fault_kind(&fault), format!("provider {provider}: {fault}"));
@@ -272,7 +284,8 @@ async fn relay_buffered<C: Conn>(
     if read_usage && (200..300).contains(&answer.head.status) {
         ctx.usage = shard.usage_reader.borrow_mut().response_body(&body);
     }
-    if relay_head(resp, answer, false).body_bytes(body).await.is_err() {
+    let overhead = ctx.head_overhead();
+    if relay_head(resp, answer, false, overhead).body_bytes(body).await.is_err() {
         ctx.error = Some(ErrorKind::DownstreamClosed);
     }
 }
@@ -284,9 +297,10 @@ async fn relay_streamed<C: Conn>(
     ctx: &mut RequestCtx,
     read_usage: bool,
 ) {
+    let overhead = ctx.head_overhead();
     let started = match answer.head.framing {
-        ResponseFraming::Length(n) => relay_head(resp, answer, false).stream_sized(n).await,
-        _ => relay_head(resp, answer, false).stream().await,
+        ResponseFraming::Length(n) => relay_head(resp, answer, false, overhead).stream_sized(n).await,
+        _ => relay_head(resp, answer, false, overhead).stream().await,
     };
     let Ok(mut out) = started else {
         ctx.error = Some(ErrorKind::DownstreamClosed);

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use adapters::openai::request::RequestFacts;
 use adapters::openai::usage::Usage;
 
-use super::RequestCtx;
+use super::{OVERHEAD_HEADER, RequestCtx};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::{Request, Responder, send_error};
 use crate::metrics::Endpoint;
@@ -73,7 +73,10 @@ pub async fn answer<C: Conn>(
             Endpoint::Completions => mock::completion_stream(&reply, include_usage),
             _ => mock::chat_stream(&reply, include_usage),
         };
-        let head = resp.start_event_stream(200).header("x-request-id", &id);
+        let mut us = itoa::Buffer::new();
+        let overhead = micros(ctx.head_overhead());
+        let head =
+            resp.start_event_stream(200).header("x-request-id", &id).header(OVERHEAD_HEADER, us.format(overhead));
         let Ok(mut out) = head.stream().await else { return };
         for e in &events {
             if out.send(e).await.is_err() {
@@ -87,7 +90,18 @@ pub async fn answer<C: Conn>(
             Endpoint::Completions => mock::completion(&reply),
             _ => mock::chat_completion(&reply),
         };
-        let _ =
-            resp.start(200).header("content-type", "application/json").header("x-request-id", &id).body(&body).await;
+        let mut us = itoa::Buffer::new();
+        let overhead = micros(ctx.head_overhead());
+        let _ = resp
+            .start(200)
+            .header("content-type", "application/json")
+            .header("x-request-id", &id)
+            .header(OVERHEAD_HEADER, us.format(overhead))
+            .body(&body)
+            .await;
     }
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

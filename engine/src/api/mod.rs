@@ -9,6 +9,7 @@ mod ops;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use adapters::openai::usage::Usage;
 
@@ -19,8 +20,15 @@ use crate::rt::{Conn, LocalEvent};
 use crate::shard::Shard;
 
 /// What happened to one request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestCtx {
+    /// When its first byte arrived.
+    pub received_at: Instant,
+    /// Time spent waiting on the provider (connect, send, response head, buffered body).
+    pub upstream_time: Duration,
+    /// Time spent in the gateway up to the response head: `received_at` to the head, minus
+    /// `upstream_time`. Set when the head is written.
+    pub overhead: Option<Duration>,
     /// Model as the client named it.
     pub model: Option<String>,
     /// Provider that served it.
@@ -67,6 +75,33 @@ fn endpoint_of(path: &str) -> Endpoint {
     }
 }
 
+impl RequestCtx {
+    pub fn new(received_at: Instant) -> Self {
+        RequestCtx {
+            received_at,
+            upstream_time: Duration::ZERO,
+            overhead: None,
+            model: None,
+            provider: None,
+            stream: false,
+            usage: None,
+            upstream_status: None,
+            error: None,
+        }
+    }
+
+    /// Records the gateway's own time so far (call as the response head is written) and
+    /// returns it, for the `x-shardgate-overhead-us` header.
+    pub fn head_overhead(&mut self) -> Duration {
+        let o = self.received_at.elapsed().saturating_sub(self.upstream_time);
+        self.overhead = Some(o);
+        o
+    }
+}
+
+/// The header that carries [`RequestCtx::head_overhead`], in microseconds.
+pub const OVERHEAD_HEADER: &str = "x-shardgate-overhead-us";
+
 impl Service for GatewayService {
     fn limits(&self) -> Limits {
         self.shard.config().limits
@@ -87,9 +122,12 @@ impl Service for GatewayService {
         // gauge counting a request that is gone.
         let _in_flight = InFlight::enter(&shard.metrics);
         let endpoint = endpoint_of(req.head.path());
-        let mut ctx = RequestCtx::default();
         let received_at = req.received_at;
+        let mut ctx = RequestCtx::new(received_at);
         dispatch(shard, endpoint, req, resp, &mut ctx).await;
+        if let Some(o) = ctx.overhead {
+            shard.metrics.overhead.observe(o);
+        }
         if let Some(kind) = ctx.error {
             shard.metrics.error(kind);
         }

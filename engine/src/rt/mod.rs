@@ -19,7 +19,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 pub use monoio_backend::{
-    DriverKind, DriverRequest, TcpListener, TcpStream, UringFlags, run_shard_runtime, sleep, spawn, uring_available,
+    DriverKind, DriverRequest, TcpListener, TcpStream, UnixStream, UringFlags, run_shard_runtime, sleep, sleep_until,
+    spawn, uring_available,
 };
 pub use sync::LocalEvent;
 

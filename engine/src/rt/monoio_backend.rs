@@ -158,6 +158,11 @@ pub fn sleep(d: Duration) -> impl Future<Output = ()> {
     monoio::time::sleep(d)
 }
 
+/// Sleeps until `deadline` (the timer wheel's resolution is one millisecond).
+pub fn sleep_until(deadline: std::time::Instant) -> impl Future<Output = ()> {
+    monoio::time::sleep_until(monoio::time::Instant::from_std(deadline))
+}
+
 /// A listening socket owned by one shard.
 pub struct TcpListener(monoio::net::TcpListener);
 
@@ -225,6 +230,51 @@ impl Conn for TcpStream {
             }
         }
         Ok(())
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.0.shutdown().await
+    }
+}
+
+/// One end of a Unix stream socket pair, adopted by the current shard (used to hand work from a
+/// plain thread to a shard without a cross-thread waker).
+pub struct UnixStream(monoio::net::UnixStream);
+
+impl UnixStream {
+    pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<Self> {
+        monoio::net::UnixStream::from_std(stream).map(UnixStream)
+    }
+}
+
+impl Conn for UnixStream {
+    async fn read(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        if buf.capacity() == buf.len() {
+            buf.reserve(4096);
+        }
+        let start = buf.len();
+        let end = buf.capacity();
+        let (res, slice) = self.0.read(buf.slice_mut(start..end)).await;
+        (res, slice.into_inner())
+    }
+
+    async fn write_all(&mut self, mut buf: BytesMut) -> (io::Result<()>, BytesMut) {
+        let mut pos = 0;
+        let len = buf.len();
+        while pos < len {
+            let (res, slice) = self.0.write(buf.slice(pos..len)).await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => pos += n,
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    async fn write_bytes(&mut self, buf: Bytes) -> io::Result<()> {
+        self.write_all(BytesMut::from(&buf[..])).await.0
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
