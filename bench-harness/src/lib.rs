@@ -2,4 +2,5 @@
 //! server with knobs for latency, time to first token, token rate, answer size and faults, usable
 //! as its own binary (`shardgate-mock`) or in-process by tests.
 
+pub mod bench;
 pub mod mock;

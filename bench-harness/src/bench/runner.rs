@@ -1,0 +1,768 @@
+//! The benchmark run: start the mock, the gateways (one core, 1 GiB each) and nginx; measure
+//! every scenario in interleaved repetitions with the in-process load generator on its own core;
+//! summarise into a [`BenchReport`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use loadgen::{Mix, Mode, Plan, Report, RequestSpec, Target};
+
+use super::cgroup::MemoryCap;
+use super::model::{BenchReport, Percentiles, RatePoint, RunMeta, ScenarioKind, ScenarioResult, Stat, TargetCheck};
+use super::procs::{Launch, Proc, clock_ticks_per_sec, on_path, sibling, wait_listening};
+use super::stamp;
+
+/// A 206-byte chat completion, as an SDK would send it.
+pub const CHAT_BODY: &str = r#"{"model":"bench","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Summarise the plot of Hamlet in two sentences, please."}],"temperature":0.2,"max_tokens":64}"#;
+const STREAM_BODY: &str = r#"{"model":"bench","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Tell me a story."}]}"#;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Scenario groups to run (`passthrough`, `nginx`, `streaming`, `open-streams`); empty: all.
+    pub only: Vec<String>,
+    pub quick: bool,
+    pub repetitions: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Offered rates for the latency measurements.
+    pub rates: Vec<f64>,
+    /// Concurrent streams for the memory scenario.
+    pub open_streams: usize,
+    pub gateway_core: usize,
+    pub mock_core: usize,
+    pub loadgen_core: usize,
+    pub command: String,
+}
+
+impl Options {
+    pub fn full() -> Options {
+        Options {
+            only: Vec::new(),
+            quick: false,
+            repetitions: 3,
+            duration: Duration::from_secs(3),
+            warmup: Duration::from_secs(1),
+            rates: vec![1000.0, 5000.0, 10_000.0, 20_000.0, 30_000.0, 40_000.0, 50_000.0, 60_000.0],
+            open_streams: 10_000,
+            gateway_core: 0,
+            mock_core: 1,
+            loadgen_core: 1,
+            command: String::new(),
+        }
+    }
+
+    /// Under a minute: one repetition, short measurements, one rate, few streams.
+    pub fn quick() -> Options {
+        Options {
+            quick: true,
+            repetitions: 1,
+            duration: Duration::from_millis(1500),
+            warmup: Duration::from_millis(500),
+            rates: vec![500.0],
+            open_streams: 200,
+            ..Options::full()
+        }
+    }
+
+    fn wants(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
+    }
+}
+
+/// One thing to load.
+struct Scenario {
+    name: String,
+    description: String,
+    kind: ScenarioKind,
+    driver: Option<String>,
+    url: String,
+    /// The process whose CPU and memory are measured.
+    proc_index: Option<usize>,
+    idle_rss_mb: Option<f64>,
+    notes: Vec<String>,
+}
+
+/// One repetition's measurements of one scenario.
+#[derive(Default, Clone)]
+struct Samples {
+    max_rps: Vec<f64>,
+    cpu_us_per_req: Vec<f64>,
+    /// Per offered rate: one report per repetition.
+    at_rate: Vec<(f64, Vec<Report>)>,
+    errors: u64,
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn plan(
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+    mode: Mode,
+    o: &Options,
+    duration: Duration,
+) -> Result<Plan, String> {
+    let target = Target::parse(url, None)?;
+    let spec = RequestSpec {
+        body: Some(bytes::Bytes::from(body.to_string())),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        weight: 1,
+        ..RequestSpec::default()
+    };
+    Ok(Plan {
+        mix: Mix::single(&target, spec)?,
+        target,
+        mode,
+        duration,
+        warmup: o.warmup,
+        max_requests: None,
+        workers: 1,
+        cores: vec![o.loadgen_core],
+        driver: engine::rt::DriverKind::Epoll,
+        timeout: Duration::from_secs(30),
+        max_in_flight: 20_000,
+    })
+}
+
+fn errors_of(r: &Report) -> u64 {
+    (r.completed - r.ok) + r.errors.values().sum::<u64>()
+}
+
+/// Runs the whole benchmark.
+pub fn run(o: &Options) -> Result<BenchReport, String> {
+    let shardgate = sibling("shardgate")
+        .ok_or("the shardgate binary is not next to shardgate-bench: build with `cargo build --release --bins`")?;
+    let mock_bin = sibling("shardgate-mock").ok_or("the shardgate-mock binary is not next to shardgate-bench")?;
+    let nginx_bin = if o.wants("nginx") { on_path("nginx") } else { None };
+    let work = std::env::temp_dir().join(format!("shardgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let result = run_in(o, &work, &shardgate, &mock_bin, nginx_bin.as_deref());
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn run_in(
+    o: &Options,
+    work: &Path,
+    shardgate: &Path,
+    mock_bin: &Path,
+    nginx: Option<&Path>,
+) -> Result<BenchReport, String> {
+    let (date, started_at) = stamp::now_utc();
+    let (commit, dirty) = stamp::commit();
+    let ticks = clock_ticks_per_sec();
+    let mut procs: Vec<Proc> = Vec::new();
+    let mut caps: Vec<MemoryCap> = Vec::new();
+
+    // The mock provider.
+    let mock_port = free_port()?;
+    let mock_args: Vec<String> = ["--listen", &addr(mock_port).to_string(), "--shards", "1", "--driver", "epoll"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    procs.push(Proc::start(Launch {
+        name: "mock",
+        program: mock_bin,
+        args: mock_args,
+        core: o.mock_core,
+        cap: None,
+        nofile: 65536,
+        log: work.join("mock.log"),
+        env: Vec::new(),
+    })?);
+    if !wait_listening(addr(mock_port), Duration::from_secs(5)) {
+        return Err("the mock provider did not start (see its log)".into());
+    }
+
+    // Gateways: one per driver, each on the gateway core inside its own 1 GiB cgroup.
+    let config = work.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  reload: {{watch: false}}\nproviders:\n  up:\n    kind: openai-compatible\n    base_url: http://127.0.0.1:{mock_port}/v1\n    api_key: sk-bench\nmodels:\n  bench: {{target: up/bench}}\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut scenarios = vec![Scenario {
+        name: "baseline".into(),
+        description: "straight to the mock provider (no gateway)".into(),
+        kind: ScenarioKind::Baseline,
+        driver: None,
+        url: format!("http://127.0.0.1:{mock_port}/v1/chat/completions"),
+        proc_index: Some(0),
+        idle_rss_mb: None,
+        notes: Vec::new(),
+    }];
+    let start_gateway =
+        |driver: &str, tag: &str, procs: &mut Vec<Proc>, caps: &mut Vec<MemoryCap>| -> Result<(u16, usize), String> {
+            let cap = MemoryCap::create(&format!("shardgate-bench-{}-{tag}", std::process::id()), 1 << 30);
+            let port = free_port()?;
+            let args: Vec<String> = [
+                "serve",
+                "--config",
+                &config.display().to_string(),
+                "--listen",
+                &addr(port).to_string(),
+                "--shards",
+                "1",
+                "--driver",
+                driver,
+                "--no-pin",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let name = format!("gateway-{tag}");
+            let p = Proc::start(Launch {
+                name: &name,
+                program: shardgate,
+                args,
+                core: o.gateway_core,
+                cap: Some(&cap),
+                nofile: 65536,
+                log: work.join(format!("{name}.log")),
+                env: vec![("SHARDGATE_LOG", "warn")],
+            })?;
+            procs.push(p);
+            caps.push(cap);
+            if !wait_listening(addr(port), Duration::from_secs(5)) {
+                return Err(format!(
+                    "the {driver} gateway did not start (see {})",
+                    work.join(format!("gateway-{tag}.log")).display()
+                ));
+            }
+            Ok((port, procs.len() - 1))
+        };
+    let mut drivers = vec!["epoll".to_string()];
+    if engine::rt::uring_available() {
+        drivers.push("uring".into());
+    }
+    if o.wants("passthrough") || o.wants("streaming") {
+        for d in &drivers {
+            let (port, idx) = start_gateway(d, d, &mut procs, &mut caps)?;
+            std::thread::sleep(Duration::from_secs(1));
+            let idle = procs[idx].rss_mb();
+            scenarios.push(Scenario {
+                name: format!("passthrough-{d}"),
+                description: format!("through shardgate ({d}), one shard on one core: auth-less pass-through with JSON validation, model routing and usage reading"),
+                kind: ScenarioKind::Gateway,
+                driver: Some(d.clone()),
+                url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
+                proc_index: Some(idx),
+                idle_rss_mb: idle,
+                notes: Vec::new(),
+            });
+        }
+    }
+    let memory_cap = caps.first().map_or_else(|| "not needed: no gateway scenario".to_string(), MemoryCap::describe);
+
+    // nginx, the physical-limit reference.
+    if let Some(nginx) = nginx {
+        let port = free_port()?;
+        let dir = work.join("nginx");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "worker_processes 1;\ndaemon off;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 16384; }}\nhttp {{\n  access_log off;\n  upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 256; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://mock;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n",
+                d = dir.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let args = vec!["-c".to_string(), conf.display().to_string(), "-p".to_string(), dir.display().to_string()];
+        let mut p = Proc::start(Launch {
+            name: "nginx",
+            program: nginx,
+            args,
+            core: o.gateway_core,
+            cap: None,
+            nofile: 65536,
+            log: dir.join("stderr.log"),
+            env: Vec::new(),
+        })?;
+        if wait_listening(addr(port), Duration::from_secs(5)) {
+            p.watch_first_child();
+            let idle = p.rss_mb();
+            procs.push(p);
+            scenarios.push(Scenario {
+                name: "nginx".into(),
+                description: "nginx proxy_pass with upstream keep-alive, one worker on the gateway's core".into(),
+                kind: ScenarioKind::Reference,
+                driver: None,
+                url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
+                proc_index: Some(procs.len() - 1),
+                idle_rss_mb: idle,
+                notes: Vec::new(),
+            });
+        }
+    }
+
+    // Interleaved repetitions: every scenario once per round, rounds repeated.
+    let mut samples = vec![Samples::default(); scenarios.len()];
+    let run_scenarios = o.wants("passthrough") || o.wants("nginx");
+    for rep in 0..o.repetitions {
+        if !run_scenarios {
+            break;
+        }
+        for (i, s) in scenarios.iter().enumerate() {
+            let before = s.proc_index.and_then(|p| procs[p].cpu_ticks());
+            let report = loadgen::run(&plan(&s.url, CHAT_BODY, &[], Mode::Closed { connections: 64 }, o, o.duration)?)?;
+            let after = s.proc_index.and_then(|p| procs[p].cpu_ticks());
+            samples[i].max_rps.push(report.ok_rate);
+            samples[i].errors += errors_of(&report);
+            if let (Some(b), Some(a)) = (before, after)
+                && report.ok > 0
+            {
+                // CPU over the whole run (warm-up included) per request over the whole run.
+                let secs = (a.saturating_sub(b)) as f64 / ticks;
+                let requests = report.sent.max(1) as f64;
+                samples[i].cpu_us_per_req.push(secs * 1e6 / requests);
+            }
+            tracing::info!(round = rep + 1, scenario = %s.name, rps = report.ok_rate.round(), "max throughput");
+        }
+        for &rate in &o.rates {
+            for (i, s) in scenarios.iter().enumerate() {
+                // Rates a scenario cannot carry are skipped ("where reachable").
+                let best = samples[i].max_rps.iter().copied().fold(0.0, f64::max);
+                if rate > best * 0.9 {
+                    continue;
+                }
+                let mode = Mode::Open { rate, poisson: false, max_connections: 512 };
+                let report = loadgen::run(&plan(&s.url, CHAT_BODY, &[], mode, o, o.duration)?)?;
+                samples[i].errors += errors_of(&report);
+                match samples[i].at_rate.iter_mut().find(|(r, _)| *r == rate) {
+                    Some((_, v)) => v.push(report),
+                    None => samples[i].at_rate.push((rate, vec![report])),
+                }
+                tracing::info!(round = rep + 1, scenario = %s.name, rate, "fixed rate");
+            }
+        }
+    }
+
+    let mut results: Vec<ScenarioResult> = Vec::new();
+    if run_scenarios {
+        results = summarise(&scenarios, &samples, &mut procs);
+    }
+
+    // Streams: TTFT through the default-driver gateway against the baseline, interleaved.
+    if o.wants("streaming")
+        && let Some(gw) = scenarios
+            .iter()
+            .find(|s| s.kind == ScenarioKind::Gateway && s.driver.as_deref() == drivers.last().map(String::as_str))
+    {
+        results.push(streaming(o, &scenarios[0].url, gw)?);
+    }
+
+    // Memory with many open streams: a fresh gateway, so its peak is this scenario's.
+    let mut open_streams_rss = None;
+    if o.wants("open-streams") {
+        let d = drivers.last().cloned().unwrap_or_else(|| "epoll".into());
+        let (port, idx) = start_gateway(&d, &format!("streams-{d}"), &mut procs, &mut caps)?;
+        let (r, peak) = open_streams(o, port, &procs[idx], caps.last())?;
+        open_streams_rss = peak;
+        results.push(r);
+    }
+
+    let targets = targets(&results, open_streams_rss, o);
+    let meta = RunMeta {
+        date,
+        started_at,
+        command: o.command.clone(),
+        commit,
+        dirty,
+        kernel: stamp::kernel(),
+        cpu_model: stamp::cpu_model(),
+        cpus: stamp::cpus(),
+        memory_gib: stamp::memory_gib(),
+        memory_cap,
+        gateway_core: o.gateway_core,
+        mock_core: o.mock_core,
+        loadgen_core: o.loadgen_core,
+        quick: o.quick,
+        repetitions: o.repetitions,
+        duration_s: o.duration.as_secs_f64(),
+        warmup_s: o.warmup.as_secs_f64(),
+        versions: stamp::versions(nginx),
+    };
+    drop(procs);
+    drop(caps);
+    Ok(BenchReport { meta, scenarios: results, targets })
+}
+
+fn percentiles(
+    reports: &[Report],
+    pick: impl Fn(&Report) -> Option<&loadgen::recorder::Distribution>,
+) -> Option<Percentiles> {
+    let ds: Vec<_> = reports.iter().filter_map(pick).collect();
+    Some(Percentiles {
+        p50: Stat::of(ds.iter().map(|d| d.p50 as f64).collect())?,
+        p90: Stat::of(ds.iter().map(|d| d.p90 as f64).collect())?,
+        p99: Stat::of(ds.iter().map(|d| d.p99 as f64).collect())?,
+        p99_9: Stat::of(ds.iter().map(|d| d.p99_9 as f64).collect())?,
+    })
+}
+
+/// Percentile differences, repetition by repetition (`a` minus `b`).
+fn differences(
+    a: &[Report],
+    b: &[Report],
+    pick: impl Fn(&Report) -> Option<&loadgen::recorder::Distribution> + Copy,
+) -> Option<Percentiles> {
+    let pairs: Vec<_> = a.iter().zip(b).filter_map(|(x, y)| Some((pick(x)?, pick(y)?))).collect();
+    let diff = |f: fn(&loadgen::recorder::Distribution) -> u64| {
+        Stat::of(pairs.iter().map(|(x, y)| f(x) as f64 - f(y) as f64).collect())
+    };
+    Some(Percentiles { p50: diff(|d| d.p50)?, p90: diff(|d| d.p90)?, p99: diff(|d| d.p99)?, p99_9: diff(|d| d.p99_9)? })
+}
+
+fn summarise(scenarios: &[Scenario], samples: &[Samples], procs: &mut [Proc]) -> Vec<ScenarioResult> {
+    let baseline_max = samples.first().and_then(|s| Stat::of(s.max_rps.clone())).map(|s| s.median);
+    let nginx_max = scenarios
+        .iter()
+        .position(|s| s.kind == ScenarioKind::Reference)
+        .and_then(|i| Stat::of(samples[i].max_rps.clone()))
+        .map(|s| s.median);
+    let baseline_rates = samples.first().map(|s| s.at_rate.clone()).unwrap_or_default();
+    scenarios
+        .iter()
+        .zip(samples)
+        .map(|(s, smp)| {
+            let max = Stat::of(smp.max_rps.clone());
+            let rates: Vec<RatePoint> = smp
+                .at_rate
+                .iter()
+                .filter_map(|(rate, reports)| {
+                    let base = baseline_rates.iter().find(|(r, _)| r == rate).map(|(_, v)| v.as_slice());
+                    Some(RatePoint {
+                        offered_rps: *rate,
+                        achieved_rps: Stat::of(reports.iter().map(|r| r.achieved_rate).collect())?,
+                        latency_us: percentiles(reports, |r| r.latency_us.as_ref())?,
+                        service_us: percentiles(reports, |r| r.service_us.as_ref())?,
+                        added_us: match (s.kind, base) {
+                            (ScenarioKind::Baseline, _) | (_, None) => None,
+                            (_, Some(b)) => differences(reports, b, |r| r.service_us.as_ref()),
+                        },
+                        errors: reports.iter().map(errors_of).sum(),
+                    })
+                })
+                .collect();
+            let at_slo = rates
+                .iter()
+                .filter(|p| p.errors == 0 && p.added_us.as_ref().is_some_and(|a| a.p99.median <= 1000.0))
+                .map(|p| p.offered_rps)
+                .fold(None, |acc: Option<f64>, r| Some(acc.map_or(r, |a| a.max(r))));
+            let peak = s.proc_index.and_then(|i| procs.get(i)).and_then(Proc::peak_rss_mb);
+            ScenarioResult {
+                name: s.name.clone(),
+                description: s.description.clone(),
+                kind: s.kind,
+                driver: s.driver.clone(),
+                ratio_to_baseline: max.as_ref().zip(baseline_max).map(|(m, b)| m.median / b),
+                ratio_to_nginx: max.as_ref().zip(nginx_max).map(|(m, n)| m.median / n),
+                max_throughput_rps: max,
+                throughput_at_slo_rps: if s.kind == ScenarioKind::Baseline { None } else { at_slo },
+                rates,
+                ttft_overhead_us: None,
+                ttft_us: None,
+                idle_rss_mb: s.idle_rss_mb,
+                peak_rss_mb: peak,
+                cpu_us_per_request: Stat::of(smp.cpu_us_per_req.clone()),
+                errors: smp.errors,
+                notes: s.notes.clone(),
+            }
+        })
+        .collect()
+}
+
+fn streaming(o: &Options, baseline_url: &str, gw: &Scenario) -> Result<ScenarioResult, String> {
+    // A realistic stream: 64 tokens at 100 tokens/s, first token at once (so TTFT measures the
+    // path, not a sleep).
+    let headers = [("x-mock-tokens", "64"), ("x-mock-tokens-per-sec", "100")];
+    let rate = if o.quick { 20.0 } else { 100.0 };
+    let mode = Mode::Open { rate, poisson: false, max_connections: 2048 };
+    let (mut base, mut via) = (Vec::new(), Vec::new());
+    let duration = o.duration.max(Duration::from_secs(2));
+    for _ in 0..o.repetitions {
+        base.push(loadgen::run(&plan(baseline_url, STREAM_BODY, &headers, mode, o, duration)?)?);
+        via.push(loadgen::run(&plan(&gw.url, STREAM_BODY, &headers, mode, o, duration)?)?);
+    }
+    let errors: u64 = via.iter().chain(&base).map(errors_of).sum();
+    let tokens: u64 = via.iter().map(|r| r.completion_tokens).sum();
+    Ok(ScenarioResult {
+        name: format!("streaming-{}", gw.driver.as_deref().unwrap_or("")),
+        description: format!(
+            "{rate:.0} streams/s of 64 tokens at 100 tokens/s through shardgate, against the same streams straight to the mock"
+        ),
+        kind: ScenarioKind::Gateway,
+        driver: gw.driver.clone(),
+        max_throughput_rps: None,
+        throughput_at_slo_rps: None,
+        rates: Vec::new(),
+        ttft_overhead_us: differences(&via, &base, |r| r.ttft_us.as_ref()),
+        ttft_us: percentiles(&via, |r| r.ttft_us.as_ref()),
+        idle_rss_mb: None,
+        peak_rss_mb: None,
+        cpu_us_per_request: None,
+        ratio_to_baseline: None,
+        ratio_to_nginx: None,
+        errors,
+        notes: vec![format!(
+            "{tokens} completion tokens relayed; inter-token p50 {} µs",
+            via.first().and_then(|r| r.itl_us.as_ref()).map_or(0, |d| d.p50)
+        )],
+    })
+}
+
+/// Raises this process's open-files limit (the in-process load generator holds one socket per
+/// stream). Returns the soft limit in force afterwards.
+fn raise_own_nofile(want: u64) -> u64 {
+    let pid = std::process::id().to_string();
+    let _ = std::process::Command::new("prlimit").args(["--pid", &pid, &format!("--nofile={want}:{want}")]).output();
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines().find(|x| x.starts_with("Max open files")).and_then(|x| x.split_whitespace().nth(3)?.parse().ok())
+        })
+        .unwrap_or(1024)
+}
+
+fn open_streams(
+    o: &Options,
+    port: u16,
+    gw: &Proc,
+    cap: Option<&MemoryCap>,
+) -> Result<(ScenarioResult, Option<f64>), String> {
+    let mut notes = Vec::new();
+    let limit = raise_own_nofile(o.open_streams as u64 * 2 + 1024);
+    let streams = o.open_streams.min(limit.saturating_sub(256) as usize);
+    if streams < o.open_streams {
+        notes.push(format!("open-files limit {limit}: {streams} streams instead of {}", o.open_streams));
+    }
+    let idle = gw.rss_mb();
+    // 40 tokens at 4 tokens/s: every stream stays open ~10 s, longer than the measurement.
+    let headers = [("x-mock-tokens", "40"), ("x-mock-tokens-per-sec", "4")];
+    let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let mut p = plan(
+        &url,
+        STREAM_BODY,
+        &headers,
+        Mode::Closed { connections: streams },
+        o,
+        Duration::from_secs(if o.quick { 2 } else { 6 }),
+    )?;
+    p.warmup = Duration::ZERO;
+    p.max_requests = Some(streams as u64);
+    // Sample the gateway's memory and open connections while the streams are up.
+    let pid = gw.watch_pid;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut peak_rss, mut peak_conns) = (0.0f64, 0.0f64);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(kb) = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                }) {
+                    peak_rss = peak_rss.max(kb / 1024.0);
+                }
+                if let Some(c) = scrape(port, "shardgate_open_connections") {
+                    peak_conns = peak_conns.max(c);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (peak_rss, peak_conns)
+        })
+    };
+    let started = Instant::now();
+    let report = loadgen::run(&p)?;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (peak_rss, peak_conns) = sampler.join().map_err(|_| "sampler panicked".to_string())?;
+    notes.push(format!(
+        "{streams} streams requested; at most {peak_conns:.0} client connections open at once (from /metrics); {} completed within {:.1}s",
+        report.completed,
+        started.elapsed().as_secs_f64()
+    ));
+    if let Some(c) = cap.and_then(MemoryCap::peak_mb) {
+        notes.push(format!("cgroup peak (page cache included): {c:.1} MB"));
+    }
+    let errors = report.errors.values().sum::<u64>();
+    let result = ScenarioResult {
+        name: format!("open-streams-{streams}"),
+        description: format!(
+            "{streams} concurrent streams held open through a fresh gateway; resident memory sampled every 100 ms"
+        ),
+        kind: ScenarioKind::Gateway,
+        driver: None,
+        max_throughput_rps: None,
+        throughput_at_slo_rps: None,
+        rates: Vec::new(),
+        ttft_overhead_us: None,
+        ttft_us: None,
+        idle_rss_mb: idle,
+        peak_rss_mb: Some(peak_rss).filter(|r| *r > 0.0).or_else(|| gw.peak_rss_mb()),
+        cpu_us_per_request: None,
+        ratio_to_baseline: None,
+        ratio_to_nginx: None,
+        errors,
+        notes,
+    };
+    let measured_streams = (peak_conns >= streams as f64 * 0.95).then_some(peak_rss);
+    // The published target is about 10k streams; a smaller run (quick mode) does not count.
+    Ok((result, if streams >= 10_000 { measured_streams } else { None }))
+}
+
+/// One value from the gateway's /metrics.
+fn scrape(port: u16, series: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr(port), Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
+}
+
+fn targets(results: &[ScenarioResult], streams_rss: Option<f64>, o: &Options) -> Vec<TargetCheck> {
+    let gateways: Vec<&ScenarioResult> =
+        results.iter().filter(|r| r.kind == ScenarioKind::Gateway && !r.rates.is_empty()).collect();
+    // The default driver (`auto`) is io_uring where available: the last gateway started.
+    let default = gateways.last().copied();
+    let mut t = Vec::new();
+    let ratio = default.and_then(|g| g.ratio_to_nginx);
+    t.push(TargetCheck {
+        name: "pass-through vs nginx".into(),
+        goal: ">= 0.90x nginx req/s, same run".into(),
+        value: ratio,
+        unit: "x".into(),
+        met: ratio.map(|r| r >= 0.9),
+        note: match (ratio, default) {
+            (Some(r), Some(g)) => format!(
+                "{} driver; {}",
+                g.driver.as_deref().unwrap_or("?"),
+                gateways
+                    .iter()
+                    .filter_map(|g| Some(format!("{}: {:.2}x", g.driver.as_deref()?, g.ratio_to_nginx?)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+            .replace("; ", if r >= 0.9 { "; " } else { "; missed; " }),
+            _ => "nginx not installed or not run".into(),
+        },
+    });
+    let added = default
+        .and_then(|g| g.rates.iter().find(|p| p.offered_rps == 5000.0))
+        .and_then(|p| p.added_us.as_ref())
+        .map(|a| a.p99.median);
+    t.push(TargetCheck {
+        name: "added p99 at 5k req/s".into(),
+        goal: "<= 100 µs".into(),
+        value: added,
+        unit: "µs".into(),
+        met: added.map(|a| a <= 100.0),
+        note: match added {
+            Some(a) if a > 100.0 => format!("missed by {:.0} µs", a - 100.0),
+            Some(_) => "service time p99, gateway minus baseline, median of repetitions".into(),
+            None => {
+                if o.quick {
+                    "not measured in --quick".into()
+                } else {
+                    "5k req/s not reachable or not run".into()
+                }
+            }
+        },
+    });
+    let idle = default.and_then(|g| g.idle_rss_mb);
+    t.push(TargetCheck {
+        name: "idle RSS".into(),
+        goal: "< 20 MB".into(),
+        value: idle,
+        unit: "MB".into(),
+        met: idle.map(|m| m < 20.0),
+        note: "one shard, fresh process, 1 s after start".into(),
+    });
+    t.push(TargetCheck {
+        name: "RSS with 10k open streams".into(),
+        goal: "< 200 MB".into(),
+        value: streams_rss,
+        unit: "MB".into(),
+        met: streams_rss.map(|m| m < 200.0),
+        note: if streams_rss.is_some() {
+            "peak VmRSS while 10k streams were open".into()
+        } else {
+            "not measured at 10k streams in this run (see the open-streams notes)".into()
+        },
+    });
+    t
+}
+
+/// Where a report goes: `results/<date>-<scenario>.json` per scenario, the whole report, a
+/// Markdown summary, two SVGs; and `results/README.md` pointing at the latest.
+pub fn write(report: &BenchReport, out: &Path) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let date = &report.meta.date;
+    let mut written = Vec::new();
+    let mut json_files = Vec::new();
+    let put = |name: String, text: String, written: &mut Vec<PathBuf>| -> Result<(), String> {
+        let p = out.join(&name);
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+        written.push(p);
+        Ok(())
+    };
+    for s in &report.scenarios {
+        let name = format!("{date}-{}.json", s.name);
+        let body = serde_json::json!({ "meta": report.meta, "scenario": s, "targets": report.targets });
+        put(name.clone(), serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?, &mut written)?;
+        json_files.push(name);
+    }
+    let all = format!("{date}-bench.json");
+    put(all.clone(), serde_json::to_string_pretty(report).map_err(|e| e.to_string())?, &mut written)?;
+    json_files.insert(0, all);
+    let files = super::render::Files {
+        json: json_files,
+        latency_svg: format!("{date}-latency.svg"),
+        throughput_svg: format!("{date}-throughput.svg"),
+    };
+    put(files.latency_svg.clone(), super::render::latency_svg(report), &mut written)?;
+    put(files.throughput_svg.clone(), super::render::throughput_svg(report), &mut written)?;
+    let summary = format!("{date}-summary.md");
+    put(summary.clone(), super::render::markdown(report, &files), &mut written)?;
+    written.push(update_index(out, &summary, report)?);
+    Ok(written)
+}
+
+/// Rewrites the "latest" block of `results/README.md`, keeping everything else.
+fn update_index(out: &Path, summary: &str, report: &BenchReport) -> Result<PathBuf, String> {
+    const BEGIN: &str = "<!-- latest-bench:begin -->";
+    const END: &str = "<!-- latest-bench:end -->";
+    let path = out.join("README.md");
+    let current = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Results\n\nBenchmark results, each with the command, machine and commit that made it.\n".into()
+    });
+    let block = format!(
+        "{BEGIN}\n## Latest `shardgate-bench run`\n\n[{summary}]({summary}) — {} on commit `{}`{}, {}.\n{END}",
+        report.meta.date,
+        report.meta.commit.get(..12).unwrap_or(&report.meta.commit),
+        if report.meta.dirty { " (dirty)" } else { "" },
+        if report.meta.quick { "quick mode" } else { "full run" }
+    );
+    let next = match (current.find(BEGIN), current.find(END)) {
+        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &current[..b], &current[e + END.len()..]),
+        _ => format!("{}\n{block}\n", current.trim_end()),
+    };
+    std::fs::write(&path, next).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
