@@ -115,6 +115,11 @@ fn check(path: PathBuf) -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     init_logging(args.log_format);
+    // Every client and upstream connection is a descriptor: use all the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(open_files = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let source = match args.config {
         Some(p) => ConfigSource::File(p),
         None => ConfigSource::Embedded,

@@ -119,11 +119,17 @@ where
                     let task = async {
                         match tls {
                             None => serve_connection(stream, peer, &*service).await,
-                            Some(cfg) => match rt::timeout(handshake_timeout, TlsStream::accept(stream, cfg)).await {
-                                Ok(Ok(tls)) => serve_connection(tls, peer, &*service).await,
-                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                            },
+                            // Boxed: a plain connection's task should not carry TLS state.
+                            Some(cfg) => {
+                                Box::pin(async {
+                                    match rt::timeout(handshake_timeout, TlsStream::accept(stream, cfg)).await {
+                                        Ok(Ok(tls)) => serve_connection(tls, peer, &*service).await,
+                                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                    }
+                                })
+                                .await
+                            }
                         }
                     };
                     // A panic must cost one connection, never the shard.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use adapters::openai::usage::UsageReader;
 use bytes::{Buf, BytesMut};
-use engine::rt::{self, Conn, DriverKind, TcpStream};
+use engine::rt::{self, Conn, DriverKind, LocalEvent, TcpStream};
 use engine::tls::TlsStream;
 use engine::upstream::connect::UpstreamConn;
 use engine::upstream::pool::{Checkout, Pool, PoolLimits, PooledConn};
@@ -130,6 +130,9 @@ struct Worker {
     usage: RefCell<Vec<UsageReader>>,
     in_flight: Cell<usize>,
     rng: RefCell<fastrand::Rng>,
+    /// Set when the run is over: requests still waiting give up. (monoio never drops tasks that
+    /// are parked when its runtime ends, so every task must finish for its sockets to close.)
+    stop: LocalEvent,
 }
 
 async fn worker(id: usize, workers: usize, core: Option<usize>, plan: Plan, clock: Arc<Clock>) -> Recorder {
@@ -147,6 +150,7 @@ async fn worker(id: usize, workers: usize, core: Option<usize>, plan: Plan, cloc
         usage: RefCell::new(Vec::new()),
         in_flight: Cell::new(0),
         rng: RefCell::new(fastrand::Rng::with_seed(0x5eed + id as u64)),
+        stop: LocalEvent::new(),
     });
     match w.plan.mode {
         Mode::Open { rate, poisson, .. } => {
@@ -220,12 +224,23 @@ async fn open_loop(
     }
     drop(due);
     drop(ticker);
-    // Let what was sent finish (bounded by the request timeout).
+    // Let what was sent finish (bounded by the request timeout), then stop the rest.
     let drain_until = Instant::now() + w.plan.timeout + Duration::from_millis(100);
     while w.in_flight.get() > 0 && Instant::now() < drain_until {
         rt::sleep(Duration::from_millis(1)).await;
     }
+    stop_all(w, || w.in_flight.get() == 0).await;
     Ok(())
+}
+
+/// Tells every request task to give up, waits until `done`, and closes idle connections.
+async fn stop_all(w: &Worker, done: impl Fn() -> bool) {
+    w.stop.set();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() && Instant::now() < deadline {
+        rt::sleep(Duration::from_millis(1)).await;
+    }
+    w.pool.clear();
 }
 
 async fn closed_loop(w: &Rc<Worker>, connections: usize) {
@@ -240,13 +255,21 @@ async fn closed_loop(w: &Rc<Worker>, connections: usize) {
             done.set(done.get() + 1);
         });
     }
-    while done.get() < connections {
+    // Each loop ends after its current request; one stuck past the timeout is stopped.
+    let drain_until = w.clock.end + w.plan.timeout + Duration::from_millis(100);
+    while done.get() < connections && Instant::now() < drain_until {
         rt::sleep(Duration::from_millis(1)).await;
     }
+    stop_all(w, || done.get() == connections).await;
 }
 
-/// Sends one request due at `intended`, dispatched at `dispatched`, and records it.
+/// Sends one request due at `intended`, dispatched at `dispatched`, and records it; gives up
+/// when the run stops.
 async fn one_request(w: &Worker, intended: Instant, dispatched: Instant) {
+    let _ = rt::unless(&w.stop, request(w, intended, dispatched)).await;
+}
+
+async fn request(w: &Worker, intended: Instant, dispatched: Instant) {
     let measured = intended >= w.clock.warmup_end && intended < w.clock.end;
     let template = {
         let mut rng = w.rng.borrow_mut();

@@ -69,7 +69,8 @@ pub async fn inference<C: Conn>(
     };
     ctx.provider = Some(resolved.provider.name.clone());
     let Some(up) = &resolved.provider.upstream else {
-        return mock_provider::answer(shard, endpoint, &req, &facts, &resolved.upstream_model, resp, ctx).await;
+        return Box::pin(mock_provider::answer(shard, endpoint, &req, &facts, &resolved.upstream_model, resp, ctx))
+            .await;
     };
     let body = if resolved.upstream_model != model.name {
         match rewrite_model(&req.body, &facts, &resolved.upstream_model) {

@@ -164,11 +164,13 @@ async fn dispatch<C: Conn>(
     let method = req.head.method();
     let is_get = method == "GET" || method == "HEAD";
     match (endpoint, path) {
-        (Endpoint::Ops, "/health") if is_get => ops::health(resp).await,
-        (Endpoint::Ops, "/ready") if is_get => ops::ready(shard, resp).await,
-        (Endpoint::Ops, "/metrics") if is_get => ops::metrics(shard, resp).await,
-        (Endpoint::Models, "/v1/models") if is_get => ops::list_models(shard, resp).await,
-        (Endpoint::Models, p) if is_get => ops::get_model(shard, &p["/v1/models/".len()..], resp, ctx).await,
+        // Rare paths are boxed: an async fn's state holds every arm's future, and the inference
+        // path is what thousands of open streams each carry.
+        (Endpoint::Ops, "/health") if is_get => Box::pin(ops::health(resp)).await,
+        (Endpoint::Ops, "/ready") if is_get => Box::pin(ops::ready(shard, resp)).await,
+        (Endpoint::Ops, "/metrics") if is_get => Box::pin(ops::metrics(shard, resp)).await,
+        (Endpoint::Models, "/v1/models") if is_get => Box::pin(ops::list_models(shard, resp)).await,
+        (Endpoint::Models, p) if is_get => Box::pin(ops::get_model(shard, &p["/v1/models/".len()..], resp, ctx)).await,
         (Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings, _) if method == "POST" => {
             forward::inference(shard, endpoint, req, resp, ctx).await
         }
@@ -186,7 +188,7 @@ async fn dispatch<C: Conn>(
                     .body(&err.to_json())
                     .await;
             } else if endpoint == Endpoint::Passthrough {
-                forward::passthrough(shard, req, resp, ctx).await
+                Box::pin(forward::passthrough(shard, req, resp, ctx)).await
             } else {
                 let err = GatewayError::new(ErrorKind::NotFound, format!("no route for {method} {path}"));
                 ctx.error = Some(err.kind);

@@ -28,16 +28,17 @@ impl<C: Conn> DownstreamIo<C> {
     pub fn new(conn: C) -> Self {
         DownstreamIo {
             conn,
-            rbuf: BytesMut::with_capacity(8192),
-            wbuf: BytesMut::with_capacity(4096),
+            // Small to start: an idle or streaming connection holds these for its whole life.
+            rbuf: BytesMut::with_capacity(4096),
+            wbuf: BytesMut::with_capacity(1024),
             send_timeout: Duration::from_secs(60),
         }
     }
 
     /// Reads more bytes into `rbuf`. `Ok(0)` is end of stream.
     pub async fn fill(&mut self) -> io::Result<usize> {
-        if self.rbuf.capacity() - self.rbuf.len() < 2048 {
-            self.rbuf.reserve(8192);
+        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+            self.rbuf.reserve(4096);
         }
         let (res, buf) = self.conn.read(std::mem::take(&mut self.rbuf)).await;
         self.rbuf = buf;

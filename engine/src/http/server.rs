@@ -97,21 +97,21 @@ pub async fn serve_connection<C: Conn, S: Service>(conn: C, peer: SocketAddr, sv
             Ok(Ok(head)) => head,
             Ok(Err(HeadFailure::Gone)) => return,
             Ok(Err(HeadFailure::Reject(r))) => {
-                return refuse(&mut io, svc, ErrorKind::from_status(r.status), r.message).await;
+                return Box::pin(refuse(&mut io, svc, ErrorKind::from_status(r.status), r.message)).await;
             }
             Err(rt::Elapsed) => {
                 let msg = format!(
                     "the request head did not arrive within {:?} (server.limits.header_timeout)",
                     limits.header_timeout
                 );
-                return refuse(&mut io, svc, ErrorKind::RequestTimeout, msg).await;
+                return Box::pin(refuse(&mut io, svc, ErrorKind::RequestTimeout, msg)).await;
             }
         };
 
         let body = match read_body(&mut io, &head, &limits).await {
             Ok(body) => body,
             Err(BodyFailure::Gone) => return,
-            Err(BodyFailure::Refuse(kind, msg)) => return refuse(&mut io, svc, kind, msg).await,
+            Err(BodyFailure::Refuse(kind, msg)) => return Box::pin(refuse(&mut io, svc, kind, msg)).await,
         };
 
         let keep_alive = head.keep_alive && !drain.is_set();
@@ -130,7 +130,10 @@ pub async fn serve_connection<C: Conn, S: Service>(conn: C, peer: SocketAddr, sv
         }
         // A large body must not keep its buffer for the rest of a keep-alive connection's life.
         if io.rbuf.is_empty() && io.rbuf.capacity() > 64 * 1024 {
-            io.rbuf = BytesMut::with_capacity(8192);
+            io.rbuf = BytesMut::with_capacity(4096);
+        }
+        if io.wbuf.capacity() > 64 * 1024 {
+            io.wbuf = BytesMut::with_capacity(1024);
         }
     }
     let _ = io.conn.shutdown().await;

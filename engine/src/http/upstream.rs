@@ -179,8 +179,8 @@ pub async fn read_head<C: Conn>(
         if buf.len() >= max_head {
             return Err(UpstreamFault::HeadTooLarge(max_head));
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(8192);
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
         }
         let (res, b) = conn.read(std::mem::take(buf)).await;
         *buf = b;
@@ -190,10 +190,15 @@ pub async fn read_head<C: Conn>(
     }
 }
 
+const MIN_READ: usize = 4 * 1024;
+const MAX_READ: usize = 64 * 1024;
+
 /// Reads a body piece by piece according to its framing.
 #[derive(Debug)]
 pub struct BodyReader {
     state: BodyState,
+    /// Bytes to reserve for the next read: grows while reads fill it, shrinks when they do not.
+    read_size: usize,
 }
 
 #[derive(Debug)]
@@ -212,7 +217,7 @@ impl BodyReader {
             ResponseFraming::Chunked => BodyState::Chunked(ChunkedDecoder::new(64 * 1024)),
             ResponseFraming::UntilClose => BodyState::UntilClose,
         };
-        BodyReader { state }
+        BodyReader { state, read_size: MIN_READ }
     }
 
     /// The whole body was read and the framing was intact.
@@ -256,15 +261,21 @@ impl BodyReader {
                     }
                 }
             }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(16 * 1024);
+            // Reads start small (a stream's events are a few hundred bytes, and thousands of
+            // streams each hold a buffer) and double while they keep filling it.
+            if buf.capacity() - buf.len() < self.read_size / 4 {
+                buf.reserve(self.read_size);
             }
+            let spare = buf.capacity() - buf.len();
             let (res, b) = match rt::timeout(idle, conn.read(std::mem::take(buf))).await {
                 Ok(r) => r,
                 Err(rt::Elapsed) => return Err(UpstreamFault::IdleTimeout(idle)),
             };
             *buf = b;
-            if res? == 0 {
+            let n = res?;
+            self.read_size =
+                if n == spare { (self.read_size * 2).min(MAX_READ) } else { (self.read_size / 2).max(MIN_READ) };
+            if n == 0 {
                 if matches!(self.state, BodyState::UntilClose) {
                     self.state = BodyState::Done;
                     return Ok(None);

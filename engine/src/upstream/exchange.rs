@@ -166,12 +166,14 @@ pub async fn send<'a>(
                 Ok(resp) => Ok(resp),
                 Err(e) if e.retryable => {
                     shared.metrics.upstream_retries.fetch_add(1, Relaxed);
-                    send_fresh(shared, up, req, limits, pool_limits).await
+                    Box::pin(send_fresh(shared, up, req, limits, pool_limits)).await
                 }
                 Err(e) => Err(e.error),
             }
         }
-        Checkout::New(reservation) => connect_and_send(shared, reservation, up, req, limits).await,
+        // Connecting (TCP, proxy, TLS handshake) is the rare path and its state is large: boxed,
+        // so every in-flight request on a pooled connection does not carry it.
+        Checkout::New(reservation) => Box::pin(connect_and_send(shared, reservation, up, req, limits)).await,
     }
 }
 

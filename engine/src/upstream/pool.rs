@@ -206,6 +206,14 @@ impl Pool {
         drop(expired);
     }
 
+    /// Closes every idle connection and forgets every target (shutdown).
+    pub fn clear(&self) {
+        let targets = std::mem::take(&mut *self.targets.borrow_mut());
+        for t in targets.values() {
+            drop(std::mem::take(&mut *t.idle.borrow_mut()));
+        }
+    }
+
     /// Idle connections across targets (tests, metrics).
     pub fn idle_count(&self) -> usize {
         self.targets.borrow().values().map(|t| t.idle.borrow().len()).sum()

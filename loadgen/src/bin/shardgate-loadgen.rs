@@ -101,6 +101,8 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    // One descriptor per connection: use all the hard limit allows.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let target = match Target::parse(&a.url, a.ca.as_deref()) {
         Ok(t) => t,
         Err(e) => return fail(e),
