@@ -135,3 +135,58 @@ fn failures_are_counted_by_kind() {
     .unwrap();
     assert!(r.errors.get("connect").copied().unwrap_or(0) > 0, "{:?}", r.errors);
 }
+
+#[test]
+fn https_targets_work_with_a_custom_ca() {
+    let pki = e2e::tls::test_pki();
+    let tls = engine::tls::server_config(&pki.server_cert, &pki.server_key).unwrap();
+    let m = bench_harness::mock::MockServer::start(bench_harness::mock::MockOptions {
+        tls: Some(tls),
+        ..bench_harness::mock::MockOptions::for_tests()
+    })
+    .unwrap();
+    let target =
+        Target::parse(&format!("https://localhost:{}/v1/chat/completions", m.addr().port()), Some(&pki.ca_cert))
+            .unwrap();
+    let spec = RequestSpec { body: Some(bytes::Bytes::from(CHAT)), weight: 1, ..RequestSpec::default() };
+    let mut p = plan(&url(&m), CHAT, &[], Mode::Closed { connections: 2 }, Duration::from_millis(400));
+    p.mix = Mix::single(&target, spec).unwrap();
+    p.target = target;
+    let r = loadgen::run(&p).unwrap();
+    assert!(r.ok > 10 && r.errors.is_empty(), "{} ok, {:?}", r.ok, r.errors);
+    assert_eq!(m.stats().connections_accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "kept alive over TLS");
+}
+
+#[test]
+fn search_finds_the_highest_rate_within_the_slo() {
+    // One connection and a 10 ms answer: 100 req/s is the most it can carry.
+    let m = mock(Knobs { latency: Duration::from_millis(10), ..Knobs::default() });
+    let mut p = plan(
+        &url(&m),
+        CHAT,
+        &[],
+        Mode::Open { rate: 1.0, poisson: false, max_connections: 1 },
+        Duration::from_millis(800),
+    );
+    p.warmup = Duration::from_millis(100);
+    let s = loadgen::Search { start: 40.0, step: 40.0, max: 400.0, percentile: 99.0, slo: Duration::from_millis(50) };
+    let r = loadgen::search(&p, s).unwrap();
+    let best = r.max_rate_within_slo.expect("40 req/s fits");
+    assert!((40.0..=80.0).contains(&best), "{best}");
+    assert!(!r.steps.last().unwrap().passed, "it stopped at the first failing step");
+}
+
+#[test]
+fn jsonl_mixes_send_every_line_by_weight() {
+    let m = mock(Knobs::default());
+    let target = Target::parse(&url(&m), None).unwrap();
+    let text = r#"{"body":{"model":"a","messages":[]},"weight":3,"label":"a"}
+{"body":{"model":"b","stream":true},"weight":1,"headers":{"x-mock-tokens":"2"}}"#;
+    let mut p = plan(&url(&m), CHAT, &[], Mode::Closed { connections: 2 }, Duration::from_millis(500));
+    p.mix = Mix::from_jsonl(&target, text, &[]).unwrap();
+    let r = loadgen::run(&p).unwrap();
+    assert!(r.errors.is_empty());
+    // Streams (a quarter of the requests) are timed per token; the rest are not.
+    let streams = r.ttft_us.as_ref().unwrap().count;
+    assert!(streams * 6 > r.completed && streams * 3 < r.completed, "{streams} of {}", r.completed);
+}
