@@ -28,7 +28,7 @@ use adapters::openai::request::Scanner;
 use engine::http::{Limits, Request, Responder, Service};
 use engine::listener::{ConnectionObserver, ShardThreads, accept_loop, bind_listeners, spawn_shards};
 use engine::mock::{self as canned, Reply};
-use engine::rt::{self, Conn, DriverKind, LocalEvent};
+use engine::rt::{self, Backend, Conn, DriverKind, LocalEvent};
 
 /// A misbehaviour on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +99,7 @@ impl Default for Knobs {
 pub struct MockOptions {
     pub listen: SocketAddr,
     pub shards: usize,
-    pub driver: DriverKind,
+    pub backend: Backend,
     pub pin: bool,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub knobs: Knobs,
@@ -111,7 +111,7 @@ impl MockOptions {
         MockOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             shards: 1,
-            driver: DriverKind::Epoll,
+            backend: Backend::Monoio(DriverKind::Epoll),
             pin: false,
             tls: None,
             knobs: Knobs::default(),
@@ -139,13 +139,13 @@ pub struct MockServer {
 
 impl MockServer {
     pub fn start(opts: MockOptions) -> std::io::Result<MockServer> {
-        let listeners = bind_listeners(opts.listen, opts.shards.max(1), opts.driver)?;
+        let listeners = bind_listeners(opts.listen, opts.shards.max(1), opts.backend)?;
         let addr = listeners.first().map_or(Ok(opts.listen), std::net::TcpListener::local_addr)?;
         let stats = Arc::new(MockStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let up = Arc::new(AtomicU64::new(0));
         let n = listeners.len() as u64;
-        let threads = ShardThreads { driver: opts.driver, entries: 1024, pin: opts.pin };
+        let threads = ShardThreads { backend: opts.backend, entries: 1024, pin: opts.pin };
         let (st, sp, u, knobs, tls) = (stats.clone(), stop.clone(), up.clone(), opts.knobs.clone(), opts.tls.clone());
         let threads = spawn_shards("mock", listeners, threads, move |_, listener| {
             run_shard(listener, knobs.clone(), st.clone(), sp.clone(), u.clone(), tls.clone())

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::ConfigSource;
 use crate::gateway::{Gateway, StartOptions};
-use crate::rt::{DriverRequest, UringFlags};
+use crate::rt::{DriverRequest, RuntimeRequest, UringFlags};
 
 #[derive(Parser, Debug)]
 #[command(name = "shardgate", version, about = "A thread-per-core AI gateway with an OpenAI-compatible API")]
@@ -44,7 +44,10 @@ struct ServeArgs {
     /// Number of shards (threads, one per core by default).
     #[arg(long)]
     shards: Option<NonZeroUsize>,
-    /// Runtime I/O driver.
+    /// Runtime: monoio (default) or glommio (a build with the `runtime-glommio` feature).
+    #[arg(long, value_enum)]
+    runtime: Option<RuntimeArg>,
+    /// monoio's I/O driver.
     #[arg(long, value_enum)]
     driver: Option<DriverArg>,
     /// io_uring ring setup flags.
@@ -56,6 +59,12 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RuntimeArg {
+    Monoio,
+    Glommio,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -127,6 +136,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     let mut opts = StartOptions::new(source);
     opts.listen = args.listen;
     opts.shards = args.shards;
+    opts.runtime = args.runtime.map(|r| match r {
+        RuntimeArg::Monoio => RuntimeRequest::Monoio,
+        RuntimeArg::Glommio => RuntimeRequest::Glommio,
+    });
     opts.driver = args.driver.map(|d| match d {
         DriverArg::Auto => DriverRequest::Auto,
         DriverArg::Uring => DriverRequest::Uring,

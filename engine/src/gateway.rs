@@ -1,4 +1,4 @@
-//! The process: load the config, decide the runtime driver, bind one `SO_REUSEPORT` listener per
+//! The process: load the config, decide the runtime (and I/O driver), bind one `SO_REUSEPORT` listener per
 //! shard, start the shard threads, and run the control thread (config reload on file change,
 //! DNS refresh). The binary adds signals on top; tests drive the same API in-process.
 
@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use crate::config::{self, ConfigError, ConfigSource, ShardCount, Snapshot};
 use crate::listener::{ShardThreads, bind_listeners, spawn_shards};
 use crate::metrics::Registry;
-use crate::rt::{DriverKind, DriverRequest, UringFlags};
+use crate::rt::{Backend, DriverRequest, RuntimeRequest, UringFlags};
 use crate::shard::{self, ProcessState, Shard};
 use crate::upstream::DnsTable;
 
@@ -25,6 +25,7 @@ pub struct StartOptions {
     pub source: ConfigSource,
     pub listen: Option<SocketAddr>,
     pub shards: Option<NonZeroUsize>,
+    pub runtime: Option<RuntimeRequest>,
     pub driver: Option<DriverRequest>,
     pub uring_flags: Option<UringFlags>,
     /// Watch the config file for changes (overrides `server.reload.watch`).
@@ -39,6 +40,7 @@ impl StartOptions {
             source,
             listen: None,
             shards: None,
+            runtime: None,
             driver: None,
             uring_flags: None,
             watch: None,
@@ -52,7 +54,7 @@ impl StartOptions {
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("runtime driver: {0}")]
+    #[error("runtime: {0}")]
     Driver(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
@@ -141,9 +143,12 @@ impl Gateway {
     pub fn start(opts: StartOptions) -> Result<Gateway, StartError> {
         let (file, snapshot) = config::load(&opts.source, 1)?;
         let server = &file.server;
-        let driver =
-            DriverKind::resolve(opts.driver.unwrap_or(server.driver), opts.uring_flags.unwrap_or(server.uring_flags))
-                .map_err(StartError::Driver)?;
+        let backend = Backend::resolve(
+            opts.runtime.unwrap_or(server.runtime),
+            opts.driver.unwrap_or(server.driver),
+            opts.uring_flags.unwrap_or(server.uring_flags),
+        )
+        .map_err(StartError::Driver)?;
         let shards = match opts.shards {
             Some(n) => n.get(),
             None => match server.shards {
@@ -153,7 +158,7 @@ impl Gateway {
         };
         let listen = opts.listen.unwrap_or(server.listen);
         let listeners =
-            bind_listeners(listen, shards, driver).map_err(|source| StartError::Listen { addr: listen, source })?;
+            bind_listeners(listen, shards, backend).map_err(|source| StartError::Listen { addr: listen, source })?;
         let local_addr = listeners
             .first()
             .and_then(|l| l.local_addr().ok())
@@ -170,7 +175,7 @@ impl Gateway {
             config: ArcSwap::from_pointee(snapshot),
             dns: ArcSwap::from_pointee(DnsTable::default()),
             registry: Registry::new(shards),
-            driver,
+            backend,
             shards_total: shards,
             shards_up: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -181,7 +186,7 @@ impl Gateway {
         });
         resolve_into(&state, &state.config.load());
 
-        let threads = ShardThreads { driver, entries: server.uring_entries.get(), pin };
+        let threads = ShardThreads { backend, entries: server.uring_entries.get(), pin };
         let shard_state = state.clone();
         let shard_threads = spawn_shards("shard", listeners, threads, move |id, listener| {
             shard::run(Rc::new(Shard::new(id, shard_state.clone())), listener)
@@ -231,7 +236,7 @@ impl Gateway {
         tracing::info!(
             listen = %local_addr,
             shards,
-            driver = %driver,
+            runtime = %backend,
             tls = state.tls.is_some(),
             config = %opts.source.describe(),
             "shardgate serving"
@@ -243,8 +248,9 @@ impl Gateway {
         self.local_addr
     }
 
-    pub fn driver(&self) -> DriverKind {
-        self.state.driver
+    /// The runtime (and, for monoio, the I/O driver) in use.
+    pub fn backend(&self) -> Backend {
+        self.state.backend
     }
 
     /// Reloads the config now (what SIGHUP does). On error the running config stays.

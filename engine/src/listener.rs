@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 
 use crate::http::{Service, serve_connection};
-use crate::rt::{self, DriverKind, LocalEvent, TcpListener};
+use crate::rt::{self, Backend, DriverKind, LocalEvent, TcpListener};
 use crate::tls::TlsStream;
 
 /// Binds `shards` listeners on the same address with `SO_REUSEPORT`; the kernel spreads
@@ -20,7 +20,7 @@ use crate::tls::TlsStream;
 pub fn bind_listeners(
     addr: SocketAddr,
     shards: usize,
-    driver: DriverKind,
+    backend: Backend,
 ) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Protocol, Socket, Type};
     let mut out = Vec::with_capacity(shards);
@@ -30,8 +30,9 @@ pub fn bind_listeners(
         socket.set_reuse_port(true)?;
         socket.set_reuse_address(true)?;
         socket.set_nodelay(true)?;
-        // The epoll driver needs non-blocking sockets; io_uring does not care.
-        if driver == DriverKind::Epoll {
+        // The epoll driver needs non-blocking sockets; io_uring does not care (and glommio sets
+        // it itself).
+        if backend == Backend::Monoio(DriverKind::Epoll) {
             socket.set_nonblocking(true)?;
         }
         socket.bind(&actual.into())?;
@@ -48,7 +49,7 @@ pub fn bind_listeners(
 /// Where shard threads run.
 #[derive(Debug, Clone, Copy)]
 pub struct ShardThreads {
-    pub driver: DriverKind,
+    pub backend: Backend,
     /// io_uring submission queue entries.
     pub entries: u32,
     /// Pin shard `i` to the `i`-th CPU this process may use.
@@ -69,12 +70,11 @@ where
     let cores = if threads.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let mut handles = Vec::with_capacity(listeners.len());
     for (id, listener) in listeners.into_iter().enumerate() {
-        let core = cores.get(id % cores.len().max(1)).copied();
+        let core = cores.get(id % cores.len().max(1)).map(|c| c.id);
         let main = main.clone();
         let handle = std::thread::Builder::new().name(format!("{name}-{id}")).spawn(move || {
-            let pinned = core.is_some_and(core_affinity::set_for_current);
-            tracing::debug!(shard = id, pinned, core = ?core.map(|c| c.id), "shard thread started");
-            if let Err(e) = rt::run_shard_runtime(threads.driver, threads.entries, || main(id, listener)) {
+            tracing::debug!(shard = id, ?core, "shard thread started");
+            if let Err(e) = rt::run_shard_runtime(threads.backend, core, threads.entries, || main(id, listener)) {
                 tracing::error!(shard = id, error = %e, "shard runtime failed");
             }
         })?;

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use crate::config::Snapshot;
 use crate::listener::{ConnectionObserver, accept_loop};
 use crate::metrics::{ProcessGauges, Registry, ShardMetrics};
-use crate::rt::{self, DriverKind, LocalEvent};
+use crate::rt::{self, Backend, LocalEvent};
 use crate::upstream::{DnsTable, Pool};
 
 /// State shared by all shards and the control thread.
@@ -23,7 +23,7 @@ pub struct ProcessState {
     pub config: ArcSwap<Snapshot>,
     pub dns: ArcSwap<DnsTable>,
     pub registry: Registry,
-    pub driver: DriverKind,
+    pub backend: Backend,
     pub shards_total: usize,
     pub shards_up: AtomicUsize,
     pub draining: AtomicBool,
@@ -46,7 +46,7 @@ impl ProcessState {
             reloads_ok: self.reloads_ok.load(Relaxed),
             reloads_failed: self.reloads_failed.load(Relaxed),
             ready: self.ready(),
-            driver: self.driver.label(),
+            driver: self.backend.label(),
         }
     }
 }

@@ -23,7 +23,7 @@ use bytes::{Buf, BytesMut};
 use engine::rt::{self, Conn, DriverKind, LocalEvent, TcpStream};
 use engine::tls::TlsStream;
 use engine::upstream::connect::UpstreamConn;
-use engine::upstream::pool::{Checkout, Pool, PoolLimits, PooledConn};
+use engine::upstream::pool::{Checkout, Pool, PoolLimits, PooledConn, Reservation};
 
 use crate::exchange::exchange;
 use crate::mix::Mix;
@@ -99,10 +99,9 @@ pub fn run(plan: &Plan) -> Result<Report, String> {
         let handle = std::thread::Builder::new()
             .name(format!("loadgen-{id}"))
             .spawn(move || {
-                if let Some(c) = core {
-                    core_affinity::set_for_current(core_affinity::CoreId { id: c });
-                }
-                rt::run_shard_runtime(plan.driver, 4096, || worker(id, workers, core, plan.clone(), clock.clone()))
+                rt::run_shard_runtime(rt::Backend::Monoio(plan.driver), core, 4096, || {
+                    worker(id, workers, core, plan.clone(), clock.clone())
+                })
             })
             .map_err(|e| format!("cannot start worker {id}: {e}"))?;
         handles.push(handle);
@@ -319,10 +318,14 @@ async fn request(w: &Worker, intended: Instant, dispatched: Instant) {
 
 /// A pooled connection, or a new one within the worker's connection budget.
 async fn checkout(w: &Worker) -> Result<PooledConn, ErrorKind> {
-    let reservation = match w.pool.checkout(&w.pool_key, w.limits).await {
-        Checkout::Idle(c) => return Ok(c),
-        Checkout::New(r) => r,
-    };
+    match w.pool.checkout(&w.pool_key, w.limits).await {
+        Checkout::Idle(c) => Ok(c),
+        // Connecting (and the TLS handshake) is the rare path with a large state: boxed.
+        Checkout::New(r) => Box::pin(connect(w, r)).await,
+    }
+}
+
+async fn connect(w: &Worker, reservation: Reservation) -> Result<PooledConn, ErrorKind> {
     let target = &w.plan.target;
     let addr = target.addrs[0];
     let tcp = match rt::timeout(w.plan.timeout, TcpStream::connect(addr)).await {

@@ -13,23 +13,36 @@ use std::time::{Duration, Instant};
 
 use bench_harness::mock::{Knobs, MockOptions, MockServer};
 use engine::config::ConfigSource;
-use engine::rt::{DriverKind, DriverRequest};
+use engine::rt::DriverRequest;
+#[cfg(feature = "runtime-glommio")]
+use engine::rt::RuntimeRequest;
 use engine::{Gateway, StartOptions};
 
 pub use client::{Client, Response};
 
-/// The two monoio drivers every end-to-end case runs on.
-pub const DRIVERS: [DriverRequest; 2] = [DriverRequest::Epoll, DriverRequest::Uring];
+/// The runtimes every end-to-end case runs on: monoio with each driver, and glommio when the
+/// `runtime-glommio` feature is on. A difference in behaviour between them is a bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Epoll,
+    Uring,
+    #[cfg(feature = "runtime-glommio")]
+    Glommio,
+}
 
-/// Generates one `#[test]` per driver from a `fn(DriverRequest)` case.
+/// Generates one `#[test]` per runtime from a `fn(Runtime)` case.
 #[macro_export]
 macro_rules! on_both_drivers {
     ($($case:ident),* $(,)?) => {
         mod epoll {
-            $(#[test] fn $case() { super::$case(engine::rt::DriverRequest::Epoll) })*
+            $(#[test] fn $case() { super::$case($crate::Runtime::Epoll) })*
         }
         mod uring {
-            $(#[test] fn $case() { super::$case(engine::rt::DriverRequest::Uring) })*
+            $(#[test] fn $case() { super::$case($crate::Runtime::Uring) })*
+        }
+        #[cfg(feature = "runtime-glommio")]
+        mod glommio {
+            $(#[test] fn $case() { super::$case($crate::Runtime::Glommio) })*
         }
     };
 }
@@ -54,27 +67,33 @@ pub fn config_for(upstream: SocketAddr, extra: &str) -> String {
 }
 
 /// Starts the gateway in-process on a free port with `yaml`, one unpinned shard.
-pub fn gateway(yaml: &str, driver: DriverRequest) -> Gateway {
-    gateway_with(ConfigSource::Text { name: "test.yaml".into(), yaml: yaml.into() }, driver, 1)
+pub fn gateway(yaml: &str, runtime: Runtime) -> Gateway {
+    gateway_with(ConfigSource::Text { name: "test.yaml".into(), yaml: yaml.into() }, runtime, 1)
 }
 
 /// Starts the gateway in-process from any config source.
-pub fn gateway_with(source: ConfigSource, driver: DriverRequest, shards: usize) -> Gateway {
+pub fn gateway_with(source: ConfigSource, runtime: Runtime, shards: usize) -> Gateway {
     let mut opts = StartOptions::new(source);
     opts.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     opts.shards = std::num::NonZeroUsize::new(shards);
-    opts.driver = Some(driver);
     opts.pin_cores = Some(false);
-    let g = Gateway::start(opts).expect("gateway starts");
-    let expected = match driver {
-        DriverRequest::Epoll => "epoll",
-        DriverRequest::Uring => "io_uring",
-        DriverRequest::Auto => g.driver().label(),
+    let expected = match runtime {
+        Runtime::Epoll => {
+            opts.driver = Some(DriverRequest::Epoll);
+            "epoll"
+        }
+        Runtime::Uring => {
+            opts.driver = Some(DriverRequest::Uring);
+            "io_uring"
+        }
+        #[cfg(feature = "runtime-glommio")]
+        Runtime::Glommio => {
+            opts.runtime = Some(RuntimeRequest::Glommio);
+            "glommio"
+        }
     };
-    assert_eq!(g.driver().label(), expected, "the requested driver is the one running");
-    if driver == DriverRequest::Uring {
-        assert!(matches!(g.driver(), DriverKind::Uring(_)));
-    }
+    let g = Gateway::start(opts).expect("gateway starts");
+    assert_eq!(g.backend().label(), expected, "the requested runtime is the one running");
     g
 }
 

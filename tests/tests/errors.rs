@@ -5,7 +5,6 @@
 use std::net::TcpListener;
 
 use e2e::{Client, config_for, default_mock, gateway, on_both_drivers, wait_metric};
-use engine::rt::DriverRequest;
 
 on_both_drivers!(
     malformed_json_is_400,
@@ -27,7 +26,7 @@ on_both_drivers!(
 
 const CHAT: &str = r#"{"model":"m","messages":[]}"#;
 
-fn malformed_json_is_400(driver: DriverRequest) {
+fn malformed_json_is_400(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -44,7 +43,7 @@ fn malformed_json_is_400(driver: DriverRequest) {
     assert_eq!(upstream.stats().requests.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached the provider");
 }
 
-fn missing_or_mistyped_fields_are_400_naming_the_param(driver: DriverRequest) {
+fn missing_or_mistyped_fields_are_400_naming_the_param(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -58,7 +57,7 @@ fn missing_or_mistyped_fields_are_400_naming_the_param(driver: DriverRequest) {
     assert_eq!((r.status, r.error()["param"].as_str()), (400, Some("max_tokens")));
 }
 
-fn unknown_model_is_404(driver: DriverRequest) {
+fn unknown_model_is_404(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let r = Client::connect(gw.local_addr()).post_json("/v1/chat/completions", r#"{"model":"gpt-9"}"#, "");
@@ -69,7 +68,7 @@ fn unknown_model_is_404(driver: DriverRequest) {
     wait_metric(&gw, "shardgate_errors_total{kind=\"unknown_model\"}", 1.0);
 }
 
-fn unknown_path_is_404_and_wrong_method_405(driver: DriverRequest) {
+fn unknown_path_is_404_and_wrong_method_405(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -89,7 +88,7 @@ fn config_with_base(base_url: &str) -> String {
     )
 }
 
-fn upstream_connection_refused_is_502(driver: DriverRequest) {
+fn upstream_connection_refused_is_502(driver: e2e::Runtime) {
     // A port that was free a moment ago: nothing listens there.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let gw = gateway(&config_with_base(&format!("http://127.0.0.1:{port}/v1")), driver);
@@ -100,20 +99,20 @@ fn upstream_connection_refused_is_502(driver: DriverRequest) {
     assert!(e["message"].as_str().unwrap().contains("provider up"));
 }
 
-fn upstream_unresolvable_host_is_502(driver: DriverRequest) {
+fn upstream_unresolvable_host_is_502(driver: e2e::Runtime) {
     let gw = gateway(&config_with_base("http://no-such-host.invalid/v1"), driver);
     let r = Client::connect(gw.local_addr()).post_json("/v1/chat/completions", CHAT, "");
     assert_eq!((r.status, r.error()["code"].as_str()), (502, Some("upstream_dns")));
 }
 
-fn upstream_garbage_is_502(driver: DriverRequest) {
+fn upstream_garbage_is_502(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let r = Client::connect(gw.local_addr()).post_json("/v1/chat/completions", CHAT, "x-mock-fault: garbage\r\n");
     assert_eq!((r.status, r.error()["code"].as_str()), (502, Some("upstream_protocol")));
 }
 
-fn upstream_reset_is_502(driver: DriverRequest) {
+fn upstream_reset_is_502(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -125,7 +124,7 @@ fn upstream_reset_is_502(driver: DriverRequest) {
     assert_eq!(c.post_json("/v1/chat/completions", CHAT, "").status, 200, "the next request is fine");
 }
 
-fn upstream_first_byte_timeout_is_504(driver: DriverRequest) {
+fn upstream_first_byte_timeout_is_504(driver: e2e::Runtime) {
     let upstream = default_mock();
     let base = format!("http://{}/v1", upstream.addr());
     let gw = gateway(&config_with_base(&base), driver);
@@ -135,7 +134,7 @@ fn upstream_first_byte_timeout_is_504(driver: DriverRequest) {
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
 
-fn upstream_drop_mid_stream_ends_the_stream_with_an_error_event(driver: DriverRequest) {
+fn upstream_drop_mid_stream_ends_the_stream_with_an_error_event(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -152,7 +151,7 @@ fn upstream_drop_mid_stream_ends_the_stream_with_an_error_event(driver: DriverRe
     assert_eq!(c.post_json("/v1/chat/completions", CHAT, "").status, 200);
 }
 
-fn upstream_malformed_json_is_relayed_not_fatal(driver: DriverRequest) {
+fn upstream_malformed_json_is_relayed_not_fatal(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -162,7 +161,7 @@ fn upstream_malformed_json_is_relayed_not_fatal(driver: DriverRequest) {
     assert_eq!(c.post_json("/v1/chat/completions", CHAT, "").status, 200);
 }
 
-fn upstream_silence_mid_stream_hits_the_idle_timeout(driver: DriverRequest) {
+fn upstream_silence_mid_stream_hits_the_idle_timeout(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_with_base(&format!("http://{}/v1", upstream.addr())), driver);
     let body = r#"{"model":"m","stream":true,"messages":[]}"#;
@@ -175,7 +174,7 @@ fn upstream_silence_mid_stream_hits_the_idle_timeout(driver: DriverRequest) {
     assert_eq!(v["error"]["code"], "upstream_timeout", "{text}");
 }
 
-fn pool_cap_queues_then_refuses_with_503(driver: DriverRequest) {
+fn pool_cap_queues_then_refuses_with_503(driver: e2e::Runtime) {
     let upstream = default_mock();
     let yaml = format!(
         "providers:\n  up:\n    kind: openai-compatible\n    base_url: http://{}/v1\n    pool: {{max_connections: 1}}\n    timeouts: {{connect: 300ms}}\nmodels:\n  m: {{target: up/x}}\n",
@@ -201,7 +200,7 @@ fn pool_cap_queues_then_refuses_with_503(driver: DriverRequest) {
     assert_eq!(upstream.stats().connections_accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
-fn mock_embeddings_refuse_more_than_openai_allows(driver: DriverRequest) {
+fn mock_embeddings_refuse_more_than_openai_allows(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let inputs = vec!["\"x\""; 3000].join(",");
@@ -219,7 +218,7 @@ fn mock_embeddings_refuse_more_than_openai_allows(driver: DriverRequest) {
     assert_eq!((r.status, r.error()["param"].as_str()), (400, Some("dimensions")));
 }
 
-fn upstream_connect_timeout_is_504(driver: DriverRequest) {
+fn upstream_connect_timeout_is_504(driver: e2e::Runtime) {
     // A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs.
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();

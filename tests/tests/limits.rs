@@ -7,7 +7,6 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use e2e::{Client, config_for, default_mock, gateway, on_both_drivers};
-use engine::rt::DriverRequest;
 
 on_both_drivers!(
     slow_loris_head_gets_408_while_others_are_served,
@@ -24,7 +23,7 @@ on_both_drivers!(
 const LIMITS: &str = "server:\n  limits: {header_timeout: 400ms, body_timeout: 400ms, idle_timeout: 400ms, max_body: 2KiB, max_header: 4KiB, max_headers: 20}\n";
 const CHAT: &str = r#"{"model":"mock","messages":[]}"#;
 
-fn slow_loris_head_gets_408_while_others_are_served(driver: DriverRequest) {
+fn slow_loris_head_gets_408_while_others_are_served(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), LIMITS), driver);
     let mut slow = Client::connect(gw.local_addr());
@@ -47,7 +46,7 @@ fn slow_loris_head_gets_408_while_others_are_served(driver: DriverRequest) {
     assert!(slow.is_closed());
 }
 
-fn slow_body_gets_408(driver: DriverRequest) {
+fn slow_body_gets_408(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), LIMITS), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -57,7 +56,7 @@ fn slow_body_gets_408(driver: DriverRequest) {
     assert!(r.error()["message"].as_str().unwrap().contains("body_timeout"));
 }
 
-fn oversized_head_is_431_and_too_many_headers_too(driver: DriverRequest) {
+fn oversized_head_is_431_and_too_many_headers_too(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), LIMITS), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -70,7 +69,7 @@ fn oversized_head_is_431_and_too_many_headers_too(driver: DriverRequest) {
     assert_eq!(c.read_response().status, 431);
 }
 
-fn oversized_body_is_413_without_100_continue(driver: DriverRequest) {
+fn oversized_body_is_413_without_100_continue(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), LIMITS), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -80,7 +79,7 @@ fn oversized_body_is_413_without_100_continue(driver: DriverRequest) {
     assert!(r.error()["message"].as_str().unwrap().contains("2048"));
 }
 
-fn chunked_body_over_the_limit_is_413(driver: DriverRequest) {
+fn chunked_body_over_the_limit_is_413(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), LIMITS), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -89,7 +88,7 @@ fn chunked_body_over_the_limit_is_413(driver: DriverRequest) {
     assert_eq!(c.read_response().status, 413);
 }
 
-fn expect_100_continue_is_honoured(driver: DriverRequest) {
+fn expect_100_continue_is_honoured(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), LIMITS), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -106,7 +105,7 @@ fn expect_100_continue_is_honoured(driver: DriverRequest) {
     assert_eq!(c.read_response().status, 200);
 }
 
-fn idle_keep_alive_connection_is_closed(driver: DriverRequest) {
+fn idle_keep_alive_connection_is_closed(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), LIMITS), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -117,7 +116,7 @@ fn idle_keep_alive_connection_is_closed(driver: DriverRequest) {
     assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "{waited:?}");
 }
 
-fn smuggling_ambiguities_are_refused_and_closed(driver: DriverRequest) {
+fn smuggling_ambiguities_are_refused_and_closed(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), LIMITS), driver);
     let cases: [(&str, u16); 9] = [
@@ -159,7 +158,7 @@ fn smuggling_ambiguities_are_refused_and_closed(driver: DriverRequest) {
     }
 }
 
-fn http10_client_gets_a_close_delimited_stream(driver: DriverRequest) {
+fn http10_client_gets_a_close_delimited_stream(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), LIMITS), driver);
     let mut c = Client::connect(gw.local_addr());

@@ -142,14 +142,15 @@ fn sighup_reloads_the_config_file() {
     assert!(eventually(Duration::from_secs(3), || chat("fresh") == 200));
 }
 
-fn drain_lets_a_stream_finish(driver: &str) {
+fn drain_lets_a_stream_finish(runtime_args: &[&str], logged: &str) {
     let upstream = mock(Knobs { tokens: 30, tokens_per_sec: Some(30.0), ..Knobs::default() });
     let dir = tempdir();
     let path = dir.path().join("gw.yaml");
     std::fs::write(&path, config_for(upstream.addr(), "server:\n  drain_grace: 10s\n")).unwrap();
-    let mut p = Proc::start(&["--config", path.to_str().unwrap(), "--driver", driver]);
-    let expected = if driver == "uring" { "io_uring" } else { "epoll" };
-    assert!(p.log_contains(expected), "driver {driver} logged");
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend_from_slice(runtime_args);
+    let mut p = Proc::start(&args);
+    assert!(p.log_contains(logged), "{runtime_args:?} logged as {logged}");
 
     let mut c = Client::connect(p.addr);
     let body = r#"{"model":"m","stream":true,"messages":[]}"#;
@@ -173,12 +174,45 @@ fn drain_lets_a_stream_finish(driver: &str) {
 
 #[test]
 fn sigterm_drains_in_flight_streams_and_exits_zero_epoll() {
-    drain_lets_a_stream_finish("epoll");
+    drain_lets_a_stream_finish(&["--driver", "epoll"], "epoll");
 }
 
 #[test]
 fn sigterm_drains_in_flight_streams_and_exits_zero_uring() {
-    drain_lets_a_stream_finish("uring");
+    drain_lets_a_stream_finish(&["--driver", "uring"], "io_uring");
+}
+
+#[cfg(feature = "runtime-glommio")]
+#[test]
+fn sigterm_drains_in_flight_streams_and_exits_zero_glommio() {
+    drain_lets_a_stream_finish(&["--runtime", "glommio"], "glommio");
+}
+
+#[cfg(feature = "runtime-glommio")]
+#[test]
+fn glommio_without_enough_memlock_fails_with_the_fix() {
+    // As an unprivileged user whose memlock limit cannot be raised.
+    let out = Command::new("prlimit")
+        .args(["--memlock=65536:65536", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_shardgate-e2e"))
+        .args(["serve", "--runtime", "glommio", "--listen", "127.0.0.1:0", "--no-pin"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RLIMIT_MEMLOCK") && err.contains("ulimit -l") && err.contains("--runtime monoio"), "{err}");
+}
+
+#[cfg(not(feature = "runtime-glommio"))]
+#[test]
+fn glommio_in_a_build_without_it_says_how_to_get_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardgate-e2e"))
+        .args(["serve", "--runtime", "glommio", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no glommio backend") && err.contains("runtime-glommio"), "{err}");
 }
 
 #[test]
@@ -216,7 +250,7 @@ fn auto_driver_falls_back_to_epoll_and_uring_fails_clearly_where_io_uring_is_una
     let stderr = auto.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let serving = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("shardgate serving"))).unwrap().unwrap();
-    assert!(serving.contains("driver=epoll"), "{serving}");
+    assert!(serving.contains("runtime=monoio, epoll"), "{serving}");
     let _ = auto.kill();
     let _ = auto.wait();
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bench_harness::mock::Knobs;
 use e2e::{Client, config_for, default_mock, eventually, gateway, metric, mock, on_both_drivers, wait_metric};
-use engine::rt::DriverRequest;
 
 on_both_drivers!(
     keep_alive_reuses_one_upstream_connection,
@@ -28,7 +27,7 @@ on_both_drivers!(
 
 const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hello"}]}"#;
 
-fn keep_alive_reuses_one_upstream_connection(driver: DriverRequest) {
+fn keep_alive_reuses_one_upstream_connection(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -47,7 +46,7 @@ fn keep_alive_reuses_one_upstream_connection(driver: DriverRequest) {
     wait_metric(&gw, "shardgate_upstream_connections_total{outcome=\"reused\"}", 54.0);
 }
 
-fn pipelined_requests_are_answered_in_order(driver: DriverRequest) {
+fn pipelined_requests_are_answered_in_order(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -68,7 +67,7 @@ fn pipelined_requests_are_answered_in_order(driver: DriverRequest) {
     assert_eq!(c.read_response().json()["status"], "ok");
 }
 
-fn chunked_upload_is_forwarded_with_a_length(driver: DriverRequest) {
+fn chunked_upload_is_forwarded_with_a_length(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -90,7 +89,7 @@ fn chunked_upload_is_forwarded_with_a_length(driver: DriverRequest) {
     assert_eq!(has("transfer-encoding"), None, "the upstream gets a length, not our framing");
 }
 
-fn hundred_chunk_stream_is_relayed_byte_exact_and_in_order(driver: DriverRequest) {
+fn hundred_chunk_stream_is_relayed_byte_exact_and_in_order(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let headers = "x-mock-tokens: 100\r\nx-mock-id: chatcmpl-fixed\r\nx-mock-created: 1700000000\r\n";
@@ -111,7 +110,7 @@ fn hundred_chunk_stream_is_relayed_byte_exact_and_in_order(driver: DriverRequest
     assert_eq!(*events.last().unwrap(), "data: [DONE]");
 }
 
-fn client_disconnect_mid_stream_closes_the_upstream_connection(driver: DriverRequest) {
+fn client_disconnect_mid_stream_closes_the_upstream_connection(driver: e2e::Runtime) {
     let upstream = mock(Knobs { tokens: 200, tokens_per_sec: Some(100.0), ..Knobs::default() });
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -143,7 +142,7 @@ fn echo_of(gw: &engine::Gateway, body: &str, extra: &str) -> serde_json::Value {
     r.json()
 }
 
-fn alias_rewrites_only_the_model_and_same_name_forwards_untouched(driver: DriverRequest) {
+fn alias_rewrites_only_the_model_and_same_name_forwards_untouched(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let body = r#"{ "messages" : [ {"role":"user","content":"x"} ], "model" : "alias-m", "temperature":0.5 }"#;
@@ -156,7 +155,7 @@ fn alias_rewrites_only_the_model_and_same_name_forwards_untouched(driver: Driver
     assert_eq!(echo_of(&gw, wildcard, "")["body"], r#"{"model":"llama-3","messages":[]}"#);
 }
 
-fn caller_credentials_never_reach_the_provider(driver: DriverRequest) {
+fn caller_credentials_never_reach_the_provider(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let echo = echo_of(
@@ -179,7 +178,7 @@ fn caller_credentials_never_reach_the_provider(driver: DriverRequest) {
     assert_eq!(get("x-custom"), ["kept"]);
 }
 
-fn passthrough_only_for_declared_paths(driver: DriverRequest) {
+fn passthrough_only_for_declared_paths(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -195,7 +194,7 @@ fn passthrough_only_for_declared_paths(driver: DriverRequest) {
     assert_eq!(r.error()["code"], "not_found");
 }
 
-fn upstream_errors_are_relayed_with_their_status(driver: DriverRequest) {
+fn upstream_errors_are_relayed_with_their_status(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -210,7 +209,7 @@ fn upstream_errors_are_relayed_with_their_status(driver: DriverRequest) {
     assert_eq!(c.post_json("/v1/chat/completions", CHAT, "").status, 200);
 }
 
-fn usage_is_read_from_bodies_and_final_stream_chunks(driver: DriverRequest) {
+fn usage_is_read_from_bodies_and_final_stream_chunks(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -228,7 +227,7 @@ fn usage_is_read_from_bodies_and_final_stream_chunks(driver: DriverRequest) {
     assert_eq!(metric(&text, "shardgate_requests_total{endpoint=\"chat_completions\",code=\"200\"}"), Some(2.0));
 }
 
-fn builtin_mock_model_answers_in_process(driver: DriverRequest) {
+fn builtin_mock_model_answers_in_process(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -242,7 +241,7 @@ fn builtin_mock_model_answers_in_process(driver: DriverRequest) {
     assert_eq!(upstream.stats().requests.load(std::sync::atomic::Ordering::SeqCst), 0, "no network involved");
 }
 
-fn models_are_listed_from_config(driver: DriverRequest) {
+fn models_are_listed_from_config(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -256,7 +255,7 @@ fn models_are_listed_from_config(driver: DriverRequest) {
     assert_eq!((r.status, r.error()["code"].as_str()), (404, Some("model_not_found")));
 }
 
-fn bodyless_answers_keep_their_framing(driver: DriverRequest) {
+fn bodyless_answers_keep_their_framing(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());
@@ -276,7 +275,7 @@ fn bodyless_answers_keep_their_framing(driver: DriverRequest) {
     assert_eq!(c.post_json("/v1/chat/completions", CHAT, "").status, 200, "framing intact after both");
 }
 
-fn a_client_that_stops_reading_is_cut_off_after_send_timeout(driver: DriverRequest) {
+fn a_client_that_stops_reading_is_cut_off_after_send_timeout(driver: e2e::Runtime) {
     let upstream = default_mock();
     let limits = "server:\n  limits: {send_timeout: 300ms}\n";
     let gw = gateway(&config_for(upstream.addr(), limits), driver);
@@ -296,7 +295,7 @@ fn a_client_that_stops_reading_is_cut_off_after_send_timeout(driver: DriverReque
     drop(c);
 }
 
-fn gateway_overhead_is_reported_per_request_and_in_metrics(driver: DriverRequest) {
+fn gateway_overhead_is_reported_per_request_and_in_metrics(driver: e2e::Runtime) {
     let upstream = default_mock();
     let gw = gateway(&config_for(upstream.addr(), ""), driver);
     let mut c = Client::connect(gw.local_addr());

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use e2e::{Client, config_for, default_mock, eventually, gateway_with, metric, on_both_drivers, tempdir};
 use engine::config::{ConfigError, ConfigSource};
-use engine::rt::DriverRequest;
 
 on_both_drivers!(reload_on_file_change_and_refuse_a_bad_file, reload_on_demand_reports_errors_precisely);
 
@@ -16,7 +15,7 @@ fn chat(addr: std::net::SocketAddr, model: &str) -> u16 {
         .status
 }
 
-fn reload_on_file_change_and_refuse_a_bad_file(driver: DriverRequest) {
+fn reload_on_file_change_and_refuse_a_bad_file(driver: e2e::Runtime) {
     let upstream = default_mock();
     let dir = tempdir();
     let path = dir.path().join("shardgate.yaml");
@@ -48,7 +47,7 @@ fn reload_on_file_change_and_refuse_a_bad_file(driver: DriverRequest) {
     assert_eq!(chat(addr, "m"), 200);
 }
 
-fn reload_on_demand_reports_errors_precisely(driver: DriverRequest) {
+fn reload_on_demand_reports_errors_precisely(driver: e2e::Runtime) {
     let upstream = default_mock();
     let dir = tempdir();
     let path = dir.path().join("gw.yaml");

@@ -7,7 +7,6 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use e2e::{Client, config_for, default_mock, gateway, metric, on_both_drivers};
-use engine::rt::DriverRequest;
 
 on_both_drivers!(garbage_never_panics_a_shard);
 
@@ -63,7 +62,7 @@ fn mutate(rng: &mut Rng) -> Vec<u8> {
     v
 }
 
-fn garbage_never_panics_a_shard(driver: DriverRequest) {
+fn garbage_never_panics_a_shard(driver: e2e::Runtime) {
     let upstream = default_mock();
     let limits = "server:\n  limits: {header_timeout: 300ms, body_timeout: 300ms, idle_timeout: 300ms}\n";
     let gw = gateway(&config_for(upstream.addr(), limits), driver);

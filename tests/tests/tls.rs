@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bench_harness::mock::{MockOptions, MockServer};
 use e2e::tls::test_pki;
 use e2e::{Client, config_for, default_mock, gateway, on_both_drivers};
-use engine::rt::DriverRequest;
 
 on_both_drivers!(
     tls_listener_serves_https,
@@ -38,7 +37,7 @@ fn https_get(addr: SocketAddr, ca: &std::path::Path, request: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn tls_listener_serves_https(driver: DriverRequest) {
+fn tls_listener_serves_https(driver: e2e::Runtime) {
     let pki = test_pki();
     let upstream = default_mock();
     let extra = format!("server:\n  tls: {{cert: {}, key: {}}}\n", pki.server_cert.display(), pki.server_key.display());
@@ -70,7 +69,7 @@ fn tls_mock(pki: &e2e::tls::TestPki) -> MockServer {
     MockServer::start(MockOptions { tls: Some(tls), ..MockOptions::for_tests() }).unwrap()
 }
 
-fn tls_upstream_with_custom_ca(driver: DriverRequest) {
+fn tls_upstream_with_custom_ca(driver: e2e::Runtime) {
     let pki = test_pki();
     let upstream = tls_mock(&pki);
     let yaml = format!(
@@ -89,7 +88,7 @@ fn tls_upstream_with_custom_ca(driver: DriverRequest) {
     assert_eq!(upstream.stats().connections_accepted.load(Ordering::SeqCst), 1, "TLS connections are pooled too");
 }
 
-fn tls_upstream_with_unknown_ca_is_refused(driver: DriverRequest) {
+fn tls_upstream_with_unknown_ca_is_refused(driver: e2e::Runtime) {
     let pki = test_pki();
     let upstream = tls_mock(&pki);
     let yaml = format!(
@@ -142,7 +141,7 @@ fn connect_proxy() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, tunnels)
 }
 
-fn egress_goes_through_a_connect_proxy(driver: DriverRequest) {
+fn egress_goes_through_a_connect_proxy(driver: e2e::Runtime) {
     let upstream = default_mock();
     let (proxy, tunnels) = connect_proxy();
     let extra = format!("server:\n  egress: {{proxy: 'http://user:pw@{proxy}'}}\n");

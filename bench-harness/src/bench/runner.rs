@@ -216,12 +216,11 @@ fn run_in(
                 &addr(port).to_string(),
                 "--shards",
                 "1",
-                "--driver",
-                driver,
                 "--no-pin",
             ]
             .iter()
             .map(|s| s.to_string())
+            .chain(runtime_args(driver))
             .collect();
             let name = format!("gateway-{tag}");
             let p = Proc::start(Launch {
@@ -248,14 +247,38 @@ fn run_in(
     if engine::rt::uring_available() {
         drivers.push("uring".into());
     }
+    // The default (`auto`) is io_uring where available: the last monoio variant.
+    let default_driver = drivers.last().cloned().unwrap_or_else(|| "epoll".into());
     if o.wants("passthrough") || o.wants("streaming") {
-        for d in &drivers {
-            let (port, idx) = start_gateway(d, d, &mut procs, &mut caps)?;
+        // glommio only where the binary was built with it and the host allows it.
+        let mut variants = drivers.clone();
+        if o.wants("passthrough") && engine::rt::uring_available() {
+            variants.push("glommio".into());
+        }
+        for d in &variants {
+            let started = start_gateway(d, d, &mut procs, &mut caps);
+            let (port, idx) = match started {
+                Ok(s) => s,
+                Err(e) if d == "glommio" => {
+                    let why = std::fs::read_to_string(work.join("gateway-glommio.log")).unwrap_or_default();
+                    let why = why.lines().last().unwrap_or(&e);
+                    let why = why.rsplit("cannot start: ").next().unwrap_or(why).to_string();
+                    tracing::warn!(reason = %why, "glommio gateway not measured");
+                    scenarios[0].notes.push(format!(
+                        "glommio not measured: {why} (build with `cargo build --release --bins --features shardgate-engine/runtime-glommio`)"
+                    ));
+                    procs.pop();
+                    caps.pop();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             std::thread::sleep(Duration::from_secs(1));
             let idle = procs[idx].rss_mb();
+            let runtime = if d == "glommio" { "glommio".to_string() } else { format!("monoio, {d}") };
             scenarios.push(Scenario {
                 name: format!("passthrough-{d}"),
-                description: format!("through shardgate ({d}), one shard on one core: auth-less pass-through with JSON validation, model routing and usage reading"),
+                description: format!("through shardgate ({runtime}), one shard on one core: auth-less pass-through with JSON validation, model routing and usage reading"),
                 kind: ScenarioKind::Gateway,
                 driver: Some(d.clone()),
                 url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
@@ -377,7 +400,7 @@ fn run_in(
     if o.wants("streaming")
         && let Some(gw) = scenarios
             .iter()
-            .find(|s| s.kind == ScenarioKind::Gateway && s.driver.as_deref() == drivers.last().map(String::as_str))
+            .find(|s| s.kind == ScenarioKind::Gateway && s.driver.as_deref() == Some(default_driver.as_str()))
     {
         results.push(streaming(o, &scenarios[0].url, gw)?);
     }
@@ -385,14 +408,14 @@ fn run_in(
     // Memory with many open streams: a fresh gateway, so its peak is this scenario's.
     let mut open_streams_rss = None;
     if o.wants("open-streams") {
-        let d = drivers.last().cloned().unwrap_or_else(|| "epoll".into());
+        let d = default_driver.clone();
         let (port, idx) = start_gateway(&d, &format!("streams-{d}"), &mut procs, &mut caps)?;
         let (r, peak) = open_streams(o, port, &procs[idx], caps.last())?;
         open_streams_rss = peak;
         results.push(r);
     }
 
-    let targets = targets(&results, open_streams_rss, o);
+    let targets = targets(&results, open_streams_rss, o, &default_driver);
     let meta = RunMeta {
         date,
         started_at,
@@ -416,6 +439,15 @@ fn run_in(
     drop(procs);
     drop(caps);
     Ok(BenchReport { meta, scenarios: results, targets })
+}
+
+/// Command-line arguments selecting a runtime variant: a monoio driver, or glommio.
+fn runtime_args(variant: &str) -> Vec<String> {
+    if variant == "glommio" {
+        vec!["--runtime".into(), "glommio".into()]
+    } else {
+        vec!["--driver".into(), variant.into()]
+    }
 }
 
 fn percentiles(
@@ -650,11 +682,11 @@ fn scrape(port: u16, series: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
 }
 
-fn targets(results: &[ScenarioResult], streams_rss: Option<f64>, o: &Options) -> Vec<TargetCheck> {
+fn targets(results: &[ScenarioResult], streams_rss: Option<f64>, o: &Options, default_driver: &str) -> Vec<TargetCheck> {
     let gateways: Vec<&ScenarioResult> =
         results.iter().filter(|r| r.kind == ScenarioKind::Gateway && !r.rates.is_empty()).collect();
-    // The default driver (`auto`) is io_uring where available: the last gateway started.
-    let default = gateways.last().copied();
+    // The default runtime: monoio with `auto` (io_uring where available).
+    let default = gateways.iter().copied().find(|g| g.driver.as_deref() == Some(default_driver));
     let mut t = Vec::new();
     let ratio = default.and_then(|g| g.ratio_to_nginx);
     t.push(TargetCheck {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bench_harness::mock::{Fault, Knobs, MockOptions, MockServer};
 use clap::Parser;
-use engine::rt::{DriverKind, DriverRequest, UringFlags};
+use engine::rt::{Backend, DriverKind, DriverRequest, UringFlags};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     let opts = MockOptions {
         listen: args.listen,
         shards: args.shards,
-        driver,
+        backend: Backend::Monoio(driver),
         pin: args.pin,
         tls: None,
         knobs: Knobs {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::units::{ByteSize, Dur, EnvString};
-use crate::rt::{DriverRequest, UringFlags};
+use crate::rt::{DriverRequest, RuntimeRequest, UringFlags};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -64,7 +64,9 @@ pub struct ServerSection {
     pub listen: SocketAddr,
     /// `auto` (one per core) or a number.
     pub shards: ShardCount,
-    /// `auto` (io_uring, else epoll), `uring` or `epoll`.
+    /// `monoio` (default) or `glommio` (needs the `runtime-glommio` build feature).
+    pub runtime: RuntimeRequest,
+    /// monoio's I/O driver: `auto` (io_uring, else epoll), `uring` or `epoll`.
     pub driver: DriverRequest,
     /// io_uring setup flags: `defer-taskrun` (default), `coop-taskrun` or `none`.
     pub uring_flags: UringFlags,
@@ -89,6 +91,7 @@ impl Default for ServerSection {
         ServerSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shards: ShardCount::Auto,
+            runtime: RuntimeRequest::Monoio,
             driver: DriverRequest::Auto,
             uring_flags: UringFlags::DeferTaskrun,
             uring_entries: NonZeroU32::new(1024).unwrap_or(NonZeroU32::MIN),

@@ -122,7 +122,7 @@ fn probe_flags(flags: UringFlags) -> io::Result<()> {
 }
 
 /// Builds a runtime of the chosen kind on the current thread and runs `main` to completion on it.
-pub fn run_shard_runtime<F, Fut>(kind: DriverKind, entries: u32, main: F) -> io::Result<Fut::Output>
+pub(super) fn run<F, Fut>(kind: DriverKind, entries: u32, main: F) -> io::Result<Fut::Output>
 where
     F: FnOnce() -> Fut,
     Fut: Future,
@@ -146,7 +146,7 @@ where
 
 /// Spawns a task on the current shard. The task is detached; it runs until it finishes or the
 /// shard's runtime stops.
-pub fn spawn<F>(fut: F)
+pub(super) fn spawn<F>(fut: F)
 where
     F: Future<Output = ()> + 'static,
 {
@@ -154,44 +154,43 @@ where
 }
 
 /// Sleeps on the current shard's timer wheel.
-pub fn sleep(d: Duration) -> impl Future<Output = ()> {
+pub(super) fn sleep(d: Duration) -> impl Future<Output = ()> {
     monoio::time::sleep(d)
 }
 
 /// Sleeps until `deadline` (the timer wheel's resolution is one millisecond).
-pub fn sleep_until(deadline: std::time::Instant) -> impl Future<Output = ()> {
+pub(super) fn sleep_until(deadline: std::time::Instant) -> impl Future<Output = ()> {
     monoio::time::sleep_until(monoio::time::Instant::from_std(deadline))
 }
 
 /// A listening socket owned by one shard.
-pub struct TcpListener(monoio::net::TcpListener);
+pub(super) struct Listener(monoio::net::TcpListener);
 
-impl TcpListener {
-    /// Adopts a listener bound by the process (one per shard, `SO_REUSEPORT`).
-    pub fn from_std(listener: std::net::TcpListener) -> io::Result<Self> {
-        monoio::net::TcpListener::from_std(listener).map(TcpListener)
+impl Listener {
+    pub(super) fn from_std(listener: std::net::TcpListener) -> io::Result<Self> {
+        monoio::net::TcpListener::from_std(listener).map(Listener)
     }
 
-    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+    pub(super) async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
         let (stream, peer) = self.0.accept().await?;
-        Ok((TcpStream(stream), peer))
+        Ok((Stream(stream), peer))
     }
 }
 
 /// A TCP connection owned by one shard.
-pub struct TcpStream(monoio::net::TcpStream);
+pub(super) struct Stream(monoio::net::TcpStream);
 
-impl TcpStream {
-    pub async fn connect(addr: SocketAddr) -> io::Result<Self> {
-        monoio::net::TcpStream::connect_addr(addr).await.map(TcpStream)
+impl Stream {
+    pub(super) async fn connect(addr: SocketAddr) -> io::Result<Self> {
+        monoio::net::TcpStream::connect_addr(addr).await.map(Stream)
     }
 
-    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+    pub(super) fn set_nodelay(&self, on: bool) -> io::Result<()> {
         self.0.set_nodelay(on)
     }
 }
 
-impl Conn for TcpStream {
+impl Conn for Stream {
     async fn read(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
         if buf.capacity() == buf.len() {
             buf.reserve(4096);

@@ -285,27 +285,32 @@ mod tests {
     fn sweep_counts_expired_connections_per_target() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let out = crate::rt::run_shard_runtime(crate::rt::DriverKind::Epoll, 64, || async move {
-            let pool = Pool::default();
-            // Eight targets with an idle connection each that expires at once; the sweep visits
-            // them in HashMap order, so "b" almost surely comes after some of them.
-            let b: Arc<str> = Arc::from("b");
-            for i in 0..8 {
-                let a: Arc<str> = Arc::from(format!("a{i}"));
-                let Some(Checkout::New(r)) = checkout_now(&pool, &a, limits(8, 0)) else { panic!("slot") };
-                let conn = crate::rt::TcpStream::connect(addr).await.unwrap();
-                pool.release(r.into_conn(UpstreamConn::Plain(conn)));
-            }
-            // Target "b" has one connection in use and no recent checkout.
-            let held = checkout_now(&pool, &b, limits(8, 0));
-            for t in pool.targets.borrow().values() {
-                t.last_used.set(Instant::now() - Duration::from_secs(1));
-            }
-            pool.sweep();
-            let kept = pool.targets.borrow().contains_key(&b);
-            drop(held);
-            kept
-        })
+        let out = crate::rt::run_shard_runtime(
+            crate::rt::Backend::Monoio(crate::rt::DriverKind::Epoll),
+            None,
+            64,
+            || async move {
+                let pool = Pool::default();
+                // Eight targets with an idle connection each that expires at once; the sweep visits
+                // them in HashMap order, so "b" almost surely comes after some of them.
+                let b: Arc<str> = Arc::from("b");
+                for i in 0..8 {
+                    let a: Arc<str> = Arc::from(format!("a{i}"));
+                    let Some(Checkout::New(r)) = checkout_now(&pool, &a, limits(8, 0)) else { panic!("slot") };
+                    let conn = crate::rt::TcpStream::connect(addr).await.unwrap();
+                    pool.release(r.into_conn(UpstreamConn::Plain(conn)));
+                }
+                // Target "b" has one connection in use and no recent checkout.
+                let held = checkout_now(&pool, &b, limits(8, 0));
+                for t in pool.targets.borrow().values() {
+                    t.last_used.set(Instant::now() - Duration::from_secs(1));
+                }
+                pool.sweep();
+                let kept = pool.targets.borrow().contains_key(&b);
+                drop(held);
+                kept
+            },
+        )
         .unwrap();
         assert!(out, "b's pool survives a sweep that expired a's connections");
     }
