@@ -396,23 +396,32 @@ fn run_in(
         results = summarise(&scenarios, &samples, &mut procs);
     }
 
-    // Streams: TTFT through the default-driver gateway against the baseline, interleaved.
-    if o.wants("streaming")
-        && let Some(gw) = scenarios
-            .iter()
-            .find(|s| s.kind == ScenarioKind::Gateway && s.driver.as_deref() == Some(default_driver.as_str()))
-    {
-        results.push(streaming(o, &scenarios[0].url, gw)?);
+    // Streams: TTFT through every gateway variant against the baseline, interleaved.
+    let gateway_variants: Vec<String> =
+        scenarios.iter().filter(|s| s.kind == ScenarioKind::Gateway).filter_map(|s| s.driver.clone()).collect();
+    if o.wants("streaming") {
+        for gw in scenarios.iter().filter(|s| s.kind == ScenarioKind::Gateway) {
+            results.push(streaming(o, &scenarios[0].url, gw)?);
+        }
     }
 
-    // Memory with many open streams: a fresh gateway, so its peak is this scenario's.
+    // Memory with many open streams: a fresh gateway per variant, so its peak is this
+    // scenario's. The published target is read on the default variant.
     let mut open_streams_rss = None;
     if o.wants("open-streams") {
-        let d = default_driver.clone();
-        let (port, idx) = start_gateway(&d, &format!("streams-{d}"), &mut procs, &mut caps)?;
-        let (r, peak) = open_streams(o, port, &procs[idx], caps.last())?;
-        open_streams_rss = peak;
-        results.push(r);
+        let variants =
+            if gateway_variants.is_empty() { vec![default_driver.clone()] } else { gateway_variants.clone() };
+        for d in &variants {
+            let (port, idx) = start_gateway(d, &format!("streams-{d}"), &mut procs, &mut caps)?;
+            let (r, peak) = open_streams(d, o, port, &procs[idx], caps.last())?;
+            if *d == default_driver {
+                open_streams_rss = peak;
+            }
+            results.push(r);
+            // Free the variant's memory and sockets before the next one.
+            procs.pop();
+            caps.pop();
+        }
     }
 
     let targets = targets(&results, open_streams_rss, o, &default_driver);
@@ -585,6 +594,7 @@ fn raise_own_nofile(want: u64) -> u64 {
 }
 
 fn open_streams(
+    variant: &str,
     o: &Options,
     port: u16,
     gw: &Proc,
@@ -647,12 +657,12 @@ fn open_streams(
     }
     let errors = report.errors.values().sum::<u64>();
     let result = ScenarioResult {
-        name: format!("open-streams-{streams}"),
+        name: format!("open-streams-{streams}-{variant}"),
         description: format!(
             "{streams} concurrent streams held open through a fresh gateway; resident memory sampled every 100 ms"
         ),
         kind: ScenarioKind::Gateway,
-        driver: None,
+        driver: Some(variant.to_string()),
         max_throughput_rps: None,
         throughput_at_slo_rps: None,
         rates: Vec::new(),
@@ -682,7 +692,12 @@ fn scrape(port: u16, series: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
 }
 
-fn targets(results: &[ScenarioResult], streams_rss: Option<f64>, o: &Options, default_driver: &str) -> Vec<TargetCheck> {
+fn targets(
+    results: &[ScenarioResult],
+    streams_rss: Option<f64>,
+    o: &Options,
+    default_driver: &str,
+) -> Vec<TargetCheck> {
     let gateways: Vec<&ScenarioResult> =
         results.iter().filter(|r| r.kind == ScenarioKind::Gateway && !r.rates.is_empty()).collect();
     // The default runtime: monoio with `auto` (io_uring where available).
