@@ -88,15 +88,17 @@ enum LogFormat {
 }
 
 fn init_logging(format: LogFormat) {
+    init_stderr_logging(matches!(format, LogFormat::Json));
+}
+
+/// Logs to stderr, filtered by `SHARDGATE_LOG` (default `info`), as text or JSON lines; colour
+/// only on a terminal, so log files and collectors get plain text. For every shardgate binary.
+pub fn init_stderr_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHARDGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only on a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
 /// Entry point of the binary.

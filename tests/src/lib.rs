@@ -132,3 +132,33 @@ pub fn wait_metric(gw: &Gateway, series: &str, value: f64) {
     });
     assert!(reached, "{series} is {last:?}, expected {value}");
 }
+
+/// A load-generator plan for tests: one worker, unpinned, epoll, 200 ms warm-up.
+pub fn loadgen_plan(
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+    mode: loadgen::Mode,
+    duration: Duration,
+) -> loadgen::Plan {
+    let target = loadgen::Target::parse(url, None).expect("target URL");
+    let spec = loadgen::RequestSpec {
+        body: Some(bytes::Bytes::from(body.to_string())),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        weight: 1,
+        ..loadgen::RequestSpec::default()
+    };
+    loadgen::Plan {
+        mix: loadgen::Mix::single(&target, spec).expect("request mix"),
+        target,
+        mode,
+        duration,
+        warmup: Duration::from_millis(200),
+        max_requests: None,
+        workers: 1,
+        cores: Vec::new(),
+        driver: engine::rt::DriverKind::Epoll,
+        timeout: Duration::from_secs(10),
+        max_in_flight: 10_000,
+    }
+}

@@ -7,31 +7,9 @@ use std::time::Duration;
 
 use bench_harness::mock::Knobs;
 use e2e::mock;
-use engine::rt::DriverKind;
-use loadgen::{Mix, Mode, Plan, RequestSpec, Target};
+use loadgen::{Mix, Mode, RequestSpec, Target};
 
-fn plan(url: &str, body: &str, headers: &[(&str, &str)], mode: Mode, duration: Duration) -> Plan {
-    let target = Target::parse(url, None).unwrap();
-    let spec = RequestSpec {
-        body: Some(bytes::Bytes::from(body.to_string())),
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        weight: 1,
-        ..RequestSpec::default()
-    };
-    Plan {
-        mix: Mix::single(&target, spec).unwrap(),
-        target,
-        mode,
-        duration,
-        warmup: Duration::from_millis(200),
-        max_requests: None,
-        workers: 1,
-        cores: Vec::new(),
-        driver: DriverKind::Epoll,
-        timeout: Duration::from_secs(10),
-        max_in_flight: 10_000,
-    }
-}
+use e2e::loadgen_plan as plan;
 
 const CHAT: &str = r#"{"model":"m","messages":[]}"#;
 

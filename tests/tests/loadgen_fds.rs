@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use bench_harness::mock::Knobs;
 use e2e::mock;
-use engine::rt::DriverKind;
-use loadgen::{Mix, Mode, Plan, RequestSpec, Target};
+use loadgen::Mode;
 
 const CHAT: &str = r#"{"model":"m","messages":[]}"#;
 
@@ -22,21 +21,14 @@ fn a_run_leaves_no_sockets_behind() {
     let before = open_fds();
     let m = mock(Knobs { latency: Duration::from_secs(2), ..Knobs::default() });
     let mode = Mode::Open { rate: 500.0, poisson: false, max_connections: 50 };
-    let target = Target::parse(&format!("http://{}/v1/chat/completions", m.addr()), None).unwrap();
-    let spec = RequestSpec { body: Some(bytes::Bytes::from(CHAT)), weight: 1, ..RequestSpec::default() };
-    let mut p = Plan {
-        mix: Mix::single(&target, spec).unwrap(),
-        target,
+    let mut p = e2e::loadgen_plan(
+        &format!("http://{}/v1/chat/completions", m.addr()),
+        CHAT,
+        &[],
         mode,
-        duration: Duration::from_millis(300),
-        warmup: Duration::ZERO,
-        max_requests: None,
-        workers: 1,
-        cores: Vec::new(),
-        driver: DriverKind::Epoll,
-        timeout: Duration::from_secs(10),
-        max_in_flight: 10_000,
-    };
+        Duration::from_millis(300),
+    );
+    p.warmup = Duration::ZERO;
     p.timeout = Duration::from_millis(200);
     let r = loadgen::run(&p).unwrap();
     assert!(r.errors.get("timeout").copied().unwrap_or(0) > 0, "{:?}", r.errors);

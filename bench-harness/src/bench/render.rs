@@ -528,6 +528,14 @@ fn text(out: &mut String, x: f64, y: f64, attrs: &str, body: &str) {
     let _ = writeln!(out, "<text x=\"{}\" y=\"{}\"{attrs}>{}</text>", c(x), c(y), esc(body));
 }
 
+/// The x-axis title under the plot and the y-axis title rotated at `y_x`.
+fn axis_titles(out: &mut String, p: &Plot, x_title: &str, y_title: &str, y_x: f64) {
+    text(out, (p.left + p.right) / 2.0, p.bottom + 42.0, " text-anchor=\"middle\" font-size=\"13\"", x_title);
+    let ymid = (p.top + p.bottom) / 2.0;
+    let rotate = format!(" text-anchor=\"middle\" font-size=\"13\" transform=\"rotate(-90 {} {})\"", c(y_x), c(ymid));
+    text(out, y_x, ymid, &rotate, y_title);
+}
+
 fn no_data(out: &mut String, p: &Plot) {
     text(
         out,
@@ -706,21 +714,7 @@ pub fn latency_svg(report: &BenchReport) -> String {
         text(&mut out, x, p.bottom + 19.0, " text-anchor=\"middle\"", &tick_label(v, step));
     }
     p.axes(&mut out);
-    text(
-        &mut out,
-        (p.left + p.right) / 2.0,
-        p.bottom + 42.0,
-        " text-anchor=\"middle\" font-size=\"13\"",
-        "offered rate (req/s)",
-    );
-    let ymid = (p.top + p.bottom) / 2.0;
-    text(
-        &mut out,
-        22.0,
-        ymid,
-        &format!(" text-anchor=\"middle\" font-size=\"13\" transform=\"rotate(-90 22 {})\"", c(ymid)),
-        "service latency (µs, log scale)",
-    );
+    axis_titles(&mut out, &p, "offered rate (req/s)", "service latency (µs, log scale)", 22.0);
 
     if series.is_empty() {
         no_data(&mut out, &p);
@@ -835,21 +829,7 @@ pub fn throughput_svg(report: &BenchReport) -> String {
         text(&mut out, x, p.bottom + 19.0, " text-anchor=\"middle\"", &tick_label(v, step));
     }
     p.axes(&mut out);
-    text(
-        &mut out,
-        (p.left + p.right) / 2.0,
-        p.bottom + 42.0,
-        " text-anchor=\"middle\" font-size=\"13\"",
-        "max throughput (req/s)",
-    );
-    let ymid = (p.top + p.bottom) / 2.0;
-    text(
-        &mut out,
-        18.0,
-        ymid,
-        &format!(" text-anchor=\"middle\" font-size=\"13\" transform=\"rotate(-90 18 {})\"", c(ymid)),
-        "scenario",
-    );
+    axis_titles(&mut out, &p, "max throughput (req/s)", "scenario", 18.0);
 
     if bars.is_empty() {
         no_data(&mut out, &p);

@@ -52,14 +52,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHARDGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    engine::cli::init_stderr_logging(false);
     let args = Args::parse();
     let request = match args.driver.as_str() {
         "auto" => DriverRequest::Auto,

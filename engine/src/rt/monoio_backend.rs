@@ -190,45 +190,56 @@ impl Stream {
     }
 }
 
+/// Owned-buffer I/O shared by every monoio stream type.
+async fn read_into<S: AsyncReadRent>(s: &mut S, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+    if buf.capacity() == buf.len() {
+        buf.reserve(4096);
+    }
+    let start = buf.len();
+    let end = buf.capacity();
+    let (res, slice) = s.read(buf.slice_mut(start..end)).await;
+    (res, slice.into_inner())
+}
+
+async fn write_all_from<S: AsyncWriteRent>(s: &mut S, mut buf: BytesMut) -> (io::Result<()>, BytesMut) {
+    let mut pos = 0;
+    let len = buf.len();
+    while pos < len {
+        let (res, slice) = s.write(buf.slice(pos..len)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+            Ok(n) => pos += n,
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
+}
+
+async fn write_bytes_from<S: AsyncWriteRent>(s: &mut S, mut buf: Bytes) -> io::Result<()> {
+    while !buf.is_empty() {
+        let (res, b) = s.write(buf).await;
+        buf = b;
+        match res {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes::Buf::advance(&mut buf, n),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl Conn for Stream {
-    async fn read(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        if buf.capacity() == buf.len() {
-            buf.reserve(4096);
-        }
-        let start = buf.len();
-        let end = buf.capacity();
-        let (res, slice) = self.0.read(buf.slice_mut(start..end)).await;
-        (res, slice.into_inner())
+    async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        read_into(&mut self.0, buf).await
     }
 
-    async fn write_all(&mut self, mut buf: BytesMut) -> (io::Result<()>, BytesMut) {
-        let mut pos = 0;
-        let len = buf.len();
-        while pos < len {
-            let (res, slice) = self.0.write(buf.slice(pos..len)).await;
-            buf = slice.into_inner();
-            match res {
-                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
-                Ok(n) => pos += n,
-                Err(e) => return (Err(e), buf),
-            }
-        }
-        (Ok(()), buf)
+    async fn write_all(&mut self, buf: BytesMut) -> (io::Result<()>, BytesMut) {
+        write_all_from(&mut self.0, buf).await
     }
 
-    async fn write_bytes(&mut self, mut buf: Bytes) -> io::Result<()> {
-        while !buf.is_empty() {
-            let (res, b) = self.0.write(buf).await;
-            buf = b;
-            match res {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    bytes::Buf::advance(&mut buf, n);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+    async fn write_bytes(&mut self, buf: Bytes) -> io::Result<()> {
+        write_bytes_from(&mut self.0, buf).await
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
@@ -247,33 +258,16 @@ impl UnixStream {
 }
 
 impl Conn for UnixStream {
-    async fn read(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        if buf.capacity() == buf.len() {
-            buf.reserve(4096);
-        }
-        let start = buf.len();
-        let end = buf.capacity();
-        let (res, slice) = self.0.read(buf.slice_mut(start..end)).await;
-        (res, slice.into_inner())
+    async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        read_into(&mut self.0, buf).await
     }
 
-    async fn write_all(&mut self, mut buf: BytesMut) -> (io::Result<()>, BytesMut) {
-        let mut pos = 0;
-        let len = buf.len();
-        while pos < len {
-            let (res, slice) = self.0.write(buf.slice(pos..len)).await;
-            buf = slice.into_inner();
-            match res {
-                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
-                Ok(n) => pos += n,
-                Err(e) => return (Err(e), buf),
-            }
-        }
-        (Ok(()), buf)
+    async fn write_all(&mut self, buf: BytesMut) -> (io::Result<()>, BytesMut) {
+        write_all_from(&mut self.0, buf).await
     }
 
     async fn write_bytes(&mut self, buf: Bytes) -> io::Result<()> {
-        self.write_all(BytesMut::from(&buf[..])).await.0
+        write_bytes_from(&mut self.0, buf).await
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
