@@ -173,16 +173,20 @@ impl Listener {
 
     pub(super) async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
         let (stream, peer) = self.0.accept().await?;
-        Ok((Stream(stream), peer))
+        Ok((Io(stream), peer))
     }
 }
 
+/// A monoio socket with owned-buffer I/O: a TCP connection ([`Stream`]) or one end of a Unix
+/// socket pair ([`UnixStream`]).
+pub struct Io<S>(S);
+
 /// A TCP connection owned by one shard.
-pub(super) struct Stream(monoio::net::TcpStream);
+pub(super) type Stream = Io<monoio::net::TcpStream>;
 
 impl Stream {
     pub(super) async fn connect(addr: SocketAddr) -> io::Result<Self> {
-        monoio::net::TcpStream::connect_addr(addr).await.map(Stream)
+        monoio::net::TcpStream::connect_addr(addr).await.map(Io)
     }
 
     pub(super) fn set_nodelay(&self, on: bool) -> io::Result<()> {
@@ -229,7 +233,7 @@ async fn write_bytes_from<S: AsyncWriteRent>(s: &mut S, mut buf: Bytes) -> io::R
     Ok(())
 }
 
-impl Conn for Stream {
+impl<S: AsyncReadRent + AsyncWriteRent> Conn for Io<S> {
     async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
         read_into(&mut self.0, buf).await
     }
@@ -249,28 +253,10 @@ impl Conn for Stream {
 
 /// One end of a Unix stream socket pair, adopted by the current shard (used to hand work from a
 /// plain thread to a shard without a cross-thread waker).
-pub struct UnixStream(monoio::net::UnixStream);
+pub type UnixStream = Io<monoio::net::UnixStream>;
 
 impl UnixStream {
     pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<Self> {
-        monoio::net::UnixStream::from_std(stream).map(UnixStream)
-    }
-}
-
-impl Conn for UnixStream {
-    async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        read_into(&mut self.0, buf).await
-    }
-
-    async fn write_all(&mut self, buf: BytesMut) -> (io::Result<()>, BytesMut) {
-        write_all_from(&mut self.0, buf).await
-    }
-
-    async fn write_bytes(&mut self, buf: Bytes) -> io::Result<()> {
-        write_bytes_from(&mut self.0, buf).await
-    }
-
-    async fn shutdown(&mut self) -> io::Result<()> {
-        self.0.shutdown().await
+        monoio::net::UnixStream::from_std(stream).map(Io)
     }
 }
