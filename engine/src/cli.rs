@@ -56,6 +56,9 @@ struct ServeArgs {
     /// Do not pin shard threads to cores.
     #[arg(long)]
     no_pin: bool,
+    /// Serve callers without credentials on a non-loopback address while no key is configured.
+    #[arg(long)]
+    allow_anonymous: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -155,6 +158,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     if args.no_pin {
         opts.pin_cores = Some(false);
     }
+    opts.allow_anonymous = args.allow_anonymous;
 
     // Register before any thread starts, so no signal arrives before we listen for it.
     let mut signals = match signal_hook::iterator::Signals::new([

@@ -27,6 +27,14 @@ pub enum ErrorKind {
     InvalidField,
     /// The requested model is not configured.
     UnknownModel,
+    /// No credential, or one the gateway does not accept (unknown, revoked, expired key).
+    Unauthorized,
+    /// The caller may not use this model or endpoint.
+    Forbidden,
+    /// A rate limit refused the request (requests, tokens or concurrency).
+    RateLimited,
+    /// A budget refused the request.
+    BudgetExceeded,
     /// No route for this path.
     NotFound,
     /// The path exists but not with this method.
@@ -65,11 +73,15 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 21] = [
+    pub const ALL: [ErrorKind; 25] = [
         ErrorKind::BadRequest,
         ErrorKind::InvalidJson,
         ErrorKind::InvalidField,
         ErrorKind::UnknownModel,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::RateLimited,
+        ErrorKind::BudgetExceeded,
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::BodyTooLarge,
@@ -101,6 +113,10 @@ impl ErrorKind {
             ErrorKind::InvalidJson => "invalid_json",
             ErrorKind::InvalidField => "invalid_field",
             ErrorKind::UnknownModel => "unknown_model",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::BudgetExceeded => "budget_exceeded",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::BodyTooLarge => "body_too_large",
@@ -124,7 +140,10 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::BadRequest | ErrorKind::InvalidJson | ErrorKind::InvalidField => 400,
+            ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
             ErrorKind::UnknownModel | ErrorKind::NotFound => 404,
+            ErrorKind::RateLimited | ErrorKind::BudgetExceeded => 429,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::BodyTooLarge => 413,
@@ -194,6 +213,10 @@ pub struct GatewayError {
     pub kind: ErrorKind,
     pub message: String,
     pub param: Option<&'static str>,
+    /// Overrides the kind's OpenAI `type` (`tokens`, `insufficient_quota`, ...).
+    pub type_override: Option<&'static str>,
+    /// Overrides the kind's OpenAI `code` (`invalid_api_key`, `rate_limit_exceeded`, ...).
+    pub code_override: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -212,7 +235,19 @@ struct Body<'a> {
 
 impl GatewayError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        GatewayError { kind, message: message.into(), param: None }
+        GatewayError { kind, message: message.into(), param: None, type_override: None, code_override: None }
+    }
+
+    /// Sets OpenAI's `type` field (when the kind's default is not precise enough).
+    pub fn with_type(mut self, t: &'static str) -> Self {
+        self.type_override = Some(t);
+        self
+    }
+
+    /// Sets OpenAI's `code` field.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code_override = Some(code);
+        self
     }
 
     pub fn with_param(mut self, param: &'static str) -> Self {
@@ -229,9 +264,9 @@ impl GatewayError {
         let env = Envelope {
             error: Body {
                 message: &self.message,
-                kind: self.kind.openai_type(),
+                kind: self.type_override.unwrap_or(self.kind.openai_type()),
                 param: self.param,
-                code: self.kind.code(),
+                code: self.code_override.or(self.kind.code()),
             },
         };
         serde_json::to_vec(&env).unwrap_or_else(|_| {

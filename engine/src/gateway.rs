@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::config::{self, ConfigError, ConfigSource, ShardCount, Snapshot};
+use crate::gossip::GossipHub;
 use crate::listener::{ShardThreads, bind_listeners, spawn_shards};
 use crate::metrics::Registry;
 use crate::rt::{Backend, DriverRequest, RuntimeRequest, UringFlags};
@@ -32,6 +33,9 @@ pub struct StartOptions {
     pub watch: Option<bool>,
     /// Pin shard threads to cores (overrides `server.pin_cores`).
     pub pin_cores: Option<bool>,
+    /// Serve without credentials on a non-loopback address while no key exists
+    /// (`--allow-anonymous`, or `auth.allow_anonymous`).
+    pub allow_anonymous: bool,
 }
 
 impl StartOptions {
@@ -45,6 +49,7 @@ impl StartOptions {
             uring_flags: None,
             watch: None,
             pin_cores: None,
+            allow_anonymous: false,
         }
     }
 }
@@ -60,6 +65,12 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("TLS listener: {0}")]
     Tls(#[from] crate::tls::TlsConfigError),
+    #[error(
+        "no keys are configured and {addr} is not a loopback address: refusing to serve anyone who asks. \
+         Declare keys (see docs/governance.md), listen on 127.0.0.1, or pass --allow-anonymous \
+         (auth.allow_anonymous: true) to serve anonymously on purpose"
+    )]
+    OpenToTheNetwork { addr: SocketAddr },
     #[error("shard {shard} failed to start: {reason}")]
     Shard { shard: usize, reason: String },
 }
@@ -157,12 +168,25 @@ impl Gateway {
             },
         };
         let listen = opts.listen.unwrap_or(server.listen);
+        // Secure by default: without keys, only a loopback listener serves anonymously.
+        let anonymous_ok = listen.ip().is_loopback() || opts.allow_anonymous || snapshot.allow_anonymous;
+        let anonymous = !snapshot.policy.requires_auth();
+        if anonymous && !anonymous_ok {
+            return Err(StartError::OpenToTheNetwork { addr: listen });
+        }
+        let gossip_queue = snapshot.gossip.queue;
         let listeners =
             bind_listeners(listen, shards, backend).map_err(|source| StartError::Listen { addr: listen, source })?;
         let local_addr = listeners
             .first()
             .and_then(|l| l.local_addr().ok())
             .ok_or_else(|| StartError::Listen { addr: listen, source: std::io::Error::other("no listener") })?;
+        if anonymous {
+            tracing::warn!(
+                address = %local_addr,
+                "no keys configured: serving anyone who connects (a loopback address, or --allow-anonymous)"
+            );
+        }
         let tls = match &server.tls {
             Some(t) => Some(crate::tls::server_config(&t.cert, &t.key)?),
             None => None,
@@ -183,6 +207,8 @@ impl Gateway {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             tls,
+            gossip: GossipHub::new(shards, gossip_queue),
+            anonymous_ok,
         });
         resolve_into(&state, &state.config.load());
 

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod gossip;
 pub mod http;
 pub mod listener;
 pub mod metrics;

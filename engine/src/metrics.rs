@@ -130,6 +130,12 @@ pub struct ShardMetrics {
     pub completion_tokens: AtomicU64,
     pub cached_tokens: AtomicU64,
     pub panics: AtomicU64,
+    /// Micro-dollars spent (settled costs).
+    pub spend_micros: AtomicU64,
+    /// Budget thresholds crossed (as seen by this shard).
+    pub budget_alerts: AtomicU64,
+    /// Audit-mode rules that would have refused.
+    pub audit_violations: AtomicU64,
     pub request_duration: Histogram,
     pub upstream_first_byte: Histogram,
     /// Time spent in the gateway itself: request time minus time waiting on the upstream.
@@ -151,6 +157,9 @@ impl Default for ShardMetrics {
             completion_tokens: AtomicU64::new(0),
             cached_tokens: AtomicU64::new(0),
             panics: AtomicU64::new(0),
+            spend_micros: AtomicU64::new(0),
+            budget_alerts: AtomicU64::new(0),
+            audit_violations: AtomicU64::new(0),
             request_duration: Histogram::default(),
             upstream_first_byte: Histogram::default(),
             overhead: Histogram::with_bounds(&OVERHEAD_BUCKETS_US),
@@ -272,6 +281,21 @@ impl Registry {
         ] {
             let _ = writeln!(o, "shardgate_tokens_total{{kind=\"{kind}\"}} {v}");
         }
+        let spend = self.sum(|s| s.spend_micros.load(Relaxed));
+        header(o, "shardgate_spend_usd_total", "counter", "US dollars spent, from real usage and the price table.");
+        let _ = writeln!(o, "shardgate_spend_usd_total {}.{:06}", spend / 1_000_000, spend % 1_000_000);
+        counter(
+            o,
+            "shardgate_budget_alerts_total",
+            "Budget alert thresholds crossed.",
+            self.sum(|s| s.budget_alerts.load(Relaxed)),
+        );
+        counter(
+            o,
+            "shardgate_audit_violations_total",
+            "Requests an audit-mode rate limit or budget would have refused.",
+            self.sum(|s| s.audit_violations.load(Relaxed)),
+        );
         counter(
             o,
             "shardgate_panics_total",

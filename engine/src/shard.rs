@@ -13,6 +13,7 @@ use adapters::openai::usage::UsageReader;
 use arc_swap::ArcSwap;
 
 use crate::config::Snapshot;
+use crate::gossip::GossipHub;
 use crate::listener::{ConnectionObserver, accept_loop};
 use crate::metrics::{ProcessGauges, Registry, ShardMetrics};
 use crate::rt::{self, Backend, LocalEvent};
@@ -33,6 +34,11 @@ pub struct ProcessState {
     pub reloads_failed: AtomicU64,
     /// Downstream TLS, fixed at start.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Counter gossip between shards.
+    pub gossip: GossipHub,
+    /// Whether callers without credentials are served while no key exists: the listener is on
+    /// a loopback address, or anonymous access was asked for explicitly. Fixed at start.
+    pub anonymous_ok: bool,
 }
 
 impl ProcessState {
@@ -70,12 +76,17 @@ pub struct Shard {
     pub drain: LocalEvent,
     pub open_connections: Cell<usize>,
     pub sequence: Cell<u64>,
+    /// Rate-limit and budget counters, this shard's view.
+    pub governor: RefCell<policy::Governor>,
+    /// Digests of keys presented recently, so a keep-alive client's key is hashed once.
+    pub digests: RefCell<crate::api::governance::DigestCache>,
 }
 
 impl Shard {
     pub fn new(id: usize, process: Arc<ProcessState>) -> Self {
         let metrics = process.registry.shard(id);
         let local_config = RefCell::new(Rc::new(process.config.load_full()));
+        let governor = policy::Governor::new(u16::try_from(id).unwrap_or(u16::MAX), process.gossip.shards());
         Shard {
             id,
             process,
@@ -87,6 +98,8 @@ impl Shard {
             drain: LocalEvent::new(),
             open_connections: Cell::new(0),
             sequence: Cell::new(0),
+            governor: RefCell::new(governor),
+            digests: RefCell::new(crate::api::governance::DigestCache::default()),
         }
     }
 
@@ -129,6 +142,7 @@ impl ConnectionObserver for Shard {
 /// The shard's main task: accept until draining, then wait for connections to finish.
 pub async fn run(shard: Rc<Shard>, listener: std::net::TcpListener) {
     rt::spawn(housekeeping(shard.clone()));
+    rt::spawn(gossip(shard.clone()));
     shard.process.shards_up.fetch_add(1, SeqCst);
     tracing::debug!(shard = shard.id, "shard accepting");
 
@@ -149,6 +163,26 @@ pub async fn run(shard: Rc<Shard>, listener: std::net::TcpListener) {
         tracing::warn!(shard = shard.id, connections = left, "drain grace period over; closing what remains");
     } else {
         tracing::debug!(shard = shard.id, "shard drained");
+    }
+}
+
+/// Gossip rounds every `governance.gossip_interval`, and eviction of idle counters.
+async fn gossip(shard: Rc<Shard>) {
+    let mut last_evict = Instant::now();
+    loop {
+        if shard.process.draining.load(SeqCst) {
+            return;
+        }
+        let interval = shard.config().gossip.interval;
+        {
+            let mut g = shard.governor.borrow_mut();
+            shard.process.gossip.round(shard.id, &mut g);
+            if last_evict.elapsed() >= Duration::from_secs(10) {
+                g.evict(crate::api::governance::now_ms(), 120_000);
+                last_evict = Instant::now();
+            }
+        }
+        rt::sleep(interval).await;
     }
 }
 

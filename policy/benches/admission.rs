@@ -104,11 +104,11 @@ fn bench(c: &mut Criterion) {
             i = (i + 1) % secrets.len();
             now += 1;
             let Ok(id) = policy.authenticate(Some(&secrets[i]), false, now) else { return };
-            if policy.check_model(&id, "gpt-4o-mini").is_err() {
+            if policy.check_model(id, "gpt-4o-mini").is_err() {
                 return;
             }
             let req = AdmitRequest {
-                identity: &id,
+                identity: id,
                 model: "gpt-4o-mini",
                 metadata: &metadata,
                 estimate: Estimate { input_tokens: 200, output_tokens: 300 },

@@ -212,10 +212,18 @@ struct Hold {
 pub struct Admission {
     holds: Vec<Hold>,
     price: Option<Price>,
+    estimate: Estimate,
     /// The cost reserved (estimated), micro-dollars.
     pub reserved_cost_micros: u64,
     pub headers: RateHeaders,
     pub audits: Vec<AuditNote>,
+}
+
+impl Admission {
+    /// The tokens reserved, as usage (what to settle with when the provider reports none).
+    pub fn estimate_tokens(&self) -> Tokens {
+        Tokens { input: self.estimate.input_tokens, output: self.estimate.output_tokens, cached_input: 0 }
+    }
 }
 
 /// What settling found.
@@ -408,7 +416,7 @@ impl Governor {
             requests: tightest(&self.store, &holds, tight_requests),
             tokens: tightest(&self.store, &holds, tight_tokens),
         };
-        Ok(Admission { holds, price: req.price, reserved_cost_micros: reserved_cost, headers, audits })
+        Ok(Admission { holds, price: req.price, estimate: est, reserved_cost_micros: reserved_cost, headers, audits })
     }
 
     /// The handle of a hold's counter, found again by key if it was evicted meanwhile.
@@ -552,7 +560,7 @@ keys:
   - {name: c, secret: sk-sg-cccccccccccccccc, user: carol}
 ";
 
-    fn who(p: &Policy, secret: &str) -> Arc<Identity> {
+    fn who<'p>(p: &'p Policy, secret: &str) -> &'p Identity {
         p.authenticate(Some(secret), false, T0).unwrap()
     }
 
@@ -574,15 +582,15 @@ keys:
     fn requests_per_minute_refuse_then_slide() {
         let p = policy(&format!("{PEOPLE}rate_limits: [{{id: rpm, per: user, limits: {{requests_per_minute: 3}}}}]"));
         let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
-        let m = meta(&a);
+        let m = meta(a);
         let mut g = Governor::new(0, 1);
         for i in 0..3 {
-            let adm = g.admit(&p, &req(&a, "gpt-4o", &m, 10, 10), T0 + i).unwrap();
+            let adm = g.admit(&p, &req(a, "gpt-4o", &m, 10, 10), T0 + i).unwrap();
             let h = adm.headers.requests.unwrap();
             assert_eq!((h.limit, h.remaining), (3, 2 - i));
             g.settle(adm, Tokens::default(), T0 + i);
         }
-        let r = g.admit(&p, &req(&a, "gpt-4o", &m, 10, 10), T0 + 5).unwrap_err();
+        let r = g.admit(&p, &req(a, "gpt-4o", &m, 10, 10), T0 + 5).unwrap_err();
         assert_eq!(r.kind, RefusalKind::Requests);
         assert_eq!((&*r.rule, r.scope.as_str()), ("rpm", "user:alice"));
         assert_eq!((r.error_type(), r.code()), ("requests", "rate_limit_exceeded"));
@@ -592,9 +600,9 @@ keys:
         assert_eq!(r.headers.requests.unwrap().remaining, 0);
         // Bob has his own bucket.
         let b = who(&p, "sk-sg-bbbbbbbbbbbbbbbb");
-        assert!(g.admit(&p, &req(&b, "gpt-4o", &Metadata::new(), 1, 1), T0 + 5).is_ok());
+        assert!(g.admit(&p, &req(b, "gpt-4o", &Metadata::new(), 1, 1), T0 + 5).is_ok());
         // Once the window has passed, alice may go again.
-        assert!(g.admit(&p, &req(&a, "gpt-4o", &m, 10, 10), T0 + 5 + retry).is_ok());
+        assert!(g.admit(&p, &req(a, "gpt-4o", &m, 10, 10), T0 + 5 + retry).is_ok());
     }
 
     #[test]
@@ -602,24 +610,24 @@ keys:
         let p = policy(&format!("{PEOPLE}rate_limits: [{{id: tpm, per: team, limits: {{tokens_per_minute: 1000}}}}]"));
         let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
         let b = who(&p, "sk-sg-bbbbbbbbbbbbbbbb");
-        let (ma, mb) = (meta(&a), meta(&b));
+        let (ma, mb) = (meta(a), meta(b));
         let mut g = Governor::new(0, 1);
-        let first = g.admit(&p, &req(&a, "m", &ma, 100, 500), T0).unwrap();
+        let first = g.admit(&p, &req(a, "m", &ma, 100, 500), T0).unwrap();
         assert_eq!(first.headers.tokens.unwrap().remaining, 400);
         // Same team: 600 more do not fit while 600 are reserved.
-        let r = g.admit(&p, &req(&b, "m", &mb, 100, 500), T0 + 1).unwrap_err();
+        let r = g.admit(&p, &req(b, "m", &mb, 100, 500), T0 + 1).unwrap_err();
         assert_eq!((r.kind, r.used, r.requested), (RefusalKind::Tokens, 600, 600));
         assert_eq!(r.error_type(), "tokens");
         // The first used far less than it reserved.
         g.settle(first, Tokens { input: 50, output: 50, cached_input: 0 }, T0 + 2);
-        let second = g.admit(&p, &req(&b, "m", &mb, 100, 500), T0 + 3).unwrap();
+        let second = g.admit(&p, &req(b, "m", &mb, 100, 500), T0 + 3).unwrap();
         assert_eq!(second.headers.tokens.unwrap().remaining, 300);
         // A failed call gives its reservation back.
         g.release(second, T0 + 4);
-        let third = g.admit(&p, &req(&b, "m", &mb, 400, 500), T0 + 5).unwrap();
+        let third = g.admit(&p, &req(b, "m", &mb, 400, 500), T0 + 5).unwrap();
         assert_eq!(third.headers.tokens.unwrap().remaining, 0);
         // Larger than the limit itself: no point retrying.
-        let huge = g.admit(&p, &req(&b, "m", &mb, 10, 5000), T0 + 6).unwrap_err();
+        let huge = g.admit(&p, &req(b, "m", &mb, 10, 5000), T0 + 6).unwrap_err();
         assert_eq!(huge.retry_after_ms, None);
         assert!(huge.message().contains("too large"), "{}", huge.message());
     }
@@ -634,7 +642,7 @@ keys:
             ));
             let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
             let mut g = Governor::new(0, 1);
-            let adm = g.admit(&p, &req(&a, "m", &meta(&a), input, output), T0).unwrap();
+            let adm = g.admit(&p, &req(a, "m", &meta(a), input, output), T0).unwrap();
             assert_eq!(adm.headers.tokens.unwrap().remaining, expect_remaining, "{count}");
             g.release(adm, T0);
         }
@@ -644,15 +652,15 @@ keys:
     fn concurrency_is_held_until_the_end() {
         let p = policy(&format!("{PEOPLE}rate_limits: [{{id: inflight, per: key, limits: {{concurrent: 2}}}}]"));
         let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
-        let m = meta(&a);
+        let m = meta(a);
         let mut g = Governor::new(0, 1);
-        let one = g.admit(&p, &req(&a, "m", &m, 1, 1), T0).unwrap();
-        let two = g.admit(&p, &req(&a, "m", &m, 1, 1), T0).unwrap();
-        let r = g.admit(&p, &req(&a, "m", &m, 1, 1), T0).unwrap_err();
+        let one = g.admit(&p, &req(a, "m", &m, 1, 1), T0).unwrap();
+        let two = g.admit(&p, &req(a, "m", &m, 1, 1), T0).unwrap();
+        let r = g.admit(&p, &req(a, "m", &m, 1, 1), T0).unwrap_err();
         assert_eq!((r.kind, r.retry_after_secs()), (RefusalKind::Concurrency, Some(1)));
         assert!(r.message().contains("in flight 2"), "{}", r.message());
         g.settle(one, Tokens::default(), T0);
-        let three = g.admit(&p, &req(&a, "m", &m, 1, 1), T0).unwrap();
+        let three = g.admit(&p, &req(a, "m", &m, 1, 1), T0).unwrap();
         g.release(two, T0);
         g.release(three, T0);
         let key = CounterKey {
@@ -674,21 +682,21 @@ keys:
   - {{id: other-team, when: {{teams: [ads]}}, limits: {{requests_per_minute: 0}}}}"
         ));
         let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
-        let m = meta(&a);
+        let m = meta(a);
         let mut g = Governor::new(0, 1);
-        let adm = g.admit(&p, &req(&a, "gpt-4o-mini", &m, 50, 50), T0).unwrap();
+        let adm = g.admit(&p, &req(a, "gpt-4o-mini", &m, 50, 50), T0).unwrap();
         assert_eq!(adm.headers.requests.unwrap(), Tightest { limit: 2, remaining: 1, reset_ms: 60_000 });
         assert_eq!(adm.headers.tokens.unwrap().limit, 300);
         assert_eq!(adm.headers.tokens.unwrap().remaining, 200);
         assert_eq!(adm.headers.tokens.unwrap().reset_ms, 3_600_000);
         g.settle(adm, Tokens { input: 50, output: 50, cached_input: 0 }, T0);
-        g.admit(&p, &req(&a, "gpt-4o-mini", &m, 1, 1), T0).unwrap().headers.requests.unwrap();
-        assert_eq!(&*g.admit(&p, &req(&a, "gpt-4o", &m, 1, 1), T0).unwrap_err().rule, "narrow");
+        g.admit(&p, &req(a, "gpt-4o-mini", &m, 1, 1), T0).unwrap().headers.requests.unwrap();
+        assert_eq!(&*g.admit(&p, &req(a, "gpt-4o", &m, 1, 1), T0).unwrap_err().rule, "narrow");
         // Other models only meet the wide rule.
-        assert_eq!(g.admit(&p, &req(&a, "claude-3", &m, 1, 1), T0).unwrap().headers.requests.unwrap().limit, 100);
+        assert_eq!(g.admit(&p, &req(a, "claude-3", &m, 1, 1), T0).unwrap().headers.requests.unwrap().limit, 100);
         // A zero limit refuses everything it matches, and only that.
         let c = who(&p, "sk-sg-cccccccccccccccc");
-        assert_eq!(&*g.admit(&p, &req(&c, "claude-3", &Metadata::new(), 1, 1), T0).unwrap_err().rule, "other-team");
+        assert_eq!(&*g.admit(&p, &req(c, "claude-3", &Metadata::new(), 1, 1), T0).unwrap_err().rule, "other-team");
     }
 
     #[test]
@@ -701,13 +709,13 @@ keys:
         let mut g = Governor::new(0, 1);
         let b = who(&p, "sk-sg-bbbbbbbbbbbbbbbb");
         for _ in 0..5 {
-            let _ = g.admit(&p, &req(&b, "m", &Metadata::new(), 1, 1), T0).unwrap();
+            let _ = g.admit(&p, &req(b, "m", &Metadata::new(), 1, 1), T0).unwrap();
         }
         let c = who(&p, "sk-sg-cccccccccccccccc");
         for _ in 0..3 {
-            let _ = g.admit(&p, &req(&c, "m", &Metadata::new(), 1, 1), T0).unwrap();
+            let _ = g.admit(&p, &req(c, "m", &Metadata::new(), 1, 1), T0).unwrap();
         }
-        assert!(g.admit(&p, &req(&c, "m", &Metadata::new(), 1, 1), T0).is_err());
+        assert!(g.admit(&p, &req(c, "m", &Metadata::new(), 1, 1), T0).is_err());
     }
 
     #[test]
@@ -727,16 +735,16 @@ keys:
             m
         };
         let (acme, globex) = (with_tenant("acme"), with_tenant("globex"));
-        let _ = g.admit(&p, &req(&a, "m", &acme, 1, 1), T0).unwrap();
-        let r = g.admit(&p, &req(&a, "m", &acme, 1, 1), T0).unwrap_err();
+        let _ = g.admit(&p, &req(a, "m", &acme, 1, 1), T0).unwrap();
+        let r = g.admit(&p, &req(a, "m", &acme, 1, 1), T0).unwrap_err();
         assert_eq!(r.scope, "tenant:acme");
-        let _ = g.admit(&p, &req(&a, "m", &globex, 1, 1), T0).unwrap();
+        let _ = g.admit(&p, &req(a, "m", &globex, 1, 1), T0).unwrap();
         // Without a tenant there is no bucket to count in; without tier=free the rule does not match.
-        let _ = g.admit(&p, &req(&a, "m", &a.metadata, 1, 1), T0).unwrap();
+        let _ = g.admit(&p, &req(a, "m", &a.metadata, 1, 1), T0).unwrap();
         let b = who(&p, "sk-sg-bbbbbbbbbbbbbbbb");
         let mut bm = Metadata::new();
         bm.set("tenant", "acme");
-        let _ = g.admit(&p, &req(&b, "m", &bm, 1, 1), T0).unwrap();
+        let _ = g.admit(&p, &req(b, "m", &bm, 1, 1), T0).unwrap();
     }
 
     #[test]
@@ -745,10 +753,10 @@ keys:
             policy(&format!("{PEOPLE}rate_limits: [{{id: watch, mode: audit, limits: {{requests_per_minute: 1}}}}]"));
         let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
         let mut g = Governor::new(0, 1);
-        let first = g.admit(&p, &req(&a, "m", &meta(&a), 1, 1), T0).unwrap();
+        let first = g.admit(&p, &req(a, "m", &meta(a), 1, 1), T0).unwrap();
         assert!(first.audits.is_empty());
         assert_eq!(first.headers, RateHeaders::default(), "audit rules do not set headers");
-        let second = g.admit(&p, &req(&a, "m", &meta(&a), 1, 1), T0).unwrap();
+        let second = g.admit(&p, &req(a, "m", &meta(a), 1, 1), T0).unwrap();
         assert_eq!(second.audits.len(), 1);
         assert_eq!((&*second.audits[0].rule, second.audits[0].used), ("watch", 1));
     }
@@ -759,10 +767,10 @@ keys:
             "{PEOPLE}budgets: [{{id: monthly, per: team, limits: {{usd_per_month: 1.0}}, alerts: {{at: [50, 100], webhook: 'https://hooks.example/b'}}}}]"
         ));
         let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
-        let m = meta(&a);
+        let m = meta(a);
         let price = Price { input_per_mtok: 1.0, output_per_mtok: 4.0, cached_input_per_mtok: None, per_request: 0.0 };
         let mut g = Governor::new(0, 1);
-        let priced = |input, output| AdmitRequest { price: Some(price), ..req(&a, "gpt-x", &m, input, output) };
+        let priced = |input, output| AdmitRequest { price: Some(price), ..req(a, "gpt-x", &m, input, output) };
         // Reserves 100k in + 100k out = 0.1 + 0.4 = $0.50.
         let adm = g.admit(&p, &priced(100_000, 100_000), T0).unwrap();
         assert_eq!(adm.reserved_cost_micros, 500_000);
@@ -797,7 +805,7 @@ keys:
         let p = policy(&format!("{PEOPLE}budgets: [{{id: b, limits: {{usd_lifetime: 0.000001}}}}]"));
         let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
         let mut g = Governor::new(0, 1);
-        let adm = g.admit(&p, &req(&a, "in-house", &meta(&a), 1_000, 1_000), T0).unwrap();
+        let adm = g.admit(&p, &req(a, "in-house", &meta(a), 1_000, 1_000), T0).unwrap();
         assert_eq!(g.settle(adm, Tokens { input: 5, output: 5, cached_input: 0 }, T0).cost_micros, 0);
     }
 
@@ -814,12 +822,12 @@ keys:
         let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
         let mut g = Governor::new(0, 1);
         let priced = Price { input_per_mtok: 1.0, output_per_mtok: 1.0, cached_input_per_mtok: None, per_request: 0.0 };
-        let r = g.admit(&p, &AdmitRequest { price: Some(priced), ..req(&a, "m", &meta(&a), 10, 10) }, T0).unwrap_err();
+        let r = g.admit(&p, &AdmitRequest { price: Some(priced), ..req(a, "m", &meta(a), 10, 10) }, T0).unwrap_err();
         assert_eq!((&*r.rule, r.scope.as_str()), ("user:alice:budget", "user:alice"));
-        let one = g.admit(&p, &req(&a, "m", &meta(&a), 10, 10), T0).unwrap();
-        assert_eq!(&*g.admit(&p, &req(&a, "m", &meta(&a), 10, 10), T0).unwrap_err().rule, "key:a");
+        let one = g.admit(&p, &req(a, "m", &meta(a), 10, 10), T0).unwrap();
+        assert_eq!(&*g.admit(&p, &req(a, "m", &meta(a), 10, 10), T0).unwrap_err().rule, "key:a");
         g.release(one, T0);
-        let _ = g.admit(&p, &req(&a, "m", &meta(&a), 10, 10), T0).unwrap();
+        let _ = g.admit(&p, &req(a, "m", &meta(a), 10, 10), T0).unwrap();
     }
 
     /// Shards admitting from their own view plus gossip: the overshoot past a limit stays within
@@ -828,14 +836,14 @@ keys:
     fn gossip_bounds_the_overshoot() {
         let p = policy(&format!("{PEOPLE}rate_limits: [{{id: tpm, limits: {{tokens_per_minute: 10000}}}}]"));
         let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
-        let m = meta(&a);
+        let m = meta(a);
         for (shards, per_round) in [(2usize, 1u64), (4, 3), (8, 5)] {
             let mut gs: Vec<Governor> = (0..shards).map(|s| Governor::new(s as u16, shards)).collect();
             let mut admitted = 0u64;
             for t in (T0..).take(200) {
                 for g in gs.iter_mut() {
                     for _ in 0..per_round {
-                        if let Ok(adm) = g.admit(&p, &req(&a, "m", &m, 50, 50), t) {
+                        if let Ok(adm) = g.admit(&p, &req(a, "m", &m, 50, 50), t) {
                             admitted += 100;
                             g.settle(adm, Tokens { input: 50, output: 50, cached_input: 0 }, t);
                         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::PolicyError;
 use crate::identity::{Directory, Identity, KeyLookup};
-use crate::keys::KeyHasher;
+use crate::keys::{KeyDigest, KeyHasher};
 use crate::pricing::PriceTable;
 use crate::rules::{Rule, compile_budget, compile_rate_limit};
 use crate::spec::{BudgetSpec, GovernanceSpec, Mode, RateLimitSpec, Role, SelectorSpec};
@@ -205,19 +205,26 @@ impl Policy {
 
     /// Who presents `bearer` (the Authorization header's token, if any). `anonymous_ok` says
     /// whether this gateway serves callers without credentials (only when no key exists).
-    pub fn authenticate(
+    pub fn authenticate(&self, bearer: Option<&str>, anonymous_ok: bool, now_ms: u64) -> Result<&Identity, AuthError> {
+        let digest = bearer.map(|t| self.hasher.digest(t));
+        self.authenticate_digest(digest.as_ref(), anonymous_ok, now_ms)
+    }
+
+    /// [`Policy::authenticate`] for a key already hashed (callers may cache digests: the HMAC
+    /// is most of the cost of a lookup).
+    pub fn authenticate_digest(
         &self,
-        bearer: Option<&str>,
+        digest: Option<&KeyDigest>,
         anonymous_ok: bool,
         now_ms: u64,
-    ) -> Result<Arc<Identity>, AuthError> {
-        match bearer {
-            None if anonymous_ok && !self.requires_auth() => Ok(self.anonymous.clone()),
+    ) -> Result<&Identity, AuthError> {
+        match digest {
+            None if anonymous_ok && !self.requires_auth() => Ok(&self.anonymous),
             None => Err(AuthError::Missing),
-            Some(token) => match self.directory.lookup(&self.hasher.digest(token), now_ms) {
+            Some(digest) => match self.directory.lookup(digest, now_ms) {
                 KeyLookup::Valid(id) => Ok(id),
                 // An open gateway ignores keys it does not know (SDKs always send one).
-                KeyLookup::Unknown if anonymous_ok && !self.requires_auth() => Ok(self.anonymous.clone()),
+                KeyLookup::Unknown if anonymous_ok && !self.requires_auth() => Ok(&self.anonymous),
                 KeyLookup::Unknown => Err(AuthError::UnknownKey),
                 KeyLookup::Revoked(n) => Err(AuthError::Revoked(n)),
                 KeyLookup::Expired(n) => Err(AuthError::Expired(n)),
@@ -321,14 +328,14 @@ mod tests {
     fn model_access_names_the_rule() {
         let p = policy();
         let a = p.authenticate(Some("sk-sg-aaaaaaaaaaaaaaaa"), false, 0).unwrap();
-        assert!(p.check_model(&a, "gpt-4o-mini").is_ok());
-        let d = p.check_model(&a, "gpt-4o").unwrap_err();
+        assert!(p.check_model(a, "gpt-4o-mini").is_ok());
+        let d = p.check_model(a, "gpt-4o").unwrap_err();
         assert_eq!(&*d.rule, "key:a.models");
         assert!(d.message.contains("gpt-4o-mini"), "{}", d.message);
-        assert_eq!(&*p.check_model(&a, "claude-3").unwrap_err().rule, "team:search.models");
+        assert_eq!(&*p.check_model(a, "claude-3").unwrap_err().rule, "team:search.models");
         let v = p.authenticate(Some("sk-sg-vvvvvvvvvvvvvvvv"), false, 0).unwrap();
-        assert_eq!(&*p.check_model(&v, "gpt-4o").unwrap_err().rule, "role:viewer");
-        assert!(p.model_visible(&v, "gpt-4o").is_ok(), "viewers still see the models");
+        assert_eq!(&*p.check_model(v, "gpt-4o").unwrap_err().rule, "role:viewer");
+        assert!(p.model_visible(v, "gpt-4o").is_ok(), "viewers still see the models");
     }
 
     #[test]

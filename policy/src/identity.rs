@@ -95,10 +95,12 @@ impl Identity {
     }
 }
 
-/// The outcome of presenting a key.
+/// The outcome of presenting a key. The identity is borrowed from the policy: a request holds
+/// the policy for its whole life, and cloning a shared `Arc` per request would bounce its
+/// reference count between cores.
 #[derive(Debug, Clone)]
-pub enum KeyLookup {
-    Valid(Arc<Identity>),
+pub enum KeyLookup<'p> {
+    Valid(&'p Identity),
     Unknown,
     Revoked(Arc<str>),
     Expired(Arc<str>),
@@ -353,7 +355,7 @@ impl Directory {
     }
 
     /// Finds the identity of a presented key (already hashed).
-    pub fn lookup(&self, digest: &KeyDigest, now_ms: u64) -> KeyLookup {
+    pub fn lookup(&self, digest: &KeyDigest, now_ms: u64) -> KeyLookup<'_> {
         let Some(id) = self.keys.get(digest) else { return KeyLookup::Unknown };
         let name = id.key.clone().unwrap_or_else(|| Arc::from(""));
         if id.revoked {
@@ -361,7 +363,7 @@ impl Directory {
         } else if id.expires_at_ms.is_some_and(|t| now_ms >= t) {
             KeyLookup::Expired(name)
         } else {
-            KeyLookup::Valid(id.clone())
+            KeyLookup::Valid(id)
         }
     }
 

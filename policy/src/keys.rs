@@ -125,6 +125,13 @@ pub fn generate(hasher: &KeyHasher) -> Result<NewKey, String> {
     Ok(NewKey { digest: hasher.digest(&secret), display: display(&secret), secret })
 }
 
+/// 32 random bytes from the system's CSPRNG (a pepper for a process that configures none).
+pub fn random_pepper() -> Result<[u8; 32], String> {
+    let mut p = [0u8; 32];
+    SystemRandom::new().fill(&mut p).map_err(|_| "the system random number generator failed".to_string())?;
+    Ok(p)
+}
+
 /// The part of a key safe to show: its first characters and an ellipsis.
 pub fn display(secret: &str) -> String {
     let head: String = secret.chars().take(DISPLAY_CHARS).collect();

@@ -80,8 +80,8 @@ pub struct ApplicationSpec {
     pub budget: Option<BudgetLimits>,
 }
 
-/// `keys:` entries.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+/// `keys:` entries. `Debug` never shows the secret.
+#[derive(Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeySpec {
     /// Unique name (how rules, logs and the admin API refer to the key).
@@ -113,6 +113,24 @@ pub struct KeySpec {
     pub revoked: bool,
     /// Shown in listings: the key's first characters (set at creation).
     pub display: Option<String>,
+}
+
+impl std::fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySpec")
+            .field("name", &self.name)
+            .field("hash", &self.hash)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("user", &self.user)
+            .field("application", &self.application)
+            .field("team", &self.team)
+            .field("environment", &self.environment)
+            .field("role", &self.role)
+            .field("models", &self.models)
+            .field("expires_at", &self.expires_at)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Who a rule applies to. Every listed dimension must match (a missing one matches all); values

@@ -76,7 +76,12 @@ impl Client {
     }
 
     pub fn get(&mut self, path: &str) -> Response {
-        self.send(format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").as_bytes());
+        self.get_with(path, "")
+    }
+
+    /// A GET with extra header lines (each ending in `\r\n`).
+    pub fn get_with(&mut self, path: &str, extra_headers: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nhost: test\r\n{extra_headers}\r\n").as_bytes());
         self.read_response()
     }
 

@@ -89,6 +89,8 @@ pub enum ScenarioKind {
     Baseline,
     /// Through shardgate.
     Gateway,
+    /// Through shardgate with governance on: a virtual key, rate limits and budgets.
+    Governed,
     /// Through a reference proxy (nginx).
     Reference,
 }

@@ -162,6 +162,7 @@ fn kind_name(kind: ScenarioKind) -> &'static str {
     match kind {
         ScenarioKind::Baseline => "baseline",
         ScenarioKind::Gateway => "gateway",
+        ScenarioKind::Governed => "governed",
         ScenarioKind::Reference => "reference",
     }
 }

@@ -20,7 +20,8 @@ const STREAM_BODY: &str = r#"{"model":"bench","stream":true,"stream_options":{"i
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Scenario groups to run (`passthrough`, `nginx`, `streaming`, `open-streams`); empty: all.
+    /// Scenario groups to run (`passthrough`, `governed`, `nginx`, `streaming`, `open-streams`);
+    /// empty: all.
     pub only: Vec<String>,
     pub quick: bool,
     pub repetitions: usize,
@@ -78,6 +79,8 @@ struct Scenario {
     kind: ScenarioKind,
     driver: Option<String>,
     url: String,
+    /// Request headers (the virtual key of the governed scenario).
+    headers: Vec<(String, String)>,
     /// The process whose CPU and memory are measured.
     proc_index: Option<usize>,
     idle_rss_mb: Option<f64>,
@@ -200,49 +203,59 @@ fn run_in(
         kind: ScenarioKind::Baseline,
         driver: None,
         url: format!("http://127.0.0.1:{mock_port}/v1/chat/completions"),
+        headers: Vec::new(),
         proc_index: Some(0),
         idle_rss_mb: None,
         notes: Vec::new(),
     }];
-    let start_gateway =
-        |driver: &str, tag: &str, procs: &mut Vec<Proc>, caps: &mut Vec<MemoryCap>| -> Result<(u16, usize), String> {
-            let cap = MemoryCap::create(&format!("shardgate-bench-{}-{tag}", std::process::id()), 1 << 30);
-            let port = free_port()?;
-            let args: Vec<String> = [
-                "serve",
-                "--config",
-                &config.display().to_string(),
-                "--listen",
-                &addr(port).to_string(),
-                "--shards",
-                "1",
-                "--no-pin",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .chain(runtime_args(driver))
-            .collect();
-            let name = format!("gateway-{tag}");
-            let p = Proc::start(Launch {
-                name: &name,
-                program: shardgate,
-                args,
-                core: o.gateway_core,
-                cap: Some(&cap),
-                nofile: 65536,
-                log: work.join(format!("{name}.log")),
-                env: vec![("SHARDGATE_LOG", "warn")],
-            })?;
-            procs.push(p);
-            caps.push(cap);
-            if !wait_listening(addr(port), Duration::from_secs(5)) {
-                return Err(format!(
-                    "the {driver} gateway did not start (see {})",
-                    work.join(format!("gateway-{tag}.log")).display()
-                ));
-            }
-            Ok((port, procs.len() - 1))
-        };
+    let governed_config = work.join("governed.yaml");
+    std::fs::write(&governed_config, governed_yaml(mock_port)).map_err(|e| e.to_string())?;
+    let start_gateway_with = |config: &Path,
+                              driver: &str,
+                              tag: &str,
+                              procs: &mut Vec<Proc>,
+                              caps: &mut Vec<MemoryCap>|
+     -> Result<(u16, usize), String> {
+        let cap = MemoryCap::create(&format!("shardgate-bench-{}-{tag}", std::process::id()), 1 << 30);
+        let port = free_port()?;
+        let args: Vec<String> = [
+            "serve",
+            "--config",
+            &config.display().to_string(),
+            "--listen",
+            &addr(port).to_string(),
+            "--shards",
+            "1",
+            "--no-pin",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(runtime_args(driver))
+        .collect();
+        let name = format!("gateway-{tag}");
+        let p = Proc::start(Launch {
+            name: &name,
+            program: shardgate,
+            args,
+            core: o.gateway_core,
+            cap: Some(&cap),
+            nofile: 65536,
+            log: work.join(format!("{name}.log")),
+            env: vec![("SHARDGATE_LOG", "warn")],
+        })?;
+        procs.push(p);
+        caps.push(cap);
+        if !wait_listening(addr(port), Duration::from_secs(5)) {
+            return Err(format!(
+                "the {driver} gateway did not start (see {})",
+                work.join(format!("gateway-{tag}.log")).display()
+            ));
+        }
+        Ok((port, procs.len() - 1))
+    };
+    let start_gateway = |driver: &str, tag: &str, procs: &mut Vec<Proc>, caps: &mut Vec<MemoryCap>| {
+        start_gateway_with(&config, driver, tag, procs, caps)
+    };
     let mut drivers = vec!["epoll".to_string()];
     if engine::rt::uring_available() {
         drivers.push("uring".into());
@@ -282,11 +295,31 @@ fn run_in(
                 kind: ScenarioKind::Gateway,
                 driver: Some(d.clone()),
                 url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
+                headers: Vec::new(),
                 proc_index: Some(idx),
                 idle_rss_mb: idle,
                 notes: Vec::new(),
             });
         }
+    }
+    if o.wants("governed") {
+        let d = default_driver.clone();
+        let (port, idx) = start_gateway_with(&governed_config, &d, &format!("governed-{d}"), &mut procs, &mut caps)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let idle = procs[idx].rss_mb();
+        scenarios.push(Scenario {
+            name: format!("governed-{d}"),
+            description: format!(
+                "through shardgate (monoio, {d}), one shard: a virtual key (10k declared), RBAC, 100 rate-limit rules and budgets, cost per request"
+            ),
+            kind: ScenarioKind::Governed,
+            driver: Some(d),
+            url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
+            headers: vec![("authorization".into(), format!("Bearer {}", bench_key(0)))],
+            proc_index: Some(idx),
+            idle_rss_mb: idle,
+            notes: Vec::new(),
+        });
     }
     let memory_cap = caps.first().map_or_else(|| "not needed: no gateway scenario".to_string(), MemoryCap::describe);
 
@@ -325,6 +358,7 @@ fn run_in(
                 kind: ScenarioKind::Reference,
                 driver: None,
                 url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
+                headers: Vec::new(),
                 proc_index: Some(procs.len() - 1),
                 idle_rss_mb: idle,
                 notes: Vec::new(),
@@ -338,14 +372,16 @@ fn run_in(
     // are where the load generator and mock's core gives out: no scenario is measured there.
     let mut samples = vec![Samples::default(); scenarios.len()];
     let mut ceiling: Vec<Option<f64>> = vec![None; scenarios.len()];
-    let run_scenarios = o.wants("passthrough") || o.wants("nginx");
+    let run_scenarios = o.wants("passthrough") || o.wants("nginx") || o.wants("governed");
     for rep in 0..o.repetitions {
         if !run_scenarios {
             break;
         }
         for (i, s) in scenarios.iter().enumerate() {
             let before = s.proc_index.and_then(|p| procs[p].cpu_ticks());
-            let report = loadgen::run(&plan(&s.url, CHAT_BODY, &[], Mode::Closed { connections: 64 }, o, o.duration)?)?;
+            let headers: Vec<(&str, &str)> = s.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let report =
+                loadgen::run(&plan(&s.url, CHAT_BODY, &headers, Mode::Closed { connections: 64 }, o, o.duration)?)?;
             let after = s.proc_index.and_then(|p| procs[p].cpu_ticks());
             samples[i].max_rps.push(report.ok_rate);
             // Errors at max throughput are errors; errors past a rate ceiling are overload and
@@ -370,7 +406,8 @@ fn run_in(
                     continue;
                 }
                 let mode = Mode::Open { rate, poisson: false, max_connections: 512 };
-                let report = loadgen::run(&plan(&s.url, CHAT_BODY, &[], mode, o, o.duration)?)?;
+                let headers: Vec<(&str, &str)> = s.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let report = loadgen::run(&plan(&s.url, CHAT_BODY, &headers, mode, o, o.duration)?)?;
                 if errors_of(&report) > 0 || report.achieved_rate < rate * 0.95 {
                     let lowest = ceiling[i].map_or(rate, |c| c.min(rate));
                     ceiling[i] = Some(lowest);
@@ -448,6 +485,48 @@ fn run_in(
     drop(procs);
     drop(caps);
     Ok(BenchReport { meta, scenarios: results, targets })
+}
+
+/// The secret of the governed scenario's `i`th key.
+fn bench_key(i: usize) -> String {
+    format!("sk-sg-bench-{i:06}-0123456789abcdef")
+}
+
+/// The governed scenario's config: 50 teams, 1000 users, 10k keys, 100 rules (a global request
+/// limit, a per-user token limit per team, a monthly budget per team), every limit far above
+/// what the benchmark reaches, so that every request pays for every check and none is refused.
+fn governed_yaml(mock_port: u16) -> String {
+    use std::fmt::Write as _;
+    let mut y = format!(
+        "server:\n  reload: {{watch: false}}\nproviders:\n  up:\n    kind: openai-compatible\n    base_url: http://127.0.0.1:{mock_port}/v1\n    api_key: sk-bench\nmodels:\n  bench: {{target: up/bench}}\npricing:\n  models:\n    bench: {{input_per_mtok: 0.15, output_per_mtok: 0.60}}\nteams:\n"
+    );
+    const TEAMS: usize = 50;
+    for t in 0..TEAMS {
+        let _ = writeln!(y, "  team-{t}: {{models: ['bench*', 'gpt-4o*']}}");
+    }
+    y.push_str("users:\n");
+    for u in 0..1000 {
+        let _ = writeln!(y, "  user-{u}: {{teams: [team-{}]}}", u % TEAMS);
+    }
+    y.push_str("keys:\n");
+    for k in 0..10_000 {
+        let _ = writeln!(y, "  - {{name: key-{k}, secret: {}, user: user-{}}}", bench_key(k), k % 1000);
+    }
+    y.push_str("rate_limits:\n  - {id: global, limits: {requests_per_minute: 1000000000}}\n");
+    for t in 0..TEAMS - 1 {
+        let _ = writeln!(
+            y,
+            "  - {{id: team-{t}-per-user, per: user, when: {{teams: [team-{t}], models: ['bench*']}}, limits: {{tokens_per_minute: 100000000000, requests_per_minute: 1000000000}}}}"
+        );
+    }
+    y.push_str("budgets:\n");
+    for t in 0..TEAMS {
+        let _ = writeln!(
+            y,
+            "  - {{id: team-{t}-monthly, per: team, when: {{teams: [team-{t}]}}, limits: {{usd_per_month: 1000000000}}}}"
+        );
+    }
+    y
 }
 
 /// Command-line arguments selecting a runtime variant: a monoio driver, or glommio.
@@ -744,6 +823,22 @@ fn targets(
                     "5k req/s not reachable or not run".into()
                 }
             }
+        },
+    });
+    let governed = results.iter().find(|r| r.kind == ScenarioKind::Governed);
+    let governed_ratio = governed
+        .and_then(|g| g.max_throughput_rps.as_ref())
+        .zip(default.and_then(|d| d.max_throughput_rps.as_ref()))
+        .map(|(g, d)| g.median / d.median);
+    t.push(TargetCheck {
+        name: "auth + limits + budgets vs pass-through".into(),
+        goal: ">= 0.85x pass-through req/s, same run".into(),
+        value: governed_ratio,
+        unit: "x".into(),
+        met: governed_ratio.map(|r| r >= 0.85),
+        note: match governed_ratio {
+            Some(_) => format!("{} driver, median of repetitions", default_driver),
+            None => "the governed or pass-through scenario did not run".into(),
         },
     });
     let idle = default.and_then(|g| g.idle_rss_mb);

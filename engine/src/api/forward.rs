@@ -9,6 +9,9 @@ use adapters::openai::request::{ScanError, rewrite_model};
 use adapters::sse::SseScanner;
 use bytes::{BufMut, Bytes, BytesMut};
 
+use policy::Identity;
+
+use super::governance::{self, Ask};
 use super::{OVERHEAD_HEADER, RequestCtx, mock_provider};
 use crate::config::{Snapshot, Upstream};
 use crate::error::{ErrorKind, GatewayError};
@@ -42,12 +45,13 @@ fn scan_error(e: &ScanError) -> GatewayError {
 /// `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
 pub async fn inference<C: Conn>(
     shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    caller: &Identity,
     endpoint: Endpoint,
     req: Request,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
-    let cfg = shard.config();
     let scanned = shard.scanner.borrow_mut().scan(&req.body);
     let facts = match scanned {
         Ok(f) => f,
@@ -67,10 +71,28 @@ pub async fn inference<C: Conn>(
         .with_param("model");
         return fail(resp, ctx, err).await;
     };
+    if let Err(denied) = cfg.policy.check_model(caller, &model.name) {
+        return fail(resp, ctx, governance::forbidden(&denied)).await;
+    }
+    let metadata = match governance::metadata(&req.head, caller) {
+        Ok(m) => m,
+        Err(e) => return fail(resp, ctx, e).await,
+    };
+    let ask = Ask {
+        identity: caller,
+        model: &model.name,
+        upstream_model: &resolved.upstream_model,
+        metadata: &metadata,
+        body_len: req.body.len(),
+        max_tokens: facts.max_tokens,
+    };
+    if let Err(refusal) = governance::admit(shard, cfg, &ask, ctx) {
+        return governance::send_refusal(resp, ctx, &refusal).await;
+    }
     ctx.provider = Some(resolved.provider.name.clone());
     let Some(up) = &resolved.provider.upstream else {
-        return Box::pin(mock_provider::answer(shard, endpoint, &req, &facts, &resolved.upstream_model, resp, ctx))
-            .await;
+        Box::pin(mock_provider::answer(shard, endpoint, &req, &facts, &resolved.upstream_model, resp, ctx)).await;
+        return governance::settle_at_end(ctx);
     };
     let body = if resolved.upstream_model != model.name {
         match rewrite_model(&req.body, &facts, &resolved.upstream_model) {
@@ -83,12 +105,19 @@ pub async fn inference<C: Conn>(
     let path = upstream_path(up, req.head.target());
     let head = request_head("POST", &path, up, &req.head, Some(body.len()));
     let request = RequestBytes { head, body, is_head: false };
-    exchange(shard, &cfg, up, &request, resp, ctx, Relay::Inference).await
+    exchange(shard, cfg, up, &request, resp, ctx, Relay::Inference).await;
+    governance::settle_at_end(ctx);
 }
 
 /// Any other `/v1/*` path that a provider declared in its `passthrough` list.
-pub async fn passthrough<C: Conn>(shard: &Rc<Shard>, req: Request, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) {
-    let cfg = shard.config();
+pub async fn passthrough<C: Conn>(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    caller: &Identity,
+    req: Request,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
     let path = req.head.path();
     let Some(provider) = cfg.passthrough(path) else {
         let err = GatewayError::new(
@@ -97,17 +126,37 @@ pub async fn passthrough<C: Conn>(shard: &Rc<Shard>, req: Request, resp: &mut Re
         );
         return fail(resp, ctx, err).await;
     };
+    let method = req.head.method();
+    if caller.role == policy::spec::Role::Viewer && !matches!(method, "GET" | "HEAD") {
+        let err = GatewayError::new(
+            ErrorKind::Forbidden,
+            format!("{} has the viewer role, which may only read.", caller.describe()),
+        )
+        .with_code("read_only_role");
+        return fail(resp, ctx, err).await;
+    }
+    let metadata = match governance::metadata(&req.head, caller) {
+        Ok(m) => m,
+        Err(e) => return fail(resp, ctx, e).await,
+    };
+    // No model and no token estimate: request counts, concurrency and rules without a model
+    // filter apply.
+    let ask =
+        Ask { identity: caller, model: "", upstream_model: "", metadata: &metadata, body_len: 0, max_tokens: Some(0) };
+    if let Err(refusal) = governance::admit(shard, cfg, &ask, ctx) {
+        return governance::send_refusal(resp, ctx, &refusal).await;
+    }
     ctx.provider = Some(provider.name.clone());
     let Some(up) = &provider.upstream else {
         return fail(resp, ctx, GatewayError::new(ErrorKind::Internal, "pass-through to a provider without upstream"))
             .await;
     };
-    let method = req.head.method();
     let send_length = !req.body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH");
     let upstream_path = upstream_path(up, req.head.target());
     let head = request_head(method, &upstream_path, up, &req.head, send_length.then_some(req.body.len()));
     let request = RequestBytes { head, body: req.body.clone(), is_head: method == "HEAD" };
-    exchange(shard, &cfg, up, &request, resp, ctx, Relay::Passthrough).await
+    exchange(shard, cfg, up, &request, resp, ctx, Relay::Passthrough).await;
+    governance::settle_at_end(ctx);
 }
 
 /// The upstream path: the provider's base path, then the client's path after `/v1`, with the
@@ -221,8 +270,9 @@ async fn exchange<C: Conn>(
         // No body either way: relay the head as it is (its Content-Length describes the body a
         // GET would get) and let the connection go back to the pool.
         let _ = answer.next_chunk().await;
+        governance::settle_before_head(ctx);
         let overhead = ctx.head_overhead();
-        if relay_head(resp, &answer, true, overhead).no_body().await.is_err() {
+        if relay_head(resp, &answer, true, overhead, &ctx.headers).no_body().await.is_err() {
             ctx.error = Some(ErrorKind::DownstreamClosed);
         }
         return;
@@ -250,15 +300,22 @@ fn relay_head<'r, 'a, C: Conn>(
     answer: &UpstreamResponse<'_>,
     keep_length: bool,
     overhead: Duration,
+    ours: &[(&'static str, String)],
 ) -> crate::http::response::Head<'r, 'a, C> {
     let mut us = itoa::Buffer::new();
     let mut head = resp
         .start(answer.head.status)
         .header(OVERHEAD_HEADER, us.format(u64::try_from(overhead.as_micros()).unwrap_or(u64::MAX)));
     for (n, v) in answer.head.headers() {
-        if !is_hop_by_hop(n) || (keep_length && n.eq_ignore_ascii_case(b"content-length")) {
+        // The gateway's own rate-limit headers replace the provider's (they describe the
+        // caller's limits here, not the gateway's account there).
+        let replaced = ours.iter().any(|(o, _)| o.as_bytes().eq_ignore_ascii_case(n));
+        if !replaced && (!is_hop_by_hop(n) || (keep_length && n.eq_ignore_ascii_case(b"content-length"))) {
             head = head.header(n, v);
         }
+    }
+    for (n, v) in ours {
+        head = head.header(n, v);
     }
     head
 }
@@ -285,8 +342,9 @@ async fn relay_buffered<C: Conn>(
     if read_usage && (200..300).contains(&answer.head.status) {
         ctx.usage = shard.usage_reader.borrow_mut().response_body(&body);
     }
+    governance::settle_before_head(ctx);
     let overhead = ctx.head_overhead();
-    if relay_head(resp, answer, false, overhead).body_bytes(body).await.is_err() {
+    if relay_head(resp, answer, false, overhead, &ctx.headers).body_bytes(body).await.is_err() {
         ctx.error = Some(ErrorKind::DownstreamClosed);
     }
 }
@@ -300,8 +358,8 @@ async fn relay_streamed<C: Conn>(
 ) {
     let overhead = ctx.head_overhead();
     let started = match answer.head.framing {
-        ResponseFraming::Length(n) => relay_head(resp, answer, false, overhead).stream_sized(n).await,
-        _ => relay_head(resp, answer, false, overhead).stream().await,
+        ResponseFraming::Length(n) => relay_head(resp, answer, false, overhead, &ctx.headers).stream_sized(n).await,
+        _ => relay_head(resp, answer, false, overhead, &ctx.headers).stream().await,
     };
     let Ok(mut out) = started else {
         ctx.error = Some(ErrorKind::DownstreamClosed);

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use adapters::openai::request::RequestFacts;
 use adapters::openai::usage::Usage;
 
+use super::governance;
 use super::{OVERHEAD_HEADER, RequestCtx};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::{Request, Responder, send_error};
@@ -57,7 +58,12 @@ pub async fn answer<C: Conn>(
         };
         ctx.usage = Some(Usage { prompt_tokens, total_tokens: prompt_tokens, ..Usage::default() });
         let body = mock::embeddings(upstream_model, shape.inputs, shape.dimensions, prompt_tokens);
-        let _ = resp.start(200).header("content-type", "application/json").body(&body).await;
+        governance::settle_before_head(ctx);
+        let mut head = resp.start(200).header("content-type", "application/json");
+        for (n, v) in &ctx.headers {
+            head = head.header(n, v);
+        }
+        let _ = head.body(&body).await;
         return;
     }
 
@@ -75,8 +81,11 @@ pub async fn answer<C: Conn>(
         };
         let mut us = itoa::Buffer::new();
         let overhead = micros(ctx.head_overhead());
-        let head =
+        let mut head =
             resp.start_event_stream(200).header("x-request-id", &id).header(OVERHEAD_HEADER, us.format(overhead));
+        for (n, v) in &ctx.headers {
+            head = head.header(n, v);
+        }
         let Ok(mut out) = head.stream().await else { return };
         for e in &events {
             if out.send(e).await.is_err() {
@@ -90,15 +99,18 @@ pub async fn answer<C: Conn>(
             Endpoint::Completions => mock::completion(&reply),
             _ => mock::chat_completion(&reply),
         };
+        governance::settle_before_head(ctx);
         let mut us = itoa::Buffer::new();
         let overhead = micros(ctx.head_overhead());
-        let _ = resp
+        let mut head = resp
             .start(200)
             .header("content-type", "application/json")
             .header("x-request-id", &id)
-            .header(OVERHEAD_HEADER, us.format(overhead))
-            .body(&body)
-            .await;
+            .header(OVERHEAD_HEADER, us.format(overhead));
+        for (n, v) in &ctx.headers {
+            head = head.header(n, v);
+        }
+        let _ = head.body(&body).await;
     }
 }
 

@@ -3,6 +3,7 @@
 //! (and, in later work, for policy settlement and the request log).
 
 mod forward;
+pub mod governance;
 mod mock_provider;
 mod ops;
 
@@ -40,6 +41,12 @@ pub struct RequestCtx {
     pub upstream_status: Option<u16>,
     /// The gateway's own error, if it produced one.
     pub error: Option<ErrorKind>,
+    /// The reservation of an admitted request, until settled or released.
+    pub held: Option<governance::Held>,
+    /// Headers the gateway adds to the answer (`x-ratelimit-*`, `x-shardgate-cost-usd`).
+    pub headers: Vec<(&'static str, String)>,
+    /// What the request cost, micro-dollars (once settled).
+    pub cost_micros: Option<u64>,
 }
 
 /// The gateway's request handler for one shard.
@@ -87,6 +94,9 @@ impl RequestCtx {
             usage: None,
             upstream_status: None,
             error: None,
+            held: None,
+            headers: Vec::new(),
+            cost_micros: None,
         }
     }
 
@@ -163,37 +173,56 @@ async fn dispatch<C: Conn>(
     let path = req.head.path();
     let method = req.head.method();
     let is_get = method == "GET" || method == "HEAD";
+    // Ops endpoints answer anyone; everything under /v1 needs a caller.
+    if endpoint == Endpoint::Ops || endpoint == Endpoint::Other {
+        return match (endpoint, path) {
+            (Endpoint::Ops, "/health") if is_get => Box::pin(ops::health(resp)).await,
+            (Endpoint::Ops, "/ready") if is_get => Box::pin(ops::ready(shard, resp)).await,
+            (Endpoint::Ops, "/metrics") if is_get => Box::pin(ops::metrics(shard, resp)).await,
+            _ => Box::pin(no_route(path, method, resp, ctx)).await,
+        };
+    }
+    let cfg = shard.config();
+    let caller = match governance::authenticate(shard, &cfg, &req.head) {
+        Ok(id) => id,
+        Err(err) => {
+            ctx.error = Some(err.kind);
+            let _ = send_error(resp, &err).await;
+            return;
+        }
+    };
     match (endpoint, path) {
         // Rare paths are boxed: an async fn's state holds every arm's future, and the inference
         // path is what thousands of open streams each carry.
-        (Endpoint::Ops, "/health") if is_get => Box::pin(ops::health(resp)).await,
-        (Endpoint::Ops, "/ready") if is_get => Box::pin(ops::ready(shard, resp)).await,
-        (Endpoint::Ops, "/metrics") if is_get => Box::pin(ops::metrics(shard, resp)).await,
-        (Endpoint::Models, "/v1/models") if is_get => Box::pin(ops::list_models(shard, resp)).await,
-        (Endpoint::Models, p) if is_get => Box::pin(ops::get_model(shard, &p["/v1/models/".len()..], resp, ctx)).await,
+        (Endpoint::Models, "/v1/models") if is_get => Box::pin(ops::list_models(&cfg, caller, resp)).await,
+        (Endpoint::Models, p) if is_get => {
+            Box::pin(ops::get_model(&cfg, caller, &p["/v1/models/".len()..], resp, ctx)).await
+        }
         (Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings, _) if method == "POST" => {
-            forward::inference(shard, endpoint, req, resp, ctx).await
+            forward::inference(shard, &cfg, caller, endpoint, req, resp, ctx).await
         }
-        _ => {
-            if let Some(allow) = route_methods(path) {
-                let err = GatewayError::new(
-                    ErrorKind::MethodNotAllowed,
-                    format!("{method} is not allowed on {path}; use {allow}"),
-                );
-                ctx.error = Some(err.kind);
-                let _ = resp
-                    .start(405)
-                    .header("allow", allow)
-                    .header("content-type", "application/json")
-                    .body(&err.to_json())
-                    .await;
-            } else if endpoint == Endpoint::Passthrough {
-                Box::pin(forward::passthrough(shard, req, resp, ctx)).await
-            } else {
-                let err = GatewayError::new(ErrorKind::NotFound, format!("no route for {method} {path}"));
-                ctx.error = Some(err.kind);
-                let _ = send_error(resp, &err).await;
-            }
+        (Endpoint::Passthrough, _) if route_methods(path).is_none() => {
+            Box::pin(forward::passthrough(shard, &cfg, caller, req, resp, ctx)).await
         }
+        _ => Box::pin(no_route(path, method, resp, ctx)).await,
+    }
+}
+
+/// 405 for a known path with the wrong method, else 404.
+async fn no_route<C: Conn>(path: &str, method: &str, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) {
+    if let Some(allow) = route_methods(path) {
+        let err =
+            GatewayError::new(ErrorKind::MethodNotAllowed, format!("{method} is not allowed on {path}; use {allow}"));
+        ctx.error = Some(err.kind);
+        let _ = resp
+            .start(405)
+            .header("allow", allow)
+            .header("content-type", "application/json")
+            .body(&err.to_json())
+            .await;
+    } else {
+        let err = GatewayError::new(ErrorKind::NotFound, format!("no route for {method} {path}"));
+        ctx.error = Some(err.kind);
+        let _ = send_error(resp, &err).await;
     }
 }

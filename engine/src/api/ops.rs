@@ -3,6 +3,9 @@
 use std::rc::Rc;
 
 use super::RequestCtx;
+use policy::Identity;
+
+use crate::config::Snapshot;
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::{Responder, send_error};
 use crate::rt::Conn;
@@ -37,17 +40,28 @@ pub async fn metrics<C: Conn>(shard: &Rc<Shard>, resp: &mut Responder<'_, C>) {
         resp.start(200).header("content-type", "text/plain; version=0.0.4; charset=utf-8").body(text.as_bytes()).await;
 }
 
-/// `GET /v1/models`: pre-rendered from the config.
-pub async fn list_models<C: Conn>(shard: &Rc<Shard>, resp: &mut Responder<'_, C>) {
-    let cfg = shard.config();
-    let _ = resp.start(200).header("content-type", JSON).body_bytes(cfg.models_json.clone()).await;
+/// `GET /v1/models`: the models the caller may use (pre-rendered when that is all of them).
+pub async fn list_models<C: Conn>(cfg: &Snapshot, caller: &Identity, resp: &mut Responder<'_, C>) {
+    let head = resp.start(200).header("content-type", JSON);
+    if caller.access.is_empty() {
+        let _ = head.body_bytes(cfg.models_json.clone()).await;
+    } else {
+        let body = cfg.models_json_filtered(|id| cfg.policy.model_visible(caller, id).is_ok());
+        let _ = head.body(&body).await;
+    }
 }
 
-/// `GET /v1/models/{id}` (the id may contain `/` and percent-escapes).
-pub async fn get_model<C: Conn>(shard: &Rc<Shard>, raw_id: &str, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) {
+/// `GET /v1/models/{id}` (the id may contain `/` and percent-escapes); a model the caller may
+/// not use does not exist for them.
+pub async fn get_model<C: Conn>(
+    cfg: &Snapshot,
+    caller: &Identity,
+    raw_id: &str,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
     let id = percent_decode(raw_id);
-    let cfg = shard.config();
-    match cfg.model_json(&id) {
+    match cfg.model_json(&id).filter(|_| cfg.policy.model_visible(caller, &id).is_ok()) {
         Some(body) => {
             let _ = resp.start(200).header("content-type", JSON).body_bytes(body.clone()).await;
         }

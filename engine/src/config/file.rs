@@ -25,6 +25,98 @@ pub struct ConfigFile {
     /// Model names clients may ask for, each mapped to `provider/upstream-model`.
     #[serde(default)]
     pub models: BTreeMap<String, ModelSection>,
+    /// How callers authenticate: the key pepper, anonymous access.
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// Admission knobs: gossip between shards, token estimates.
+    #[serde(default)]
+    pub governance: GovernanceSection,
+    /// Model prices (USD per million tokens), over the shipped table.
+    #[serde(default)]
+    pub pricing: PricingSection,
+    /// Environments keys belong to (default `dev`, `staging`, `prod`).
+    #[serde(default)]
+    pub environments: Vec<String>,
+    /// Teams: environments, allowed models, team-wide limits and budget.
+    #[serde(default)]
+    pub teams: BTreeMap<String, policy::spec::TeamSpec>,
+    /// Users: teams, role, allowed models, limits and budget.
+    #[serde(default)]
+    pub users: BTreeMap<String, policy::spec::UserSpec>,
+    /// Applications (service identities): team, allowed models, limits and budget.
+    #[serde(default)]
+    pub applications: BTreeMap<String, policy::spec::ApplicationSpec>,
+    /// Virtual keys, by hash (`hmac-sha256:...`) or by secret (`${ENV_VAR}`).
+    #[serde(default)]
+    pub keys: Vec<policy::spec::KeySpec>,
+    /// Rate-limit rules.
+    #[serde(default)]
+    pub rate_limits: Vec<policy::spec::RateLimitSpec>,
+    /// Budgets in USD.
+    #[serde(default)]
+    pub budgets: Vec<policy::spec::BudgetSpec>,
+}
+
+/// `auth:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Server-side secret mixed into every key hash (HMAC-SHA256). Required when keys are
+    /// declared by `hash`; otherwise a random one is made per process. Use `${ENV_VAR}`.
+    pub pepper: Option<EnvString>,
+    /// Serve callers without credentials on a non-loopback address when no key exists. Off by
+    /// default: a gateway with no keys only serves anonymously on loopback.
+    pub allow_anonymous: bool,
+}
+
+/// `governance:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceSection {
+    /// How often each shard sends its counter changes to the others. Default 5ms. A limit can
+    /// be overshot by about (shards - 1) x this x the admission rate.
+    pub gossip_interval: Dur,
+    /// Slots in each shard's gossip inbox (rounds waiting to be merged). Default 1024.
+    pub gossip_queue: NonZeroUsize,
+    /// Output tokens reserved for a request without `max_tokens`. Default 1024.
+    pub default_max_tokens: u64,
+    /// Request body bytes counted as one prompt token when estimating. Default 4.
+    pub bytes_per_token: NonZeroU32,
+}
+
+impl Default for GovernanceSection {
+    fn default() -> Self {
+        GovernanceSection {
+            gossip_interval: Dur(std::time::Duration::from_millis(5)),
+            gossip_queue: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            default_max_tokens: 1024,
+            bytes_per_token: NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+/// `pricing:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingSection {
+    /// Prices by model name (the upstream model; a trailing `*` makes a prefix), over the
+    /// shipped table: `{input_per_mtok, output_per_mtok, cached_input_per_mtok, per_request}`.
+    pub models: BTreeMap<String, policy::pricing::Price>,
+}
+
+impl ConfigFile {
+    /// The governance sections as one spec.
+    pub fn governance_spec(&self) -> policy::spec::GovernanceSpec {
+        policy::spec::GovernanceSpec {
+            environments: self.environments.clone(),
+            teams: self.teams.clone(),
+            users: self.users.clone(),
+            applications: self.applications.clone(),
+            keys: self.keys.clone(),
+            rate_limits: self.rate_limits.clone(),
+            budgets: self.budgets.clone(),
+        }
+    }
 }
 
 /// How many shards (one thread and runtime each) to run.

@@ -145,9 +145,23 @@ pub struct Snapshot {
     pub models_json: Bytes,
     /// `GET /v1/models/{id}`, rendered once per listed model.
     model_json: HashMap<String, Bytes>,
+    /// Listed models in order: (id, rendered model object), for lists filtered per caller.
+    pub listed_models: Vec<(String, Bytes)>,
     /// Host names the DNS resolver must keep fresh.
     pub dns_hosts: Vec<(String, u16)>,
     pub dns_refresh: Duration,
+    /// Identities, RBAC, rate limits, budgets and prices, compiled.
+    pub policy: policy::Policy,
+    pub gossip: GossipSettings,
+    /// `auth.allow_anonymous`.
+    pub allow_anonymous: bool,
+}
+
+/// `governance.gossip_*`.
+#[derive(Debug, Clone, Copy)]
+pub struct GossipSettings {
+    pub interval: Duration,
+    pub queue: usize,
 }
 
 impl Snapshot {
@@ -169,6 +183,21 @@ impl Snapshot {
     /// The provider that declared a pass-through for this path.
     pub fn passthrough(&self, path: &str) -> Option<&Provider> {
         self.passthrough.iter().find(|(p, _)| p.matches(path)).and_then(|(_, i)| self.providers.get(*i))
+    }
+
+    /// `GET /v1/models` for a caller who may only see the models `visible` allows.
+    pub fn models_json_filtered(&self, visible: impl Fn(&str) -> bool) -> Vec<u8> {
+        let mut out = br#"{"object":"list","data":["#.to_vec();
+        let mut first = true;
+        for (_, object) in self.listed_models.iter().filter(|(id, _)| visible(id)) {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(object);
+        }
+        out.extend_from_slice(b"]}");
+        out
     }
 
     /// The rendered model object for `GET /v1/models/{id}`.
@@ -362,9 +391,21 @@ pub fn compile(file: &ConfigFile, source: &str, generation: u64) -> Result<Snaps
     // Most specific first.
     passthrough.sort_by(|a, b| b.0.prefix.len().cmp(&a.0.prefix.len()).then(a.0.wildcard.cmp(&b.0.wildcard)));
 
-    if !errors.is_empty() {
-        return Err(ValidationErrors(errors));
+    let policy = match compile_policy(file) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let gov = &file.governance;
+    if gov.gossip_interval.0 < Duration::from_millis(1) || gov.gossip_interval.0 > Duration::from_secs(10) {
+        errors.push("governance.gossip_interval must be between 1ms and 10s".to_string());
     }
+
+    let (false, Some(policy)) = (!errors.is_empty(), policy) else {
+        return Err(ValidationErrors(errors));
+    };
 
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let objects: Vec<ModelObject<'_>> = listed
@@ -376,8 +417,9 @@ pub fn compile(file: &ConfigFile, source: &str, generation: u64) -> Result<Snaps
             owned_by: providers.get(*pi).map_or("", |p| &p.name),
         })
         .collect();
-    let model_json =
+    let listed_models: Vec<(String, Bytes)> =
         objects.iter().map(|o| (o.id.to_string(), Bytes::from(serde_json::to_vec(o).unwrap_or_default()))).collect();
+    let model_json = listed_models.iter().cloned().collect();
     let models_json = Bytes::from(serde_json::to_vec(&ModelList { object: "list", data: objects }).unwrap_or_default());
 
     let mut dns_hosts: Vec<(String, u16)> = providers
@@ -402,9 +444,55 @@ pub fn compile(file: &ConfigFile, source: &str, generation: u64) -> Result<Snaps
         passthrough,
         models_json,
         model_json,
+        listed_models,
         dns_hosts,
         dns_refresh: s.egress.dns_refresh.0,
+        policy,
+        gossip: GossipSettings { interval: gov.gossip_interval.0, queue: gov.gossip_queue.get() },
+        allow_anonymous: file.auth.allow_anonymous,
     })
+}
+
+/// The pepper of a process whose config names none: random, made once, so key digests agree
+/// across reloads.
+fn process_pepper() -> &'static [u8; 32] {
+    static PEPPER: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    PEPPER.get_or_init(|| {
+        policy::keys::random_pepper().unwrap_or_else(|e| {
+            // Zeros still make a valid (if guessable) pepper for keys that live only in this
+            // process's memory; keys declared by hash require a configured pepper.
+            tracing::warn!(error = %e, "no random pepper; key digests use a fixed one");
+            [0u8; 32]
+        })
+    })
+}
+
+/// Compiles the governance sections: key secrets expanded from the environment, the pepper,
+/// the price table with overrides.
+fn compile_policy(file: &ConfigFile) -> Result<policy::Policy, String> {
+    let mut spec = file.governance_spec();
+    for (i, k) in spec.keys.iter_mut().enumerate() {
+        if let Some(raw) = &k.secret {
+            let secret = super::units::EnvString::expand(raw, |v| std::env::var(v).ok())
+                .map_err(|e| format!("keys[{i}].secret: {e}"))?;
+            k.secret = Some(secret);
+        }
+    }
+    let hasher = match &file.auth.pepper {
+        Some(p) if p.0.len() < 16 => return Err("auth.pepper must be at least 16 characters".into()),
+        Some(p) => policy::keys::KeyHasher::new(p.0.as_bytes()),
+        None if spec.keys.iter().any(|k| k.hash.is_some()) => {
+            return Err("auth.pepper is required when keys are declared by `hash` (the hash is taken under it)".into());
+        }
+        None => policy::keys::KeyHasher::new(process_pepper()),
+    };
+    let pricing = policy::pricing::PriceTable::with_overrides(&file.pricing.models)
+        .map_err(|e| format!("pricing.models: {e}"))?;
+    let settings = policy::Settings {
+        default_max_tokens: file.governance.default_max_tokens,
+        bytes_per_token: u64::from(file.governance.bytes_per_token.get()),
+    };
+    policy::Policy::compile(&spec, hasher, pricing, settings).map_err(|e| e.to_string())
 }
 
 fn compile_provider(

@@ -1,0 +1,331 @@
+//! Governance on the request path: who is calling (the key in `Authorization`, `x-api-key` or
+//! `api-key`), may they use this model, and may this request go ahead under every rate limit
+//! and budget that applies — then, when the answer is done, what it really used and cost.
+//!
+//! Everything here runs on the shard, in memory: the policy comes with the config snapshot, the
+//! counters are the shard's own [`policy::Governor`], kept in step with the other shards by
+//! [`crate::gossip`].
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use adapters::openai::usage::Usage;
+use policy::keys::KeyDigest;
+use policy::pricing::Tokens;
+use policy::{Admission, AdmitRequest, AuthError, Denied, Estimate, Identity, Metadata, Refusal, RefusalKind};
+
+use super::RequestCtx;
+use crate::config::Snapshot;
+use crate::error::{ErrorKind, GatewayError};
+use crate::http::{RequestHead, Responder};
+use crate::rt::Conn;
+use crate::shard::Shard;
+
+/// Request metadata header: a JSON object of string (or number, or boolean) fields.
+pub const METADATA_HEADER: &str = "x-shardgate-metadata";
+/// Cost of a buffered answer, in US dollars.
+pub const COST_HEADER: &str = "x-shardgate-cost-usd";
+/// On a refusal: the rule that refused, and the scope it counted in.
+pub const RULE_HEADER: &str = "x-shardgate-limit-rule";
+pub const SCOPE_HEADER: &str = "x-shardgate-limit-scope";
+
+/// Most fields accepted in the metadata header.
+const MAX_METADATA_FIELDS: usize = 32;
+/// Presented keys whose digests a shard remembers.
+const DIGEST_CACHE_MAX: usize = 4096;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Digests of recently presented keys, per shard: the HMAC is most of the cost of a key lookup
+/// and a keep-alive client presents the same key on every request. Bounded; emptied when full
+/// and whenever the config (and so perhaps the pepper) changes.
+#[derive(Default)]
+pub struct DigestCache {
+    generation: u64,
+    map: HashMap<Box<[u8]>, KeyDigest>,
+}
+
+impl DigestCache {
+    fn digest(&mut self, cfg: &Snapshot, token: &str) -> KeyDigest {
+        if self.generation != cfg.generation {
+            self.map.clear();
+            self.generation = cfg.generation;
+        }
+        if let Some(d) = self.map.get(token.as_bytes()) {
+            return *d;
+        }
+        let d = cfg.policy.hasher().digest(token);
+        if self.map.len() >= DIGEST_CACHE_MAX {
+            self.map.clear();
+        }
+        self.map.insert(token.as_bytes().into(), d);
+        d
+    }
+}
+
+/// The credential a request presents: `Authorization: Bearer <key>` (OpenAI SDKs),
+/// `x-api-key` (Anthropic SDKs) or `api-key` (Azure SDKs). `Err` for an `Authorization` header
+/// with another scheme.
+fn credential(head: &RequestHead) -> Result<Option<&str>, GatewayError> {
+    if let Some(v) = head.header("authorization") {
+        let v = std::str::from_utf8(v).map_err(|_| unauthorized(&AuthError::UnknownKey))?.trim();
+        return match v.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+                Ok(Some(token.trim()))
+            }
+            _ => Err(GatewayError::new(ErrorKind::Unauthorized, "The Authorization header must be `Bearer <key>`.")
+                .with_code("invalid_authorization_header")),
+        };
+    }
+    for name in ["x-api-key", "api-key"] {
+        if let Some(v) = head.header(name) {
+            let v = std::str::from_utf8(v).map_err(|_| unauthorized(&AuthError::UnknownKey))?.trim();
+            return Ok((!v.is_empty()).then_some(v));
+        }
+    }
+    Ok(None)
+}
+
+fn unauthorized(e: &AuthError) -> GatewayError {
+    GatewayError::new(ErrorKind::Unauthorized, e.message()).with_code(e.code())
+}
+
+/// Who is calling. The identity is borrowed from the snapshot the request holds.
+pub fn authenticate<'c>(shard: &Shard, cfg: &'c Snapshot, head: &RequestHead) -> Result<&'c Identity, GatewayError> {
+    let token = credential(head)?;
+    let digest = token.map(|t| shard.digests.borrow_mut().digest(cfg, t));
+    cfg.policy.authenticate_digest(digest.as_ref(), shard.process.anonymous_ok, now_ms()).map_err(|e| unauthorized(&e))
+}
+
+/// A refused model: 403 naming the rule.
+pub fn forbidden(d: &Denied) -> GatewayError {
+    GatewayError::new(ErrorKind::Forbidden, d.message.clone()).with_code("model_not_allowed").with_param("model")
+}
+
+/// The request's metadata header overlaid with the key's metadata (the key's fields win, so a
+/// caller cannot talk its way out of a rule aimed at its key).
+pub fn metadata(head: &RequestHead, id: &Identity) -> Result<Metadata, GatewayError> {
+    let mut m = Metadata::new();
+    if let Some(raw) = head.header(METADATA_HEADER) {
+        let bad = |why: &str| {
+            GatewayError::new(
+                ErrorKind::InvalidField,
+                format!("{METADATA_HEADER} must be a JSON object of strings: {why}"),
+            )
+        };
+        let fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(raw).map_err(|e| bad(&e.to_string()))?;
+        if fields.len() > MAX_METADATA_FIELDS {
+            return Err(bad(&format!("at most {MAX_METADATA_FIELDS} fields")));
+        }
+        for (k, v) in &fields {
+            match v {
+                serde_json::Value::String(s) => m.set(k, s),
+                serde_json::Value::Number(n) => m.set(k, &n.to_string()),
+                serde_json::Value::Bool(b) => m.set(k, if *b { "true" } else { "false" }),
+                _ => return Err(bad(&format!("field `{k}` is not a string, number or boolean"))),
+            }
+        }
+    }
+    for (k, v) in id.metadata.iter() {
+        m.set(k, v);
+    }
+    Ok(m)
+}
+
+/// An admitted request's reservation. Settled with the real usage when the answer is done;
+/// released if the call failed — or if the request ends any other way (dropped).
+pub struct Held {
+    shard: Rc<Shard>,
+    admission: Option<Admission>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.admission.is_some() { "Held(reserved)" } else { "Held(done)" })
+    }
+}
+
+impl Held {
+    /// Settles with the provider's usage (the reservation stands when it reported none) and
+    /// returns the cost in micro-dollars.
+    pub fn settle(mut self, usage: Option<&Usage>) -> u64 {
+        let Some(admission) = self.admission.take() else { return 0 };
+        let tokens = match usage {
+            Some(u) => Tokens { input: u.prompt_tokens, output: u.completion_tokens, cached_input: u.cached_tokens },
+            None => admission.estimate_tokens(),
+        };
+        let settled = self.shard.governor.borrow_mut().settle(admission, tokens, now_ms());
+        self.shard.metrics.spend_micros.fetch_add(settled.cost_micros, std::sync::atomic::Ordering::Relaxed);
+        for a in &settled.alerts {
+            self.shard.metrics.budget_alerts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                budget = %a.rule,
+                entity = %a.entity,
+                period = a.period.as_str(),
+                period_start = %a.period_start,
+                threshold = a.threshold,
+                spent_usd = a.spent_micros as f64 / 1e6,
+                limit_usd = a.limit_micros as f64 / 1e6,
+                webhook = a.webhook.as_deref().unwrap_or("-"),
+                "budget alert"
+            );
+        }
+        settled.cost_micros
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(a) = self.admission.take() {
+            match self.shard.governor.try_borrow_mut() {
+                Ok(mut g) => g.release(a, now_ms()),
+                // Only if a panic unwound out of the governor itself; its counters are suspect
+                // anyway, and the window will forget this reservation.
+                Err(_) => tracing::error!("reservation not released: the governor is busy"),
+            }
+        }
+    }
+}
+
+/// What admission needs to know about a request.
+pub struct Ask<'a> {
+    pub identity: &'a Identity,
+    /// The model as the client named it.
+    pub model: &'a str,
+    /// The model that will serve it (for its price).
+    pub upstream_model: &'a str,
+    pub metadata: &'a Metadata,
+    pub body_len: usize,
+    pub max_tokens: Option<u64>,
+}
+
+/// Checks every rate limit and budget that applies; on success the reservation is in
+/// `ctx.held` and the tightest limits are in `ctx.headers`.
+pub fn admit(shard: &Rc<Shard>, cfg: &Snapshot, ask: &Ask<'_>, ctx: &mut RequestCtx) -> Result<(), Box<Refusal>> {
+    let policy = &cfg.policy;
+    let estimate = Estimate::from_request(policy, ask.body_len, ask.max_tokens);
+    let req = AdmitRequest {
+        identity: ask.identity,
+        model: ask.model,
+        metadata: ask.metadata,
+        estimate,
+        price: policy.pricing.get(ask.upstream_model).copied(),
+    };
+    let now = now_ms();
+    let admission = {
+        let mut g = shard.governor.borrow_mut();
+        // What the other shards counted since the last round, so the decision is fresh.
+        shard.process.gossip.receive(shard.id, &mut g);
+        g.admit(policy, &req, now)?
+    };
+    for note in &admission.audits {
+        shard.metrics.audit_violations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            rule = %note.rule,
+            scope = %note.scope,
+            limit = %note.limit.describe(),
+            max = note.limit.max,
+            used = note.used,
+            requested = note.requested,
+            caller = %ask.identity.describe(),
+            "audit-mode limit exceeded (request allowed)"
+        );
+    }
+    for (name, value) in admission.headers.pairs() {
+        ctx.headers.push((name, value));
+    }
+    ctx.held = Some(Held { shard: shard.clone(), admission: Some(admission) });
+    Ok(())
+}
+
+/// Settles the request's reservation before its head is written (buffered answers, whose
+/// usage is known by then) and adds the cost header. Upstream errors release instead.
+pub fn settle_before_head(ctx: &mut RequestCtx) {
+    let Some(held) = ctx.held.take() else { return };
+    if ctx.upstream_status.is_some_and(|s| (200..300).contains(&s)) {
+        let cost = held.settle(ctx.usage.as_ref());
+        ctx.cost_micros = Some(cost);
+        ctx.headers.push((COST_HEADER, format_usd(cost)));
+    }
+    // Otherwise `held` drops here: released.
+}
+
+/// Settles (or releases) whatever is still held when a request ends (streams).
+pub fn settle_at_end(ctx: &mut RequestCtx) {
+    let Some(held) = ctx.held.take() else { return };
+    let ok = ctx.upstream_status.is_some_and(|s| (200..300).contains(&s));
+    // A stream the client abandoned still used what the provider generated until then.
+    if ok && (ctx.error.is_none() || ctx.error == Some(ErrorKind::DownstreamClosed)) {
+        ctx.cost_micros = Some(held.settle(ctx.usage.as_ref()));
+    }
+}
+
+/// Micro-dollars as dollars with six decimals (`0.000150`).
+pub fn format_usd(micros: u64) -> String {
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+}
+
+/// Answers a refusal: 429, `retry-after`, the tightest `x-ratelimit-*`, the rule and scope.
+pub async fn send_refusal<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, r: &Refusal) {
+    let kind = if r.kind == RefusalKind::Budget { ErrorKind::BudgetExceeded } else { ErrorKind::RateLimited };
+    let err = GatewayError::new(kind, r.message()).with_type(r.error_type()).with_code(r.code());
+    ctx.error = Some(kind);
+    let mut head = resp.start(429).header("content-type", "application/json");
+    let mut secs = itoa::Buffer::new();
+    if let Some(s) = r.retry_after_secs() {
+        head = head.header("retry-after", secs.format(s));
+    }
+    for (n, v) in r.headers.pairs() {
+        head = head.header(n, v);
+    }
+    let _ = head.header(RULE_HEADER, &*r.rule).header(SCOPE_HEADER, &r.scope).body(&err.to_json()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> RequestHead {
+        let raw = raw.replacen("HTTP/1.1\r\n", "HTTP/1.1\r\nhost: x\r\n", 1);
+        RequestHead::parse(bytes::Bytes::from(raw), 32).unwrap()
+    }
+
+    #[test]
+    fn credentials_from_three_headers() {
+        assert_eq!(credential(&head("GET / HTTP/1.1\r\nAuthorization: Bearer  sk-1 \r\n\r\n")).unwrap(), Some("sk-1"));
+        assert_eq!(credential(&head("GET / HTTP/1.1\r\nauthorization: bearer sk-2\r\n\r\n")).unwrap(), Some("sk-2"));
+        assert_eq!(credential(&head("GET / HTTP/1.1\r\nx-api-key: sk-3\r\n\r\n")).unwrap(), Some("sk-3"));
+        assert_eq!(credential(&head("GET / HTTP/1.1\r\napi-key: sk-4\r\n\r\n")).unwrap(), Some("sk-4"));
+        assert_eq!(credential(&head("GET / HTTP/1.1\r\n\r\n")).unwrap(), None);
+        let e = credential(&head("GET / HTTP/1.1\r\nAuthorization: Basic eDp5\r\n\r\n")).unwrap_err();
+        assert_eq!(e.status(), 401);
+    }
+
+    #[test]
+    fn metadata_header_and_key_overlay() {
+        let id = Identity::anonymous();
+        let m = metadata(
+            &head("GET / HTTP/1.1\r\nx-shardgate-metadata: {\"tenant\":\"acme\",\"n\":3,\"b\":true}\r\n\r\n"),
+            &id,
+        )
+        .unwrap();
+        assert_eq!((m.get("tenant"), m.get("n"), m.get("b")), (Some("acme"), Some("3"), Some("true")));
+        for bad in ["[1]", "{\"x\":{\"y\":1}}", "not json"] {
+            let e =
+                metadata(&head(&format!("GET / HTTP/1.1\r\nx-shardgate-metadata: {bad}\r\n\r\n")), &id).unwrap_err();
+            assert_eq!(e.status(), 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn usd_has_six_decimals() {
+        assert_eq!(format_usd(0), "0.000000");
+        assert_eq!(format_usd(150), "0.000150");
+        assert_eq!(format_usd(12_345_678), "12.345678");
+    }
+}
