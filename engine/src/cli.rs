@@ -31,6 +31,24 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Make virtual keys to declare in the config file.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Print a new random key, and the `hash` to declare it by under a pepper.
+    New {
+        /// The pepper (`auth.pepper`); default: the SHARDGATE_PEPPER environment variable.
+        #[arg(long, env = "SHARDGATE_PEPPER", hide_env_values = true)]
+        pepper: String,
+    },
+    /// Print the `hash` of an existing key (read from standard input) under a pepper.
+    Hash {
+        #[arg(long, env = "SHARDGATE_PEPPER", hide_env_values = true)]
+        pepper: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,6 +77,9 @@ struct ServeArgs {
     /// Serve callers without credentials on a non-loopback address while no key is configured.
     #[arg(long)]
     allow_anonymous: bool,
+    /// The embedded store's database file, overriding `store.path`; `none` runs without one.
+    #[arg(long)]
+    store: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -110,6 +131,44 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(config),
         Command::Serve(args) => serve(args),
+        Command::Keys(k) => keys(k),
+    }
+}
+
+#[allow(clippy::print_stdout)] // The command's output is what the user asked for.
+fn keys(cmd: KeysCommand) -> ExitCode {
+    init_logging(LogFormat::Text);
+    let pepper = match &cmd {
+        KeysCommand::New { pepper } | KeysCommand::Hash { pepper } => pepper,
+    };
+    if pepper.len() < 16 {
+        tracing::error!("the pepper must be at least 16 characters (as auth.pepper)");
+        return ExitCode::from(2);
+    }
+    let hasher = policy::keys::KeyHasher::new(pepper.as_bytes());
+    match cmd {
+        KeysCommand::New { .. } => match policy::keys::generate(&hasher) {
+            Ok(k) => {
+                println!("key:  {}", k.secret);
+                println!("hash: {}", k.digest.to_text());
+                println!("# Give the key to its owner (it is not shown again); declare it by hash:");
+                println!("#   keys: [{{name: <name>, hash: \"{}\", user: <user>}}]", k.digest.to_text());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        KeysCommand::Hash { .. } => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() || line.trim().is_empty() {
+                tracing::error!("give the key on standard input");
+                return ExitCode::from(2);
+            }
+            println!("{}", hasher.digest(line.trim()).to_text());
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -159,6 +218,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         opts.pin_cores = Some(false);
     }
     opts.allow_anonymous = args.allow_anonymous;
+    opts.store = args.store;
 
     // Register before any thread starts, so no signal arrives before we listen for it.
     let mut signals = match signal_hook::iterator::Signals::new([

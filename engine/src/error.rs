@@ -39,6 +39,8 @@ pub enum ErrorKind {
     NotFound,
     /// The path exists but not with this method.
     MethodNotAllowed,
+    /// The change clashes with the current state (a name the config file declares).
+    Conflict,
     /// The body exceeds `limits.max_body`.
     BodyTooLarge,
     /// The header section exceeds `limits.max_header` or has too many fields.
@@ -73,7 +75,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 25] = [
+    pub const ALL: [ErrorKind; 26] = [
         ErrorKind::BadRequest,
         ErrorKind::InvalidJson,
         ErrorKind::InvalidField,
@@ -84,6 +86,7 @@ impl ErrorKind {
         ErrorKind::BudgetExceeded,
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
+        ErrorKind::Conflict,
         ErrorKind::BodyTooLarge,
         ErrorKind::HeadersTooLarge,
         ErrorKind::RequestTimeout,
@@ -119,6 +122,7 @@ impl ErrorKind {
             ErrorKind::BudgetExceeded => "budget_exceeded",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::Conflict => "conflict",
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::HeadersTooLarge => "headers_too_large",
             ErrorKind::RequestTimeout => "request_timeout",
@@ -145,6 +149,7 @@ impl ErrorKind {
             ErrorKind::UnknownModel | ErrorKind::NotFound => 404,
             ErrorKind::RateLimited | ErrorKind::BudgetExceeded => 429,
             ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::Conflict => 409,
             ErrorKind::RequestTimeout => 408,
             ErrorKind::BodyTooLarge => 413,
             ErrorKind::ExpectationFailed => 417,
@@ -212,7 +217,7 @@ impl ErrorKind {
 pub struct GatewayError {
     pub kind: ErrorKind,
     pub message: String,
-    pub param: Option<&'static str>,
+    pub param: Option<std::borrow::Cow<'static, str>>,
     /// Overrides the kind's OpenAI `type` (`tokens`, `insufficient_quota`, ...).
     pub type_override: Option<&'static str>,
     /// Overrides the kind's OpenAI `code` (`invalid_api_key`, `rate_limit_exceeded`, ...).
@@ -250,8 +255,8 @@ impl GatewayError {
         self
     }
 
-    pub fn with_param(mut self, param: &'static str) -> Self {
-        self.param = Some(param);
+    pub fn with_param(mut self, param: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.param = Some(param.into());
         self
     }
 
@@ -265,7 +270,7 @@ impl GatewayError {
             error: Body {
                 message: &self.message,
                 kind: self.type_override.unwrap_or(self.kind.openai_type()),
-                param: self.param,
+                param: self.param.as_deref(),
                 code: self.code_override.or(self.kind.code()),
             },
         };

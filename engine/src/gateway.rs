@@ -12,12 +12,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{self, ConfigError, ConfigSource, ShardCount, Snapshot};
+use policy::spec::GovernanceSpec;
+
+use crate::config::{self, ConfigError, ConfigFile, ConfigSource, Managed, ShardCount, Snapshot};
 use crate::gossip::GossipHub;
 use crate::listener::{ShardThreads, bind_listeners, spawn_shards};
 use crate::metrics::Registry;
 use crate::rt::{Backend, DriverRequest, RuntimeRequest, UringFlags};
 use crate::shard::{self, ProcessState, Shard};
+use crate::store::ChangeError;
 use crate::upstream::DnsTable;
 
 /// Start-time choices; each overrides the config file's `server` section when set.
@@ -36,6 +39,8 @@ pub struct StartOptions {
     /// Serve without credentials on a non-loopback address while no key exists
     /// (`--allow-anonymous`, or `auth.allow_anonymous`).
     pub allow_anonymous: bool,
+    /// The store's database file (`--store`), overriding `store.path`; `none` for no store.
+    pub store: Option<String>,
 }
 
 impl StartOptions {
@@ -50,6 +55,7 @@ impl StartOptions {
             watch: None,
             pin_cores: None,
             allow_anonymous: false,
+            store: None,
         }
     }
 }
@@ -73,6 +79,10 @@ pub enum StartError {
     OpenToTheNetwork { addr: SocketAddr },
     #[error("shard {shard} failed to start: {reason}")]
     Shard { shard: usize, reason: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::DbError),
+    #[error("cannot start a background thread: {0}")]
+    StoreThread(std::io::Error),
 }
 
 /// Serialises reloads and remembers what was loaded.
@@ -83,6 +93,10 @@ struct Reloader {
     lock: Mutex<()>,
     /// Modification time of the file last loaded (for the watcher).
     loaded_mtime: Mutex<Option<SystemTime>>,
+    /// The config file last loaded, to compile admin changes against.
+    file: Mutex<ConfigFile>,
+    /// What the admin API made (from the store).
+    managed: Mutex<Managed>,
 }
 
 impl Reloader {
@@ -104,7 +118,8 @@ impl Reloader {
         let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mtime = self.mtime();
         let generation = self.generation.load(SeqCst) + 1;
-        let result = config::load(&self.source, generation);
+        let managed = self.managed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let result = config::load_with(&self.source, generation, &managed);
         if let Ok(mut m) = self.loaded_mtime.lock() {
             *m = mtime;
         }
@@ -119,6 +134,7 @@ impl Reloader {
                 self.generation.store(generation, SeqCst);
                 self.state.reloads_ok.fetch_add(1, SeqCst);
                 tracing::info!(generation, source = %self.source.describe(), "config reloaded");
+                *self.file.lock().unwrap_or_else(|e| e.into_inner()) = file;
                 Ok(generation)
             }
             Err(e) => {
@@ -128,6 +144,40 @@ impl Reloader {
             }
         }
     }
+}
+
+impl crate::store::Control for Reloader {
+    fn managed(&self) -> Arc<GovernanceSpec> {
+        self.managed.lock().unwrap_or_else(|e| e.into_inner()).spec.clone()
+    }
+
+    fn apply(
+        &self,
+        managed: GovernanceSpec,
+        persist: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<(), ChangeError> {
+        let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.generation.load(SeqCst) + 1;
+        let next = Managed {
+            spec: Arc::new(managed),
+            pepper: self.managed.lock().unwrap_or_else(|e| e.into_inner()).pepper.clone(),
+        };
+        let snapshot = {
+            let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+            config::compile_with(&file, &self.source.describe(), generation, &next)
+                .map_err(|errors| ChangeError::Invalid(errors.to_string()))?
+        };
+        persist().map_err(ChangeError::Store)?;
+        self.state.config.store(Arc::new(snapshot));
+        self.generation.store(generation, SeqCst);
+        *self.managed.lock().unwrap_or_else(|e| e.into_inner()) = next;
+        tracing::info!(generation, "admin change in force");
+        Ok(())
+    }
+}
+
+fn absolute(p: &str) -> String {
+    std::path::absolute(p).map_or_else(|_| p.to_string(), |a| a.display().to_string())
 }
 
 fn resolve_into(state: &ProcessState, snapshot: &Snapshot) {
@@ -146,13 +196,31 @@ pub struct Gateway {
     local_addr: SocketAddr,
     shard_threads: Vec<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
+    /// Fetches token issuers' signing keys.
+    tokens: Option<JoinHandle<()>>,
+    /// Delivers budget alerts.
+    alerts: Option<JoinHandle<()>>,
     stop_control: Arc<AtomicBool>,
 }
 
 impl Gateway {
     /// Starts the gateway and returns once every shard accepts connections.
     pub fn start(opts: StartOptions) -> Result<Gateway, StartError> {
-        let (file, snapshot) = config::load(&opts.source, 1)?;
+        let mut file = config::read(&opts.source)?;
+        if let Some(p) = &opts.store {
+            // Relative to the working directory, as command-line paths are.
+            file.store.path = Some(if p == "none" { p.clone() } else { absolute(p) });
+        }
+        let opened = match config::store_path(&opts.source, &file) {
+            Some(path) => Some(crate::store::open(&path)?),
+            None => None,
+        };
+        let managed = opened
+            .as_ref()
+            .map(|o| Managed { spec: Arc::new(o.managed.clone()), pepper: Some(o.pepper.clone()) })
+            .unwrap_or_default();
+        let snapshot = config::compile_with(&file, &opts.source.describe(), 1, &managed)
+            .map_err(|errors| ConfigError::Invalid { source_name: opts.source.describe(), errors })?;
         let server = &file.server;
         let backend = Backend::resolve(
             opts.runtime.unwrap_or(server.runtime),
@@ -170,7 +238,7 @@ impl Gateway {
         let listen = opts.listen.unwrap_or(server.listen);
         // Secure by default: without keys, only a loopback listener serves anonymously.
         let anonymous_ok = listen.ip().is_loopback() || opts.allow_anonymous || snapshot.allow_anonymous;
-        let anonymous = !snapshot.policy.requires_auth();
+        let anonymous = !snapshot.requires_auth();
         if anonymous && !anonymous_ok {
             return Err(StartError::OpenToTheNetwork { addr: listen });
         }
@@ -195,6 +263,8 @@ impl Gateway {
         let watch = opts.watch.unwrap_or(server.reload.watch);
         let poll_interval = server.reload.poll_interval.0;
 
+        let stop_control = Arc::new(AtomicBool::new(false));
+        let (alerts, alerts_inbox) = crate::alerts::channel();
         let state = Arc::new(ProcessState {
             config: ArcSwap::from_pointee(snapshot),
             dns: ArcSwap::from_pointee(DnsTable::default()),
@@ -209,8 +279,39 @@ impl Gateway {
             tls,
             gossip: GossipHub::new(shards, gossip_queue),
             anonymous_ok,
+            store: std::sync::OnceLock::new(),
+            tokens: crate::jwks::TokenVerifiers::default(),
+            alerts,
+            restore: Mutex::new(opened.as_ref().map(|o| o.spend.clone()).unwrap_or_default()),
         });
         resolve_into(&state, &state.config.load());
+        // Token issuers' keys before the first request, so tokens work from the start (an
+        // unreachable issuer delays the start by its timeout, and is retried in the background).
+        let mut fetcher = crate::jwks::Fetcher::new();
+        fetcher.tick(&state.config.load().issuers, &state.tokens);
+
+        let reloader = Arc::new(Reloader {
+            state: state.clone(),
+            source: opts.source.clone(),
+            generation: AtomicU64::new(1),
+            lock: Mutex::new(()),
+            loaded_mtime: Mutex::new(None),
+            file: Mutex::new(file.clone()),
+            managed: Mutex::new(managed),
+        });
+        let mut delivered_alerts = Vec::new();
+        if let Some(o) = opened {
+            delivered_alerts = o.alerts;
+            let flush = file.store.flush_interval.0;
+            let control: Arc<dyn crate::store::Control> = reloader.clone();
+            let store =
+                crate::store::Store::start(o.db, o.path.clone(), flush, control).map_err(StartError::StoreThread)?;
+            tracing::info!(path = %o.path.display(), restored_rows = o.spend.len(), "store open");
+            let _ = state.store.set(Arc::new(store));
+        }
+        let alerts_thread =
+            crate::alerts::spawn(alerts_inbox, delivered_alerts, state.store.get().cloned(), stop_control.clone())
+                .map_err(StartError::StoreThread)?;
 
         let threads = ShardThreads { backend, entries: server.uring_entries.get(), pin };
         let shard_state = state.clone();
@@ -239,23 +340,28 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(2));
         }
 
-        let reloader = Arc::new(Reloader {
-            state: state.clone(),
-            source: opts.source.clone(),
-            generation: AtomicU64::new(1),
-            lock: Mutex::new(()),
-            loaded_mtime: Mutex::new(None),
-        });
         if let Ok(mut m) = reloader.loaded_mtime.lock() {
             *m = reloader.mtime();
         }
-        let stop_control = Arc::new(AtomicBool::new(false));
         let control = {
             let reloader = reloader.clone();
             let stop = stop_control.clone();
             std::thread::Builder::new()
                 .name("control".into())
                 .spawn(move || control_loop(&reloader, &stop, watch, poll_interval))
+                .ok()
+        };
+        let tokens = {
+            let state = state.clone();
+            let stop = stop_control.clone();
+            std::thread::Builder::new()
+                .name("jwks".into())
+                .spawn(move || {
+                    while !stop.load(SeqCst) {
+                        std::thread::sleep(Duration::from_millis(100));
+                        fetcher.tick(&state.config.load().issuers, &state.tokens);
+                    }
+                })
                 .ok()
         };
 
@@ -267,7 +373,16 @@ impl Gateway {
             config = %opts.source.describe(),
             "shardgate serving"
         );
-        Ok(Gateway { state, reloader, local_addr, shard_threads, control, stop_control })
+        Ok(Gateway {
+            state,
+            reloader,
+            local_addr,
+            shard_threads,
+            control,
+            tokens,
+            alerts: Some(alerts_thread),
+            stop_control,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -309,8 +424,11 @@ impl Gateway {
             let _ = t.join();
         }
         self.stop_control.store(true, SeqCst);
-        if let Some(c) = self.control.take() {
-            let _ = c.join();
+        for t in [self.control.take(), self.tokens.take(), self.alerts.take()].into_iter().flatten() {
+            let _ = t.join();
+        }
+        if let Some(store) = self.state.store.get() {
+            store.stop();
         }
         tracing::info!("drained; bye");
     }
@@ -332,8 +450,11 @@ impl Drop for Gateway {
             }
         }
         self.stop_control.store(true, SeqCst);
-        if let Some(c) = self.control.take() {
-            let _ = c.join();
+        for t in [self.control.take(), self.tokens.take(), self.alerts.take()].into_iter().flatten() {
+            let _ = t.join();
+        }
+        if let Some(store) = self.state.store.get() {
+            store.stop();
         }
     }
 }

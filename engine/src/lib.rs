@@ -2,6 +2,7 @@
 //! config loading and reload, API handlers. The `shardgate` binary is a thin layer over
 //! [`gateway::Gateway`] and [`cli`].
 
+pub mod alerts;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -9,11 +10,13 @@ pub mod error;
 pub mod gateway;
 pub mod gossip;
 pub mod http;
+pub mod jwks;
 pub mod listener;
 pub mod metrics;
 pub mod mock;
 pub mod rt;
 pub mod shard;
+pub mod store;
 pub mod tls;
 pub mod upstream;
 

@@ -17,17 +17,19 @@ pub enum Endpoint {
     Models,
     Passthrough,
     Ops,
+    Admin,
     Other,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 7] = [
+    const ALL: [Endpoint; 8] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
         Endpoint::Models,
         Endpoint::Passthrough,
         Endpoint::Ops,
+        Endpoint::Admin,
         Endpoint::Other,
     ];
 
@@ -39,6 +41,7 @@ impl Endpoint {
             Endpoint::Models => "models",
             Endpoint::Passthrough => "passthrough",
             Endpoint::Ops => "ops",
+            Endpoint::Admin => "admin",
             Endpoint::Other => "other",
         }
     }

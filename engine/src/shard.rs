@@ -39,6 +39,15 @@ pub struct ProcessState {
     /// Whether callers without credentials are served while no key exists: the listener is on
     /// a loopback address, or anonymous access was asked for explicitly. Fixed at start.
     pub anonymous_ok: bool,
+    /// Budget alerts go to one thread, which delivers each once.
+    pub alerts: crate::alerts::AlertSink,
+    /// Token issuers' verifiers and signing keys (kept fresh by the `jwks` thread).
+    pub tokens: crate::jwks::TokenVerifiers,
+    /// The embedded store, when there is one (set once at start).
+    pub store: std::sync::OnceLock<Arc<crate::store::Store>>,
+    /// The ledger as read at start, per day: shard 0 counts it into the budgets before it
+    /// accepts, and gossip carries it to the others.
+    pub restore: std::sync::Mutex<Vec<crate::store::SpendRow>>,
 }
 
 impl ProcessState {
@@ -80,6 +89,10 @@ pub struct Shard {
     pub governor: RefCell<policy::Governor>,
     /// Digests of keys presented recently, so a keep-alive client's key is hashed once.
     pub digests: RefCell<crate::api::governance::DigestCache>,
+    /// Bearer tokens verified recently.
+    pub tokens: RefCell<crate::api::governance::TokenCache>,
+    /// Spend since the last hand-over to the store.
+    pub tally: RefCell<crate::store::SpendTally>,
 }
 
 impl Shard {
@@ -100,6 +113,8 @@ impl Shard {
             sequence: Cell::new(0),
             governor: RefCell::new(governor),
             digests: RefCell::new(crate::api::governance::DigestCache::default()),
+            tally: RefCell::new(crate::store::SpendTally::default()),
+            tokens: RefCell::new(crate::api::governance::TokenCache::default()),
         }
     }
 
@@ -111,6 +126,41 @@ impl Shard {
             *local = Rc::new(arc_swap::Guard::into_inner(current));
         }
         local.clone()
+    }
+
+    /// Counts the ledger read at start into this shard's budgets (shard 0 only; gossip carries
+    /// the counts to the other shards).
+    fn restore_spend(&self) {
+        let rows = std::mem::take(&mut *self.process.restore.lock().unwrap_or_else(|e| e.into_inner()));
+        if rows.is_empty() {
+            return;
+        }
+        let cfg = self.config();
+        let now = crate::api::governance::now_ms();
+        let mut g = self.governor.borrow_mut();
+        let mut restored = 0u64;
+        for r in &rows {
+            let who = cfg.policy.recorded_caller(r.caller.as_recorded());
+            let metadata = crate::store::ledger::metadata_from_json(&r.metadata);
+            g.restore_spend(&cfg.policy, &who, &r.model, &metadata, r.cost_micros, r.minute_ms, now);
+            restored = restored.saturating_add(r.cost_micros);
+        }
+        tracing::info!(rows = rows.len(), spend_usd = restored as f64 / 1e6, "ledger counted into budgets");
+    }
+
+    /// Hands the spend tallied since the last flush to the store thread; keeps it if the
+    /// store is behind.
+    pub fn flush_spend(&self) {
+        let Some(store) = self.process.store.get() else { return };
+        let mut tally = self.tally.borrow_mut();
+        if tally.is_empty() {
+            return;
+        }
+        let rows = tally.take_rows();
+        if let Err(rows) = store.send_spend(rows) {
+            tracing::warn!(shard = self.id, rows = rows.len(), "store behind; spend kept for the next flush");
+            tally.put_back(rows);
+        }
     }
 
     /// A number unique within this shard (ids of mock answers).
@@ -141,6 +191,9 @@ impl ConnectionObserver for Shard {
 
 /// The shard's main task: accept until draining, then wait for connections to finish.
 pub async fn run(shard: Rc<Shard>, listener: std::net::TcpListener) {
+    if shard.id == 0 {
+        shard.restore_spend();
+    }
     rt::spawn(housekeeping(shard.clone()));
     rt::spawn(gossip(shard.clone()));
     shard.process.shards_up.fetch_add(1, SeqCst);
@@ -164,11 +217,15 @@ pub async fn run(shard: Rc<Shard>, listener: std::net::TcpListener) {
     } else {
         tracing::debug!(shard = shard.id, "shard drained");
     }
+    shard.flush_spend();
 }
 
-/// Gossip rounds every `governance.gossip_interval`, and eviction of idle counters.
+/// Gossip rounds every `governance.gossip_interval`, eviction of idle counters, and the spend
+/// hand-over to the store every `store.flush_interval`.
 async fn gossip(shard: Rc<Shard>) {
     let mut last_evict = Instant::now();
+    let mut last_flush = Instant::now();
+    let flush_every = shard.process.store.get().map(|s| s.flush_interval);
     loop {
         if shard.process.draining.load(SeqCst) {
             return;
@@ -181,6 +238,10 @@ async fn gossip(shard: Rc<Shard>) {
                 g.evict(crate::api::governance::now_ms(), 120_000);
                 last_evict = Instant::now();
             }
+        }
+        if flush_every.is_some_and(|f| last_flush.elapsed() >= f) {
+            shard.flush_spend();
+            last_flush = Instant::now();
         }
         rt::sleep(interval).await;
     }

@@ -440,7 +440,6 @@ impl Governor {
                         Measure::SpendMicros => to_i64(cost),
                         m => to_i64(tokens_of(m, usage.input, usage.output)),
                     };
-                    let before = self.store.total_at(h.handle, now_ms) - h.amount;
                     if !self.store.adjust_at(h.handle, h.bucket, now_ms, actual - h.amount) {
                         // The reservation's bucket left the window (a long stream) or its counter
                         // was evicted: count the usage now instead.
@@ -450,7 +449,7 @@ impl Governor {
                     if let Some(a) = &h.alerts {
                         let handle = self.live_handle(&h);
                         let after = self.store.total_at(handle, now_ms);
-                        self.crossed(&h, a, before, after, now_ms, &mut alerts);
+                        self.crossed(&h, a, after, now_ms, &mut alerts);
                     }
                 }
             }
@@ -474,7 +473,11 @@ impl Governor {
         }
     }
 
-    fn crossed(&mut self, h: &Hold, alerts: &Alerts, before: i64, after: i64, now_ms: u64, out: &mut Vec<Alert>) {
+    /// Raises every threshold the counter has reached and this shard has not raised yet in
+    /// this period. Reached, not crossed by this request: spend merged from other shards moves
+    /// the total between settles, and a threshold it jumps over must still be raised. (Shards
+    /// may each raise the same one; the engine delivers it once.)
+    fn crossed(&mut self, h: &Hold, alerts: &Alerts, after: i64, now_ms: u64, out: &mut Vec<Alert>) {
         let Span::Period(period) = h.limit.span else { return };
         let max = u128::from(h.limit.max);
         if max == 0 {
@@ -483,7 +486,7 @@ impl Governor {
         let pct = |v: i64| u128::try_from(v.max(0)).unwrap_or(0) * 100;
         for &t in alerts.at.iter() {
             let line = u128::from(t) * max;
-            if pct(before) < line && pct(after) >= line {
+            if pct(after) >= line {
                 let id = (h.key.owner.clone(), h.key.entity.clone(), period, h.key.period, t);
                 if self.fired.insert(id) {
                     out.push(Alert {
@@ -497,6 +500,50 @@ impl Governor {
                         webhook: alerts.webhook.clone(),
                     });
                 }
+            }
+        }
+    }
+
+    /// Counts spend recorded before a restart (the ledger) into the budgets it falls under,
+    /// as if settled now: only periods still running at `now_ms` matter. `who` is the caller
+    /// as the ledger recorded it (see [`Policy::recorded_caller`]). Alerts are not raised
+    /// again for thresholds this spend had crossed before.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_spend(
+        &mut self,
+        policy: &Policy,
+        who: &Identity,
+        model: &str,
+        metadata: &Metadata,
+        cost_micros: u64,
+        at_ms: u64,
+        now_ms: u64,
+    ) {
+        for &i in who.candidates.iter() {
+            let Some(rule) = policy.rules.get(i as usize) else { continue };
+            if rule.kind != RuleKind::Budget || !rule.when.matches_request(model, metadata) {
+                continue;
+            }
+            if rule.exempt.as_ref().is_some_and(|ex| ex.matches(who, model, metadata)) {
+                continue;
+            }
+            let Some(entity_name) = entity_of(&rule.per, who, model, metadata) else { continue };
+            let limits = rule.limits_for(entity_name);
+            let owner = self.intern(&rule.id);
+            let entity = self.intern(entity_name);
+            for limit in limits.iter() {
+                let Span::Period(p) = limit.span else { continue };
+                if limit.measure != Measure::SpendMicros || p.index(at_ms) != p.index(now_ms) {
+                    continue;
+                }
+                let key = CounterKey {
+                    owner: owner.clone(),
+                    entity: entity.clone(),
+                    measure: limit.measure,
+                    window_ms: 0,
+                    period: p.index(now_ms),
+                };
+                self.store.add(&key, now_ms, to_i64(cost_micros));
             }
         }
     }
@@ -798,6 +845,67 @@ keys:
         assert_eq!(s.alerts.iter().map(|a| a.threshold).collect::<Vec<_>>(), [100]);
         // Next month the budget is fresh.
         assert!(g.admit(&p, &priced(100_000, 100_000), T0 + until_february).is_ok());
+    }
+
+    #[test]
+    fn restored_spend_counts_in_running_periods_only() {
+        let p = policy(&format!(
+            "{PEOPLE}budgets: [{{id: daily, per: user, limits: {{usd_per_day: 1.0, usd_lifetime: 5.0}}}}, {{id: ads, when: {{teams: [ads]}}, limits: {{usd_per_day: 1.0}}}}]"
+        ));
+        let alice = p.recorded_caller(crate::RecordedCaller {
+            key: Some("a"),
+            user: Some("alice"),
+            team: Some("search"),
+            ..Default::default()
+        });
+        let mut g = Governor::new(0, 1);
+        let none = Metadata::new();
+        // $0.70 today and $2 yesterday: today's budget sees 0.70, the lifetime one 2.70.
+        g.restore_spend(&p, &alice, "gpt-x", &none, 700_000, T0 - 1_000, T0);
+        g.restore_spend(&p, &alice, "gpt-x", &none, 2_000_000, T0 - 86_400_000, T0);
+        let key = |window: Period| CounterKey {
+            owner: Arc::from("daily"),
+            entity: Arc::from("alice"),
+            measure: Measure::SpendMicros,
+            window_ms: 0,
+            period: window.index(T0),
+        };
+        assert_eq!(g.total(&key(Period::Day), T0), 700_000);
+        assert_eq!(g.total(&key(Period::Lifetime), T0), 2_700_000);
+        // The `ads` budget does not apply to a search user.
+        let ads = CounterKey { owner: Arc::from("ads"), entity: Arc::from("*"), ..key(Period::Day) };
+        assert_eq!(g.total(&ads, T0), 0);
+        // A $0.50 reservation no longer fits today.
+        let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
+        let price = Price { input_per_mtok: 1.0, output_per_mtok: 4.0, cached_input_per_mtok: None, per_request: 0.0 };
+        let m = meta(a);
+        let r = g.admit(&p, &AdmitRequest { price: Some(price), ..req(a, "gpt-x", &m, 100_000, 100_000) }, T0);
+        assert_eq!(r.unwrap_err().kind, RefusalKind::Budget);
+    }
+
+    /// Spend merged from another shard can carry a budget over a threshold between two local
+    /// settles; the next local settle still raises it (once).
+    #[test]
+    fn thresholds_reached_through_gossip_are_raised() {
+        let p = policy(&format!(
+            "{PEOPLE}budgets: [{{id: monthly, per: team, limits: {{usd_per_month: 1.0}}, alerts: {{at: [50]}}}}]"
+        ));
+        let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
+        let m = meta(a);
+        let price = Price { input_per_mtok: 1.0, output_per_mtok: 0.0, cached_input_per_mtok: None, per_request: 0.0 };
+        let priced = |input| AdmitRequest { price: Some(price), ..req(a, "gpt-x", &m, input, 0) };
+        let (mut g0, mut g1) = (Governor::new(0, 2), Governor::new(1, 2));
+        // Shard 1 spends $0.60 and tells shard 0.
+        let adm = g1.admit(&p, &priced(600_000), T0).unwrap();
+        assert_eq!(g1.settle(adm, Tokens { input: 600_000, output: 0, cached_input: 0 }, T0).alerts.len(), 1);
+        let d = g1.take_delta().unwrap();
+        g0.merge(&d);
+        // Shard 0's own $0.01 does not cross 50 % itself, yet 50 % was reached: raised here too.
+        let adm = g0.admit(&p, &priced(10_000), T0).unwrap();
+        let s = g0.settle(adm, Tokens { input: 10_000, output: 0, cached_input: 0 }, T0);
+        assert_eq!(s.alerts.iter().map(|a| a.threshold).collect::<Vec<_>>(), [50]);
+        let adm = g0.admit(&p, &priced(10_000), T0).unwrap();
+        assert!(g0.settle(adm, Tokens { input: 10_000, output: 0, cached_input: 0 }, T0).alerts.is_empty(), "once");
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub enum AuthError {
     UnknownKey,
     Revoked(Arc<str>),
     Expired(Arc<str>),
+    /// A bearer token that did not verify.
+    Token(crate::jwt::JwtError),
+    /// The `x-shardgate-team` header names a team the caller is not in.
+    NotInTeam(Arc<str>),
 }
 
 impl AuthError {
@@ -50,6 +54,8 @@ impl AuthError {
             }
             AuthError::Revoked(name) => format!("The API key `{name}` has been revoked."),
             AuthError::Expired(name) => format!("The API key `{name}` has expired."),
+            AuthError::Token(e) => format!("The bearer token was refused: {e}."),
+            AuthError::NotInTeam(t) => format!("You are not a member of team `{t}` (x-shardgate-team)."),
         }
     }
 
@@ -60,6 +66,8 @@ impl AuthError {
             AuthError::UnknownKey => "invalid_api_key",
             AuthError::Revoked(_) => "revoked_api_key",
             AuthError::Expired(_) => "expired_api_key",
+            AuthError::Token(e) => e.code(),
+            AuthError::NotInTeam(_) => "team_not_allowed",
         }
     }
 }
@@ -72,6 +80,16 @@ pub struct Denied {
 }
 
 /// The compiled policy.
+/// Who made a request, as the spend ledger keeps it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordedCaller<'a> {
+    pub key: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub team: Option<&'a str>,
+    pub application: Option<&'a str>,
+    pub environment: Option<&'a str>,
+}
+
 #[derive(Debug)]
 pub struct Policy {
     pub directory: Directory,
@@ -189,9 +207,88 @@ impl Policy {
         }
     }
 
+    /// A caller as the spend ledger recorded it, with the rules that can apply to it now (to
+    /// count recorded spend into today's budgets after a restart).
+    pub fn recorded_caller(&self, who: RecordedCaller<'_>) -> Identity {
+        let name = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(Arc::<str>::from);
+        let credential =
+            if who.key.is_some() { crate::identity::Credential::Key } else { crate::identity::Credential::Jwt };
+        Identity {
+            credential,
+            key: name(who.key),
+            user: name(who.user),
+            team: name(who.team),
+            application: name(who.application),
+            environment: name(who.environment),
+            ..Identity::anonymous()
+        }
+        .with_candidates(&self.rules)
+    }
+
     /// Whether any key exists (then every request must authenticate).
     pub fn requires_auth(&self) -> bool {
         self.directory.key_count() > 0
+    }
+
+    /// The caller a verified token describes: its user (with the user's model list when the
+    /// user is declared), its team — `team_hint` (the `x-shardgate-team` header) when the token
+    /// or the declared user belongs to it, else the first declared team the token names, else
+    /// the declared user's only team — its role and environment, and the rules that apply.
+    pub fn identity_for_claims(
+        &self,
+        claims: &crate::jwt::JwtClaims,
+        team_hint: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        let dir = &self.directory;
+        let user = dir.user(&claims.user);
+        let member_of = |t: &str| {
+            dir.team(t).is_some()
+                && (claims.teams.iter().any(|c| c == t) || user.is_some_and(|u| u.teams.iter().any(|x| &**x == t)))
+        };
+        let team: Option<Arc<str>> = match team_hint {
+            Some(t) if member_of(t) => Some(Arc::from(t)),
+            Some(t) => return Err(AuthError::NotInTeam(Arc::from(t))),
+            None => claims
+                .teams
+                .iter()
+                .find(|t| dir.team(t).is_some())
+                .map(|t| Arc::from(t.as_str()))
+                .or_else(|| user.and_then(|u| if u.teams.len() == 1 { u.teams.first().cloned() } else { None })),
+        };
+        let mut access = Vec::new();
+        if let Some(u) = user
+            && !u.models.is_empty()
+        {
+            access.push(crate::identity::ModelAccess {
+                rule: format!("user:{}.models", claims.user).into(),
+                allowed: u.models.clone(),
+            });
+        }
+        if let Some(t) = &team
+            && let Some(ts) = dir.team(t)
+            && !ts.models.is_empty()
+        {
+            access.push(crate::identity::ModelAccess {
+                rule: format!("team:{t}.models").into(),
+                allowed: ts.models.clone(),
+            });
+        }
+        let environment = claims.environment.as_deref().filter(|e| dir.has_environment(e)).map(Arc::from);
+        Ok(Identity {
+            credential: crate::identity::Credential::Jwt,
+            key: None,
+            user: Some(Arc::from(claims.user.as_str())),
+            team,
+            application: None,
+            environment,
+            role: claims.role,
+            access: access.into_boxed_slice(),
+            metadata: crate::rules::Metadata::new(),
+            expires_at_ms: Some(claims.expires_at.saturating_mul(1000)),
+            revoked: false,
+            candidates: Box::new([]),
+        }
+        .with_candidates(&self.rules))
     }
 
     pub fn hasher(&self) -> &KeyHasher {
@@ -371,5 +468,39 @@ mod tests {
                 .message
                 .contains("two rules")
         );
+    }
+    fn claims(user: &str, teams: &[&str], role: Role) -> crate::jwt::JwtClaims {
+        crate::jwt::JwtClaims {
+            issuer: Arc::from("https://idp"),
+            subject: user.into(),
+            user: user.into(),
+            teams: teams.iter().map(|t| t.to_string()).collect(),
+            role,
+            environment: Some("prod".into()),
+            expires_at: 2_000_000_000,
+        }
+    }
+
+    #[test]
+    fn token_callers_get_team_models_and_rules() {
+        let p = policy();
+        // A declared user: the team comes from the directory when the token names none.
+        let id = p.identity_for_claims(&claims("alice", &[], Role::Member), None).unwrap();
+        assert_eq!((id.team.as_deref(), id.credential), (Some("search"), crate::identity::Credential::Jwt));
+        assert!(p.check_model(&id, "gpt-4o").is_ok());
+        assert!(p.check_model(&id, "claude-3").is_err(), "the team's model list applies");
+        assert!(!id.candidates.is_empty(), "the team's rate limit applies");
+        assert_eq!(id.environment.as_deref(), Some("prod"));
+        assert_eq!(id.expires_at_ms, Some(2_000_000_000_000));
+        // An undeclared user from a token naming groups: the first declared one is the team.
+        let id = p.identity_for_claims(&claims("zed", &["eng", "search"], Role::TeamAdmin), None).unwrap();
+        assert_eq!((id.team.as_deref(), id.role), (Some("search"), Role::TeamAdmin));
+        // The header may pick a team only among the caller's own.
+        assert_eq!(
+            p.identity_for_claims(&claims("zed", &["eng"], Role::Member), Some("search")).unwrap_err(),
+            AuthError::NotInTeam(Arc::from("search"))
+        );
+        let id = p.identity_for_claims(&claims("zed", &["eng"], Role::Member), None).unwrap();
+        assert_eq!(id.team, None, "no declared team: none");
     }
 }

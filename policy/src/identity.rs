@@ -119,7 +119,15 @@ pub struct Directory {
     keys: HashMap<KeyDigest, Arc<Identity>, RandomState>,
     by_name: BTreeMap<Arc<str>, KeyDigest>,
     teams: BTreeMap<Arc<str>, Team>,
+    users: BTreeMap<Arc<str>, User>,
     environments: Vec<Arc<str>>,
+}
+
+/// A declared user, as a token's caller needs it.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub teams: Vec<Arc<str>>,
+    pub models: GlobSet,
 }
 
 /// The environments a gateway knows when the config declares none.
@@ -201,7 +209,15 @@ impl Directory {
                 ));
             }
         }
-        let mut dir = Directory { keys: HashMap::default(), by_name: BTreeMap::new(), teams, environments };
+        let users = spec
+            .users
+            .iter()
+            .map(|(n, u)| {
+                let teams = u.teams.iter().map(|t| interned(&mut pool, t)).collect();
+                (interned(&mut pool, n), User { teams, models: GlobSet::new(&u.models) })
+            })
+            .collect();
+        let mut dir = Directory { keys: HashMap::default(), by_name: BTreeMap::new(), teams, users, environments };
         for (i, k) in spec.keys.iter().enumerate() {
             let at = format!("keys[{i}]");
             let (digest, identity) = dir.compile_key(spec, k, &at, hasher, &mut pool)?;
@@ -374,6 +390,14 @@ impl Directory {
 
     pub fn key_count(&self) -> usize {
         self.keys.len()
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+
+    pub fn has_environment(&self, name: &str) -> bool {
+        self.environments.iter().any(|e| &**e == name)
     }
 
     pub fn team(&self, name: &str) -> Option<&Team> {

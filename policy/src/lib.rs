@@ -13,14 +13,16 @@ pub mod compiled;
 pub mod counters;
 pub mod glob;
 pub mod identity;
+pub mod jwt;
 pub mod keys;
 pub mod pricing;
 pub mod rules;
 pub mod spec;
 
 pub use admission::{Admission, AdmitRequest, Alert, Estimate, Governor, RateHeaders, Refusal, RefusalKind, Settled};
-pub use compiled::{AuthError, Denied, Policy, Settings};
+pub use compiled::{AuthError, Denied, Policy, RecordedCaller, Settings};
 pub use identity::Identity;
+pub use jwt::{IssuerSpec, IssuerVerifier, Issuers, Jwks, JwtClaims, JwtError};
 pub use rules::Metadata;
 
 /// A policy that does not compile: which field, and what is wrong with it.

@@ -192,7 +192,7 @@ impl Selector {
 
 /// Request metadata: the `x-shardgate-metadata` header's fields overlaid with the key's own
 /// (the key's win). Few fields, so a vector.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Metadata(Vec<(Box<str>, Box<str>)>);
 
 impl Metadata {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
 
 pub mod client;
+pub mod process;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use engine::rt::RuntimeRequest;
 use engine::{Gateway, StartOptions};
 
 pub use client::{Client, Response};
+pub use process::GatewayProcess;
 
 /// The runtimes every end-to-end case runs on: monoio with each driver, and glommio when the
 /// `runtime-glommio` feature is on. A difference in behaviour between them is a bug.

@@ -2,91 +2,39 @@
 //! SIGTERM drain that lets an in-flight stream finish and exits 0, on both drivers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bench_harness::mock::Knobs;
-use e2e::{Client, config_for, eventually, mock, tempdir};
+use e2e::{Client, GatewayProcess, config_for, eventually, mock, tempdir};
 
-const PROVIDER_KEYS: [&str; 8] = [
-    "OPENAI_API_KEY",
-    "GROQ_API_KEY",
-    "MISTRAL_API_KEY",
-    "DEEPSEEK_API_KEY",
-    "TOGETHER_API_KEY",
-    "FIREWORKS_API_KEY",
-    "OPENROUTER_API_KEY",
-    "XAI_API_KEY",
-];
+const BIN: &str = env!("CARGO_BIN_EXE_shardgate-e2e");
 
+/// The gateway in a fresh working directory (where the embedded defaults put their store).
 struct Proc {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
+    p: GatewayProcess,
+    _dir: tempfile::TempDir,
 }
 
 impl Proc {
     fn start(args: &[&str]) -> Proc {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardgate-e2e"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--log-format", "json"])
-            .args(args)
-            .env("SHARDGATE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for k in PROVIDER_KEYS {
-            cmd.env_remove(k);
-        }
-        let mut child = cmd.spawn().expect("spawn the gateway");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let listen = serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
-                    .and_then(|v| v["fields"]["listen"].as_str().map(str::to_string));
-                sink.lock().unwrap().push(line);
-                if let Some(listen) = listen {
-                    let _ = tx.send(listen.parse::<SocketAddr>().unwrap());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| {
-            panic!("no 'serving' line; log: {:?}", log.lock().unwrap());
-        });
-        Proc { child, addr, log }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
-        assert!(ok, "kill {sig}");
-    }
-
-    /// Whether the log has (or gets, within two seconds) a line containing `needle`.
-    fn log_contains(&self, needle: &str) -> bool {
-        eventually(Duration::from_secs(2), || self.log.lock().unwrap().iter().any(|l| l.contains(needle)))
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        let dir = tempdir();
+        Proc { p: GatewayProcess::start(BIN, dir.path(), args), _dir: dir }
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Proc {
+    type Target = GatewayProcess;
+
+    fn deref(&self) -> &GatewayProcess {
+        &self.p
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut GatewayProcess {
+        &mut self.p
     }
 }
 
@@ -114,9 +62,7 @@ fn check_validates_a_file() {
     std::fs::write(&good, "providers:\n  m: {kind: mock}\nmodels:\n  x: {target: m/y}\n").unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "models:\n  x: {target: nope/y}\n").unwrap();
-    let run = |p: &std::path::Path| {
-        Command::new(env!("CARGO_BIN_EXE_shardgate-e2e")).args(["check", "--config"]).arg(p).output().unwrap()
-    };
+    let run = |p: &std::path::Path| Command::new(BIN).args(["check", "--config"]).arg(p).output().unwrap();
     assert!(run(&good).status.success());
     let out = run(&bad);
     assert_eq!(out.status.code(), Some(2));
@@ -195,7 +141,7 @@ fn glommio_without_enough_memlock_fails_with_the_fix() {
     let out = Command::new("prlimit")
         .args(["--memlock=65536:65536", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(env!("CARGO_BIN_EXE_shardgate-e2e"))
-        .args(["serve", "--runtime", "glommio", "--listen", "127.0.0.1:0", "--no-pin"])
+        .args(["serve", "--runtime", "glommio", "--listen", "127.0.0.1:0", "--no-pin", "--store", "none"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -206,8 +152,8 @@ fn glommio_without_enough_memlock_fails_with_the_fix() {
 #[cfg(not(feature = "runtime-glommio"))]
 #[test]
 fn glommio_in_a_build_without_it_says_how_to_get_it() {
-    let out = Command::new(env!("CARGO_BIN_EXE_shardgate-e2e"))
-        .args(["serve", "--runtime", "glommio", "--listen", "127.0.0.1:0"])
+    let out = Command::new(BIN)
+        .args(["serve", "--runtime", "glommio", "--listen", "127.0.0.1:0", "--store", "none"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -237,8 +183,19 @@ fn drain_grace_bounds_the_wait() {
 fn auto_driver_falls_back_to_epoll_and_uring_fails_clearly_where_io_uring_is_unavailable() {
     // monoio's detection honours this variable exactly as it honours a seccomp denial.
     let run = |driver: &str| {
-        Command::new(env!("CARGO_BIN_EXE_shardgate-e2e"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--driver", driver])
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--shards",
+                "1",
+                "--no-pin",
+                "--driver",
+                driver,
+                "--store",
+                "none",
+            ])
             .env("MONOIO_FORCE_LEGACY_DRIVER", "1")
             .env("SHARDGATE_LOG", "info")
             .stdout(Stdio::null())
@@ -270,4 +227,36 @@ fn every_uring_flag_set_serves() {
         let r = Client::connect(p.addr).post_json("/v1/chat/completions", r#"{"model":"mock","stream":true}"#, "");
         assert!(r.text().ends_with("data: [DONE]\n\n"), "{flags}");
     }
+}
+
+#[test]
+fn keys_new_and_hash_agree_with_the_gateway() {
+    let bin = env!("CARGO_BIN_EXE_shardgate-e2e");
+    let pepper = "a-pepper-of-16-chars";
+    let out = Command::new(bin).args(["keys", "new", "--pepper", pepper]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("{text}"))
+    };
+    let (key, hash) = (field("key:"), field("hash:"));
+    assert!(key.starts_with("sk-sg-") && hash.starts_with("hmac-sha256:"), "{text}");
+    assert_eq!(policy::keys::KeyHasher::new(pepper.as_bytes()).digest(&key).to_text(), hash);
+    // `keys hash` reads the key from standard input.
+    let mut child = Command::new(bin)
+        .args(["keys", "hash"])
+        .env("SHARDGATE_PEPPER", pepper)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{key}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), hash);
+    // A short pepper is refused as the config would refuse it.
+    let out = Command::new(bin).args(["keys", "new", "--pepper", "short"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

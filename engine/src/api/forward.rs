@@ -37,7 +37,7 @@ fn scan_error(e: &ScanError) -> GatewayError {
     match e {
         ScanError::NotJson { .. } | ScanError::NotAnObject => GatewayError::new(ErrorKind::InvalidJson, e.to_string()),
         ScanError::WrongType { field, .. } => {
-            GatewayError::new(ErrorKind::InvalidField, e.to_string()).with_param(field)
+            GatewayError::new(ErrorKind::InvalidField, e.to_string()).with_param(*field)
         }
     }
 }

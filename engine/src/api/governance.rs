@@ -94,11 +94,108 @@ fn unauthorized(e: &AuthError) -> GatewayError {
     GatewayError::new(ErrorKind::Unauthorized, e.message()).with_code(e.code())
 }
 
-/// Who is calling. The identity is borrowed from the snapshot the request holds.
-pub fn authenticate<'c>(shard: &Shard, cfg: &'c Snapshot, head: &RequestHead) -> Result<&'c Identity, GatewayError> {
+/// A caller: a key's identity borrowed from the snapshot the request holds, or a token's,
+/// shared with the shard's token cache.
+pub enum Caller<'c> {
+    Key(&'c Identity),
+    Token(Rc<Identity>),
+}
+
+impl std::ops::Deref for Caller<'_> {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        match self {
+            Caller::Key(id) => id,
+            Caller::Token(id) => id,
+        }
+    }
+}
+
+/// Header a token's bearer sends to act within one of their teams.
+pub const TEAM_HEADER: &str = "x-shardgate-team";
+
+/// Who is calling: a virtual key, or a bearer JWT from a configured issuer.
+pub fn authenticate<'c>(shard: &Shard, cfg: &'c Snapshot, head: &RequestHead) -> Result<Caller<'c>, GatewayError> {
     let token = credential(head)?;
+    let now = now_ms();
+    if let Some(t) = token
+        && !cfg.issuers.is_empty()
+        && policy::jwt::looks_like_jwt(t)
+    {
+        let team = match head.header(TEAM_HEADER) {
+            Some(v) => Some(std::str::from_utf8(v).map_err(|_| unauthorized(&AuthError::NotInTeam("?".into())))?),
+            None => None,
+        };
+        return token_caller(shard, cfg, t, team, now).map(Caller::Token).map_err(|e| unauthorized(&e));
+    }
     let digest = token.map(|t| shard.digests.borrow_mut().digest(cfg, t));
-    cfg.policy.authenticate_digest(digest.as_ref(), shard.process.anonymous_ok, now_ms()).map_err(|e| unauthorized(&e))
+    let anonymous_ok = shard.process.anonymous_ok && cfg.issuers.is_empty();
+    cfg.policy.authenticate_digest(digest.as_ref(), anonymous_ok, now).map(Caller::Key).map_err(|e| unauthorized(&e))
+}
+
+/// A verified token's caller, from the shard's cache when the same token (and team header) was
+/// seen before: the signature check costs tens of microseconds for RSA.
+fn token_caller(
+    shard: &Shard,
+    cfg: &Snapshot,
+    token: &str,
+    team: Option<&str>,
+    now: u64,
+) -> Result<Rc<Identity>, AuthError> {
+    if let Some(id) = shard.tokens.borrow_mut().get(cfg.generation, token, team, now) {
+        return Ok(id);
+    }
+    let verifiers = shard.process.tokens.load();
+    let claims = verifiers.verify(token, now / 1000).map_err(|e| {
+        if matches!(e, policy::jwt::JwtError::UnknownKey(_) | policy::jwt::JwtError::NoKeysYet) {
+            shard.process.tokens.want_refetch();
+        }
+        AuthError::Token(e)
+    })?;
+    let id = Rc::new(cfg.policy.identity_for_claims(&claims, team)?);
+    shard.tokens.borrow_mut().put(cfg.generation, token, team, id.clone());
+    Ok(id)
+}
+
+/// Tokens verified recently, per shard, until they expire or the config changes.
+#[derive(Default)]
+pub struct TokenCache {
+    generation: u64,
+    map: HashMap<TokenKey, Rc<Identity>>,
+}
+
+/// A token and the team header sent with it.
+type TokenKey = (Box<str>, Option<Box<str>>);
+
+/// Tokens a shard remembers.
+const TOKEN_CACHE_MAX: usize = 4096;
+
+impl TokenCache {
+    fn get(&mut self, generation: u64, token: &str, team: Option<&str>, now_ms: u64) -> Option<Rc<Identity>> {
+        if self.generation != generation {
+            self.map.clear();
+            self.generation = generation;
+            return None;
+        }
+        let key = (Box::<str>::from(token), team.map(Box::<str>::from));
+        match self.map.get(&key) {
+            Some(id) if id.expires_at_ms.is_some_and(|t| now_ms < t) => Some(id.clone()),
+            Some(_) => {
+                self.map.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&mut self, generation: u64, token: &str, team: Option<&str>, id: Rc<Identity>) {
+        if self.generation != generation || self.map.len() >= TOKEN_CACHE_MAX {
+            self.map.clear();
+            self.generation = generation;
+        }
+        self.map.insert((token.into(), team.map(Box::<str>::from)), id);
+    }
 }
 
 /// A refused model: 403 naming the rule.
@@ -142,6 +239,15 @@ pub fn metadata(head: &RequestHead, id: &Identity) -> Result<Metadata, GatewayEr
 pub struct Held {
     shard: Rc<Shard>,
     admission: Option<Admission>,
+    /// Where the spend goes in the ledger (when there is a store).
+    ledger: Option<LedgerEntry>,
+}
+
+/// Who, on what model, with what metadata: the ledger's view of a request.
+struct LedgerEntry {
+    caller: crate::store::CallerId,
+    model: Box<str>,
+    metadata: Metadata,
 }
 
 impl std::fmt::Debug for Held {
@@ -159,23 +265,20 @@ impl Held {
             Some(u) => Tokens { input: u.prompt_tokens, output: u.completion_tokens, cached_input: u.cached_tokens },
             None => admission.estimate_tokens(),
         };
-        let settled = self.shard.governor.borrow_mut().settle(admission, tokens, now_ms());
+        let now = now_ms();
+        let settled = self.shard.governor.borrow_mut().settle(admission, tokens, now);
         self.shard.metrics.spend_micros.fetch_add(settled.cost_micros, std::sync::atomic::Ordering::Relaxed);
-        for a in &settled.alerts {
-            self.shard.metrics.budget_alerts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(
-                budget = %a.rule,
-                entity = %a.entity,
-                period = a.period.as_str(),
-                period_start = %a.period_start,
-                threshold = a.threshold,
-                spent_usd = a.spent_micros as f64 / 1e6,
-                limit_usd = a.limit_micros as f64 / 1e6,
-                webhook = a.webhook.as_deref().unwrap_or("-"),
-                "budget alert"
-            );
+        if let Some(l) = &self.ledger {
+            self.shard.tally.borrow_mut().record(l.caller, &l.model, &l.metadata, tokens, settled.cost_micros, now);
         }
-        settled.cost_micros
+        let cost = settled.cost_micros;
+        for a in settled.alerts {
+            self.shard.metrics.budget_alerts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !self.shard.process.alerts.raise(a) {
+                tracing::error!("budget alert queue full; alert dropped");
+            }
+        }
+        cost
     }
 }
 
@@ -239,7 +342,12 @@ pub fn admit(shard: &Rc<Shard>, cfg: &Snapshot, ask: &Ask<'_>, ctx: &mut Request
     for (name, value) in admission.headers.pairs() {
         ctx.headers.push((name, value));
     }
-    ctx.held = Some(Held { shard: shard.clone(), admission: Some(admission) });
+    let ledger = shard.process.store.get().map(|_| LedgerEntry {
+        caller: shard.tally.borrow_mut().caller(ask.identity),
+        model: ask.model.into(),
+        metadata: ask.metadata.clone(),
+    });
+    ctx.held = Some(Held { shard: shard.clone(), admission: Some(admission), ledger });
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! endpoints and pass-through; one [`RequestCtx`] per request records what happened for metrics
 //! (and, in later work, for policy settlement and the request log).
 
+pub mod admin;
 mod forward;
 pub mod governance;
 mod mock_provider;
@@ -78,6 +79,7 @@ fn endpoint_of(path: &str) -> Endpoint {
         "/health" | "/ready" | "/metrics" => Endpoint::Ops,
         p if p == "/v1/models" || p.starts_with("/v1/models/") => Endpoint::Models,
         p if p.starts_with("/v1/") => Endpoint::Passthrough,
+        p if p.starts_with(admin::PREFIX) => Endpoint::Admin,
         _ => Endpoint::Other,
     }
 }
@@ -183,7 +185,7 @@ async fn dispatch<C: Conn>(
         };
     }
     let cfg = shard.config();
-    let caller = match governance::authenticate(shard, &cfg, &req.head) {
+    let caller_held = match governance::authenticate(shard, &cfg, &req.head) {
         Ok(id) => id,
         Err(err) => {
             ctx.error = Some(err.kind);
@@ -191,6 +193,7 @@ async fn dispatch<C: Conn>(
             return;
         }
     };
+    let caller: &policy::Identity = &caller_held;
     match (endpoint, path) {
         // Rare paths are boxed: an async fn's state holds every arm's future, and the inference
         // path is what thousands of open streams each carry.
@@ -201,6 +204,7 @@ async fn dispatch<C: Conn>(
         (Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings, _) if method == "POST" => {
             forward::inference(shard, &cfg, caller, endpoint, req, resp, ctx).await
         }
+        (Endpoint::Admin, _) => Box::pin(admin::handle(shard, &cfg, caller, req, resp, ctx)).await,
         (Endpoint::Passthrough, _) if route_methods(path).is_none() => {
             Box::pin(forward::passthrough(shard, &cfg, caller, req, resp, ctx)).await
         }

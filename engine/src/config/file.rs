@@ -13,7 +13,7 @@ use super::units::{ByteSize, Dur, EnvString};
 use crate::rt::{DriverRequest, RuntimeRequest, UringFlags};
 
 /// The whole file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     /// Listener, shards, runtime driver, limits, TLS, egress and reload.
@@ -25,6 +25,9 @@ pub struct ConfigFile {
     /// Model names clients may ask for, each mapped to `provider/upstream-model`.
     #[serde(default)]
     pub models: BTreeMap<String, ModelSection>,
+    /// The embedded store: where it lives, how often spend is written.
+    #[serde(default)]
+    pub store: StoreSection,
     /// How callers authenticate: the key pepper, anonymous access.
     #[serde(default)]
     pub auth: AuthSection,
@@ -57,8 +60,28 @@ pub struct ConfigFile {
     pub budgets: Vec<policy::spec::BudgetSpec>,
 }
 
+/// `store:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// The SQLite database (created if missing); relative paths are relative to the config
+    /// file's directory. `none` runs without a store: no admin-made objects, no ledger, spend
+    /// forgotten at exit. Default `shardgate.db` for a config file or the embedded defaults;
+    /// config given as text (tests, embedding) has no store unless it names one.
+    pub path: Option<String>,
+    /// How often shards hand their spend to the store thread: at most this much spend is lost
+    /// if the process is killed. Default 1s.
+    pub flush_interval: Dur,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection { path: None, flush_interval: Dur(std::time::Duration::from_secs(1)) }
+    }
+}
+
 /// `auth:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// Server-side secret mixed into every key hash (HMAC-SHA256). Required when keys are
@@ -67,10 +90,13 @@ pub struct AuthSection {
     /// Serve callers without credentials on a non-loopback address when no key exists. Off by
     /// default: a gateway with no keys only serves anonymously on loopback.
     pub allow_anonymous: bool,
+    /// OIDC issuers whose bearer JWTs are accepted (SSO): issuer, audience, where the signing
+    /// keys are, which claims carry user, team, role and environment.
+    pub issuers: Vec<policy::jwt::IssuerSpec>,
 }
 
 /// `governance:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GovernanceSection {
     /// How often each shard sends its counter changes to the others. Default 5ms. A limit can
@@ -96,7 +122,7 @@ impl Default for GovernanceSection {
 }
 
 /// `pricing:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PricingSection {
     /// Prices by model name (the upstream model; a trailing `*` makes a prefix), over the
@@ -149,7 +175,7 @@ impl<'de> Deserialize<'de> for ShardCount {
 }
 
 /// `server:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// Address to listen on. Default `127.0.0.1:8080`.
@@ -198,7 +224,7 @@ impl Default for ServerSection {
 }
 
 /// `server.limits:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
     /// Largest request body accepted (413 beyond). Default 10MiB.
@@ -237,7 +263,7 @@ impl Default for LimitsSection {
 }
 
 /// `server.tls:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// PEM certificate chain.
@@ -247,7 +273,7 @@ pub struct TlsSection {
 }
 
 /// `server.egress:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EgressSection {
     /// HTTP CONNECT forward proxy for all upstream traffic, e.g. `http://user:pass@proxy:3128`.
@@ -265,7 +291,7 @@ impl Default for EgressSection {
 }
 
 /// `server.reload:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReloadSection {
     /// Watch the config file and reload when it changes. Default true.
@@ -293,7 +319,7 @@ pub enum ProviderKind {
 }
 
 /// `providers.<name>:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSection {
     pub kind: ProviderKind,
@@ -320,7 +346,7 @@ pub struct ProviderSection {
 }
 
 /// `providers.<name>.pool:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolSection {
     /// Most connections each shard opens to this provider. Default 512.
@@ -339,7 +365,7 @@ impl Default for PoolSection {
 }
 
 /// `providers.<name>.timeouts:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamTimeoutsSection {
     /// TCP connect (+ proxy CONNECT + TLS handshake). Default 10s.
@@ -363,7 +389,7 @@ impl Default for UpstreamTimeoutsSection {
 }
 
 /// `providers.<name>.tls:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamTlsSection {
     /// Extra CA certificates (PEM) for this provider only.
@@ -373,7 +399,7 @@ pub struct UpstreamTlsSection {
 }
 
 /// `models.<name>:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// `provider/upstream-model`. In a wildcard entry (`gpt-*`), a `*` in the upstream model

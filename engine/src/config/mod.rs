@@ -10,7 +10,7 @@ pub mod url;
 use std::path::{Path, PathBuf};
 
 pub use file::{ConfigFile, ProviderKind, ShardCount};
-pub use snapshot::{Provider, Resolved, Snapshot, Upstream, ValidationErrors, compile};
+pub use snapshot::{Managed, Provider, Resolved, Snapshot, Upstream, ValidationErrors, compile, compile_with};
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]
@@ -78,10 +78,37 @@ pub fn read(source: &ConfigSource) -> Result<ConfigFile, ConfigError> {
 
 /// Reads, parses and compiles.
 pub fn load(source: &ConfigSource, generation: u64) -> Result<(ConfigFile, Snapshot), ConfigError> {
+    load_with(source, generation, &Managed::default())
+}
+
+/// [`load`], with what the admin API made.
+pub fn load_with(
+    source: &ConfigSource,
+    generation: u64,
+    managed: &Managed,
+) -> Result<(ConfigFile, Snapshot), ConfigError> {
     let file = read(source)?;
-    let snapshot = compile(&file, &source.describe(), generation)
+    let snapshot = compile_with(&file, &source.describe(), generation, managed)
         .map_err(|errors| ConfigError::Invalid { source_name: source.describe(), errors })?;
     Ok((file, snapshot))
+}
+
+/// Where the store lives for this source, if it has one: `store.path` (relative to the config
+/// file's directory), else `shardgate.db` beside the config file (or in the working directory
+/// for the embedded defaults); config given as text has none unless it names one.
+pub fn store_path(source: &ConfigSource, file: &ConfigFile) -> Option<PathBuf> {
+    let base = match source {
+        ConfigSource::File(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+        _ => PathBuf::new(),
+    };
+    match file.store.path.as_deref() {
+        Some("none") => None,
+        Some(p) => Some(base.join(p)),
+        None => match source {
+            ConfigSource::Text { .. } => None,
+            _ => Some(base.join("shardgate.db")),
+        },
+    }
 }
 
 #[cfg(test)]

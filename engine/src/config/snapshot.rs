@@ -155,6 +155,12 @@ pub struct Snapshot {
     pub gossip: GossipSettings,
     /// `auth.allow_anonymous`.
     pub allow_anonymous: bool,
+    /// `auth.issuers` (validated; their keys live in [`crate::jwks::TokenVerifiers`]).
+    pub issuers: Vec<policy::jwt::IssuerSpec>,
+    /// Teams, users, applications, keys, rules and budgets the config file declares.
+    pub declared: Arc<policy::spec::GovernanceSpec>,
+    /// Those the admin API made (kept in the store).
+    pub managed: Arc<policy::spec::GovernanceSpec>,
 }
 
 /// `governance.gossip_*`.
@@ -165,6 +171,11 @@ pub struct GossipSettings {
 }
 
 impl Snapshot {
+    /// Whether every request must present a credential: some key or token issuer exists.
+    pub fn requires_auth(&self) -> bool {
+        self.policy.requires_auth() || !self.issuers.is_empty()
+    }
+
     /// The route for a model name: an exact name or alias first, then the longest wildcard.
     pub fn resolve_model(&self, name: &str) -> Option<Resolved<'_>> {
         if let Some(r) = self.exact.get(name) {
@@ -236,8 +247,27 @@ struct ModelList<'a> {
     data: Vec<ModelObject<'a>>,
 }
 
+/// What the admin API made (kept in the store), compiled together with the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Managed {
+    pub spec: Arc<policy::spec::GovernanceSpec>,
+    /// The store's pepper: keys made through the admin API are hashed under it when the config
+    /// sets no `auth.pepper`.
+    pub pepper: Option<String>,
+}
+
 /// Compiles a parsed file into a snapshot, reporting every problem at once.
 pub fn compile(file: &ConfigFile, source: &str, generation: u64) -> Result<Snapshot, ValidationErrors> {
+    compile_with(file, source, generation, &Managed::default())
+}
+
+/// [`compile`], with what the admin API made.
+pub fn compile_with(
+    file: &ConfigFile,
+    source: &str,
+    generation: u64,
+    managed: &Managed,
+) -> Result<Snapshot, ValidationErrors> {
     let mut errors = Vec::new();
     let s = &file.server;
     let limits = Limits {
@@ -391,13 +421,21 @@ pub fn compile(file: &ConfigFile, source: &str, generation: u64) -> Result<Snaps
     // Most specific first.
     passthrough.sort_by(|a, b| b.0.prefix.len().cmp(&a.0.prefix.len()).then(a.0.wildcard.cmp(&b.0.wildcard)));
 
-    let policy = match compile_policy(file) {
+    let policy = match compile_policy(file, managed) {
         Ok(p) => Some(p),
         Err(e) => {
-            errors.push(e);
+            errors.extend(e);
             None
         }
     };
+    if file.store.flush_interval.0 < Duration::from_millis(10)
+        || file.store.flush_interval.0 > Duration::from_secs(3600)
+    {
+        errors.push("store.flush_interval must be between 10ms and 1h".to_string());
+    }
+    if let Err(e) = policy::jwt::Issuers::new(&file.auth.issuers) {
+        errors.push(e.to_string());
+    }
     let gov = &file.governance;
     if gov.gossip_interval.0 < Duration::from_millis(1) || gov.gossip_interval.0 > Duration::from_secs(10) {
         errors.push("governance.gossip_interval must be between 1ms and 10s".to_string());
@@ -450,6 +488,9 @@ pub fn compile(file: &ConfigFile, source: &str, generation: u64) -> Result<Snaps
         policy,
         gossip: GossipSettings { interval: gov.gossip_interval.0, queue: gov.gossip_queue.get() },
         allow_anonymous: file.auth.allow_anonymous,
+        issuers: file.auth.issuers.clone(),
+        declared: Arc::new(file.governance_spec()),
+        managed: managed.spec.clone(),
     })
 }
 
@@ -469,30 +510,33 @@ fn process_pepper() -> &'static [u8; 32] {
 
 /// Compiles the governance sections: key secrets expanded from the environment, the pepper,
 /// the price table with overrides.
-fn compile_policy(file: &ConfigFile) -> Result<policy::Policy, String> {
-    let mut spec = file.governance_spec();
+fn compile_policy(file: &ConfigFile, managed: &Managed) -> Result<policy::Policy, Vec<String>> {
+    let mut spec = crate::store::entity::merge(&file.governance_spec(), &managed.spec)?;
     for (i, k) in spec.keys.iter_mut().enumerate() {
         if let Some(raw) = &k.secret {
             let secret = super::units::EnvString::expand(raw, |v| std::env::var(v).ok())
-                .map_err(|e| format!("keys[{i}].secret: {e}"))?;
+                .map_err(|e| vec![format!("keys[{i}].secret: {e}")])?;
             k.secret = Some(secret);
         }
     }
-    let hasher = match &file.auth.pepper {
-        Some(p) if p.0.len() < 16 => return Err("auth.pepper must be at least 16 characters".into()),
-        Some(p) => policy::keys::KeyHasher::new(p.0.as_bytes()),
-        None if spec.keys.iter().any(|k| k.hash.is_some()) => {
-            return Err("auth.pepper is required when keys are declared by `hash` (the hash is taken under it)".into());
+    let hasher = match (&file.auth.pepper, &managed.pepper) {
+        (Some(p), _) if p.0.len() < 16 => return Err(vec!["auth.pepper must be at least 16 characters".into()]),
+        (Some(p), _) => policy::keys::KeyHasher::new(p.0.as_bytes()),
+        (None, Some(stored)) => policy::keys::KeyHasher::new(stored.as_bytes()),
+        (None, None) if spec.keys.iter().any(|k| k.hash.is_some()) => {
+            return Err(vec![
+                "auth.pepper is required when keys are declared by `hash` (the hash is taken under it)".into(),
+            ]);
         }
-        None => policy::keys::KeyHasher::new(process_pepper()),
+        (None, None) => policy::keys::KeyHasher::new(process_pepper()),
     };
     let pricing = policy::pricing::PriceTable::with_overrides(&file.pricing.models)
-        .map_err(|e| format!("pricing.models: {e}"))?;
+        .map_err(|e| vec![format!("pricing.models: {e}")])?;
     let settings = policy::Settings {
         default_max_tokens: file.governance.default_max_tokens,
         bytes_per_token: u64::from(file.governance.bytes_per_token.get()),
     };
-    policy::Policy::compile(&spec, hasher, pricing, settings).map_err(|e| e.to_string())
+    policy::Policy::compile(&spec, hasher, pricing, settings).map_err(|e| vec![e.to_string()])
 }
 
 fn compile_provider(

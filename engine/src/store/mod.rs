@@ -1,0 +1,367 @@
+//! The embedded store: one SQLite database (WAL) holding what the admin API made (teams, users,
+//! applications, keys, rules, budgets), the append-only change log and the append-only spend
+//! ledger.
+//!
+//! Shards never touch it. One thread owns the connection and takes [`Command`]s from a bounded
+//! channel: ledger rows that shards tally and hand over every `store.flush_interval`, admin
+//! changes (validated by compiling the whole policy before anything is written, written in one
+//! transaction, then swapped into the running config), and spend reports. At start the
+//! gateway loads what was made through the admin API and replays the ledger into the budgets
+//! of the periods still running, so spend survives a restart (kill -9 included) with at most
+//! one flush interval lost.
+
+mod db;
+pub mod entity;
+pub mod ledger;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use policy::spec::GovernanceSpec;
+
+pub use db::{Db, DbError};
+pub use entity::{Entity, EntityKind};
+pub use ledger::{Caller, CallerId, SpendRow, SpendTally};
+
+/// Commands waiting for the store thread, at most.
+const QUEUE: usize = 1024;
+
+/// One admin change.
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    /// Create, or replace what has that kind and name.
+    Put(Box<Entity>),
+    Delete {
+        kind: EntityKind,
+        name: String,
+    },
+}
+
+/// A dimension of the spend ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    Day,
+    Key,
+    User,
+    Team,
+    Application,
+    Environment,
+    Model,
+}
+
+impl Dimension {
+    pub fn parse(s: &str) -> Option<Dimension> {
+        Some(match s {
+            "day" => Dimension::Day,
+            "key" => Dimension::Key,
+            "user" => Dimension::User,
+            "team" => Dimension::Team,
+            "application" => Dimension::Application,
+            "environment" => Dimension::Environment,
+            "model" => Dimension::Model,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Day => "day",
+            Dimension::Key => "key",
+            Dimension::User => "user",
+            Dimension::Team => "team",
+            Dimension::Application => "application",
+            Dimension::Environment => "environment",
+            Dimension::Model => "model",
+        }
+    }
+
+    /// The SQL expression of the dimension (never built from request text).
+    fn column(self) -> &'static str {
+        match self {
+            Dimension::Day => "date(minute_ms / 1000, 'unixepoch')",
+            Dimension::Key => "key",
+            Dimension::User => "user",
+            Dimension::Team => "team",
+            Dimension::Application => "application",
+            Dimension::Environment => "environment",
+            Dimension::Model => "model",
+        }
+    }
+}
+
+/// What `/admin/v1/spend` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendQuery {
+    pub group_by: Vec<Dimension>,
+    /// Each dimension's value must be one of these.
+    pub filters: Vec<(Dimension, Vec<String>)>,
+    pub from_ms: u64,
+    pub to_ms: u64,
+}
+
+/// One line of a spend report: the group's values in `group_by` order, then the sums.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendReportRow {
+    pub group: Vec<Option<String>>,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub cost_micros: u64,
+}
+
+/// Why an admin change was not made. Nothing of it was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// The result would not compile: the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// It clashes with what the config file declares.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the store failed: {0}")]
+    Store(String),
+}
+
+/// What the store thread needs from the gateway: the admin-made part of the policy, and a way
+/// to swap a new one in after validating it.
+pub trait Control: Send + Sync {
+    /// What the admin API has made so far.
+    fn managed(&self) -> Arc<GovernanceSpec>;
+    /// Compiles the config with `managed`; if that succeeds, runs `persist`, and if that
+    /// succeeds too, puts the result in force on every shard.
+    fn apply(
+        &self,
+        managed: GovernanceSpec,
+        persist: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<(), ChangeError>;
+}
+
+enum Command {
+    Spend(Vec<SpendRow>),
+    Change {
+        changes: Vec<Mutation>,
+        actor: String,
+        reply: std::sync::mpsc::Sender<Result<(), ChangeError>>,
+    },
+    Report {
+        query: SpendQuery,
+        reply: std::sync::mpsc::Sender<Result<Vec<SpendReportRow>, String>>,
+    },
+    Alert(crate::alerts::AlertKey, u64),
+    /// Answers once everything sent before it is written.
+    Sync(std::sync::mpsc::Sender<()>),
+    Stop,
+}
+
+/// What the database held at start.
+#[derive(Debug)]
+pub struct Opened {
+    pub db: Db,
+    pub path: PathBuf,
+    /// Keys made through the admin API are hashed under it (unless the config sets a pepper).
+    pub pepper: String,
+    pub managed: GovernanceSpec,
+    /// The ledger per caller, model, metadata and day.
+    pub spend: Vec<SpendRow>,
+    /// Budget alerts delivered before.
+    pub alerts: Vec<crate::alerts::AlertKey>,
+}
+
+/// Opens the database and reads what the gateway needs before it starts.
+pub fn open(path: &Path) -> Result<Opened, DbError> {
+    let mut db = Db::open(path)?;
+    let pepper = db.pepper()?;
+    let managed = db.load_managed()?;
+    let spend = db.spend_by_day()?;
+    let alerts = db.alerts()?;
+    Ok(Opened { db, path: path.to_path_buf(), pepper, managed, spend, alerts })
+}
+
+/// The handle shards and the admin API use to reach the store thread.
+pub struct Store {
+    tx: Sender<Command>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    pub flush_interval: Duration,
+    pub path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Starts the store thread on an opened database.
+    pub fn start(db: Db, path: PathBuf, flush_interval: Duration, control: Arc<dyn Control>) -> std::io::Result<Store> {
+        let (tx, rx) = bounded(QUEUE);
+        let thread = std::thread::Builder::new().name("store".into()).spawn(move || run(db, &rx, control))?;
+        Ok(Store { tx, thread: Mutex::new(Some(thread)), flush_interval, path })
+    }
+
+    /// Hands over ledger rows. When the thread is behind (a full queue) the rows come back, to
+    /// be kept and offered again at the next flush: nothing is dropped.
+    pub fn send_spend(&self, rows: Vec<SpendRow>) -> Result<(), Vec<SpendRow>> {
+        match self.tx.try_send(Command::Spend(rows)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Command::Spend(rows)) | TrySendError::Disconnected(Command::Spend(rows))) => {
+                Err(rows)
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Applies admin changes: validated, written in one transaction, then in force everywhere.
+    pub async fn change(&self, changes: Vec<Mutation>, actor: String) -> Result<(), ChangeError> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.tx
+            .try_send(Command::Change { changes, actor, reply })
+            .map_err(|_| ChangeError::Store("the store is busy or stopped; try again".into()))?;
+        reply_of(&answer).await.unwrap_or_else(|| Err(ChangeError::Store("the store thread stopped".into())))
+    }
+
+    /// Spend grouped and filtered (up to the last flush).
+    pub async fn report(&self, query: SpendQuery) -> Result<Vec<SpendReportRow>, String> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.tx
+            .try_send(Command::Report { query, reply })
+            .map_err(|_| "the store is busy or stopped; try again".to_string())?;
+        reply_of(&answer).await.unwrap_or_else(|| Err("the store thread stopped".into()))
+    }
+
+    /// Writes what is queued, then stops the thread (shutdown). Later sends fail, and their
+    /// rows are logged as lost.
+    pub fn stop(&self) {
+        let _ = self.tx.send_timeout(Command::Stop, Duration::from_secs(5));
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+
+    /// Records a delivered alert.
+    pub fn record_alert(&self, key: crate::alerts::AlertKey, at_ms: u64) {
+        if self.tx.try_send(Command::Alert(key, at_ms)).is_err() {
+            tracing::warn!("store busy: a delivered alert is not recorded");
+        }
+    }
+
+    /// Blocks until everything sent so far is written (shutdown, tests).
+    pub fn sync(&self, timeout: Duration) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.tx.send_timeout(Command::Sync(tx), timeout).is_err() {
+            return false;
+        }
+        rx.recv_timeout(timeout).is_ok()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits on the shard for the store thread's answer. The shard's runtime cannot be woken from
+/// another thread (monoio without its `sync` feature, glommio), so the task looks every
+/// millisecond; admin calls are rare and take a few milliseconds.
+async fn reply_of<T>(answer: &std::sync::mpsc::Receiver<T>) -> Option<T> {
+    loop {
+        match answer.try_recv() {
+            Ok(v) => return Some(v),
+            Err(std::sync::mpsc::TryRecvError::Empty) => crate::rt::sleep(Duration::from_millis(1)).await,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+        }
+    }
+}
+
+fn run(mut db: Db, rx: &Receiver<Command>, control: Arc<dyn Control>) {
+    let control = &*control;
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            Command::Stop => break,
+            Command::Spend(mut rows) => {
+                // Take whatever else is already waiting into the same transaction.
+                let mut later = Vec::new();
+                while rows.len() < 65_536 {
+                    match rx.try_recv() {
+                        Ok(Command::Spend(more)) => rows.extend(more),
+                        Ok(other) => {
+                            later.push(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = db.append_spend(&rows) {
+                    // Nothing else can keep them: say so loudly, with what was lost.
+                    let cost: u64 = rows.iter().map(|r| r.cost_micros).sum();
+                    tracing::error!(error = %e, rows = rows.len(), cost_usd = cost as f64 / 1e6, "spend rows not written");
+                }
+                for c in later {
+                    if matches!(c, Command::Stop) {
+                        tracing::debug!("store thread stopped");
+                        return;
+                    }
+                    handle(&mut db, c, control);
+                }
+            }
+            other => handle(&mut db, other, control),
+        }
+    }
+    tracing::debug!("store thread stopped");
+}
+
+fn handle(db: &mut Db, cmd: Command, control: &dyn Control) {
+    match cmd {
+        Command::Spend(rows) => {
+            if let Err(e) = db.append_spend(&rows) {
+                tracing::error!(error = %e, rows = rows.len(), "spend rows not written");
+            }
+        }
+        Command::Change { changes, actor, reply } => {
+            let result = apply_changes(db, &changes, &actor, control);
+            match &result {
+                Ok(()) => tracing::info!(%actor, changes = changes.len(), "admin change applied"),
+                Err(e) => tracing::info!(%actor, error = %e, "admin change refused"),
+            }
+            let _ = reply.send(result);
+        }
+        Command::Report { query, reply } => {
+            let _ = reply.send(db.spend_report(&query).map_err(|e| e.to_string()));
+        }
+        Command::Alert(key, at_ms) => {
+            if let Err(e) = db.record_alert(&key, at_ms) {
+                tracing::error!(error = %e, "delivered alert not recorded; a restart may send it again");
+            }
+        }
+        Command::Sync(done) => {
+            let _ = done.send(());
+        }
+        Command::Stop => {}
+    }
+}
+
+fn apply_changes(db: &mut Db, changes: &[Mutation], actor: &str, control: &dyn Control) -> Result<(), ChangeError> {
+    let mut managed = (*control.managed()).clone();
+    for m in changes {
+        match m {
+            Mutation::Put(e) => e.put_into(&mut managed),
+            Mutation::Delete { kind, name } => {
+                if !entity::remove_from(*kind, name, &mut managed) {
+                    return Err(ChangeError::NotFound(format!(
+                        "no {} named {name:?} was made through the admin API",
+                        kind.as_str()
+                    )));
+                }
+            }
+        }
+    }
+    let now = crate::api::governance::now_ms();
+    control.apply(managed, &mut || db.apply(changes, actor, now).map_err(|e| e.to_string()))
+}
