@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -91,8 +91,8 @@ struct Reloader {
     source: ConfigSource,
     generation: AtomicU64,
     lock: Mutex<()>,
-    /// Modification time of the file last loaded (for the watcher).
-    loaded_mtime: Mutex<Option<SystemTime>>,
+    /// [`Reloader::mtime`] of the files last loaded (for the watcher).
+    loaded_mtime: Mutex<Option<u64>>,
     /// The config file last loaded, to compile admin changes against.
     file: Mutex<ConfigFile>,
     /// What the admin API made (from the store).
@@ -100,8 +100,10 @@ struct Reloader {
 }
 
 impl Reloader {
-    fn mtime(&self) -> Option<SystemTime> {
-        self.source.path().and_then(|p| std::fs::metadata(p).ok()).and_then(|m| m.modified().ok())
+    /// A fingerprint of the config file and its team files (names, modification times and
+    /// sizes): it changes when either is edited, or a team file is added or removed.
+    fn mtime(&self) -> Option<u64> {
+        config::team_files::fingerprint(&self.source)
     }
 
     /// Resolves the current config's hosts again. Serialised with reloads, so a refresh that

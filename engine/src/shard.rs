@@ -99,7 +99,9 @@ impl Shard {
     pub fn new(id: usize, process: Arc<ProcessState>) -> Self {
         let metrics = process.registry.shard(id);
         let local_config = RefCell::new(Rc::new(process.config.load_full()));
-        let governor = policy::Governor::new(u16::try_from(id).unwrap_or(u16::MAX), process.gossip.shards());
+        let buckets = process.config.load().gossip.window_buckets;
+        let governor =
+            policy::Governor::with_buckets(u16::try_from(id).unwrap_or(u16::MAX), process.gossip.shards(), buckets);
         Shard {
             id,
             process,

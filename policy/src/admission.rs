@@ -120,8 +120,14 @@ pub struct Refusal {
     pub headers: RateHeaders,
 }
 
+/// Dollars for people: cents from a dollar up, else as many decimals as the amount needs (a
+/// $0.000047 request must not read as $0.00).
 fn usd(micros: u64) -> String {
-    format!("${:.2}", micros as f64 / 1e6)
+    if micros >= 1_000_000 || micros.is_multiple_of(10_000) {
+        return format!("${:.2}", micros as f64 / 1e6);
+    }
+    let text = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    format!("${}", text.trim_end_matches('0'))
 }
 
 impl Refusal {
@@ -276,8 +282,14 @@ fn to_i64(v: u64) -> i64 {
 
 impl Governor {
     pub fn new(shard: ShardId, shards: usize) -> Governor {
+        Governor::with_buckets(shard, shards, crate::counters::DEFAULT_BUCKETS)
+    }
+
+    /// A governor whose rate-limit windows have `buckets` sub-buckets (see
+    /// [`CounterStore::with_buckets`]).
+    pub fn with_buckets(shard: ShardId, shards: usize, buckets: usize) -> Governor {
         Governor {
-            store: CounterStore::new(shard, shards),
+            store: CounterStore::with_buckets(shard, shards, buckets),
             names: HashSet::default(),
             global: Arc::from("*"),
             fired: HashSet::default(),
@@ -906,6 +918,15 @@ keys:
         assert_eq!(s.alerts.iter().map(|a| a.threshold).collect::<Vec<_>>(), [50]);
         let adm = g0.admit(&p, &priced(10_000), T0).unwrap();
         assert!(g0.settle(adm, Tokens { input: 10_000, output: 0, cached_input: 0 }, T0).alerts.is_empty(), "once");
+    }
+
+    #[test]
+    fn small_amounts_keep_their_digits() {
+        assert_eq!(usd(0), "$0.00");
+        assert_eq!(usd(1_500_000), "$1.50");
+        assert_eq!(usd(600_000), "$0.60");
+        assert_eq!(usd(47), "$0.000047");
+        assert_eq!(usd(1_230), "$0.00123");
     }
 
     #[test]

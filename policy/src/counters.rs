@@ -2,8 +2,8 @@
 //! others by gossip; every shard decides from its own view (its counts plus the last it heard
 //! from each other shard).
 //!
-//! **Windows.** A windowed counter splits its window into `BUCKETS` sub-buckets (a 60 s window
-//! is six 10 s buckets): adding goes to the current bucket, the sum covers the buckets still
+//! **Windows.** A windowed counter splits its window into sub-buckets (by default
+//! [`DEFAULT_BUCKETS`]: a 60 s window is six 10 s buckets; `governance.window_buckets` sets it): adding goes to the current bucket, the sum covers the buckets still
 //! inside the window. Memory per counter is constant. A single counter (a gauge such as requests
 //! in flight, or the spend of one budget period) is one value.
 //!
@@ -22,8 +22,11 @@ use foldhash::fast::RandomState;
 /// Index of a shard within the process.
 pub type ShardId = u16;
 
-/// Sub-buckets per window.
-pub const BUCKETS: usize = 6;
+/// Sub-buckets per window, unless configured.
+pub const DEFAULT_BUCKETS: usize = 6;
+/// The range `governance.window_buckets` may take: more buckets slide more smoothly and cost
+/// memory per counter and time per sum.
+pub const BUCKETS_RANGE: std::ops::RangeInclusive<usize> = 2..=60;
 
 /// What a counter counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,10 +67,9 @@ struct Slot {
 #[derive(Debug, Clone)]
 struct Entry {
     key: CounterKey,
-    /// This shard's slots.
-    local: [Slot; BUCKETS],
-    /// The other shards' slots, by origin (this shard's own index stays empty).
-    remote: Box<[[Slot; BUCKETS]]>,
+    /// The slots of every shard, `buckets` per shard, by origin (this shard's own are its
+    /// counts; the others' are what it heard). One allocation per counter.
+    slots: Box<[Slot]>,
     /// Changed since the last gossip round.
     dirty: bool,
     /// Last time anything touched it (for eviction).
@@ -75,23 +77,13 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(key: CounterKey, shards: usize) -> Entry {
-        Entry {
-            key,
-            local: [Slot::default(); BUCKETS],
-            remote: vec![[Slot::default(); BUCKETS]; shards].into_boxed_slice(),
-            dirty: false,
-            touched_ms: 0,
-        }
+    fn new(key: CounterKey, shards: usize, buckets: usize) -> Entry {
+        Entry { key, slots: vec![Slot::default(); shards * buckets].into_boxed_slice(), dirty: false, touched_ms: 0 }
     }
 
-    /// The total over the window ending at bucket `now_bucket`.
-    fn total(&self, now_bucket: u64) -> i64 {
-        let key = &self.key;
-        let sum = |slots: &[Slot; BUCKETS]| -> i64 {
-            slots.iter().filter(|s| live(key, s, now_bucket)).map(|s| s.value).sum()
-        };
-        sum(&self.local) + self.remote.iter().map(sum).sum::<i64>()
+    /// The total over the window ending at bucket `now_bucket`, every shard's slots included.
+    fn total(&self, now_bucket: u64, buckets: usize) -> i64 {
+        self.slots.iter().filter(|s| live(&self.key, s, now_bucket, buckets)).map(|s| s.value).sum()
     }
 }
 
@@ -109,23 +101,24 @@ struct Place {
     entry: Option<Entry>,
 }
 
-fn bucket_ms(window_ms: u64) -> u64 {
-    (window_ms / BUCKETS as u64).max(1)
+fn bucket_ms(window_ms: u64, buckets: usize) -> u64 {
+    (window_ms / buckets as u64).max(1)
 }
 
-/// Which slot and bucket `now_ms` falls in for a key. Buckets are numbered from 1 (bucket `b`
-/// covers `[(b-1) × bucket_ms, b × bucket_ms)`) so that 0 always means an unused slot.
-fn position(key: &CounterKey, now_ms: u64) -> (usize, u64) {
+/// Which slot (within a shard's `buckets`) and bucket `now_ms` falls in for a key. Buckets are
+/// numbered from 1 (bucket `b` covers `[(b-1) × bucket_ms, b × bucket_ms)`) so that 0 always
+/// means an unused slot.
+fn position(key: &CounterKey, now_ms: u64, buckets: usize) -> (usize, u64) {
     if key.window_ms == 0 {
         return (0, 0);
     }
-    let b = now_ms / bucket_ms(key.window_ms) + 1;
-    ((b % BUCKETS as u64) as usize, b)
+    let b = now_ms / bucket_ms(key.window_ms, buckets) + 1;
+    ((b % buckets as u64) as usize, b)
 }
 
 /// Whether a slot's bucket still counts at bucket `now_bucket`.
-fn live(key: &CounterKey, slot: &Slot, now_bucket: u64) -> bool {
-    key.window_ms == 0 || now_bucket.saturating_sub(slot.bucket) < BUCKETS as u64
+fn live(key: &CounterKey, slot: &Slot, now_bucket: u64, buckets: usize) -> bool {
+    key.window_ms == 0 || now_bucket.saturating_sub(slot.bucket) < buckets as u64
 }
 
 /// One update in a gossip message.
@@ -148,6 +141,8 @@ pub struct Delta {
 pub struct CounterStore {
     shard: ShardId,
     shards: usize,
+    /// Sub-buckets per window.
+    buckets: usize,
     index: HashMap<CounterKey, u32, RandomState>,
     places: Vec<Place>,
     free: Vec<u32>,
@@ -156,9 +151,16 @@ pub struct CounterStore {
 
 impl CounterStore {
     pub fn new(shard: ShardId, shards: usize) -> CounterStore {
+        CounterStore::with_buckets(shard, shards, DEFAULT_BUCKETS)
+    }
+
+    /// A store whose windows have `buckets` sub-buckets (clamped to [`BUCKETS_RANGE`]). Every
+    /// shard of a process must use the same number.
+    pub fn with_buckets(shard: ShardId, shards: usize, buckets: usize) -> CounterStore {
         CounterStore {
             shard,
             shards: shards.max(1),
+            buckets: buckets.clamp(*BUCKETS_RANGE.start(), *BUCKETS_RANGE.end()),
             index: HashMap::default(),
             places: Vec::new(),
             free: Vec::new(),
@@ -172,7 +174,7 @@ impl CounterStore {
             let generation = self.places.get(i as usize).map_or(0, |p| p.generation);
             return Handle { index: i, generation };
         }
-        let entry = Entry::new(key.clone(), self.shards);
+        let entry = Entry::new(key.clone(), self.shards, self.buckets);
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -202,15 +204,16 @@ impl CounterStore {
 
     /// The total across shards as this shard sees it, over the window ending at `now_ms`.
     pub fn total_at(&self, h: Handle, now_ms: u64) -> i64 {
-        self.at(h).map_or(0, |e| e.total(position(&e.key, now_ms).1))
+        self.at(h).map_or(0, |e| e.total(position(&e.key, now_ms, self.buckets).1, self.buckets))
     }
 
     /// Adds `delta` (may be negative) to this shard's count, in the bucket of `now_ms`; returns
     /// the bucket (for a later [`CounterStore::adjust_at`]).
     pub fn add_at(&mut self, h: Handle, now_ms: u64, delta: i64) -> u64 {
+        let (buckets, own) = (self.buckets, self.own_offset());
         let Some(e) = self.at_mut(h) else { return 0 };
-        let (i, b) = position(&e.key, now_ms);
-        let slot = &mut e.local[i];
+        let (i, b) = position(&e.key, now_ms, buckets);
+        let Some(slot) = e.slots.get_mut(own + i) else { return 0 };
         if slot.bucket != b {
             *slot = Slot { bucket: b, value: 0, round: 0 };
         }
@@ -224,12 +227,14 @@ impl CounterStore {
     /// an earlier reservation) and says whether it did; a bucket that rolled over, or a counter
     /// evicted since, is left alone.
     pub fn adjust_at(&mut self, h: Handle, bucket: u64, now_ms: u64, delta: i64) -> bool {
+        let (buckets, own) = (self.buckets, self.own_offset());
         let Some(e) = self.at_mut(h) else { return false };
-        let i = if e.key.window_ms == 0 { 0 } else { (bucket % BUCKETS as u64) as usize };
-        if e.local[i].bucket != bucket {
+        let i = if e.key.window_ms == 0 { 0 } else { (bucket % buckets as u64) as usize };
+        let Some(slot) = e.slots.get_mut(own + i) else { return false };
+        if slot.bucket != bucket {
             return false;
         }
-        e.local[i].value += delta;
+        slot.value += delta;
         e.dirty = true;
         e.touched_ms = now_ms;
         true
@@ -255,7 +260,10 @@ impl CounterStore {
     /// [`CounterStore::total_at`] by key (0 for a counter never seen).
     pub fn total(&self, key: &CounterKey, now_ms: u64) -> i64 {
         let Some(&index) = self.index.get(key) else { return 0 };
-        self.places.get(index as usize).and_then(|p| p.entry.as_ref()).map_or(0, |e| e.total(position(key, now_ms).1))
+        self.places
+            .get(index as usize)
+            .and_then(|p| p.entry.as_ref())
+            .map_or(0, |e| e.total(position(key, now_ms, self.buckets).1, self.buckets))
     }
 
     /// How long until the oldest bucket holding anything leaves the window (for `retry-after`):
@@ -265,27 +273,30 @@ impl CounterStore {
         if e.key.window_ms == 0 {
             return 0;
         }
-        let bms = bucket_ms(e.key.window_ms);
-        let (_, now_bucket) = position(&e.key, now_ms);
-        let oldest = std::iter::once(&e.local)
-            .chain(e.remote.iter())
-            .flatten()
-            .filter(|s| s.value != 0 && live(&e.key, s, now_bucket))
+        let buckets = self.buckets;
+        let bms = bucket_ms(e.key.window_ms, buckets);
+        let (_, now_bucket) = position(&e.key, now_ms, buckets);
+        let oldest = e
+            .slots
+            .iter()
+            .filter(|s| s.value != 0 && live(&e.key, s, now_bucket, buckets))
             .map(|s| s.bucket)
             .min()
             .unwrap_or(now_bucket);
-        // Bucket `b` leaves the window when bucket `b + BUCKETS` starts, at `(b - 1 + BUCKETS) × bucket_ms`.
-        ((oldest - 1 + BUCKETS as u64) * bms).saturating_sub(now_ms)
+        // Bucket `b` leaves the window when bucket `b + buckets` starts, at `(b - 1 + buckets) × bucket_ms`.
+        ((oldest - 1 + buckets as u64) * bms).saturating_sub(now_ms)
     }
 
     /// Takes this round's updates (every counter changed since the last round), or `None` when
     /// nothing changed. If the message cannot be delivered, call [`CounterStore::requeue`].
     pub fn take_delta(&mut self) -> Option<Delta> {
         self.round += 1;
+        let own = self.own_offset()..self.own_offset() + self.buckets;
         let mut updates = Vec::new();
         for e in self.places.iter_mut().filter_map(|p| p.entry.as_mut()).filter(|e| e.dirty) {
             e.dirty = false;
-            for s in e.local.iter().filter(|s| s.bucket != 0 || e.key.window_ms == 0) {
+            let local = e.slots.get(own.clone()).unwrap_or(&[]);
+            for s in local.iter().filter(|s| s.bucket != 0 || e.key.window_ms == 0) {
                 updates.push(Update { key: e.key.clone(), bucket: s.bucket, value: s.value });
             }
         }
@@ -310,11 +321,12 @@ impl CounterStore {
         if origin >= self.shards || delta.origin == self.shard {
             return;
         }
+        let buckets = self.buckets;
         for u in &delta.updates {
-            let i = if u.key.window_ms == 0 { 0 } else { (u.bucket % BUCKETS as u64) as usize };
+            let i = if u.key.window_ms == 0 { 0 } else { (u.bucket % buckets as u64) as usize };
             let h = self.handle(&u.key);
             let Some(e) = self.at_mut(h) else { continue };
-            let slot = &mut e.remote[origin][i];
+            let Some(slot) = e.slots.get_mut(origin * buckets + i) else { continue };
             if (u.bucket, delta.round) > (slot.bucket, slot.round) {
                 *slot = Slot { bucket: u.bucket, value: u.value, round: delta.round };
             }
@@ -324,12 +336,13 @@ impl CounterStore {
     /// Forgets counters untouched for `idle_ms` whose windows are over, keeping spend (budget
     /// periods) and requests still in flight (memory stays bounded by the live entities).
     pub fn evict(&mut self, now_ms: u64, idle_ms: u64) {
+        let own = self.own_offset();
         for (i, place) in self.places.iter_mut().enumerate() {
             let Some(e) = &place.entry else { continue };
             let idle = now_ms.saturating_sub(e.touched_ms);
             let keep = match e.key.measure {
                 Measure::SpendMicros => true,
-                Measure::Concurrent => e.local[0].value != 0 || idle <= idle_ms,
+                Measure::Concurrent => e.slots.get(own).is_some_and(|s| s.value != 0) || idle <= idle_ms,
                 _ => idle <= idle_ms.max(e.key.window_ms),
             };
             if !keep {
@@ -344,6 +357,15 @@ impl CounterStore {
         self.index.len()
     }
 
+    /// Where this shard's own slots start in an entry.
+    fn own_offset(&self) -> usize {
+        usize::from(self.shard) * self.buckets
+    }
+
+    pub fn buckets(&self) -> usize {
+        self.buckets
+    }
+
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
@@ -356,6 +378,23 @@ mod tests {
 
     fn key(window_ms: u64) -> CounterKey {
         CounterKey { owner: "r".into(), entity: "e".into(), measure: Measure::Requests, window_ms, period: 0 }
+    }
+
+    #[test]
+    fn more_buckets_slide_in_smaller_steps() {
+        for (buckets, step_ms) in [(6u64, 10_000u64), (12, 5_000), (60, 1_000)] {
+            let mut s = CounterStore::with_buckets(0, 1, buckets as usize);
+            let k = key(60_000);
+            s.add(&k, 0, 1);
+            // Still counted just before the first bucket leaves the window...
+            assert_eq!(s.total(&k, 60_000 - 1), 1, "{buckets} buckets");
+            // ...and gone once the window has slid one step past it.
+            assert_eq!(s.total(&k, 60_000 + step_ms - 1), 0, "{buckets} buckets");
+            let h = s.handle(&k);
+            s.add_at(h, 30_000, 1);
+            assert_eq!(s.next_release_ms(h, 30_000), 60_000 - 30_000, "{buckets} buckets");
+        }
+        assert_eq!(CounterStore::with_buckets(0, 1, 1000).buckets(), 60, "clamped");
     }
 
     #[test]

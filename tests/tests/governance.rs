@@ -24,6 +24,7 @@ on_both_drivers!(
     failed_calls_release_their_reservation,
     revocation_by_reload_applies_at_once,
     gossip_keeps_shards_within_the_bound,
+    streams_report_their_cost_in_a_closing_comment,
 );
 
 const PEPPER: &str = "test-pepper-0123456789";
@@ -420,4 +421,33 @@ governance: {gossip_interval: 5ms}
         let n = metric(&text, &format!("shardgate_shard_requests_total{{shard=\"{shard}\"}}")).unwrap_or(0.0);
         assert!(n > 0.0, "shard {shard} served nothing: the test did not exercise gossip");
     }
+}
+
+/// A stream's cost cannot go in a header (the head left before the usage was known): it comes
+/// as an SSE comment after the last event, which SSE clients skip.
+fn streams_report_their_cost_in_a_closing_comment(driver: e2e::Runtime) {
+    let upstream = mock(Knobs { tokens: 7, ..Knobs::default() });
+    let gw = gateway(&config(upstream.addr(), None, ""), driver);
+    let mut c = Client::connect(gw.local_addr());
+    let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":16,"messages":[]}"#;
+    c.send_post("/v1/chat/completions", body, &bearer(ALICE));
+    let (status, _) = c.read_head();
+    assert_eq!(status, 200);
+    let mut text = String::new();
+    while let Some(chunk) = c.read_chunk().filter(|c| !c.is_empty()) {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let usage: serde_json::Value = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find(|v| v["usage"].is_object())
+        .map(|v| v["usage"].clone())
+        .unwrap_or_else(|| panic!("no usage chunk in {text}"));
+    let tokens = usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap();
+    let comment = text.lines().find_map(|l| l.strip_prefix(": x-shardgate-cost-usd: ")).expect("cost comment");
+    // $1 per token for `upstream-m`.
+    assert_eq!(comment, format!("{tokens}.000000"), "{text}");
+    let done = text.find("data: [DONE]").unwrap();
+    assert!(text.find(": x-shardgate-cost-usd").unwrap() > done, "after the last event");
 }

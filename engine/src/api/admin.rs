@@ -157,7 +157,9 @@ async fn route(
     let method = req.head.method();
     let path = req.head.path();
     let rest = path.strip_prefix(PREFIX).unwrap_or("");
-    let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    // Segments are percent-decoded, so names with `/` (team files' `search/rpm`) can be named.
+    let decoded: Vec<String> = rest.split('/').filter(|s| !s.is_empty()).map(super::ops::percent_decode).collect();
+    let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     if caller.credential == Credential::Anonymous {
         return Err(error(ErrorKind::Unauthorized, "The admin API needs a credential: an admin key or token.")
             .with_code("missing_api_key"));

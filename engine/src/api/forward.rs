@@ -385,7 +385,12 @@ async fn relay_streamed<C: Conn>(
                 }
             }
             Ok(None) => {
-                if out.finish().await.is_err() {
+                let cost = if read_usage { governance::settle_stream(ctx) } else { None };
+                let sent = match cost {
+                    Some(comment) => out.send(&comment).await,
+                    None => Ok(()),
+                };
+                if sent.is_err() || out.finish().await.is_err() {
                     ctx.error = Some(ErrorKind::DownstreamClosed);
                 }
                 return;

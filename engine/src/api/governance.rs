@@ -363,6 +363,20 @@ pub fn settle_before_head(ctx: &mut RequestCtx) {
     // Otherwise `held` drops here: released.
 }
 
+/// Settles a stream that ended well, before its body is closed, and returns (when it cost
+/// anything) the SSE comment that tells the client what it cost (`: x-shardgate-cost-usd: 0.000150`): a header can no
+/// longer carry it, and SSE clients skip comment lines.
+pub fn settle_stream(ctx: &mut RequestCtx) -> Option<Vec<u8>> {
+    if !ctx.upstream_status.is_some_and(|s| (200..300).contains(&s)) || ctx.error.is_some() {
+        return None;
+    }
+    let held = ctx.held.take()?;
+    let cost = held.settle(ctx.usage.as_ref());
+    ctx.cost_micros = Some(cost);
+    // A free (or unpriced) model's stream ends with `[DONE]`, untouched.
+    (cost > 0).then(|| format!(": {COST_HEADER}: {}\n\n", format_usd(cost)).into_bytes())
+}
+
 /// Settles (or releases) whatever is still held when a request ends (streams).
 pub fn settle_at_end(ctx: &mut RequestCtx) {
     let Some(held) = ctx.held.take() else { return };

@@ -93,6 +93,12 @@ pub async fn answer<C: Conn>(
                 return;
             }
         }
+        if let Some(comment) = governance::settle_stream(ctx)
+            && out.send(&comment).await.is_err()
+        {
+            ctx.error = Some(ErrorKind::DownstreamClosed);
+            return;
+        }
         let _ = out.finish().await;
     } else {
         let body = match endpoint {

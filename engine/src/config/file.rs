@@ -58,6 +58,10 @@ pub struct ConfigFile {
     /// Budgets in USD.
     #[serde(default)]
     pub budgets: Vec<policy::spec::BudgetSpec>,
+    /// A directory of per-team files (relative to this file's directory): each `<team>.yaml`
+    /// may only define users, applications, keys, rate limits and budgets of team `<team>`.
+    #[serde(default)]
+    pub team_files: Option<PathBuf>,
 }
 
 /// `store:`
@@ -108,6 +112,9 @@ pub struct GovernanceSection {
     pub default_max_tokens: u64,
     /// Request body bytes counted as one prompt token when estimating. Default 4.
     pub bytes_per_token: NonZeroU32,
+    /// Sub-buckets of every rate-limit window (2 to 60; default 6: a minute slides in 10 s
+    /// steps). More slide more smoothly and cost memory per counter. Applies at the next start.
+    pub window_buckets: usize,
 }
 
 impl Default for GovernanceSection {
@@ -117,6 +124,7 @@ impl Default for GovernanceSection {
             gossip_queue: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
             default_max_tokens: 1024,
             bytes_per_token: NonZeroU32::new(4).unwrap_or(NonZeroU32::MIN),
+            window_buckets: policy::counters::DEFAULT_BUCKETS,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod defaults;
 pub mod file;
 pub mod snapshot;
+pub mod team_files;
 pub mod units;
 pub mod url;
 
@@ -63,17 +64,19 @@ pub fn parse(source_name: &str, yaml: &str) -> Result<ConfigFile, ConfigError> {
         .map_err(|e| ConfigError::Parse { source_name: source_name.to_string(), message: e.to_string() })
 }
 
-/// Reads and parses the configuration (not yet compiled).
+/// Reads and parses the configuration (not yet compiled), with the team files it names
+/// (`team_files:`) checked and merged into its governance sections.
 pub fn read(source: &ConfigSource) -> Result<ConfigFile, ConfigError> {
-    match source {
+    let file = match source {
         ConfigSource::File(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| ConfigError::Read { path: path.display().to_string(), source: e })?;
-            parse(&path.display().to_string(), &text)
+            parse(&path.display().to_string(), &text)?
         }
-        ConfigSource::Text { name, yaml } => parse(name, yaml),
-        ConfigSource::Embedded => Ok(defaults::embedded(|k| std::env::var(k).ok())),
-    }
+        ConfigSource::Text { name, yaml } => parse(name, yaml)?,
+        ConfigSource::Embedded => return Ok(defaults::embedded(|k| std::env::var(k).ok())),
+    };
+    team_files::apply(source, file)
 }
 
 /// Reads, parses and compiles.
@@ -176,6 +179,13 @@ mod tests {
     fn openai_requires_key() {
         let err = load_text("providers:\n  o: {kind: openai}\n").unwrap_err().to_string();
         assert!(err.contains("api_key is required"), "{err}");
+    }
+
+    #[test]
+    fn policy_errors_name_the_entry() {
+        let err =
+            load_text("keys:\n  - {name: ci, secret: sk-sg-0123456789abcdef, user: ghost}\n").unwrap_err().to_string();
+        assert!(err.contains("keys[0].user (key `ci`): user `ghost` is not declared"), "{err}");
     }
 
     #[test]

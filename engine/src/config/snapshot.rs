@@ -168,6 +168,8 @@ pub struct Snapshot {
 pub struct GossipSettings {
     pub interval: Duration,
     pub queue: usize,
+    /// `governance.window_buckets` (read at start).
+    pub window_buckets: usize,
 }
 
 impl Snapshot {
@@ -437,6 +439,9 @@ pub fn compile_with(
         errors.push(e.to_string());
     }
     let gov = &file.governance;
+    if !policy::counters::BUCKETS_RANGE.contains(&gov.window_buckets) {
+        errors.push("governance.window_buckets must be between 2 and 60".to_string());
+    }
     if gov.gossip_interval.0 < Duration::from_millis(1) || gov.gossip_interval.0 > Duration::from_secs(10) {
         errors.push("governance.gossip_interval must be between 1ms and 10s".to_string());
     }
@@ -486,7 +491,11 @@ pub fn compile_with(
         dns_hosts,
         dns_refresh: s.egress.dns_refresh.0,
         policy,
-        gossip: GossipSettings { interval: gov.gossip_interval.0, queue: gov.gossip_queue.get() },
+        gossip: GossipSettings {
+            interval: gov.gossip_interval.0,
+            queue: gov.gossip_queue.get(),
+            window_buckets: gov.window_buckets,
+        },
         allow_anonymous: file.auth.allow_anonymous,
         issuers: file.auth.issuers.clone(),
         declared: Arc::new(file.governance_spec()),
@@ -536,7 +545,23 @@ fn compile_policy(file: &ConfigFile, managed: &Managed) -> Result<policy::Policy
         default_max_tokens: file.governance.default_max_tokens,
         bytes_per_token: u64::from(file.governance.bytes_per_token.get()),
     };
-    policy::Policy::compile(&spec, hasher, pricing, settings).map_err(|e| vec![e.to_string()])
+    policy::Policy::compile(&spec, hasher, pricing, settings).map_err(|e| vec![name_the_entry(&spec, e)])
+}
+
+/// A policy error names a position in the merged lists (`keys[12].team`); the entry's name says
+/// which one is meant, wherever it was declared (config file, team file, admin API).
+fn name_the_entry(spec: &policy::spec::GovernanceSpec, e: policy::PolicyError) -> String {
+    let index = |prefix: &str| -> Option<usize> { e.field.strip_prefix(prefix)?.split(']').next()?.parse().ok() };
+    let named = if let Some(k) = index("keys[").and_then(|i| spec.keys.get(i)) {
+        format!(" (key `{}`)", k.name)
+    } else if let Some(r) = index("rate_limits[").and_then(|i| spec.rate_limits.get(i)) {
+        format!(" (rate limit `{}`)", r.id)
+    } else if let Some(b) = index("budgets[").and_then(|i| spec.budgets.get(i)) {
+        format!(" (budget `{}`)", b.id)
+    } else {
+        String::new()
+    };
+    format!("{}{named}: {}", e.field, e.message)
 }
 
 fn compile_provider(
