@@ -90,11 +90,8 @@ fn run(
     store: Option<&crate::store::Store>,
     stop: &std::sync::atomic::AtomicBool,
 ) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .http_status_as_error(true)
-        .build()
-        .into();
+    // Made on the first delivery: most gateways never send an alert.
+    let mut agent: Option<ureq::Agent> = None;
     let mut retries: VecDeque<Pending> = VecDeque::new();
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -136,7 +133,14 @@ fn run(
             }
             let Some(url) = p.alert.webhook.clone() else { continue };
             p.attempts += 1;
-            let sent = agent.post(&*url).header("content-type", "application/json").send(&p.body[..]);
+            let client = agent.get_or_insert_with(|| {
+                ureq::Agent::config_builder()
+                    .timeout_global(Some(Duration::from_secs(5)))
+                    .http_status_as_error(true)
+                    .build()
+                    .into()
+            });
+            let sent = client.post(&*url).header("content-type", "application/json").send(&p.body[..]);
             match sent {
                 Ok(_) => {
                     tracing::info!(budget = %p.alert.rule, threshold = p.alert.threshold, %url, "budget alert delivered")

@@ -136,7 +136,7 @@ impl Reloader {
                 self.generation.store(generation, SeqCst);
                 self.state.reloads_ok.fetch_add(1, SeqCst);
                 tracing::info!(generation, source = %self.source.describe(), "config reloaded");
-                *self.file.lock().unwrap_or_else(|e| e.into_inner()) = file;
+                *self.file.lock().unwrap_or_else(|e| e.into_inner()) = file.without_governance();
                 Ok(generation)
             }
             Err(e) => {
@@ -165,7 +165,9 @@ impl crate::store::Control for Reloader {
             pepper: self.managed.lock().unwrap_or_else(|e| e.into_inner()).pepper.clone(),
         };
         let snapshot = {
-            let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+            // The file's own governance sections live in the running snapshot, not twice.
+            let declared = self.state.config.load().declared.clone();
+            let file = self.file.lock().unwrap_or_else(|e| e.into_inner()).clone().with_governance(&declared);
             config::compile_with(&file, &self.source.describe(), generation, &next)
                 .map_err(|errors| ChangeError::Invalid(errors.to_string()))?
         };
@@ -298,7 +300,7 @@ impl Gateway {
             generation: AtomicU64::new(1),
             lock: Mutex::new(()),
             loaded_mtime: Mutex::new(None),
-            file: Mutex::new(file.clone()),
+            file: Mutex::new(file.without_governance()),
             managed: Mutex::new(managed),
         });
         let mut delivered_alerts = Vec::new();

@@ -59,7 +59,8 @@ struct Schedule {
 
 /// The fetcher thread's state.
 pub struct Fetcher {
-    agent: ureq::Agent,
+    /// Made on the first fetch: a gateway without issuers never pays for an HTTP client.
+    agent: Option<ureq::Agent>,
     specs: Vec<IssuerSpec>,
     schedule: HashMap<String, Schedule>,
     last_refetch: Option<Instant>,
@@ -73,13 +74,7 @@ impl Default for Fetcher {
 
 impl Fetcher {
     pub fn new() -> Fetcher {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(5)))
-            .http_status_as_error(true)
-            .max_redirects(3)
-            .build()
-            .into();
-        Fetcher { agent, specs: Vec::new(), schedule: HashMap::new(), last_refetch: None }
+        Fetcher { agent: None, specs: Vec::new(), schedule: HashMap::new(), last_refetch: None }
     }
 
     /// One pass: adopt new issuer specs (keeping the keys of issuers whose spec did not
@@ -153,12 +148,20 @@ impl Fetcher {
         self.specs = specs.to_vec();
     }
 
-    fn get(&self, url: &str) -> Result<Vec<u8>, String> {
-        let mut resp = self.agent.get(url).call().map_err(|e| format!("GET {url}: {e}"))?;
+    fn get(&mut self, url: &str) -> Result<Vec<u8>, String> {
+        let agent = self.agent.get_or_insert_with(|| {
+            ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(5)))
+                .http_status_as_error(true)
+                .max_redirects(3)
+                .build()
+                .into()
+        });
+        let mut resp = agent.get(url).call().map_err(|e| format!("GET {url}: {e}"))?;
         resp.body_mut().with_config().limit(MAX_DOCUMENT).read_to_vec().map_err(|e| format!("GET {url}: {e}"))
     }
 
-    fn fetch(&self, source: &JwksSource) -> Result<Jwks, String> {
+    fn fetch(&mut self, source: &JwksSource) -> Result<Jwks, String> {
         let url = match source {
             JwksSource::Url(u) => u.clone(),
             JwksSource::Discovery(d) => {

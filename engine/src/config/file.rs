@@ -139,6 +139,34 @@ pub struct PricingSection {
 }
 
 impl ConfigFile {
+    /// The file without its governance sections (kept elsewhere, once: see
+    /// [`crate::config::Snapshot::declared`]); they can be large (10k keys).
+    pub fn without_governance(&self) -> ConfigFile {
+        ConfigFile {
+            server: self.server.clone(),
+            providers: self.providers.clone(),
+            models: self.models.clone(),
+            store: self.store.clone(),
+            auth: self.auth.clone(),
+            governance: self.governance.clone(),
+            pricing: self.pricing.clone(),
+            team_files: self.team_files.clone(),
+            ..ConfigFile::default()
+        }
+    }
+
+    /// Puts governance sections back (the inverse of [`ConfigFile::without_governance`]).
+    pub fn with_governance(mut self, spec: &policy::spec::GovernanceSpec) -> ConfigFile {
+        self.environments = spec.environments.clone();
+        self.teams = spec.teams.clone();
+        self.users = spec.users.clone();
+        self.applications = spec.applications.clone();
+        self.keys = spec.keys.clone();
+        self.rate_limits = spec.rate_limits.clone();
+        self.budgets = spec.budgets.clone();
+        self
+    }
+
     /// The governance sections as one spec.
     pub fn governance_spec(&self) -> policy::spec::GovernanceSpec {
         policy::spec::GovernanceSpec {
