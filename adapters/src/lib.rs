@@ -11,6 +11,10 @@
 //! - [`openai::usage`]: token usage from a response body or a stream chunk;
 //! - [`sse`]: the incremental Server-Sent Events scanner that every streaming dialect uses.
 
+pub mod anthropic;
+pub mod bedrock;
+pub mod canonical;
+pub mod gemini;
 mod json;
 pub mod openai;
 pub mod sse;

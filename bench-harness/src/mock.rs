@@ -355,9 +355,27 @@ impl Service for MockService {
                 return;
             }
             Some(Fault::Status(code)) => {
-                let body = format!(
-                    r#"{{"error":{{"message":"mock fault: status {code}","type":"server_error","param":null,"code":"mock_fault"}}}}"#
-                );
+                let body = if path == "/v1/messages" {
+                    // Anthropic's error shape, with the type Anthropic gives each status.
+                    let kind = match code {
+                        400 => "invalid_request_error",
+                        401 => "authentication_error",
+                        403 => "permission_error",
+                        404 => "not_found_error",
+                        429 => "rate_limit_error",
+                        529 => "overloaded_error",
+                        _ => "api_error",
+                    };
+                    String::from_utf8_lossy(&engine::mock::anthropic::error_body(
+                        kind,
+                        &format!("mock fault: status {code}"),
+                    ))
+                    .into_owned()
+                } else {
+                    format!(
+                        r#"{{"error":{{"message":"mock fault: status {code}","type":"server_error","param":null,"code":"mock_fault"}}}}"#
+                    )
+                };
                 let mut head = resp.start(code).header("content-type", JSON);
                 if let Some(ra) = &knobs.retry_after {
                     head = head.header("retry-after", ra);
@@ -376,6 +394,7 @@ impl Service for MockService {
             ("POST", "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
                 self.inference(&path, &req, &knobs, resp).await
             }
+            ("POST", "/v1/messages") => self.anthropic(&req, &knobs, resp).await,
             _ => echo(&req, resp).await,
         }
     }
@@ -439,15 +458,31 @@ impl MockService {
             Some(Fault::DropMidStream(n)) => Some(n),
             _ => None,
         };
+        if self.send_paced(&mut out, &events, knobs, 1, drop_after).await {
+            let _ = out.finish().await;
+        }
+    }
+
+    /// Sends `events` as the knobs pace them: the time to first token before event 1, then one
+    /// token interval before each event from `first_token_event` + 1 on. Leaves without
+    /// finishing (the connection closes mid-body) at event `drop_after`. False when the stream
+    /// ended early (dropped, the client went away, or the mock is stopping).
+    async fn send_paced<C: Conn>(
+        &self,
+        out: &mut engine::http::response::BodyStream<'_, '_, C>,
+        events: &[Vec<u8>],
+        knobs: &RequestKnobs,
+        first_token_event: usize,
+        drop_after: Option<usize>,
+    ) -> bool {
         let gap = knobs.tokens_per_sec.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(1.0 / r));
         for (i, event) in events.iter().enumerate() {
             if drop_after == Some(i) {
-                // Leave without the last chunk: the connection closes mid-body.
-                return;
+                return false;
             }
             let pause = if i == 1 {
                 Some(knobs.ttft)
-            } else if i > 1 {
+            } else if i > first_token_event {
                 gap
             } else {
                 None
@@ -455,14 +490,61 @@ impl MockService {
             if let Some(p) = pause
                 && !self.wait(p).await
             {
-                return;
+                return false;
             }
             if out.send(event).await.is_err() {
                 self.shard.stats.streams_cut_by_client.fetch_add(1, Relaxed);
-                return;
+                return false;
             }
         }
-        let _ = out.finish().await;
+        true
+    }
+}
+
+impl MockService {
+    /// `POST /v1/messages` in Anthropic's dialect: checks the headers Anthropic requires,
+    /// answers text (or a tool call when tools are offered), plain or streamed.
+    async fn anthropic<C: Conn>(&self, req: &Request, knobs: &RequestKnobs, resp: &mut Responder<'_, C>) {
+        use engine::mock::anthropic;
+        let refuse = |status: u16, kind: &str, message: &str| (status, anthropic::error_body(kind, message));
+        let checked = if header_str(req, "x-api-key").is_none() {
+            Err(refuse(401, "authentication_error", "x-api-key header is required"))
+        } else if header_str(req, "anthropic-version").is_none() {
+            Err(refuse(400, "invalid_request_error", "anthropic-version header is required"))
+        } else {
+            anthropic::ask(&req.body).map_err(|body| (400, body))
+        };
+        let ask = match checked {
+            Ok(a) => a,
+            Err((status, body)) => {
+                let _ = resp.start(status).header("content-type", JSON).body(&body).await;
+                return;
+            }
+        };
+        let model = serde_json::from_slice::<serde_json::Value>(&req.body)
+            .ok()
+            .and_then(|v| v.get("model").and_then(|m| m.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "claude-mock".into());
+        let id = knobs.id.clone().unwrap_or_else(|| format!("msg_mock{}", self.shard.served.get()));
+        let filler = knobs.token_bytes.map(|n| "x".repeat(n));
+        let reply = Reply {
+            id: &id,
+            created: 0,
+            model: &model,
+            prompt_tokens: canned::estimate_prompt_tokens(req.body.len()),
+            completion_tokens: knobs.tokens,
+            filler: filler.as_deref(),
+        };
+        if !ask.stream {
+            let body = anthropic::message(&reply, &ask);
+            let _ = resp.start(200).header("content-type", JSON).header("request-id", &id).body(&body).await;
+            return;
+        }
+        let Ok(mut out) = resp.start_event_stream(200).header("request-id", &id).stream().await else { return };
+        // Events 0–2 are message_start, content_block_start and ping; tokens follow.
+        if self.send_paced(&mut out, &anthropic::stream(&reply, &ask), knobs, 3, None).await {
+            let _ = out.finish().await;
+        }
     }
 }
 

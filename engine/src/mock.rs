@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+pub mod anthropic;
+
 const WORDS: [&str; 16] = [
     "This",
     "is",

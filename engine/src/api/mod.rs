@@ -7,6 +7,7 @@ mod forward;
 pub mod governance;
 mod mock_provider;
 mod ops;
+mod translate;
 
 use std::rc::Rc;
 use std::sync::Arc;

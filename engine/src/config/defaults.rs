@@ -39,6 +39,7 @@ fn provider(kind: ProviderKind, base_url: Option<&str>, key: Option<String>, pas
         base_url: base_url.map(|u| EnvString(u.to_string())),
         api_key: key.map(EnvString),
         headers: BTreeMap::new(),
+        default_max_tokens: None,
         passthrough: passthrough.iter().map(|s| s.to_string()).collect(),
         pool: PoolSection::default(),
         timeouts: UpstreamTimeoutsSection::default(),
@@ -72,6 +73,13 @@ pub fn embedded(env: impl Fn(&str) -> Option<String>) -> ConfigFile {
             ("o4*", "openai/o4*"),
             ("text-embedding-*", "openai/text-embedding-*"),
         ] {
+            cfg.models.insert(name.into(), model(target));
+        }
+    }
+    if let Some(k) = key("ANTHROPIC_API_KEY") {
+        let base = env("ANTHROPIC_BASE_URL");
+        cfg.providers.insert("anthropic".into(), provider(ProviderKind::Anthropic, base.as_deref(), Some(k), &[]));
+        for (name, target) in [("anthropic/*", "anthropic/*"), ("claude-*", "anthropic/claude-*")] {
             cfg.models.insert(name.into(), model(target));
         }
     }
@@ -112,5 +120,17 @@ mod tests {
         assert_eq!(&*snap.passthrough("/v1/responses").unwrap().name, "openai");
         let up = r.provider.upstream.as_ref().unwrap();
         assert_eq!((up.host.as_str(), up.port, up.base_path.as_str()), ("api.groq.com", 443, "/openai/v1"));
+    }
+
+    #[test]
+    fn anthropic_from_environment_authenticates_its_way() {
+        let env = |k: &str| (k == "ANTHROPIC_API_KEY").then(|| "sk-ant-test".to_string());
+        let snap = compile(&embedded(env), "embedded", 1).unwrap();
+        let r = snap.resolve_model("claude-sonnet-4-5").unwrap();
+        assert_eq!((&*r.provider.name, &*r.upstream_model), ("anthropic", "claude-sonnet-4-5"));
+        let up = r.provider.upstream.as_ref().unwrap();
+        assert_eq!((up.host.as_str(), up.base_path.as_str()), ("api.anthropic.com", "/v1"));
+        let names: Vec<&str> = up.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-api-key", "anthropic-version"], "no bearer token for Anthropic");
     }
 }

@@ -350,6 +350,9 @@ pub enum ProviderKind {
     Openai,
     /// Any OpenAI-compatible host (vLLM, Ollama, Groq, Together, ...); needs `base_url`.
     OpenaiCompatible,
+    /// Anthropic's Messages API (api.anthropic.com/v1 by default); needs `api_key`. Requests
+    /// and answers, streams included, are translated to and from OpenAI's chat completions.
+    Anthropic,
     /// Answered inside the gateway: canned completions, streams and embeddings. No network.
     Mock,
 }
@@ -366,6 +369,10 @@ pub struct ProviderSection {
     /// Extra headers sent upstream on every request (e.g. `OpenAI-Organization`).
     #[serde(default)]
     pub headers: BTreeMap<String, EnvString>,
+    /// Output tokens asked for when the client gives no `max_tokens` and the provider requires
+    /// one (Anthropic). Default 4096.
+    #[serde(default)]
+    pub default_max_tokens: Option<u64>,
     /// Other `/v1/*` paths forwarded as-is to this provider (globs with a trailing `*`),
     /// e.g. `[/v1/responses*, /v1/files*]`.
     #[serde(default)]

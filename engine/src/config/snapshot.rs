@@ -91,6 +91,8 @@ pub struct Provider {
     pub kind: ProviderKind,
     /// `None` for the in-process mock.
     pub upstream: Option<Upstream>,
+    /// `default_max_tokens` (for dialects that require a cap).
+    pub default_max_tokens: u64,
 }
 
 /// Where a model name goes.
@@ -577,7 +579,7 @@ fn compile_provider(
             errors.push(format!("providers.{name}: a mock provider takes no base_url or api_key"));
         }
         return if errors.is_empty() {
-            Ok(Provider { name: name_arc, kind: p.kind, upstream: None })
+            Ok(Provider { name: name_arc, kind: p.kind, upstream: None, default_max_tokens: 4096 })
         } else {
             Err(errors)
         };
@@ -592,6 +594,7 @@ fn compile_provider(
     let base = match (&p.base_url, p.kind) {
         (Some(u), _) => u.0.clone(),
         (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_string(),
+        (None, ProviderKind::Anthropic) => "https://api.anthropic.com/v1".to_string(),
         (None, _) => {
             errors.push(format!("providers.{name}.base_url is required for kind openai-compatible"));
             return Err(errors);
@@ -603,13 +606,23 @@ fn compile_provider(
         Err(e) => return Err(vec![format!("providers.{name}.base_url: {e}")]),
     };
     let mut headers = Vec::new();
-    match &p.api_key {
-        Some(k) if k.0.is_empty() => errors.push(format!("providers.{name}.api_key is empty")),
-        Some(k) => headers.push(("authorization".to_string(), format!("Bearer {}", k.0))),
-        None if p.kind == ProviderKind::Openai => {
+    match (&p.api_key, p.kind) {
+        (Some(k), _) if k.0.is_empty() => errors.push(format!("providers.{name}.api_key is empty")),
+        // Anthropic authenticates with `x-api-key` and wants the API version in every request.
+        (Some(k), ProviderKind::Anthropic) => {
+            headers.push(("x-api-key".to_string(), k.0.clone()));
+            if !p.headers.keys().any(|h| h.eq_ignore_ascii_case("anthropic-version")) {
+                headers.push(("anthropic-version".to_string(), "2023-06-01".to_string()));
+            }
+        }
+        (Some(k), _) => headers.push(("authorization".to_string(), format!("Bearer {}", k.0))),
+        (None, ProviderKind::Openai) => {
             errors.push(format!("providers.{name}.api_key is required for kind openai (use ${{OPENAI_API_KEY}})"))
         }
-        None => {}
+        (None, ProviderKind::Anthropic) => {
+            errors.push(format!("providers.{name}.api_key is required for kind anthropic (use ${{ANTHROPIC_API_KEY}})"))
+        }
+        (None, _) => {}
     }
     for (h, v) in &p.headers {
         let valid_name =
@@ -655,6 +668,7 @@ fn compile_provider(
     Ok(Provider {
         name: name_arc,
         kind: p.kind,
+        default_max_tokens: p.default_max_tokens.unwrap_or(4096),
         upstream: Some(Upstream {
             scheme: url.scheme,
             host_header: url.host_header(),

@@ -1,0 +1,236 @@
+//! Chat completions served by a provider that speaks another dialect: the OpenAI request is
+//! parsed into the canonical schema, translated by the provider's adapter, sent, and the answer
+//! — buffered, streamed or an error — translated back, so the client sees OpenAI's shapes
+//! whatever the provider. The translation itself is pure code in `adapters`; this module only
+//! moves bytes and keeps the request's accounting (usage, cost, errors).
+
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use adapters::anthropic::{AnthropicDefaults, AnthropicStream, error_from_anthropic, from_anthropic, to_anthropic};
+use adapters::canonical::{ApiError, ChatChunk, ChatRequest, Usage};
+use bytes::Bytes;
+
+use super::forward::request_head;
+use super::governance;
+use super::{OVERHEAD_HEADER, RequestCtx};
+use crate::config::{Provider, Snapshot, Upstream};
+use crate::error::{ErrorKind, GatewayError};
+use crate::http::{Request, Responder, send_error};
+use crate::rt::Conn;
+use crate::shard::Shard;
+use crate::upstream::exchange::fault_kind;
+use crate::upstream::{RequestBytes, Shared, UpstreamResponse, send};
+
+/// Largest upstream error body read to translate it.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The canonical usage as the engine's accounting reads it.
+fn accounted(u: &Usage) -> adapters::openai::usage::Usage {
+    adapters::openai::usage::Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+        cached_tokens: u.prompt_tokens_details.as_ref().map_or(0, |d| d.cached_tokens),
+        reasoning_tokens: u.completion_tokens_details.as_ref().map_or(0, |d| d.reasoning_tokens),
+    }
+}
+
+/// Answers with an error the adapter shaped (status, type, code and param as OpenAI does).
+async fn send_api_error<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, e: &ApiError) {
+    ctx.error = Some(match e.status {
+        400 => ErrorKind::InvalidField,
+        401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Forbidden,
+        404 => ErrorKind::NotFound,
+        413 => ErrorKind::BodyTooLarge,
+        429 => ErrorKind::RateLimited,
+        503 => ErrorKind::Unavailable,
+        504 => ErrorKind::UpstreamTimeout,
+        _ => ErrorKind::UpstreamProtocol,
+    });
+    let body = serde_json::to_vec(&e.to_json()).unwrap_or_default();
+    let _ = resp.start(e.status).header("content-type", "application/json").body(&body).await;
+}
+
+async fn fail<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, err: GatewayError) {
+    ctx.error = Some(err.kind);
+    let _ = send_error(resp, &err).await;
+}
+
+/// `POST /v1/chat/completions` to an Anthropic provider.
+#[allow(clippy::too_many_arguments)]
+pub async fn anthropic_chat<C: Conn>(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    provider: &Provider,
+    up: &Upstream,
+    upstream_model: &str,
+    req: &Request,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    let chat: ChatRequest = match serde_json::from_slice(&req.body) {
+        Ok(c) => c,
+        Err(e) => {
+            let kind = if e.is_data() { ErrorKind::InvalidField } else { ErrorKind::InvalidJson };
+            return fail(resp, ctx, GatewayError::new(kind, format!("We could not parse the JSON body: {e}"))).await;
+        }
+    };
+    let defaults = AnthropicDefaults {
+        max_tokens: provider.default_max_tokens,
+        model: Some(upstream_model.to_string()),
+        ..AnthropicDefaults::default()
+    };
+    let translated = match to_anthropic(&chat, &defaults) {
+        Ok(t) => t,
+        Err(e) => return send_api_error(resp, ctx, &e).await,
+    };
+    let body = Bytes::from(translated.body_bytes());
+    let path = format!("{}/messages", up.base_path.trim_end_matches('/'));
+    let head = request_head("POST", &path, up, &req.head, Some(body.len()));
+    let request = RequestBytes { head, body, is_head: false };
+
+    let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
+    let waited = Instant::now();
+    let sent = send(&shared, up, &request, cfg.upstream_limits).await;
+    ctx.upstream_time += waited.elapsed();
+    let mut answer = match sent {
+        Ok(a) => a,
+        Err(e) => return fail(resp, ctx, e.to_gateway_error(&provider.name)).await,
+    };
+    ctx.upstream_status = Some(answer.head.status);
+    let model = chat.model.clone();
+    if !(200..300).contains(&answer.head.status) {
+        let body = answer.read_to_end(MAX_ERROR_BODY).await.unwrap_or_default();
+        let err = error_from_anthropic(answer.head.status, &body);
+        return send_api_error(resp, ctx, &err).await;
+    }
+    if translated.stream {
+        stream_back(&mut answer, resp, ctx, AnthropicStream::new(model, now_secs(), chat.include_usage())).await;
+    } else {
+        buffered_back(cfg, &mut answer, resp, ctx, &model, &provider.name).await;
+    }
+}
+
+async fn buffered_back<C: Conn>(
+    cfg: &Snapshot,
+    answer: &mut UpstreamResponse<'_>,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+    model: &str,
+    provider: &str,
+) {
+    let waited = Instant::now();
+    let read = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await;
+    ctx.upstream_time += waited.elapsed();
+    let body = match read {
+        Ok(b) => b,
+        Err(fault) => {
+            return fail(resp, ctx, GatewayError::new(fault_kind(&fault), format!("provider {provider}: {fault}")))
+                .await;
+        }
+    };
+    let completion = match from_anthropic(&body, model, now_secs()) {
+        Ok(c) => c,
+        Err(e) => return send_api_error(resp, ctx, &e).await,
+    };
+    ctx.usage = completion.usage.as_ref().map(accounted);
+    governance::settle_before_head(ctx);
+    let json = serde_json::to_vec(&completion).unwrap_or_default();
+    let overhead = ctx.head_overhead();
+    let mut us = itoa::Buffer::new();
+    let mut head = resp
+        .start(200)
+        .header("content-type", "application/json")
+        .header(OVERHEAD_HEADER, us.format(u64::try_from(overhead.as_micros()).unwrap_or(u64::MAX)));
+    for (n, v) in &ctx.headers {
+        head = head.header(n, v);
+    }
+    if head.body(&json).await.is_err() {
+        ctx.error = Some(ErrorKind::DownstreamClosed);
+    }
+}
+
+/// One `data:` event per chunk.
+fn events(chunks: &mut Vec<ChatChunk>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in chunks.drain(..) {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&serde_json::to_vec(&c).unwrap_or_default());
+        out.extend_from_slice(b"\n\n");
+    }
+    out
+}
+
+async fn stream_back<C: Conn>(
+    answer: &mut UpstreamResponse<'_>,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+    mut translator: AnthropicStream,
+) {
+    let overhead = ctx.head_overhead();
+    let mut us = itoa::Buffer::new();
+    let mut head = resp
+        .start_event_stream(200)
+        .header(OVERHEAD_HEADER, us.format(u64::try_from(overhead.as_micros()).unwrap_or(u64::MAX)));
+    for (n, v) in &ctx.headers {
+        head = head.header(n, v);
+    }
+    let Ok(mut out) = head.stream().await else {
+        ctx.error = Some(ErrorKind::DownstreamClosed);
+        return;
+    };
+    let mut chunks = Vec::new();
+    loop {
+        match answer.next_chunk().await {
+            Ok(Some(piece)) => {
+                translator.feed(&piece, &mut chunks);
+                ctx.usage = translator.usage().as_ref().map(accounted);
+                if chunks.is_empty() {
+                    continue;
+                }
+                if out.send(&events(&mut chunks)).await.is_err() {
+                    ctx.error = Some(ErrorKind::DownstreamClosed);
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(fault) => {
+                let kind = fault_kind(&fault);
+                ctx.error = Some(kind);
+                let err = GatewayError::new(kind, format!("the provider's stream broke off: {fault}"));
+                let mut event = events(&mut chunks);
+                event.extend_from_slice(b"data: ");
+                event.extend_from_slice(&err.to_json());
+                event.extend_from_slice(b"\n\n");
+                if out.send(&event).await.is_ok() {
+                    let _ = out.finish().await;
+                }
+                return;
+            }
+        }
+    }
+    translator.finish(&mut chunks);
+    ctx.usage = translator.usage().as_ref().map(accounted);
+    let mut tail = events(&mut chunks);
+    if let Some(e) = translator.take_error() {
+        // OpenAI SDKs raise on an `error` object in a stream's data.
+        ctx.error = Some(ErrorKind::UpstreamProtocol);
+        tail.extend_from_slice(b"data: ");
+        tail.extend_from_slice(&serde_json::to_vec(&e.to_json()).unwrap_or_default());
+        tail.extend_from_slice(b"\n\n");
+    } else {
+        tail.extend_from_slice(crate::mock::DONE_EVENT);
+        if let Some(comment) = governance::settle_stream(ctx) {
+            tail.extend_from_slice(&comment);
+        }
+    }
+    if out.send(&tail).await.is_err() || out.finish().await.is_err() {
+        ctx.error = Some(ErrorKind::DownstreamClosed);
+    }
+}
