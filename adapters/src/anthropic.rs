@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 
 pub mod error;
 pub mod inbound;
+pub mod outbound_stream;
 pub mod request;
 pub mod response;
 pub mod stream;
@@ -43,6 +44,7 @@ mod tests;
 
 pub use error::error_from_anthropic;
 pub use inbound::{request_from_anthropic, response_to_anthropic};
+pub use outbound_stream::{AnthropicEncoder, count_tokens_estimate};
 pub use request::to_anthropic;
 pub use response::from_anthropic;
 pub use stream::AnthropicStream;

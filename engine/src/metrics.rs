@@ -14,6 +14,8 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's `/v1/messages` (and `count_tokens`).
+    Messages,
     Models,
     Passthrough,
     Ops,
@@ -22,10 +24,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 8] = [
+    const ALL: [Endpoint; 9] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
+        Endpoint::Messages,
         Endpoint::Models,
         Endpoint::Passthrough,
         Endpoint::Ops,
@@ -38,6 +41,7 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat_completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
             Endpoint::Models => "models",
             Endpoint::Passthrough => "passthrough",
             Endpoint::Ops => "ops",

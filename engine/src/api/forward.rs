@@ -185,8 +185,10 @@ fn upstream_path(up: &Upstream, target: &str) -> String {
 /// Client headers that never go upstream: credentials (the provider's key is ours to send),
 /// framing, hop-by-hop, compression (we read bodies), and our own control headers.
 fn forwardable(name: &[u8]) -> bool {
-    const DROP: [&[u8]; 8] = [
+    const DROP: [&[u8]; 9] = [
         b"host",
+        // Ours is set per provider; a client's (Anthropic SDKs send one) would duplicate it.
+        b"anthropic-version",
         b"authorization",
         b"api-key",
         b"x-api-key",

@@ -5,6 +5,7 @@
 pub mod admin;
 mod forward;
 pub mod governance;
+mod messages;
 mod mock_provider;
 mod ops;
 mod translate;
@@ -67,6 +68,7 @@ fn route_methods(path: &str) -> Option<&'static str> {
     match path {
         "/health" | "/ready" | "/metrics" | "/v1/models" => Some("GET, HEAD"),
         "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" => Some("POST"),
+        "/v1/messages" | "/v1/messages/count_tokens" => Some("POST"),
         p if p.starts_with("/v1/models/") => Some("GET, HEAD"),
         _ => None,
     }
@@ -77,6 +79,7 @@ fn endpoint_of(path: &str) -> Endpoint {
         "/v1/chat/completions" => Endpoint::ChatCompletions,
         "/v1/completions" => Endpoint::Completions,
         "/v1/embeddings" => Endpoint::Embeddings,
+        "/v1/messages" | "/v1/messages/count_tokens" => Endpoint::Messages,
         "/health" | "/ready" | "/metrics" => Endpoint::Ops,
         p if p == "/v1/models" || p.starts_with("/v1/models/") => Endpoint::Models,
         p if p.starts_with("/v1/") => Endpoint::Passthrough,
@@ -188,6 +191,10 @@ async fn dispatch<C: Conn>(
     let cfg = shard.config();
     let caller_held = match governance::authenticate(shard, &cfg, &req.head) {
         Ok(id) => id,
+        // Anthropic clients parse Anthropic's error shape.
+        Err(err) if endpoint == Endpoint::Messages => {
+            return Box::pin(messages::refuse(resp, ctx, err.status(), &err.message)).await;
+        }
         Err(err) => {
             ctx.error = Some(err.kind);
             let _ = send_error(resp, &err).await;
@@ -205,6 +212,10 @@ async fn dispatch<C: Conn>(
         (Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings, _) if method == "POST" => {
             forward::inference(shard, &cfg, caller, endpoint, req, resp, ctx).await
         }
+        (Endpoint::Messages, "/v1/messages") if method == "POST" => {
+            Box::pin(messages::messages(shard, &cfg, caller, req, resp, ctx)).await
+        }
+        (Endpoint::Messages, _) if method == "POST" => Box::pin(messages::count_tokens(&req, resp, ctx)).await,
         (Endpoint::Admin, _) => Box::pin(admin::handle(shard, &cfg, caller, req, resp, ctx)).await,
         (Endpoint::Passthrough, _) if route_methods(path).is_none() => {
             Box::pin(forward::passthrough(shard, &cfg, caller, req, resp, ctx)).await

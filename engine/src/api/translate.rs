@@ -30,7 +30,7 @@ fn now_secs() -> u64 {
 }
 
 /// The canonical usage as the engine's accounting reads it.
-fn accounted(u: &Usage) -> adapters::openai::usage::Usage {
+pub(super) fn accounted(u: &Usage) -> adapters::openai::usage::Usage {
     adapters::openai::usage::Usage {
         prompt_tokens: u.prompt_tokens,
         completion_tokens: u.completion_tokens,
@@ -55,6 +55,42 @@ async fn send_api_error<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestC
     });
     let body = serde_json::to_vec(&e.to_json()).unwrap_or_default();
     let _ = resp.start(e.status).header("content-type", "application/json").body(&body).await;
+}
+
+/// A translated answer's 200 JSON, with the gateway's own headers.
+pub(super) async fn send_json<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, body: &[u8]) {
+    let overhead = ctx.head_overhead();
+    let mut us = itoa::Buffer::new();
+    let mut head = resp
+        .start(200)
+        .header("content-type", "application/json")
+        .header(OVERHEAD_HEADER, us.format(u64::try_from(overhead.as_micros()).unwrap_or(u64::MAX)));
+    for (n, v) in &ctx.headers {
+        head = head.header(n, v);
+    }
+    if head.body(body).await.is_err() {
+        ctx.error = Some(ErrorKind::DownstreamClosed);
+    }
+}
+
+/// Starts a translated event stream, with the gateway's own headers.
+pub(super) async fn start_event_stream<'r, 'a, C: Conn>(
+    resp: &'r mut Responder<'a, C>,
+    ctx: &mut RequestCtx,
+) -> Option<crate::http::response::BodyStream<'r, 'a, C>> {
+    let overhead = ctx.head_overhead();
+    let mut us = itoa::Buffer::new();
+    let mut head = resp
+        .start_event_stream(200)
+        .header(OVERHEAD_HEADER, us.format(u64::try_from(overhead.as_micros()).unwrap_or(u64::MAX)));
+    for (n, v) in &ctx.headers {
+        head = head.header(n, v);
+    }
+    let started = head.stream().await.ok();
+    if started.is_none() {
+        ctx.error = Some(ErrorKind::DownstreamClosed);
+    }
+    started
 }
 
 async fn fail<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, err: GatewayError) {
@@ -141,19 +177,7 @@ async fn buffered_back<C: Conn>(
     };
     ctx.usage = completion.usage.as_ref().map(accounted);
     governance::settle_before_head(ctx);
-    let json = serde_json::to_vec(&completion).unwrap_or_default();
-    let overhead = ctx.head_overhead();
-    let mut us = itoa::Buffer::new();
-    let mut head = resp
-        .start(200)
-        .header("content-type", "application/json")
-        .header(OVERHEAD_HEADER, us.format(u64::try_from(overhead.as_micros()).unwrap_or(u64::MAX)));
-    for (n, v) in &ctx.headers {
-        head = head.header(n, v);
-    }
-    if head.body(&json).await.is_err() {
-        ctx.error = Some(ErrorKind::DownstreamClosed);
-    }
+    send_json(resp, ctx, &serde_json::to_vec(&completion).unwrap_or_default()).await;
 }
 
 /// One `data:` event per chunk.
@@ -173,18 +197,7 @@ async fn stream_back<C: Conn>(
     ctx: &mut RequestCtx,
     mut translator: AnthropicStream,
 ) {
-    let overhead = ctx.head_overhead();
-    let mut us = itoa::Buffer::new();
-    let mut head = resp
-        .start_event_stream(200)
-        .header(OVERHEAD_HEADER, us.format(u64::try_from(overhead.as_micros()).unwrap_or(u64::MAX)));
-    for (n, v) in &ctx.headers {
-        head = head.header(n, v);
-    }
-    let Ok(mut out) = head.stream().await else {
-        ctx.error = Some(ErrorKind::DownstreamClosed);
-        return;
-    };
+    let Some(mut out) = start_event_stream(resp, ctx).await else { return };
     let mut chunks = Vec::new();
     loop {
         match answer.next_chunk().await {
