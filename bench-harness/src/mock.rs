@@ -371,6 +371,20 @@ impl Service for MockService {
                         &format!("mock fault: status {code}"),
                     ))
                     .into_owned()
+                } else if path.starts_with("/v1beta/") {
+                    // Gemini's error shape, with Google's canonical status names.
+                    let status = match code {
+                        400 => "INVALID_ARGUMENT",
+                        401 => "UNAUTHENTICATED",
+                        403 => "PERMISSION_DENIED",
+                        404 => "NOT_FOUND",
+                        429 => "RESOURCE_EXHAUSTED",
+                        503 => "UNAVAILABLE",
+                        504 => "DEADLINE_EXCEEDED",
+                        _ => "INTERNAL",
+                    };
+                    let body = engine::mock::gemini::error_body(code, status, &format!("mock fault: status {code}"));
+                    String::from_utf8_lossy(&body).into_owned()
                 } else {
                     format!(
                         r#"{{"error":{{"message":"mock fault: status {code}","type":"server_error","param":null,"code":"mock_fault"}}}}"#
@@ -395,6 +409,9 @@ impl Service for MockService {
                 self.inference(&path, &req, &knobs, resp).await
             }
             ("POST", "/v1/messages") => self.anthropic(&req, &knobs, resp).await,
+            ("POST", p) if p.starts_with("/v1beta/models/") && p.contains(":") => {
+                self.gemini(p, &req, &knobs, resp).await
+            }
             _ => echo(&req, resp).await,
         }
     }
@@ -543,6 +560,47 @@ impl MockService {
         let Ok(mut out) = resp.start_event_stream(200).header("request-id", &id).stream().await else { return };
         // Events 0–2 are message_start, content_block_start and ping; tokens follow.
         if self.send_paced(&mut out, &anthropic::stream(&reply, &ask), knobs, 3, None).await {
+            let _ = out.finish().await;
+        }
+    }
+}
+
+impl MockService {
+    /// `POST /v1beta/models/{model}:generateContent` (or `:streamGenerateContent?alt=sse`) in
+    /// Gemini's dialect; needs `x-goog-api-key`.
+    async fn gemini<C: Conn>(&self, path: &str, req: &Request, knobs: &RequestKnobs, resp: &mut Responder<'_, C>) {
+        use engine::mock::gemini;
+        let (model, method) = path.trim_start_matches("/v1beta/models/").split_once(':').unwrap_or(("gemini", ""));
+        let checked = if header_str(req, "x-goog-api-key").is_none() {
+            Err((403, gemini::error_body(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers")))
+        } else if method != "generateContent" && method != "streamGenerateContent" {
+            Err((404, gemini::error_body(404, "NOT_FOUND", "unknown method")))
+        } else {
+            gemini::ask(&req.body).map_err(|b| (400, b))
+        };
+        let ask = match checked {
+            Ok(a) => a,
+            Err((status, body)) => {
+                let _ = resp.start(status).header("content-type", JSON).body(&body).await;
+                return;
+            }
+        };
+        let id = knobs.id.clone().unwrap_or_else(|| format!("gmock{}", self.shard.served.get()));
+        let filler = knobs.token_bytes.map(|n| "x".repeat(n));
+        let reply = Reply {
+            id: &id,
+            created: 0,
+            model,
+            prompt_tokens: canned::estimate_prompt_tokens(req.body.len()),
+            completion_tokens: knobs.tokens,
+            filler: filler.as_deref(),
+        };
+        if method == "generateContent" {
+            let _ = resp.start(200).header("content-type", JSON).body(&gemini::generate(&reply, &ask)).await;
+            return;
+        }
+        let Ok(mut out) = resp.start_event_stream(200).stream().await else { return };
+        if self.send_paced(&mut out, &gemini::stream(&reply, &ask), knobs, 0, None).await {
             let _ = out.finish().await;
         }
     }

@@ -91,6 +91,8 @@ pub enum ScenarioKind {
     Gateway,
     /// Through shardgate with governance on: a virtual key, rate limits and budgets.
     Governed,
+    /// Through shardgate to a provider of another dialect: OpenAI in, Anthropic out and back.
+    Translated,
     /// Through a reference proxy (nginx).
     Reference,
 }

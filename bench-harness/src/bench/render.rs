@@ -163,6 +163,7 @@ fn kind_name(kind: ScenarioKind) -> &'static str {
         ScenarioKind::Baseline => "baseline",
         ScenarioKind::Gateway => "gateway",
         ScenarioKind::Governed => "governed",
+        ScenarioKind::Translated => "translated",
         ScenarioKind::Reference => "reference",
     }
 }

@@ -20,7 +20,8 @@ const STREAM_BODY: &str = r#"{"model":"bench","stream":true,"stream_options":{"i
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Scenario groups to run (`passthrough`, `governed`, `nginx`, `streaming`, `open-streams`);
+    /// Scenario groups to run (`passthrough`, `governed`, `translated`, `nginx`, `streaming`,
+    /// `open-streams`);
     /// empty: all.
     pub only: Vec<String>,
     pub quick: bool,
@@ -210,6 +211,15 @@ fn run_in(
     }];
     let governed_config = work.join("governed.yaml");
     std::fs::write(&governed_config, governed_yaml(mock_port)).map_err(|e| e.to_string())?;
+    // The same model served by an Anthropic provider: the mock answers `/v1/messages`.
+    let translated_config = work.join("translated.yaml");
+    std::fs::write(
+        &translated_config,
+        format!(
+            "server:\n  reload: {{watch: false}}\nproviders:\n  up:\n    kind: anthropic\n    base_url: http://127.0.0.1:{mock_port}/v1\n    api_key: sk-bench\nmodels:\n  bench: {{target: up/bench}}\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
     let start_gateway_with = |config: &Path,
                               driver: &str,
                               tag: &str,
@@ -321,6 +331,26 @@ fn run_in(
             notes: Vec::new(),
         });
     }
+    if o.wants("translated") {
+        let d = default_driver.clone();
+        let (port, idx) =
+            start_gateway_with(&translated_config, &d, &format!("translated-{d}"), &mut procs, &mut caps)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let idle = procs[idx].rss_mb();
+        scenarios.push(Scenario {
+            name: format!("translated-{d}"),
+            description: format!(
+                "through shardgate (monoio, {d}), one shard, to an Anthropic provider: the chat request translated to Messages and the answer back"
+            ),
+            kind: ScenarioKind::Translated,
+            driver: Some(d),
+            url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
+            headers: Vec::new(),
+            proc_index: Some(idx),
+            idle_rss_mb: idle,
+            notes: Vec::new(),
+        });
+    }
     let memory_cap = caps.first().map_or_else(|| "not needed: no gateway scenario".to_string(), MemoryCap::describe);
 
     // nginx, the physical-limit reference.
@@ -372,7 +402,7 @@ fn run_in(
     // are where the load generator and mock's core gives out: no scenario is measured there.
     let mut samples = vec![Samples::default(); scenarios.len()];
     let mut ceiling: Vec<Option<f64>> = vec![None; scenarios.len()];
-    let run_scenarios = o.wants("passthrough") || o.wants("nginx") || o.wants("governed");
+    let run_scenarios = o.wants("passthrough") || o.wants("nginx") || o.wants("governed") || o.wants("translated");
     for rep in 0..o.repetitions {
         if !run_scenarios {
             break;
@@ -839,6 +869,22 @@ fn targets(
         note: match governed_ratio {
             Some(_) => format!("{} driver, median of repetitions", default_driver),
             None => "the governed or pass-through scenario did not run".into(),
+        },
+    });
+    let translated = results.iter().find(|r| r.kind == ScenarioKind::Translated);
+    let translated_ratio = translated
+        .and_then(|g| g.max_throughput_rps.as_ref())
+        .zip(default.and_then(|d| d.max_throughput_rps.as_ref()))
+        .map(|(g, d)| g.median / d.median);
+    t.push(TargetCheck {
+        name: "OpenAI in, Anthropic out vs pass-through".into(),
+        goal: ">= 0.75x pass-through req/s, same run".into(),
+        value: translated_ratio,
+        unit: "x".into(),
+        met: translated_ratio.map(|r| r >= 0.75),
+        note: match translated_ratio {
+            Some(_) => format!("{} driver, median of repetitions, plain (not streamed) answers", default_driver),
+            None => "the translated or pass-through scenario did not run".into(),
         },
     });
     let idle = default.and_then(|g| g.idle_rss_mb);

@@ -21,8 +21,9 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the benchmark: the gateway pinned to one core inside a 1 GiB cgroup, the mock and
-    /// the load generator on the other core. Scenario groups: passthrough, nginx, streaming,
-    /// open-streams (default: all). Build first: `cargo build --release --bins`.
+    /// the load generator on the other core. Scenario groups: passthrough, governed,
+    /// translated, nginx, streaming, open-streams (default: all). Build first:
+    /// `cargo build --release --bins`.
     Run {
         scenarios: Vec<String>,
         /// Under a minute, sanity only (CI's smoke test): never a speed threshold.

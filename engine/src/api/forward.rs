@@ -13,7 +13,7 @@ use policy::Identity;
 
 use super::governance::{self, Ask};
 use super::{OVERHEAD_HEADER, RequestCtx, mock_provider, translate};
-use crate::config::{ProviderKind, Snapshot, Upstream};
+use crate::config::{Snapshot, Upstream};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::response::is_bodyless;
 use crate::http::upstream::ResponseFraming;
@@ -94,17 +94,20 @@ pub async fn inference<C: Conn>(
         Box::pin(mock_provider::answer(shard, endpoint, &req, &facts, &resolved.upstream_model, resp, ctx)).await;
         return governance::settle_at_end(ctx);
     };
-    if resolved.provider.kind == ProviderKind::Anthropic {
+    if let Some(dialect) = translate::Dialect::of(resolved.provider.kind) {
         if endpoint != Endpoint::ChatCompletions {
             let err = GatewayError::new(
                 ErrorKind::InvalidField,
-                format!("The model `{}` is served by Anthropic, which has only chat completions.", model.name),
+                format!(
+                    "The model `{}` is served by a {dialect:?} provider, which the gateway reaches for chat completions only.",
+                    model.name
+                ),
             )
             .with_param("model");
             return fail(resp, ctx, err).await;
         }
-        let p = resolved.provider;
-        Box::pin(translate::anthropic_chat(shard, cfg, p, up, &resolved.upstream_model, &req, resp, ctx)).await;
+        let (p, um) = (resolved.provider, &resolved.upstream_model);
+        Box::pin(translate::chat(shard, cfg, dialect, p, up, um, &req, resp, ctx)).await;
         return governance::settle_at_end(ctx);
     }
     let body = if resolved.upstream_model != model.name {

@@ -8,7 +8,8 @@ use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use adapters::anthropic::{AnthropicDefaults, AnthropicStream, error_from_anthropic, from_anthropic, to_anthropic};
-use adapters::canonical::{ApiError, ChatChunk, ChatRequest, Usage};
+use adapters::canonical::{ApiError, ChatChunk, ChatCompletion, ChatRequest, Usage};
+use adapters::gemini::{GeminiApi, GeminiStream, GeminiTarget, error_from_gemini, from_gemini, to_gemini};
 use bytes::Bytes;
 
 use super::forward::request_head;
@@ -98,11 +99,114 @@ async fn fail<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, err: G
     let _ = send_error(resp, &err).await;
 }
 
-/// `POST /v1/chat/completions` to an Anthropic provider.
+/// A provider dialect the gateway translates to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Anthropic,
+    Gemini,
+}
+
+impl Dialect {
+    pub fn of(kind: crate::config::ProviderKind) -> Option<Dialect> {
+        match kind {
+            crate::config::ProviderKind::Anthropic => Some(Dialect::Anthropic),
+            crate::config::ProviderKind::Gemini => Some(Dialect::Gemini),
+            _ => None,
+        }
+    }
+
+    /// The request as the provider wants it: path (under the provider's base path) and body.
+    fn outbound(
+        self,
+        chat: &ChatRequest,
+        provider: &Provider,
+        upstream_model: &str,
+    ) -> Result<(String, Vec<u8>), ApiError> {
+        match self {
+            Dialect::Anthropic => {
+                let defaults = AnthropicDefaults {
+                    max_tokens: provider.default_max_tokens,
+                    model: Some(upstream_model.to_string()),
+                    ..AnthropicDefaults::default()
+                };
+                to_anthropic(chat, &defaults).map(|t| ("/messages".to_string(), t.body_bytes()))
+            }
+            Dialect::Gemini => {
+                let target =
+                    GeminiTarget { api: GeminiApi::AiStudio, model: upstream_model.to_string(), thinking: None };
+                to_gemini(chat, &target).map(|g| {
+                    // The adapter's path carries the API version (`/v1beta/models/...`).
+                    let path = g.path.strip_prefix("/v1beta").map_or(g.path.clone(), str::to_owned);
+                    (path, serde_json::to_vec(&g.body).unwrap_or_default())
+                })
+            }
+        }
+    }
+
+    fn error(self, status: u16, body: &[u8]) -> ApiError {
+        match self {
+            Dialect::Anthropic => error_from_anthropic(status, body),
+            Dialect::Gemini => error_from_gemini(status, body),
+        }
+    }
+
+    fn completion(self, body: &[u8], model: &str, id: &str, created: u64) -> Result<ChatCompletion, ApiError> {
+        match self {
+            Dialect::Anthropic => from_anthropic(body, model, created),
+            Dialect::Gemini => from_gemini(body, model, id, created),
+        }
+    }
+
+    fn stream(self, model: &str, id: &str, created: u64, include_usage: bool) -> Translator {
+        match self {
+            Dialect::Anthropic => Translator::Anthropic(AnthropicStream::new(model, created, include_usage)),
+            Dialect::Gemini => Translator::Gemini(GeminiStream::new(model, id, created, include_usage)),
+        }
+    }
+}
+
+/// A provider's stream, read into chat completion chunks.
+enum Translator {
+    Anthropic(AnthropicStream),
+    Gemini(GeminiStream),
+}
+
+impl Translator {
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<ChatChunk>) {
+        match self {
+            Translator::Anthropic(t) => t.feed(bytes, out),
+            Translator::Gemini(t) => t.feed(bytes, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<ChatChunk>) {
+        match self {
+            Translator::Anthropic(t) => t.finish(out),
+            Translator::Gemini(t) => t.finish(out),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        match self {
+            Translator::Anthropic(t) => t.usage(),
+            Translator::Gemini(t) => t.usage(),
+        }
+    }
+
+    fn take_error(&mut self) -> Option<ApiError> {
+        match self {
+            Translator::Anthropic(t) => t.take_error(),
+            Translator::Gemini(t) => t.error().cloned(),
+        }
+    }
+}
+
+/// `POST /v1/chat/completions` to a provider of another dialect.
 #[allow(clippy::too_many_arguments)]
-pub async fn anthropic_chat<C: Conn>(
+pub async fn chat<C: Conn>(
     shard: &Rc<Shard>,
     cfg: &Snapshot,
+    dialect: Dialect,
     provider: &Provider,
     up: &Upstream,
     upstream_model: &str,
@@ -117,17 +221,12 @@ pub async fn anthropic_chat<C: Conn>(
             return fail(resp, ctx, GatewayError::new(kind, format!("We could not parse the JSON body: {e}"))).await;
         }
     };
-    let defaults = AnthropicDefaults {
-        max_tokens: provider.default_max_tokens,
-        model: Some(upstream_model.to_string()),
-        ..AnthropicDefaults::default()
-    };
-    let translated = match to_anthropic(&chat, &defaults) {
+    let (suffix, body) = match dialect.outbound(&chat, provider, upstream_model) {
         Ok(t) => t,
         Err(e) => return send_api_error(resp, ctx, &e).await,
     };
-    let body = Bytes::from(translated.body_bytes());
-    let path = format!("{}/messages", up.base_path.trim_end_matches('/'));
+    let body = Bytes::from(body);
+    let path = format!("{}{suffix}", up.base_path.trim_end_matches('/'));
     let head = request_head("POST", &path, up, &req.head, Some(body.len()));
     let request = RequestBytes { head, body, is_head: false };
 
@@ -140,25 +239,26 @@ pub async fn anthropic_chat<C: Conn>(
         Err(e) => return fail(resp, ctx, e.to_gateway_error(&provider.name)).await,
     };
     ctx.upstream_status = Some(answer.head.status);
-    let model = chat.model.clone();
     if !(200..300).contains(&answer.head.status) {
         let body = answer.read_to_end(MAX_ERROR_BODY).await.unwrap_or_default();
-        let err = error_from_anthropic(answer.head.status, &body);
-        return send_api_error(resp, ctx, &err).await;
+        return send_api_error(resp, ctx, &dialect.error(answer.head.status, &body)).await;
     }
-    if translated.stream {
-        stream_back(&mut answer, resp, ctx, AnthropicStream::new(model, now_secs(), chat.include_usage())).await;
+    let id = format!("chatcmpl-sg{}x{}", shard.id, shard.next_sequence());
+    if chat.stream {
+        let translator = dialect.stream(&chat.model, &id, now_secs(), chat.include_usage());
+        stream_back(&mut answer, resp, ctx, translator).await;
     } else {
-        buffered_back(cfg, &mut answer, resp, ctx, &model, &provider.name).await;
+        buffered_back(cfg, dialect, &mut answer, resp, ctx, (&chat.model, &id), &provider.name).await;
     }
 }
 
 async fn buffered_back<C: Conn>(
     cfg: &Snapshot,
+    dialect: Dialect,
     answer: &mut UpstreamResponse<'_>,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-    model: &str,
+    (model, id): (&str, &str),
     provider: &str,
 ) {
     let waited = Instant::now();
@@ -171,7 +271,7 @@ async fn buffered_back<C: Conn>(
                 .await;
         }
     };
-    let completion = match from_anthropic(&body, model, now_secs()) {
+    let completion = match dialect.completion(&body, model, id, now_secs()) {
         Ok(c) => c,
         Err(e) => return send_api_error(resp, ctx, &e).await,
     };
@@ -195,7 +295,7 @@ async fn stream_back<C: Conn>(
     answer: &mut UpstreamResponse<'_>,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-    mut translator: AnthropicStream,
+    mut translator: Translator,
 ) {
     let Some(mut out) = start_event_stream(resp, ctx).await else { return };
     let mut chunks = Vec::new();

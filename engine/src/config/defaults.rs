@@ -83,6 +83,12 @@ pub fn embedded(env: impl Fn(&str) -> Option<String>) -> ConfigFile {
             cfg.models.insert(name.into(), model(target));
         }
     }
+    if let Some(k) = key("GEMINI_API_KEY") {
+        cfg.providers.insert("gemini".into(), provider(ProviderKind::Gemini, None, Some(k), &[]));
+        for (name, target) in [("gemini/*", "gemini/*"), ("gemini-*", "gemini/gemini-*")] {
+            cfg.models.insert(name.into(), model(target));
+        }
+    }
     for (name, var, url) in COMPATIBLE_HOSTS {
         if let Some(k) = key(var) {
             cfg.providers.insert((*name).into(), provider(ProviderKind::OpenaiCompatible, Some(url), Some(k), &[]));
@@ -132,5 +138,16 @@ mod tests {
         assert_eq!((up.host.as_str(), up.base_path.as_str()), ("api.anthropic.com", "/v1"));
         let names: Vec<&str> = up.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["x-api-key", "anthropic-version"], "no bearer token for Anthropic");
+    }
+
+    #[test]
+    fn gemini_from_environment() {
+        let env = |k: &str| (k == "GEMINI_API_KEY").then(|| "g-test".to_string());
+        let snap = compile(&embedded(env), "embedded", 1).unwrap();
+        let r = snap.resolve_model("gemini-2.5-flash").unwrap();
+        assert_eq!((&*r.provider.name, &*r.upstream_model), ("gemini", "gemini-2.5-flash"));
+        let up = r.provider.upstream.as_ref().unwrap();
+        assert_eq!((up.host.as_str(), up.base_path.as_str()), ("generativelanguage.googleapis.com", "/v1beta"));
+        assert_eq!(up.headers.first().map(|(n, _)| n.as_str()), Some("x-goog-api-key"));
     }
 }

@@ -353,6 +353,9 @@ pub enum ProviderKind {
     /// Anthropic's Messages API (api.anthropic.com/v1 by default); needs `api_key`. Requests
     /// and answers, streams included, are translated to and from OpenAI's chat completions.
     Anthropic,
+    /// Google's Gemini API (AI Studio, generativelanguage.googleapis.com/v1beta by default);
+    /// needs `api_key` (sent as `x-goog-api-key`). Translated like `anthropic`.
+    Gemini,
     /// Answered inside the gateway: canned completions, streams and embeddings. No network.
     Mock,
 }

@@ -595,6 +595,7 @@ fn compile_provider(
         (Some(u), _) => u.0.clone(),
         (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_string(),
         (None, ProviderKind::Anthropic) => "https://api.anthropic.com/v1".to_string(),
+        (None, ProviderKind::Gemini) => "https://generativelanguage.googleapis.com/v1beta".to_string(),
         (None, _) => {
             errors.push(format!("providers.{name}.base_url is required for kind openai-compatible"));
             return Err(errors);
@@ -615,9 +616,13 @@ fn compile_provider(
                 headers.push(("anthropic-version".to_string(), "2023-06-01".to_string()));
             }
         }
+        (Some(k), ProviderKind::Gemini) => headers.push(("x-goog-api-key".to_string(), k.0.clone())),
         (Some(k), _) => headers.push(("authorization".to_string(), format!("Bearer {}", k.0))),
         (None, ProviderKind::Openai) => {
             errors.push(format!("providers.{name}.api_key is required for kind openai (use ${{OPENAI_API_KEY}})"))
+        }
+        (None, ProviderKind::Gemini) => {
+            errors.push(format!("providers.{name}.api_key is required for kind gemini (use ${{GEMINI_API_KEY}})"))
         }
         (None, ProviderKind::Anthropic) => {
             errors.push(format!("providers.{name}.api_key is required for kind anthropic (use ${{ANTHROPIC_API_KEY}})"))
