@@ -371,6 +371,10 @@ impl Service for MockService {
                         &format!("mock fault: status {code}"),
                     ))
                     .into_owned()
+                } else if path.starts_with("/model/") {
+                    // Bedrock's: `{"message"}`, the type in `x-amzn-errortype` (below).
+                    String::from_utf8_lossy(&engine::mock::bedrock::error_body(&format!("mock fault: status {code}")))
+                        .into_owned()
                 } else if path.starts_with("/v1beta/") {
                     // Gemini's error shape, with Google's canonical status names.
                     let status = match code {
@@ -391,6 +395,17 @@ impl Service for MockService {
                     )
                 };
                 let mut head = resp.start(code).header("content-type", JSON);
+                if path.starts_with("/model/") {
+                    let kind = match code {
+                        400 => "ValidationException",
+                        403 => "AccessDeniedException",
+                        404 => "ResourceNotFoundException",
+                        429 => "ThrottlingException",
+                        503 => "ServiceUnavailableException",
+                        _ => "InternalServerException",
+                    };
+                    head = head.header("x-amzn-errortype", kind);
+                }
                 if let Some(ra) = &knobs.retry_after {
                     head = head.header("retry-after", ra);
                 }
@@ -411,6 +426,11 @@ impl Service for MockService {
             ("POST", "/v1/messages") => self.anthropic(&req, &knobs, resp).await,
             ("POST", p) if p.starts_with("/v1beta/models/") && p.contains(":") => {
                 self.gemini(p, &req, &knobs, resp).await
+            }
+            ("POST", p)
+                if p.starts_with("/model/") && (p.ends_with("/converse") || p.ends_with("/converse-stream")) =>
+            {
+                self.bedrock(p.ends_with("/converse-stream"), &req, &knobs, resp).await
             }
             _ => echo(&req, resp).await,
         }
@@ -601,6 +621,49 @@ impl MockService {
         }
         let Ok(mut out) = resp.start_event_stream(200).stream().await else { return };
         if self.send_paced(&mut out, &gemini::stream(&reply, &ask), knobs, 0, None).await {
+            let _ = out.finish().await;
+        }
+    }
+}
+
+impl MockService {
+    /// `POST /model/{id}/converse` (or `/converse-stream`) as AWS Bedrock answers; needs a SigV4
+    /// `authorization` header and `x-amz-date` (their shape, not the signature, is checked).
+    async fn bedrock<C: Conn>(&self, stream: bool, req: &Request, knobs: &RequestKnobs, resp: &mut Responder<'_, C>) {
+        use engine::mock::bedrock;
+        let signed = header_str(req, "authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential="))
+            && header_str(req, "x-amz-date").is_some();
+        let checked = if signed {
+            bedrock::ask(&req.body).map_err(|m| (400, "ValidationException", m))
+        } else {
+            Err((403, "UnrecognizedClientException", "Missing Authentication Token".to_string()))
+        };
+        let ask = match checked {
+            Ok(a) => a,
+            Err((status, kind, message)) => {
+                let body = bedrock::error_body(&message);
+                let _ =
+                    resp.start(status).header("content-type", JSON).header("x-amzn-errortype", kind).body(&body).await;
+                return;
+            }
+        };
+        let id = knobs.id.clone().unwrap_or_else(|| format!("bmock{}", self.shard.served.get()));
+        let filler = knobs.token_bytes.map(|n| "x".repeat(n));
+        let reply = Reply {
+            id: &id,
+            created: 0,
+            model: "bedrock-mock",
+            prompt_tokens: canned::estimate_prompt_tokens(req.body.len()),
+            completion_tokens: knobs.tokens,
+            filler: filler.as_deref(),
+        };
+        if !stream {
+            let _ = resp.start(200).header("content-type", JSON).body(&bedrock::converse(&reply, &ask)).await;
+            return;
+        }
+        let head = resp.start(200).header("content-type", "application/vnd.amazon.eventstream");
+        let Ok(mut out) = head.stream().await else { return };
+        if self.send_paced(&mut out, &bedrock::stream(&reply, &ask), knobs, 0, None).await {
             let _ = out.finish().await;
         }
     }

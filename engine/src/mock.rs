@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod gemini;
 
 const WORDS: [&str; 16] = [

@@ -283,12 +283,18 @@ fn parse_headers(bytes: &[u8]) -> Result<Vec<(String, HeaderValue)>, DecodeError
     Ok(headers)
 }
 
-/// Test-only encoder: the inverse of the decoder, to build frames in tests.
+/// Test-only encoder (see [`try_encode`]).
 #[cfg(test)]
 pub(crate) fn encode(message: &Message) -> Vec<u8> {
+    try_encode(message).unwrap_or_default()
+}
+
+/// Encodes a message: the inverse of the decoder (mock providers and tests build frames with
+/// it). `None` when a header name passes 255 bytes, a value 65,535, or the frame 4 GiB.
+pub fn try_encode(message: &Message) -> Option<Vec<u8>> {
     let mut headers = Vec::new();
     for (name, value) in &message.headers {
-        headers.push(name.len() as u8);
+        headers.push(u8::try_from(name.len()).ok()?);
         headers.extend_from_slice(name.as_bytes());
         match value {
             HeaderValue::Bool(true) => headers.push(0),
@@ -311,12 +317,12 @@ pub(crate) fn encode(message: &Message) -> Vec<u8> {
             }
             HeaderValue::Bytes(v) => {
                 headers.push(6);
-                headers.extend_from_slice(&(v.len() as u16).to_be_bytes());
+                headers.extend_from_slice(&u16::try_from(v.len()).ok()?.to_be_bytes());
                 headers.extend_from_slice(v);
             }
             HeaderValue::String(v) => {
                 headers.push(7);
-                headers.extend_from_slice(&(v.len() as u16).to_be_bytes());
+                headers.extend_from_slice(&u16::try_from(v.len()).ok()?.to_be_bytes());
                 headers.extend_from_slice(v.as_bytes());
             }
             HeaderValue::Timestamp(v) => {
@@ -331,15 +337,15 @@ pub(crate) fn encode(message: &Message) -> Vec<u8> {
     }
     let total = OVERHEAD + headers.len() + message.payload.len();
     let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&(total as u32).to_be_bytes());
-    out.extend_from_slice(&(headers.len() as u32).to_be_bytes());
+    out.extend_from_slice(&u32::try_from(total).ok()?.to_be_bytes());
+    out.extend_from_slice(&u32::try_from(headers.len()).ok()?.to_be_bytes());
     let prelude_crc = crc32(&out);
     out.extend_from_slice(&prelude_crc.to_be_bytes());
     out.extend_from_slice(&headers);
     out.extend_from_slice(&message.payload);
     let crc = crc32(&out);
     out.extend_from_slice(&crc.to_be_bytes());
-    out
+    Some(out)
 }
 
 /// Test-only: an event message as Bedrock sends one.

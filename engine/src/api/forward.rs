@@ -219,6 +219,19 @@ pub(super) fn request_head(
     client: &RequestHead,
     content_length: Option<usize>,
 ) -> Bytes {
+    request_head_with(method, path, up, client, content_length, &[])
+}
+
+/// [`request_head`] with headers made for this request (a signature), which win over the
+/// client's of the same name.
+pub(super) fn request_head_with(
+    method: &str,
+    path: &str,
+    up: &Upstream,
+    client: &RequestHead,
+    content_length: Option<usize>,
+    extra: &[(String, String)],
+) -> Bytes {
     let mut h = BytesMut::with_capacity(256 + client.raw().len());
     h.put_slice(method.as_bytes());
     h.put_u8(b' ');
@@ -226,7 +239,7 @@ pub(super) fn request_head(
     h.put_slice(b" HTTP/1.1\r\nhost: ");
     h.put_slice(up.host_header.as_bytes());
     h.put_slice(b"\r\n");
-    for (n, v) in &up.headers {
+    for (n, v) in up.headers.iter().chain(extra) {
         put_header(&mut h, n.as_bytes(), v.as_bytes());
     }
     // Headers named in `Connection` are hop-by-hop too.
@@ -235,7 +248,7 @@ pub(super) fn request_head(
         |n: &[u8]| connection.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(n));
     for (n, v) in client.headers() {
         if forwardable(n)
-            && !up.headers.iter().any(|(p, _)| p.as_bytes().eq_ignore_ascii_case(n))
+            && !up.headers.iter().chain(extra).any(|(p, _)| p.as_bytes().eq_ignore_ascii_case(n))
             && !named_in_connection(n)
         {
             put_header(&mut h, n, v);

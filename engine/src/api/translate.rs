@@ -8,11 +8,13 @@ use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use adapters::anthropic::{AnthropicDefaults, AnthropicStream, error_from_anthropic, from_anthropic, to_anthropic};
+use adapters::bedrock::sigv4::{SigningRequest, sign};
+use adapters::bedrock::{ConverseStream, error_from_bedrock, from_converse, to_converse};
 use adapters::canonical::{ApiError, ChatChunk, ChatCompletion, ChatRequest, Usage};
 use adapters::gemini::{GeminiApi, GeminiStream, GeminiTarget, error_from_gemini, from_gemini, to_gemini};
 use bytes::Bytes;
 
-use super::forward::request_head;
+use super::forward::request_head_with;
 use super::governance;
 use super::{OVERHEAD_HEADER, RequestCtx};
 use crate::config::{Provider, Snapshot, Upstream};
@@ -104,6 +106,7 @@ async fn fail<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, err: G
 pub enum Dialect {
     Anthropic,
     Gemini,
+    Bedrock,
 }
 
 impl Dialect {
@@ -111,6 +114,7 @@ impl Dialect {
         match kind {
             crate::config::ProviderKind::Anthropic => Some(Dialect::Anthropic),
             crate::config::ProviderKind::Gemini => Some(Dialect::Gemini),
+            crate::config::ProviderKind::Bedrock => Some(Dialect::Bedrock),
             _ => None,
         }
     }
@@ -140,13 +144,18 @@ impl Dialect {
                     (path, serde_json::to_vec(&g.body).unwrap_or_default())
                 })
             }
+            Dialect::Bedrock => {
+                to_converse(chat, upstream_model).map(|c| (c.path, serde_json::to_vec(&c.body).unwrap_or_default()))
+            }
         }
     }
 
-    fn error(self, status: u16, body: &[u8]) -> ApiError {
+    /// `error_type`: the `x-amzn-errortype` header (Bedrock puts the error's type there).
+    fn error(self, status: u16, body: &[u8], error_type: Option<&str>) -> ApiError {
         match self {
             Dialect::Anthropic => error_from_anthropic(status, body),
             Dialect::Gemini => error_from_gemini(status, body),
+            Dialect::Bedrock => error_from_bedrock(status, body, error_type),
         }
     }
 
@@ -154,6 +163,7 @@ impl Dialect {
         match self {
             Dialect::Anthropic => from_anthropic(body, model, created),
             Dialect::Gemini => from_gemini(body, model, id, created),
+            Dialect::Bedrock => from_converse(body, model, id, created),
         }
     }
 
@@ -161,6 +171,7 @@ impl Dialect {
         match self {
             Dialect::Anthropic => Translator::Anthropic(AnthropicStream::new(model, created, include_usage)),
             Dialect::Gemini => Translator::Gemini(GeminiStream::new(model, id, created, include_usage)),
+            Dialect::Bedrock => Translator::Bedrock(ConverseStream::new(model, id, created, include_usage), None),
         }
     }
 }
@@ -169,6 +180,8 @@ impl Dialect {
 enum Translator {
     Anthropic(AnthropicStream),
     Gemini(GeminiStream),
+    /// With the error that ended the stream (an exception message or a corrupt frame).
+    Bedrock(ConverseStream, Option<ApiError>),
 }
 
 impl Translator {
@@ -176,6 +189,13 @@ impl Translator {
         match self {
             Translator::Anthropic(t) => t.feed(bytes, out),
             Translator::Gemini(t) => t.feed(bytes, out),
+            Translator::Bedrock(t, err) => {
+                if err.is_none()
+                    && let Err(e) = t.feed(bytes, out)
+                {
+                    *err = Some(e);
+                }
+            }
         }
     }
 
@@ -183,6 +203,13 @@ impl Translator {
         match self {
             Translator::Anthropic(t) => t.finish(out),
             Translator::Gemini(t) => t.finish(out),
+            Translator::Bedrock(t, err) => {
+                if err.is_none()
+                    && let Err(e) = t.finish()
+                {
+                    *err = Some(e);
+                }
+            }
         }
     }
 
@@ -190,6 +217,7 @@ impl Translator {
         match self {
             Translator::Anthropic(t) => t.usage(),
             Translator::Gemini(t) => t.usage(),
+            Translator::Bedrock(t, _) => t.usage().cloned(),
         }
     }
 
@@ -197,6 +225,7 @@ impl Translator {
         match self {
             Translator::Anthropic(t) => t.take_error(),
             Translator::Gemini(t) => t.error().cloned(),
+            Translator::Bedrock(_, err) => err.take(),
         }
     }
 }
@@ -227,7 +256,27 @@ pub async fn chat<C: Conn>(
     };
     let body = Bytes::from(body);
     let path = format!("{}{suffix}", up.base_path.trim_end_matches('/'));
-    let head = request_head("POST", &path, up, &req.head, Some(body.len()));
+    let signed = match &provider.aws {
+        // SigV4 over exactly what goes on the wire: host, content type, path and body.
+        Some(aws) => {
+            let content_type = "application/json";
+            let headers = [("host", up.host_header.as_str()), ("content-type", content_type)];
+            let (path_only, query) = path.split_once('?').unwrap_or((path.as_str(), ""));
+            let at = SigningRequest {
+                method: "POST",
+                path: path_only,
+                query,
+                headers: &headers,
+                payload: &body,
+                content_sha256_header: false,
+            };
+            let mut h = vec![("content-type".to_string(), content_type.to_string())];
+            h.extend(sign(&at, &aws.credentials, &aws.region, "bedrock", SystemTime::now()));
+            h
+        }
+        None => Vec::new(),
+    };
+    let head = request_head_with("POST", &path, up, &req.head, Some(body.len()), &signed);
     let request = RequestBytes { head, body, is_head: false };
 
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
@@ -240,8 +289,10 @@ pub async fn chat<C: Conn>(
     };
     ctx.upstream_status = Some(answer.head.status);
     if !(200..300).contains(&answer.head.status) {
+        let error_type =
+            answer.head.header("x-amzn-errortype").and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
         let body = answer.read_to_end(MAX_ERROR_BODY).await.unwrap_or_default();
-        return send_api_error(resp, ctx, &dialect.error(answer.head.status, &body)).await;
+        return send_api_error(resp, ctx, &dialect.error(answer.head.status, &body, error_type.as_deref())).await;
     }
     let id = format!("chatcmpl-sg{}x{}", shard.id, shard.next_sequence());
     if chat.stream {

@@ -40,6 +40,7 @@ fn provider(kind: ProviderKind, base_url: Option<&str>, key: Option<String>, pas
         api_key: key.map(EnvString),
         headers: BTreeMap::new(),
         default_max_tokens: None,
+        aws: Default::default(),
         passthrough: passthrough.iter().map(|s| s.to_string()).collect(),
         pool: PoolSection::default(),
         timeouts: UpstreamTimeoutsSection::default(),

@@ -84,6 +84,16 @@ impl Default for StoreSection {
     }
 }
 
+/// `providers.<name>.aws:`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSection {
+    pub region: Option<String>,
+    pub access_key_id: Option<EnvString>,
+    pub secret_access_key: Option<EnvString>,
+    pub session_token: Option<EnvString>,
+}
+
 /// `auth:`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -353,6 +363,10 @@ pub enum ProviderKind {
     /// Anthropic's Messages API (api.anthropic.com/v1 by default); needs `api_key`. Requests
     /// and answers, streams included, are translated to and from OpenAI's chat completions.
     Anthropic,
+    /// AWS Bedrock's Converse API (bedrock-runtime.{region}.amazonaws.com by default); requests
+    /// are signed with SigV4 (`aws`, or the AWS_* environment variables). Translated like
+    /// `anthropic`.
+    Bedrock,
     /// Google's Gemini API (AI Studio, generativelanguage.googleapis.com/v1beta by default);
     /// needs `api_key` (sent as `x-goog-api-key`). Translated like `anthropic`.
     Gemini,
@@ -376,6 +390,11 @@ pub struct ProviderSection {
     /// one (Anthropic). Default 4096.
     #[serde(default)]
     pub default_max_tokens: Option<u64>,
+    /// AWS (kind `bedrock`): the region and credentials requests are signed with. Each field
+    /// defaults to its environment variable (AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+    #[serde(default)]
+    pub aws: AwsSection,
     /// Other `/v1/*` paths forwarded as-is to this provider (globs with a trailing `*`),
     /// e.g. `[/v1/responses*, /v1/files*]`.
     #[serde(default)]

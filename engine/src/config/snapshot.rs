@@ -93,6 +93,50 @@ pub struct Provider {
     pub upstream: Option<Upstream>,
     /// `default_max_tokens` (for dialects that require a cap).
     pub default_max_tokens: u64,
+    /// Kind `bedrock`: what requests are signed with.
+    pub aws: Option<Arc<AwsSigning>>,
+}
+
+/// SigV4 signing material of a Bedrock provider.
+#[derive(Debug)]
+pub struct AwsSigning {
+    pub region: String,
+    pub credentials: adapters::bedrock::sigv4::Credentials,
+}
+
+/// A Bedrock provider's signing material: the config's `aws` section, else the environment.
+fn aws_signing(
+    name: &str,
+    p: &ProviderSection,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<AwsSigning, Vec<String>> {
+    let pick = |v: &Option<super::units::EnvString>, var: &str| {
+        v.as_ref().map(|s| s.0.clone()).or_else(|| env(var)).filter(|s| !s.trim().is_empty())
+    };
+    let region = p.aws.region.clone().or_else(|| env("AWS_REGION")).or_else(|| env("AWS_DEFAULT_REGION"));
+    let access = pick(&p.aws.access_key_id, "AWS_ACCESS_KEY_ID");
+    let secret = pick(&p.aws.secret_access_key, "AWS_SECRET_ACCESS_KEY");
+    match (region, access, secret) {
+        (Some(region), Some(access_key_id), Some(secret_access_key)) => Ok(AwsSigning {
+            region,
+            credentials: adapters::bedrock::sigv4::Credentials {
+                access_key_id,
+                secret_access_key,
+                session_token: pick(&p.aws.session_token, "AWS_SESSION_TOKEN"),
+            },
+        }),
+        (region, access, secret) => {
+            let missing: Vec<&str> = [
+                region.is_none().then_some("region (AWS_REGION)"),
+                access.is_none().then_some("access_key_id (AWS_ACCESS_KEY_ID)"),
+                secret.is_none().then_some("secret_access_key (AWS_SECRET_ACCESS_KEY)"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            Err(vec![format!("providers.{name}.aws: kind bedrock needs {}", missing.join(", "))])
+        }
+    }
 }
 
 /// Where a model name goes.
@@ -579,7 +623,7 @@ fn compile_provider(
             errors.push(format!("providers.{name}: a mock provider takes no base_url or api_key"));
         }
         return if errors.is_empty() {
-            Ok(Provider { name: name_arc, kind: p.kind, upstream: None, default_max_tokens: 4096 })
+            Ok(Provider { name: name_arc, kind: p.kind, upstream: None, default_max_tokens: 4096, aws: None })
         } else {
             Err(errors)
         };
@@ -591,8 +635,18 @@ fn compile_provider(
             errors.push(format!("providers.{name}.timeouts.{field} must be greater than zero"));
         }
     }
+    let aws = match p.kind {
+        ProviderKind::Bedrock => match aws_signing(name, p, |k| std::env::var(k).ok()) {
+            Ok(a) => Some(Arc::new(a)),
+            Err(e) => return Err(e),
+        },
+        _ => None,
+    };
     let base = match (&p.base_url, p.kind) {
         (Some(u), _) => u.0.clone(),
+        (None, ProviderKind::Bedrock) => {
+            format!("https://bedrock-runtime.{}.amazonaws.com", aws.as_ref().map_or("", |a| a.region.as_str()))
+        }
         (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_string(),
         (None, ProviderKind::Anthropic) => "https://api.anthropic.com/v1".to_string(),
         (None, ProviderKind::Gemini) => "https://generativelanguage.googleapis.com/v1beta".to_string(),
@@ -674,6 +728,7 @@ fn compile_provider(
         name: name_arc,
         kind: p.kind,
         default_max_tokens: p.default_max_tokens.unwrap_or(4096),
+        aws,
         upstream: Some(Upstream {
             scheme: url.scheme,
             host_header: url.host_header(),

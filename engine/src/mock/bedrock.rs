@@ -1,0 +1,131 @@
+//! Canned AWS Bedrock answers (`/model/{id}/converse` and `/converse-stream`), for the network
+//! mock provider, as AWS documents them (Bedrock API reference, `Converse` and
+//! `ConverseStream`): JSON for Converse, `application/vnd.amazon.eventstream` frames for the
+//! stream. When the request offers tools the answer calls the first one.
+
+use adapters::bedrock::eventstream::{HeaderValue, Message, try_encode};
+use serde_json::{Value, json};
+
+use super::{Reply, text, token};
+
+/// Input tokens the mock reports as read from the prompt cache.
+pub const CACHE_READ_TOKENS: u64 = 3;
+
+/// What the request asks the mock to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ask {
+    pub tool: Option<String>,
+}
+
+/// Reads what the mock needs (`Err`: an error message for a 400 `ValidationException`).
+pub fn ask(body: &[u8]) -> Result<Ask, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if !v.get("messages").is_some_and(Value::is_array) {
+        return Err("1 validation error detected: Value null at 'messages' failed to satisfy constraint".into());
+    }
+    let tool = v.pointer("/toolConfig/tools/0/toolSpec/name").and_then(Value::as_str).map(str::to_owned);
+    Ok(Ask { tool })
+}
+
+/// `{"message": ...}` (the error type goes in the `x-amzn-errortype` header).
+pub fn error_body(message: &str) -> Vec<u8> {
+    json!({"message": message}).to_string().into_bytes()
+}
+
+fn usage(r: &Reply<'_>) -> Value {
+    let output = r.completion_tokens as u64;
+    json!({"inputTokens": r.prompt_tokens, "outputTokens": output, "totalTokens": r.prompt_tokens + output,
+           "cacheReadInputTokens": CACHE_READ_TOKENS})
+}
+
+fn tool_input() -> Value {
+    json!({"query": "mock", "limit": 3})
+}
+
+/// A Converse answer.
+pub fn converse(r: &Reply<'_>, ask: &Ask) -> Vec<u8> {
+    let (content, stop) = match &ask.tool {
+        Some(name) => (
+            json!([{"toolUse": {"toolUseId": format!("tooluse_{}", r.id), "name": name, "input": tool_input()}}]),
+            "tool_use",
+        ),
+        None => (json!([{"text": text(r.completion_tokens, r.filler)}]), "end_turn"),
+    };
+    json!({"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
+           "usage": usage(r), "metrics": {"latencyMs": 1}})
+    .to_string()
+    .into_bytes()
+}
+
+fn frame(event: &str, payload: &Value) -> Vec<u8> {
+    let message = Message {
+        headers: vec![
+            (":event-type".into(), HeaderValue::String(event.into())),
+            (":content-type".into(), HeaderValue::String("application/json".into())),
+            (":message-type".into(), HeaderValue::String("event".into())),
+        ],
+        payload: payload.to_string().into_bytes(),
+    };
+    try_encode(&message).unwrap_or_default()
+}
+
+/// The frames of a ConverseStream answer.
+pub fn stream(r: &Reply<'_>, ask: &Ask) -> Vec<Vec<u8>> {
+    let mut frames = vec![frame("messageStart", &json!({"role": "assistant"}))];
+    let stop = match &ask.tool {
+        None => {
+            for i in 0..r.completion_tokens {
+                frames.push(frame(
+                    "contentBlockDelta",
+                    &json!({"contentBlockIndex": 0, "delta": {"text": token(i, r.filler)}}),
+                ));
+            }
+            frames.push(frame("contentBlockStop", &json!({"contentBlockIndex": 0})));
+            "end_turn"
+        }
+        Some(name) => {
+            frames.push(frame(
+                "contentBlockStart",
+                &json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": format!("tooluse_{}", r.id), "name": name}}}),
+            ));
+            let input = tool_input().to_string();
+            let (a, b) = input.split_at(input.len() / 2);
+            for piece in [a, b] {
+                frames.push(frame(
+                    "contentBlockDelta",
+                    &json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": piece}}}),
+                ));
+            }
+            frames.push(frame("contentBlockStop", &json!({"contentBlockIndex": 0})));
+            "tool_use"
+        }
+    };
+    frames.push(frame("messageStop", &json!({"stopReason": stop})));
+    frames.push(frame("metadata", &json!({"usage": usage(r), "metrics": {"latencyMs": 1}})));
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use adapters::bedrock::eventstream::EventStreamDecoder;
+
+    #[test]
+    fn frames_decode_and_answers_parse() {
+        let r = Reply { id: "b1", created: 0, model: "m", prompt_tokens: 10, completion_tokens: 2, filler: None };
+        let mut decoder = EventStreamDecoder::new(1 << 20);
+        let mut messages = Vec::new();
+        for f in stream(&r, &Ask::default()) {
+            decoder.feed(&f, &mut messages).unwrap();
+        }
+        let events: Vec<_> = messages.iter().map(|m| m.header_str(":event-type").unwrap().to_string()).collect();
+        assert_eq!(
+            events,
+            ["messageStart", "contentBlockDelta", "contentBlockDelta", "contentBlockStop", "messageStop", "metadata"]
+        );
+        let v: Value = serde_json::from_slice(&converse(&r, &Ask { tool: Some("t".into()) })).unwrap();
+        assert_eq!(v["stopReason"], "tool_use");
+        assert!(ask(b"{}").is_err());
+    }
+}
