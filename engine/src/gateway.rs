@@ -127,6 +127,14 @@ impl Reloader {
         }
         match result {
             Ok((file, snapshot)) => {
+                let running = self.state.config.load().gossip.window_buckets;
+                if snapshot.gossip.window_buckets != running {
+                    tracing::warn!(
+                        running,
+                        configured = snapshot.gossip.window_buckets,
+                        "governance.window_buckets changed: it applies at the next start; the running value stays"
+                    );
+                }
                 // `server.limits` and `drain_grace` apply at once; the listener, shards, driver,
                 // TLS and reload settings apply at the next start.
                 let grace = u64::try_from(file.server.drain_grace.0.as_millis()).unwrap_or(u64::MAX);

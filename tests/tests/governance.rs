@@ -25,6 +25,8 @@ on_both_drivers!(
     revocation_by_reload_applies_at_once,
     gossip_keeps_shards_within_the_bound,
     streams_report_their_cost_in_a_closing_comment,
+    streams_without_include_usage_are_priced_from_real_usage,
+    streams_that_break_after_the_head_still_count,
 );
 
 const PEPPER: &str = "test-pepper-0123456789";
@@ -450,4 +452,50 @@ fn streams_report_their_cost_in_a_closing_comment(driver: e2e::Runtime) {
     assert_eq!(comment, format!("{tokens}.000000"), "{text}");
     let done = text.find("data: [DONE]").unwrap();
     assert!(text.find(": x-shardgate-cost-usd").unwrap() > done, "after the last event");
+}
+
+/// A client that does not ask for stream usage still pays for what it used: the gateway asks
+/// the provider for the usage chunk and strips it from what the client sees.
+fn streams_without_include_usage_are_priced_from_real_usage(driver: e2e::Runtime) {
+    let upstream = mock(Knobs { tokens: 7, ..Knobs::default() });
+    let gw = gateway(&config(upstream.addr(), None, ""), driver);
+    let mut c = Client::connect(gw.local_addr());
+    let body = r#"{"model":"m","stream":true,"max_tokens":500,"messages":[]}"#;
+    c.send_post("/v1/chat/completions", body, &bearer(ALICE));
+    let (status, _) = c.read_head();
+    assert_eq!(status, 200);
+    let mut text = String::new();
+    while let Some(chunk) = c.read_chunk().filter(|c| !c.is_empty()) {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let events: Vec<serde_json::Value> =
+        text.lines().filter_map(|l| l.strip_prefix("data: ")).filter_map(|d| serde_json::from_str(d).ok()).collect();
+    assert!(!events.is_empty(), "{text}");
+    assert!(events.iter().all(|e| e["choices"].as_array().is_some_and(|c| !c.is_empty())), "no usage chunk: {text}");
+    assert!(text.contains("data: [DONE]"));
+    // $1 per token: the cost is the provider's real usage (7 output tokens plus the prompt),
+    // not the 500-token reservation.
+    let cost: f64 =
+        text.lines().find_map(|l| l.strip_prefix(": x-shardgate-cost-usd: ")).expect("cost").parse().unwrap();
+    assert!((8.0..100.0).contains(&cost), "{cost}");
+}
+
+/// A stream that breaks upstream after its head went out used the provider: it settles (at the
+/// reservation, its usage unknown) instead of being released, so a flaky provider cannot be
+/// used to slip past token limits.
+fn streams_that_break_after_the_head_still_count(driver: e2e::Runtime) {
+    let upstream = mock(Knobs { tokens: 20, ..Knobs::default() });
+    let rules = "rate_limits:\n  - {id: tpm, per: key, limits: {tokens_per_minute: 1000}}\n";
+    let gw = gateway(&config(upstream.addr(), None, rules), driver);
+    let mut c = Client::connect(gw.local_addr());
+    // Reserves the prompt estimate plus 500 output tokens; the stream dies after 3 events.
+    c.send_post("/v1/chat/completions", &chat("m", 500, true), &format!("{}x-mock-fault: drop:3\r\n", bearer(ALICE)));
+    let (status, _) = c.read_head();
+    assert_eq!(status, 200);
+    while c.read_chunk().is_some_and(|ch| !ch.is_empty()) {}
+    // The broken stream's ~510 tokens still count: another 510 do not fit in 1000. (Settling
+    // happens as the gateway ends the request, a moment after the client saw the end.)
+    std::thread::sleep(Duration::from_millis(100));
+    let r = post(&mut Client::connect(gw.local_addr()), ALICE, &chat("m", 500, false));
+    assert_eq!(r.status, 429, "the broken stream's reservation was released instead of settled: {}", r.text());
 }

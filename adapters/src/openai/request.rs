@@ -21,7 +21,7 @@ use simd_json::tape::Value;
 
 use crate::json::tape::{Origin, TapeScratch, last_values, non_negative_integer, present};
 
-pub use rewrite::rewrite_model;
+pub use rewrite::{ask_for_usage, rewrite_model};
 
 /// What the gateway needs to know about a request before forwarding it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

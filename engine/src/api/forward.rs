@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use adapters::openai::request::{ScanError, rewrite_model};
+use adapters::openai::request::{ScanError, ask_for_usage, rewrite_model};
 use adapters::sse::SseScanner;
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -78,6 +78,17 @@ pub async fn inference<C: Conn>(
         Ok(m) => m,
         Err(e) => return fail(resp, ctx, e).await,
     };
+    if translate::Dialect::of(resolved.provider.kind).is_some() && endpoint != Endpoint::ChatCompletions {
+        let err = GatewayError::new(
+            ErrorKind::InvalidField,
+            format!(
+                "The model `{}` is served by a provider the gateway reaches for chat completions only; use /v1/chat/completions, or a model of an OpenAI-compatible provider.",
+                model.name
+            ),
+        )
+        .with_param("model");
+        return fail(resp, ctx, err).await;
+    }
     let ask = Ask {
         identity: caller,
         model: &model.name,
@@ -95,22 +106,11 @@ pub async fn inference<C: Conn>(
         return governance::settle_at_end(ctx);
     };
     if let Some(dialect) = translate::Dialect::of(resolved.provider.kind) {
-        if endpoint != Endpoint::ChatCompletions {
-            let err = GatewayError::new(
-                ErrorKind::InvalidField,
-                format!(
-                    "The model `{}` is served by a {dialect:?} provider, which the gateway reaches for chat completions only.",
-                    model.name
-                ),
-            )
-            .with_param("model");
-            return fail(resp, ctx, err).await;
-        }
         let (p, um) = (resolved.provider, &resolved.upstream_model);
         Box::pin(translate::chat(shard, cfg, dialect, p, up, um, &req, resp, ctx)).await;
         return governance::settle_at_end(ctx);
     }
-    let body = if resolved.upstream_model != model.name {
+    let mut body = if resolved.upstream_model != model.name {
         match rewrite_model(&req.body, &facts, &resolved.upstream_model) {
             Ok(b) => b,
             Err(e) => return fail(resp, ctx, scan_error(&e)).await,
@@ -118,6 +118,15 @@ pub async fn inference<C: Conn>(
     } else {
         req.body.clone()
     };
+    // Usage is needed for cost and token limits whatever the client asked: ask for it, and
+    // strip it from the stream the client sees.
+    if facts.stream && facts.include_usage != Some(true) && endpoint != Endpoint::Embeddings {
+        body = match ask_for_usage(&body) {
+            Ok(b) => b,
+            Err(e) => return fail(resp, ctx, scan_error(&e)).await,
+        };
+        ctx.strip_usage_chunk = true;
+    }
     let path = upstream_path(up, req.head.target());
     let head = request_head("POST", &path, up, &req.head, Some(body.len()));
     let request = RequestBytes { head, body, is_head: false };
@@ -320,8 +329,32 @@ async fn exchange<C: Conn>(
     if buffer {
         relay_buffered(shard, cfg, &mut answer, resp, ctx, relay == Relay::Inference, &provider).await
     } else {
-        relay_streamed(shard, &mut answer, resp, ctx, event_stream && relay == Relay::Inference).await
+        let read_usage = event_stream && relay == Relay::Inference;
+        relay_streamed(shard, &mut answer, resp, ctx, read_usage, cfg.upstream_limits.max_body_bytes).await
     }
+}
+
+/// Whether a stream event is the usage-only chunk (`"choices": []`) the gateway asked for.
+fn is_usage_only(data: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| v.get("choices").and_then(serde_json::Value::as_array).map(Vec::is_empty))
+        .unwrap_or(false)
+}
+
+/// Writes an SSE event again (when the stream is relayed event by event).
+fn reemit(out: &mut Vec<u8>, event: Option<&str>, data: &[u8]) {
+    if let Some(name) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
+    }
+    for line in data.split(|&b| b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
 }
 
 /// Writes the upstream status and end-to-end headers; `keep_length` relays the upstream's
@@ -386,29 +419,48 @@ async fn relay_streamed<C: Conn>(
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
     read_usage: bool,
+    max_body: u64,
 ) {
     let overhead = ctx.head_overhead();
     let started = match answer.head.framing {
-        ResponseFraming::Length(n) => relay_head(resp, answer, false, overhead, &ctx.headers).stream_sized(n).await,
+        // An inference stream may change length on the way (the usage chunk stripped, the cost
+        // comment added): its upstream length cannot stand, so it goes out chunked.
+        ResponseFraming::Length(n) if !read_usage => {
+            relay_head(resp, answer, false, overhead, &ctx.headers).stream_sized(n).await
+        }
         _ => relay_head(resp, answer, false, overhead, &ctx.headers).stream().await,
     };
     let Ok(mut out) = started else {
         ctx.error = Some(ErrorKind::DownstreamClosed);
         return;
     };
-    let mut events = read_usage.then(|| SseScanner::new(MAX_SSE_EVENT));
+    let strip = read_usage && ctx.strip_usage_chunk;
+    // When stripping, every event is re-emitted from the scanner, so none may be too large to
+    // hold (only the body limit bounds it); otherwise large events are relayed unread.
+    let max_event = if strip { usize::try_from(max_body).unwrap_or(usize::MAX) } else { MAX_SSE_EVENT };
+    let mut events = read_usage.then(|| SseScanner::new(max_event));
+    let mut kept = Vec::new();
     loop {
         match answer.next_chunk().await {
             Ok(Some(piece)) => {
                 if let Some(scanner) = events.as_mut() {
                     let mut reader = shard.usage_reader.borrow_mut();
                     scanner.feed(&piece, |ev| {
-                        if let Some(u) = reader.stream_data(ev.data) {
+                        let usage = reader.stream_data(ev.data);
+                        if let Some(u) = usage {
                             ctx.usage = Some(u);
+                        }
+                        if strip && !(usage.is_some() && is_usage_only(ev.data)) {
+                            reemit(&mut kept, ev.event, ev.data);
                         }
                     });
                 }
-                if out.send(&piece).await.is_err() {
+                let sent = if strip {
+                    if kept.is_empty() { Ok(()) } else { out.send(&std::mem::take(&mut kept)).await }
+                } else {
+                    out.send(&piece).await
+                };
+                if sent.is_err() {
                     // The client went away: returning drops the upstream response, which
                     // closes its connection instead of letting the provider keep generating.
                     ctx.error = Some(ErrorKind::DownstreamClosed);
@@ -416,6 +468,18 @@ async fn relay_streamed<C: Conn>(
                 }
             }
             Ok(None) => {
+                if strip && let Some(scanner) = events.as_mut() {
+                    // An event the provider did not end with a blank line.
+                    scanner.finish(|ev| {
+                        if !is_usage_only(ev.data) {
+                            reemit(&mut kept, ev.event, ev.data);
+                        }
+                    });
+                    if !kept.is_empty() && out.send(&std::mem::take(&mut kept)).await.is_err() {
+                        ctx.error = Some(ErrorKind::DownstreamClosed);
+                        return;
+                    }
+                }
                 let cost = if read_usage { governance::settle_stream(ctx) } else { None };
                 let sent = match cost {
                     Some(comment) => out.send(&comment).await,

@@ -381,8 +381,11 @@ pub fn settle_stream(ctx: &mut RequestCtx) -> Option<Vec<u8>> {
 pub fn settle_at_end(ctx: &mut RequestCtx) {
     let Some(held) = ctx.held.take() else { return };
     let ok = ctx.upstream_status.is_some_and(|s| (200..300).contains(&s));
-    // A stream the client abandoned still used what the provider generated until then.
-    if ok && (ctx.error.is_none() || ctx.error == Some(ErrorKind::DownstreamClosed)) {
+    // Once the answer's head went out the provider has worked: a stream the client abandoned,
+    // or that broke upstream, still used what was generated until then (its reported usage,
+    // else the reservation). Only a call that failed before the head is released.
+    let answered = ctx.overhead.is_some();
+    if ok && (ctx.error.is_none() || ctx.error == Some(ErrorKind::DownstreamClosed) || answered) {
         ctx.cost_micros = Some(held.settle(ctx.usage.as_ref()));
     }
 }

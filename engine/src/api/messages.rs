@@ -128,6 +128,13 @@ pub async fn messages<C: Conn>(
         let _ = head.body(body.to_string().as_bytes()).await;
         return;
     }
+    if matches!(resolved.provider.kind, ProviderKind::Gemini | ProviderKind::Bedrock) {
+        let msg = format!(
+            "model: {} is served by a {:?} provider, which /v1/messages does not reach yet; call it through /v1/chat/completions, or pick an Anthropic or OpenAI-compatible model",
+            chat.model, resolved.provider.kind
+        );
+        return refuse(resp, ctx, 400, &msg).await;
+    }
     ctx.provider = Some(resolved.provider.name.clone());
     let upstream_model = resolved.upstream_model.to_string();
     match (&resolved.provider.upstream, resolved.provider.kind) {
@@ -244,7 +251,13 @@ async fn native<C: Conn>(
     };
     let status = answer.head.status;
     if !answer.head.is_event_stream() {
-        let body = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await.unwrap_or_default();
+        let body = match answer.read_to_end(cfg.upstream_limits.max_body_bytes).await {
+            Ok(b) => b,
+            Err(fault) => {
+                ctx.error = Some(fault_kind(&fault));
+                return refuse(resp, ctx, 502, &format!("the provider's answer broke off: {fault}")).await;
+            }
+        };
         if (200..300).contains(&status) {
             ctx.usage =
                 from_anthropic(&body, "", 0).ok().and_then(|c| c.usage).as_ref().map(super::translate::accounted);

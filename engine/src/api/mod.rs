@@ -50,6 +50,9 @@ pub struct RequestCtx {
     pub headers: Vec<(&'static str, String)>,
     /// What the request cost, micro-dollars (once settled).
     pub cost_micros: Option<u64>,
+    /// The gateway asked the provider for the stream's usage chunk the client did not ask
+    /// for: relay every event but that one.
+    pub strip_usage_chunk: bool,
 }
 
 /// The gateway's request handler for one shard.
@@ -103,6 +106,7 @@ impl RequestCtx {
             held: None,
             headers: Vec::new(),
             cost_micros: None,
+            strip_usage_chunk: false,
         }
     }
 

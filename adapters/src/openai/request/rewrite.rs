@@ -83,9 +83,58 @@ fn reserialize(body: &[u8], new_model: &str) -> Result<Bytes, ScanError> {
     Ok(Bytes::from(document.encode().into_bytes()))
 }
 
+/// Makes a streamed request ask for the final usage chunk (`stream_options.include_usage:
+/// true`) when the client did not: the gateway needs the usage for cost and token limits, and
+/// strips that chunk before the client sees it. When the body has no `stream_options` the
+/// member is added after the opening brace (no parse); otherwise the body is re-serialised.
+pub fn ask_for_usage(body: &[u8]) -> Result<Bytes, ScanError> {
+    if memchr::memmem::find(body, b"\"stream_options\"").is_none() {
+        let open =
+            first_non_whitespace(body, 0).ok_or(ScanError::NotJson { detail: "the body is empty".to_owned() })?;
+        if body.get(open) != Some(&b'{') {
+            return Err(ScanError::NotAnObject);
+        }
+        let (head, rest) = body.split_at(open + 1);
+        let mut out = Vec::with_capacity(body.len() + 40);
+        out.extend_from_slice(head);
+        out.extend_from_slice(b"\"stream_options\":{\"include_usage\":true}");
+        if first_non_whitespace(rest, 0).is_some_and(|i| rest.get(i) != Some(&b'}')) {
+            out.push(b',');
+        }
+        out.extend_from_slice(rest);
+        return Ok(Bytes::from(out));
+    }
+    let mut copy = body.to_vec();
+    let mut document =
+        simd_json::to_borrowed_value(&mut copy).map_err(|e| ScanError::NotJson { detail: e.to_string() })?;
+    let object = document.as_object_mut().ok_or(ScanError::NotAnObject)?;
+    let mut options = simd_json::borrowed::Object::new();
+    if let Some(simd_json::BorrowedValue::Object(existing)) = object.get("stream_options") {
+        for (k, v) in existing.iter() {
+            options.insert(k.clone(), v.clone());
+        }
+    }
+    options.insert("include_usage".into(), simd_json::BorrowedValue::from(true));
+    object.insert("stream_options".into(), simd_json::BorrowedValue::from(options));
+    Ok(Bytes::from(document.encode().into_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_is_asked_for_without_losing_anything() {
+        let read = |b: &Bytes| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+        let out = ask_for_usage(br#" {"model":"m","stream":true}"#).unwrap();
+        assert_eq!(read(&out)["stream_options"]["include_usage"], true);
+        assert_eq!(read(&out)["model"], "m");
+        let out = ask_for_usage(br#"{}"#).unwrap();
+        assert_eq!(read(&out), serde_json::json!({"stream_options": {"include_usage": true}}));
+        let out = ask_for_usage(br#"{"stream_options":{"include_usage":false,"x":1},"stream":true}"#).unwrap();
+        assert_eq!(read(&out)["stream_options"], serde_json::json!({"include_usage": true, "x": 1}));
+        assert!(ask_for_usage(b"[]").is_err());
+    }
 
     #[test]
     fn a_span_that_does_not_fit_the_body_falls_back_to_reserializing() {
