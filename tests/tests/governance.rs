@@ -425,13 +425,9 @@ governance: {gossip_interval: 5ms}
     }
 }
 
-/// A stream's cost cannot go in a header (the head left before the usage was known): it comes
-/// as an SSE comment after the last event, which SSE clients skip.
-fn streams_report_their_cost_in_a_closing_comment(driver: e2e::Runtime) {
-    let upstream = mock(Knobs { tokens: 7, ..Knobs::default() });
-    let gw = gateway(&config(upstream.addr(), None, ""), driver);
-    let mut c = Client::connect(gw.local_addr());
-    let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":16,"messages":[]}"#;
+/// Alice streams `body`; the whole answer body as text (after asserting a 200).
+fn stream_text(addr: SocketAddr, body: &str) -> String {
+    let mut c = Client::connect(addr);
     c.send_post("/v1/chat/completions", body, &bearer(ALICE));
     let (status, _) = c.read_head();
     assert_eq!(status, 200);
@@ -439,6 +435,16 @@ fn streams_report_their_cost_in_a_closing_comment(driver: e2e::Runtime) {
     while let Some(chunk) = c.read_chunk().filter(|c| !c.is_empty()) {
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
+    text
+}
+
+/// A stream's cost cannot go in a header (the head left before the usage was known): it comes
+/// as an SSE comment after the last event, which SSE clients skip.
+fn streams_report_their_cost_in_a_closing_comment(driver: e2e::Runtime) {
+    let upstream = mock(Knobs { tokens: 7, ..Knobs::default() });
+    let gw = gateway(&config(upstream.addr(), None, ""), driver);
+    let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":16,"messages":[]}"#;
+    let text = stream_text(gw.local_addr(), body);
     let usage: serde_json::Value = text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
@@ -459,15 +465,7 @@ fn streams_report_their_cost_in_a_closing_comment(driver: e2e::Runtime) {
 fn streams_without_include_usage_are_priced_from_real_usage(driver: e2e::Runtime) {
     let upstream = mock(Knobs { tokens: 7, ..Knobs::default() });
     let gw = gateway(&config(upstream.addr(), None, ""), driver);
-    let mut c = Client::connect(gw.local_addr());
-    let body = r#"{"model":"m","stream":true,"max_tokens":500,"messages":[]}"#;
-    c.send_post("/v1/chat/completions", body, &bearer(ALICE));
-    let (status, _) = c.read_head();
-    assert_eq!(status, 200);
-    let mut text = String::new();
-    while let Some(chunk) = c.read_chunk().filter(|c| !c.is_empty()) {
-        text.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let text = stream_text(gw.local_addr(), r#"{"model":"m","stream":true,"max_tokens":500,"messages":[]}"#);
     let events: Vec<serde_json::Value> =
         text.lines().filter_map(|l| l.strip_prefix("data: ")).filter_map(|d| serde_json::from_str(d).ok()).collect();
     assert!(!events.is_empty(), "{text}");

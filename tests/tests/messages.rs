@@ -15,6 +15,7 @@ on_both_drivers!(
     the_builtin_mock_answers_messages,
     errors_are_anthropic_shaped,
     count_tokens_is_estimated_locally,
+    rate_limits_answer_in_anthropic_shape_with_the_headers,
 );
 
 fn config(upstream: SocketAddr) -> String {
@@ -167,4 +168,17 @@ fn count_tokens_is_estimated_locally(rt: e2e::Runtime) {
     assert!((5..=20).contains(&n), "{n}");
     let stats = up.stats();
     assert_eq!(stats.requests.load(std::sync::atomic::Ordering::SeqCst), 0, "no provider call");
+}
+
+fn rate_limits_answer_in_anthropic_shape_with_the_headers(rt: e2e::Runtime) {
+    let up = default_mock();
+    let yaml =
+        format!("rate_limits: [{{id: one-a-minute, limits: {{requests_per_minute: 1}}}}]\n{}", config(up.addr()));
+    let gw = gateway(&yaml, rt);
+    assert_eq!(post(gw.local_addr(), &ask("m", false), "").status, 200);
+    let r = post(gw.local_addr(), &ask("m", false), "");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    assert_eq!(r.header("x-shardgate-limit-rule"), Some("one-a-minute"));
+    assert!(r.header("retry-after").is_some() && r.header("x-ratelimit-limit-requests").is_some(), "{:?}", r.headers);
 }

@@ -399,7 +399,12 @@ pub fn format_usd(micros: u64) -> String {
 pub async fn send_refusal<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, r: &Refusal) {
     let kind = if r.kind == RefusalKind::Budget { ErrorKind::BudgetExceeded } else { ErrorKind::RateLimited };
     let err = GatewayError::new(kind, r.message()).with_type(r.error_type()).with_code(r.code());
-    ctx.error = Some(kind);
+    send_refusal_with(resp, ctx, r, &err.to_json()).await;
+}
+
+/// [`send_refusal`] with another error body (Anthropic's shape on `/v1/messages`).
+pub async fn send_refusal_with<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, r: &Refusal, body: &[u8]) {
+    ctx.error = Some(if r.kind == RefusalKind::Budget { ErrorKind::BudgetExceeded } else { ErrorKind::RateLimited });
     let mut head = resp.start(429).header("content-type", "application/json");
     let mut secs = itoa::Buffer::new();
     if let Some(s) = r.retry_after_secs() {
@@ -408,7 +413,7 @@ pub async fn send_refusal<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut Reques
     for (n, v) in r.headers.pairs() {
         head = head.header(n, v);
     }
-    let _ = head.header(RULE_HEADER, &*r.rule).header(SCOPE_HEADER, &r.scope).body(&err.to_json()).await;
+    let _ = head.header(RULE_HEADER, &*r.rule).header(SCOPE_HEADER, &r.scope).body(body).await;
 }
 
 #[cfg(test)]

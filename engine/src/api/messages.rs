@@ -114,19 +114,8 @@ pub async fn messages<C: Conn>(
         max_tokens: chat.max_output_tokens(),
     };
     if let Err(r) = governance::admit(shard, cfg, &ask, ctx) {
-        let mut head = resp.start(429).header("content-type", "application/json");
-        let mut secs = itoa::Buffer::new();
-        if let Some(s) = r.retry_after_secs() {
-            head = head.header("retry-after", secs.format(s));
-        }
-        ctx.error = Some(if r.kind == policy::RefusalKind::Budget {
-            ErrorKind::BudgetExceeded
-        } else {
-            ErrorKind::RateLimited
-        });
         let body = serde_json::json!({"type": "error", "error": {"type": "rate_limit_error", "message": r.message()}});
-        let _ = head.body(body.to_string().as_bytes()).await;
-        return;
+        return governance::send_refusal_with(resp, ctx, &r, body.to_string().as_bytes()).await;
     }
     if matches!(resolved.provider.kind, ProviderKind::Gemini | ProviderKind::Bedrock) {
         let msg = format!(
