@@ -384,6 +384,19 @@ fn relay_head<'r, 'a, C: Conn>(
     head
 }
 
+/// Reads a whole answer body (within `max_upstream_body`), counting the wait as upstream time.
+pub(super) async fn read_answer(
+    cfg: &Snapshot,
+    answer: &mut UpstreamResponse<'_>,
+    ctx: &mut RequestCtx,
+    provider: &str,
+) -> Result<Bytes, GatewayError> {
+    let waited = Instant::now();
+    let read = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await;
+    ctx.upstream_time += waited.elapsed();
+    read.map_err(|fault| GatewayError::new(fault_kind(&fault), format!("provider {provider}: {fault}")))
+}
+
 async fn relay_buffered<C: Conn>(
     shard: &Rc<Shard>,
     cfg: &Snapshot,
@@ -393,15 +406,9 @@ async fn relay_buffered<C: Conn>(
     read_usage: bool,
     provider: &str,
 ) {
-    let waited = Instant::now();
-    let read = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await;
-    ctx.upstream_time += waited.elapsed();
-    let body = match read {
+    let body = match read_answer(cfg, answer, ctx, provider).await {
         Ok(b) => b,
-        Err(fault) => {
-            let err = GatewayError::new(fault_kind(&fault), format!("provider {provider}: {fault}"));
-            return fail(resp, ctx, err).await;
-        }
+        Err(err) => return fail(resp, ctx, err).await,
     };
     if read_usage && (200..300).contains(&answer.head.status) {
         ctx.usage = shard.usage_reader.borrow_mut().response_body(&body);

@@ -312,15 +312,9 @@ async fn buffered_back<C: Conn>(
     (model, id): (&str, &str),
     provider: &str,
 ) {
-    let waited = Instant::now();
-    let read = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await;
-    ctx.upstream_time += waited.elapsed();
-    let body = match read {
+    let body = match super::forward::read_answer(cfg, answer, ctx, provider).await {
         Ok(b) => b,
-        Err(fault) => {
-            return fail(resp, ctx, GatewayError::new(fault_kind(&fault), format!("provider {provider}: {fault}")))
-                .await;
-        }
+        Err(err) => return fail(resp, ctx, err).await,
     };
     let completion = match dialect.completion(&body, model, id, now_secs()) {
         Ok(c) => c,
