@@ -147,6 +147,9 @@ pub struct CounterStore {
     places: Vec<Place>,
     free: Vec<u32>,
     round: u64,
+    /// Places whose counter turned dirty since the last round: a round visits these, not every
+    /// counter (an idle shard with 100k counters does no work every few milliseconds).
+    dirty: Vec<u32>,
 }
 
 impl CounterStore {
@@ -161,6 +164,7 @@ impl CounterStore {
             shard,
             shards: shards.max(1),
             buckets: buckets.clamp(*BUCKETS_RANGE.start(), *BUCKETS_RANGE.end()),
+            dirty: Vec::new(),
             index: HashMap::default(),
             places: Vec::new(),
             free: Vec::new(),
@@ -218,8 +222,11 @@ impl CounterStore {
             *slot = Slot { bucket: b, value: 0, round: 0 };
         }
         slot.value += delta;
-        e.dirty = true;
+        let newly = !std::mem::replace(&mut e.dirty, true);
         e.touched_ms = now_ms;
+        if newly {
+            self.dirty.push(h.index);
+        }
         b
     }
 
@@ -235,8 +242,11 @@ impl CounterStore {
             return false;
         }
         slot.value += delta;
-        e.dirty = true;
+        let newly = !std::mem::replace(&mut e.dirty, true);
         e.touched_ms = now_ms;
+        if newly {
+            self.dirty.push(h.index);
+        }
         true
     }
 
@@ -293,8 +303,14 @@ impl CounterStore {
         self.round += 1;
         let own = self.own_offset()..self.own_offset() + self.buckets;
         let mut updates = Vec::new();
-        for e in self.places.iter_mut().filter_map(|p| p.entry.as_mut()).filter(|e| e.dirty) {
-            e.dirty = false;
+        let dirty = std::mem::take(&mut self.dirty);
+        // An index may be stale (its counter evicted, the place reused): only a counter still
+        // flagged dirty is sent, and it is unflagged, so a repeated index sends nothing twice.
+        for i in dirty {
+            let Some(e) = self.places.get_mut(i as usize).and_then(|p| p.entry.as_mut()) else { continue };
+            if !std::mem::replace(&mut e.dirty, false) {
+                continue;
+            }
             let local = e.slots.get(own.clone()).unwrap_or(&[]);
             for s in local.iter().filter(|s| s.bucket != 0 || e.key.window_ms == 0) {
                 updates.push(Update { key: e.key.clone(), bucket: s.bucket, value: s.value });
@@ -309,8 +325,9 @@ impl CounterStore {
         for u in &delta.updates {
             if let Some(&i) = self.index.get(&u.key)
                 && let Some(e) = self.places.get_mut(i as usize).and_then(|p| p.entry.as_mut())
+                && !std::mem::replace(&mut e.dirty, true)
             {
-                e.dirty = true;
+                self.dirty.push(i);
             }
         }
     }
@@ -378,6 +395,33 @@ mod tests {
 
     fn key(window_ms: u64) -> CounterKey {
         CounterKey { owner: "r".into(), entity: "e".into(), measure: Measure::Requests, window_ms, period: 0 }
+    }
+
+    #[test]
+    fn a_round_sends_only_what_changed_since_the_last() {
+        let mut s = CounterStore::new(0, 2);
+        let keys: Vec<CounterKey> =
+            (0..1000).map(|i| CounterKey { entity: format!("e{i}").into(), ..key(60_000) }).collect();
+        for k in &keys {
+            s.add(k, 1_000, 1);
+        }
+        assert_eq!(s.take_delta().unwrap().updates.len(), 1000);
+        assert!(s.take_delta().is_none(), "nothing changed");
+        s.add(&keys[7], 2_000, 1);
+        s.add(&keys[7], 2_000, 1);
+        let d = s.take_delta().unwrap();
+        assert_eq!(d.updates.len(), 1);
+        assert_eq!((d.updates[0].key.entity.as_ref(), d.updates[0].value), ("e7", 3));
+        // A dirty counter evicted before the round, its place reused: nothing stale is sent.
+        s.add(&keys[8], 3_000, 1);
+        s.evict(10_000_000, 1);
+        let fresh = CounterKey { entity: "new".into(), ..key(60_000) };
+        s.add(&fresh, 10_000_000, 5);
+        let d = s.take_delta().unwrap();
+        assert_eq!(d.updates.iter().map(|u| u.key.entity.as_ref()).collect::<Vec<_>>(), ["new"]);
+        // Requeued counters go out again.
+        s.requeue(&d);
+        assert_eq!(s.take_delta().unwrap().updates.len(), 1);
     }
 
     #[test]

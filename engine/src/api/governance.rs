@@ -268,8 +268,8 @@ impl Held {
         let now = now_ms();
         let settled = self.shard.governor.borrow_mut().settle(admission, tokens, now);
         self.shard.metrics.spend_micros.fetch_add(settled.cost_micros, std::sync::atomic::Ordering::Relaxed);
-        if let Some(l) = &self.ledger {
-            self.shard.tally.borrow_mut().record(l.caller, &l.model, &l.metadata, tokens, settled.cost_micros, now);
+        if let Some(l) = self.ledger.take() {
+            self.shard.tally.borrow_mut().record(l.caller, l.model, l.metadata, tokens, settled.cost_micros, now);
         }
         let cost = settled.cost_micros;
         for a in settled.alerts {

@@ -112,18 +112,13 @@ impl SpendTally {
     pub fn record(
         &mut self,
         caller: CallerId,
-        model: &str,
-        metadata: &Metadata,
+        model: Box<str>,
+        metadata: Metadata,
         usage: Tokens,
         cost: u64,
         now_ms: u64,
     ) {
-        let key = TallyKey {
-            caller: caller.0,
-            minute_ms: now_ms - now_ms % MINUTE_MS,
-            model: model.into(),
-            metadata: metadata.clone(),
-        };
+        let key = TallyKey { caller: caller.0, minute_ms: now_ms - now_ms % MINUTE_MS, model, metadata };
         let s = self.sums.entry(key).or_default();
         s.requests += 1;
         s.input = s.input.saturating_add(usage.input);
@@ -237,10 +232,10 @@ mod tests {
         let none = Metadata::new();
         let u = Tokens { input: 10, output: 5, cached_input: 2 };
         let (a, b) = (t.caller(&a), t.caller(&b));
-        t.record(a, "m", &none, u, 100, 60_000);
-        t.record(a, "m", &none, u, 100, 119_999);
-        t.record(a, "m", &none, u, 100, 120_000);
-        t.record(b, "m", &none, u, 7, 60_000);
+        t.record(a, "m".into(), none.clone(), u, 100, 60_000);
+        t.record(a, "m".into(), none.clone(), u, 100, 119_999);
+        t.record(a, "m".into(), none.clone(), u, 100, 120_000);
+        t.record(b, "m".into(), none.clone(), u, 7, 60_000);
         let mut rows = t.take_rows();
         rows.sort_by_key(|r| (r.caller.key.clone(), r.minute_ms));
         assert_eq!(rows.len(), 3);
@@ -258,11 +253,11 @@ mod tests {
         meta.set("tier", "free");
         let alice = id("a", "alice");
         let c = t.caller(&alice);
-        t.record(c, "m", &meta, Tokens::default(), 5, 0);
+        t.record(c, "m".into(), meta.clone(), Tokens::default(), 5, 0);
         let rows = t.take_rows();
         assert_eq!(rows[0].metadata, r#"{"tier":"free"}"#);
         t.put_back(rows.clone());
-        t.record(c, "m", &meta, Tokens::default(), 5, 0);
+        t.record(c, "m".into(), meta.clone(), Tokens::default(), 5, 0);
         let again = t.take_rows();
         assert_eq!(again.iter().map(|r| r.cost_micros).sum::<u64>(), 10);
         assert!(again.iter().all(|r| r.caller == rows[0].caller && r.metadata == rows[0].metadata));
@@ -273,11 +268,11 @@ mod tests {
         let mut t = SpendTally::default();
         let mut a = id("a", "alice");
         let first = t.caller(&a);
-        t.record(first, "m", &Metadata::new(), Tokens::default(), 1, 0);
+        t.record(first, "m".into(), Metadata::new(), Tokens::default(), 1, 0);
         a.user = Some(Arc::from("mallory"));
         let second = t.caller(&a);
         assert_ne!(first, second);
-        t.record(second, "m", &Metadata::new(), Tokens::default(), 1, 0);
+        t.record(second, "m".into(), Metadata::new(), Tokens::default(), 1, 0);
         let mut users: Vec<_> = t.take_rows().into_iter().map(|r| r.caller.user).collect();
         users.sort();
         assert_eq!(users, [Some("alice".to_string()), Some("mallory".to_string())]);
