@@ -356,6 +356,15 @@ pub struct ResponseMessage {
     pub reasoning_content: Option<String>,
 }
 
+impl ResponseMessage {
+    /// An assistant message as a translated answer has one: its text (an empty string when it
+    /// has neither text nor tool calls, as OpenAI sends it), calls and reasoning.
+    pub fn assistant(text: Option<String>, tool_calls: Vec<ToolCall>, reasoning: Option<String>) -> ResponseMessage {
+        let content = if text.is_none() && tool_calls.is_empty() { Some(String::new()) } else { text };
+        ResponseMessage { role: Role::Assistant, content, tool_calls, refusal: None, reasoning_content: reasoning }
+    }
+}
+
 /// One `chat.completion.chunk` of a stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatChunk {

@@ -443,10 +443,7 @@ impl Governor {
         for h in admission.holds {
             match h.key.measure {
                 Measure::Requests => {}
-                Measure::Concurrent => {
-                    let handle = self.live_handle(&h);
-                    self.store.add_at(handle, now_ms, -1);
-                }
+                Measure::Concurrent => self.end_in_flight(&h, now_ms),
                 m => {
                     let actual = match m {
                         Measure::SpendMicros => to_i64(cost),
@@ -469,15 +466,18 @@ impl Governor {
         Settled { cost_micros: cost, alerts }
     }
 
+    /// The request no longer counts as in flight.
+    fn end_in_flight(&mut self, h: &Hold, now_ms: u64) {
+        let handle = self.live_handle(h);
+        self.store.add_at(handle, now_ms, -1);
+    }
+
     /// Gives back what a failed request reserved (its request count stays: it was made).
     pub fn release(&mut self, admission: Admission, now_ms: u64) {
         for h in admission.holds {
             match h.key.measure {
                 Measure::Requests => {}
-                Measure::Concurrent => {
-                    let handle = self.live_handle(&h);
-                    self.store.add_at(handle, now_ms, -1);
-                }
+                Measure::Concurrent => self.end_in_flight(&h, now_ms),
                 _ => {
                     self.store.adjust_at(h.handle, h.bucket, now_ms, -h.amount);
                 }

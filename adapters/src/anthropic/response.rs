@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 
 use super::error::error_from_anthropic;
 use crate::canonical::{
-    ApiError, ChatCompletion, FinishReason, FunctionCall, PromptTokensDetails, ResponseMessage, Role, ToolCall, Usage,
+    ApiError, ChatCompletion, FinishReason, FunctionCall, PromptTokensDetails, ResponseMessage, ToolCall, Usage,
 };
 
 /// `usage` as Anthropic reports it (on responses, `message_start` and `message_delta`).
@@ -161,16 +161,7 @@ pub fn from_anthropic(body: &[u8], model: &str, created: u64) -> Result<ChatComp
             _ => {}
         }
     }
-    if text.is_none() && tool_calls.is_empty() {
-        text = Some(String::new());
-    }
-    let message = ResponseMessage {
-        role: Role::Assistant,
-        content: text,
-        tool_calls,
-        refusal: None,
-        reasoning_content: reasoning,
-    };
+    let message = ResponseMessage::assistant(text, tool_calls, reasoning);
     let finish = msg.stop_reason.as_deref().map(finish_reason);
     Ok(ChatCompletion::single(&msg.id, model, created, message, finish, msg.usage.map(AnthropicUsage::to_openai)))
 }

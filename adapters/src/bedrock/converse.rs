@@ -344,16 +344,7 @@ pub fn from_converse(body: &[u8], model: &str, id: &str, created: u64) -> Result
             reasoning.get_or_insert_with(String::new).push_str(t);
         }
     }
-    if text.is_none() && tool_calls.is_empty() {
-        text = Some(String::new());
-    }
     let finish = v.get("stopReason").and_then(Value::as_str).map(|r| finish_reason(r).unwrap_or(FinishReason::Stop));
-    let message = ResponseMessage {
-        role: Role::Assistant,
-        content: text,
-        tool_calls,
-        refusal: None,
-        reasoning_content: reasoning,
-    };
+    let message = ResponseMessage::assistant(text, tool_calls, reasoning);
     Ok(ChatCompletion::single(id, model, created, message, finish, v.get("usage").map(usage)))
 }
