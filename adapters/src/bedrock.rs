@@ -16,6 +16,7 @@
 //! SigV4 docs ("Create a signed AWS API request") with the AWS SigV4 test suite.
 
 pub mod converse;
+pub mod embeddings;
 pub mod eventstream;
 pub mod sigv4;
 pub mod stream;

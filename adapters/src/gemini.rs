@@ -28,6 +28,7 @@ pub mod error;
 pub mod request;
 pub mod response;
 pub mod stream;
+pub mod vertex_auth;
 mod wire;
 
 pub use embeddings::{from_gemini_embeddings, to_gemini_embeddings};

@@ -12,6 +12,7 @@
 //! - [`sse`]: the incremental Server-Sent Events scanner that every streaming dialect uses.
 
 pub mod anthropic;
+pub mod azure;
 pub mod bedrock;
 pub mod canonical;
 pub mod gemini;

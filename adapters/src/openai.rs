@@ -5,5 +5,7 @@
 //! them: it reads a few facts ([`request`]), optionally swaps the model name, forwards the body
 //! untouched, and reads token counts on the way back ([`usage`]).
 
+pub mod compat;
+pub mod embeddings;
 pub mod request;
 pub mod usage;

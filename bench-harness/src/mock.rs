@@ -15,6 +15,10 @@
 //! | `x-mock-retry-after` | `retry-after` header on a status fault |
 //! | `x-mock-echo` | answer any path by describing the request received (method, target, headers, body) |
 //! | `x-mock-id`, `x-mock-created` | fix the answer's `id` and `created` (byte-exact comparisons) |
+//!
+//! Besides OpenAI's paths it speaks Anthropic's `/v1/messages`, Gemini's `generateContent`,
+//! Bedrock's Converse and Azure OpenAI's deployment URLs (`/openai/deployments/{d}/…?api-version=`
+//! and `/openai/v1/…`, which need `api-key` or a bearer token).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -423,6 +427,12 @@ impl Service for MockService {
             ("POST", "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
                 self.inference(&path, &req, &knobs, resp).await
             }
+            ("POST", p) if p.starts_with("/openai/") => match azure_route(&req) {
+                Ok(openai_path) => self.inference(openai_path, &req, &knobs, resp).await,
+                Err((status, body)) => {
+                    let _ = resp.start(status).header("content-type", JSON).body(body.as_bytes()).await;
+                }
+            },
             ("POST", "/v1/messages") => self.anthropic(&req, &knobs, resp).await,
             ("POST", p) if p.starts_with("/v1beta/models/") && p.contains(":") => {
                 self.gemini(p, &req, &knobs, resp).await
@@ -432,6 +442,7 @@ impl Service for MockService {
             {
                 self.bedrock(p.ends_with("/converse-stream"), &req, &knobs, resp).await
             }
+            ("POST", p) if p.starts_with("/model/") && p.ends_with("/invoke") => bedrock_invoke(p, &req, resp).await,
             _ => echo(&req, resp).await,
         }
     }
@@ -593,6 +604,13 @@ impl MockService {
         let (model, method) = path.trim_start_matches("/v1beta/models/").split_once(':').unwrap_or(("gemini", ""));
         let checked = if header_str(req, "x-goog-api-key").is_none() {
             Err((403, gemini::error_body(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers")))
+        } else if method == "batchEmbedContents" {
+            let (status, body) = match gemini::batch_embed(&req.body) {
+                Ok(b) => (200, b),
+                Err(b) => (400, b),
+            };
+            let _ = resp.start(status).header("content-type", JSON).body(&body).await;
+            return;
         } else if method != "generateContent" && method != "streamGenerateContent" {
             Err((404, gemini::error_body(404, "NOT_FOUND", "unknown method")))
         } else {
@@ -670,6 +688,65 @@ impl MockService {
 }
 
 /// Any other path: describe the request back (pass-through tests check what arrived).
+/// Bedrock `InvokeModel` of an embeddings model (signed, like Converse).
+async fn bedrock_invoke<C: Conn>(path: &str, req: &Request, resp: &mut Responder<'_, C>) {
+    use engine::mock::bedrock;
+    let signed = header_str(req, "authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential="));
+    let encoded = path.trim_start_matches("/model/").trim_end_matches("/invoke");
+    let model_id = encoded.replace("%3A", ":").replace("%3a", ":").replace("%2F", "/").replace("%2f", "/");
+    let answer = if signed {
+        bedrock::invoke_embeddings(&model_id, &req.body).map_err(|m| (400, "ValidationException", m))
+    } else {
+        Err((403, "UnrecognizedClientException", "Missing Authentication Token".to_string()))
+    };
+    match answer {
+        Ok((body, tokens)) => {
+            let _ = resp
+                .start(200)
+                .header("content-type", JSON)
+                .header("x-amzn-bedrock-input-token-count", tokens.to_string())
+                .body(&body)
+                .await;
+        }
+        Err((status, kind, message)) => {
+            let body = bedrock::error_body(&message);
+            let _ = resp.start(status).header("content-type", JSON).header("x-amzn-errortype", kind).body(&body).await;
+        }
+    }
+}
+
+/// Azure OpenAI's URLs: `/openai/deployments/{deployment}/{operation}?api-version=…` or
+/// `/openai/v1/{operation}`, with an `api-key` header or an Entra ID bearer token. Answers the
+/// OpenAI path to serve, or Azure's error (status and body) as Azure words it.
+fn azure_route(req: &Request) -> Result<&'static str, (u16, String)> {
+    let path = req.head.path();
+    let authed = req.head.header("api-key").is_some_and(|v| !v.is_empty())
+        || req.head.header("authorization").is_some_and(|v| v.starts_with(b"Bearer "));
+    if !authed {
+        return Err((
+            401,
+            r#"{"error":{"code":"401","message":"Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}"#.into(),
+        ));
+    }
+    let operation = if let Some(rest) = path.strip_prefix("/openai/deployments/") {
+        let has_version = req.head.target().split_once('?').is_some_and(|(_, q)| {
+            q.split('&').any(|kv| kv.strip_prefix("api-version=").is_some_and(|v| !v.is_empty()))
+        });
+        if !has_version {
+            return Err((404, r#"{"error":{"code":"404","message":"Resource not found"}}"#.into()));
+        }
+        rest.split_once('/').map(|(_, op)| op)
+    } else {
+        path.strip_prefix("/openai/v1/")
+    };
+    match operation {
+        Some("chat/completions") => Ok("/v1/chat/completions"),
+        Some("completions") => Ok("/v1/completions"),
+        Some("embeddings") => Ok("/v1/embeddings"),
+        _ => Err((404, r#"{"error":{"code":"404","message":"Resource not found"}}"#.into())),
+    }
+}
+
 async fn echo<C: Conn>(req: &Request, resp: &mut Responder<'_, C>) {
     let headers: Vec<(String, String)> = req
         .head

@@ -65,6 +65,13 @@ pub enum ErrorKind {
     UpstreamTooLarge,
     /// The target's connection limit was reached and no connection freed up in time.
     UpstreamPoolExhausted,
+    /// The target's mailbox is full: too many requests already wait for it on this shard.
+    TargetOverloaded,
+    /// The target's actor is restarting after a fault (its backoff has not run out).
+    TargetRestarting,
+    /// The target's actor failed (a panic) while handling this request, or was restarted while
+    /// the request waited in its mailbox; the request was not completed.
+    TargetFailed,
     /// The gateway is draining or not yet ready.
     Unavailable,
     /// A bug.
@@ -75,7 +82,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 26] = [
+    pub const ALL: [ErrorKind; 29] = [
         ErrorKind::BadRequest,
         ErrorKind::InvalidJson,
         ErrorKind::InvalidField,
@@ -99,6 +106,9 @@ impl ErrorKind {
         ErrorKind::UpstreamProtocol,
         ErrorKind::UpstreamTooLarge,
         ErrorKind::UpstreamPoolExhausted,
+        ErrorKind::TargetOverloaded,
+        ErrorKind::TargetRestarting,
+        ErrorKind::TargetFailed,
         ErrorKind::Unavailable,
         ErrorKind::Internal,
         ErrorKind::DownstreamClosed,
@@ -135,6 +145,9 @@ impl ErrorKind {
             ErrorKind::UpstreamProtocol => "upstream_protocol",
             ErrorKind::UpstreamTooLarge => "upstream_too_large",
             ErrorKind::UpstreamPoolExhausted => "upstream_pool_exhausted",
+            ErrorKind::TargetOverloaded => "target_overloaded",
+            ErrorKind::TargetRestarting => "target_restarting",
+            ErrorKind::TargetFailed => "target_failed",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
             ErrorKind::DownstreamClosed => "downstream_closed",
@@ -159,8 +172,12 @@ impl ErrorKind {
             ErrorKind::UpstreamDns
             | ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamProtocol
-            | ErrorKind::UpstreamTooLarge => 502,
-            ErrorKind::UpstreamPoolExhausted | ErrorKind::Unavailable => 503,
+            | ErrorKind::UpstreamTooLarge
+            | ErrorKind::TargetFailed => 502,
+            ErrorKind::UpstreamPoolExhausted
+            | ErrorKind::TargetOverloaded
+            | ErrorKind::TargetRestarting
+            | ErrorKind::Unavailable => 503,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::VersionNotSupported => 505,
             ErrorKind::DownstreamClosed => 499,
@@ -174,8 +191,11 @@ impl ErrorKind {
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamProtocol
             | ErrorKind::UpstreamTooLarge
-            | ErrorKind::UpstreamPoolExhausted => ErrorSource::Upstream,
-            ErrorKind::Unavailable | ErrorKind::Internal => ErrorSource::Internal,
+            | ErrorKind::UpstreamPoolExhausted
+            | ErrorKind::TargetOverloaded => ErrorSource::Upstream,
+            ErrorKind::TargetRestarting | ErrorKind::TargetFailed | ErrorKind::Unavailable | ErrorKind::Internal => {
+                ErrorSource::Internal
+            }
             _ => ErrorSource::Downstream,
         }
     }

@@ -2,6 +2,7 @@
 //! config loading and reload, API handlers. The `shardgate` binary is a thin layer over
 //! [`gateway::Gateway`] and [`cli`].
 
+pub mod actor;
 pub mod alerts;
 pub mod api;
 pub mod cli;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::actor::TargetMetrics;
 use crate::error::ErrorKind;
 
 /// Which API surface a request hit (a bounded label set).
@@ -147,6 +148,8 @@ pub struct ShardMetrics {
     pub upstream_first_byte: Histogram,
     /// Time spent in the gateway itself: request time minus time waiting on the upstream.
     pub overhead: Histogram,
+    /// The shard's target actors (see [`crate::actor`]).
+    pub targets: Arc<arc_swap::ArcSwap<Vec<Arc<TargetMetrics>>>>,
 }
 
 impl Default for ShardMetrics {
@@ -170,6 +173,7 @@ impl Default for ShardMetrics {
             request_duration: Histogram::default(),
             upstream_first_byte: Histogram::default(),
             overhead: Histogram::with_bounds(&OVERHEAD_BUCKETS_US),
+            targets: Arc::default(),
         }
     }
 }
@@ -309,6 +313,7 @@ impl Registry {
             "Connection tasks that panicked (the shard survived).",
             self.sum(|s| s.panics.load(Relaxed)),
         );
+        self.render_targets(o);
         self.histogram(
             o,
             "shardgate_request_duration_seconds",
@@ -350,6 +355,72 @@ impl Registry {
         let _ = writeln!(o, "shardgate_config_reloads_total{{result=\"ok\"}} {}", g.reloads_ok);
         let _ = writeln!(o, "shardgate_config_reloads_total{{result=\"failed\"}} {}", g.reloads_failed);
         out
+    }
+
+    /// Target actors: counters summed over shards, gauges per shard (each shard's actor has
+    /// its own view of the target).
+    fn render_targets(&self, o: &mut String) {
+        let lists: Vec<_> = self.shards.iter().map(|s| s.targets.load_full()).collect();
+        let all = || lists.iter().flat_map(|l| l.iter());
+        let mut names: Vec<&str> = all().map(|t| &*t.target).collect();
+        names.sort_unstable();
+        names.dedup();
+        let sum = |name: &str, f: &dyn Fn(&TargetMetrics) -> u64| -> u64 {
+            all().filter(|t| &*t.target == name).map(|t| f(t)).sum()
+        };
+        header(
+            o,
+            "shardgate_target_restarts_total",
+            "counter",
+            "Target actors restarted by their supervisor after a panic.",
+        );
+        for n in &names {
+            let v = sum(n, &|t| t.restarts.load(Relaxed));
+            let _ = writeln!(o, "shardgate_target_restarts_total{{target=\"{n}\"}} {v}");
+        }
+        header(
+            o,
+            "shardgate_target_refused_total",
+            "counter",
+            "Requests a target actor did not run: mailbox full, no turn within actor.max_wait, restarting, or failed by a restart while they waited.",
+        );
+        for n in &names {
+            for (reason, v) in [
+                ("mailbox_full", sum(n, &|t| t.refused_full.load(Relaxed))),
+                ("waited_too_long", sum(n, &|t| t.refused_wait.load(Relaxed))),
+                ("restarting", sum(n, &|t| t.refused_restarting.load(Relaxed))),
+                ("restarted_while_waiting", sum(n, &|t| t.failed_waiting.load(Relaxed))),
+            ] {
+                let _ = writeln!(o, "shardgate_target_refused_total{{target=\"{n}\",reason=\"{reason}\"}} {v}");
+            }
+        }
+        let per_shard = |o: &mut String, name: &str, help: &str, f: &dyn Fn(&TargetMetrics) -> String| {
+            header(o, name, "gauge", help);
+            for t in all() {
+                let _ = writeln!(o, "{name}{{target=\"{}\",shard=\"{}\"}} {}", t.target, t.shard, f(t));
+            }
+        };
+        per_shard(o, "shardgate_target_in_flight", "Requests a target actor serves now.", &|t| {
+            t.in_flight.load(Relaxed).to_string()
+        });
+        per_shard(o, "shardgate_target_waiting", "Requests waiting in a target actor's mailbox.", &|t| {
+            t.waiting.load(Relaxed).to_string()
+        });
+        per_shard(
+            o,
+            "shardgate_target_latency_ewma_seconds",
+            "Moving average of a target's whole exchange, as one shard saw it.",
+            &|t| (t.latency_ewma_us.load(Relaxed) as f64 / 1e6).to_string(),
+        );
+        per_shard(
+            o,
+            "shardgate_target_ttft_ewma_seconds",
+            "Moving average of a target's time to the first byte of its answer's body, as one shard saw it.",
+            &|t| (t.ttft_ewma_us.load(Relaxed) as f64 / 1e6).to_string(),
+        );
+        per_shard(o, "shardgate_target_consecutive_failures", "Failures in a row a shard saw from a target.", &|t| {
+            t.consecutive_failures.load(Relaxed).to_string()
+        });
     }
 
     fn histogram(&self, o: &mut String, name: &str, help: &str, pick: impl Fn(&ShardMetrics) -> &Histogram) {

@@ -282,15 +282,17 @@ struct EmbeddingList<'a> {
     usage: EmbeddingUsage,
 }
 
+/// The `i`th deterministic unit vector of `dims` floats (every mock dialect answers these).
+pub fn unit_vector(i: usize, dims: usize) -> Vec<f32> {
+    let raw: Vec<f32> = (0..dims).map(|d| (((i * 31 + d * 7) % 17) as f32) - 8.0).collect();
+    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    raw.iter().map(|x| x / norm).collect()
+}
+
 /// An embeddings list with `inputs` deterministic unit vectors of `dims` floats.
 pub fn embeddings(model: &str, inputs: usize, dims: usize, prompt_tokens: u64) -> Vec<u8> {
-    let data = (0..inputs)
-        .map(|i| {
-            let raw: Vec<f32> = (0..dims).map(|d| (((i * 31 + d * 7) % 17) as f32) - 8.0).collect();
-            let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
-            Embedding { object: "embedding", index: i, embedding: raw.iter().map(|x| x / norm).collect() }
-        })
-        .collect();
+    let data =
+        (0..inputs).map(|i| Embedding { object: "embedding", index: i, embedding: unit_vector(i, dims) }).collect();
     json(&EmbeddingList {
         object: "list",
         data,

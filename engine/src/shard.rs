@@ -93,11 +93,14 @@ pub struct Shard {
     pub tokens: RefCell<crate::api::governance::TokenCache>,
     /// Spend since the last hand-over to the store.
     pub tally: RefCell<crate::store::SpendTally>,
+    /// One actor per upstream target.
+    pub targets: crate::actor::Targets,
 }
 
 impl Shard {
     pub fn new(id: usize, process: Arc<ProcessState>) -> Self {
         let metrics = process.registry.shard(id);
+        let targets = crate::actor::Targets::new(metrics.targets.clone());
         let local_config = RefCell::new(Rc::new(process.config.load_full()));
         let buckets = process.config.load().gossip.window_buckets;
         let governor =
@@ -117,6 +120,7 @@ impl Shard {
             digests: RefCell::new(crate::api::governance::DigestCache::default()),
             tally: RefCell::new(crate::store::SpendTally::default()),
             tokens: RefCell::new(crate::api::governance::TokenCache::default()),
+            targets,
         }
     }
 

@@ -9,7 +9,12 @@ use e2e::{Client, Response, default_mock, gateway, on_both_drivers};
 use engine::config::ConfigSource;
 use serde_json::{Value, json};
 
-on_both_drivers!(plain_and_tool_answers, streams_are_decoded_and_translated, errors_are_mapped);
+on_both_drivers!(
+    plain_and_tool_answers,
+    streams_are_decoded_and_translated,
+    errors_are_mapped,
+    embeddings_from_titan_and_cohere
+);
 
 fn config(upstream: SocketAddr) -> String {
     format!(
@@ -20,6 +25,8 @@ fn config(upstream: SocketAddr) -> String {
     aws: {{region: us-east-1, access_key_id: AKIDEXAMPLE, secret_access_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY}}
 models:
   br: {{target: 'aws/anthropic.claude-3-haiku-20240307-v1:0'}}
+  titan: {{target: 'aws/amazon.titan-embed-text-v2:0'}}
+  cohere: {{target: 'aws/cohere.embed-english-v3'}}
 "
     )
 }
@@ -106,4 +113,29 @@ fn errors_are_mapped(rt: e2e::Runtime) {
         engine::config::load(&ConfigSource::Text { name: "t.yaml".into(), yaml: bare }, 1).err().unwrap().to_string();
     let ok = std::env::var("AWS_SECRET_ACCESS_KEY").is_ok() || err.contains("secret_access_key");
     assert!(ok, "{err}");
+}
+
+fn embeddings_from_titan_and_cohere(rt: e2e::Runtime) {
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    let post = |body: Value| Client::connect(gw.local_addr()).post_json("/v1/embeddings", &body.to_string(), "");
+    // Titan takes one input per call: two calls, answered as one list in input order.
+    let r = post(json!({"model": "titan", "input": ["hello", "world!!!"]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["model"], "titan");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.iter().map(|d| d["index"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(v["usage"]["prompt_tokens"], 4, "Titan's inputTextTokenCount of each call, summed: {v}");
+    assert_eq!(up.stats().requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Cohere takes them together; its token count comes in a header.
+    let r = post(json!({"model": "cohere", "input": ["a", "b", "c"]}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 3);
+    assert_eq!(v["usage"]["prompt_tokens"], 3, "{v}");
+    // Dimensions Titan does not offer are refused before any call.
+    let r = post(json!({"model": "titan", "input": "x", "dimensions": 7}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "dimensions");
 }

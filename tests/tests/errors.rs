@@ -177,7 +177,7 @@ fn upstream_silence_mid_stream_hits_the_idle_timeout(driver: e2e::Runtime) {
 fn pool_cap_queues_then_refuses_with_503(driver: e2e::Runtime) {
     let upstream = default_mock();
     let yaml = format!(
-        "providers:\n  up:\n    kind: openai-compatible\n    base_url: http://{}/v1\n    pool: {{max_connections: 1}}\n    timeouts: {{connect: 300ms}}\nmodels:\n  m: {{target: up/x}}\n",
+        "providers:\n  up:\n    kind: openai-compatible\n    base_url: http://{}/v1\n    pool: {{max_connections: 1}}\n    actor: {{max_wait: 300ms}}\nmodels:\n  m: {{target: up/x}}\n",
         upstream.addr()
     );
     let gw = gateway(&yaml, driver);
@@ -188,7 +188,10 @@ fn pool_cap_queues_then_refuses_with_503(driver: e2e::Runtime) {
     });
     std::thread::sleep(std::time::Duration::from_millis(200));
     let r = Client::connect(addr).post_json("/v1/chat/completions", CHAT, "");
-    assert_eq!((r.status, r.error()["code"].as_str()), (503, Some("upstream_pool_exhausted")));
+    // The target serves as many requests at once as it has connections; the others wait in
+    // its mailbox, up to `actor.max_wait`.
+    assert_eq!((r.status, r.error()["code"].as_str()), (503, Some("target_overloaded")), "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(busy.join().unwrap(), 200);
     // Once it is free, the queue moves: a request waiting less than the limit gets it.
     let busy = std::thread::spawn(move || {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use e2e::{Client, Response, default_mock, gateway, on_both_drivers};
 use serde_json::{Value, json};
 
-on_both_drivers!(plain_and_tool_answers, streams_are_translated, provider_errors_are_mapped);
+on_both_drivers!(plain_and_tool_answers, streams_are_translated, provider_errors_are_mapped, embeddings_are_translated);
 
 fn config(upstream: SocketAddr) -> String {
     format!(
@@ -91,4 +91,31 @@ fn provider_errors_are_mapped(rt: e2e::Runtime) {
     let orphan = json!({"model": "gem", "messages": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "nope", "content": "1"}]});
     let r = post(gw.local_addr(), &orphan, "");
     assert_eq!(r.status, 400, "{}", r.text());
+}
+
+fn embeddings_are_translated(rt: e2e::Runtime) {
+    use base64::Engine as _;
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    let post = |body: Value| Client::connect(gw.local_addr()).post_json("/v1/embeddings", &body.to_string(), "");
+    let r = post(json!({"model": "gem", "input": ["a", "b"], "dimensions": 4}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!((v["object"].as_str(), v["model"].as_str()), (Some("list"), Some("gem")));
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!((data[1]["index"].as_u64(), data[1]["embedding"].as_array().unwrap().len()), (Some(1), 4));
+    // base64: little-endian f32s, as OpenAI sends them.
+    let r = post(json!({"model": "gem", "input": "a", "dimensions": 4, "encoding_format": "base64"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b64 = r.json()["data"][0]["embedding"].as_str().unwrap().to_string();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let floats: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let norm: f32 = floats.iter().map(|x| x * x).sum();
+    assert_eq!(floats.len(), 4);
+    assert!((norm - 1.0).abs() < 1e-4, "the mock's unit vector survived the encoding: {floats:?}");
+    // Token arrays are text-only at Gemini: refused before any call.
+    let r = post(json!({"model": "gem", "input": [[1, 2, 3]]}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "input[0]");
 }

@@ -16,6 +16,7 @@ on_both_drivers!(
     errors_are_anthropic_shaped,
     count_tokens_is_estimated_locally,
     rate_limits_answer_in_anthropic_shape_with_the_headers,
+    gemini_and_bedrock_targets_serve_messages,
 );
 
 fn config(upstream: SocketAddr) -> String {
@@ -30,7 +31,21 @@ pricing:
     )
     .replace(
         "providers:\n",
-        &format!("providers:\n  claude: {{kind: anthropic, base_url: 'http://{upstream}/v1', api_key: sk-ant-test}}\n"),
+        &format!(
+            "providers:
+  claude: {{kind: anthropic, base_url: 'http://{upstream}/v1', api_key: sk-ant-test}}
+  google: {{kind: gemini, base_url: 'http://{upstream}/v1beta', api_key: test-google-key}}
+  aws:
+    kind: bedrock
+    base_url: 'http://{upstream}'
+    aws: {{region: us-east-1, access_key_id: AKIDEXAMPLE, secret_access_key: wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY}}
+"
+        ),
+    )
+    .replacen(
+        "\nmodels:\n",
+        "\nmodels:\n  gem: {target: google/gemini-mock}\n  br: {target: 'aws/anthropic.claude-3-haiku-20240307-v1:0'}\n",
+        1,
     )
 }
 
@@ -181,4 +196,52 @@ fn rate_limits_answer_in_anthropic_shape_with_the_headers(rt: e2e::Runtime) {
     assert_eq!(r.json()["error"]["type"], "rate_limit_error");
     assert_eq!(r.header("x-shardgate-limit-rule"), Some("one-a-minute"));
     assert!(r.header("retry-after").is_some() && r.header("x-ratelimit-limit-requests").is_some(), "{:?}", r.headers);
+}
+
+fn gemini_and_bedrock_targets_serve_messages(rt: e2e::Runtime) {
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    for model in ["gem", "br"] {
+        let r = post(gw.local_addr(), &ask(model, false), "x-mock-tokens: 4\r\n");
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        let m = r.json();
+        assert_eq!((m["type"].as_str(), m["model"].as_str()), (Some("message"), Some(model)), "{m}");
+        assert_eq!(m["content"][0]["text"], "This is a mock", "{model}");
+        assert_eq!(m["stop_reason"], "end_turn", "{model}");
+        assert_eq!(m["usage"]["output_tokens"], 4, "{model}");
+
+        let r = post(gw.local_addr(), &ask(model, true), "x-mock-tokens: 5\r\n");
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        let ev = events(&r.text());
+        let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.first(), Some(&"message_start"), "{model}: {names:?}");
+        assert_eq!(&names[names.len() - 2..], ["message_delta", "message_stop"], "{model}: {names:?}");
+        assert_eq!(text_of(&ev), "This is a mock response", "{model}");
+        let delta = &ev[ev.len() - 2].1;
+        assert_eq!(delta["delta"]["stop_reason"], "end_turn", "{model}");
+        assert_eq!(delta["usage"]["output_tokens"], 5, "{model}");
+
+        // A tool round trip: Anthropic tools in, the provider's function call back as a
+        // `tool_use` block with its input as JSON.
+        let tools = json!([{"name": "search", "description": "Search", "input_schema": {"type": "object"}}]);
+        let body = json!({"model": model, "max_tokens": 50, "tools": tools,
+                          "messages": [{"role": "user", "content": "find"}]});
+        let r = post(gw.local_addr(), &body, "");
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        let m = r.json();
+        assert_eq!(m["stop_reason"], "tool_use", "{model}: {m}");
+        let call = m["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
+        assert_eq!(call["name"], "search", "{model}");
+        assert!(call["input"].is_object(), "{model}: {call}");
+        let follow = json!({"model": model, "max_tokens": 50, "tools": tools, "messages": [
+            {"role": "user", "content": "find"},
+            {"role": "assistant", "content": [call]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "2 hits"}]}]});
+        assert_eq!(post(gw.local_addr(), &follow, "").status, 200, "{model}: the tool result goes back");
+
+        // The provider's errors come back in Anthropic's shape.
+        let r = post(gw.local_addr(), &ask(model, false), "x-mock-fault: status:429\r\n");
+        assert_eq!(r.status, 429, "{model}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "rate_limit_error", "{model}");
+    }
 }

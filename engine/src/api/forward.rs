@@ -5,15 +5,16 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use adapters::openai::request::{ScanError, ask_for_usage, rewrite_model};
+use adapters::azure::{self, AzureOperation};
+use adapters::openai::request::{RequestFacts, ScanError, ask_for_usage, rewrite_model};
 use adapters::sse::SseScanner;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use policy::Identity;
 
 use super::governance::{self, Ask};
-use super::{OVERHEAD_HEADER, RequestCtx, mock_provider, translate};
-use crate::config::{Snapshot, Upstream};
+use super::{OVERHEAD_HEADER, RequestCtx, embeddings, mock_provider, supervised, translate};
+use crate::config::{Provider, Snapshot, Upstream};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::response::is_bodyless;
 use crate::http::upstream::ResponseFraming;
@@ -78,11 +79,11 @@ pub async fn inference<C: Conn>(
         Ok(m) => m,
         Err(e) => return fail(resp, ctx, e).await,
     };
-    if translate::Dialect::of(resolved.provider.kind).is_some() && endpoint != Endpoint::ChatCompletions {
+    if translate::Dialect::of(resolved.provider.kind).is_some() && endpoint == Endpoint::Completions {
         let err = GatewayError::new(
             ErrorKind::InvalidField,
             format!(
-                "The model `{}` is served by a provider the gateway reaches for chat completions only; use /v1/chat/completions, or a model of an OpenAI-compatible provider.",
+                "The model `{}` is served by a provider without the legacy completions API; use /v1/chat/completions.",
                 model.name
             ),
         )
@@ -101,17 +102,52 @@ pub async fn inference<C: Conn>(
         return governance::send_refusal(resp, ctx, &refusal).await;
     }
     ctx.provider = Some(resolved.provider.name.clone());
-    let Some(up) = &resolved.provider.upstream else {
-        Box::pin(mock_provider::answer(shard, endpoint, &req, &facts, &resolved.upstream_model, resp, ctx)).await;
-        return governance::settle_at_end(ctx);
+    let provider = resolved.provider;
+    let actor = supervised::actor(shard, provider);
+    let started = Instant::now();
+    let um = &resolved.upstream_model;
+    let served = match (&provider.upstream, translate::Dialect::of(provider.kind)) {
+        (None, _) => {
+            let work = mock_provider::answer(shard, provider, endpoint, &req, &facts, um, resp, ctx);
+            actor.serve(&shard.pool, Box::pin(work)).await
+        }
+        (Some(up), Some(dialect)) if endpoint == Endpoint::Embeddings => {
+            let work = embeddings::embeddings(shard, cfg, dialect, provider, up, um, &req, resp, ctx);
+            actor.serve(&shard.pool, Box::pin(work)).await
+        }
+        (Some(up), Some(dialect)) => {
+            let work = translate::chat(shard, cfg, dialect, provider, up, um, &req, resp, ctx);
+            actor.serve(&shard.pool, Box::pin(work)).await
+        }
+        (Some(up), None) => {
+            let work = to_openai(shard, cfg, provider, up, endpoint, &req, &facts, &model.name, um, resp, ctx);
+            actor.serve(&shard.pool, work).await
+        }
     };
-    if let Some(dialect) = translate::Dialect::of(resolved.provider.kind) {
-        let (p, um) = (resolved.provider, &resolved.upstream_model);
-        Box::pin(translate::chat(shard, cfg, dialect, p, up, um, &req, resp, ctx)).await;
-        return governance::settle_at_end(ctx);
+    if let Some(unserved) = supervised::conclude(&actor, served, started, resp, ctx) {
+        supervised::answer(resp, &unserved).await;
     }
-    let mut body = if resolved.upstream_model != model.name {
-        match rewrite_model(&req.body, &facts, &resolved.upstream_model) {
+    governance::settle_at_end(ctx);
+}
+
+/// An OpenAI-dialect target: the client's body as it came, but for the model name, the usage
+/// the gateway needs and the fields the host rejects.
+#[allow(clippy::too_many_arguments)]
+async fn to_openai<C: Conn>(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    provider: &Provider,
+    up: &Upstream,
+    endpoint: Endpoint,
+    req: &Request,
+    facts: &RequestFacts,
+    client_model: &str,
+    upstream_model: &str,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    let mut body = if upstream_model != client_model {
+        match rewrite_model(&req.body, facts, upstream_model) {
             Ok(b) => b,
             Err(e) => return fail(resp, ctx, scan_error(&e)).await,
         }
@@ -127,11 +163,27 @@ pub async fn inference<C: Conn>(
         };
         ctx.strip_usage_chunk = true;
     }
-    let path = upstream_path(up, req.head.target());
+    if let Some(quirks) = &provider.quirks {
+        match quirks.apply(&body) {
+            Ok(Some(b)) => body = Bytes::from(b),
+            Ok(None) => {}
+            Err(e) => return fail(resp, ctx, GatewayError::new(ErrorKind::InvalidJson, e.message)).await,
+        }
+    }
+    let path = match &provider.azure {
+        Some(surface) => {
+            let op = match endpoint {
+                Endpoint::Completions => AzureOperation::Completions,
+                Endpoint::Embeddings => AzureOperation::Embeddings,
+                _ => AzureOperation::ChatCompletions,
+            };
+            azure::request_path(&up.base_path, surface, upstream_model, op)
+        }
+        None => upstream_path(up, req.head.target()),
+    };
     let head = request_head("POST", &path, up, &req.head, Some(body.len()));
     let request = RequestBytes { head, body, is_head: false };
     exchange(shard, cfg, up, &request, resp, ctx, Relay::Inference).await;
-    governance::settle_at_end(ctx);
 }
 
 /// Any other `/v1/*` path that a provider declared in its `passthrough` list.
@@ -180,7 +232,13 @@ pub async fn passthrough<C: Conn>(
     let upstream_path = upstream_path(up, req.head.target());
     let head = request_head(method, &upstream_path, up, &req.head, send_length.then_some(req.body.len()));
     let request = RequestBytes { head, body: req.body.clone(), is_head: method == "HEAD" };
-    exchange(shard, cfg, up, &request, resp, ctx, Relay::Passthrough).await;
+    let actor = supervised::actor(shard, provider);
+    let started = Instant::now();
+    let work = exchange(shard, cfg, up, &request, resp, ctx, Relay::Passthrough);
+    let served = actor.serve(&shard.pool, Box::pin(work)).await;
+    if let Some(unserved) = supervised::conclude(&actor, served, started, resp, ctx) {
+        supervised::answer(resp, &unserved).await;
+    }
     governance::settle_at_end(ctx);
 }
 
@@ -450,6 +508,7 @@ async fn relay_streamed<C: Conn>(
     loop {
         match answer.next_chunk().await {
             Ok(Some(piece)) => {
+                ctx.ttft.get_or_insert_with(|| answer.since_sent());
                 if let Some(scanner) = events.as_mut() {
                     let mut reader = shard.usage_reader.borrow_mut();
                     scanner.feed(&piece, |ev| {

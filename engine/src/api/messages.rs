@@ -12,15 +12,14 @@ use adapters::anthropic::{
     AnthropicEncoder, AnthropicStream, from_anthropic, request_from_anthropic, response_to_anthropic,
 };
 use adapters::canonical::{ChatChunk, ChatCompletion, ChatRequest, StreamOptions};
-use adapters::sse::SseScanner;
 use bytes::Bytes;
 use policy::Identity;
 
-use super::RequestCtx;
 use super::forward::request_head;
 use super::governance::{self, Ask};
-use super::translate::{send_json, start_event_stream};
-use crate::config::{ProviderKind, Snapshot, Upstream};
+use super::translate::{self, Dialect, Translator, send_json, start_event_stream};
+use super::{RequestCtx, supervised};
+use crate::config::{Provider, ProviderKind, Snapshot, Upstream};
 use crate::error::ErrorKind;
 use crate::http::{Request, Responder};
 use crate::rt::Conn;
@@ -28,9 +27,8 @@ use crate::shard::Shard;
 use crate::upstream::exchange::fault_kind;
 use crate::upstream::{RequestBytes, Shared, UpstreamResponse, send};
 
-/// Largest upstream error body read to translate it; largest SSE event translated.
+/// Largest upstream error body read to translate it.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
-const MAX_SSE_EVENT: usize = 1 << 20;
 /// Tokens the in-process mock writes when the request's `max_tokens` is larger.
 const MOCK_MAX_TOKENS: u64 = 4096;
 
@@ -117,19 +115,32 @@ pub async fn messages<C: Conn>(
         let body = serde_json::json!({"type": "error", "error": {"type": "rate_limit_error", "message": r.message()}});
         return governance::send_refusal_with(resp, ctx, &r, body.to_string().as_bytes()).await;
     }
-    if matches!(resolved.provider.kind, ProviderKind::Gemini | ProviderKind::Bedrock) {
-        let msg = format!(
-            "model: {} is served by a {:?} provider, which /v1/messages does not reach yet; call it through /v1/chat/completions, or pick an Anthropic or OpenAI-compatible model",
-            chat.model, resolved.provider.kind
-        );
-        return refuse(resp, ctx, 400, &msg).await;
-    }
     ctx.provider = Some(resolved.provider.name.clone());
+    let provider = resolved.provider;
     let upstream_model = resolved.upstream_model.to_string();
-    match (&resolved.provider.upstream, resolved.provider.kind) {
-        (None, _) => Box::pin(from_mock(shard, chat, req.body.len(), resp, ctx)).await,
-        (Some(up), ProviderKind::Anthropic) => Box::pin(native(shard, cfg, up, &upstream_model, &req, resp, ctx)).await,
-        (Some(up), _) => Box::pin(through_chat(shard, cfg, up, chat, &upstream_model, &req, resp, ctx)).await,
+    let actor = supervised::actor(shard, provider);
+    let started = Instant::now();
+    let served = match (&provider.upstream, provider.kind) {
+        (None, _) => {
+            let drills = provider.mock_faults;
+            actor.serve(&shard.pool, Box::pin(from_mock(shard, drills, chat, &req, resp, ctx))).await
+        }
+        (Some(up), ProviderKind::Anthropic) => {
+            actor.serve(&shard.pool, Box::pin(native(shard, cfg, up, &upstream_model, &req, resp, ctx))).await
+        }
+        (Some(up), kind) if let Some(dialect) = Dialect::of(kind) => {
+            let work = through_dialect(shard, cfg, dialect, provider, up, chat, &upstream_model, &req, resp, ctx);
+            actor.serve(&shard.pool, Box::pin(work)).await
+        }
+        (Some(up), _) => {
+            let work = through_chat(shard, cfg, up, chat, &upstream_model, &req, resp, ctx);
+            actor.serve(&shard.pool, Box::pin(work)).await
+        }
+    };
+    if let Some(unserved) = supervised::conclude(&actor, served, started, resp, ctx) {
+        let status = unserved.error.status();
+        refuse(resp, ctx, status, &unserved.error.message).await;
+        ctx.error = Some(unserved.error.kind);
     }
     governance::settle_at_end(ctx);
 }
@@ -148,11 +159,16 @@ async fn send_completion<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut Request
 /// The in-process mock, through its canned OpenAI answers.
 async fn from_mock<C: Conn>(
     shard: &Rc<Shard>,
+    drills: bool,
     chat: ChatRequest,
-    body_len: usize,
+    req: &Request,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
+    let body_len = req.body.len();
+    if drills {
+        super::mock_provider::Drill::of(&req.head).await.before_head();
+    }
     let id = message_id(shard);
     let tokens = chat.max_output_tokens().unwrap_or(16).min(MOCK_MAX_TOKENS);
     let reply = crate::mock::Reply {
@@ -266,6 +282,7 @@ async fn native<C: Conn>(
     loop {
         match answer.next_chunk().await {
             Ok(Some(piece)) => {
+                ctx.ttft.get_or_insert_with(|| answer.since_sent());
                 reader.feed(&piece, &mut ignored);
                 ignored.clear();
                 if out.send(&piece).await.is_err() {
@@ -283,6 +300,105 @@ async fn native<C: Conn>(
     ctx.usage = reader.usage().as_ref().map(super::translate::accounted);
     let tail = governance::settle_stream(ctx).unwrap_or_default();
     if out.send(&tail).await.is_err() || out.finish().await.is_err() {
+        ctx.error = Some(ErrorKind::DownstreamClosed);
+    }
+}
+
+/// A provider of another dialect (Gemini, Bedrock): the request through the canonical chat
+/// request to the provider's dialect, the answer through canonical completions or chunks to
+/// Anthropic's.
+#[allow(clippy::too_many_arguments)]
+async fn through_dialect<C: Conn>(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    dialect: Dialect,
+    provider: &Provider,
+    up: &Upstream,
+    chat: ChatRequest,
+    upstream_model: &str,
+    req: &Request,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    let mut answer = match translate::call(shard, cfg, dialect, provider, up, &chat, upstream_model, req, ctx).await {
+        Ok(a) => a,
+        Err(translate::Refused::Gateway(e)) => {
+            let status = e.status();
+            refuse(resp, ctx, status, &e.message).await;
+            ctx.error = Some(e.kind);
+            return;
+        }
+        Err(translate::Refused::Provider(e)) => return refuse(resp, ctx, e.status, &e.message).await,
+    };
+    let id = message_id(shard);
+    let created = translate::now_secs();
+    if !chat.stream {
+        let body = match super::forward::read_answer(cfg, &mut answer, ctx, &provider.name).await {
+            Ok(b) => b,
+            Err(e) => return refuse(resp, ctx, e.status(), &e.message).await,
+        };
+        return match dialect.completion(&body, &chat.model, &id, created) {
+            Ok(c) => send_completion(resp, ctx, &c).await,
+            Err(e) => refuse(resp, ctx, e.status, &e.message).await,
+        };
+    }
+    let translator = dialect.stream(&chat.model, &id, created, true);
+    let encoder = AnthropicEncoder::new(id, chat.model.clone(), 0);
+    relay_as_anthropic(&mut answer, resp, ctx, translator, encoder).await;
+}
+
+/// Relays a provider's stream as Anthropic's events: read into canonical chunks by
+/// `translator`, written by `encoder`, usage captured for the cost.
+async fn relay_as_anthropic<C: Conn>(
+    answer: &mut UpstreamResponse<'_>,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+    mut translator: Translator,
+    mut encoder: AnthropicEncoder,
+) {
+    let Some(mut out) = start_event_stream(resp, ctx).await else { return };
+    let (mut chunks, mut events) = (Vec::new(), Vec::new());
+    loop {
+        match answer.next_chunk().await {
+            Ok(Some(piece)) => {
+                ctx.ttft.get_or_insert_with(|| answer.since_sent());
+                translator.feed(&piece, &mut chunks);
+                // Kept current: a client that leaves mid-stream still pays for what was made.
+                ctx.usage = translator.usage().as_ref().map(translate::accounted);
+                for c in chunks.drain(..) {
+                    encoder.push(&c, &mut events);
+                }
+                if !events.is_empty() && out.send(&std::mem::take(&mut events)).await.is_err() {
+                    ctx.error = Some(ErrorKind::DownstreamClosed);
+                    return;
+                }
+            }
+            Ok(None) => break,
+            Err(fault) => {
+                ctx.error = Some(fault_kind(&fault));
+                encoder.error("api_error", &format!("the provider's stream broke off: {fault}"), &mut events);
+                if out.send(&events).await.is_ok() {
+                    let _ = out.finish().await;
+                }
+                return;
+            }
+        }
+    }
+    translator.finish(&mut chunks);
+    for c in chunks.drain(..) {
+        encoder.push(&c, &mut events);
+    }
+    ctx.usage = translator.usage().as_ref().map(translate::accounted);
+    if let Some(e) = translator.take_error() {
+        ctx.error = Some(ErrorKind::UpstreamProtocol);
+        encoder.error(error_type(e.status), &e.message, &mut events);
+    } else {
+        encoder.finish(&mut events);
+        if let Some(c) = governance::settle_stream(ctx) {
+            events.extend_from_slice(&c);
+        }
+    }
+    if out.send(&events).await.is_err() || out.finish().await.is_err() {
         ctx.error = Some(ErrorKind::DownstreamClosed);
     }
 }
@@ -330,42 +446,6 @@ async fn through_chat<C: Conn>(
             None => refuse(resp, ctx, 502, "the provider's answer is not a chat completion").await,
         };
     }
-    let Some(mut out) = start_event_stream(resp, ctx).await else { return };
-    let mut encoder = AnthropicEncoder::new(message_id(shard), client_model, 0);
-    let mut scanner = SseScanner::new(MAX_SSE_EVENT);
-    let mut events = Vec::new();
-    loop {
-        match answer.next_chunk().await {
-            Ok(Some(piece)) => {
-                scanner.feed(&piece, |ev| {
-                    if let Ok(chunk) = serde_json::from_slice::<ChatChunk>(ev.data) {
-                        if let Some(u) = &chunk.usage {
-                            ctx.usage = Some(super::translate::accounted(u));
-                        }
-                        encoder.push(&chunk, &mut events);
-                    }
-                });
-                if !events.is_empty() && out.send(&std::mem::take(&mut events)).await.is_err() {
-                    ctx.error = Some(ErrorKind::DownstreamClosed);
-                    return;
-                }
-            }
-            Ok(None) => break,
-            Err(fault) => {
-                ctx.error = Some(fault_kind(&fault));
-                encoder.error("api_error", &format!("the provider's stream broke off: {fault}"), &mut events);
-                if out.send(&events).await.is_ok() {
-                    let _ = out.finish().await;
-                }
-                return;
-            }
-        }
-    }
-    encoder.finish(&mut events);
-    if let Some(c) = governance::settle_stream(ctx) {
-        events.extend_from_slice(&c);
-    }
-    if out.send(&events).await.is_err() || out.finish().await.is_err() {
-        ctx.error = Some(ErrorKind::DownstreamClosed);
-    }
+    let encoder = AnthropicEncoder::new(message_id(shard), client_model, 0);
+    relay_as_anthropic(&mut answer, resp, ctx, Translator::openai(), encoder).await;
 }

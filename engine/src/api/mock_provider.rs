@@ -9,8 +9,9 @@ use adapters::openai::usage::Usage;
 
 use super::governance;
 use super::{OVERHEAD_HEADER, RequestCtx};
+use crate::config::Provider;
 use crate::error::{ErrorKind, GatewayError};
-use crate::http::{Request, Responder, send_error};
+use crate::http::{Request, RequestHead, Responder, send_error};
 use crate::metrics::Endpoint;
 use crate::mock::{self, Reply};
 use crate::rt::Conn;
@@ -21,8 +22,10 @@ const DEFAULT_TOKENS: u64 = 16;
 /// The most tokens the mock writes.
 const MAX_TOKENS: u64 = 4096;
 
+#[allow(clippy::too_many_arguments)]
 pub async fn answer<C: Conn>(
     shard: &Rc<Shard>,
+    provider: &Provider,
     endpoint: Endpoint,
     req: &Request,
     facts: &RequestFacts,
@@ -30,6 +33,8 @@ pub async fn answer<C: Conn>(
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
+    let drill = if provider.mock_faults { Drill::of(&req.head).await } else { Drill::None };
+    drill.before_head();
     let seq = shard.next_sequence();
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let prompt_tokens = mock::estimate_prompt_tokens(req.body.len());
@@ -87,7 +92,10 @@ pub async fn answer<C: Conn>(
             head = head.header(n, v);
         }
         let Ok(mut out) = head.stream().await else { return };
-        for e in &events {
+        for (i, e) in events.iter().enumerate() {
+            if i == 1 {
+                drill.mid_stream();
+            }
             if out.send(e).await.is_err() {
                 ctx.error = Some(ErrorKind::DownstreamClosed);
                 return;
@@ -117,6 +125,46 @@ pub async fn answer<C: Conn>(
             head = head.header(n, v);
         }
         let _ = head.body(&body).await;
+    }
+}
+
+/// Fault drills a mock provider with `mock_faults: true` runs on request, to exercise the
+/// supervision of target actors: headers `x-mock-latency-ms: N` (wait before answering) and
+/// `x-mock-fault: panic | panic-mid-stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Drill {
+    None,
+    Panic,
+    PanicMidStream,
+}
+
+impl Drill {
+    /// Reads the drill headers, waiting out `x-mock-latency-ms` first.
+    pub(super) async fn of(head: &RequestHead) -> Drill {
+        let text = |name| head.header(name).and_then(|v| std::str::from_utf8(v).ok()).map(str::trim);
+        if let Some(ms) = text("x-mock-latency-ms").and_then(|v| v.parse::<u64>().ok()) {
+            crate::rt::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+        }
+        match text("x-mock-fault") {
+            Some("panic") => Drill::Panic,
+            Some("panic-mid-stream") => Drill::PanicMidStream,
+            _ => Drill::None,
+        }
+    }
+
+    // Panicking is the point of the drill: the actor's supervisor must catch it.
+    #[allow(clippy::panic)]
+    pub(super) fn before_head(self) {
+        if self == Drill::Panic {
+            panic!("mock fault drill: panic before the answer");
+        }
+    }
+
+    #[allow(clippy::panic)]
+    pub(super) fn mid_stream(self) {
+        if self == Drill::PanicMidStream {
+            panic!("mock fault drill: panic in the middle of a stream");
+        }
     }
 }
 

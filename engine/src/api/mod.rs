@@ -3,11 +3,13 @@
 //! (and, in later work, for policy settlement and the request log).
 
 pub mod admin;
+mod embeddings;
 mod forward;
 pub mod governance;
 mod messages;
 mod mock_provider;
 mod ops;
+mod supervised;
 mod translate;
 
 use std::rc::Rc;
@@ -30,6 +32,8 @@ pub struct RequestCtx {
     pub received_at: Instant,
     /// Time spent waiting on the provider (connect, send, response head, buffered body).
     pub upstream_time: Duration,
+    /// From sending upstream to the first piece of a streamed answer's body.
+    pub ttft: Option<Duration>,
     /// Time spent in the gateway up to the response head: `received_at` to the head, minus
     /// `upstream_time`. Set when the head is written.
     pub overhead: Option<Duration>,
@@ -96,6 +100,7 @@ impl RequestCtx {
         RequestCtx {
             received_at,
             upstream_time: Duration::ZERO,
+            ttft: None,
             overhead: None,
             model: None,
             provider: None,

@@ -12,6 +12,7 @@ use adapters::bedrock::sigv4::{SigningRequest, sign};
 use adapters::bedrock::{ConverseStream, error_from_bedrock, from_converse, to_converse};
 use adapters::canonical::{ApiError, ChatChunk, ChatCompletion, ChatRequest, Usage};
 use adapters::gemini::{GeminiApi, GeminiStream, GeminiTarget, error_from_gemini, from_gemini, to_gemini};
+use adapters::sse::SseScanner;
 use bytes::Bytes;
 
 use super::forward::request_head_with;
@@ -25,10 +26,13 @@ use crate::shard::Shard;
 use crate::upstream::exchange::fault_kind;
 use crate::upstream::{RequestBytes, Shared, UpstreamResponse, send};
 
-/// Largest upstream error body read to translate it.
-const MAX_ERROR_BODY: u64 = 64 * 1024;
+/// Largest single SSE event read from an OpenAI-dialect stream.
+const MAX_SSE_EVENT: usize = 1 << 20;
 
-fn now_secs() -> u64 {
+/// Largest upstream error body read to translate it.
+pub(super) const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+pub(super) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -44,7 +48,7 @@ pub(super) fn accounted(u: &Usage) -> adapters::openai::usage::Usage {
 }
 
 /// Answers with an error the adapter shaped (status, type, code and param as OpenAI does).
-async fn send_api_error<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, e: &ApiError) {
+pub(super) async fn send_api_error<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, e: &ApiError) {
     ctx.error = Some(match e.status {
         400 => ErrorKind::InvalidField,
         401 => ErrorKind::Unauthorized,
@@ -96,9 +100,17 @@ pub(super) async fn start_event_stream<'r, 'a, C: Conn>(
     started
 }
 
-async fn fail<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, err: GatewayError) {
+pub(super) async fn fail<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, err: GatewayError) {
     ctx.error = Some(err.kind);
     let _ = send_error(resp, &err).await;
+}
+
+/// The request body as a typed request, or the error OpenAI gives for it.
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, GatewayError> {
+    serde_json::from_slice(&req.body).map_err(|e| {
+        let kind = if e.is_data() { ErrorKind::InvalidField } else { ErrorKind::InvalidJson };
+        GatewayError::new(kind, format!("We could not parse the JSON body: {e}"))
+    })
 }
 
 /// A provider dialect the gateway translates to.
@@ -151,7 +163,7 @@ impl Dialect {
     }
 
     /// `error_type`: the `x-amzn-errortype` header (Bedrock puts the error's type there).
-    fn error(self, status: u16, body: &[u8], error_type: Option<&str>) -> ApiError {
+    pub(super) fn error(self, status: u16, body: &[u8], error_type: Option<&str>) -> ApiError {
         match self {
             Dialect::Anthropic => error_from_anthropic(status, body),
             Dialect::Gemini => error_from_gemini(status, body),
@@ -159,7 +171,13 @@ impl Dialect {
         }
     }
 
-    fn completion(self, body: &[u8], model: &str, id: &str, created: u64) -> Result<ChatCompletion, ApiError> {
+    pub(super) fn completion(
+        self,
+        body: &[u8],
+        model: &str,
+        id: &str,
+        created: u64,
+    ) -> Result<ChatCompletion, ApiError> {
         match self {
             Dialect::Anthropic => from_anthropic(body, model, created),
             Dialect::Gemini => from_gemini(body, model, id, created),
@@ -167,7 +185,7 @@ impl Dialect {
         }
     }
 
-    fn stream(self, model: &str, id: &str, created: u64, include_usage: bool) -> Translator {
+    pub(super) fn stream(self, model: &str, id: &str, created: u64, include_usage: bool) -> Translator {
         match self {
             Dialect::Anthropic => Translator::Anthropic(AnthropicStream::new(model, created, include_usage)),
             Dialect::Gemini => Translator::Gemini(GeminiStream::new(model, id, created, include_usage)),
@@ -177,7 +195,10 @@ impl Dialect {
 }
 
 /// A provider's stream, read into chat completion chunks.
-enum Translator {
+pub(super) enum Translator {
+    /// An OpenAI-dialect stream (read for `/v1/messages`): its chunks as they are, and the
+    /// usage of the last one that carried it.
+    OpenAi(SseScanner, Option<Usage>),
     Anthropic(AnthropicStream),
     Gemini(GeminiStream),
     /// With the error that ended the stream (an exception message or a corrupt frame).
@@ -185,8 +206,21 @@ enum Translator {
 }
 
 impl Translator {
-    fn feed(&mut self, bytes: &[u8], out: &mut Vec<ChatChunk>) {
+    /// Reads an OpenAI-dialect stream.
+    pub(super) fn openai() -> Translator {
+        Translator::OpenAi(SseScanner::new(MAX_SSE_EVENT), None)
+    }
+
+    pub(super) fn feed(&mut self, bytes: &[u8], out: &mut Vec<ChatChunk>) {
         match self {
+            Translator::OpenAi(scanner, usage) => scanner.feed(bytes, |ev| {
+                if let Ok(chunk) = serde_json::from_slice::<ChatChunk>(ev.data) {
+                    if chunk.usage.is_some() {
+                        usage.clone_from(&chunk.usage);
+                    }
+                    out.push(chunk);
+                }
+            }),
             Translator::Anthropic(t) => t.feed(bytes, out),
             Translator::Gemini(t) => t.feed(bytes, out),
             Translator::Bedrock(t, err) => {
@@ -199,8 +233,9 @@ impl Translator {
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<ChatChunk>) {
+    pub(super) fn finish(&mut self, out: &mut Vec<ChatChunk>) {
         match self {
+            Translator::OpenAi(..) => {}
             Translator::Anthropic(t) => t.finish(out),
             Translator::Gemini(t) => t.finish(out),
             Translator::Bedrock(t, err) => {
@@ -213,16 +248,18 @@ impl Translator {
         }
     }
 
-    fn usage(&self) -> Option<Usage> {
+    pub(super) fn usage(&self) -> Option<Usage> {
         match self {
+            Translator::OpenAi(_, usage) => usage.clone(),
             Translator::Anthropic(t) => t.usage(),
             Translator::Gemini(t) => t.usage(),
             Translator::Bedrock(t, _) => t.usage().cloned(),
         }
     }
 
-    fn take_error(&mut self) -> Option<ApiError> {
+    pub(super) fn take_error(&mut self) -> Option<ApiError> {
         match self {
+            Translator::OpenAi(..) => None,
             Translator::Anthropic(t) => t.take_error(),
             Translator::Gemini(t) => t.error().cloned(),
             Translator::Bedrock(_, err) => err.take(),
@@ -243,18 +280,63 @@ pub async fn chat<C: Conn>(
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
-    let chat: ChatRequest = match serde_json::from_slice(&req.body) {
+    let chat: ChatRequest = match parse_body(req) {
         Ok(c) => c,
-        Err(e) => {
-            let kind = if e.is_data() { ErrorKind::InvalidField } else { ErrorKind::InvalidJson };
-            return fail(resp, ctx, GatewayError::new(kind, format!("We could not parse the JSON body: {e}"))).await;
-        }
+        Err(e) => return fail(resp, ctx, e).await,
     };
-    let (suffix, body) = match dialect.outbound(&chat, provider, upstream_model) {
-        Ok(t) => t,
-        Err(e) => return send_api_error(resp, ctx, &e).await,
+    let mut answer = match call(shard, cfg, dialect, provider, up, &chat, upstream_model, req, ctx).await {
+        Ok(a) => a,
+        Err(Refused::Gateway(e)) => return fail(resp, ctx, e).await,
+        Err(Refused::Provider(e)) => return send_api_error(resp, ctx, &e).await,
     };
-    let body = Bytes::from(body);
+    let id = format!("chatcmpl-sg{}x{}", shard.id, shard.next_sequence());
+    if chat.stream {
+        let translator = dialect.stream(&chat.model, &id, now_secs(), chat.include_usage());
+        stream_back(&mut answer, resp, ctx, translator).await;
+    } else {
+        buffered_back(cfg, dialect, &mut answer, resp, ctx, (&chat.model, &id), &provider.name).await;
+    }
+}
+
+/// Why a translated call produced no answer to relay.
+pub(super) enum Refused {
+    /// The gateway's own failure (the provider could not be reached, ...).
+    Gateway(GatewayError),
+    /// The adapter refused the request, or the provider answered an error (translated).
+    Provider(ApiError),
+}
+
+/// Translates `chat` to the provider's dialect, sends it (signed for Bedrock) and waits for a
+/// successful answer's head; an error answer is read and translated.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn call<'s>(
+    shard: &'s Rc<Shard>,
+    cfg: &Snapshot,
+    dialect: Dialect,
+    provider: &Provider,
+    up: &Upstream,
+    chat: &ChatRequest,
+    upstream_model: &str,
+    req: &Request,
+    ctx: &mut RequestCtx,
+) -> Result<UpstreamResponse<'s>, Refused> {
+    let (suffix, body) = dialect.outbound(chat, provider, upstream_model).map_err(Refused::Provider)?;
+    send_to(shard, cfg, dialect, provider, up, (&suffix, Bytes::from(body)), req, ctx).await
+}
+
+/// POSTs `body` to `{base path}{suffix}` of the provider (signed for Bedrock) and waits for a
+/// successful answer's head; an error answer is read and translated.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn send_to<'s>(
+    shard: &'s Rc<Shard>,
+    cfg: &Snapshot,
+    dialect: Dialect,
+    provider: &Provider,
+    up: &Upstream,
+    (suffix, body): (&str, Bytes),
+    req: &Request,
+    ctx: &mut RequestCtx,
+) -> Result<UpstreamResponse<'s>, Refused> {
     let path = format!("{}{suffix}", up.base_path.trim_end_matches('/'));
     let signed = match &provider.aws {
         // SigV4 over exactly what goes on the wire: host, content type, path and body.
@@ -283,24 +365,15 @@ pub async fn chat<C: Conn>(
     let waited = Instant::now();
     let sent = send(&shared, up, &request, cfg.upstream_limits).await;
     ctx.upstream_time += waited.elapsed();
-    let mut answer = match sent {
-        Ok(a) => a,
-        Err(e) => return fail(resp, ctx, e.to_gateway_error(&provider.name)).await,
-    };
+    let mut answer = sent.map_err(|e| Refused::Gateway(e.to_gateway_error(&provider.name)))?;
     ctx.upstream_status = Some(answer.head.status);
     if !(200..300).contains(&answer.head.status) {
         let error_type =
             answer.head.header("x-amzn-errortype").and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
         let body = answer.read_to_end(MAX_ERROR_BODY).await.unwrap_or_default();
-        return send_api_error(resp, ctx, &dialect.error(answer.head.status, &body, error_type.as_deref())).await;
+        return Err(Refused::Provider(dialect.error(answer.head.status, &body, error_type.as_deref())));
     }
-    let id = format!("chatcmpl-sg{}x{}", shard.id, shard.next_sequence());
-    if chat.stream {
-        let translator = dialect.stream(&chat.model, &id, now_secs(), chat.include_usage());
-        stream_back(&mut answer, resp, ctx, translator).await;
-    } else {
-        buffered_back(cfg, dialect, &mut answer, resp, ctx, (&chat.model, &id), &provider.name).await;
-    }
+    Ok(answer)
 }
 
 async fn buffered_back<C: Conn>(
@@ -347,6 +420,7 @@ async fn stream_back<C: Conn>(
     loop {
         match answer.next_chunk().await {
             Ok(Some(piece)) => {
+                ctx.ttft.get_or_insert_with(|| answer.since_sent());
                 translator.feed(&piece, &mut chunks);
                 ctx.usage = translator.usage().as_ref().map(accounted);
                 if chunks.is_empty() {

@@ -43,6 +43,11 @@ fn provider(kind: ProviderKind, base_url: Option<&str>, key: Option<String>, pas
         aws: Default::default(),
         passthrough: passthrough.iter().map(|s| s.to_string()).collect(),
         pool: PoolSection::default(),
+        actor: Default::default(),
+        mock_faults: false,
+        azure: Default::default(),
+        drop_params: Vec::new(),
+        rename_params: BTreeMap::new(),
         timeouts: UpstreamTimeoutsSection::default(),
         tls: UpstreamTlsSection::default(),
     }
@@ -90,6 +95,12 @@ pub fn embedded(env: impl Fn(&str) -> Option<String>) -> ConfigFile {
             cfg.models.insert(name.into(), model(target));
         }
     }
+    // Azure OpenAI needs both: the resource's endpoint and its key. Models are deployments.
+    if let (Some(k), Some(endpoint)) = (key("AZURE_OPENAI_API_KEY"), key("AZURE_OPENAI_ENDPOINT")) {
+        cfg.providers
+            .insert("azure".into(), provider(ProviderKind::Azure, Some(endpoint.trim_end_matches('/')), Some(k), &[]));
+        cfg.models.insert("azure/*".into(), model("azure/*"));
+    }
     for (name, var, url) in COMPATIBLE_HOSTS {
         if let Some(k) = key(var) {
             cfg.providers.insert((*name).into(), provider(ProviderKind::OpenaiCompatible, Some(url), Some(k), &[]));
@@ -127,6 +138,24 @@ mod tests {
         assert_eq!(&*snap.passthrough("/v1/responses").unwrap().name, "openai");
         let up = r.provider.upstream.as_ref().unwrap();
         assert_eq!((up.host.as_str(), up.port, up.base_path.as_str()), ("api.groq.com", 443, "/openai/v1"));
+    }
+
+    #[test]
+    fn azure_from_environment_needs_endpoint_and_key() {
+        let only_key = |k: &str| (k == "AZURE_OPENAI_API_KEY").then(|| "az-key".to_string());
+        assert!(compile(&embedded(only_key), "embedded", 1).unwrap().resolve_model("azure/gpt").is_none());
+        let env = |k: &str| match k {
+            "AZURE_OPENAI_API_KEY" => Some("az-key".to_string()),
+            "AZURE_OPENAI_ENDPOINT" => Some("https://my-res.openai.azure.com/".to_string()),
+            _ => None,
+        };
+        let snap = compile(&embedded(env), "embedded", 1).unwrap();
+        let r = snap.resolve_model("azure/my-deployment").unwrap();
+        assert_eq!(&*r.upstream_model, "my-deployment");
+        let up = r.provider.upstream.as_ref().unwrap();
+        assert_eq!(up.host, "my-res.openai.azure.com");
+        assert!(up.headers.iter().any(|(n, v)| n == "api-key" && v == "az-key"));
+        assert!(r.provider.azure.is_some());
     }
 
     #[test]

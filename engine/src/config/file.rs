@@ -94,6 +94,28 @@ pub struct AwsSection {
     pub session_token: Option<EnvString>,
 }
 
+/// `providers.<name>.azure:`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AzureSection {
+    /// `api-version` of the deployments surface. Default 2024-10-21 (the latest GA).
+    pub api_version: Option<String>,
+    /// `deployments` (default: `/openai/deployments/{deployment}/...?api-version=`) or `v1`
+    /// (`/openai/v1/...`, the deployment named in the body's `model`).
+    pub surface: Option<AzureSurfaceName>,
+    /// An Entra ID access token, sent as `Authorization: Bearer` instead of `api-key`. Use
+    /// `${ENV_VAR}`.
+    pub bearer_token: Option<EnvString>,
+}
+
+/// `providers.<name>.azure.surface`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AzureSurfaceName {
+    Deployments,
+    V1,
+}
+
 /// `auth:`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -370,6 +392,10 @@ pub enum ProviderKind {
     /// Google's Gemini API (AI Studio, generativelanguage.googleapis.com/v1beta by default);
     /// needs `api_key` (sent as `x-goog-api-key`). Translated like `anthropic`.
     Gemini,
+    /// Azure OpenAI: `base_url` is the resource (`https://{resource}.openai.azure.com`), the
+    /// upstream model is the deployment name; `api_key` goes in `api-key`, or an Entra ID token
+    /// (`azure.bearer_token`) in `Authorization`. OpenAI's wire format otherwise.
+    Azure,
     /// Answered inside the gateway: canned completions, streams and embeddings. No network.
     Mock,
 }
@@ -395,6 +421,18 @@ pub struct ProviderSection {
     /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
     #[serde(default)]
     pub aws: AwsSection,
+    /// Kind `azure`: API version, surface and Entra ID token.
+    #[serde(default)]
+    pub azure: AzureSection,
+    /// OpenAI-dialect kinds: request fields removed before the request goes upstream (a
+    /// host that rejects them), as top-level names or dotted paths (`stream_options`,
+    /// `messages[].name`). Added to the built-in list for well-known hosts.
+    #[serde(default)]
+    pub drop_params: Vec<String>,
+    /// OpenAI-dialect kinds: request fields renamed on the way upstream
+    /// (`{max_completion_tokens: max_tokens}`). Added to (and overriding) the built-in list.
+    #[serde(default)]
+    pub rename_params: BTreeMap<String, String>,
     /// Other `/v1/*` paths forwarded as-is to this provider (globs with a trailing `*`),
     /// e.g. `[/v1/responses*, /v1/files*]`.
     #[serde(default)]
@@ -402,6 +440,13 @@ pub struct ProviderSection {
     /// Connection pool, per shard.
     #[serde(default)]
     pub pool: PoolSection,
+    /// The target's actor on each shard: concurrency, mailbox, restarts.
+    #[serde(default)]
+    pub actor: ActorSection,
+    /// Kind `mock` only: honour the `x-mock-fault` and `x-mock-latency-ms` request headers
+    /// (fault drills: `panic`, `panic-mid-stream`). Default false.
+    #[serde(default)]
+    pub mock_faults: bool,
     /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: UpstreamTimeoutsSection,
@@ -425,6 +470,35 @@ impl Default for PoolSection {
         PoolSection {
             max_connections: NonZeroU32::new(512).unwrap_or(NonZeroU32::MIN),
             idle_timeout: Dur(std::time::Duration::from_secs(90)),
+        }
+    }
+}
+
+/// `providers.<name>.actor:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActorSection {
+    /// Requests served at once on each shard. Default: `pool.max_connections` (4096 for a mock).
+    pub max_in_flight: Option<NonZeroU32>,
+    /// Requests that may wait for a turn on each shard; beyond that the gateway answers 503
+    /// at once. Default 1024.
+    pub mailbox: u32,
+    /// Longest a request waits in the mailbox for a turn before a 503. Default 10s.
+    pub max_wait: Dur,
+    /// Wait after a panic before the actor takes requests again. Default 100ms; it doubles
+    /// while panics keep coming (within a minute), up to `restart_backoff_max` (default 10s).
+    pub restart_backoff: Dur,
+    pub restart_backoff_max: Dur,
+}
+
+impl Default for ActorSection {
+    fn default() -> Self {
+        ActorSection {
+            max_in_flight: None,
+            mailbox: 1024,
+            max_wait: Dur(std::time::Duration::from_secs(10)),
+            restart_backoff: Dur(std::time::Duration::from_millis(100)),
+            restart_backoff_max: Dur(std::time::Duration::from_secs(10)),
         }
     }
 }

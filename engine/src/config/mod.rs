@@ -166,6 +166,39 @@ mod tests {
     }
 
     #[test]
+    fn provider_kinds_check_their_own_fields() {
+        let err = load_text(
+            "providers:\n  az: {kind: azure, base_url: 'https://r.openai.azure.com'}\n  az2: {kind: azure, api_key: k}\n  an: {kind: anthropic, api_key: k, drop_params: [user]}\n  o: {kind: openai, api_key: k, azure: {api_version: '2024-10-21'}}\n  c: {kind: openai-compatible, base_url: 'http://127.0.0.1:9/v1', drop_params: ['']}\n  d: {kind: mock, actor: {mailbox: 2}, mock_faults: true}\n  e: {kind: openai, api_key: k, mock_faults: true}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("providers.az: kind azure needs api_key"), "{err}");
+        assert!(err.contains("providers.az2.base_url is required for kind azure"), "{err}");
+        assert!(err.contains("providers.an: drop_params and rename_params apply to OpenAI-dialect kinds"), "{err}");
+        assert!(err.contains("providers.o.azure applies to kind azure only"), "{err}");
+        assert!(err.contains("providers.c: "), "an empty parameter path is refused: {err}");
+        assert!(err.contains("providers.e.mock_faults applies to kind mock only"), "{err}");
+        assert!(!err.contains("providers.d"), "{err}");
+    }
+
+    #[test]
+    fn host_quirks_and_azure_surfaces_compile() {
+        let s = load_text(
+            "providers:\n  groq: {kind: openai-compatible, base_url: 'https://api.groq.com/openai/v1', api_key: k, rename_params: {max_completion_tokens: max_tokens}}\n  plain: {kind: openai-compatible, base_url: 'http://127.0.0.1:9/v1'}\n  az: {kind: azure, base_url: 'https://r.openai.azure.com', azure: {surface: v1, bearer_token: t}}\nmodels:\n  g: {target: groq/llama}\n  p: {target: plain/x}\n  a: {target: az/dep}\n",
+        )
+        .unwrap();
+        let groq = s.resolve_model("g").unwrap().provider;
+        let q = groq.quirks.as_ref().expect("groq has built-in quirks");
+        assert!(q.drop_params.iter().any(|p| p == "logit_bias"), "{q:?}");
+        assert!(q.rename_params.iter().any(|(a, b)| a == "max_completion_tokens" && b == "max_tokens"));
+        assert!(s.resolve_model("p").unwrap().provider.quirks.is_none(), "no quirks: the body is never parsed");
+        let az = s.resolve_model("a").unwrap().provider;
+        assert_eq!(az.azure, Some(adapters::azure::AzureSurface::V1));
+        let up = az.upstream.as_ref().unwrap();
+        assert!(up.headers.iter().any(|(n, v)| n == "authorization" && v == "Bearer t"));
+    }
+
+    #[test]
     fn passthrough_most_specific_first() {
         let s = load_text(
             "providers:\n  a: {kind: openai-compatible, base_url: 'http://127.0.0.1:9/v1', passthrough: ['/v1/*']}\n  b: {kind: openai-compatible, base_url: 'http://127.0.0.1:8/v1', passthrough: ['/v1/files*']}\n",

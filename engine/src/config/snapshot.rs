@@ -12,8 +12,12 @@ use bytes::Bytes;
 use rustls::pki_types::ServerName;
 use serde::Serialize;
 
-use super::file::{ConfigFile, ProviderKind, ProviderSection};
+use adapters::azure::{self, AzureSurface};
+use adapters::openai::compat::Quirks;
+
+use super::file::{AzureSurfaceName, ConfigFile, ProviderKind, ProviderSection};
 use super::url::{BaseUrl, Scheme};
+use crate::actor::{ActorLimits, RestartPolicy};
 use crate::http::Limits;
 
 /// Limits toward upstreams.
@@ -95,6 +99,15 @@ pub struct Provider {
     pub default_max_tokens: u64,
     /// Kind `bedrock`: what requests are signed with.
     pub aws: Option<Arc<AwsSigning>>,
+    /// The target's actor on each shard.
+    pub actor: ActorLimits,
+    pub restart: RestartPolicy,
+    /// Kind `mock`: fault drills by request header.
+    pub mock_faults: bool,
+    /// Kind `azure`: how deployment URLs are made.
+    pub azure: Option<AzureSurface>,
+    /// OpenAI-dialect kinds: fields the host rejects (dropped or renamed on the way up).
+    pub quirks: Option<Arc<Quirks>>,
 }
 
 /// SigV4 signing material of a Bedrock provider.
@@ -618,12 +631,43 @@ fn compile_provider(
 ) -> Result<Provider, Vec<String>> {
     let mut errors = Vec::new();
     let name_arc: Arc<str> = Arc::from(name);
+    let restart = RestartPolicy {
+        initial: p.actor.restart_backoff.0,
+        max: p.actor.restart_backoff_max.0.max(p.actor.restart_backoff.0),
+        ..RestartPolicy::default()
+    };
+    let mailbox = usize::try_from(p.actor.mailbox).unwrap_or(usize::MAX);
+    let max_wait = Some(p.actor.max_wait.0);
+    if p.actor.max_wait.0.is_zero() {
+        errors.push(format!("providers.{name}.actor.max_wait must be greater than zero"));
+    }
+    let in_flight =
+        |default: NonZeroU32| usize::try_from(p.actor.max_in_flight.unwrap_or(default).get()).unwrap_or(usize::MAX);
+    if p.mock_faults && p.kind != ProviderKind::Mock {
+        errors.push(format!("providers.{name}.mock_faults applies to kind mock only"));
+    }
     if p.kind == ProviderKind::Mock {
         if p.base_url.is_some() || p.api_key.is_some() {
             errors.push(format!("providers.{name}: a mock provider takes no base_url or api_key"));
         }
+        let actor = ActorLimits {
+            max_in_flight: in_flight(NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN)),
+            mailbox,
+            max_wait,
+        };
         return if errors.is_empty() {
-            Ok(Provider { name: name_arc, kind: p.kind, upstream: None, default_max_tokens: 4096, aws: None })
+            Ok(Provider {
+                name: name_arc,
+                kind: p.kind,
+                upstream: None,
+                default_max_tokens: 4096,
+                aws: None,
+                actor,
+                restart,
+                mock_faults: p.mock_faults,
+                azure: None,
+                quirks: None,
+            })
         } else {
             Err(errors)
         };
@@ -642,6 +686,18 @@ fn compile_provider(
         },
         _ => None,
     };
+    let openai_dialect = matches!(p.kind, ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Azure);
+    if !openai_dialect && (!p.drop_params.is_empty() || !p.rename_params.is_empty()) {
+        errors.push(format!(
+            "providers.{name}: drop_params and rename_params apply to OpenAI-dialect kinds (openai, openai-compatible, azure); a {:?} provider's requests are made by its adapter",
+            p.kind
+        ));
+    }
+    if p.kind != ProviderKind::Azure
+        && (p.azure.api_version.is_some() || p.azure.surface.is_some() || p.azure.bearer_token.is_some())
+    {
+        errors.push(format!("providers.{name}.azure applies to kind azure only"));
+    }
     let base = match (&p.base_url, p.kind) {
         (Some(u), _) => u.0.clone(),
         (None, ProviderKind::Bedrock) => {
@@ -650,6 +706,12 @@ fn compile_provider(
         (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_string(),
         (None, ProviderKind::Anthropic) => "https://api.anthropic.com/v1".to_string(),
         (None, ProviderKind::Gemini) => "https://generativelanguage.googleapis.com/v1beta".to_string(),
+        (None, ProviderKind::Azure) => {
+            errors.push(format!(
+                "providers.{name}.base_url is required for kind azure (https://{{resource}}.openai.azure.com)"
+            ));
+            return Err(errors);
+        }
         (None, _) => {
             errors.push(format!("providers.{name}.base_url is required for kind openai-compatible"));
             return Err(errors);
@@ -671,6 +733,22 @@ fn compile_provider(
             }
         }
         (Some(k), ProviderKind::Gemini) => headers.push(("x-goog-api-key".to_string(), k.0.clone())),
+        (Some(_), ProviderKind::Azure) if p.azure.bearer_token.is_some() => {
+            errors.push(format!("providers.{name}: give api_key or azure.bearer_token, not both"))
+        }
+        (Some(k), ProviderKind::Azure) => {
+            let (h, v) = azure::auth_header(&azure::AzureAuth::ApiKey(k.0.clone()));
+            headers.push((h.to_string(), v));
+        }
+        (None, ProviderKind::Azure) => match &p.azure.bearer_token {
+            Some(t) if !t.0.is_empty() => {
+                let (h, v) = azure::auth_header(&azure::AzureAuth::Bearer(t.0.clone()));
+                headers.push((h.to_string(), v));
+            }
+            _ => errors.push(format!(
+                "providers.{name}: kind azure needs api_key (use ${{AZURE_OPENAI_API_KEY}}) or azure.bearer_token (an Entra ID token)"
+            )),
+        },
         (Some(k), _) => headers.push(("authorization".to_string(), format!("Bearer {}", k.0))),
         (None, ProviderKind::Openai) => {
             errors.push(format!("providers.{name}.api_key is required for kind openai (use ${{OPENAI_API_KEY}})"))
@@ -711,6 +789,27 @@ fn compile_provider(
     } else {
         None
     };
+    let quirks = if openai_dialect {
+        let defaults = Quirks::for_host(&format!("{}:{}", url.host, url.port));
+        let rename = p.rename_params.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+        let q = Quirks::merged(defaults, p.drop_params.clone(), rename);
+        match q.validate() {
+            Ok(()) if q.is_empty() => None,
+            Ok(()) => Some(Arc::new(q)),
+            Err(e) => {
+                errors.push(format!("providers.{name}: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let azure = (p.kind == ProviderKind::Azure).then(|| match p.azure.surface {
+        Some(AzureSurfaceName::V1) => AzureSurface::V1,
+        _ => AzureSurface::Deployments {
+            api_version: p.azure.api_version.clone().unwrap_or_else(|| azure::DEFAULT_API_VERSION.to_string()),
+        },
+    });
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -729,6 +828,11 @@ fn compile_provider(
         kind: p.kind,
         default_max_tokens: p.default_max_tokens.unwrap_or(4096),
         aws,
+        actor: ActorLimits { max_in_flight: in_flight(p.pool.max_connections), mailbox, max_wait },
+        restart,
+        mock_faults: false,
+        azure,
+        quirks,
         upstream: Some(Upstream {
             scheme: url.scheme,
             host_header: url.host_header(),

@@ -142,6 +142,12 @@ impl<'a, C: Conn> Responder<'a, C> {
         self.keep_alive = false;
     }
 
+    /// Gives up on a response already begun (its writer failed midway): what was written of it
+    /// stays unflushed or truncated, so the connection closes after it.
+    pub fn abandon(&mut self) {
+        self.state = ResponderState::Broken;
+    }
+
     /// A response was fully written.
     pub fn is_done(&self) -> bool {
         self.state == ResponderState::Done

@@ -105,6 +105,43 @@ pub fn stream(r: &Reply<'_>, ask: &Ask) -> Vec<Vec<u8>> {
     frames
 }
 
+/// `InvokeModel` of an embeddings model: Amazon Titan Text Embeddings (`inputText`, one vector,
+/// `dimensions` default 1024 → 8 here to stay small) or Cohere Embed (`texts`, one vector each).
+/// Answers the body and the input token count Bedrock sends in
+/// `X-Amzn-Bedrock-Input-Token-Count`; `Err`: a `ValidationException` message.
+pub fn invoke_embeddings(model_id: &str, body: &[u8]) -> Result<(Vec<u8>, u64), String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("Malformed input request: {e}"))?;
+    let tokens = |text: &str| (text.len() as u64).div_ceil(4).max(1);
+    if model_id.contains("titan-embed") {
+        let text = v
+            .get("inputText")
+            .and_then(serde_json::Value::as_str)
+            .ok_or("Malformed input request: #: required key [inputText] not found")?;
+        let dims = v.get("dimensions").and_then(serde_json::Value::as_u64).unwrap_or(8);
+        if !matches!(dims, 8 | 256 | 512 | 1024) {
+            return Err(format!("Malformed input request: #/dimensions: {dims} is not a valid enum value"));
+        }
+        let n = tokens(text);
+        let answer = serde_json::json!({"embedding": super::unit_vector(0, usize::try_from(dims).unwrap_or(8)), "inputTextTokenCount": n});
+        return Ok((answer.to_string().into_bytes(), n));
+    }
+    if model_id.contains("cohere.embed") {
+        let texts: Vec<&str> = v
+            .get("texts")
+            .and_then(serde_json::Value::as_array)
+            .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        if texts.is_empty() || texts.len() > 96 {
+            return Err("Malformed input request: #/texts: expected 1 to 96 texts".to_string());
+        }
+        let vectors: Vec<Vec<f32>> = (0..texts.len()).map(|i| super::unit_vector(i, 8)).collect();
+        let n = texts.iter().map(|t| tokens(t)).sum();
+        let answer = serde_json::json!({"id": "bmock-embed", "embeddings": {"float": vectors}, "texts": texts, "response_type": "embeddings_by_type"});
+        return Ok((answer.to_string().into_bytes(), n));
+    }
+    Err(format!("The provided model identifier is invalid: {model_id}"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -95,6 +95,39 @@ pub fn stream(r: &Reply<'_>, ask: &Ask) -> Vec<Vec<u8>> {
     }
 }
 
+/// `models/{model}:batchEmbedContents`: one vector per request, `outputDimensionality` floats
+/// (default 8, at most 3072). `Err`: a Gemini error body.
+pub fn batch_embed(body: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| error_body(400, "INVALID_ARGUMENT", &e.to_string()))?;
+    let Some(requests) = v.get("requests").and_then(Value::as_array).filter(|r| !r.is_empty()) else {
+        return Err(error_body(
+            400,
+            "INVALID_ARGUMENT",
+            "* BatchEmbedContentsRequest.requests: requests is not specified",
+        ));
+    };
+    if requests.len() > 100 {
+        return Err(error_body(
+            400,
+            "INVALID_ARGUMENT",
+            "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch",
+        ));
+    }
+    let mut embeddings = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        if r.pointer("/content/parts/0/text").and_then(Value::as_str).is_none() {
+            return Err(error_body(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("* requests[{i}].content: content is not specified"),
+            ));
+        }
+        let dims = r.get("outputDimensionality").and_then(Value::as_u64).unwrap_or(8).clamp(1, 3072);
+        embeddings.push(json!({"values": super::unit_vector(i, usize::try_from(dims).unwrap_or(8))}));
+    }
+    Ok(json!({"embeddings": embeddings}).to_string().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -82,9 +82,17 @@ pub struct UpstreamResponse<'a> {
     conn: Option<PooledConn>,
     pool: &'a Pool,
     idle: Duration,
+    /// When the request that got this answer started going out.
+    sent_at: Instant,
 }
 
 impl UpstreamResponse<'_> {
+    /// Time since the request started going out (read at the first body piece, it is the
+    /// target's time to first token).
+    pub fn since_sent(&self) -> Duration {
+        self.sent_at.elapsed()
+    }
+
     /// The next piece of body, or `None` at its end (the connection then goes back to the pool
     /// if it can be reused).
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpstreamFault> {
@@ -251,7 +259,7 @@ async fn attempt<'a>(
         };
     shared.metrics.upstream_first_byte.observe(started.elapsed());
     let reader = BodyReader::new(head.framing);
-    Ok(UpstreamResponse { head, reader, conn: Some(c), pool: shared.pool, idle: up.timeouts.idle })
+    Ok(UpstreamResponse { head, reader, conn: Some(c), pool: shared.pool, idle: up.timeouts.idle, sent_at: started })
 }
 
 /// Hop-by-hop and framing headers that never cross the gateway in either direction.

@@ -206,6 +206,13 @@ impl Pool {
         drop(expired);
     }
 
+    /// Closes the idle connections of one target (its actor restarted: their state is unknown).
+    /// Connections in use close when their request ends, as usual.
+    pub fn clear_target(&self, key: &Arc<str>) {
+        let idle = self.targets.borrow().get(key).map(|t| std::mem::take(&mut *t.idle.borrow_mut()));
+        drop(idle);
+    }
+
     /// Closes every idle connection and forgets every target (shutdown).
     pub fn clear(&self) {
         let targets = std::mem::take(&mut *self.targets.borrow_mut());

@@ -1,0 +1,314 @@
+//! Azure OpenAI: the request path, the credential header and the error body, as pure helpers.
+//!
+//! Azure OpenAI speaks the OpenAI dialect, so bodies are forwarded as they are; what differs is
+//! where they go and how errors come back (Microsoft Learn, "Azure OpenAI in Azure AI Foundry
+//! Models REST API reference", <https://learn.microsoft.com/en-us/azure/ai-foundry/openai/reference>,
+//! and "Azure OpenAI API version lifecycle",
+//! <https://learn.microsoft.com/en-us/azure/ai-foundry/openai/api-version-lifecycle>):
+//! - the deployment surface: `POST {endpoint}/openai/deployments/{deployment}/chat/completions
+//!   ?api-version=2024-10-21` (also `/completions`, `/embeddings`); the deployment picks the
+//!   model, the body's `model` is ignored;
+//! - the v1 surface (since August 2025): `POST {endpoint}/openai/v1/chat/completions`, no
+//!   `api-version`, the deployment name goes in the body's `model` (the engine rewrites it with
+//!   `openai::request::rewrite_model`);
+//! - credentials: `api-key: <key>`, or `Authorization: Bearer <Microsoft Entra ID token>`;
+//! - errors: `{"error": {"code", "message", "param", "type", "innererror"}}`; a prompt refused
+//!   by content filtering is a 400 with `code: "content_filter"` and
+//!   `innererror.content_filter_result` (concepts/content-filter).
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::bedrock::sigv4::uri_encode;
+use crate::canonical::ApiError;
+
+/// The GA `api-version` of the deployment surface this gateway is written against.
+pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// The OpenAI operation being called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AzureOperation {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl AzureOperation {
+    /// The path suffix: `chat/completions`, `completions`, `embeddings`.
+    pub fn as_path(self) -> &'static str {
+        match self {
+            AzureOperation::ChatCompletions => "chat/completions",
+            AzureOperation::Completions => "completions",
+            AzureOperation::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// Which Azure OpenAI API surface a target uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AzureSurface {
+    /// `/openai/deployments/{deployment}/...?api-version=...`.
+    Deployments {
+        /// For example [`DEFAULT_API_VERSION`].
+        api_version: String,
+    },
+    /// `/openai/v1/...`, the deployment name in the body's `model`.
+    V1,
+}
+
+impl AzureSurface {
+    /// Whether the deployment name must be put in the body's `model` (the v1 surface).
+    pub fn model_in_body(&self) -> bool {
+        matches!(self, AzureSurface::V1)
+    }
+}
+
+/// The prefix up to and including `/openai`: `base_path` is the path of the configured
+/// endpoint (usually empty); a trailing `/`, `/openai` or `/openai/v1` (as Microsoft's samples
+/// write base URLs) is not repeated.
+fn openai_prefix(base_path: &str) -> String {
+    let mut base = base_path.trim_end_matches('/');
+    base = base.strip_suffix("/openai/v1").unwrap_or(base);
+    base = base.strip_suffix("/openai").unwrap_or(base);
+    if base.is_empty() || base.starts_with('/') { format!("{base}/openai") } else { format!("/{base}/openai") }
+}
+
+/// `{base_path}/openai/deployments/{deployment}/{operation}?api-version={api_version}`, the
+/// deployment name and version percent-encoded.
+pub fn deployment_path(base_path: &str, deployment: &str, operation: AzureOperation, api_version: &str) -> String {
+    format!(
+        "{}/deployments/{}/{}?api-version={}",
+        openai_prefix(base_path),
+        uri_encode(deployment),
+        operation.as_path(),
+        uri_encode(api_version)
+    )
+}
+
+/// `{base_path}/openai/v1/{operation}`.
+pub fn v1_path(base_path: &str, operation: AzureOperation) -> String {
+    format!("{}/v1/{}", openai_prefix(base_path), operation.as_path())
+}
+
+/// The request path for `operation` on `deployment` through `surface`.
+pub fn request_path(base_path: &str, surface: &AzureSurface, deployment: &str, operation: AzureOperation) -> String {
+    match surface {
+        AzureSurface::Deployments { api_version } => deployment_path(base_path, deployment, operation, api_version),
+        AzureSurface::V1 => v1_path(base_path, operation),
+    }
+}
+
+/// An Azure OpenAI credential. `Debug` does not print the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AzureAuth {
+    /// A resource key, sent as `api-key`.
+    ApiKey(String),
+    /// A Microsoft Entra ID access token (scope `https://cognitiveservices.azure.com/.default`).
+    Bearer(String),
+}
+
+impl fmt::Debug for AzureAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AzureAuth::ApiKey(_) => f.write_str("ApiKey(<redacted>)"),
+            AzureAuth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+        }
+    }
+}
+
+/// The header carrying `auth`, name in lowercase: `("api-key", key)` or
+/// `("authorization", "Bearer <token>")`.
+pub fn auth_header(auth: &AzureAuth) -> (&'static str, String) {
+    match auth {
+        AzureAuth::ApiKey(key) => ("api-key", key.clone()),
+        AzureAuth::Bearer(token) => ("authorization", format!("Bearer {token}")),
+    }
+}
+
+fn kind_for_status(status: u16) -> &'static str {
+    match status {
+        400 | 404 | 409 | 413 | 415 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        _ => "api_error",
+    }
+}
+
+fn as_code(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn inner_error(error: &Value) -> Option<&Value> {
+    // Real answers spell it `innererror`; the REST reference's schema says `inner_error`.
+    error.get("innererror").or_else(|| error.get("inner_error"))
+}
+
+/// An Azure OpenAI error response (any non-2xx) as an OpenAI-shaped [`ApiError`].
+///
+/// - A content-filter refusal (`code: "content_filter"`, or an inner error
+///   `ResponsibleAIPolicyViolation`) is a 400 `invalid_request_error` with code
+///   `content_filter`, whatever the status said; the filter's verdict is available from
+///   [`content_filter_result`].
+/// - Otherwise the status is kept (a status outside 4xx/5xx becomes 502); `type` is Azure's
+///   when it sends one, else the OpenAI type for the status; `code` is Azure's code unless it
+///   merely repeats a status number (`"429"`); `param` is kept.
+/// - Bodies in other shapes (`{"statusCode": 401, "message": ...}` from the API gateway in
+///   front of Azure OpenAI, or plain text) keep their message.
+pub fn error_from_azure(status: u16, body: &[u8]) -> ApiError {
+    let json: Option<Value> = serde_json::from_slice(body).ok();
+    let error = json.as_ref().and_then(|v| v.get("error")).filter(|e| e.is_object());
+    let source = error.or(json.as_ref().filter(|v| v.is_object()));
+    let message =
+        source.and_then(|e| e.get("message")).and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() {
+                format!("Azure OpenAI returned HTTP {status}")
+            } else {
+                text.chars().take(512).collect()
+            }
+        });
+    let code = error.and_then(|e| e.get("code")).and_then(as_code);
+    let param = error.and_then(|e| e.get("param")).and_then(Value::as_str).map(str::to_owned);
+    let inner_code = error.and_then(inner_error).and_then(|i| i.get("code")).and_then(Value::as_str);
+    if code.as_deref() == Some("content_filter") || inner_code == Some("ResponsibleAIPolicyViolation") {
+        return ApiError {
+            status: 400,
+            message,
+            kind: "invalid_request_error".into(),
+            param,
+            code: Some("content_filter".into()),
+        };
+    }
+    let status = if (400..600).contains(&status) { status } else { 502 };
+    let kind = error
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| kind_for_status(status))
+        .to_owned();
+    let code = code.filter(|c| !c.bytes().all(|b| b.is_ascii_digit()));
+    ApiError { status, message, kind, param, code }
+}
+
+/// The content filter's verdict in an Azure error body (`innererror.content_filter_result`,
+/// or the schema's `inner_error.content_filter_results`), for a gateway that wants to pass it
+/// on next to the OpenAI error.
+pub fn content_filter_result(body: &[u8]) -> Option<Value> {
+    let json: Value = serde_json::from_slice(body).ok()?;
+    let inner = inner_error(json.get("error")?)?;
+    inner.get("content_filter_result").or_else(|| inner.get("content_filter_results")).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    fn golden(name: &str) -> Value {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/azure").join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn operation(name: &str) -> AzureOperation {
+        match name {
+            "chat_completions" => AzureOperation::ChatCompletions,
+            "completions" => AzureOperation::Completions,
+            "embeddings" => AzureOperation::Embeddings,
+            other => panic!("unknown operation {other}"),
+        }
+    }
+
+    #[test]
+    fn golden_paths() {
+        for case in golden("paths.json")["cases"].as_array().unwrap() {
+            let surface = match case["api_version"].as_str() {
+                Some(v) => AzureSurface::Deployments { api_version: v.to_owned() },
+                None => AzureSurface::V1,
+            };
+            let path = request_path(
+                case["base_path"].as_str().unwrap(),
+                &surface,
+                case["deployment"].as_str().unwrap_or(""),
+                operation(case["operation"].as_str().unwrap()),
+            );
+            assert_eq!(path, case["path"].as_str().unwrap(), "{case}");
+            assert_eq!(surface.model_in_body(), case["api_version"].is_null());
+        }
+    }
+
+    #[test]
+    fn golden_errors() {
+        for case in golden("errors.json")["cases"].as_array().unwrap() {
+            let body = match &case["body"] {
+                Value::String(text) => text.clone().into_bytes(),
+                other => serde_json::to_vec(other).unwrap(),
+            };
+            let err = error_from_azure(case["status"].as_u64().unwrap() as u16, &body);
+            assert_eq!(u64::from(err.status), case["want_status"].as_u64().unwrap(), "{}", case["name"]);
+            assert_eq!(err.to_json(), case["openai_error"], "{}", case["name"]);
+            assert_eq!(content_filter_result(&body), case.get("content_filter_result").cloned(), "{}", case["name"]);
+        }
+    }
+
+    #[test]
+    fn deployment_names_and_versions_are_encoded() {
+        assert_eq!(
+            deployment_path("", "my deploy/1", AzureOperation::Embeddings, "2025-04-01-preview"),
+            "/openai/deployments/my%20deploy%2F1/embeddings?api-version=2025-04-01-preview"
+        );
+        assert_eq!(
+            deployment_path("/", "gpt-4o", AzureOperation::Completions, "a&b=c"),
+            "/openai/deployments/gpt-4o/completions?api-version=a%26b%3Dc"
+        );
+    }
+
+    #[test]
+    fn base_paths_are_not_doubled() {
+        for base in ["", "/", "/openai", "/openai/", "/openai/v1", "/openai/v1/"] {
+            assert_eq!(v1_path(base, AzureOperation::ChatCompletions), "/openai/v1/chat/completions", "{base:?}");
+        }
+        assert_eq!(v1_path("apim/tenant-a/", AzureOperation::Embeddings), "/apim/tenant-a/openai/v1/embeddings");
+        assert_eq!(
+            deployment_path("/apim/openai", "d", AzureOperation::ChatCompletions, DEFAULT_API_VERSION),
+            "/apim/openai/deployments/d/chat/completions?api-version=2024-10-21"
+        );
+    }
+
+    #[test]
+    fn auth_headers_and_redaction() {
+        let key = AzureAuth::ApiKey("k3y".into());
+        let token = AzureAuth::Bearer("eyJ0".into());
+        assert_eq!(auth_header(&key), ("api-key", "k3y".to_owned()));
+        assert_eq!(auth_header(&token), ("authorization", "Bearer eyJ0".to_owned()));
+        let printed = format!("{key:?} {token:?}");
+        assert!(!printed.contains("k3y") && !printed.contains("eyJ0"), "{printed}");
+    }
+
+    #[test]
+    fn odd_bodies() {
+        let err = error_from_azure(503, b"");
+        assert_eq!((err.status, err.kind.as_str()), (503, "api_error"));
+        assert_eq!(err.message, "Azure OpenAI returned HTTP 503");
+        let err = error_from_azure(200, br#"{"error":{"message":"odd","code":"Weird"}}"#);
+        assert_eq!((err.status, err.code.as_deref()), (502, Some("Weird")));
+        let err = error_from_azure(429, br#"{"error":{"code":429,"message":"slow down"}}"#);
+        assert_eq!((err.kind.as_str(), err.code), ("rate_limit_error", None));
+        let long = "x".repeat(2000);
+        assert_eq!(error_from_azure(500, long.as_bytes()).message.len(), 512);
+        assert_eq!(content_filter_result(b"not json"), None);
+        assert_eq!(content_filter_result(br#"{"error":{"code":"x"}}"#), None);
+        let inner_only = json!({"error": {"message": "m", "innererror": {"code": "ResponsibleAIPolicyViolation"}}});
+        let err = error_from_azure(400, &serde_json::to_vec(&inner_only).unwrap());
+        assert_eq!(err.code.as_deref(), Some("content_filter"));
+    }
+}

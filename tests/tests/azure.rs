@@ -1,0 +1,147 @@
+//! Azure OpenAI and OpenAI-compatible host quirks, end to end. The mock provider speaks Azure's
+//! URLs (deployment paths with `api-version`, or the `/openai/v1` surface) and refuses requests
+//! without `api-key` or a bearer token, as Azure does; `x-mock-echo` shows what arrived.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+use std::net::SocketAddr;
+
+use e2e::{Client, Response, default_mock, gateway, on_both_drivers};
+use serde_json::{Value, json};
+
+on_both_drivers!(
+    azure_deployments_are_reached_by_their_urls,
+    the_v1_surface_takes_an_entra_token_and_the_deployment_in_the_body,
+    azure_errors_are_relayed_in_openai_shape,
+    host_quirks_drop_and_rename_fields,
+);
+
+fn config(upstream: SocketAddr) -> String {
+    format!(
+        "providers:
+  az: {{kind: azure, base_url: 'http://{upstream}', api_key: azure-secret}}
+  az1:
+    kind: azure
+    base_url: 'http://{upstream}'
+    azure: {{surface: v1, bearer_token: entra-token}}
+  nokey-version: {{kind: azure, base_url: 'http://{upstream}', api_key: k, azure: {{api_version: ''}}}}
+  quirky:
+    kind: openai-compatible
+    base_url: 'http://{upstream}/v1'
+    drop_params: [logit_bias, 'messages[].name']
+    rename_params: {{max_completion_tokens: max_tokens}}
+models:
+  gpt: {{target: az/my-gpt4o}}
+  emb: {{target: az/my-embedder}}
+  gpt1: {{target: az1/my-gpt4o}}
+  broken: {{target: nokey-version/x}}
+  q: {{target: quirky/upstream-q}}
+"
+    )
+}
+
+fn post(addr: SocketAddr, path: &str, body: &Value, extra: &str) -> Response {
+    Client::connect(addr).post_json(path, &body.to_string(), extra)
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// What the mock received, from an `x-mock-echo` answer.
+struct Seen {
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+fn seen(r: &Response) -> Seen {
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let headers = v["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h[0].as_str().unwrap().to_string(), h[1].as_str().unwrap().to_string()))
+        .collect();
+    Seen {
+        target: v["target"].as_str().unwrap().to_string(),
+        headers,
+        body: serde_json::from_str(v["body"].as_str().unwrap()).unwrap(),
+    }
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn azure_deployments_are_reached_by_their_urls(rt: e2e::Runtime) {
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    let addr = gw.local_addr();
+    let s =
+        seen(&post(addr, "/v1/chat/completions", &chat("gpt"), "x-mock-echo: 1\r\nauthorization: Bearer client\r\n"));
+    assert_eq!(s.target, "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21");
+    assert_eq!(s.header("api-key"), Some("azure-secret"));
+    assert_eq!(s.header("authorization"), None, "the client's credential never goes upstream");
+
+    // Answers come back as OpenAI's, plain and streamed (usage included for cost).
+    let r = post(addr, "/v1/chat/completions", &chat("gpt"), "x-mock-tokens: 3\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["usage"]["completion_tokens"], 3);
+    let mut streamed = chat("gpt");
+    streamed["stream"] = json!(true);
+    let r = post(addr, "/v1/chat/completions", &streamed, "x-mock-tokens: 3\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("data: [DONE]"));
+    assert!(!r.text().contains("\"usage\":{"), "the usage chunk the client did not ask for is stripped");
+
+    let r = post(addr, "/v1/embeddings", &json!({"model": "emb", "input": ["a", "b"]}), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
+    let s = seen(&post(addr, "/v1/embeddings", &json!({"model": "emb", "input": "a"}), "x-mock-echo: 1\r\n"));
+    assert_eq!(s.target, "/openai/deployments/my-embedder/embeddings?api-version=2024-10-21");
+}
+
+fn the_v1_surface_takes_an_entra_token_and_the_deployment_in_the_body(rt: e2e::Runtime) {
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    let s = seen(&post(gw.local_addr(), "/v1/chat/completions", &chat("gpt1"), "x-mock-echo: 1\r\n"));
+    assert_eq!(s.target, "/openai/v1/chat/completions");
+    assert_eq!(s.header("authorization"), Some("Bearer entra-token"));
+    assert_eq!(s.header("api-key"), None);
+    assert_eq!(s.body["model"], "my-gpt4o");
+    let r = post(gw.local_addr(), "/v1/chat/completions", &chat("gpt1"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn azure_errors_are_relayed_in_openai_shape(rt: e2e::Runtime) {
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    // An empty api-version reaches Azure without one: its 404 comes back as it came.
+    let r = post(gw.local_addr(), "/v1/chat/completions", &chat("broken"), "");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["error"]["message"], "Resource not found");
+    let r = post(gw.local_addr(), "/v1/chat/completions", &chat("gpt"), "x-mock-fault: status:429\r\n");
+    assert_eq!(r.status, 429);
+}
+
+fn host_quirks_drop_and_rename_fields(rt: e2e::Runtime) {
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    let body = json!({"model": "q", "max_completion_tokens": 7, "logit_bias": {"50256": -100},
+                      "messages": [{"role": "user", "name": "ann", "content": "hi"}], "temperature": 0.5});
+    let s = seen(&post(gw.local_addr(), "/v1/chat/completions", &body, "x-mock-echo: 1\r\n"));
+    assert_eq!(
+        s.body,
+        json!({"model": "upstream-q", "max_tokens": 7, "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5})
+    );
+    // A body without those fields goes up byte for byte (but for the model name).
+    let raw = r#"{"model":"q",  "messages":[{"role":"user","content":"hi"}]}"#;
+    let r = Client::connect(gw.local_addr()).post_json("/v1/chat/completions", raw, "x-mock-echo: 1\r\n");
+    assert_eq!(r.json()["body"], r#"{"model":"upstream-q",  "messages":[{"role":"user","content":"hi"}]}"#);
+    // The renamed field still answers.
+    let r = post(gw.local_addr(), "/v1/chat/completions", &body, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+}
