@@ -8,7 +8,11 @@
 //!
 //! A stream that never sends a blank line must not grow memory without bound, so an event whose
 //! buffered bytes (its data so far plus the line being read) pass `max_event_bytes` is dropped
-//! and the scanner resynchronises at the next blank line.
+//! and the scanner resynchronises at the next blank line. [`SseScanner::overflowed`] says that
+//! this happened; [`SseScanner::feed_items`] also says where, between which events. A translator
+//! needs the place when a later event changes what the loss means (a dropped event before the
+//! end-of-stream marker is a truncated answer, one after it is noise): a flag looked at after
+//! `feed` returns cannot tell the two apart when both arrived in the same read.
 //!
 //! Per the spec: lines end with `"\n"`, `"\r\n"` or a lone `"\r"`; one leading BOM is ignored;
 //! lines starting with `:` are comments; one space after a field's colon is stripped; several
@@ -26,6 +30,18 @@ pub struct SseEvent<'a> {
     pub event: Option<&'a str>,
     /// The event's `data:` lines joined with `'\n'`, as raw bytes.
     pub data: &'a [u8],
+}
+
+/// What [`SseScanner::feed_items`] reports, in stream order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseItem<'a> {
+    /// A complete event.
+    Event(SseEvent<'a>),
+    /// The event being read passed `max_event_bytes`: it is dropped (never dispatched) and the
+    /// scanner skips to the next blank line. Reported once per dropped event, at the point the
+    /// limit was passed, so after every event before it and before every event after it,
+    /// whatever the reads.
+    Overflow,
 }
 
 /// Incremental SSE parser; one per upstream stream (or reused via [`SseScanner::finish`]).
@@ -71,7 +87,20 @@ impl SseScanner {
     /// inside "\r\n", anywhere). Calls `on_event` once per complete event with the event's data
     /// (multiple `data:` lines joined with '\n', one optional space after the colon stripped per
     /// the SSE spec) and the event name if an `event:` line was present.
-    pub fn feed(&mut self, mut bytes: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
+    ///
+    /// An event over the limit is dropped silently here (see [`SseScanner::overflowed`]); use
+    /// [`SseScanner::feed_items`] to learn where it was.
+    pub fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
+        self.feed_items(bytes, |item| {
+            if let SseItem::Event(ev) = item {
+                on_event(ev);
+            }
+        });
+    }
+
+    /// [`SseScanner::feed`], reporting dropped events too: `on_item` sees every complete event
+    /// and, in its place in the stream, an [`SseItem::Overflow`] for every event over the limit.
+    pub fn feed_items(&mut self, mut bytes: &[u8], mut on_item: impl FnMut(SseItem<'_>)) {
         if self.pending_cr && !bytes.is_empty() {
             self.pending_cr = false;
             if let Some(rest) = bytes.strip_prefix(b"\n") {
@@ -88,10 +117,10 @@ impl SseScanner {
                     None => self.pending_cr = true,
                 }
             }
-            self.complete_line(content, &mut on_event);
+            self.complete_line(content, &mut on_item);
             bytes = terminator.get(consumed..).unwrap_or_default();
         }
-        self.partial_line(bytes);
+        self.partial_line(bytes, &mut on_item);
     }
 
     /// An event grew past `max_event_bytes` at some point in this scanner's life; it was
@@ -106,12 +135,20 @@ impl SseScanner {
     ///
     /// Lenient on purpose: the spec discards such an event, but upstreams that close right after
     /// their last `data:` line exist, and that last event is usually the one carrying usage.
+    ///
+    /// Never overflows: the unfinished line it completes was already counted against the limit
+    /// when its bytes arrived, so every overflow was reported by the `feed` that read it.
     pub fn finish(&mut self, mut on_event: impl FnMut(SseEvent<'_>)) {
+        let mut on_item = |item: SseItem<'_>| {
+            if let SseItem::Event(ev) = item {
+                on_event(ev);
+            }
+        };
         if !self.skipping && !self.line.is_empty() {
-            self.complete_line(&[], &mut on_event);
+            self.complete_line(&[], &mut on_item);
         }
         if !self.skipping {
-            self.dispatch(&mut on_event);
+            self.dispatch(&mut on_item);
         }
         self.line.clear();
         self.reset_event();
@@ -122,21 +159,21 @@ impl SseScanner {
     }
 
     /// Bytes of a line whose end has not arrived yet.
-    fn partial_line(&mut self, bytes: &[u8]) {
+    fn partial_line(&mut self, bytes: &[u8], on_item: &mut impl FnMut(SseItem<'_>)) {
         if bytes.is_empty() {
             return;
         }
         if self.skipping {
             self.skipped_line_has_bytes = true;
         } else if self.line.len() + bytes.len() + self.data.len() > self.max_event_bytes {
-            self.start_skipping(true);
+            self.start_skipping(true, on_item);
         } else {
             self.line.extend_from_slice(bytes);
         }
     }
 
     /// The end of a line arrived; `tail` is its part in the current `feed`.
-    fn complete_line(&mut self, tail: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
+    fn complete_line(&mut self, tail: &[u8], on_item: &mut impl FnMut(SseItem<'_>)) {
         if self.skipping {
             let blank = !self.skipped_line_has_bytes && tail.is_empty();
             self.skipped_line_has_bytes = false;
@@ -146,20 +183,20 @@ impl SseScanner {
                 self.reset_event();
             }
         } else if self.line.is_empty() {
-            self.process_line(tail, on_event);
+            self.process_line(tail, on_item);
         } else {
             let mut line = std::mem::take(&mut self.line);
             line.extend_from_slice(tail);
-            self.process_line(&line, on_event);
+            self.process_line(&line, on_item);
             line.clear();
             self.line = line;
         }
     }
 
-    fn process_line(&mut self, line: &[u8], on_event: &mut impl FnMut(SseEvent<'_>)) {
+    fn process_line(&mut self, line: &[u8], on_item: &mut impl FnMut(SseItem<'_>)) {
         if line.len() + self.data.len() > self.max_event_bytes {
             self.first_line = false;
-            self.start_skipping(false);
+            self.start_skipping(false, on_item);
             return;
         }
         let mut line = line;
@@ -168,7 +205,7 @@ impl SseScanner {
             line = line.strip_prefix(BOM).unwrap_or(line);
         }
         if line.is_empty() {
-            self.dispatch(on_event);
+            self.dispatch(on_item);
             return;
         }
         if line.first() == Some(&b':') {
@@ -199,19 +236,23 @@ impl SseScanner {
         }
     }
 
-    fn dispatch(&mut self, on_event: &mut impl FnMut(SseEvent<'_>)) {
+    fn dispatch(&mut self, on_item: &mut impl FnMut(SseItem<'_>)) {
         if self.has_data {
-            on_event(SseEvent { event: self.has_event.then_some(self.event.as_str()), data: &self.data });
+            on_item(SseItem::Event(SseEvent {
+                event: self.has_event.then_some(self.event.as_str()),
+                data: &self.data,
+            }));
         }
         self.reset_event();
     }
 
-    fn start_skipping(&mut self, mid_line: bool) {
+    fn start_skipping(&mut self, mid_line: bool, on_item: &mut impl FnMut(SseItem<'_>)) {
         self.overflowed = true;
         self.skipping = true;
         self.skipped_line_has_bytes = mid_line;
         self.line.clear();
         self.reset_event();
+        on_item(SseItem::Overflow);
     }
 
     fn reset_event(&mut self) {

@@ -18,7 +18,9 @@
 //!
 //! Besides OpenAI's paths it speaks Anthropic's `/v1/messages`, Gemini's `generateContent`,
 //! Bedrock's Converse and Azure OpenAI's deployment URLs (`/openai/deployments/{d}/…?api-version=`
-//! and `/openai/v1/…`, which need `api-key` or a bearer token).
+//! and `/openai/v1/…`, which need `api-key` or a bearer token), Vertex AI's Gemini paths
+//! (`/v1/projects/…/models/{m}:generateContent`, with a bearer token) and Google's OAuth token
+//! endpoint (`POST /token`, the JWT bearer grant).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -434,8 +436,12 @@ impl Service for MockService {
                 }
             },
             ("POST", "/v1/messages") => self.anthropic(&req, &knobs, resp).await,
-            ("POST", p) if p.starts_with("/v1beta/models/") && p.contains(":") => {
+            ("POST", p) if (p.starts_with("/v1beta/models/") || p.starts_with("/v1/projects/")) && p.contains(":") => {
                 self.gemini(p, &req, &knobs, resp).await
+            }
+            ("POST", "/token") => {
+                let (status, body) = self.oauth_token(&req);
+                let _ = resp.start(status).header("content-type", JSON).body(body.as_bytes()).await;
             }
             ("POST", p)
                 if p.starts_with("/model/") && (p.ends_with("/converse") || p.ends_with("/converse-stream")) =>
@@ -449,6 +455,33 @@ impl Service for MockService {
 }
 
 impl MockService {
+    /// Google's OAuth token endpoint for the JWT bearer grant: a well-formed assertion for the
+    /// cloud-platform scope gets `ya29.mock-{n}`; an issuer containing `revoked` gets
+    /// `invalid_grant`, as a deleted service-account key does.
+    fn oauth_token(&self, req: &Request) -> (u16, String) {
+        use base64::Engine as _;
+        let form = String::from_utf8_lossy(&req.body);
+        let field = |name: &str| form.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
+        let grant_ok = field("grant_type") == Some("urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer");
+        let claims = field("assertion")
+            .filter(|a| a.split('.').count() == 3)
+            .and_then(|a| a.split('.').nth(1))
+            .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok())
+            .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok());
+        let Some(claims) = claims.filter(|_| grant_ok) else {
+            return (400, r#"{"error":"invalid_request","error_description":"Invalid assertion format."}"#.into());
+        };
+        let iss = claims["iss"].as_str().unwrap_or("");
+        if iss.contains("revoked") {
+            return (400, r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#.into());
+        }
+        if !claims["scope"].as_str().unwrap_or("").contains("cloud-platform") {
+            return (400, r#"{"error":"invalid_scope","error_description":"Invalid OAuth scope."}"#.into());
+        }
+        let n = self.shard.served.get();
+        (200, format!(r#"{{"access_token":"ya29.mock-{n}","expires_in":3599,"token_type":"Bearer"}}"#))
+    }
+
     async fn inference<C: Conn>(&self, path: &str, req: &Request, knobs: &RequestKnobs, resp: &mut Responder<'_, C>) {
         let facts = self.shard.scanner.borrow_mut().scan(&req.body);
         let facts = match facts {
@@ -599,10 +632,28 @@ impl MockService {
 impl MockService {
     /// `POST /v1beta/models/{model}:generateContent` (or `:streamGenerateContent?alt=sse`) in
     /// Gemini's dialect; needs `x-goog-api-key`.
+    /// Gemini, on AI Studio (`/v1beta/models/{model}:{method}`, `x-goog-api-key`) or Vertex AI
+    /// (`/v1/projects/{p}/locations/{l}/publishers/google/models/{model}:{method}`, a bearer
+    /// token minted by this mock's `/token`).
     async fn gemini<C: Conn>(&self, path: &str, req: &Request, knobs: &RequestKnobs, resp: &mut Responder<'_, C>) {
         use engine::mock::gemini;
-        let (model, method) = path.trim_start_matches("/v1beta/models/").split_once(':').unwrap_or(("gemini", ""));
-        let checked = if header_str(req, "x-goog-api-key").is_none() {
+        let vertex = path.starts_with("/v1/projects/");
+        let rest = match path.split_once("/models/") {
+            Some((_, rest)) => rest,
+            None => path,
+        };
+        let (model, method) = rest.split_once(':').unwrap_or(("gemini", ""));
+        let bearer_ok = header_str(req, "authorization").is_some_and(|a| a.starts_with("Bearer ya29.mock-"));
+        let checked = if vertex && !bearer_ok {
+            Err((
+                401,
+                gemini::error_body(
+                    401,
+                    "UNAUTHENTICATED",
+                    "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+                ),
+            ))
+        } else if !vertex && header_str(req, "x-goog-api-key").is_none() {
             Err((403, gemini::error_body(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers")))
         } else if method == "batchEmbedContents" {
             let (status, body) = match gemini::batch_embed(&req.body) {

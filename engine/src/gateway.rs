@@ -293,6 +293,7 @@ impl Gateway {
             anonymous_ok,
             store: std::sync::OnceLock::new(),
             tokens: crate::jwks::TokenVerifiers::default(),
+            vertex: crate::vertex::VertexTokens::default(),
             alerts,
             restore: Mutex::new(opened.as_ref().map(|o| o.spend.clone()).unwrap_or_default()),
         });
@@ -301,6 +302,9 @@ impl Gateway {
         // unreachable issuer delays the start by its timeout, and is retried in the background).
         let mut fetcher = crate::jwks::Fetcher::new();
         fetcher.tick(&state.config.load().issuers, &state.tokens);
+        // Likewise Vertex AI access tokens.
+        let mut minter = crate::vertex::Minter::default();
+        minter.tick(&state.config.load(), &state.vertex);
 
         let reloader = Arc::new(Reloader {
             state: state.clone(),
@@ -367,11 +371,13 @@ impl Gateway {
             let state = state.clone();
             let stop = stop_control.clone();
             std::thread::Builder::new()
-                .name("jwks".into())
+                .name("credentials".into())
                 .spawn(move || {
                     while !stop.load(SeqCst) {
                         std::thread::sleep(Duration::from_millis(100));
-                        fetcher.tick(&state.config.load().issuers, &state.tokens);
+                        let cfg = state.config.load();
+                        fetcher.tick(&cfg.issuers, &state.tokens);
+                        minter.tick(&cfg, &state.vertex);
                     }
                 })
                 .ok()

@@ -20,5 +20,6 @@ pub mod shard;
 pub mod store;
 pub mod tls;
 pub mod upstream;
+pub mod vertex;
 
 pub use gateway::{Gateway, StartError, StartOptions};

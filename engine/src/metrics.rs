@@ -148,6 +148,9 @@ pub struct ShardMetrics {
     pub upstream_first_byte: Histogram,
     /// Time spent in the gateway itself: request time minus time waiting on the upstream.
     pub overhead: Histogram,
+    /// What the gateway adds to a stream's time to first token: from the provider's first
+    /// piece to the first event written to the client.
+    pub stream_first_event: Histogram,
     /// The shard's target actors (see [`crate::actor`]).
     pub targets: Arc<arc_swap::ArcSwap<Vec<Arc<TargetMetrics>>>>,
 }
@@ -173,6 +176,7 @@ impl Default for ShardMetrics {
             request_duration: Histogram::default(),
             upstream_first_byte: Histogram::default(),
             overhead: Histogram::with_bounds(&OVERHEAD_BUCKETS_US),
+            stream_first_event: Histogram::with_bounds(&OVERHEAD_BUCKETS_US),
             targets: Arc::default(),
         }
     }
@@ -331,6 +335,12 @@ impl Registry {
             "shardgate_overhead_seconds",
             "Time spent in the gateway itself: from a request's first byte to its response head, minus the time waiting on the provider.",
             |s| &s.overhead,
+        );
+        self.histogram(
+            o,
+            "shardgate_stream_first_event_seconds",
+            "What the gateway adds to a stream's time to first token: from the first piece of the provider's answer to the first event written to the client (translation included).",
+            |s| &s.stream_first_event,
         );
         header(o, "shardgate_shard_requests_total", "counter", "Requests answered, by shard.");
         for (i, s) in self.shards.iter().enumerate() {

@@ -41,8 +41,10 @@ pub struct ProcessState {
     pub anonymous_ok: bool,
     /// Budget alerts go to one thread, which delivers each once.
     pub alerts: crate::alerts::AlertSink,
-    /// Token issuers' verifiers and signing keys (kept fresh by the `jwks` thread).
+    /// Token issuers' verifiers and signing keys (kept fresh by the `credentials` thread).
     pub tokens: crate::jwks::TokenVerifiers,
+    /// Vertex AI providers' access tokens (minted by the `credentials` thread).
+    pub vertex: crate::vertex::VertexTokens,
     /// The embedded store, when there is one (set once at start).
     pub store: std::sync::OnceLock<Arc<crate::store::Store>>,
     /// The ledger as read at start, per day: shard 0 counts it into the budgets before it

@@ -130,6 +130,9 @@ fn streams_are_translated_chunk_by_chunk(rt: e2e::Runtime) {
     let (chunks, _) = sse_chunks(&r.text());
     assert!(chunks.iter().all(|c| c.get("usage").is_none_or(Value::is_null)), "{}", r.text());
     assert!(r.text().contains(": x-shardgate-cost-usd: "), "{}", r.text());
+    // What the gateway added to each stream's time to first token was measured, once per stream.
+    let first_events = e2e::metric(&gw.metrics_text(), "shardgate_stream_first_event_seconds_count");
+    assert_eq!(first_events, Some(2.0));
 }
 
 fn streamed_tool_arguments_arrive_whole(rt: e2e::Runtime) {

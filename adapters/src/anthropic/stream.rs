@@ -21,8 +21,11 @@
 //! | `error` | nothing; the error is kept for [`AnthropicStream::take_error`] |
 //!
 //! Usage is always captured ([`AnthropicStream::usage`]) whether or not the client asked for it.
-//! A stream that ends without `message_stop`, or with an event over [`MAX_EVENT_BYTES`], also
-//! leaves an error, so the engine can tell the client the answer is incomplete.
+//! A stream that ends without `message_stop`, or that has an event over [`MAX_EVENT_BYTES`]
+//! before it, also leaves an error, so the engine can tell the client the answer is incomplete.
+//! The oversize event is placed in the stream by the scanner ([`SseItem::Overflow`]), not
+//! noticed after a read: whether it came before `message_stop` must not depend on whether both
+//! arrived in the same read.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,7 +33,7 @@ use serde_json::Value;
 use super::error::error_from_type;
 use super::response::{AnthropicUsage, finish_reason};
 use crate::canonical::{ApiError, ChatChunk, Delta, FinishReason, FunctionCallDelta, Role, ToolCallDelta, Usage};
-use crate::sse::{SseEvent, SseScanner};
+use crate::sse::{SseEvent, SseItem, SseScanner};
 
 /// The largest event the translator buffers; a larger one is dropped and reported as an error.
 pub const MAX_EVENT_BYTES: usize = 4 << 20;
@@ -84,8 +87,10 @@ impl AnthropicStream {
     /// complete to `out`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<ChatChunk>) {
         let state = &mut self.state;
-        self.scanner.feed(bytes, |ev| state.on_event(ev, out));
-        self.check_overflow();
+        self.scanner.feed_items(bytes, |item| match item {
+            SseItem::Event(ev) => state.on_event(ev, out),
+            SseItem::Overflow => state.on_overflow(),
+        });
     }
 
     /// The upstream stream ended: translates an event left without its closing blank line and
@@ -95,8 +100,8 @@ impl AnthropicStream {
             return;
         }
         let state = &mut self.state;
+        // `SseScanner::finish` never overflows: every oversize event was met in `feed`.
         self.scanner.finish(|ev| state.on_event(ev, out));
-        self.check_overflow();
         self.state.finished = true;
         if !self.state.stopped && !self.state.errored {
             self.state.errored = true;
@@ -133,19 +138,6 @@ impl AnthropicStream {
     pub fn id(&self) -> &str {
         &self.state.id
     }
-
-    fn check_overflow(&mut self) {
-        if self.scanner.overflowed() && !self.state.errored && !self.state.stopped {
-            self.state.errored = true;
-            self.state.error = Some(ApiError {
-                status: 502,
-                message: format!("an Anthropic stream event exceeded {MAX_EVENT_BYTES} bytes"),
-                kind: "upstream_error".into(),
-                param: None,
-                code: Some("upstream_too_large".into()),
-            });
-        }
-    }
 }
 
 fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -153,6 +145,22 @@ fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 impl State {
+    /// An event over [`MAX_EVENT_BYTES`] was dropped: the answer is incomplete, unless it came
+    /// after `message_stop` or after an error already recorded.
+    fn on_overflow(&mut self) {
+        if self.errored || self.stopped {
+            return;
+        }
+        self.errored = true;
+        self.error = Some(ApiError {
+            status: 502,
+            message: format!("an Anthropic stream event exceeded {MAX_EVENT_BYTES} bytes"),
+            kind: "upstream_error".into(),
+            param: None,
+            code: Some("upstream_too_large".into()),
+        });
+    }
+
     fn on_event(&mut self, ev: SseEvent<'_>, out: &mut Vec<ChatChunk>) {
         let Ok(data) = serde_json::from_slice::<Value>(ev.data) else {
             return;

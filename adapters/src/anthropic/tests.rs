@@ -380,6 +380,43 @@ fn truncated_stream_reports_an_error() {
     assert_eq!(s.id(), "msg_01ErrStream");
 }
 
+/// An event over the scanner's limit, then `message_stop`: the same error whatever the reads.
+/// (Found in review: with both in one read, the overflow was looked at only after the read, when
+/// `message_stop` had already been seen, so the error was dropped.) After `message_stop` an
+/// oversize event is trailing noise, not an error, again whatever the reads.
+#[test]
+fn an_oversize_event_is_reported_whatever_the_reads() {
+    let start: &[u8] = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_big\",\"usage\":{\"input_tokens\":3}}}\n\n";
+    let big = format!(
+        "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{}\"}}}}\n\n",
+        "x".repeat(stream::MAX_EVENT_BYTES)
+    );
+    let big = big.as_bytes();
+    let stop: &[u8] = b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let mid = big.len() / 2;
+
+    let together = [start, big, stop].concat();
+    let whole = run_stream(&[&together], true);
+    let err = whole.2.as_ref().expect("an oversize event before message_stop is an error");
+    assert_eq!((err.status, err.code.as_deref()), (502, Some("upstream_too_large")));
+    assert_eq!(whole.0.len(), 2, "the role chunk and the usage chunk: {:?}", whole.0);
+    let splits: [&[&[u8]]; 4] = [
+        &[start, big, stop],
+        &[&[start, big].concat(), stop],
+        &[start, &[big, stop].concat()],
+        &[&[start, &big[..mid]].concat(), &[&big[mid..], stop].concat()],
+    ];
+    for (n, pieces) in splits.iter().enumerate() {
+        assert_eq!(run_stream(pieces, true), whole, "split {n}");
+    }
+
+    let together = [start, stop, big].concat();
+    let whole = run_stream(&[&together], true);
+    assert!(whole.2.is_none(), "{:?}", whole.2);
+    assert_eq!(run_stream(&[&[start, stop].concat(), big], true), whole);
+    assert_eq!(run_stream(&[start, stop, &big[..mid], &big[mid..]], true), whole);
+}
+
 #[test]
 fn inbound_request_round_trips_through_to_anthropic() {
     for stem in ["tools", "images", "thinking"] {

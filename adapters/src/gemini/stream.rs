@@ -10,8 +10,11 @@
 //! cumulative, so the last one seen is the stream's usage: [`GeminiStream::usage`] always, and a
 //! final `choices: []` chunk from [`GeminiStream::finish`] when the client asked for it.
 //!
-//! Events that are not JSON are skipped; an `{"error": …}` event is kept in
-//! [`GeminiStream::error`] for the engine to report.
+//! Events that are not JSON are skipped; an `{"error": …}` event, or an event over the
+//! scanner's limit (dropped: the answer is incomplete), is kept in [`GeminiStream::error`] for
+//! the engine to report; the first of them in the stream wins. The oversize event is placed in
+//! the stream by the scanner ([`SseItem::Overflow`]), so which error comes first does not
+//! depend on how the bytes were split into reads.
 
 use super::error::error_from_gemini;
 use super::map_finish_reason;
@@ -20,10 +23,11 @@ use super::wire::{Candidate, GenerateContentResponse, UsageMetadata};
 use crate::canonical::{
     ApiError, ChatChunk, ChunkChoice, Delta, FinishReason, FunctionCallDelta, Role, ToolCallDelta, Usage,
 };
-use crate::sse::SseScanner;
+use crate::sse::{SseItem, SseScanner};
 
-/// Events larger than this are dropped (inline image output can be large).
-const MAX_EVENT_BYTES: usize = 16 << 20;
+/// Events larger than this are dropped and reported as an error (generous: inline image output
+/// can be large).
+pub(crate) const MAX_EVENT_BYTES: usize = 16 << 20;
 
 /// Per-stream translator; feed it upstream bytes as they arrive.
 pub struct GeminiStream {
@@ -75,7 +79,10 @@ impl GeminiStream {
         if state.finished {
             return;
         }
-        self.scanner.feed(bytes, |event| state.on_data(event.data, out));
+        self.scanner.feed_items(bytes, |item| match item {
+            SseItem::Event(event) => state.on_data(event.data, out),
+            SseItem::Overflow => state.on_overflow(),
+        });
     }
 
     /// The upstream stream ended: flush a last event left without its blank line and, when the
@@ -86,6 +93,7 @@ impl GeminiStream {
         if state.finished {
             return;
         }
+        // `SseScanner::finish` never overflows: every oversize event was met in `feed`.
         self.scanner.finish(|event| state.on_data(event.data, out));
         state.finished = true;
         if state.include_usage
@@ -103,7 +111,8 @@ impl GeminiStream {
         self.state.usage.as_ref().map(UsageMetadata::to_usage)
     }
 
-    /// An error the upstream sent inside the stream, if any.
+    /// An error the upstream sent inside the stream, or an event over the size limit, if any
+    /// (the first of them).
     pub fn error(&self) -> Option<&ApiError> {
         self.state.error.as_ref()
     }
@@ -119,6 +128,17 @@ impl State {
             choices,
             usage: None,
         }
+    }
+
+    /// An event over [`MAX_EVENT_BYTES`] was dropped: the answer is incomplete.
+    fn on_overflow(&mut self) {
+        self.error.get_or_insert_with(|| ApiError {
+            status: 502,
+            message: format!("a Gemini stream event exceeded {MAX_EVENT_BYTES} bytes"),
+            kind: "upstream_error".into(),
+            param: None,
+            code: Some("upstream_too_large".into()),
+        });
     }
 
     fn on_data(&mut self, data: &[u8], out: &mut Vec<ChatChunk>) {

@@ -263,6 +263,44 @@ fn stream_finish_is_idempotent() {
     assert_eq!(chunks.len(), n);
 }
 
+/// An event over the scanner's limit is dropped and reported in its place in the stream: the
+/// same chunks and the same error whatever the reads, and with an in-stream error too, the first
+/// of the two is kept. (Found in review: the overflow used to be dropped without any error.)
+#[test]
+fn an_oversize_event_is_reported_whatever_the_reads() {
+    let g = json!({"model": "m", "id": "i", "created": 1, "include_usage": true});
+    let first: &[u8] =
+        b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}],\"role\":\"model\"},\"index\":0}]}\n\n";
+    let big = format!(
+        "data: {{\"candidates\":[{{\"content\":{{\"parts\":[{{\"text\":\"{}\"}}]}},\"index\":0}}]}}\n\n",
+        "x".repeat(stream::MAX_EVENT_BYTES)
+    );
+    let big = big.as_bytes();
+    let last: &[u8] = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"b\"}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":2,\"candidatesTokenCount\":2,\"totalTokenCount\":4}}\n\n";
+    let failed: &[u8] = b"data: {\"error\":{\"code\":429,\"message\":\"slow\",\"status\":\"RESOURCE_EXHAUSTED\"}}\n\n";
+    let mid = big.len() / 2;
+    let outcome = |pieces: &[&[u8]]| {
+        let (chunks, s) = run_stream(&g, pieces);
+        (serde_json::to_value(&chunks).unwrap(), s.error().cloned())
+    };
+
+    let whole = outcome(&[&[first, big, last].concat()]);
+    let err = whole.1.as_ref().expect("an oversize event is an error");
+    assert_eq!((err.status, err.code.as_deref()), (502, Some("upstream_too_large")));
+    assert_eq!(whole.0.as_array().unwrap().len(), 4, "a, b, the finish and the usage: {}", whole.0);
+    assert_eq!(outcome(&[first, big, last]), whole);
+    assert_eq!(outcome(&[&[first, &big[..mid]].concat(), &[&big[mid..], last].concat()]), whole);
+
+    // Whichever of the two errors comes first in the stream is the one kept.
+    let whole = outcome(&[&[first, failed, big, last].concat()]);
+    assert_eq!(whole.1.as_ref().map(|e| e.status), Some(429));
+    assert_eq!(outcome(&[first, failed, big, last]), whole);
+    let whole = outcome(&[&[first, big, failed, last].concat()]);
+    assert_eq!(whole.1.as_ref().map(|e| e.status), Some(502));
+    assert_eq!(outcome(&[first, big, failed, last]), whole);
+    assert_eq!(outcome(&[&[first, &big[..mid]].concat(), &[&big[mid..], failed, last].concat()]), whole);
+}
+
 fn stream_chunks(name: &str, splits: &[usize]) -> Vec<ChatChunk> {
     let g = golden(&format!("{name}.json"));
     let bytes = raw(&format!("{name}.sse"));

@@ -13,6 +13,20 @@ fn collect(scanner: &mut SseScanner, chunks: &[&[u8]]) -> Vec<Owned> {
     events
 }
 
+/// What `feed_items` reports: an event, or `None` for an event dropped for its size.
+fn collect_items(scanner: &mut SseScanner, chunks: &[&[u8]]) -> Vec<Option<Owned>> {
+    let mut items = Vec::new();
+    for chunk in chunks {
+        scanner.feed_items(chunk, |item| {
+            items.push(match item {
+                SseItem::Event(e) => Some((e.event.map(str::to_owned), e.data.to_vec())),
+                SseItem::Overflow => None,
+            });
+        });
+    }
+    items
+}
+
 fn whole(input: &[u8]) -> Vec<Owned> {
     collect(&mut SseScanner::new(1 << 16), &[input])
 }
@@ -147,6 +161,24 @@ fn overflow_skips_the_event_and_resyncs_at_the_blank_line() {
 }
 
 #[test]
+fn overflow_is_reported_in_its_place_once_per_event_whatever_the_reads() {
+    let big = format!("data: {}\n", "x".repeat(100));
+    let input = format!("data: a\n\n{big}{big}\ndata: b\n\n: {big}\ndata: 0123456789\ndata: 0123456789\n\ndata: c\n\n");
+    let a = Some((None, b"a".to_vec()));
+    let b = Some((None, b"b".to_vec()));
+    let c = Some((None, b"c".to_vec()));
+    let expected = vec![a, None, b, None, None, c];
+    for split in 0..=input.len() {
+        let (x, y) = input.as_bytes().split_at(split);
+        let mut scanner = SseScanner::new(20);
+        assert_eq!(collect_items(&mut scanner, &[x, y]), expected, "split at {split}");
+        scanner.finish(|e| panic!("nothing left to dispatch: {e:?}"));
+    }
+    let bytewise: Vec<&[u8]> = input.as_bytes().chunks(1).collect();
+    assert_eq!(collect_items(&mut SseScanner::new(20), &bytewise), expected);
+}
+
+#[test]
 fn overflow_by_accumulated_data_lines() {
     let mut scanner = SseScanner::new(20);
     let got = collect(&mut scanner, &[b"data: 0123456789\ndata: 0123456789\n\ndata: ok\n\n"]);
@@ -205,7 +237,7 @@ proptest! {
         max in prop_oneof![Just(8usize), Just(24), Just(1 << 16)],
     ) {
         let mut reference = SseScanner::new(max);
-        let expected = collect(&mut reference, &[&input]);
+        let expected = collect_items(&mut reference, &[&input]);
 
         let mut points: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
         points.sort_unstable();
@@ -218,9 +250,15 @@ proptest! {
         chunks.push(&input[start..]);
 
         let mut scanner = SseScanner::new(max);
-        let got = collect(&mut scanner, &chunks);
-        prop_assert_eq!(got, expected);
+        let got = collect_items(&mut scanner, &chunks);
+        // Events and the places of the dropped ones alike.
+        prop_assert_eq!(&got, &expected);
         prop_assert_eq!(scanner.overflowed(), reference.overflowed());
+        prop_assert_eq!(scanner.overflowed(), got.contains(&None));
         prop_assert!(scanner.data.len() <= max && scanner.line.len() <= max);
+        // `finish` never overflows: every overflow was reported by a `feed`.
+        let overflowed = scanner.overflowed();
+        scanner.finish(|_| {});
+        prop_assert_eq!(scanner.overflowed(), overflowed);
     }
 }

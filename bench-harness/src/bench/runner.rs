@@ -216,7 +216,7 @@ fn run_in(
     std::fs::write(
         &translated_config,
         format!(
-            "server:\n  reload: {{watch: false}}\nproviders:\n  up:\n    kind: anthropic\n    base_url: http://127.0.0.1:{mock_port}/v1\n    api_key: sk-bench\nmodels:\n  bench: {{target: up/bench}}\n"
+            "server:\n  reload: {{watch: false}}\nproviders:\n  up:\n    kind: anthropic\n    base_url: http://127.0.0.1:{mock_port}/v1\n    api_key: sk-bench\n    pool: {{max_connections: 4096}}\nmodels:\n  bench: {{target: up/bench}}\n"
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -472,6 +472,12 @@ fn run_in(
         }
     }
 
+    if o.wants("translated")
+        && let Some(t) = scenarios.iter().find(|s| s.kind == ScenarioKind::Translated)
+    {
+        results.push(translated_streaming(o, &scenarios[0].url, t)?);
+    }
+
     // Memory with many open streams: a fresh gateway per variant, so its peak is this
     // scenario's. The published target is read on the default variant.
     let mut open_streams_rss = None;
@@ -665,20 +671,36 @@ fn streaming(o: &Options, baseline_url: &str, gw: &Scenario) -> Result<ScenarioR
         base.push(loadgen::run(&plan(baseline_url, STREAM_BODY, &headers, mode, o, duration)?)?);
         via.push(loadgen::run(&plan(&gw.url, STREAM_BODY, &headers, mode, o, duration)?)?);
     }
-    let errors: u64 = via.iter().chain(&base).map(errors_of).sum();
+    let description = format!(
+        "{rate:.0} streams/s of 64 tokens at 100 tokens/s through shardgate, against the same streams straight to the mock"
+    );
+    let name = format!("streaming-{}", gw.driver.as_deref().unwrap_or(""));
+    Ok(stream_result(name, description, ScenarioKind::Gateway, gw.driver.clone(), &via, &base, "relayed"))
+}
+
+/// A streams scenario's result: TTFT through the gateway, and its difference from the same
+/// streams straight to the mock.
+fn stream_result(
+    name: String,
+    description: String,
+    kind: ScenarioKind,
+    driver: Option<String>,
+    via: &[Report],
+    base: &[Report],
+    what: &str,
+) -> ScenarioResult {
+    let errors: u64 = via.iter().chain(base).map(errors_of).sum();
     let tokens: u64 = via.iter().map(|r| r.completion_tokens).sum();
-    Ok(ScenarioResult {
-        name: format!("streaming-{}", gw.driver.as_deref().unwrap_or("")),
-        description: format!(
-            "{rate:.0} streams/s of 64 tokens at 100 tokens/s through shardgate, against the same streams straight to the mock"
-        ),
-        kind: ScenarioKind::Gateway,
-        driver: gw.driver.clone(),
+    ScenarioResult {
+        name,
+        description,
+        kind,
+        driver,
         max_throughput_rps: None,
         throughput_at_slo_rps: None,
         rates: Vec::new(),
-        ttft_overhead_us: differences(&via, &base, |r| r.ttft_us.as_ref()),
-        ttft_us: percentiles(&via, |r| r.ttft_us.as_ref()),
+        ttft_overhead_us: differences(via, base, |r| r.ttft_us.as_ref()),
+        ttft_us: percentiles(via, |r| r.ttft_us.as_ref()),
         idle_rss_mb: None,
         peak_rss_mb: None,
         cpu_us_per_request: None,
@@ -686,10 +708,64 @@ fn streaming(o: &Options, baseline_url: &str, gw: &Scenario) -> Result<ScenarioR
         ratio_to_nginx: None,
         errors,
         notes: vec![format!(
-            "{tokens} completion tokens relayed; inter-token p50 {} µs",
+            "{tokens} completion tokens {what}; inter-token p50 {} µs",
             via.first().and_then(|r| r.itl_us.as_ref()).map_or(0, |d| d.p50)
         )],
-    })
+    }
+}
+
+/// Concurrent streams the translated-streaming scenario holds open (a quick run holds fewer).
+const TRANSLATED_STREAMS: f64 = 1000.0;
+
+/// OpenAI-shaped streams translated to Anthropic's and back, with about 1k streams open at once:
+/// each stream lasts 5 s (20 tokens at 4 tokens/s, the first at once), so 200 new streams a
+/// second keep 1k open. Time to first token through the gateway against the same streams
+/// straight to the mock, both measured once the 1k are up (warm-up = one stream's life).
+fn translated_streaming(o: &Options, baseline_url: &str, t: &Scenario) -> Result<ScenarioResult, String> {
+    let headers = [("x-mock-tokens", "20"), ("x-mock-tokens-per-sec", "4")];
+    let life = Duration::from_secs(5);
+    let open = if o.quick { 100.0 } else { TRANSLATED_STREAMS };
+    let rate = open / life.as_secs_f64();
+    raise_own_nofile(4 * open as u64 + 1024);
+    let mode = Mode::Open { rate, poisson: false, max_connections: 4 * open as usize };
+    let duration = o.duration.max(Duration::from_secs(2));
+    let run = |url: &str| -> Result<Report, String> {
+        let mut p = plan(url, STREAM_BODY, &headers, mode, o, duration)?;
+        p.warmup = if o.quick { Duration::from_secs(1) } else { life };
+        loadgen::run(&p)
+    };
+    let (mut base, mut via) = (Vec::new(), Vec::new());
+    for _ in 0..o.repetitions {
+        base.push(run(baseline_url)?);
+        via.push(run(&t.url)?);
+    }
+    // The gateway's own share, as it measured it: first upstream piece to first event out.
+    let port = Target::parse(&t.url, None).ok().map(|t| t.port);
+    let inside = port.and_then(metrics_text).and_then(|m| {
+        let p50 = histogram_bound(&m, "shardgate_stream_first_event_seconds", 0.5)?;
+        let p99 = histogram_bound(&m, "shardgate_stream_first_event_seconds", 0.99)?;
+        Some(format!(
+            "inside the gateway (its shardgate_stream_first_event_seconds histogram, {:.0} streams, warm-up included): p50 ≤ {} µs, p99 ≤ {} µs",
+            p99.1,
+            p50.0 * 1e6,
+            p99.0 * 1e6
+        ))
+    });
+    let name = format!("translated-streaming-{}", t.driver.as_deref().unwrap_or(""));
+    let description = format!(
+        "{rate:.0} streams/s of 20 tokens at 4 tokens/s ({open:.0} open at once) through shardgate, OpenAI in and Anthropic out, against the same streams straight to the mock"
+    );
+    let mut r = stream_result(
+        name,
+        description,
+        ScenarioKind::Translated,
+        t.driver.clone(),
+        &via,
+        &base,
+        "translated and relayed",
+    );
+    r.notes.push(inside.unwrap_or_else(|| "the gateway's first-event histogram could not be read".into()));
+    Ok(r)
 }
 
 /// Raises this process's open-files limit (the in-process load generator holds one socket per
@@ -790,15 +866,41 @@ fn open_streams(
     Ok((result, if streams >= 10_000 { measured_streams } else { None }))
 }
 
-/// One value from the gateway's /metrics.
-fn scrape(port: u16, series: &str) -> Option<f64> {
+/// The gateway's /metrics text.
+fn metrics_text(port: u16) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr(port), Duration::from_millis(200)).ok()?;
     s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
     s.write_all(b"GET /metrics HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// One value from the gateway's /metrics.
+fn scrape(port: u16, series: &str) -> Option<f64> {
+    let text = metrics_text(port)?;
     text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
+}
+
+/// The upper bound (seconds) of the histogram bucket holding quantile `q` of `name`, and the
+/// sample count: a bucket bound, not an interpolation.
+fn histogram_bound(text: &str, name: &str, q: f64) -> Option<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    buckets.iter().find(|(_, c)| *c >= q * total).map(|(le, _)| (*le, total))
 }
 
 fn targets(
@@ -887,6 +989,21 @@ fn targets(
             None => "the translated or pass-through scenario did not run".into(),
         },
     });
+    let streamed = results.iter().find(|r| r.name.starts_with("translated-streaming"));
+    let added_ttft = streamed.and_then(|r| r.ttft_overhead_us.as_ref()).map(|p| p.p99.median);
+    t.push(TargetCheck {
+        name: "added TTFT, OpenAI in and Anthropic out, 1k open streams".into(),
+        goal: "<= 100 µs at p99".into(),
+        value: added_ttft,
+        unit: "µs".into(),
+        met: added_ttft.filter(|_| !o.quick).map(|a| a <= 100.0),
+        note: match added_ttft {
+            _ if o.quick => "not judged in --quick (100 open streams)".into(),
+            Some(a) if a > 100.0 => format!("missed by {:.0} µs; median of repetitions", a - 100.0),
+            Some(_) => "TTFT p99 through the gateway minus straight to the mock, median of repetitions".into(),
+            None => "the translated scenario did not run".into(),
+        },
+    });
     let idle = default.and_then(|g| g.idle_rss_mb);
     t.push(TargetCheck {
         name: "idle RSS".into(),
@@ -967,4 +1084,19 @@ fn update_index(out: &Path, summary: &str, report: &BenchReport) -> Result<PathB
     };
     std::fs::write(&path, next).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::histogram_bound;
+
+    #[test]
+    fn histogram_bound_is_the_bucket_holding_the_quantile() {
+        let text = "# HELP h x\nh_bucket{le=\"0.00001\"} 10\nh_bucket{le=\"0.00005\"} 90\nh_bucket{le=\"0.0001\"} 99\nh_bucket{le=\"+Inf\"} 100\nh_sum 1\nh_count 100\n";
+        assert_eq!(histogram_bound(text, "h", 0.5), Some((0.00005, 100.0)));
+        assert_eq!(histogram_bound(text, "h", 0.99), Some((0.0001, 100.0)));
+        assert_eq!(histogram_bound(text, "h", 1.0), Some((f64::INFINITY, 100.0)));
+        assert_eq!(histogram_bound("h_bucket{le=\"+Inf\"} 0\n", "h", 0.5), None);
+        assert_eq!(histogram_bound(text, "other", 0.5), None);
+    }
 }

@@ -9,7 +9,7 @@ use adapters::bedrock::embeddings::{
     INPUT_TOKEN_COUNT_HEADER, InvokeResponse, from_bedrock_embeddings, to_bedrock_embeddings,
 };
 use adapters::canonical::{ApiError, EmbeddingsRequest};
-use adapters::gemini::{GeminiApi, GeminiTarget, from_gemini_embeddings, to_gemini_embeddings};
+use adapters::gemini::{from_gemini_embeddings, to_gemini_embeddings};
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -79,11 +79,10 @@ impl<'a> Call<'a> {
     }
 
     async fn gemini(&self, request: &EmbeddingsRequest, ctx: &mut RequestCtx) -> Result<Value, Refused> {
-        let target = GeminiTarget { api: GeminiApi::AiStudio, model: self.upstream_model.to_string(), thinking: None };
+        let target = translate::gemini_target(self.provider, self.upstream_model);
         let g = to_gemini_embeddings(request, &target).map_err(Refused::Provider)?;
-        // The adapter's path carries the API version (`/v1beta/models/...`); the base path has it.
-        let path = g.path.strip_prefix("/v1beta").unwrap_or(&g.path);
-        let body = self.send(path, Bytes::from(g.body.to_string()), Dialect::Gemini, ctx).await?;
+        let path = translate::gemini_path(&target, g.path);
+        let body = self.send(&path, Bytes::from(g.body.to_string()), Dialect::Gemini, ctx).await?;
         let base64 = request.encoding_format.as_deref() == Some("base64");
         from_gemini_embeddings(&body, self.client_model, base64).map_err(Refused::Provider)
     }

@@ -508,7 +508,7 @@ async fn relay_streamed<C: Conn>(
     loop {
         match answer.next_chunk().await {
             Ok(Some(piece)) => {
-                ctx.ttft.get_or_insert_with(|| answer.since_sent());
+                ctx.upstream_piece(|| answer.since_sent());
                 if let Some(scanner) = events.as_mut() {
                     let mut reader = shard.usage_reader.borrow_mut();
                     scanner.feed(&piece, |ev| {
@@ -522,15 +522,19 @@ async fn relay_streamed<C: Conn>(
                     });
                 }
                 let sent = if strip {
-                    if kept.is_empty() { Ok(()) } else { out.send(&std::mem::take(&mut kept)).await }
+                    if kept.is_empty() { Ok(false) } else { out.send(&std::mem::take(&mut kept)).await.map(|()| true) }
                 } else {
-                    out.send(&piece).await
+                    out.send(&piece).await.map(|()| true)
                 };
-                if sent.is_err() {
-                    // The client went away: returning drops the upstream response, which
-                    // closes its connection instead of letting the provider keep generating.
-                    ctx.error = Some(ErrorKind::DownstreamClosed);
-                    return;
+                match sent {
+                    Ok(true) => ctx.event_sent(&shard.metrics),
+                    Ok(false) => {}
+                    Err(_) => {
+                        // The client went away: returning drops the upstream response, which
+                        // closes its connection instead of letting the provider keep generating.
+                        ctx.error = Some(ErrorKind::DownstreamClosed);
+                        return;
+                    }
                 }
             }
             Ok(None) => {

@@ -282,13 +282,14 @@ async fn native<C: Conn>(
     loop {
         match answer.next_chunk().await {
             Ok(Some(piece)) => {
-                ctx.ttft.get_or_insert_with(|| answer.since_sent());
+                ctx.upstream_piece(|| answer.since_sent());
                 reader.feed(&piece, &mut ignored);
                 ignored.clear();
                 if out.send(&piece).await.is_err() {
                     ctx.error = Some(ErrorKind::DownstreamClosed);
                     return;
                 }
+                ctx.event_sent(&shard.metrics);
             }
             Ok(None) => break,
             Err(fault) => {
@@ -344,12 +345,13 @@ async fn through_dialect<C: Conn>(
     }
     let translator = dialect.stream(&chat.model, &id, created, true);
     let encoder = AnthropicEncoder::new(id, chat.model.clone(), 0);
-    relay_as_anthropic(&mut answer, resp, ctx, translator, encoder).await;
+    relay_as_anthropic(&shard.metrics, &mut answer, resp, ctx, translator, encoder).await;
 }
 
 /// Relays a provider's stream as Anthropic's events: read into canonical chunks by
 /// `translator`, written by `encoder`, usage captured for the cost.
 async fn relay_as_anthropic<C: Conn>(
+    metrics: &crate::metrics::ShardMetrics,
     answer: &mut UpstreamResponse<'_>,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
@@ -361,16 +363,19 @@ async fn relay_as_anthropic<C: Conn>(
     loop {
         match answer.next_chunk().await {
             Ok(Some(piece)) => {
-                ctx.ttft.get_or_insert_with(|| answer.since_sent());
+                ctx.upstream_piece(|| answer.since_sent());
                 translator.feed(&piece, &mut chunks);
                 // Kept current: a client that leaves mid-stream still pays for what was made.
                 ctx.usage = translator.usage().as_ref().map(translate::accounted);
                 for c in chunks.drain(..) {
                     encoder.push(&c, &mut events);
                 }
-                if !events.is_empty() && out.send(&std::mem::take(&mut events)).await.is_err() {
-                    ctx.error = Some(ErrorKind::DownstreamClosed);
-                    return;
+                if !events.is_empty() {
+                    if out.send(&std::mem::take(&mut events)).await.is_err() {
+                        ctx.error = Some(ErrorKind::DownstreamClosed);
+                        return;
+                    }
+                    ctx.event_sent(metrics);
                 }
             }
             Ok(None) => break,
@@ -447,5 +452,5 @@ async fn through_chat<C: Conn>(
         };
     }
     let encoder = AnthropicEncoder::new(message_id(shard), client_model, 0);
-    relay_as_anthropic(&mut answer, resp, ctx, Translator::openai(), encoder).await;
+    relay_as_anthropic(&shard.metrics, &mut answer, resp, ctx, Translator::openai(), encoder).await;
 }

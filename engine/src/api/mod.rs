@@ -34,6 +34,9 @@ pub struct RequestCtx {
     pub upstream_time: Duration,
     /// From sending upstream to the first piece of a streamed answer's body.
     pub ttft: Option<Duration>,
+    /// When the first piece of a streamed answer came from the provider, until the first
+    /// event made of it was written to the client (then `None` again, and counted).
+    first_piece_at: Option<Instant>,
     /// Time spent in the gateway up to the response head: `received_at` to the head, minus
     /// `upstream_time`. Set when the head is written.
     pub overhead: Option<Duration>,
@@ -96,11 +99,29 @@ fn endpoint_of(path: &str) -> Endpoint {
 }
 
 impl RequestCtx {
+    /// A piece of a streamed answer came from the provider; `since_sent` is the time since the
+    /// request went up (read only for the first piece).
+    pub fn upstream_piece(&mut self, since_sent: impl FnOnce() -> Duration) {
+        if self.ttft.is_none() {
+            self.ttft = Some(since_sent());
+            self.first_piece_at = Some(Instant::now());
+        }
+    }
+
+    /// Bytes of a streamed answer were written to the client: the first time after the first
+    /// upstream piece, the gateway's share of the time to first token is recorded.
+    pub fn event_sent(&mut self, metrics: &crate::metrics::ShardMetrics) {
+        if let Some(t) = self.first_piece_at.take() {
+            metrics.stream_first_event.observe(t.elapsed());
+        }
+    }
+
     pub fn new(received_at: Instant) -> Self {
         RequestCtx {
             received_at,
             upstream_time: Duration::ZERO,
             ttft: None,
+            first_piece_at: None,
             overhead: None,
             model: None,
             provider: None,

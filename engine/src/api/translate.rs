@@ -105,6 +105,24 @@ pub(super) async fn fail<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut Request
     let _ = send_error(resp, &err).await;
 }
 
+/// Which Gemini API a provider is reached through.
+pub(super) fn gemini_target(provider: &Provider, upstream_model: &str) -> GeminiTarget {
+    let api = match &provider.vertex {
+        Some(v) => GeminiApi::Vertex { project: v.project.clone(), location: v.location.clone() },
+        None => GeminiApi::AiStudio,
+    };
+    GeminiTarget { api, model: upstream_model.to_string(), thinking: None }
+}
+
+/// The path under the provider's base URL: AI Studio's base URL carries the API version
+/// (`/v1beta`), which the adapter's path repeats; Vertex AI's base URL is the bare host.
+pub(super) fn gemini_path(target: &GeminiTarget, path: String) -> String {
+    match target.api {
+        GeminiApi::AiStudio => path.strip_prefix("/v1beta").map_or(path.clone(), str::to_owned),
+        GeminiApi::Vertex { .. } => path,
+    }
+}
+
 /// The request body as a typed request, or the error OpenAI gives for it.
 pub(super) fn parse_body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, GatewayError> {
     serde_json::from_slice(&req.body).map_err(|e| {
@@ -148,13 +166,9 @@ impl Dialect {
                 to_anthropic(chat, &defaults).map(|t| ("/messages".to_string(), t.body_bytes()))
             }
             Dialect::Gemini => {
-                let target =
-                    GeminiTarget { api: GeminiApi::AiStudio, model: upstream_model.to_string(), thinking: None };
-                to_gemini(chat, &target).map(|g| {
-                    // The adapter's path carries the API version (`/v1beta/models/...`).
-                    let path = g.path.strip_prefix("/v1beta").map_or(g.path.clone(), str::to_owned);
-                    (path, serde_json::to_vec(&g.body).unwrap_or_default())
-                })
+                let target = gemini_target(provider, upstream_model);
+                to_gemini(chat, &target)
+                    .map(|g| (gemini_path(&target, g.path), serde_json::to_vec(&g.body).unwrap_or_default()))
             }
             Dialect::Bedrock => {
                 to_converse(chat, upstream_model).map(|c| (c.path, serde_json::to_vec(&c.body).unwrap_or_default()))
@@ -292,7 +306,7 @@ pub async fn chat<C: Conn>(
     let id = format!("chatcmpl-sg{}x{}", shard.id, shard.next_sequence());
     if chat.stream {
         let translator = dialect.stream(&chat.model, &id, now_secs(), chat.include_usage());
-        stream_back(&mut answer, resp, ctx, translator).await;
+        stream_back(&shard.metrics, &mut answer, resp, ctx, translator).await;
     } else {
         buffered_back(cfg, dialect, &mut answer, resp, ctx, (&chat.model, &id), &provider.name).await;
     }
@@ -358,7 +372,17 @@ pub(super) async fn send_to<'s>(
         }
         None => Vec::new(),
     };
-    let head = request_head_with("POST", &path, up, &req.head, Some(body.len()), &signed);
+    let mut extra = signed;
+    if provider.vertex.is_some() {
+        match shard.process.vertex.authorization(&provider.name) {
+            Ok(bearer) => extra.push(("authorization".to_string(), bearer.to_string())),
+            Err(why) => {
+                let message = format!("provider {}: no Vertex AI access token: {why}", provider.name);
+                return Err(Refused::Gateway(GatewayError::new(ErrorKind::Unavailable, message)));
+            }
+        }
+    }
+    let head = request_head_with("POST", &path, up, &req.head, Some(body.len()), &extra);
     let request = RequestBytes { head, body, is_head: false };
 
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
@@ -410,6 +434,7 @@ fn events(chunks: &mut Vec<ChatChunk>) -> Vec<u8> {
 }
 
 async fn stream_back<C: Conn>(
+    metrics: &crate::metrics::ShardMetrics,
     answer: &mut UpstreamResponse<'_>,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
@@ -420,7 +445,7 @@ async fn stream_back<C: Conn>(
     loop {
         match answer.next_chunk().await {
             Ok(Some(piece)) => {
-                ctx.ttft.get_or_insert_with(|| answer.since_sent());
+                ctx.upstream_piece(|| answer.since_sent());
                 translator.feed(&piece, &mut chunks);
                 ctx.usage = translator.usage().as_ref().map(accounted);
                 if chunks.is_empty() {
@@ -430,6 +455,7 @@ async fn stream_back<C: Conn>(
                     ctx.error = Some(ErrorKind::DownstreamClosed);
                     return;
                 }
+                ctx.event_sent(metrics);
             }
             Ok(None) => break,
             Err(fault) => {

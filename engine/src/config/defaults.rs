@@ -46,6 +46,7 @@ fn provider(kind: ProviderKind, base_url: Option<&str>, key: Option<String>, pas
         actor: Default::default(),
         mock_faults: false,
         azure: Default::default(),
+        vertex: None,
         drop_params: Vec::new(),
         rename_params: BTreeMap::new(),
         timeouts: UpstreamTimeoutsSection::default(),

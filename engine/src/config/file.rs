@@ -108,6 +108,18 @@ pub struct AzureSection {
     pub bearer_token: Option<EnvString>,
 }
 
+/// `providers.<name>.vertex:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VertexSection {
+    /// Path of the service-account key file (JSON), e.g. `${GOOGLE_APPLICATION_CREDENTIALS}`.
+    pub credentials_file: EnvString,
+    /// Google Cloud project. Default: the key file's `project_id`.
+    pub project: Option<String>,
+    /// Region (`us-central1`, `europe-west4`, ...) or `global`. Default `global`.
+    pub location: Option<String>,
+}
+
 /// `providers.<name>.azure.surface`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -424,6 +436,10 @@ pub struct ProviderSection {
     /// Kind `azure`: API version, surface and Entra ID token.
     #[serde(default)]
     pub azure: AzureSection,
+    /// Kind `gemini` through Vertex AI instead of AI Studio: project, location and the
+    /// service-account key whose access tokens the gateway mints and refreshes.
+    #[serde(default)]
+    pub vertex: Option<VertexSection>,
     /// OpenAI-dialect kinds: request fields removed before the request goes upstream (a
     /// host that rejects them), as top-level names or dotted paths (`stream_options`,
     /// `messages[].name`). Added to the built-in list for well-known hosts.

@@ -11,7 +11,9 @@ pub mod url;
 use std::path::{Path, PathBuf};
 
 pub use file::{ConfigFile, ProviderKind, ShardCount};
-pub use snapshot::{Managed, Provider, Resolved, Snapshot, Upstream, ValidationErrors, compile, compile_with};
+pub use snapshot::{
+    Managed, Provider, Resolved, Snapshot, Upstream, ValidationErrors, VertexTarget, compile, compile_with,
+};
 
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]

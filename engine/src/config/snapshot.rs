@@ -13,9 +13,10 @@ use rustls::pki_types::ServerName;
 use serde::Serialize;
 
 use adapters::azure::{self, AzureSurface};
+use adapters::gemini::vertex_auth::ServiceAccount;
 use adapters::openai::compat::Quirks;
 
-use super::file::{AzureSurfaceName, ConfigFile, ProviderKind, ProviderSection};
+use super::file::{AzureSurfaceName, ConfigFile, ProviderKind, ProviderSection, VertexSection};
 use super::url::{BaseUrl, Scheme};
 use crate::actor::{ActorLimits, RestartPolicy};
 use crate::http::Limits;
@@ -108,6 +109,19 @@ pub struct Provider {
     pub azure: Option<AzureSurface>,
     /// OpenAI-dialect kinds: fields the host rejects (dropped or renamed on the way up).
     pub quirks: Option<Arc<Quirks>>,
+    /// Kind `gemini` through Vertex AI.
+    pub vertex: Option<Arc<VertexTarget>>,
+}
+
+/// A Gemini provider reached through Vertex AI.
+#[derive(Debug)]
+pub struct VertexTarget {
+    pub project: String,
+    pub location: String,
+    /// The key the `credentials` thread mints access tokens with.
+    pub account: ServiceAccount,
+    /// Where the key came from (logs).
+    pub credentials_file: String,
 }
 
 /// SigV4 signing material of a Bedrock provider.
@@ -623,6 +637,24 @@ fn name_the_entry(spec: &policy::spec::GovernanceSpec, e: policy::PolicyError) -
     format!("{}{named}: {}", e.field, e.message)
 }
 
+/// Reads and checks a Vertex AI provider's service-account key.
+fn vertex_target(name: &str, v: &VertexSection) -> Result<VertexTarget, String> {
+    let path = &v.credentials_file.0;
+    let bytes = std::fs::read(path).map_err(|e| format!("providers.{name}.vertex.credentials_file {path}: {e}"))?;
+    let account = ServiceAccount::from_json(&bytes)
+        .map_err(|e| format!("providers.{name}.vertex.credentials_file {path}: {e}"))?;
+    let location = v.location.clone().unwrap_or_else(|| "global".to_string());
+    let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !valid(&location) {
+        return Err(format!("providers.{name}.vertex.location {location:?}: letters, digits and '-' only"));
+    }
+    let project = v.project.clone().unwrap_or_else(|| account.project_id().to_string());
+    if !valid(&project) {
+        return Err(format!("providers.{name}.vertex.project {project:?}: letters, digits and '-' only"));
+    }
+    Ok(VertexTarget { project, location, account, credentials_file: path.clone() })
+}
+
 fn compile_provider(
     name: &str,
     p: &ProviderSection,
@@ -667,6 +699,7 @@ fn compile_provider(
                 mock_faults: p.mock_faults,
                 azure: None,
                 quirks: None,
+                vertex: None,
             })
         } else {
             Err(errors)
@@ -698,6 +731,19 @@ fn compile_provider(
     {
         errors.push(format!("providers.{name}.azure applies to kind azure only"));
     }
+    let vertex = match (&p.vertex, p.kind) {
+        (None, _) => None,
+        (Some(v), ProviderKind::Gemini) => match vertex_target(name, v) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => return Err(vec![e]),
+        },
+        (Some(_), _) => return Err(vec![format!("providers.{name}.vertex applies to kind gemini only")]),
+    };
+    if vertex.is_some() && p.api_key.is_some() {
+        errors.push(format!(
+            "providers.{name}: a Vertex AI provider authenticates with its service account; remove api_key"
+        ));
+    }
     let base = match (&p.base_url, p.kind) {
         (Some(u), _) => u.0.clone(),
         (None, ProviderKind::Bedrock) => {
@@ -705,7 +751,11 @@ fn compile_provider(
         }
         (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_string(),
         (None, ProviderKind::Anthropic) => "https://api.anthropic.com/v1".to_string(),
-        (None, ProviderKind::Gemini) => "https://generativelanguage.googleapis.com/v1beta".to_string(),
+        (None, ProviderKind::Gemini) => match &vertex {
+            Some(v) if v.location == "global" => "https://aiplatform.googleapis.com".to_string(),
+            Some(v) => format!("https://{}-aiplatform.googleapis.com", v.location),
+            None => "https://generativelanguage.googleapis.com/v1beta".to_string(),
+        },
         (None, ProviderKind::Azure) => {
             errors.push(format!(
                 "providers.{name}.base_url is required for kind azure (https://{{resource}}.openai.azure.com)"
@@ -753,9 +803,10 @@ fn compile_provider(
         (None, ProviderKind::Openai) => {
             errors.push(format!("providers.{name}.api_key is required for kind openai (use ${{OPENAI_API_KEY}})"))
         }
-        (None, ProviderKind::Gemini) => {
-            errors.push(format!("providers.{name}.api_key is required for kind gemini (use ${{GEMINI_API_KEY}})"))
-        }
+        (None, ProviderKind::Gemini) if vertex.is_some() => {}
+        (None, ProviderKind::Gemini) => errors.push(format!(
+            "providers.{name}.api_key is required for kind gemini (use ${{GEMINI_API_KEY}}), or `vertex` for Vertex AI"
+        )),
         (None, ProviderKind::Anthropic) => {
             errors.push(format!("providers.{name}.api_key is required for kind anthropic (use ${{ANTHROPIC_API_KEY}})"))
         }
@@ -833,6 +884,7 @@ fn compile_provider(
         mock_faults: false,
         azure,
         quirks,
+        vertex,
         upstream: Some(Upstream {
             scheme: url.scheme,
             host_header: url.host_header(),
