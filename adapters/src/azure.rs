@@ -126,6 +126,54 @@ pub fn auth_header(auth: &AzureAuth) -> (&'static str, String) {
     }
 }
 
+/// The scope of an Entra ID token for Azure OpenAI (Azure AI services).
+pub const ENTRA_SCOPE: &str = "https://cognitiveservices.azure.com/.default";
+/// Microsoft Entra ID's public-cloud authority.
+pub const ENTRA_AUTHORITY: &str = "https://login.microsoftonline.com";
+
+/// An application registered in Entra ID that may call the resource (the OAuth 2.0 client
+/// credentials grant). `Debug` does not print the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EntraApp {
+    pub authority: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scope: String,
+}
+
+impl fmt::Debug for EntraApp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntraApp")
+            .field("authority", &self.authority)
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl EntraApp {
+    /// `{authority}/{tenant}/oauth2/v2.0/token`.
+    pub fn token_url(&self) -> String {
+        format!("{}/{}/oauth2/v2.0/token", self.authority.trim_end_matches('/'), uri_encode(&self.tenant_id))
+    }
+
+    /// The form body of the client credentials grant
+    /// (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>).
+    /// The answer is a standard OAuth 2.0 token response: read it with
+    /// [`crate::gemini::vertex_auth::parse_token_response`].
+    pub fn token_request_body(&self) -> String {
+        format!(
+            "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
+            uri_encode(&self.client_id),
+            uri_encode(&self.client_secret),
+            uri_encode(&self.scope)
+        )
+    }
+}
+
 fn kind_for_status(status: u16) -> &'static str {
     match status {
         400 | 404 | 409 | 413 | 415 | 422 => "invalid_request_error",
@@ -204,6 +252,45 @@ pub fn content_filter_result(body: &[u8]) -> Option<Value> {
     let json: Value = serde_json::from_slice(body).ok()?;
     let inner = inner_error(json.get("error")?)?;
     inner.get("content_filter_result").or_else(|| inner.get("content_filter_results")).cloned()
+}
+
+#[cfg(test)]
+mod entra_tests {
+    use super::*;
+
+    fn app() -> EntraApp {
+        EntraApp {
+            authority: format!("{ENTRA_AUTHORITY}/"),
+            tenant_id: "contoso.onmicrosoft.com".into(),
+            client_id: "535fb089-9ff3-47b6-9bfb-4f1264799865".into(),
+            client_secret: "sec+ret/=&x".into(),
+            scope: ENTRA_SCOPE.into(),
+        }
+    }
+
+    #[test]
+    fn token_request_is_the_client_credentials_grant() {
+        let a = app();
+        assert_eq!(a.token_url(), "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token");
+        assert_eq!(
+            a.token_request_body(),
+            "grant_type=client_credentials&client_id=535fb089-9ff3-47b6-9bfb-4f1264799865&client_secret=sec%2Bret%2F%3D%26x&scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default"
+        );
+        assert!(!format!("{a:?}").contains("sec+ret"), "the secret is never printed");
+    }
+
+    #[test]
+    fn entra_answers_read_as_oauth_token_responses() {
+        use crate::gemini::vertex_auth::parse_token_response;
+        // Microsoft's documented success and error answers.
+        let ok =
+            br#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0eXAiOiJKV1Qi"}"#;
+        let t = parse_token_response(200, ok, 1_000).unwrap();
+        assert_eq!((t.token.as_str(), t.expires_at_unix), ("eyJ0eXAiOiJKV1Qi", 4_599));
+        let err = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215],"timestamp":"2026-11-28 04:00:00Z","trace_id":"x","correlation_id":"y"}"#;
+        let e = parse_token_response(401, err, 1_000).unwrap_err().to_string();
+        assert!(e.contains("invalid_client") && e.contains("AADSTS7000215"), "{e}");
+    }
 }
 
 #[cfg(test)]

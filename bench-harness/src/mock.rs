@@ -19,8 +19,9 @@
 //! Besides OpenAI's paths it speaks Anthropic's `/v1/messages`, Gemini's `generateContent`,
 //! Bedrock's Converse and Azure OpenAI's deployment URLs (`/openai/deployments/{d}/…?api-version=`
 //! and `/openai/v1/…`, which need `api-key` or a bearer token), Vertex AI's Gemini paths
-//! (`/v1/projects/…/models/{m}:generateContent`, with a bearer token) and Google's OAuth token
-//! endpoint (`POST /token`, the JWT bearer grant).
+//! (`/v1/projects/…/models/{m}:generateContent`, with a bearer token), Google's OAuth token
+//! endpoint (`POST /token`, the JWT bearer grant) and Entra ID's
+//! (`POST /{tenant}/oauth2/v2.0/token`, the client credentials grant).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -443,6 +444,10 @@ impl Service for MockService {
                 let (status, body) = self.oauth_token(&req);
                 let _ = resp.start(status).header("content-type", JSON).body(body.as_bytes()).await;
             }
+            ("POST", p) if p.ends_with("/oauth2/v2.0/token") => {
+                let (status, body) = self.entra_token(&req);
+                let _ = resp.start(status).header("content-type", JSON).body(body.as_bytes()).await;
+            }
             ("POST", p)
                 if p.starts_with("/model/") && (p.ends_with("/converse") || p.ends_with("/converse-stream")) =>
             {
@@ -480,6 +485,36 @@ impl MockService {
         }
         let n = self.shard.served.get();
         (200, format!(r#"{{"access_token":"ya29.mock-{n}","expires_in":3599,"token_type":"Bearer"}}"#))
+    }
+
+    /// Microsoft Entra ID's token endpoint for the client credentials grant: a request for a
+    /// `.default` scope gets `eyJ0.mock-entra-{n}`; the client secret `wrong` gets Entra's
+    /// `invalid_client`.
+    fn entra_token(&self, req: &Request) -> (u16, String) {
+        let form = String::from_utf8_lossy(&req.body);
+        let field = |name: &str| form.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
+        if field("grant_type") != Some("client_credentials") || field("client_id").is_none_or(str::is_empty) {
+            return (
+                400,
+                r#"{"error":"invalid_request","error_description":"AADSTS900144: The request body must contain the following parameter: 'client_id'."}"#.into(),
+            );
+        }
+        if field("client_secret") == Some("wrong") {
+            return (
+                401,
+                r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.","error_codes":[7000215]}"#.into(),
+            );
+        }
+        if !field("scope").is_some_and(|s| s.ends_with("%2F.default")) {
+            return (400, r#"{"error":"invalid_scope","error_description":"AADSTS1002012: The provided value for scope is not valid."}"#.into());
+        }
+        let n = self.shard.served.get();
+        (
+            200,
+            format!(
+                r#"{{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0.mock-entra-{n}"}}"#
+            ),
+        )
     }
 
     async fn inference<C: Conn>(&self, path: &str, req: &Request, knobs: &RequestKnobs, resp: &mut Responder<'_, C>) {

@@ -293,7 +293,7 @@ impl Gateway {
             anonymous_ok,
             store: std::sync::OnceLock::new(),
             tokens: crate::jwks::TokenVerifiers::default(),
-            vertex: crate::vertex::VertexTokens::default(),
+            minted: crate::minted::ProviderTokens::default(),
             alerts,
             restore: Mutex::new(opened.as_ref().map(|o| o.spend.clone()).unwrap_or_default()),
         });
@@ -302,9 +302,9 @@ impl Gateway {
         // unreachable issuer delays the start by its timeout, and is retried in the background).
         let mut fetcher = crate::jwks::Fetcher::new();
         fetcher.tick(&state.config.load().issuers, &state.tokens);
-        // Likewise Vertex AI access tokens.
-        let mut minter = crate::vertex::Minter::default();
-        minter.tick(&state.config.load(), &state.vertex);
+        // Likewise providers' access tokens (Vertex AI, Entra ID).
+        let mut minter = crate::minted::Minter::default();
+        minter.tick(&state.config.load(), &state.minted);
 
         let reloader = Arc::new(Reloader {
             state: state.clone(),
@@ -377,7 +377,7 @@ impl Gateway {
                         std::thread::sleep(Duration::from_millis(100));
                         let cfg = state.config.load();
                         fetcher.tick(&cfg.issuers, &state.tokens);
-                        minter.tick(&cfg, &state.vertex);
+                        minter.tick(&cfg, &state.minted);
                     }
                 })
                 .ok()

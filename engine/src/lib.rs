@@ -14,12 +14,12 @@ pub mod http;
 pub mod jwks;
 pub mod listener;
 pub mod metrics;
+pub mod minted;
 pub mod mock;
 pub mod rt;
 pub mod shard;
 pub mod store;
 pub mod tls;
 pub mod upstream;
-pub mod vertex;
 
 pub use gateway::{Gateway, StartError, StartOptions};

@@ -43,8 +43,9 @@ pub struct ProcessState {
     pub alerts: crate::alerts::AlertSink,
     /// Token issuers' verifiers and signing keys (kept fresh by the `credentials` thread).
     pub tokens: crate::jwks::TokenVerifiers,
-    /// Vertex AI providers' access tokens (minted by the `credentials` thread).
-    pub vertex: crate::vertex::VertexTokens,
+    /// Providers' access tokens: Vertex AI, Azure with Entra ID (minted by the `credentials`
+    /// thread).
+    pub minted: crate::minted::ProviderTokens,
     /// The embedded store, when there is one (set once at start).
     pub store: std::sync::OnceLock<Arc<crate::store::Store>>,
     /// The ledger as read at start, per day: shard 0 counts it into the budgets before it

@@ -13,6 +13,7 @@ on_both_drivers!(
     the_v1_surface_takes_an_entra_token_and_the_deployment_in_the_body,
     azure_errors_are_relayed_in_openai_shape,
     host_quirks_drop_and_rename_fields,
+    entra_applications_get_minted_tokens,
 );
 
 fn config(upstream: SocketAddr) -> String {
@@ -23,6 +24,14 @@ fn config(upstream: SocketAddr) -> String {
     kind: azure
     base_url: 'http://{upstream}'
     azure: {{surface: v1, bearer_token: entra-token}}
+  entra:
+    kind: azure
+    base_url: 'http://{upstream}'
+    azure: {{entra: {{tenant_id: contoso, client_id: app-1, client_secret: s3cret, authority: 'http://{upstream}'}}}}
+  entra-wrong:
+    kind: azure
+    base_url: 'http://{upstream}'
+    azure: {{entra: {{tenant_id: contoso, client_id: app-1, client_secret: wrong, authority: 'http://{upstream}'}}}}
   nokey-version: {{kind: azure, base_url: 'http://{upstream}', api_key: k, azure: {{api_version: ''}}}}
   quirky:
     kind: openai-compatible
@@ -35,6 +44,8 @@ models:
   gpt1: {{target: az1/my-gpt4o}}
   broken: {{target: nokey-version/x}}
   q: {{target: quirky/upstream-q}}
+  e: {{target: entra/my-gpt4o}}
+  ew: {{target: entra-wrong/my-gpt4o}}
 "
     )
 }
@@ -144,4 +155,22 @@ fn host_quirks_drop_and_rename_fields(rt: e2e::Runtime) {
     // The renamed field still answers.
     let r = post(gw.local_addr(), "/v1/chat/completions", &body, "");
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+fn entra_applications_get_minted_tokens(rt: e2e::Runtime) {
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    // Minted (client credentials grant) before the gateway serves, sent as a bearer token.
+    let s = seen(&post(gw.local_addr(), "/v1/chat/completions", &chat("e"), "x-mock-echo: 1\r\n"));
+    assert_eq!(s.target, "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21");
+    assert!(s.header("authorization").is_some_and(|a| a.starts_with("Bearer eyJ0.mock-entra-")), "{:?}", s.headers);
+    assert_eq!(s.header("api-key"), None);
+    assert_eq!(post(gw.local_addr(), "/v1/chat/completions", &chat("e"), "").status, 200);
+    // A secret Entra refuses: a 503 with Entra's reason, and the secret nowhere.
+    let r = post(gw.local_addr(), "/v1/chat/completions", &chat("ew"), "");
+    assert_eq!(r.status, 503, "{}", r.text());
+    let message = r.error()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("provider entra-wrong: no access token"), "{message}");
+    assert!(message.contains("invalid_client") && message.contains("app-1"), "{message}");
+    assert!(!message.contains("wrong,") && !message.contains("client_secret=wrong"), "{message}");
 }

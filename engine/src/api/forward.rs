@@ -181,7 +181,14 @@ async fn to_openai<C: Conn>(
         }
         None => upstream_path(up, req.head.target()),
     };
-    let head = request_head("POST", &path, up, &req.head, Some(body.len()));
+    let minted = match translate::minted_authorization(shard, provider) {
+        Ok(m) => m,
+        Err(e) => return fail(resp, ctx, e).await,
+    };
+    let head = match &minted {
+        Some(h) => request_head_with("POST", &path, up, &req.head, Some(body.len()), std::slice::from_ref(h)),
+        None => request_head("POST", &path, up, &req.head, Some(body.len())),
+    };
     let request = RequestBytes { head, body, is_head: false };
     exchange(shard, cfg, up, &request, resp, ctx, Relay::Inference).await;
 }

@@ -105,6 +105,24 @@ pub(super) async fn fail<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut Request
     let _ = send_error(resp, &err).await;
 }
 
+/// The `Authorization` header of a provider whose tokens the gateway mints (Vertex AI, Azure
+/// with Entra ID), or a 503 saying why there is no token.
+pub(super) fn minted_authorization(
+    shard: &Shard,
+    provider: &Provider,
+) -> Result<Option<(String, String)>, GatewayError> {
+    if provider.vertex.is_none() && provider.entra.is_none() {
+        return Ok(None);
+    }
+    match shard.process.minted.authorization(&provider.name) {
+        Ok(bearer) => Ok(Some(("authorization".to_string(), bearer.to_string()))),
+        Err(why) => {
+            let message = format!("provider {}: no access token: {why}", provider.name);
+            Err(GatewayError::new(ErrorKind::Unavailable, message))
+        }
+    }
+}
+
 /// Which Gemini API a provider is reached through.
 pub(super) fn gemini_target(provider: &Provider, upstream_model: &str) -> GeminiTarget {
     let api = match &provider.vertex {
@@ -373,15 +391,7 @@ pub(super) async fn send_to<'s>(
         None => Vec::new(),
     };
     let mut extra = signed;
-    if provider.vertex.is_some() {
-        match shard.process.vertex.authorization(&provider.name) {
-            Ok(bearer) => extra.push(("authorization".to_string(), bearer.to_string())),
-            Err(why) => {
-                let message = format!("provider {}: no Vertex AI access token: {why}", provider.name);
-                return Err(Refused::Gateway(GatewayError::new(ErrorKind::Unavailable, message)));
-            }
-        }
-    }
+    extra.extend(minted_authorization(shard, provider).map_err(Refused::Gateway)?);
     let head = request_head_with("POST", &path, up, &req.head, Some(body.len()), &extra);
     let request = RequestBytes { head, body, is_head: false };
 

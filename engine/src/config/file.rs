@@ -104,8 +104,25 @@ pub struct AzureSection {
     /// (`/openai/v1/...`, the deployment named in the body's `model`).
     pub surface: Option<AzureSurfaceName>,
     /// An Entra ID access token, sent as `Authorization: Bearer` instead of `api-key`. Use
-    /// `${ENV_VAR}`.
+    /// `${ENV_VAR}`. Such tokens expire within hours: prefer `entra`.
     pub bearer_token: Option<EnvString>,
+    /// An Entra ID application the gateway mints (and refreshes) access tokens for, by the
+    /// client credentials grant.
+    pub entra: Option<EntraSection>,
+}
+
+/// `providers.<name>.azure.entra:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntraSection {
+    pub tenant_id: EnvString,
+    pub client_id: EnvString,
+    /// Use `${ENV_VAR}`.
+    pub client_secret: EnvString,
+    /// Default `https://login.microsoftonline.com` (another cloud's authority otherwise).
+    pub authority: Option<String>,
+    /// Default `https://cognitiveservices.azure.com/.default`.
+    pub scope: Option<String>,
 }
 
 /// `providers.<name>.vertex:`

@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn provider_kinds_check_their_own_fields() {
         let err = load_text(
-            "providers:\n  az: {kind: azure, base_url: 'https://r.openai.azure.com'}\n  az2: {kind: azure, api_key: k}\n  an: {kind: anthropic, api_key: k, drop_params: [user]}\n  o: {kind: openai, api_key: k, azure: {api_version: '2024-10-21'}}\n  c: {kind: openai-compatible, base_url: 'http://127.0.0.1:9/v1', drop_params: ['']}\n  d: {kind: mock, actor: {mailbox: 2}, mock_faults: true}\n  e: {kind: openai, api_key: k, mock_faults: true}\n",
+            "providers:\n  az: {kind: azure, base_url: 'https://r.openai.azure.com'}\n  az2: {kind: azure, api_key: k}\n  an: {kind: anthropic, api_key: k, drop_params: [user]}\n  o: {kind: openai, api_key: k, azure: {api_version: '2024-10-21'}}\n  c: {kind: openai-compatible, base_url: 'http://127.0.0.1:9/v1', drop_params: ['']}\n  d: {kind: mock, actor: {mailbox: 2}, mock_faults: true}\n  e: {kind: openai, api_key: k, mock_faults: true}\n  f: {kind: azure, base_url: 'https://r.openai.azure.com', api_key: k, azure: {entra: {tenant_id: t, client_id: c, client_secret: s}}}\n  g: {kind: azure, base_url: 'https://r.openai.azure.com', azure: {entra: {tenant_id: t, client_id: c, client_secret: ''}}}\n",
         )
         .unwrap_err()
         .to_string();
@@ -180,6 +180,8 @@ mod tests {
         assert!(err.contains("providers.o.azure applies to kind azure only"), "{err}");
         assert!(err.contains("providers.c: "), "an empty parameter path is refused: {err}");
         assert!(err.contains("providers.e.mock_faults applies to kind mock only"), "{err}");
+        assert!(err.contains("providers.f: give one of api_key, azure.bearer_token and azure.entra"), "{err}");
+        assert!(err.contains("providers.g.azure.entra.client_secret is empty"), "{err}");
         assert!(!err.contains("providers.d"), "{err}");
     }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use rustls::pki_types::ServerName;
 use serde::Serialize;
 
-use adapters::azure::{self, AzureSurface};
+use adapters::azure::{self, AzureSurface, EntraApp};
 use adapters::gemini::vertex_auth::ServiceAccount;
 use adapters::openai::compat::Quirks;
 
@@ -111,6 +111,8 @@ pub struct Provider {
     pub quirks: Option<Arc<Quirks>>,
     /// Kind `gemini` through Vertex AI.
     pub vertex: Option<Arc<VertexTarget>>,
+    /// Kind `azure` with an Entra ID application: tokens are minted for it.
+    pub entra: Option<Arc<EntraApp>>,
 }
 
 /// A Gemini provider reached through Vertex AI.
@@ -700,6 +702,7 @@ fn compile_provider(
                 azure: None,
                 quirks: None,
                 vertex: None,
+                entra: None,
             })
         } else {
             Err(errors)
@@ -727,7 +730,10 @@ fn compile_provider(
         ));
     }
     if p.kind != ProviderKind::Azure
-        && (p.azure.api_version.is_some() || p.azure.surface.is_some() || p.azure.bearer_token.is_some())
+        && (p.azure.api_version.is_some()
+            || p.azure.surface.is_some()
+            || p.azure.bearer_token.is_some()
+            || p.azure.entra.is_some())
     {
         errors.push(format!("providers.{name}.azure applies to kind azure only"));
     }
@@ -783,20 +789,24 @@ fn compile_provider(
             }
         }
         (Some(k), ProviderKind::Gemini) => headers.push(("x-goog-api-key".to_string(), k.0.clone())),
-        (Some(_), ProviderKind::Azure) if p.azure.bearer_token.is_some() => {
-            errors.push(format!("providers.{name}: give api_key or azure.bearer_token, not both"))
+        (Some(_), ProviderKind::Azure) if p.azure.bearer_token.is_some() || p.azure.entra.is_some() => {
+            errors.push(format!("providers.{name}: give one of api_key, azure.bearer_token and azure.entra"))
         }
         (Some(k), ProviderKind::Azure) => {
             let (h, v) = azure::auth_header(&azure::AzureAuth::ApiKey(k.0.clone()));
             headers.push((h.to_string(), v));
         }
         (None, ProviderKind::Azure) => match &p.azure.bearer_token {
+            Some(_) if p.azure.entra.is_some() => {
+                errors.push(format!("providers.{name}: give azure.bearer_token or azure.entra, not both"))
+            }
+            None if p.azure.entra.is_some() => {}
             Some(t) if !t.0.is_empty() => {
                 let (h, v) = azure::auth_header(&azure::AzureAuth::Bearer(t.0.clone()));
                 headers.push((h.to_string(), v));
             }
             _ => errors.push(format!(
-                "providers.{name}: kind azure needs api_key (use ${{AZURE_OPENAI_API_KEY}}) or azure.bearer_token (an Entra ID token)"
+                "providers.{name}: kind azure needs api_key (use ${{AZURE_OPENAI_API_KEY}}), azure.entra (an Entra ID application) or azure.bearer_token (an Entra ID token)"
             )),
         },
         (Some(k), _) => headers.push(("authorization".to_string(), format!("Bearer {}", k.0))),
@@ -855,6 +865,24 @@ fn compile_provider(
     } else {
         None
     };
+    let entra = match (&p.azure.entra, p.kind) {
+        (Some(e), ProviderKind::Azure) => {
+            let empty = [("tenant_id", &e.tenant_id), ("client_id", &e.client_id), ("client_secret", &e.client_secret)]
+                .into_iter()
+                .find(|(_, v)| v.0.trim().is_empty());
+            if let Some((field, _)) = empty {
+                errors.push(format!("providers.{name}.azure.entra.{field} is empty"));
+            }
+            Some(Arc::new(EntraApp {
+                authority: e.authority.clone().unwrap_or_else(|| azure::ENTRA_AUTHORITY.to_string()),
+                tenant_id: e.tenant_id.0.clone(),
+                client_id: e.client_id.0.clone(),
+                client_secret: e.client_secret.0.clone(),
+                scope: e.scope.clone().unwrap_or_else(|| azure::ENTRA_SCOPE.to_string()),
+            }))
+        }
+        _ => None,
+    };
     let azure = (p.kind == ProviderKind::Azure).then(|| match p.azure.surface {
         Some(AzureSurfaceName::V1) => AzureSurface::V1,
         _ => AzureSurface::Deployments {
@@ -885,6 +913,7 @@ fn compile_provider(
         azure,
         quirks,
         vertex,
+        entra,
         upstream: Some(Upstream {
             scheme: url.scheme,
             host_header: url.host_header(),

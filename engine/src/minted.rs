@@ -1,18 +1,20 @@
-//! Access tokens for Vertex AI providers, minted from their service-account keys by a plain
-//! thread (the JWT bearer grant), never on the request path. Shards read the current
+//! Access tokens the gateway mints for providers, by a plain thread, never on the request path:
+//! Vertex AI's from a service-account key (the JWT bearer grant) and Azure OpenAI's from an
+//! Entra ID application (the client credentials grant). Shards read the current
 //! `Authorization` value through `arc-swap`; the thread refreshes a token five minutes before it
-//! expires and retries a failed mint with backoff.
+//! expires and retries a failed mint with backoff, keeping a token that still works.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use adapters::azure::EntraApp;
 use adapters::gemini::vertex_auth::{
     AccessToken, CLOUD_PLATFORM_SCOPE, TOKEN_REQUEST_CONTENT_TYPE, VertexAuthError, parse_token_response,
 };
 use arc_swap::ArcSwap;
 
-use crate::config::{Snapshot, VertexTarget};
+use crate::config::{Provider, Snapshot, VertexTarget};
 
 /// A token is refreshed this long before it expires.
 const REFRESH_MARGIN_SECS: u64 = 300;
@@ -33,11 +35,11 @@ enum Credential {
 
 /// The tokens in force, per provider name.
 #[derive(Default)]
-pub struct VertexTokens {
+pub struct ProviderTokens {
     current: ArcSwap<HashMap<Arc<str>, Credential>>,
 }
 
-impl VertexTokens {
+impl ProviderTokens {
     /// The `Authorization` value for `provider`, or why there is none.
     pub fn authorization(&self, provider: &str) -> Result<Arc<str>, Arc<str>> {
         match self.current.load().get(provider) {
@@ -48,9 +50,66 @@ impl VertexTokens {
     }
 }
 
-/// One provider's key and its token's life.
+/// Whom a provider's tokens come from.
+#[derive(Clone)]
+enum Issuer {
+    Google(Arc<VertexTarget>),
+    Entra(Arc<EntraApp>),
+}
+
+impl Issuer {
+    fn of(p: &Provider) -> Option<Issuer> {
+        match (&p.vertex, &p.entra) {
+            (Some(v), _) => Some(Issuer::Google(v.clone())),
+            (None, Some(e)) => Some(Issuer::Entra(e.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// The same snapshot's issuer (nothing to do).
+    fn is(&self, other: &Issuer) -> bool {
+        match (self, other) {
+            (Issuer::Google(a), Issuer::Google(b)) => Arc::ptr_eq(a, b),
+            (Issuer::Entra(a), Issuer::Entra(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// The same credential (a reload that kept it keeps its token).
+    fn same_credential(&self, other: &Issuer) -> bool {
+        match (self, other) {
+            (Issuer::Google(a), Issuer::Google(b)) => {
+                a.account.client_email() == b.account.client_email()
+                    && a.account.private_key_id() == b.account.private_key_id()
+            }
+            (Issuer::Entra(a), Issuer::Entra(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// Where the credential comes from, for logs and errors (never the secret).
+    fn describe(&self) -> String {
+        match self {
+            Issuer::Google(v) => format!("the service-account key {}", v.credentials_file),
+            Issuer::Entra(e) => format!("Entra ID application {} in tenant {}", e.client_id, e.tenant_id),
+        }
+    }
+
+    /// Token endpoint and form body.
+    fn request(&self, now: u64) -> Result<(String, String), String> {
+        match self {
+            Issuer::Google(v) => {
+                let body = v.account.token_request_body(CLOUD_PLATFORM_SCOPE, now).map_err(|e| e.to_string())?;
+                Ok((v.account.token_uri().to_string(), body))
+            }
+            Issuer::Entra(e) => Ok((e.token_url(), e.token_request_body())),
+        }
+    }
+}
+
+/// One provider's credential and its token's life.
 struct Account {
-    target: Arc<VertexTarget>,
+    issuer: Issuer,
     token: Option<AccessToken>,
     next_try: Instant,
     backoff: Duration,
@@ -71,21 +130,20 @@ fn now_unix() -> u64 {
 impl Minter {
     /// One pass: follow the config's Vertex providers (a changed key starts over), then mint
     /// what is due. Called every few hundred milliseconds.
-    pub fn tick(&mut self, cfg: &Snapshot, tokens: &VertexTokens) {
-        let wanted: Vec<(Arc<str>, Arc<VertexTarget>)> =
-            cfg.providers.iter().filter_map(|p| Some((p.name.clone(), p.vertex.clone()?))).collect();
+    pub fn tick(&mut self, cfg: &Snapshot, tokens: &ProviderTokens) {
+        let wanted: Vec<(Arc<str>, Issuer)> =
+            cfg.providers.iter().filter_map(|p| Some((p.name.clone(), Issuer::of(p)?))).collect();
         let changed = wanted.len() != self.accounts.len()
-            || wanted.iter().any(|(n, t)| self.accounts.get(n).is_none_or(|a| !Arc::ptr_eq(&a.target, t)));
+            || wanted.iter().any(|(n, i)| self.accounts.get(n).is_none_or(|a| !a.issuer.is(i)));
         if changed {
             self.accounts.retain(|n, _| wanted.iter().any(|(w, _)| w == n));
-            for (name, target) in &wanted {
-                // Same key file contents in a new snapshot: keep the token it minted.
-                let same = self.accounts.get(name).is_some_and(|a| {
-                    a.target.account.client_email() == target.account.client_email()
-                        && a.target.account.private_key_id() == target.account.private_key_id()
-                });
-                let token = if same { self.accounts.get_mut(name).and_then(|a| a.token.take()) } else { None };
-                let account = Account { target: target.clone(), token, next_try: Instant::now(), backoff: RETRY_FIRST };
+            for (name, issuer) in &wanted {
+                if self.accounts.get(name).is_some_and(|a| a.issuer.is(issuer)) {
+                    continue;
+                }
+                let kept = self.accounts.get_mut(name).filter(|a| a.issuer.same_credential(issuer));
+                let token = kept.and_then(|a| a.token.take());
+                let account = Account { issuer: issuer.clone(), token, next_try: Instant::now(), backoff: RETRY_FIRST };
                 self.accounts.insert(name.clone(), account);
             }
         }
@@ -110,25 +168,25 @@ impl Minter {
         let mut published: HashMap<Arc<str>, Credential> = (**tokens.current.load()).clone();
         published.retain(|n, _| self.accounts.contains_key(n));
         for name in due {
-            let Some(target) = self.accounts.get(&name).map(|a| a.target.clone()) else { continue };
-            let minted = self.mint(&target, now);
+            let Some(issuer) = self.accounts.get(&name).map(|a| a.issuer.clone()) else { continue };
+            let minted = self.mint(&issuer, now);
             let Some(a) = self.accounts.get_mut(&name) else { continue };
             match minted {
                 Ok(t) => {
-                    tracing::info!(provider = %name, expires_in_s = t.expires_at_unix.saturating_sub(now), "Vertex AI access token minted");
+                    tracing::info!(provider = %name, expires_in_s = t.expires_at_unix.saturating_sub(now), "provider access token minted");
                     a.token = Some(t);
                     a.backoff = RETRY_FIRST;
                 }
                 Err(e) => {
                     a.next_try = Instant::now() + a.backoff;
                     a.backoff = (a.backoff * 2).min(RETRY_MAX);
-                    tracing::warn!(provider = %name, key = %target.credentials_file, error = %e, retry_in = ?a.backoff, "cannot mint a Vertex AI access token");
+                    tracing::warn!(provider = %name, from = %issuer.describe(), error = %e, retry_in = ?a.backoff, "cannot mint a provider access token");
                     // A token that still works is kept; only an expired one is withdrawn.
                     if a.token.as_ref().is_some_and(|t| t.refresh_due(now, 0)) {
                         a.token = None;
                     }
                     if a.token.is_none() {
-                        let why = format!("minting an access token from {} failed: {e}", target.credentials_file);
+                        let why = format!("minting an access token from {} failed: {e}", issuer.describe());
                         published.insert(name.clone(), Credential::Missing(Arc::from(why)));
                     }
                 }
@@ -146,8 +204,8 @@ impl Minter {
         tokens.current.store(Arc::new(published));
     }
 
-    fn mint(&mut self, target: &VertexTarget, now: u64) -> Result<AccessToken, String> {
-        let body = target.account.token_request_body(CLOUD_PLATFORM_SCOPE, now).map_err(|e| e.to_string())?;
+    fn mint(&mut self, issuer: &Issuer, now: u64) -> Result<AccessToken, String> {
+        let (uri, body) = issuer.request(now)?;
         let agent = self.agent.get_or_insert_with(|| {
             ureq::Agent::config_builder()
                 .timeout_global(Some(Duration::from_secs(10)))
@@ -157,9 +215,8 @@ impl Minter {
                 .build()
                 .into()
         });
-        let uri = target.account.token_uri();
         let mut resp = agent
-            .post(uri)
+            .post(&uri)
             .header("content-type", TOKEN_REQUEST_CONTENT_TYPE)
             .send(body.as_bytes())
             .map_err(|e| format!("POST {uri}: {e}"))?;
