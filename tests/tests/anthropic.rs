@@ -16,14 +16,21 @@ on_both_drivers!(
     streamed_tool_arguments_arrive_whole,
     provider_errors_are_mapped,
     untranslatable_requests_are_400,
+    reasoning_effort_asks_for_the_configured_thinking,
 );
 
 fn config(upstream: SocketAddr) -> String {
     format!(
         "providers:
   claude: {{kind: anthropic, base_url: 'http://{upstream}/v1', api_key: sk-ant-test, default_max_tokens: 512}}
+  thinker:
+    kind: anthropic
+    base_url: 'http://{upstream}/v1'
+    api_key: sk-ant-test
+    thinking: {{low: 1024, medium: 4096, high: 16000}}
 models:
   claude-x: {{target: claude/claude-mock}}
+  claude-t: {{target: thinker/claude-mock}}
 pricing:
   models:
     claude-mock: {{input_per_mtok: 1000000, output_per_mtok: 1000000, cached_input_per_mtok: 500000}}
@@ -189,4 +196,27 @@ fn untranslatable_requests_are_400(rt: e2e::Runtime) {
     assert_eq!(r.status, 400, "{}", r.text());
     let r = Client::connect(gw.local_addr()).post_json("/v1/embeddings", r#"{"model":"claude-x","input":"x"}"#, "");
     assert_eq!((r.status, r.error()["param"].as_str()), (400, Some("model")), "{}", r.text());
+}
+
+fn reasoning_effort_asks_for_the_configured_thinking(rt: e2e::Runtime) {
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    let ask = |model: &str, effort: &str| {
+        let body = json!({"model": model, "reasoning_effort": effort, "max_completion_tokens": 20000,
+                          "messages": [{"role": "user", "content": "hi"}]});
+        post(gw.local_addr(), &body, "x-mock-tokens: 3\r\n")
+    };
+    // The mock thinks aloud with the budget it was given; the thought comes back as
+    // `reasoning_content`.
+    let r = ask("claude-t", "high");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let message = &r.json()["choices"][0]["message"];
+    assert_eq!(message["reasoning_content"], "Thinking within a budget of 16000 tokens.", "{message}");
+    assert_eq!(message["content"], "This is a");
+    let r = ask("claude-t", "minimal");
+    assert_eq!(r.json()["choices"][0]["message"]["reasoning_content"], "Thinking within a budget of 1024 tokens.");
+    // A provider without budgets drops the hint: no thinking.
+    let r = ask("claude-x", "high");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["choices"][0]["message"].get("reasoning_content").is_none_or(Value::is_null), "{}", r.text());
 }

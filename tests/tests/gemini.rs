@@ -9,14 +9,26 @@ use std::net::SocketAddr;
 use e2e::{Client, Response, default_mock, gateway, on_both_drivers};
 use serde_json::{Value, json};
 
-on_both_drivers!(plain_and_tool_answers, streams_are_translated, provider_errors_are_mapped, embeddings_are_translated);
+on_both_drivers!(
+    plain_and_tool_answers,
+    streams_are_translated,
+    provider_errors_are_mapped,
+    embeddings_are_translated,
+    reasoning_effort_sets_the_thinking_budget,
+);
 
 fn config(upstream: SocketAddr) -> String {
     format!(
         "providers:
   google: {{kind: gemini, base_url: 'http://{upstream}/v1beta', api_key: test-google-key}}
+  deep:
+    kind: gemini
+    base_url: 'http://{upstream}/v1beta'
+    api_key: test-google-key
+    thinking: {{low: 512, medium: 2048, high: 8192}}
 models:
   gem: {{target: google/gemini-mock}}
+  gem-t: {{target: deep/gemini-mock}}
 "
     )
 }
@@ -118,4 +130,18 @@ fn embeddings_are_translated(rt: e2e::Runtime) {
     let r = post(json!({"model": "gem", "input": [[1, 2, 3]]}));
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["param"], "input[0]");
+}
+
+fn reasoning_effort_sets_the_thinking_budget(rt: e2e::Runtime) {
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    let body = |model: &str| json!({"model": model, "reasoning_effort": "medium", "messages": [{"role": "user", "content": "hi"}]});
+    // The mock reports the budget it was given as thought tokens: OpenAI's reasoning tokens.
+    let r = post(gw.local_addr(), &body("gem-t"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["usage"]["completion_tokens_details"]["reasoning_tokens"], 2048, "{}", r.text());
+    let r = post(gw.local_addr(), &body("gem"), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let reasoning = &r.json()["usage"]["completion_tokens_details"]["reasoning_tokens"];
+    assert!(reasoning.is_null() || reasoning == 0, "no budget configured, no thinking: {}", r.text());
 }

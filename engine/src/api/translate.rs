@@ -11,7 +11,9 @@ use adapters::anthropic::{AnthropicDefaults, AnthropicStream, error_from_anthrop
 use adapters::bedrock::sigv4::{SigningRequest, sign};
 use adapters::bedrock::{ConverseStream, error_from_bedrock, from_converse, to_converse};
 use adapters::canonical::{ApiError, ChatChunk, ChatCompletion, ChatRequest, Usage};
-use adapters::gemini::{GeminiApi, GeminiStream, GeminiTarget, error_from_gemini, from_gemini, to_gemini};
+use adapters::gemini::{
+    GeminiApi, GeminiStream, GeminiTarget, ThinkingBudgets, error_from_gemini, from_gemini, to_gemini,
+};
 use adapters::sse::SseScanner;
 use bytes::Bytes;
 
@@ -129,7 +131,13 @@ pub(super) fn gemini_target(provider: &Provider, upstream_model: &str) -> Gemini
         Some(v) => GeminiApi::Vertex { project: v.project.clone(), location: v.location.clone() },
         None => GeminiApi::AiStudio,
     };
-    GeminiTarget { api, model: upstream_model.to_string(), thinking: None }
+    let thinking = provider.thinking.map(|t| ThinkingBudgets {
+        low: t.low,
+        medium: t.medium,
+        high: t.high,
+        include_thoughts: t.include_thoughts,
+    });
+    GeminiTarget { api, model: upstream_model.to_string(), thinking }
 }
 
 /// The path under the provider's base URL: AI Studio's base URL carries the API version
@@ -179,6 +187,7 @@ impl Dialect {
                 let defaults = AnthropicDefaults {
                     max_tokens: provider.default_max_tokens,
                     model: Some(upstream_model.to_string()),
+                    thinking_budgets: provider.thinking.map(|t| t.anthropic_budgets()).unwrap_or_default(),
                     ..AnthropicDefaults::default()
                 };
                 to_anthropic(chat, &defaults).map(|t| ("/messages".to_string(), t.body_bytes()))

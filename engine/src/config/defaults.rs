@@ -47,6 +47,7 @@ fn provider(kind: ProviderKind, base_url: Option<&str>, key: Option<String>, pas
         mock_faults: false,
         azure: Default::default(),
         vertex: None,
+        thinking: None,
         drop_params: Vec::new(),
         rename_params: BTreeMap::new(),
         timeouts: UpstreamTimeoutsSection::default(),

@@ -137,6 +137,19 @@ pub struct VertexSection {
     pub location: Option<String>,
 }
 
+/// `providers.<name>.thinking:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThinkingSection {
+    /// Budget for `reasoning_effort: low` (and `minimal`).
+    pub low: i64,
+    pub medium: i64,
+    pub high: i64,
+    /// Gemini: also return thought summaries (as `reasoning_content`). Default false.
+    #[serde(default)]
+    pub include_thoughts: bool,
+}
+
 /// `providers.<name>.azure.surface`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -450,6 +463,10 @@ pub struct ProviderSection {
     /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
     #[serde(default)]
     pub aws: AwsSection,
+    /// Kinds `anthropic` and `gemini`: the thinking budget (tokens) each `reasoning_effort`
+    /// asks for. Without it, `reasoning_effort` is dropped and thinking stays off.
+    #[serde(default)]
+    pub thinking: Option<ThinkingSection>,
     /// Kind `azure`: API version, surface and Entra ID token.
     #[serde(default)]
     pub azure: AzureSection,

@@ -113,6 +113,28 @@ pub struct Provider {
     pub vertex: Option<Arc<VertexTarget>>,
     /// Kind `azure` with an Entra ID application: tokens are minted for it.
     pub entra: Option<Arc<EntraApp>>,
+    /// Kinds `anthropic` and `gemini`: thinking budgets per `reasoning_effort`.
+    pub thinking: Option<Thinking>,
+}
+
+/// Thinking budgets (tokens) per `reasoning_effort`, as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thinking {
+    pub low: i64,
+    pub medium: i64,
+    pub high: i64,
+    pub include_thoughts: bool,
+}
+
+impl Thinking {
+    /// Anthropic's `budget_tokens` per effort (`minimal` counts as `low`).
+    pub fn anthropic_budgets(&self) -> std::collections::BTreeMap<String, u64> {
+        let tokens = |b: i64| u64::try_from(b).unwrap_or(0);
+        [("minimal", self.low), ("low", self.low), ("medium", self.medium), ("high", self.high)]
+            .into_iter()
+            .map(|(e, b)| (e.to_string(), tokens(b)))
+            .collect()
+    }
 }
 
 /// A Gemini provider reached through Vertex AI.
@@ -703,6 +725,7 @@ fn compile_provider(
                 quirks: None,
                 vertex: None,
                 entra: None,
+                thinking: None,
             })
         } else {
             Err(errors)
@@ -722,6 +745,27 @@ fn compile_provider(
         },
         _ => None,
     };
+    let thinking = p.thinking.as_ref().map(|t| Thinking {
+        low: t.low,
+        medium: t.medium,
+        high: t.high,
+        include_thoughts: t.include_thoughts,
+    });
+    match (&thinking, p.kind) {
+        (None, _) => {}
+        // Anthropic's documented floor for `budget_tokens`.
+        (Some(t), ProviderKind::Anthropic) if [t.low, t.medium, t.high].iter().any(|b| *b < 1024) => {
+            errors.push(format!("providers.{name}.thinking: Anthropic budgets are at least 1024 tokens"))
+        }
+        // Gemini: -1 is dynamic, 0 is off.
+        (Some(t), ProviderKind::Gemini) if [t.low, t.medium, t.high].iter().any(|b| *b < -1) => {
+            errors.push(format!("providers.{name}.thinking: Gemini budgets are -1 (dynamic), 0 (off) or tokens"))
+        }
+        (Some(_), ProviderKind::Anthropic | ProviderKind::Gemini) => {}
+        (Some(_), kind) => errors.push(format!(
+            "providers.{name}.thinking applies to kinds anthropic and gemini (a {kind:?} provider takes reasoning_effort as it comes)"
+        )),
+    }
     let openai_dialect = matches!(p.kind, ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::Azure);
     if !openai_dialect && (!p.drop_params.is_empty() || !p.rename_params.is_empty()) {
         errors.push(format!(
@@ -914,6 +958,7 @@ fn compile_provider(
         quirks,
         vertex,
         entra,
+        thinking,
         upstream: Some(Upstream {
             scheme: url.scheme,
             host_header: url.host_header(),

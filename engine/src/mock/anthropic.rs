@@ -20,6 +20,8 @@ pub struct Ask {
     pub stream: bool,
     /// The first tool's name, when the request offers tools.
     pub tool: Option<String>,
+    /// `thinking.budget_tokens` of an enabled thinking: the answer opens with a thinking block.
+    pub thinking_budget: Option<u64>,
 }
 
 /// Reads what the mock needs from an Anthropic request body (`Err`: an Anthropic error body).
@@ -32,7 +34,11 @@ pub fn ask(body: &[u8]) -> Result<Ask, Vec<u8>> {
         return Err(error_body("invalid_request_error", "messages: Field required"));
     }
     let tool = v.pointer("/tools/0/name").and_then(Value::as_str).map(str::to_owned);
-    Ok(Ask { stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false), tool })
+    let thinking_budget = v
+        .get("thinking")
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("enabled"))
+        .and_then(|t| t.get("budget_tokens")?.as_u64());
+    Ok(Ask { stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false), tool, thinking_budget })
 }
 
 /// `{"type":"error","error":{"type","message"}}`.
@@ -64,6 +70,14 @@ pub fn message(r: &Reply<'_>, ask: &Ask) -> Vec<u8> {
             "tool_use",
         ),
         None => (json!([{"type": "text", "text": text(r.completion_tokens, r.filler)}]), "end_turn"),
+    };
+    let content = match (ask.thinking_budget, content) {
+        (Some(budget), Value::Array(mut blocks)) => {
+            let thought = format!("Thinking within a budget of {budget} tokens.");
+            blocks.insert(0, json!({"type": "thinking", "thinking": thought, "signature": "mock-signature"}));
+            Value::Array(blocks)
+        }
+        (_, content) => content,
     };
     json!({
         "id": r.id,
@@ -160,7 +174,7 @@ mod tests {
         let plain: Value = serde_json::from_slice(&message(&reply(), &Ask::default())).unwrap();
         assert_eq!(plain["content"][0]["text"], "This is a");
         assert_eq!(plain["usage"]["cache_read_input_tokens"], CACHE_READ_TOKENS);
-        let ask = Ask { stream: false, tool: Some("search".into()) };
+        let ask = Ask { stream: false, tool: Some("search".into()), thinking_budget: None };
         let tool: Value = serde_json::from_slice(&message(&reply(), &ask)).unwrap();
         assert_eq!(
             (tool["stop_reason"].as_str(), tool["content"][1]["name"].as_str()),
@@ -170,7 +184,7 @@ mod tests {
 
     #[test]
     fn streamed_tool_input_reassembles() {
-        let ask = Ask { stream: true, tool: Some("search".into()) };
+        let ask = Ask { stream: true, tool: Some("search".into()), thinking_budget: None };
         let mut json_text = String::new();
         for e in stream(&reply(), &ask) {
             let text = String::from_utf8(e).unwrap();
@@ -187,6 +201,6 @@ mod tests {
     fn requests_need_max_tokens() {
         assert!(ask(br#"{"model":"m","messages":[]}"#).is_err());
         let a = ask(br#"{"model":"m","max_tokens":5,"messages":[],"stream":true,"tools":[{"name":"t"}]}"#).unwrap();
-        assert_eq!(a, Ask { stream: true, tool: Some("t".into()) });
+        assert_eq!(a, Ask { stream: true, tool: Some("t".into()), thinking_budget: None });
     }
 }

@@ -15,6 +15,9 @@ pub const CACHED_TOKENS: u64 = 3;
 pub struct Ask {
     /// The first declared function's name.
     pub tool: Option<String>,
+    /// `generationConfig.thinkingConfig.thinkingBudget`, when positive: reported back as
+    /// `thoughtsTokenCount`.
+    pub thinking_budget: Option<u64>,
 }
 
 /// Reads what the mock needs (`Err`: a Gemini error body).
@@ -28,7 +31,9 @@ pub fn ask(body: &[u8]) -> Result<Ask, Vec<u8>> {
         ));
     }
     let tool = v.pointer("/tools/0/functionDeclarations/0/name").and_then(Value::as_str).map(str::to_owned);
-    Ok(Ask { tool })
+    let thinking_budget =
+        v.pointer("/generationConfig/thinkingConfig/thinkingBudget").and_then(Value::as_u64).filter(|b| *b > 0);
+    Ok(Ask { tool, thinking_budget })
 }
 
 /// `{"error": {"code", "message", "status"}}`.
@@ -36,14 +41,19 @@ pub fn error_body(code: u16, status: &str, message: &str) -> Vec<u8> {
     json!({"error": {"code": code, "message": message, "status": status}}).to_string().into_bytes()
 }
 
-fn usage(r: &Reply<'_>) -> Value {
+fn usage(r: &Reply<'_>, ask: &Ask) -> Value {
     let output = r.completion_tokens as u64;
-    json!({
+    let mut u = json!({
         "promptTokenCount": r.prompt_tokens,
         "candidatesTokenCount": output,
         "totalTokenCount": r.prompt_tokens + output,
         "cachedContentTokenCount": CACHED_TOKENS,
-    })
+    });
+    // Gemini omits the field when the model did not think.
+    if let Some(b) = ask.thinking_budget {
+        u["thoughtsTokenCount"] = json!(b);
+    }
+    u
 }
 
 fn call() -> Value {
@@ -68,7 +78,7 @@ pub fn generate(r: &Reply<'_>, ask: &Ask) -> Vec<u8> {
         Some(name) => json!([{"functionCall": {"name": name, "args": call()}}]),
         None => json!([{"text": text(r.completion_tokens, r.filler)}]),
     };
-    response(r, parts, Some("STOP"), Some(usage(r))).to_string().into_bytes()
+    response(r, parts, Some("STOP"), Some(usage(r, ask))).to_string().into_bytes()
 }
 
 /// The events of a streamed answer (`alt=sse`): one response per token, the last with the
@@ -80,7 +90,7 @@ pub fn stream(r: &Reply<'_>, ask: &Ask) -> Vec<Vec<u8>> {
             r,
             json!([{"functionCall": {"name": name, "args": call()}}]),
             Some("STOP"),
-            Some(usage(r)),
+            Some(usage(r, ask)),
         ))],
         None => {
             let n = r.completion_tokens;
@@ -88,7 +98,7 @@ pub fn stream(r: &Reply<'_>, ask: &Ask) -> Vec<Vec<u8>> {
                 .map(|i| {
                     let last = i + 1 >= n;
                     let t = if n == 0 { String::new() } else { token(i, r.filler) };
-                    event(response(r, json!([{"text": t}]), last.then_some("STOP"), last.then(|| usage(r))))
+                    event(response(r, json!([{"text": t}]), last.then_some("STOP"), last.then(|| usage(r, ask))))
                 })
                 .collect()
         }
@@ -142,7 +152,8 @@ mod tests {
         let plain: Value = serde_json::from_slice(&generate(&reply(), &Ask::default())).unwrap();
         assert_eq!(plain["candidates"][0]["content"]["parts"][0]["text"], "This is a");
         assert_eq!(plain["usageMetadata"]["totalTokenCount"], 13);
-        let tool: Value = serde_json::from_slice(&generate(&reply(), &Ask { tool: Some("f".into()) })).unwrap();
+        let tool: Value =
+            serde_json::from_slice(&generate(&reply(), &Ask { tool: Some("f".into()), ..Ask::default() })).unwrap();
         assert_eq!(tool["candidates"][0]["content"]["parts"][0]["functionCall"]["name"], "f");
         let events = stream(&reply(), &Ask::default());
         assert_eq!(events.len(), 3);
