@@ -690,8 +690,9 @@ impl MockService {
             ))
         } else if !vertex && header_str(req, "x-goog-api-key").is_none() {
             Err((403, gemini::error_body(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers")))
-        } else if method == "batchEmbedContents" {
-            let (status, body) = match gemini::batch_embed(&req.body) {
+        } else if method == "batchEmbedContents" || (vertex && method == "predict") {
+            let answer = if vertex { gemini::predict(&req.body) } else { gemini::batch_embed(&req.body) };
+            let (status, body) = match answer {
                 Ok(b) => (200, b),
                 Err(b) => (400, b),
             };

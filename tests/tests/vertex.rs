@@ -10,7 +10,11 @@ use std::time::Duration;
 use e2e::{Client, default_mock, eventually, gateway, on_both_drivers};
 use serde_json::{Value, json};
 
-on_both_drivers!(vertex_targets_are_reached_with_minted_tokens, a_key_google_refuses_is_a_clear_503);
+on_both_drivers!(
+    vertex_targets_are_reached_with_minted_tokens,
+    a_key_google_refuses_is_a_clear_503,
+    embeddings_through_vertex_predict,
+);
 
 /// The test-only service-account key, its token endpoint pointed at the mock and its email
 /// replaced, written to `dir`.
@@ -33,6 +37,7 @@ fn config(mock: SocketAddr, key: &Path) -> String {
     vertex: {{credentials_file: '{}', location: us-central1}}
 models:
   vgem: {{target: vx/gemini-mock}}
+  vemb: {{target: vx/text-embedding-005}}
 ",
         key.display()
     )
@@ -76,4 +81,18 @@ fn a_key_google_refuses_is_a_clear_503(rt: e2e::Runtime) {
     assert!(message.contains("provider vx: no access token"), "{message}");
     assert!(message.contains("invalid_grant"), "Google's reason is in the message: {message}");
     assert!(!message.contains("PRIVATE KEY"), "{message}");
+}
+
+fn embeddings_through_vertex_predict(rt: e2e::Runtime) {
+    let up = default_mock();
+    let dir = e2e::tempdir();
+    let key = key_file(dir.path(), up.addr(), "emb@shardgate-test.iam.gserviceaccount.com");
+    let gw = gateway(&config(up.addr(), &key), rt);
+    let body = json!({"model": "vemb", "input": ["hello", "world!!!"], "dimensions": 4});
+    let r = Client::connect(gw.local_addr()).post_json("/v1/embeddings", &body.to_string(), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 4);
+    assert_eq!(v["usage"]["prompt_tokens"], 4, "Vertex AI's token counts, summed: {v}");
 }

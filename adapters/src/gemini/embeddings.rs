@@ -1,9 +1,8 @@
 //! OpenAI embeddings ↔ Gemini `batchEmbedContents` (AI Studio,
 //! <https://ai.google.dev/api/embeddings#method:-models.batchembedcontents>).
 //!
-//! Vertex AI serves Gemini embeddings through `:predict` with another body; that form is not
-//! done, so a Vertex target is refused with a 400. Gemini reports no token counts for
-//! embeddings, so `usage` is zeros.
+//! Vertex AI serves them through `:predict` with one instance per input, and counts tokens per
+//! input; AI Studio reports no token counts for embeddings, so its `usage` is zeros.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -17,9 +16,6 @@ use crate::canonical::{ApiError, EmbeddingsRequest};
 /// `POST /v1beta/models/{model}:batchEmbedContents` with one request per input string.
 /// `dimensions` → `outputDimensionality`. Token-array inputs are refused (Gemini takes text).
 pub fn to_gemini_embeddings(req: &EmbeddingsRequest, target: &GeminiTarget) -> Result<GeminiRequest, ApiError> {
-    if !matches!(target.api, GeminiApi::AiStudio) {
-        return Err(invalid_request("embeddings through Vertex AI are not supported yet", "model"));
-    }
     let texts: Vec<&str> = match &req.input {
         Value::String(s) => vec![s.as_str()],
         Value::Array(items) => items
@@ -39,6 +35,9 @@ pub fn to_gemini_embeddings(req: &EmbeddingsRequest, target: &GeminiTarget) -> R
     if let Some(f) = req.encoding_format.as_deref().filter(|f| *f != "float" && *f != "base64") {
         return Err(invalid_request(format!("encoding_format {f:?} is not float or base64"), "encoding_format"));
     }
+    if matches!(target.api, GeminiApi::Vertex { .. }) {
+        return Ok(vertex_predict(&texts, req.dimensions, target));
+    }
     let model = format!("models/{}", target.model);
     let requests: Vec<Value> = texts
         .iter()
@@ -57,10 +56,43 @@ pub fn to_gemini_embeddings(req: &EmbeddingsRequest, target: &GeminiTarget) -> R
     })
 }
 
+/// Vertex AI's text embeddings: `POST …/publishers/google/models/{model}:predict` with one
+/// instance per input (<https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/text-embeddings-api>).
+fn vertex_predict(texts: &[&str], dimensions: Option<u32>, target: &GeminiTarget) -> GeminiRequest {
+    let instances: Vec<Value> = texts.iter().map(|t| json!({ "content": t })).collect();
+    let mut body = json!({ "instances": instances });
+    if let (Some(d), Some(obj)) = (dimensions, body.as_object_mut()) {
+        obj.insert("parameters".into(), json!({ "outputDimensionality": d }));
+    }
+    GeminiRequest { method: "POST", path: format!("{}:predict", target.model_path()), body }
+}
+
+/// AI Studio's `batchEmbedContents` answer, or Vertex AI's `predict` answer.
 #[derive(Deserialize)]
 struct BatchResponse {
     #[serde(default)]
     embeddings: Vec<Embedding>,
+    #[serde(default)]
+    predictions: Option<Vec<Prediction>>,
+}
+
+#[derive(Deserialize)]
+struct Prediction {
+    embeddings: PredictedEmbedding,
+}
+
+#[derive(Deserialize)]
+struct PredictedEmbedding {
+    #[serde(default)]
+    values: Vec<f32>,
+    #[serde(default)]
+    statistics: Option<Statistics>,
+}
+
+#[derive(Deserialize)]
+struct Statistics {
+    #[serde(default)]
+    token_count: f64,
 }
 
 #[derive(Deserialize)]
@@ -75,16 +107,23 @@ struct Embedding {
 pub fn from_gemini_embeddings(body: &[u8], model: &str, base64: bool) -> Result<Value, ApiError> {
     let resp: BatchResponse = serde_json::from_slice(body)
         .map_err(|e| bad_upstream(format!("gemini returned an unreadable embeddings body: {e}")))?;
-    let data: Vec<Value> = resp
-        .embeddings
+    // AI Studio reports no tokens for embeddings; Vertex AI counts them per input.
+    let (vectors, tokens): (Vec<&[f32]>, u64) = match &resp.predictions {
+        Some(p) => (
+            p.iter().map(|p| p.embeddings.values.as_slice()).collect(),
+            p.iter().filter_map(|p| p.embeddings.statistics.as_ref()).map(|s| s.token_count.max(0.0) as u64).sum(),
+        ),
+        None => (resp.embeddings.iter().map(|e| e.values.as_slice()).collect(), 0),
+    };
+    let data: Vec<Value> = vectors
         .iter()
         .enumerate()
-        .map(|(index, e)| {
+        .map(|(index, values)| {
             let embedding = if base64 {
-                let bytes: Vec<u8> = e.values.iter().flat_map(|f| f.to_le_bytes()).collect();
+                let bytes: Vec<u8> = values.iter().flat_map(|f| f.to_le_bytes()).collect();
                 Value::String(STANDARD.encode(bytes))
             } else {
-                json!(e.values)
+                json!(values)
             };
             json!({ "object": "embedding", "index": index, "embedding": embedding })
         })
@@ -93,6 +132,6 @@ pub fn from_gemini_embeddings(body: &[u8], model: &str, base64: bool) -> Result<
         "object": "list",
         "data": data,
         "model": model,
-        "usage": { "prompt_tokens": 0, "total_tokens": 0 },
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
     }))
 }

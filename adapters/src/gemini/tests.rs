@@ -346,3 +346,29 @@ proptest! {
         s.finish(&mut out);
     }
 }
+
+/// Vertex AI's text embeddings API, request and answer as Google documents them
+/// (<https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/text-embeddings-api>).
+#[test]
+fn vertex_embeddings_use_predict() {
+    let t = GeminiTarget {
+        api: GeminiApi::Vertex { project: "p".into(), location: "us-central1".into() },
+        model: "text-embedding-005".into(),
+        thinking: None,
+    };
+    let req: EmbeddingsRequest =
+        serde_json::from_value(json!({"model": "e", "input": ["a", "bb"], "dimensions": 256})).unwrap();
+    let got = to_gemini_embeddings(&req, &t).unwrap();
+    assert_eq!(got.path, "/v1/projects/p/locations/us-central1/publishers/google/models/text-embedding-005:predict");
+    assert_eq!(
+        got.body,
+        json!({"instances": [{"content": "a"}, {"content": "bb"}], "parameters": {"outputDimensionality": 256}})
+    );
+    let answer = json!({"predictions": [
+        {"embeddings": {"statistics": {"truncated": false, "token_count": 1}, "values": [0.5, -0.25]}},
+        {"embeddings": {"statistics": {"truncated": false, "token_count": 2}, "values": [1.0, 0.0]}}],
+        "metadata": {"billableCharacterCount": 3}});
+    let list = from_gemini_embeddings(answer.to_string().as_bytes(), "e", false).unwrap();
+    assert_eq!(list["data"][1]["embedding"], json!([1.0, 0.0]));
+    assert_eq!(list["usage"], json!({"prompt_tokens": 3, "total_tokens": 3}));
+}

@@ -138,6 +138,29 @@ pub fn batch_embed(body: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
     Ok(json!({"embeddings": embeddings}).to_string().into_bytes())
 }
 
+/// Vertex AI's `…/models/{model}:predict` for text embeddings: one vector per instance,
+/// `parameters.outputDimensionality` floats (default 8), with a token count per instance.
+/// `Err`: a Google error body.
+pub fn predict(body: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| error_body(400, "INVALID_ARGUMENT", &e.to_string()))?;
+    let Some(instances) = v.get("instances").and_then(Value::as_array).filter(|i| !i.is_empty()) else {
+        return Err(error_body(400, "INVALID_ARGUMENT", "instances: field is required"));
+    };
+    let dims = v.pointer("/parameters/outputDimensionality").and_then(Value::as_u64).unwrap_or(8).clamp(1, 3072);
+    let mut predictions = Vec::with_capacity(instances.len());
+    for (i, inst) in instances.iter().enumerate() {
+        let Some(text) = inst.get("content").and_then(Value::as_str) else {
+            return Err(error_body(400, "INVALID_ARGUMENT", &format!("instances[{i}].content is required")));
+        };
+        let tokens = (text.len() as u64).div_ceil(4).max(1);
+        predictions.push(json!({"embeddings": {
+            "statistics": {"truncated": false, "token_count": tokens},
+            "values": super::unit_vector(i, usize::try_from(dims).unwrap_or(8)),
+        }}));
+    }
+    Ok(json!({"predictions": predictions}).to_string().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
