@@ -734,22 +734,31 @@ fn translated_streaming(o: &Options, baseline_url: &str, t: &Scenario) -> Result
         p.warmup = if o.quick { Duration::from_secs(1) } else { life };
         loadgen::run(&p)
     };
+    // The gateway's own histograms, before and after: what the streams added to them is the
+    // gateway's share of their TTFT (request side: arrival to response head minus the wait on
+    // the provider; answer side: first upstream piece to first event out).
+    const SIDES: [(&str, &str); 2] =
+        [("request side", "shardgate_overhead_seconds"), ("first event", "shardgate_stream_first_event_seconds")];
+    let port = Target::parse(&t.url, None).ok().map(|t| t.port);
+    let scrape_all = || port.and_then(metrics_text).map(|m| SIDES.map(|(_, h)| histogram_buckets(&m, h)));
+    let before = scrape_all();
     let (mut base, mut via) = (Vec::new(), Vec::new());
     for _ in 0..o.repetitions {
         base.push(run(baseline_url)?);
         via.push(run(&t.url)?);
     }
-    // The gateway's own share, as it measured it: first upstream piece to first event out.
-    let port = Target::parse(&t.url, None).ok().map(|t| t.port);
-    let inside = port.and_then(metrics_text).and_then(|m| {
-        let p50 = histogram_bound(&m, "shardgate_stream_first_event_seconds", 0.5)?;
-        let p99 = histogram_bound(&m, "shardgate_stream_first_event_seconds", 0.99)?;
-        Some(format!(
-            "inside the gateway (its shardgate_stream_first_event_seconds histogram, {:.0} streams, warm-up included): p50 ≤ {} µs, p99 ≤ {} µs",
-            p99.1,
-            p50.0 * 1e6,
-            p99.0 * 1e6
-        ))
+    let inside = before.zip(scrape_all()).map(|(b, a)| {
+        let parts: Vec<String> = SIDES
+            .iter()
+            .zip(b.iter().zip(&a))
+            .filter_map(|((side, h), (b, a))| {
+                let d = buckets_since(b, a);
+                let (p50, n) = quantile_bound(&d, 0.5)?;
+                let (p99, _) = quantile_bound(&d, 0.99)?;
+                Some(format!("{side} ({h}, {n:.0} streams) p50 ≤ {} µs, p99 ≤ {} µs", p50 * 1e6, p99 * 1e6))
+            })
+            .collect();
+        format!("inside the gateway, warm-up included: {}", parts.join("; "))
     });
     let name = format!("translated-streaming-{}", t.driver.as_deref().unwrap_or(""));
     let description = format!(
@@ -883,19 +892,27 @@ fn scrape(port: u16, series: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))?.rsplit(' ').next()?.parse().ok()
 }
 
-/// The upper bound (seconds) of the histogram bucket holding quantile `q` of `name`, and the
-/// sample count: a bucket bound, not an interpolation.
-fn histogram_bound(text: &str, name: &str, q: f64) -> Option<(f64, f64)> {
+/// The cumulative buckets `(upper bound in seconds, count)` of histogram `name`.
+fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
     let prefix = format!("{name}_bucket{{le=\"");
-    let buckets: Vec<(f64, f64)> = text
-        .lines()
+    text.lines()
         .filter_map(|l| {
             let rest = l.strip_prefix(&prefix)?;
             let (le, count) = rest.split_once("\"} ")?;
             let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
             Some((le, count.trim().parse().ok()?))
         })
-        .collect();
+        .collect()
+}
+
+/// What was observed between two scrapes of the same histogram.
+fn buckets_since(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    after.iter().map(|(le, n)| (*le, n - before.iter().find(|(b, _)| b == le).map_or(0.0, |(_, m)| *m))).collect()
+}
+
+/// The upper bound (seconds) of the bucket holding quantile `q`, and the sample count: a
+/// bucket bound, not an interpolation.
+fn quantile_bound(buckets: &[(f64, f64)], q: f64) -> Option<(f64, f64)> {
     let total = buckets.last()?.1;
     if total <= 0.0 {
         return None;
@@ -1088,15 +1105,22 @@ fn update_index(out: &Path, summary: &str, report: &BenchReport) -> Result<PathB
 
 #[cfg(test)]
 mod tests {
-    use super::histogram_bound;
+    use super::{buckets_since, histogram_buckets, quantile_bound};
 
     #[test]
-    fn histogram_bound_is_the_bucket_holding_the_quantile() {
+    fn quantile_bound_is_the_bucket_holding_the_quantile() {
         let text = "# HELP h x\nh_bucket{le=\"0.00001\"} 10\nh_bucket{le=\"0.00005\"} 90\nh_bucket{le=\"0.0001\"} 99\nh_bucket{le=\"+Inf\"} 100\nh_sum 1\nh_count 100\n";
-        assert_eq!(histogram_bound(text, "h", 0.5), Some((0.00005, 100.0)));
-        assert_eq!(histogram_bound(text, "h", 0.99), Some((0.0001, 100.0)));
-        assert_eq!(histogram_bound(text, "h", 1.0), Some((f64::INFINITY, 100.0)));
-        assert_eq!(histogram_bound("h_bucket{le=\"+Inf\"} 0\n", "h", 0.5), None);
-        assert_eq!(histogram_bound(text, "other", 0.5), None);
+        let b = histogram_buckets(text, "h");
+        assert_eq!(quantile_bound(&b, 0.5), Some((0.00005, 100.0)));
+        assert_eq!(quantile_bound(&b, 0.99), Some((0.0001, 100.0)));
+        assert_eq!(quantile_bound(&b, 1.0), Some((f64::INFINITY, 100.0)));
+        assert_eq!(quantile_bound(&histogram_buckets("h_bucket{le=\"+Inf\"} 0\n", "h"), 0.5), None);
+        assert!(histogram_buckets(text, "other").is_empty());
+        // Between two scrapes: only what was added counts.
+        let later =
+            histogram_buckets(&text.replace("} 90", "} 190").replace("} 99", "} 199").replace("} 100", "} 200"), "h");
+        let d = buckets_since(&b, &later);
+        assert_eq!(quantile_bound(&d, 0.5), Some((0.00005, 100.0)));
+        assert_eq!(quantile_bound(&d, 0.01), Some((0.00005, 100.0)), "no new sample fell in the first bucket");
     }
 }
