@@ -14,6 +14,7 @@ on_both_drivers!(
     azure_errors_are_relayed_in_openai_shape,
     host_quirks_drop_and_rename_fields,
     entra_applications_get_minted_tokens,
+    base64_embeddings_are_honoured_whatever_the_host,
 );
 
 fn config(upstream: SocketAddr) -> String {
@@ -44,6 +45,7 @@ models:
   gpt1: {{target: az1/my-gpt4o}}
   broken: {{target: nokey-version/x}}
   q: {{target: quirky/upstream-q}}
+  qe: {{target: quirky/embedder}}
   e: {{target: entra/my-gpt4o}}
   ew: {{target: entra-wrong/my-gpt4o}}
 "
@@ -173,4 +175,32 @@ fn entra_applications_get_minted_tokens(rt: e2e::Runtime) {
     assert!(message.contains("provider entra-wrong: no access token"), "{message}");
     assert!(message.contains("invalid_client") && message.contains("app-1"), "{message}");
     assert!(!message.contains("wrong,") && !message.contains("client_secret=wrong"), "{message}");
+}
+
+fn base64_embeddings_are_honoured_whatever_the_host(rt: e2e::Runtime) {
+    use base64::Engine as _;
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    // The mock, like many hosts, ignores `encoding_format` and answers floats.
+    let floats =
+        post(gw.local_addr(), "/v1/embeddings", &json!({"model": "qe", "input": ["a", "b"], "dimensions": 4}), "");
+    assert_eq!(floats.status, 200, "{}", floats.text());
+    let want: Vec<Vec<f32>> = floats.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect();
+    // Asked for base64 (OpenAI's SDKs do by default), the client gets base64 of the same f32s.
+    let body = json!({"model": "qe", "input": ["a", "b"], "dimensions": 4, "encoding_format": "base64"});
+    let r = post(gw.local_addr(), "/v1/embeddings", &body, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    for (i, d) in v["data"].as_array().unwrap().iter().enumerate() {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(d["embedding"].as_str().unwrap()).unwrap();
+        let got: Vec<f32> = bytes.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        assert_eq!(got, want[i]);
+    }
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "the rest is as the host sent it: {v}");
+    assert_eq!((v["object"].as_str(), v["model"].as_str()), (Some("list"), Some("embedder")));
 }

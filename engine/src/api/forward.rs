@@ -163,6 +163,9 @@ async fn to_openai<C: Conn>(
         };
         ctx.strip_usage_chunk = true;
     }
+    if endpoint == Endpoint::Embeddings && asks_base64(&req.body) {
+        ctx.base64_embeddings = true;
+    }
     if let Some(quirks) = &provider.quirks {
         match quirks.apply(&body) {
             Ok(Some(b)) => body = Bytes::from(b),
@@ -191,6 +194,18 @@ async fn to_openai<C: Conn>(
     };
     let request = RequestBytes { head, body, is_head: false };
     exchange(shard, cfg, up, &request, resp, ctx, Relay::Inference).await;
+}
+
+/// Whether an embeddings request asks for `encoding_format: "base64"` (OpenAI's SDKs do by
+/// default). The body is only parsed when it mentions base64 at all.
+fn asks_base64(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Format<'a> {
+        #[serde(borrow)]
+        encoding_format: Option<&'a str>,
+    }
+    memchr::memmem::find(body, b"base64").is_some()
+        && serde_json::from_slice::<Format<'_>>(body).is_ok_and(|f| f.encoding_format == Some("base64"))
 }
 
 /// Any other `/v1/*` path that a provider declared in its `passthrough` list.
@@ -471,10 +486,20 @@ async fn relay_buffered<C: Conn>(
     read_usage: bool,
     provider: &str,
 ) {
-    let body = match read_answer(cfg, answer, ctx, provider).await {
+    let mut body = match read_answer(cfg, answer, ctx, provider).await {
         Ok(b) => b,
         Err(err) => return fail(resp, ctx, err).await,
     };
+    if ctx.base64_embeddings && (200..300).contains(&answer.head.status) {
+        match adapters::openai::embeddings::rewrite_to_base64(&body) {
+            Ok(Some(b)) => body = Bytes::from(b),
+            Ok(None) => {}
+            Err(e) => {
+                let err = GatewayError::new(ErrorKind::UpstreamProtocol, format!("provider {provider}: {}", e.message));
+                return fail(resp, ctx, err).await;
+            }
+        }
+    }
     if read_usage && (200..300).contains(&answer.head.status) {
         ctx.usage = shard.usage_reader.borrow_mut().response_body(&body);
     }

@@ -60,6 +60,9 @@ pub struct RequestCtx {
     /// The gateway asked the provider for the stream's usage chunk the client did not ask
     /// for: relay every event but that one.
     pub strip_usage_chunk: bool,
+    /// The client asked for base64 embeddings: float vectors from a host that ignores
+    /// `encoding_format` are encoded on the way back, as OpenAI would have sent them.
+    pub base64_embeddings: bool,
 }
 
 /// The gateway's request handler for one shard.
@@ -133,6 +136,7 @@ impl RequestCtx {
             headers: Vec::new(),
             cost_micros: None,
             strip_usage_chunk: false,
+            base64_embeddings: false,
         }
     }
 
