@@ -15,6 +15,7 @@ on_both_drivers!(
     host_quirks_drop_and_rename_fields,
     entra_applications_get_minted_tokens,
     base64_embeddings_are_honoured_whatever_the_host,
+    anthropic_clients_reach_azure_deployments,
 );
 
 fn config(upstream: SocketAddr) -> String {
@@ -203,4 +204,18 @@ fn base64_embeddings_are_honoured_whatever_the_host(rt: e2e::Runtime) {
     }
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "the rest is as the host sent it: {v}");
     assert_eq!((v["object"].as_str(), v["model"].as_str()), (Some("list"), Some("embedder")));
+}
+
+fn anthropic_clients_reach_azure_deployments(rt: e2e::Runtime) {
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    // The mock answers Azure's deployment URLs only with api-version and a credential: a
+    // message coming back proves both, for a key and for a minted Entra token.
+    for model in ["gpt", "e", "gpt1"] {
+        let body = json!({"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+        let r = post(gw.local_addr(), "/v1/messages", &body, "anthropic-version: 2023-06-01\r\nx-mock-tokens: 3\r\n");
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        let m = r.json();
+        assert_eq!((m["type"].as_str(), m["content"][0]["text"].as_str()), (Some("message"), Some("This is a")), "{m}");
+    }
 }

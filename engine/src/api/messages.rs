@@ -11,11 +11,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use adapters::anthropic::{
     AnthropicEncoder, AnthropicStream, from_anthropic, request_from_anthropic, response_to_anthropic,
 };
+use adapters::azure::{self, AzureOperation};
 use adapters::canonical::{ChatChunk, ChatCompletion, ChatRequest, StreamOptions};
 use bytes::Bytes;
 use policy::Identity;
 
-use super::forward::request_head;
+use super::forward::request_head_with;
 use super::governance::{self, Ask};
 use super::translate::{self, Dialect, Translator, send_json, start_event_stream};
 use super::{RequestCtx, supervised};
@@ -126,14 +127,14 @@ pub async fn messages<C: Conn>(
             actor.serve(&shard.pool, Box::pin(from_mock(shard, drills, chat, &req, resp, ctx))).await
         }
         (Some(up), ProviderKind::Anthropic) => {
-            actor.serve(&shard.pool, Box::pin(native(shard, cfg, up, &upstream_model, &req, resp, ctx))).await
+            actor.serve(&shard.pool, Box::pin(native(shard, cfg, provider, up, &upstream_model, &req, resp, ctx))).await
         }
         (Some(up), kind) if let Some(dialect) = Dialect::of(kind) => {
             let work = through_dialect(shard, cfg, dialect, provider, up, chat, &upstream_model, &req, resp, ctx);
             actor.serve(&shard.pool, Box::pin(work)).await
         }
         (Some(up), _) => {
-            let work = through_chat(shard, cfg, up, chat, &upstream_model, &req, resp, ctx);
+            let work = through_chat(shard, cfg, provider, up, chat, &upstream_model, &req, resp, ctx);
             actor.serve(&shard.pool, Box::pin(work)).await
         }
     };
@@ -213,19 +214,20 @@ async fn stream_all<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, 
     }
 }
 
-/// POSTs `body` to `{base path}{suffix}` of the provider; `Err` is the status and message to
-/// answer with.
+/// POSTs `body` to `path` of the provider (with the access token the gateway minted for it, if
+/// any); `Err` is the status and message to answer with.
 async fn call<'a>(
     shard: &'a Rc<Shard>,
     cfg: &Snapshot,
+    provider: &Provider,
     up: &Upstream,
-    (suffix, body): (&str, Bytes),
+    (path, body): (&str, Bytes),
     req: &Request,
     ctx: &mut RequestCtx,
 ) -> Result<UpstreamResponse<'a>, (u16, String)> {
-    let path = format!("{}{suffix}", up.base_path.trim_end_matches('/'));
-    let request =
-        RequestBytes { head: request_head("POST", &path, up, &req.head, Some(body.len())), body, is_head: false };
+    let minted = translate::minted_authorization(shard, provider).map_err(|e| (e.status(), e.message))?;
+    let head = request_head_with("POST", path, up, &req.head, Some(body.len()), minted.as_slice());
+    let request = RequestBytes { head, body, is_head: false };
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
     let waited = Instant::now();
     let sent = send(&shared, up, &request, cfg.upstream_limits).await;
@@ -239,9 +241,11 @@ async fn call<'a>(
 }
 
 /// An Anthropic provider: the request as it came (model renamed), the answer as it came.
+#[allow(clippy::too_many_arguments)]
 async fn native<C: Conn>(
     shard: &Rc<Shard>,
     cfg: &Snapshot,
+    provider: &Provider,
     up: &Upstream,
     upstream_model: &str,
     req: &Request,
@@ -250,7 +254,9 @@ async fn native<C: Conn>(
 ) {
     let mut body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
     body["model"] = serde_json::Value::String(upstream_model.to_string());
-    let mut answer = match call(shard, cfg, up, ("/messages", Bytes::from(body.to_string())), req, ctx).await {
+    let path = format!("{}/messages", up.base_path.trim_end_matches('/'));
+    let sent = call(shard, cfg, provider, up, (&path, Bytes::from(body.to_string())), req, ctx).await;
+    let mut answer = match sent {
         Ok(a) => a,
         Err((status, message)) => return refuse(resp, ctx, status, &message).await,
     };
@@ -413,6 +419,7 @@ async fn relay_as_anthropic<C: Conn>(
 async fn through_chat<C: Conn>(
     shard: &Rc<Shard>,
     cfg: &Snapshot,
+    provider: &Provider,
     up: &Upstream,
     mut chat: ChatRequest,
     upstream_model: &str,
@@ -426,8 +433,20 @@ async fn through_chat<C: Conn>(
         // Usage is always needed for cost; the client never sees OpenAI's usage chunk.
         chat.stream_options = Some(StreamOptions { include_usage: true });
     }
-    let body = Bytes::from(serde_json::to_vec(&chat).unwrap_or_default());
-    let mut answer = match call(shard, cfg, up, ("/chat/completions", body), req, ctx).await {
+    let mut body = serde_json::to_vec(&chat).unwrap_or_default();
+    // The host's quirks, and Azure's deployment URLs, as for /v1/chat/completions.
+    if let Some(quirks) = &provider.quirks {
+        match quirks.apply(&body) {
+            Ok(Some(b)) => body = b,
+            Ok(None) => {}
+            Err(e) => return refuse(resp, ctx, 400, &e.message).await,
+        }
+    }
+    let path = match &provider.azure {
+        Some(surface) => azure::request_path(&up.base_path, surface, upstream_model, AzureOperation::ChatCompletions),
+        None => format!("{}/chat/completions", up.base_path.trim_end_matches('/')),
+    };
+    let mut answer = match call(shard, cfg, provider, up, (&path, Bytes::from(body)), req, ctx).await {
         Ok(a) => a,
         Err((status, message)) => return refuse(resp, ctx, status, &message).await,
     };
