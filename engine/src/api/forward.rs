@@ -13,8 +13,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use policy::Identity;
 
 use super::governance::{self, Ask};
+use super::route::Route;
 use super::{OVERHEAD_HEADER, RequestCtx, embeddings, mock_provider, supervised, translate};
-use crate::config::{Provider, Snapshot, Upstream};
+use crate::config::{Snapshot, Upstream};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::response::is_bodyless;
 use crate::http::upstream::ResponseFraming;
@@ -111,17 +112,15 @@ pub async fn inference<C: Conn>(
             let work = mock_provider::answer(shard, provider, endpoint, &req, &facts, um, resp, ctx);
             actor.serve(&shard.pool, Box::pin(work)).await
         }
-        (Some(up), Some(dialect)) if endpoint == Endpoint::Embeddings => {
-            let work = embeddings::embeddings(shard, cfg, dialect, provider, up, um, &req, resp, ctx);
-            actor.serve(&shard.pool, Box::pin(work)).await
-        }
-        (Some(up), Some(dialect)) => {
-            let work = translate::chat(shard, cfg, dialect, provider, up, um, &req, resp, ctx);
-            actor.serve(&shard.pool, Box::pin(work)).await
-        }
-        (Some(up), None) => {
-            let work = to_openai(shard, cfg, provider, up, endpoint, &req, &facts, &model.name, um, resp, ctx);
-            actor.serve(&shard.pool, work).await
+        (Some(up), dialect) => {
+            let route = Route { shard, cfg, provider, up, upstream_model: um, req: &req };
+            match dialect {
+                Some(d) if endpoint == Endpoint::Embeddings => {
+                    actor.serve(&shard.pool, Box::pin(embeddings::embeddings(&route, d, resp, ctx))).await
+                }
+                Some(d) => actor.serve(&shard.pool, Box::pin(translate::chat(&route, d, resp, ctx))).await,
+                None => actor.serve(&shard.pool, to_openai(&route, endpoint, &facts, &model.name, resp, ctx)).await,
+            }
         }
     };
     if let Some(unserved) = supervised::conclude(&actor, served, started, resp, ctx) {
@@ -132,20 +131,15 @@ pub async fn inference<C: Conn>(
 
 /// An OpenAI-dialect target: the client's body as it came, but for the model name, the usage
 /// the gateway needs and the fields the host rejects.
-#[allow(clippy::too_many_arguments)]
 async fn to_openai<C: Conn>(
-    shard: &Rc<Shard>,
-    cfg: &Snapshot,
-    provider: &Provider,
-    up: &Upstream,
+    route: &Route<'_>,
     endpoint: Endpoint,
-    req: &Request,
     facts: &RequestFacts,
     client_model: &str,
-    upstream_model: &str,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
+    let Route { shard, cfg, provider, up, upstream_model, req } = *route;
     let mut body = if upstream_model != client_model {
         match rewrite_model(&req.body, facts, upstream_model) {
             Ok(b) => b,

@@ -18,9 +18,10 @@ use policy::Identity;
 
 use super::forward::request_head_with;
 use super::governance::{self, Ask};
+use super::route::Route;
 use super::translate::{self, Dialect, Translator, send_json, start_event_stream};
 use super::{RequestCtx, supervised};
-use crate::config::{Provider, ProviderKind, Snapshot, Upstream};
+use crate::config::{ProviderKind, Snapshot};
 use crate::error::ErrorKind;
 use crate::http::{Request, Responder};
 use crate::rt::Conn;
@@ -126,16 +127,13 @@ pub async fn messages<C: Conn>(
             let drills = provider.mock_faults;
             actor.serve(&shard.pool, Box::pin(from_mock(shard, drills, chat, &req, resp, ctx))).await
         }
-        (Some(up), ProviderKind::Anthropic) => {
-            actor.serve(&shard.pool, Box::pin(native(shard, cfg, provider, up, &upstream_model, &req, resp, ctx))).await
-        }
-        (Some(up), kind) if let Some(dialect) = Dialect::of(kind) => {
-            let work = through_dialect(shard, cfg, dialect, provider, up, chat, &upstream_model, &req, resp, ctx);
-            actor.serve(&shard.pool, Box::pin(work)).await
-        }
-        (Some(up), _) => {
-            let work = through_chat(shard, cfg, provider, up, chat, &upstream_model, &req, resp, ctx);
-            actor.serve(&shard.pool, Box::pin(work)).await
+        (Some(up), kind) => {
+            let route = Route { shard, cfg, provider, up, upstream_model: &upstream_model, req: &req };
+            match (kind, Dialect::of(kind)) {
+                (ProviderKind::Anthropic, _) => actor.serve(&shard.pool, Box::pin(native(&route, resp, ctx))).await,
+                (_, Some(d)) => actor.serve(&shard.pool, Box::pin(through_dialect(&route, d, chat, resp, ctx))).await,
+                (_, None) => actor.serve(&shard.pool, Box::pin(through_chat(&route, chat, resp, ctx))).await,
+            }
         }
     };
     if let Some(unserved) = supervised::conclude(&actor, served, started, resp, ctx) {
@@ -217,14 +215,11 @@ async fn stream_all<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, 
 /// POSTs `body` to `path` of the provider (with the access token the gateway minted for it, if
 /// any); `Err` is the status and message to answer with.
 async fn call<'a>(
-    shard: &'a Rc<Shard>,
-    cfg: &Snapshot,
-    provider: &Provider,
-    up: &Upstream,
+    route: &Route<'a>,
     (path, body): (&str, Bytes),
-    req: &Request,
     ctx: &mut RequestCtx,
 ) -> Result<UpstreamResponse<'a>, (u16, String)> {
+    let Route { shard, cfg, provider, up, req, .. } = *route;
     let minted = translate::minted_authorization(shard, provider).map_err(|e| (e.status(), e.message))?;
     let head = request_head_with("POST", path, up, &req.head, Some(body.len()), minted.as_slice());
     let request = RequestBytes { head, body, is_head: false };
@@ -241,21 +236,12 @@ async fn call<'a>(
 }
 
 /// An Anthropic provider: the request as it came (model renamed), the answer as it came.
-#[allow(clippy::too_many_arguments)]
-async fn native<C: Conn>(
-    shard: &Rc<Shard>,
-    cfg: &Snapshot,
-    provider: &Provider,
-    up: &Upstream,
-    upstream_model: &str,
-    req: &Request,
-    resp: &mut Responder<'_, C>,
-    ctx: &mut RequestCtx,
-) {
+async fn native<C: Conn>(route: &Route<'_>, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) {
+    let Route { shard, cfg, up, upstream_model, req, .. } = *route;
     let mut body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
     body["model"] = serde_json::Value::String(upstream_model.to_string());
     let path = format!("{}/messages", up.base_path.trim_end_matches('/'));
-    let sent = call(shard, cfg, provider, up, (&path, Bytes::from(body.to_string())), req, ctx).await;
+    let sent = call(route, (&path, Bytes::from(body.to_string())), ctx).await;
     let mut answer = match sent {
         Ok(a) => a,
         Err((status, message)) => return refuse(resp, ctx, status, &message).await,
@@ -314,20 +300,15 @@ async fn native<C: Conn>(
 /// A provider of another dialect (Gemini, Bedrock): the request through the canonical chat
 /// request to the provider's dialect, the answer through canonical completions or chunks to
 /// Anthropic's.
-#[allow(clippy::too_many_arguments)]
 async fn through_dialect<C: Conn>(
-    shard: &Rc<Shard>,
-    cfg: &Snapshot,
+    route: &Route<'_>,
     dialect: Dialect,
-    provider: &Provider,
-    up: &Upstream,
     chat: ChatRequest,
-    upstream_model: &str,
-    req: &Request,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
-    let mut answer = match translate::call(shard, cfg, dialect, provider, up, &chat, upstream_model, req, ctx).await {
+    let Route { shard, cfg, provider, .. } = *route;
+    let mut answer = match translate::call(route, dialect, &chat, ctx).await {
         Ok(a) => a,
         Err(translate::Refused::Gateway(e)) => {
             let status = e.status();
@@ -415,18 +396,13 @@ async fn relay_as_anthropic<C: Conn>(
 }
 
 /// Any OpenAI-dialect provider: the request as a chat completion, the answer back to Anthropic's.
-#[allow(clippy::too_many_arguments)]
 async fn through_chat<C: Conn>(
-    shard: &Rc<Shard>,
-    cfg: &Snapshot,
-    provider: &Provider,
-    up: &Upstream,
+    route: &Route<'_>,
     mut chat: ChatRequest,
-    upstream_model: &str,
-    req: &Request,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
+    let Route { shard, cfg, provider, up, upstream_model, .. } = *route;
     let client_model = chat.model.clone();
     chat.model = upstream_model.to_string();
     if chat.stream {
@@ -446,7 +422,7 @@ async fn through_chat<C: Conn>(
         Some(surface) => azure::request_path(&up.base_path, surface, upstream_model, AzureOperation::ChatCompletions),
         None => format!("{}/chat/completions", up.base_path.trim_end_matches('/')),
     };
-    let mut answer = match call(shard, cfg, provider, up, (&path, Bytes::from(body)), req, ctx).await {
+    let mut answer = match call(route, (&path, Bytes::from(body)), ctx).await {
         Ok(a) => a,
         Err((status, message)) => return refuse(resp, ctx, status, &message).await,
     };

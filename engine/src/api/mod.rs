@@ -9,6 +9,7 @@ pub mod governance;
 mod messages;
 mod mock_provider;
 mod ops;
+mod route;
 mod supervised;
 mod translate;
 

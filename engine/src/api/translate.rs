@@ -4,7 +4,6 @@
 //! whatever the provider. The translation itself is pure code in `adapters`; this module only
 //! moves bytes and keeps the request's accounting (usage, cost, errors).
 
-use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use adapters::anthropic::{AnthropicDefaults, AnthropicStream, error_from_anthropic, from_anthropic, to_anthropic};
@@ -19,8 +18,9 @@ use bytes::Bytes;
 
 use super::forward::request_head_with;
 use super::governance;
+use super::route::Route;
 use super::{OVERHEAD_HEADER, RequestCtx};
-use crate::config::{Provider, Snapshot, Upstream};
+use crate::config::{Provider, Snapshot};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::{Request, Responder, send_error};
 use crate::rt::Conn;
@@ -309,23 +309,18 @@ impl Translator {
 }
 
 /// `POST /v1/chat/completions` to a provider of another dialect.
-#[allow(clippy::too_many_arguments)]
-pub async fn chat<C: Conn>(
-    shard: &Rc<Shard>,
-    cfg: &Snapshot,
+pub(super) async fn chat<C: Conn>(
+    route: &Route<'_>,
     dialect: Dialect,
-    provider: &Provider,
-    up: &Upstream,
-    upstream_model: &str,
-    req: &Request,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
+    let Route { shard, cfg, provider, req, .. } = *route;
     let chat: ChatRequest = match parse_body(req) {
         Ok(c) => c,
         Err(e) => return fail(resp, ctx, e).await,
     };
-    let mut answer = match call(shard, cfg, dialect, provider, up, &chat, upstream_model, req, ctx).await {
+    let mut answer = match call(route, dialect, &chat, ctx).await {
         Ok(a) => a,
         Err(Refused::Gateway(e)) => return fail(resp, ctx, e).await,
         Err(Refused::Provider(e)) => return send_api_error(resp, ctx, &e).await,
@@ -349,35 +344,25 @@ pub(super) enum Refused {
 
 /// Translates `chat` to the provider's dialect, sends it (signed for Bedrock) and waits for a
 /// successful answer's head; an error answer is read and translated.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn call<'s>(
-    shard: &'s Rc<Shard>,
-    cfg: &Snapshot,
+pub(super) async fn call<'a>(
+    route: &Route<'a>,
     dialect: Dialect,
-    provider: &Provider,
-    up: &Upstream,
     chat: &ChatRequest,
-    upstream_model: &str,
-    req: &Request,
     ctx: &mut RequestCtx,
-) -> Result<UpstreamResponse<'s>, Refused> {
-    let (suffix, body) = dialect.outbound(chat, provider, upstream_model).map_err(Refused::Provider)?;
-    send_to(shard, cfg, dialect, provider, up, (&suffix, Bytes::from(body)), req, ctx).await
+) -> Result<UpstreamResponse<'a>, Refused> {
+    let (suffix, body) = dialect.outbound(chat, route.provider, route.upstream_model).map_err(Refused::Provider)?;
+    send_to(route, dialect, (&suffix, Bytes::from(body)), ctx).await
 }
 
 /// POSTs `body` to `{base path}{suffix}` of the provider (signed for Bedrock) and waits for a
 /// successful answer's head; an error answer is read and translated.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn send_to<'s>(
-    shard: &'s Rc<Shard>,
-    cfg: &Snapshot,
+pub(super) async fn send_to<'a>(
+    route: &Route<'a>,
     dialect: Dialect,
-    provider: &Provider,
-    up: &Upstream,
     (suffix, body): (&str, Bytes),
-    req: &Request,
     ctx: &mut RequestCtx,
-) -> Result<UpstreamResponse<'s>, Refused> {
+) -> Result<UpstreamResponse<'a>, Refused> {
+    let Route { shard, cfg, provider, up, req, .. } = *route;
     let path = format!("{}{suffix}", up.base_path.trim_end_matches('/'));
     let signed = match &provider.aws {
         // SigV4 over exactly what goes on the wire: host, content type, path and body.
