@@ -16,7 +16,6 @@ use adapters::canonical::{ChatChunk, ChatCompletion, ChatRequest, StreamOptions}
 use bytes::Bytes;
 use policy::Identity;
 
-use super::forward::request_head_with;
 use super::governance::{self, Ask};
 use super::route::Route;
 use super::translate::{self, Dialect, Translator, send_json, start_event_stream};
@@ -26,8 +25,8 @@ use crate::error::ErrorKind;
 use crate::http::{Request, Responder};
 use crate::rt::Conn;
 use crate::shard::Shard;
+use crate::upstream::UpstreamResponse;
 use crate::upstream::exchange::fault_kind;
-use crate::upstream::{RequestBytes, Shared, UpstreamResponse, send};
 
 /// Largest upstream error body read to translate it.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
@@ -219,20 +218,7 @@ async fn call<'a>(
     (path, body): (&str, Bytes),
     ctx: &mut RequestCtx,
 ) -> Result<UpstreamResponse<'a>, (u16, String)> {
-    let Route { shard, cfg, provider, up, req, .. } = *route;
-    let minted = translate::minted_authorization(shard, provider).map_err(|e| (e.status(), e.message))?;
-    let head = request_head_with("POST", path, up, &req.head, Some(body.len()), minted.as_slice());
-    let request = RequestBytes { head, body, is_head: false };
-    let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
-    let waited = Instant::now();
-    let sent = send(&shared, up, &request, cfg.upstream_limits).await;
-    ctx.upstream_time += waited.elapsed();
-    let answer = sent.map_err(|e| {
-        let g = e.to_gateway_error(ctx.provider.as_deref().unwrap_or("?"));
-        (g.status(), g.message)
-    })?;
-    ctx.upstream_status = Some(answer.head.status);
-    Ok(answer)
+    route.post(path, body, Vec::new(), ctx).await.map_err(|e| (e.status(), e.message))
 }
 
 /// An Anthropic provider: the request as it came (model renamed), the answer as it came.

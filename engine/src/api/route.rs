@@ -2,10 +2,16 @@
 //! config in force. Handlers that call a provider take one [`Route`] instead of its parts.
 
 use std::rc::Rc;
+use std::time::Instant;
 
+use bytes::Bytes;
+
+use super::RequestCtx;
 use crate::config::{Provider, Snapshot, Upstream};
+use crate::error::GatewayError;
 use crate::http::Request;
 use crate::shard::Shard;
+use crate::upstream::{RequestBytes, Shared, UpstreamResponse, send};
 
 #[derive(Clone, Copy)]
 pub(super) struct Route<'a> {
@@ -17,4 +23,29 @@ pub(super) struct Route<'a> {
     pub upstream_model: &'a str,
     /// The client's request (its headers go upstream; its body is what is translated).
     pub req: &'a Request,
+}
+
+impl<'a> Route<'a> {
+    /// POSTs `body` to `path` of the provider, with `extra` headers (a signature) and the access
+    /// token the gateway minted for it, if any; waits for the answer's head, counting the wait
+    /// as upstream time.
+    pub(super) async fn post(
+        &self,
+        path: &str,
+        body: Bytes,
+        mut extra: Vec<(String, String)>,
+        ctx: &mut RequestCtx,
+    ) -> Result<UpstreamResponse<'a>, GatewayError> {
+        let Route { shard, cfg, provider, up, req, .. } = *self;
+        extra.extend(super::translate::minted_authorization(shard, provider)?);
+        let head = super::forward::request_head_with("POST", path, up, &req.head, Some(body.len()), &extra);
+        let request = RequestBytes { head, body, is_head: false };
+        let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
+        let waited = Instant::now();
+        let sent = send(&shared, up, &request, cfg.upstream_limits).await;
+        ctx.upstream_time += waited.elapsed();
+        let answer = sent.map_err(|e| e.to_gateway_error(&provider.name))?;
+        ctx.upstream_status = Some(answer.head.status);
+        Ok(answer)
+    }
 }

@@ -4,7 +4,7 @@
 //! whatever the provider. The translation itself is pure code in `adapters`; this module only
 //! moves bytes and keeps the request's accounting (usage, cost, errors).
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use adapters::anthropic::{AnthropicDefaults, AnthropicStream, error_from_anthropic, from_anthropic, to_anthropic};
 use adapters::bedrock::sigv4::{SigningRequest, sign};
@@ -16,7 +16,6 @@ use adapters::gemini::{
 use adapters::sse::SseScanner;
 use bytes::Bytes;
 
-use super::forward::request_head_with;
 use super::governance;
 use super::route::Route;
 use super::{OVERHEAD_HEADER, RequestCtx};
@@ -25,8 +24,8 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::http::{Request, Responder, send_error};
 use crate::rt::Conn;
 use crate::shard::Shard;
+use crate::upstream::UpstreamResponse;
 use crate::upstream::exchange::fault_kind;
-use crate::upstream::{RequestBytes, Shared, UpstreamResponse, send};
 
 /// Largest single SSE event read from an OpenAI-dialect stream.
 const MAX_SSE_EVENT: usize = 1 << 20;
@@ -362,7 +361,7 @@ pub(super) async fn send_to<'a>(
     (suffix, body): (&str, Bytes),
     ctx: &mut RequestCtx,
 ) -> Result<UpstreamResponse<'a>, Refused> {
-    let Route { shard, cfg, provider, up, req, .. } = *route;
+    let Route { provider, up, .. } = *route;
     let path = format!("{}{suffix}", up.base_path.trim_end_matches('/'));
     let signed = match &provider.aws {
         // SigV4 over exactly what goes on the wire: host, content type, path and body.
@@ -384,17 +383,7 @@ pub(super) async fn send_to<'a>(
         }
         None => Vec::new(),
     };
-    let mut extra = signed;
-    extra.extend(minted_authorization(shard, provider).map_err(Refused::Gateway)?);
-    let head = request_head_with("POST", &path, up, &req.head, Some(body.len()), &extra);
-    let request = RequestBytes { head, body, is_head: false };
-
-    let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
-    let waited = Instant::now();
-    let sent = send(&shared, up, &request, cfg.upstream_limits).await;
-    ctx.upstream_time += waited.elapsed();
-    let mut answer = sent.map_err(|e| Refused::Gateway(e.to_gateway_error(&provider.name)))?;
-    ctx.upstream_status = Some(answer.head.status);
+    let mut answer = route.post(&path, body, signed, ctx).await.map_err(Refused::Gateway)?;
     if !(200..300).contains(&answer.head.status) {
         let error_type =
             answer.head.header("x-amzn-errortype").and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
