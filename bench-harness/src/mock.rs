@@ -462,7 +462,8 @@ impl Service for MockService {
 impl MockService {
     /// Google's OAuth token endpoint for the JWT bearer grant: a well-formed assertion for the
     /// cloud-platform scope gets `ya29.mock-{n}`; an issuer containing `revoked` gets
-    /// `invalid_grant`, as a deleted service-account key does.
+    /// `invalid_grant`, as a deleted service-account key does; one containing `short` gets a
+    /// token that lives 3 s.
     fn oauth_token(&self, req: &Request) -> (u16, String) {
         use base64::Engine as _;
         let form = String::from_utf8_lossy(&req.body);
@@ -484,7 +485,9 @@ impl MockService {
             return (400, r#"{"error":"invalid_scope","error_description":"Invalid OAuth scope."}"#.into());
         }
         let n = self.shard.served.get();
-        (200, format!(r#"{{"access_token":"ya29.mock-{n}","expires_in":3599,"token_type":"Bearer"}}"#))
+        // A key whose email says `short` gets tokens that live 3 s.
+        let expires_in = if iss.contains("short") { 3 } else { 3599 };
+        (200, format!(r#"{{"access_token":"ya29.mock-{n}","expires_in":{expires_in},"token_type":"Bearer"}}"#))
     }
 
     /// Microsoft Entra ID's token endpoint for the client credentials grant: a request for a

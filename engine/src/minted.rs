@@ -1,8 +1,9 @@
 //! Access tokens the gateway mints for providers, by a plain thread, never on the request path:
 //! Vertex AI's from a service-account key (the JWT bearer grant) and Azure OpenAI's from an
 //! Entra ID application (the client credentials grant). Shards read the current
-//! `Authorization` value through `arc-swap`; the thread refreshes a token five minutes before it
-//! expires and retries a failed mint with backoff, keeping a token that still works.
+//! `Authorization` value through `arc-swap`; the thread refreshes a token five minutes (or a
+//! fifth of its life, if shorter) before it expires and retries a failed mint with backoff,
+//! keeping a token that still works.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Provider, Snapshot, VertexTarget};
 
-/// A token is refreshed this long before it expires.
+/// A token is refreshed this long before it expires (less for short-lived tokens).
 const REFRESH_MARGIN_SECS: u64 = 300;
 /// A failed mint is retried after this, doubling up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(500);
@@ -110,9 +111,21 @@ impl Issuer {
 /// One provider's credential and its token's life.
 struct Account {
     issuer: Issuer,
+    /// When the token in hand was minted (unix seconds).
+    minted_at: u64,
     token: Option<AccessToken>,
     next_try: Instant,
     backoff: Duration,
+}
+
+impl Account {
+    /// How long before expiry the token is refreshed: five minutes, or a fifth of its life
+    /// when that is shorter (at least a second), so a short-lived token is not re-minted on
+    /// every pass.
+    fn margin(&self) -> u64 {
+        let life = self.token.as_ref().map_or(0, |t| t.expires_at_unix.saturating_sub(self.minted_at));
+        (life / 5).clamp(1, REFRESH_MARGIN_SECS)
+    }
 }
 
 /// The minting thread's state.
@@ -142,8 +155,14 @@ impl Minter {
                     continue;
                 }
                 let kept = self.accounts.get_mut(name).filter(|a| a.issuer.same_credential(issuer));
-                let token = kept.and_then(|a| a.token.take());
-                let account = Account { issuer: issuer.clone(), token, next_try: Instant::now(), backoff: RETRY_FIRST };
+                let (token, minted_at) = kept.map_or((None, 0), |a| (a.token.take(), a.minted_at));
+                let account = Account {
+                    issuer: issuer.clone(),
+                    minted_at,
+                    token,
+                    next_try: Instant::now(),
+                    backoff: RETRY_FIRST,
+                };
                 self.accounts.insert(name.clone(), account);
             }
         }
@@ -158,7 +177,7 @@ impl Minter {
             .accounts
             .iter()
             .filter(|(_, a)| {
-                Instant::now() >= a.next_try && a.token.as_ref().is_none_or(|t| t.refresh_due(now, REFRESH_MARGIN_SECS))
+                Instant::now() >= a.next_try && a.token.as_ref().is_none_or(|t| t.refresh_due(now, a.margin()))
             })
             .map(|(n, _)| n.clone())
             .collect();
@@ -175,6 +194,7 @@ impl Minter {
                 Ok(t) => {
                     tracing::info!(provider = %name, expires_in_s = t.expires_at_unix.saturating_sub(now), "provider access token minted");
                     a.token = Some(t);
+                    a.minted_at = now;
                     a.backoff = RETRY_FIRST;
                 }
                 Err(e) => {

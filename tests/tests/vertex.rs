@@ -14,6 +14,7 @@ on_both_drivers!(
     vertex_targets_are_reached_with_minted_tokens,
     a_key_google_refuses_is_a_clear_503,
     embeddings_through_vertex_predict,
+    tokens_are_refreshed_before_they_expire,
 );
 
 /// The test-only service-account key, its token endpoint pointed at the mock and its email
@@ -95,4 +96,20 @@ fn embeddings_through_vertex_predict(rt: e2e::Runtime) {
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
     assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 4);
     assert_eq!(v["usage"]["prompt_tokens"], 4, "Vertex AI's token counts, summed: {v}");
+}
+
+fn tokens_are_refreshed_before_they_expire(rt: e2e::Runtime) {
+    let up = default_mock();
+    let dir = e2e::tempdir();
+    // Tokens living 3 s are refreshed a fifth of their life before expiry (about every 2 s),
+    // off the request path, and no more often.
+    let key = key_file(dir.path(), up.addr(), "short@shardgate-test.iam.gserviceaccount.com");
+    let gw = gateway(&config(up.addr(), &key), rt);
+    let requests = || up.stats().requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(requests(), 1, "one token minted at start");
+    assert!(eventually(Duration::from_secs(5), || requests() >= 2), "the token was minted again");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(requests() <= 3, "not re-minted on every pass of the thread: {}", requests());
+    // Requests keep working throughout.
+    assert_eq!(chat(gw.local_addr(), false).status, 200);
 }
