@@ -248,9 +248,9 @@ impl TargetActor {
             }
             Err(Refused::Restarted) => return Served::Refused(Refusal::RestartedWhileWaiting),
         };
-        self.metrics.in_flight.fetch_add(1, Relaxed);
+        let counted = Counted::enter(&self.metrics.in_flight);
         let outcome = AssertUnwindSafe(work).catch_unwind().await;
-        self.metrics.in_flight.fetch_sub(1, Relaxed);
+        drop(counted);
         let served = match outcome {
             Ok(v) => Served::Done(v),
             Err(payload) => {
@@ -308,6 +308,23 @@ impl TargetActor {
             backoff_ms = backoff.as_millis() as u64,
             "target actor panicked; restarted"
         );
+    }
+}
+
+/// One unit of a gauge, given back on drop: a request dropped mid-way (its connection closed
+/// by a drain) must not stay counted.
+struct Counted<'a>(&'a AtomicI64);
+
+impl<'a> Counted<'a> {
+    fn enter(gauge: &'a AtomicI64) -> Self {
+        gauge.fetch_add(1, Relaxed);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
@@ -489,6 +506,22 @@ mod tests {
         assert!(inside.get());
         assert!(matches!(refused, Served::Done(Served::Refused(Refusal::MailboxFull { waiting: 0 }))));
         assert_eq!(a.metrics().refused_full.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_request_dropped_mid_way_is_no_longer_counted() {
+        let targets = Targets::default();
+        let a = targets.actor(0, &Arc::from("t"), None, limits(1, 4), RestartPolicy::default());
+        let pool = Pool::default();
+        let open = Cell::new(false);
+        let mut cx = Context::from_waker(Waker::noop());
+        {
+            let mut pending = std::pin::pin!(a.serve(&pool, gate(&open)));
+            assert!(pending.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(a.metrics().in_flight.load(Relaxed), 1);
+        }
+        assert_eq!(a.metrics().in_flight.load(Relaxed), 0);
+        assert_eq!(a.mailbox.running(), 0, "its turn was given back too");
     }
 
     #[test]
