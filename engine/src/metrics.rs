@@ -231,6 +231,11 @@ impl Registry {
         self.shards.iter().map(|s| f(s)).sum()
     }
 
+    /// Every target actor's metrics, shard by shard (the admin API reads these).
+    pub fn targets(&self) -> Vec<Arc<TargetMetrics>> {
+        self.shards.iter().flat_map(|s| s.targets.load().iter().cloned().collect::<Vec<_>>()).collect()
+    }
+
     /// Total of a counter across shards (tests and the bench harness read these).
     pub fn upstream_connections(&self) -> (u64, u64) {
         (self.sum(|s| s.upstream_new.load(Relaxed)), self.sum(|s| s.upstream_reused.load(Relaxed)))

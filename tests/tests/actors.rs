@@ -16,6 +16,7 @@ on_both_drivers!(
     a_full_mailbox_refuses_and_a_restart_fails_the_waiters,
     messages_get_anthropic_shaped_actor_errors,
     requests_wait_their_turn_for_a_busy_upstream,
+    org_admins_see_each_target_per_shard,
 );
 
 fn config(upstream: SocketAddr) -> String {
@@ -168,4 +169,29 @@ fn requests_wait_their_turn_for_a_busy_upstream(driver: e2e::Runtime) {
     let latency = metric(&text, "shardgate_target_latency_ewma_seconds{target=\"narrow\",shard=\"0\"}").unwrap();
     assert!(latency >= 0.15, "the actor's latency average saw the upstream's 150 ms: {latency}");
     assert_eq!(metric(&text, "shardgate_target_consecutive_failures{target=\"narrow\",shard=\"0\"}"), Some(0.0));
+}
+
+fn org_admins_see_each_target_per_shard(driver: e2e::Runtime) {
+    let upstream = default_mock();
+    let keys = "users:\n  root: {role: org_admin}\n  ann: {}\nkeys:\n  - {name: root-1, secret: sk-sg-actors-root-000000, user: root}\n  - {name: ann-1, secret: sk-sg-actors-ann-0000000, user: ann}\n";
+    let gw = gateway(&format!("{keys}{}", config(upstream.addr())), driver);
+    let addr = gw.local_addr();
+    let root = "authorization: Bearer sk-sg-actors-root-000000\r\n";
+    assert_eq!(chat(addr, "slow", root).status, 200);
+    let r = Client::connect(addr).get_with("/admin/v1/targets", root);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let narrow = v["data"].as_array().unwrap().iter().find(|t| t["provider"] == "narrow").unwrap().clone();
+    assert_eq!(
+        (narrow["kind"].as_str(), narrow["limits"]["max_in_flight"].as_u64()),
+        (Some("openai-compatible"), Some(1))
+    );
+    let shard = &narrow["shards"][0];
+    assert_eq!((shard["shard"].as_u64(), shard["in_flight"].as_i64()), (Some(0), Some(0)));
+    assert!(shard["latency_ewma_ms"].as_f64().unwrap() > 0.0, "{shard}");
+    let unused = v["data"].as_array().unwrap().iter().find(|t| t["provider"] == "other").unwrap();
+    assert_eq!(unused["shards"], serde_json::json!([]), "no request, no actor yet");
+    // Members do not see the providers' state.
+    let r = Client::connect(addr).get_with("/admin/v1/targets", "authorization: Bearer sk-sg-actors-ann-0000000\r\n");
+    assert_eq!(r.status, 403, "{}", r.text());
 }

@@ -169,6 +169,8 @@ async fn route(
     match (method, parts.as_slice()) {
         ("GET", ["whoami"]) => Ok((200, whoami(caller, &scope))),
         ("GET", ["spend"]) => spend(shard, caller, &scope, req.head.target()).await,
+        ("GET", ["targets"]) if matches!(scope, Scope::Org) => Ok((200, targets(shard, cfg))),
+        ("GET", ["targets"]) => Err(forbidden("Only org admins may see the providers' state.")),
         ("GET", [kind]) => {
             let kind = kind_of(kind).ok_or_else(|| not_found(path))?;
             Ok((200, list(cfg, &merged, kind, &scope, caller)))
@@ -312,6 +314,53 @@ fn managed_key(
         return Err(declared_in_config(EntityKind::Key, name));
     }
     Ok(k)
+}
+
+/// `GET /admin/v1/targets`: every configured provider, and what each shard's actor for it
+/// knows (a shard that never sent it a request has no actor for it).
+fn targets(shard: &Shard, cfg: &Snapshot) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let actors = shard.process.registry.targets();
+    let data: Vec<Value> = cfg
+        .providers
+        .iter()
+        .map(|p| {
+            let mut shards: Vec<Value> = actors
+                .iter()
+                .filter(|t| t.target == p.name)
+                .map(|t| {
+                    json!({
+                        "shard": t.shard,
+                        "in_flight": t.in_flight.load(Relaxed),
+                        "waiting": t.waiting.load(Relaxed),
+                        "latency_ewma_ms": t.latency_ewma_us.load(Relaxed) as f64 / 1000.0,
+                        "ttft_ewma_ms": t.ttft_ewma_us.load(Relaxed) as f64 / 1000.0,
+                        "consecutive_failures": t.consecutive_failures.load(Relaxed),
+                        "restarts": t.restarts.load(Relaxed),
+                        "refused": {
+                            "mailbox_full": t.refused_full.load(Relaxed),
+                            "waited_too_long": t.refused_wait.load(Relaxed),
+                            "restarting": t.refused_restarting.load(Relaxed),
+                            "restarted_while_waiting": t.failed_waiting.load(Relaxed),
+                        },
+                    })
+                })
+                .collect();
+            shards.sort_by_key(|v| v["shard"].as_u64());
+            json!({
+                "object": "target",
+                "provider": &*p.name,
+                "kind": p.kind.label(),
+                "limits": {
+                    "max_in_flight": p.actor.max_in_flight,
+                    "mailbox": p.actor.mailbox,
+                    "max_wait_ms": p.actor.max_wait.map(|d| d.as_millis()),
+                },
+                "shards": shards,
+            })
+        })
+        .collect();
+    json!({"object": "list", "data": data})
 }
 
 fn whoami(id: &Identity, scope: &Scope) -> Value {

@@ -442,6 +442,21 @@ pub enum ProviderKind {
     Mock,
 }
 
+impl ProviderKind {
+    /// The name the config uses for it.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
 /// `providers.<name>:`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
