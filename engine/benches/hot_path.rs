@@ -1,5 +1,6 @@
 //! Hot-path pieces of the engine, one core, no I/O: request head parsing, chunked decoding,
-//! response head parsing, model routing. Run: `cargo bench -p shardgate-engine`.
+//! response head parsing, model routing, a target actor's turn. Run:
+//! `cargo bench -p shardgate-engine`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::BytesMut;
@@ -73,5 +74,29 @@ fn routing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, request_head, response_head, chunked, routing);
+/// What every request pays for its target's actor: finding it, a turn from the mailbox, the
+/// work run under the supervisor's panic catch, and the health update.
+fn actor(c: &mut Criterion) {
+    use engine::actor::{ActorLimits, RestartPolicy, Served, Targets};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    let targets = Targets::default();
+    let name: Arc<str> = Arc::from("openai");
+    let key: Arc<str> = Arc::from("https://api.openai.com:443|sni=api.openai.com|ca=webpki|proxy=|max=512");
+    let pool = engine::upstream::Pool::default();
+    let limits = ActorLimits { max_in_flight: 512, mailbox: 1024, max_wait: None };
+    c.bench_function("actor/find + turn + supervised work + observe", |b| {
+        b.iter(|| {
+            let a = targets.actor(0, &name, Some(&key), limits, RestartPolicy::default());
+            let mut served = std::pin::pin!(a.serve(&pool, async { 7 }));
+            let Poll::Ready(Served::Done(v)) = served.as_mut().poll(&mut Context::from_waker(Waker::noop())) else {
+                unreachable!("a free actor serves at once")
+            };
+            a.observe(std::time::Duration::from_micros(800), None, true);
+            v
+        })
+    });
+}
+
+criterion_group!(benches, request_head, response_head, chunked, routing, actor);
 criterion_main!(benches);
