@@ -203,6 +203,23 @@ impl ShardMetrics {
     }
 }
 
+/// One unit of a gauge, given back on drop: a request dropped mid-way (a panic, or a drain that
+/// drops its task) must not stay counted.
+pub struct GaugeUnit<'a>(&'a AtomicI64);
+
+impl<'a> GaugeUnit<'a> {
+    pub fn enter(gauge: &'a AtomicI64) -> Self {
+        gauge.fetch_add(1, Relaxed);
+        GaugeUnit(gauge)
+    }
+}
+
+impl Drop for GaugeUnit<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Gauges that belong to the process rather than a shard.
 pub struct ProcessGauges {
     pub config_generation: u64,

@@ -248,7 +248,7 @@ impl TargetActor {
             }
             Err(Refused::Restarted) => return Served::Refused(Refusal::RestartedWhileWaiting),
         };
-        let counted = Counted::enter(&self.metrics.in_flight);
+        let counted = crate::metrics::GaugeUnit::enter(&self.metrics.in_flight);
         let outcome = AssertUnwindSafe(work).catch_unwind().await;
         drop(counted);
         let served = match outcome {
@@ -308,23 +308,6 @@ impl TargetActor {
             backoff_ms = backoff.as_millis() as u64,
             "target actor panicked; restarted"
         );
-    }
-}
-
-/// One unit of a gauge, given back on drop: a request dropped mid-way (its connection closed
-/// by a drain) must not stay counted.
-struct Counted<'a>(&'a AtomicI64);
-
-impl<'a> Counted<'a> {
-    fn enter(gauge: &'a AtomicI64) -> Self {
-        gauge.fetch_add(1, Relaxed);
-        Counted(gauge)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
     }
 }
 

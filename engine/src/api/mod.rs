@@ -15,7 +15,6 @@ mod translate;
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use adapters::openai::usage::Usage;
@@ -169,9 +168,7 @@ impl Service for GatewayService {
 
     async fn call<C: Conn>(&self, req: Request, resp: &mut Responder<'_, C>) {
         let shard = &self.shard;
-        // Counted down on drop, so a panic or a drain that drops the task cannot leave the
-        // gauge counting a request that is gone.
-        let _in_flight = InFlight::enter(&shard.metrics);
+        let _in_flight = crate::metrics::GaugeUnit::enter(&shard.metrics.in_flight);
         let endpoint = endpoint_of(req.head.path());
         let received_at = req.received_at;
         let mut ctx = RequestCtx::new(received_at);
@@ -186,21 +183,6 @@ impl Service for GatewayService {
             shard.metrics.usage(u);
         }
         shard.metrics.request(endpoint, resp.status(), received_at.elapsed());
-    }
-}
-
-struct InFlight<'a>(&'a crate::metrics::ShardMetrics);
-
-impl<'a> InFlight<'a> {
-    fn enter(m: &'a crate::metrics::ShardMetrics) -> Self {
-        m.in_flight.fetch_add(1, Relaxed);
-        InFlight(m)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
     }
 }
 
