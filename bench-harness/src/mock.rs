@@ -11,7 +11,7 @@
 //! | `x-mock-tokens-per-sec` | streams: pace of token events |
 //! | `x-mock-tokens` | completion tokens (= content chunks of a stream) |
 //! | `x-mock-token-bytes` | bytes per token (shapes the answer size) |
-//! | `x-mock-fault` | `status:503`, `timeout`, `drop:N` (close after N stream events), `malformed` (truncated JSON), `garbage` (not HTTP), `reset` (close without answering) |
+//! | `x-mock-fault` | `status:503`, `timeout`, `drop:N` (close after N stream events), `malformed` (truncated JSON), `garbage` (not HTTP), `reset` (close without answering), `context_length` / `content_policy` (OpenAI's 400s for those) |
 //! | `x-mock-retry-after` | `retry-after` header on a status fault |
 //! | `x-mock-echo` | answer any path by describing the request received (method, target, headers, body) |
 //! | `x-mock-id`, `x-mock-created` | fix the answer's `id` and `created` (byte-exact comparisons) |
@@ -52,6 +52,10 @@ pub enum Fault {
     Garbage,
     /// Close the connection without answering.
     Reset,
+    /// 400 as OpenAI answers a prompt longer than the model's context (`context_length_exceeded`).
+    ContextLength,
+    /// 400 as OpenAI answers a prompt its safety system refused (`content_policy_violation`).
+    ContentPolicy,
 }
 
 impl Fault {
@@ -68,7 +72,11 @@ impl Fault {
             "malformed" => Ok(Fault::Malformed),
             "garbage" => Ok(Fault::Garbage),
             "reset" => Ok(Fault::Reset),
-            _ => Err(format!("unknown fault {s:?}: use status:N, timeout, drop:N, malformed, garbage or reset")),
+            "context_length" => Ok(Fault::ContextLength),
+            "content_policy" => Ok(Fault::ContentPolicy),
+            _ => Err(format!(
+                "unknown fault {s:?}: use status:N, timeout, drop:N, malformed, garbage, reset, context_length or content_policy"
+            )),
         }
     }
 }
@@ -85,6 +93,9 @@ pub struct Knobs {
     pub fault: Option<Fault>,
     /// Share of requests that get `fault` (spread evenly, deterministic).
     pub fault_rate: f64,
+    /// Only the first this many requests (of each mock shard) may get `fault`; then the mock
+    /// heals (a provider that recovers, for retries and half-open breakers).
+    pub fault_first: Option<u64>,
 }
 
 impl Default for Knobs {
@@ -97,6 +108,7 @@ impl Default for Knobs {
             token_bytes: None,
             fault: None,
             fault_rate: 1.0,
+            fault_first: None,
         }
     }
 }
@@ -277,7 +289,8 @@ impl MockService {
         self.shard.served.set(n);
         // Spread faults evenly: request n gets one when floor(n * rate) steps up.
         let rate = k.fault_rate.clamp(0.0, 1.0);
-        let due = ((n as f64) * rate).floor() > (((n - 1) as f64) * rate).floor();
+        let due = ((n as f64) * rate).floor() > (((n - 1) as f64) * rate).floor()
+            && k.fault_first.is_none_or(|first| n <= first);
         let fault = match header_str(req, "x-mock-fault") {
             Some(f) => Fault::parse(f).ok(),
             None => k.fault.filter(|_| due),
@@ -417,6 +430,16 @@ impl Service for MockService {
                     head = head.header("retry-after", ra);
                 }
                 let _ = head.body(body.as_bytes()).await;
+                return;
+            }
+            Some(Fault::ContextLength) => {
+                let body = br#"{"error":{"message":"This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens. Please reduce the length of the messages.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+                let _ = resp.start(400).header("content-type", JSON).body(body).await;
+                return;
+            }
+            Some(Fault::ContentPolicy) => {
+                let body = br#"{"error":{"message":"Your request was rejected as a result of our safety system.","type":"invalid_request_error","param":null,"code":"content_policy_violation"}}"#;
+                let _ = resp.start(400).header("content-type", JSON).body(body).await;
                 return;
             }
             Some(Fault::Malformed) => {

@@ -290,6 +290,7 @@ impl Gateway {
             reloads_failed: AtomicU64::new(0),
             tls,
             gossip: GossipHub::new(shards, gossip_queue),
+            health: crate::gossip::HealthHub::new(shards, 1024),
             anonymous_ok,
             store: std::sync::OnceLock::new(),
             tokens: crate::jwks::TokenVerifiers::default(),

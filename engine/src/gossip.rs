@@ -13,6 +13,43 @@ use crossbeam_queue::ArrayQueue;
 use policy::Governor;
 use policy::counters::Delta;
 
+/// News of a route target's health that one shard learned and the others should act on: its
+/// breaker opened until `until`.
+#[derive(Debug, Clone)]
+pub struct HealthNews {
+    /// The target's key (see [`crate::route_health::target_key`]).
+    pub key: Arc<str>,
+    pub until: std::time::Instant,
+}
+
+/// Health news between shards: one bounded lock-free inbox per shard. A shard whose breaker
+/// opens tells the others at once; each reads its inbox before routing a request. News that
+/// finds an inbox full is dropped: that shard will learn by its own failures, as it would have
+/// without gossip.
+pub struct HealthHub {
+    inboxes: Box<[ArrayQueue<HealthNews>]>,
+}
+
+impl HealthHub {
+    pub fn new(shards: usize, capacity: usize) -> HealthHub {
+        HealthHub { inboxes: (0..shards).map(|_| ArrayQueue::new(capacity.max(1))).collect() }
+    }
+
+    /// Sends `news` to every shard but `from`.
+    pub fn broadcast(&self, from: usize, news: &HealthNews) {
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            if i != from {
+                let _ = inbox.push(news.clone());
+            }
+        }
+    }
+
+    /// The next news waiting for `shard`.
+    pub fn next(&self, shard: usize) -> Option<HealthNews> {
+        self.inboxes.get(shard)?.pop()
+    }
+}
+
 /// The inboxes of every shard of the process.
 pub struct GossipHub {
     inboxes: Box<[ArrayQueue<Arc<Delta>>]>,

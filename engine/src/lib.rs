@@ -16,6 +16,8 @@ pub mod listener;
 pub mod metrics;
 pub mod minted;
 pub mod mock;
+pub mod route_health;
+pub mod router;
 pub mod rt;
 pub mod shard;
 pub mod store;

@@ -153,6 +153,14 @@ pub struct ShardMetrics {
     pub stream_first_event: Histogram,
     /// The shard's target actors (see [`crate::actor`]).
     pub targets: Arc<arc_swap::ArcSwap<Vec<Arc<TargetMetrics>>>>,
+    /// The shard's view of route targets (see [`crate::route_health`]).
+    pub routes: Arc<arc_swap::ArcSwap<Vec<Arc<crate::route_health::TargetStats>>>>,
+    /// Attempts made again after a retryable failure (same group).
+    pub route_retries: AtomicU64,
+    /// Moves to the next fallback group.
+    pub route_fallbacks: AtomicU64,
+    /// Routed requests that ended with every attempt failed.
+    pub route_exhausted: AtomicU64,
 }
 
 impl Default for ShardMetrics {
@@ -178,6 +186,10 @@ impl Default for ShardMetrics {
             overhead: Histogram::with_bounds(&OVERHEAD_BUCKETS_US),
             stream_first_event: Histogram::with_bounds(&OVERHEAD_BUCKETS_US),
             targets: Arc::default(),
+            routes: Arc::default(),
+            route_retries: AtomicU64::new(0),
+            route_fallbacks: AtomicU64::new(0),
+            route_exhausted: AtomicU64::new(0),
         }
     }
 }
@@ -251,6 +263,11 @@ impl Registry {
     /// Every target actor's metrics, shard by shard (the admin API reads these).
     pub fn targets(&self) -> Vec<Arc<TargetMetrics>> {
         self.shards.iter().flat_map(|s| s.targets.load().iter().cloned().collect::<Vec<_>>()).collect()
+    }
+
+    /// Every route target's stats, shard by shard (the admin API reads these).
+    pub fn route_targets(&self) -> Vec<Arc<crate::route_health::TargetStats>> {
+        self.shards.iter().flat_map(|s| s.routes.load().iter().cloned().collect::<Vec<_>>()).collect()
     }
 
     /// Total of a counter across shards (tests and the bench harness read these).
@@ -340,6 +357,7 @@ impl Registry {
             self.sum(|s| s.panics.load(Relaxed)),
         );
         self.render_targets(o);
+        self.render_routes(o);
         self.histogram(
             o,
             "shardgate_request_duration_seconds",
@@ -453,6 +471,60 @@ impl Registry {
         per_shard(o, "shardgate_target_consecutive_failures", "Failures in a row a shard saw from a target.", &|t| {
             t.consecutive_failures.load(Relaxed).to_string()
         });
+    }
+
+    /// Routing: retries and fallbacks summed over shards; each route target's breaker and
+    /// averages per shard.
+    fn render_routes(&self, o: &mut String) {
+        for (name, help, f) in [
+            (
+                "shardgate_route_retries_total",
+                "Attempts made again after a retryable failure, within a fallback group.",
+                &(|s: &ShardMetrics| s.route_retries.load(Relaxed)) as &dyn Fn(&ShardMetrics) -> u64,
+            ),
+            ("shardgate_route_fallbacks_total", "Moves to the next fallback group.", &|s| {
+                s.route_fallbacks.load(Relaxed)
+            }),
+            ("shardgate_route_exhausted_total", "Routed requests that ended with every attempt failed.", &|s| {
+                s.route_exhausted.load(Relaxed)
+            }),
+        ] {
+            header(o, name, "counter", help);
+            let _ = writeln!(o, "{name} {}", self.sum(f));
+        }
+        let lists: Vec<_> = self.shards.iter().map(|s| s.routes.load_full()).collect();
+        let all = || lists.iter().flat_map(|l| l.iter());
+        let mut keys: Vec<&str> = all().map(|t| &*t.key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let sum = |key: &str, f: &dyn Fn(&crate::route_health::TargetStats) -> u64| -> u64 {
+            all().filter(|t| &*t.key == key).map(|t| f(t)).sum()
+        };
+        header(o, "shardgate_route_target_attempts_total", "counter", "Attempts at a route target.");
+        for k in &keys {
+            let v = sum(k, &|t| t.attempts.load(Relaxed));
+            let _ = writeln!(o, "shardgate_route_target_attempts_total{{target=\"{k}\"}} {v}");
+        }
+        header(o, "shardgate_route_target_failures_total", "counter", "Failed attempts at a route target.");
+        for k in &keys {
+            let v = sum(k, &|t| t.failures.load(Relaxed));
+            let _ = writeln!(o, "shardgate_route_target_failures_total{{target=\"{k}\"}} {v}");
+        }
+        header(o, "shardgate_breaker_opens_total", "counter", "Times a route target's circuit breaker opened.");
+        for k in &keys {
+            let v = sum(k, &|t| t.breaker_opens.load(Relaxed));
+            let _ = writeln!(o, "shardgate_breaker_opens_total{{target=\"{k}\"}} {v}");
+        }
+        header(
+            o,
+            "shardgate_breaker_state",
+            "gauge",
+            "A route target's circuit breaker on one shard: 0 closed, 1 open, 2 half-open.",
+        );
+        for t in all() {
+            let v = t.breaker.load(Relaxed);
+            let _ = writeln!(o, "shardgate_breaker_state{{target=\"{}\",shard=\"{}\"}} {v}", t.key, t.shard);
+        }
     }
 
     fn histogram(&self, o: &mut String, name: &str, help: &str, pick: impl Fn(&ShardMetrics) -> &Histogram) {

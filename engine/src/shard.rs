@@ -36,6 +36,8 @@ pub struct ProcessState {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Counter gossip between shards.
     pub gossip: GossipHub,
+    /// Route targets' breaker news between shards.
+    pub health: crate::gossip::HealthHub,
     /// Whether callers without credentials are served while no key exists: the listener is on
     /// a loopback address, or anonymous access was asked for explicitly. Fixed at start.
     pub anonymous_ok: bool,
@@ -98,12 +100,15 @@ pub struct Shard {
     pub tally: RefCell<crate::store::SpendTally>,
     /// One actor per upstream target.
     pub targets: crate::actor::Targets,
+    /// What this shard knows of each route target's health (breakers, averages).
+    pub route_health: crate::route_health::RouteHealth,
 }
 
 impl Shard {
     pub fn new(id: usize, process: Arc<ProcessState>) -> Self {
         let metrics = process.registry.shard(id);
         let targets = crate::actor::Targets::new(metrics.targets.clone());
+        let route_health = crate::route_health::RouteHealth::new(id, metrics.routes.clone());
         let local_config = RefCell::new(Rc::new(process.config.load_full()));
         let buckets = process.config.load().gossip.window_buckets;
         let governor =
@@ -124,6 +129,7 @@ impl Shard {
             tally: RefCell::new(crate::store::SpendTally::default()),
             tokens: RefCell::new(crate::api::governance::TokenCache::default()),
             targets,
+            route_health,
         }
     }
 

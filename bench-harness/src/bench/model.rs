@@ -93,6 +93,9 @@ pub enum ScenarioKind {
     Governed,
     /// Through shardgate to a provider of another dialect: OpenAI in, Anthropic out and back.
     Translated,
+    /// Through shardgate to a `route:` model: nested strategies, retries and breakers
+    /// configured but not firing.
+    Routed,
     /// Through a reference proxy (nginx).
     Reference,
 }

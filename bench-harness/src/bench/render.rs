@@ -164,6 +164,7 @@ fn kind_name(kind: ScenarioKind) -> &'static str {
         ScenarioKind::Gateway => "gateway",
         ScenarioKind::Governed => "governed",
         ScenarioKind::Translated => "translated",
+        ScenarioKind::Routed => "routed",
         ScenarioKind::Reference => "reference",
     }
 }

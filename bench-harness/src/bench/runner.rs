@@ -20,7 +20,7 @@ const STREAM_BODY: &str = r#"{"model":"bench","stream":true,"stream_options":{"i
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Scenario groups to run (`passthrough`, `governed`, `translated`, `nginx`, `streaming`,
+    /// Scenario groups to run (`passthrough`, `governed`, `translated`, `routed`, `nginx`, `streaming`,
     /// `open-streams`);
     /// empty: all.
     pub only: Vec<String>,
@@ -220,6 +220,24 @@ fn run_in(
         ),
     )
     .map_err(|e| e.to_string())?;
+    // A routed model: a fallback over a weighted group of two accounts and a third account,
+    // with retries and breakers configured; the mock never fails, so none fires.
+    let routed_config = work.join("routed.yaml");
+    let account = |name: &str| {
+        format!(
+            "  {name}:\n    kind: openai-compatible\n    base_url: http://127.0.0.1:{mock_port}/v1\n    api_key: sk-bench\n    pool: {{max_connections: 4096}}\n"
+        )
+    };
+    std::fs::write(
+        &routed_config,
+        format!(
+            "server:\n  reload: {{watch: false}}\nproviders:\n{}{}{}models:\n  bench:\n    route:\n      strategy: fallback\n      targets:\n        - route: {{strategy: weighted, targets: [{{target: up/bench, weight: 3}}, {{target: up2/bench, weight: 1}}]}}\n        - {{target: up3/bench}}\n      retry: {{attempts: 2, backoff: 50ms, budget: 5s}}\n      breaker: {{failure_rate: 0.5, min_requests: 20, cooldown: 10s}}\n      timeouts: {{attempt: 30s, total: 60s}}\n",
+            account("up"),
+            account("up2"),
+            account("up3")
+        ),
+    )
+    .map_err(|e| e.to_string())?;
     let start_gateway_with = |config: &Path,
                               driver: &str,
                               tag: &str,
@@ -331,18 +349,33 @@ fn run_in(
             notes: Vec::new(),
         });
     }
-    if o.wants("translated") {
+    // Scenarios of one gateway each, on the default driver.
+    let one_each = [
+        (
+            "translated",
+            &translated_config,
+            ScenarioKind::Translated,
+            "to an Anthropic provider: the chat request translated to Messages and the answer back",
+        ),
+        (
+            "routed",
+            &routed_config,
+            ScenarioKind::Routed,
+            "to a routed model: a fallback over a weighted group of two accounts and a third, with retries and breakers configured but not firing",
+        ),
+    ];
+    for (group, config, kind, what) in one_each {
+        if !o.wants(group) {
+            continue;
+        }
         let d = default_driver.clone();
-        let (port, idx) =
-            start_gateway_with(&translated_config, &d, &format!("translated-{d}"), &mut procs, &mut caps)?;
+        let (port, idx) = start_gateway_with(config, &d, &format!("{group}-{d}"), &mut procs, &mut caps)?;
         std::thread::sleep(Duration::from_secs(1));
         let idle = procs[idx].rss_mb();
         scenarios.push(Scenario {
-            name: format!("translated-{d}"),
-            description: format!(
-                "through shardgate (monoio, {d}), one shard, to an Anthropic provider: the chat request translated to Messages and the answer back"
-            ),
-            kind: ScenarioKind::Translated,
+            name: format!("{group}-{d}"),
+            description: format!("through shardgate (monoio, {d}), one shard, {what}"),
+            kind,
             driver: Some(d),
             url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
             headers: Vec::new(),
@@ -402,7 +435,8 @@ fn run_in(
     // are where the load generator and mock's core gives out: no scenario is measured there.
     let mut samples = vec![Samples::default(); scenarios.len()];
     let mut ceiling: Vec<Option<f64>> = vec![None; scenarios.len()];
-    let run_scenarios = o.wants("passthrough") || o.wants("nginx") || o.wants("governed") || o.wants("translated");
+    let run_scenarios =
+        o.wants("passthrough") || o.wants("nginx") || o.wants("governed") || o.wants("translated") || o.wants("routed");
     for rep in 0..o.repetitions {
         if !run_scenarios {
             break;
@@ -1004,6 +1038,22 @@ fn targets(
         note: match translated_ratio {
             Some(_) => format!("{} driver, median of repetitions, plain (not streamed) answers", default_driver),
             None => "the translated or pass-through scenario did not run".into(),
+        },
+    });
+    let routed = results.iter().find(|r| r.kind == ScenarioKind::Routed);
+    let routed_ratio = routed
+        .and_then(|g| g.max_throughput_rps.as_ref())
+        .zip(default.and_then(|d| d.max_throughput_rps.as_ref()))
+        .map(|(g, d)| g.median / d.median);
+    t.push(TargetCheck {
+        name: "routed (retries and breakers idle) vs pass-through".into(),
+        goal: ">= 0.97x pass-through req/s, same run".into(),
+        value: routed_ratio,
+        unit: "x".into(),
+        met: routed_ratio.map(|r| r >= 0.97),
+        note: match routed_ratio {
+            Some(_) => format!("{} driver, median of repetitions", default_driver),
+            None => "the routed or pass-through scenario did not run".into(),
         },
     });
     let streamed = results.iter().find(|r| r.name.starts_with("translated-streaming"));

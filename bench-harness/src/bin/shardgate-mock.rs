@@ -49,6 +49,9 @@ struct Args {
     /// Share of requests that get the fault (0..1).
     #[arg(long, default_value_t = 1.0)]
     fault_rate: f64,
+    /// Only the first N requests (of each shard) may get the fault; then the mock heals.
+    #[arg(long)]
+    fault_first: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             token_bytes: args.token_bytes,
             fault,
             fault_rate: args.fault_rate,
+            fault_first: args.fault_first,
         },
     };
     let mut signals =

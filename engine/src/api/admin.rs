@@ -321,6 +321,7 @@ fn managed_key(
 fn targets(shard: &Shard, cfg: &Snapshot) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
     let actors = shard.process.registry.targets();
+    let route_stats = shard.process.registry.route_targets();
     let data: Vec<Value> = cfg
         .providers
         .iter()
@@ -347,9 +348,38 @@ fn targets(shard: &Shard, cfg: &Snapshot) -> Value {
                 })
                 .collect();
             shards.sort_by_key(|v| v["shard"].as_u64());
+            // The route targets this provider serves: breaker and averages per shard.
+            let mut routes: Vec<Value> = cfg
+                .route_targets
+                .iter()
+                .filter(|(_, spec)| spec.provider == *p.name)
+                .map(|(_, spec)| {
+                    let key = crate::route_health::target_key(spec);
+                    let mut per_shard: Vec<Value> = route_stats
+                        .iter()
+                        .filter(|t| *t.key == *key)
+                        .map(|t| {
+                            json!({
+                                "shard": t.shard,
+                                "breaker": t.breaker_label(),
+                                "breaker_opens": t.breaker_opens.load(Relaxed),
+                                "in_flight": t.in_flight.load(Relaxed),
+                                "attempts": t.attempts.load(Relaxed),
+                                "failures": t.failures.load(Relaxed),
+                                "ttft_ewma_ms": t.ttft_ewma_us.load(Relaxed) as f64 / 1000.0,
+                                "per_token_ewma_ms": t.tpot_ewma_us.load(Relaxed) as f64 / 1000.0,
+                            })
+                        })
+                        .collect();
+                    per_shard.sort_by_key(|v| v["shard"].as_u64());
+                    json!({"target": key, "model": spec.model, "shards": per_shard})
+                })
+                .collect();
+            routes.sort_by(|a, b| a["target"].as_str().cmp(&b["target"].as_str()));
             json!({
                 "object": "target",
                 "provider": &*p.name,
+                "routes": routes,
                 "kind": p.kind.label(),
                 "limits": {
                     "max_in_flight": p.actor.max_in_flight,

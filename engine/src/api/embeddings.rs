@@ -11,6 +11,7 @@ use adapters::gemini::{from_gemini_embeddings, to_gemini_embeddings};
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::attempt::{Attempted, Miss};
 use super::route::Route;
 use super::translate::{self, Dialect, Refused};
 use super::{RequestCtx, governance};
@@ -23,11 +24,8 @@ pub(super) async fn embeddings<C: Conn>(
     dialect: Dialect,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-) {
-    let request: EmbeddingsRequest = match translate::parse_body(route.req) {
-        Ok(r) => r,
-        Err(e) => return translate::fail(resp, ctx, e).await,
-    };
+) -> Attempted {
+    let request: EmbeddingsRequest = translate::parse_body(route.req).map_err(Miss::gateway)?;
     let client_model = ctx.model.clone().unwrap_or_default();
     let answer = match dialect {
         Dialect::Gemini => gemini(route, &request, &client_model, ctx).await,
@@ -37,16 +35,13 @@ pub(super) async fn embeddings<C: Conn>(
             format!("The model `{client_model}` is served by Anthropic, which has no embeddings API."),
         ))),
     };
-    let list = match answer {
-        Ok(v) => v,
-        Err(Refused::Gateway(e)) => return translate::fail(resp, ctx, e).await,
-        Err(Refused::Provider(e)) => return translate::send_api_error(resp, ctx, &e).await,
-    };
+    let list = answer.map_err(|r| r.into_miss(ctx))?;
     let prompt_tokens = list.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
     ctx.usage =
         Some(adapters::openai::usage::Usage { prompt_tokens, total_tokens: prompt_tokens, ..Default::default() });
     governance::settle_before_head(ctx);
     translate::send_json(resp, ctx, list.to_string().as_bytes()).await;
+    Ok(())
 }
 
 /// POSTs one body and reads the whole answer; also what Bedrock counted in its token header.

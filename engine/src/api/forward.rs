@@ -12,10 +12,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use policy::Identity;
 
+use super::attempt::{Attempted, Miss, within};
 use super::governance::{self, Ask};
 use super::route::Route;
-use super::{OVERHEAD_HEADER, RequestCtx, embeddings, mock_provider, supervised, translate};
-use crate::config::{Snapshot, Upstream};
+use super::{OVERHEAD_HEADER, RequestCtx, embeddings, mock_provider, routing, supervised, translate};
+use crate::config::{ModelRoute, Provider, Snapshot, Upstream};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::response::is_bodyless;
 use crate::http::upstream::ResponseFraming;
@@ -65,7 +66,7 @@ pub async fn inference<C: Conn>(
     };
     ctx.model = Some(model.name.clone());
     ctx.stream = facts.stream;
-    let Some(resolved) = cfg.resolve_model(&model.name) else {
+    let Some(served_by) = cfg.model_route(&model.name) else {
         let err = GatewayError::new(
             ErrorKind::UnknownModel,
             format!("The model `{}` does not exist or you do not have access to it.", model.name),
@@ -80,21 +81,11 @@ pub async fn inference<C: Conn>(
         Ok(m) => m,
         Err(e) => return fail(resp, ctx, e).await,
     };
-    if translate::Dialect::of(resolved.provider.kind).is_some() && endpoint == Endpoint::Completions {
-        let err = GatewayError::new(
-            ErrorKind::InvalidField,
-            format!(
-                "The model `{}` is served by a provider without the legacy completions API; use /v1/chat/completions.",
-                model.name
-            ),
-        )
-        .with_param("model");
-        return fail(resp, ctx, err).await;
-    }
     let ask = Ask {
         identity: caller,
         model: &model.name,
-        upstream_model: &resolved.upstream_model,
+        // The first choice's price is reserved; settlement prices what served it.
+        upstream_model: served_by.first_upstream_model(cfg),
         metadata: &metadata,
         body_len: req.body.len(),
         max_tokens: facts.max_tokens,
@@ -102,31 +93,78 @@ pub async fn inference<C: Conn>(
     if let Err(refusal) = governance::admit(shard, cfg, &ask, ctx) {
         return governance::send_refusal(resp, ctx, &refusal).await;
     }
-    ctx.provider = Some(resolved.provider.name.clone());
-    let provider = resolved.provider;
+    match served_by {
+        ModelRoute::Direct(resolved) => {
+            let target = Target { provider: resolved.provider, upstream_model: &resolved.upstream_model, headers: &[] };
+            if let Some(miss) = attempt(shard, cfg, &target, endpoint, &req, &facts, resp, ctx).await {
+                miss.send(resp, ctx).await;
+            }
+        }
+        ModelRoute::Routed(route) => {
+            let asked = routing::Asked { caller, metadata: &metadata, endpoint, req: &req, facts: &facts };
+            Box::pin(routing::serve(shard, cfg, route, &asked, resp, ctx)).await;
+        }
+    }
+    governance::settle_at_end(ctx);
+}
+
+/// Where one attempt goes: a provider, the model it serves, and headers this target adds.
+pub(super) struct Target<'a> {
+    pub provider: &'a Provider,
+    pub upstream_model: &'a str,
+    pub headers: &'a [(String, String)],
+}
+
+/// One attempt at `target`, inside its actor: `None` once the answer is committed to the
+/// client, else the miss (nothing written) for the caller to retry, fall back or send.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn attempt<C: Conn>(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    target: &Target<'_>,
+    endpoint: Endpoint,
+    req: &Request,
+    facts: &RequestFacts,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) -> Option<Box<Miss>> {
+    let provider = target.provider;
+    ctx.provider = Some(provider.name.clone());
+    let dialect = translate::Dialect::of(provider.kind);
+    let client_model = facts.model.as_ref().map_or("", |m| m.name.as_str());
+    if dialect.is_some() && endpoint == Endpoint::Completions {
+        let err = GatewayError::new(
+            ErrorKind::InvalidField,
+            format!(
+                "The model `{client_model}` is served by a provider without the legacy completions API; use /v1/chat/completions."
+            ),
+        )
+        .with_param("model");
+        return Some(Miss::gateway(err));
+    }
     let actor = supervised::actor(shard, provider);
     let started = Instant::now();
-    let um = &resolved.upstream_model;
-    let served = match (&provider.upstream, translate::Dialect::of(provider.kind)) {
+    let um = target.upstream_model;
+    let served = match (&provider.upstream, dialect) {
         (None, _) => {
-            let work = mock_provider::answer(shard, provider, endpoint, &req, &facts, um, resp, ctx);
+            let work = async {
+                mock_provider::answer(shard, provider, endpoint, req, facts, um, resp, ctx).await;
+                Ok(())
+            };
             actor.serve(&shard.pool, Box::pin(work)).await
         }
         (Some(up), dialect) => {
-            let route = Route { shard, cfg, provider, up, upstream_model: um, req: &req };
+            let route = Route { shard, cfg, provider, up, upstream_model: um, req, headers: target.headers };
             match dialect {
                 Some(d) if endpoint == Endpoint::Embeddings => {
                     actor.serve(&shard.pool, Box::pin(embeddings::embeddings(&route, d, resp, ctx))).await
                 }
                 Some(d) => actor.serve(&shard.pool, Box::pin(translate::chat(&route, d, resp, ctx))).await,
-                None => actor.serve(&shard.pool, to_openai(&route, endpoint, &facts, &model.name, resp, ctx)).await,
+                None => actor.serve(&shard.pool, to_openai(&route, endpoint, facts, client_model, resp, ctx)).await,
             }
         }
     };
-    if let Some(unserved) = supervised::conclude(&actor, served, started, resp, ctx) {
-        supervised::answer(resp, &unserved).await;
-    }
-    governance::settle_at_end(ctx);
+    supervised::settle_attempt(&actor, served, started, resp, ctx)
 }
 
 /// An OpenAI-dialect target: the client's body as it came, but for the model name, the usage
@@ -138,23 +176,17 @@ async fn to_openai<C: Conn>(
     client_model: &str,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-) {
-    let Route { shard, cfg, provider, up, upstream_model, req } = *route;
+) -> Attempted {
+    let Route { shard, cfg, provider, up, upstream_model, req, headers } = *route;
     let mut body = if upstream_model != client_model {
-        match rewrite_model(&req.body, facts, upstream_model) {
-            Ok(b) => b,
-            Err(e) => return fail(resp, ctx, scan_error(&e)).await,
-        }
+        rewrite_model(&req.body, facts, upstream_model).map_err(|e| Miss::gateway(scan_error(&e)))?
     } else {
         req.body.clone()
     };
     // Usage is needed for cost and token limits whatever the client asked: ask for it, and
     // strip it from the stream the client sees.
     if facts.stream && facts.include_usage != Some(true) && endpoint != Endpoint::Embeddings {
-        body = match ask_for_usage(&body) {
-            Ok(b) => b,
-            Err(e) => return fail(resp, ctx, scan_error(&e)).await,
-        };
+        body = ask_for_usage(&body).map_err(|e| Miss::gateway(scan_error(&e)))?;
         ctx.strip_usage_chunk = true;
     }
     if endpoint == Endpoint::Embeddings && asks_base64(&req.body) {
@@ -164,7 +196,7 @@ async fn to_openai<C: Conn>(
         match quirks.apply(&body) {
             Ok(Some(b)) => body = Bytes::from(b),
             Ok(None) => {}
-            Err(e) => return fail(resp, ctx, GatewayError::new(ErrorKind::InvalidJson, e.message)).await,
+            Err(e) => return Err(Miss::gateway(GatewayError::new(ErrorKind::InvalidJson, e.message))),
         }
     }
     let path = match &provider.azure {
@@ -178,16 +210,16 @@ async fn to_openai<C: Conn>(
         }
         None => upstream_path(up, req.head.target()),
     };
-    let minted = match translate::minted_authorization(shard, provider) {
-        Ok(m) => m,
-        Err(e) => return fail(resp, ctx, e).await,
-    };
-    let head = match &minted {
-        Some(h) => request_head_with("POST", &path, up, &req.head, Some(body.len()), std::slice::from_ref(h)),
-        None => request_head("POST", &path, up, &req.head, Some(body.len())),
+    let minted = translate::minted_authorization(shard, provider).map_err(Miss::gateway)?;
+    let head = match (&minted, headers.is_empty()) {
+        (None, true) => request_head("POST", &path, up, &req.head, Some(body.len())),
+        _ => {
+            let extra: Vec<(String, String)> = minted.into_iter().chain(headers.iter().cloned()).collect();
+            request_head_with("POST", &path, up, &req.head, Some(body.len()), &extra)
+        }
     };
     let request = RequestBytes { head, body, is_head: false };
-    exchange(shard, cfg, up, &request, resp, ctx, Relay::Inference).await;
+    exchange(shard, cfg, up, &request, resp, ctx, Relay::Inference).await
 }
 
 /// Whether an embeddings request asks for `encoding_format: "base64"` (OpenAI's SDKs do by
@@ -252,8 +284,8 @@ pub async fn passthrough<C: Conn>(
     let started = Instant::now();
     let work = exchange(shard, cfg, up, &request, resp, ctx, Relay::Passthrough);
     let served = actor.serve(&shard.pool, Box::pin(work)).await;
-    if let Some(unserved) = supervised::conclude(&actor, served, started, resp, ctx) {
-        supervised::answer(resp, &unserved).await;
+    if let Some(miss) = supervised::settle_attempt(&actor, served, started, resp, ctx) {
+        miss.send(resp, ctx).await;
     }
     governance::settle_at_end(ctx);
 }
@@ -369,17 +401,22 @@ async fn exchange<C: Conn>(
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
     relay: Relay,
-) {
+) -> Attempted {
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
     let provider = ctx.provider.clone().unwrap_or_else(|| "?".into());
-    let waited = Instant::now();
-    let sent = send(&shared, up, request, cfg.upstream_limits).await;
-    ctx.upstream_time += waited.elapsed();
-    let mut answer = match sent {
-        Ok(a) => a,
-        Err(e) => return fail(resp, ctx, e.to_gateway_error(&provider)).await,
-    };
+    let deadline = ctx.attempt_deadline;
+    let mut answer = within(deadline, &provider, async {
+        let waited = Instant::now();
+        let sent = send(&shared, up, request, cfg.upstream_limits).await;
+        ctx.upstream_time += waited.elapsed();
+        sent.map_err(|e| Miss::gateway(e.to_gateway_error(&provider)))
+    })
+    .await?;
     ctx.upstream_status = Some(answer.head.status);
+    if relay == Relay::Inference && !(200..300).contains(&answer.head.status) {
+        // An error answer is the router's to judge (retry, fall back, or relay it as it came).
+        return Err(Miss::upstream(&mut answer).await);
+    }
     if resp.is_head_only() || is_bodyless(answer.head.status) {
         // No body either way: relay the head as it is (its Content-Length describes the body a
         // GET would get) and let the connection go back to the pool.
@@ -389,7 +426,7 @@ async fn exchange<C: Conn>(
         if relay_head(resp, &answer, true, overhead, &ctx.headers).no_body().await.is_err() {
             ctx.error = Some(ErrorKind::DownstreamClosed);
         }
-        return;
+        return Ok(());
     }
     let event_stream = answer.head.is_event_stream();
     let buffer = match relay {
@@ -404,7 +441,24 @@ async fn exchange<C: Conn>(
         relay_buffered(shard, cfg, &mut answer, resp, ctx, relay == Relay::Inference, &provider).await
     } else {
         let read_usage = event_stream && relay == Relay::Inference;
-        relay_streamed(shard, &mut answer, resp, ctx, read_usage, cfg.upstream_limits.max_body_bytes).await
+        // The head is held until the first piece of the body: a stream that fails before its
+        // first token is a miss the router can still retry elsewhere, unseen by the client.
+        let first = if relay == Relay::Inference {
+            let waited = Instant::now();
+            let first = within(deadline, &provider, async {
+                answer.next_chunk().await.map_err(|fault| {
+                    let message = format!("provider {provider}: the stream broke off before its first event: {fault}");
+                    Miss::gateway(GatewayError::new(fault_kind(&fault), message))
+                })
+            })
+            .await;
+            ctx.upstream_time += waited.elapsed();
+            Some(first?)
+        } else {
+            None
+        };
+        relay_streamed(shard, &mut answer, first, resp, ctx, read_usage, cfg.upstream_limits.max_body_bytes).await;
+        Ok(())
     }
 }
 
@@ -479,18 +533,17 @@ async fn relay_buffered<C: Conn>(
     ctx: &mut RequestCtx,
     read_usage: bool,
     provider: &str,
-) {
-    let mut body = match read_answer(cfg, answer, ctx, provider).await {
-        Ok(b) => b,
-        Err(err) => return fail(resp, ctx, err).await,
-    };
+) -> Attempted {
+    let deadline = ctx.attempt_deadline;
+    let read = async { read_answer(cfg, answer, ctx, provider).await.map_err(Miss::gateway) };
+    let mut body = within(deadline, provider, read).await?;
     if ctx.base64_embeddings && (200..300).contains(&answer.head.status) {
         match adapters::openai::embeddings::rewrite_to_base64(&body) {
             Ok(Some(b)) => body = Bytes::from(b),
             Ok(None) => {}
             Err(e) => {
                 let err = GatewayError::new(ErrorKind::UpstreamProtocol, format!("provider {provider}: {}", e.message));
-                return fail(resp, ctx, err).await;
+                return Err(Miss::gateway(err));
             }
         }
     }
@@ -502,11 +555,13 @@ async fn relay_buffered<C: Conn>(
     if relay_head(resp, answer, false, overhead, &ctx.headers).body_bytes(body).await.is_err() {
         ctx.error = Some(ErrorKind::DownstreamClosed);
     }
+    Ok(())
 }
 
 async fn relay_streamed<C: Conn>(
     shard: &Rc<Shard>,
     answer: &mut UpstreamResponse<'_>,
+    mut first: Option<Option<Bytes>>,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
     read_usage: bool,
@@ -532,7 +587,11 @@ async fn relay_streamed<C: Conn>(
     let mut events = read_usage.then(|| SseScanner::new(max_event));
     let mut kept = Vec::new();
     loop {
-        match answer.next_chunk().await {
+        let next = match first.take() {
+            Some(held) => Ok(held),
+            None => answer.next_chunk().await,
+        };
+        match next {
             Ok(Some(piece)) => {
                 ctx.upstream_piece(|| answer.since_sent());
                 if let Some(scanner) = events.as_mut() {

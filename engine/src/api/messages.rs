@@ -127,7 +127,7 @@ pub async fn messages<C: Conn>(
             actor.serve(&shard.pool, Box::pin(from_mock(shard, drills, chat, &req, resp, ctx))).await
         }
         (Some(up), kind) => {
-            let route = Route { shard, cfg, provider, up, upstream_model: &upstream_model, req: &req };
+            let route = Route { shard, cfg, provider, up, upstream_model: &upstream_model, req: &req, headers: &[] };
             match (kind, Dialect::of(kind)) {
                 (ProviderKind::Anthropic, _) => actor.serve(&shard.pool, Box::pin(native(&route, resp, ctx))).await,
                 (_, Some(d)) => actor.serve(&shard.pool, Box::pin(through_dialect(&route, d, chat, resp, ctx))).await,

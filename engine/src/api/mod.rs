@@ -3,6 +3,7 @@
 //! (and, in later work, for policy settlement and the request log).
 
 pub mod admin;
+mod attempt;
 mod embeddings;
 mod forward;
 pub mod governance;
@@ -10,6 +11,7 @@ mod messages;
 mod mock_provider;
 mod ops;
 mod route;
+mod routing;
 mod supervised;
 mod translate;
 
@@ -32,6 +34,13 @@ pub struct RequestCtx {
     pub received_at: Instant,
     /// Time spent waiting on the provider (connect, send, response head, buffered body).
     pub upstream_time: Duration,
+    /// Time spent waiting between attempts (backoff, a provider's `retry-after`).
+    pub retry_wait: Duration,
+    /// The `retry-after` of the provider's last error answer (translated dialects).
+    pub upstream_retry_after: Option<Duration>,
+    /// When the current attempt must have its answer's head (or a stream's first piece), set
+    /// by the router from the route's timeouts; past it the attempt is a miss.
+    pub attempt_deadline: Option<Instant>,
     /// From sending upstream to the first piece of a streamed answer's body.
     pub ttft: Option<Duration>,
     /// When the first piece of a streamed answer came from the provider, until the first
@@ -123,6 +132,9 @@ impl RequestCtx {
         RequestCtx {
             received_at,
             upstream_time: Duration::ZERO,
+            retry_wait: Duration::ZERO,
+            upstream_retry_after: None,
+            attempt_deadline: None,
             ttft: None,
             first_piece_at: None,
             overhead: None,
@@ -143,7 +155,7 @@ impl RequestCtx {
     /// Records the gateway's own time so far (call as the response head is written) and
     /// returns it, for the `x-shardgate-overhead-us` header.
     pub fn head_overhead(&mut self) -> Duration {
-        let o = self.received_at.elapsed().saturating_sub(self.upstream_time);
+        let o = self.received_at.elapsed().saturating_sub(self.upstream_time + self.retry_wait);
         self.overhead = Some(o);
         o
     }

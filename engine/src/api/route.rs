@@ -23,6 +23,8 @@ pub(super) struct Route<'a> {
     pub upstream_model: &'a str,
     /// The client's request (its headers go upstream; its body is what is translated).
     pub req: &'a Request,
+    /// Headers the route adds for this target (they win over the client's).
+    pub headers: &'a [(String, String)],
 }
 
 impl<'a> Route<'a> {
@@ -36,8 +38,9 @@ impl<'a> Route<'a> {
         mut extra: Vec<(String, String)>,
         ctx: &mut RequestCtx,
     ) -> Result<UpstreamResponse<'a>, GatewayError> {
-        let Route { shard, cfg, provider, up, req, .. } = *self;
+        let Route { shard, cfg, provider, up, req, headers, .. } = *self;
         extra.extend(super::translate::minted_authorization(shard, provider)?);
+        extra.extend(headers.iter().cloned());
         let head = super::forward::request_head_with("POST", path, up, &req.head, Some(body.len()), &extra);
         let request = RequestBytes { head, body, is_head: false };
         let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::RequestCtx;
+use super::attempt::{Attempted, Miss};
 use crate::actor::{Refusal, Served, TargetActor};
 use crate::config::Provider;
 use crate::error::{ErrorKind, ErrorSource, GatewayError};
@@ -24,6 +25,8 @@ pub(super) fn actor(shard: &Shard, provider: &Provider) -> Rc<TargetActor> {
 pub(super) struct Unserved {
     pub error: GatewayError,
     pub retry_after: Option<Duration>,
+    /// The request was not sent: another attempt cannot do it twice.
+    pub not_sent: bool,
 }
 
 /// Book-keeping once the actor is done with a request: its health learns how the request went;
@@ -52,6 +55,7 @@ pub(super) fn conclude<C: Conn>(
                 ),
             ),
             retry_after: Some(Duration::from_secs(1)),
+            not_sent: true,
         },
         Served::Refused(Refusal::WaitedTooLong { waited }) => Unserved {
             error: GatewayError::new(
@@ -62,6 +66,7 @@ pub(super) fn conclude<C: Conn>(
                 ),
             ),
             retry_after: Some(Duration::from_secs(1)),
+            not_sent: true,
         },
         Served::Refused(Refusal::Restarting { retry_after }) => Unserved {
             error: GatewayError::new(
@@ -72,6 +77,7 @@ pub(super) fn conclude<C: Conn>(
                 ),
             ),
             retry_after: Some(retry_after),
+            not_sent: true,
         },
         Served::Refused(Refusal::RestartedWhileWaiting) => Unserved {
             error: GatewayError::new(
@@ -79,6 +85,7 @@ pub(super) fn conclude<C: Conn>(
                 format!("provider {name} failed while this request waited for it; the request was not sent. Retry it."),
             ),
             retry_after: None,
+            not_sent: true,
         },
         Served::Panicked(_) => {
             ctx.error = Some(ErrorKind::TargetFailed);
@@ -94,6 +101,7 @@ pub(super) fn conclude<C: Conn>(
                     ),
                 ),
                 retry_after: None,
+                not_sent: false,
             }
         }
     };
@@ -101,13 +109,27 @@ pub(super) fn conclude<C: Conn>(
     Some(unserved)
 }
 
-/// Answers an [`Unserved`] in OpenAI's error shape, with `retry-after` when it applies.
-pub(super) async fn answer<C: Conn>(resp: &mut Responder<'_, C>, u: &Unserved) {
-    let mut secs = itoa::Buffer::new();
-    let mut head = resp.start(u.error.status()).header("content-type", "application/json");
-    if let Some(r) = u.retry_after {
-        // Whole seconds, rounded up: `retry-after: 0` would invite an immediate retry storm.
-        head = head.header("retry-after", secs.format(r.as_millis().div_ceil(1000).max(1)));
-    }
-    let _ = head.body(&u.error.to_json()).await;
+/// Book-keeping once the actor is done with an attempt: a committed answer is concluded as
+/// above; a miss (nothing written) teaches the actor's health and goes back to the caller, as
+/// does a refusal or a panic that happened before the answer began.
+pub(super) fn settle_attempt<C: Conn>(
+    actor: &TargetActor,
+    served: Served<Attempted>,
+    started: Instant,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) -> Option<Box<Miss>> {
+    let served = match served {
+        Served::Done(Err(miss)) => {
+            // A refusal of the request itself (a client error, a rate limit) says nothing bad of
+            // the target; no answer or a 5xx does.
+            let ok = miss.status.is_some_and(|s| s < 500);
+            actor.observe(started.elapsed(), None, ok);
+            return Some(miss);
+        }
+        Served::Done(Ok(())) => Served::Done(()),
+        Served::Refused(r) => Served::Refused(r),
+        Served::Panicked(m) => Served::Panicked(m),
+    };
+    conclude(actor, served, started, resp, ctx).map(Miss::unserved)
 }

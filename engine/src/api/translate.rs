@@ -16,12 +16,13 @@ use adapters::gemini::{
 use adapters::sse::SseScanner;
 use bytes::Bytes;
 
+use super::attempt::{Attempted, Miss, within};
 use super::governance;
 use super::route::Route;
 use super::{OVERHEAD_HEADER, RequestCtx};
 use crate::config::{Provider, Snapshot};
 use crate::error::{ErrorKind, GatewayError};
-use crate::http::{Request, Responder, send_error};
+use crate::http::{Request, Responder};
 use crate::rt::Conn;
 use crate::shard::Shard;
 use crate::upstream::UpstreamResponse;
@@ -46,23 +47,6 @@ pub(super) fn accounted(u: &Usage) -> adapters::openai::usage::Usage {
         cached_tokens: u.prompt_tokens_details.as_ref().map_or(0, |d| d.cached_tokens),
         reasoning_tokens: u.completion_tokens_details.as_ref().map_or(0, |d| d.reasoning_tokens),
     }
-}
-
-/// Answers with an error the adapter shaped (status, type, code and param as OpenAI does).
-pub(super) async fn send_api_error<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, e: &ApiError) {
-    ctx.error = Some(match e.status {
-        400 => ErrorKind::InvalidField,
-        401 => ErrorKind::Unauthorized,
-        403 => ErrorKind::Forbidden,
-        404 => ErrorKind::NotFound,
-        413 => ErrorKind::BodyTooLarge,
-        429 => ErrorKind::RateLimited,
-        503 => ErrorKind::Unavailable,
-        504 => ErrorKind::UpstreamTimeout,
-        _ => ErrorKind::UpstreamProtocol,
-    });
-    let body = serde_json::to_vec(&e.to_json()).unwrap_or_default();
-    let _ = resp.start(e.status).header("content-type", "application/json").body(&body).await;
 }
 
 /// A translated answer's 200 JSON, with the gateway's own headers.
@@ -99,11 +83,6 @@ pub(super) async fn start_event_stream<'r, 'a, C: Conn>(
         ctx.error = Some(ErrorKind::DownstreamClosed);
     }
     started
-}
-
-pub(super) async fn fail<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, err: GatewayError) {
-    ctx.error = Some(err.kind);
-    let _ = send_error(resp, &err).await;
 }
 
 /// The `Authorization` header of a provider whose tokens the gateway mints (Vertex AI, Azure
@@ -313,23 +292,34 @@ pub(super) async fn chat<C: Conn>(
     dialect: Dialect,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-) {
+) -> Attempted {
     let Route { shard, cfg, provider, req, .. } = *route;
-    let chat: ChatRequest = match parse_body(req) {
-        Ok(c) => c,
-        Err(e) => return fail(resp, ctx, e).await,
-    };
-    let mut answer = match call(route, dialect, &chat, ctx).await {
-        Ok(a) => a,
-        Err(Refused::Gateway(e)) => return fail(resp, ctx, e).await,
-        Err(Refused::Provider(e)) => return send_api_error(resp, ctx, &e).await,
-    };
+    let chat: ChatRequest = parse_body(req).map_err(Miss::gateway)?;
+    let deadline = ctx.attempt_deadline;
+    let called = within(deadline, &provider.name, async {
+        call(route, dialect, &chat, ctx).await.map_err(|r| r.into_miss(ctx))
+    });
+    let mut answer = called.await?;
     let id = format!("chatcmpl-sg{}x{}", shard.id, shard.next_sequence());
     if chat.stream {
         let translator = dialect.stream(&chat.model, &id, now_secs(), chat.include_usage());
-        stream_back(&shard.metrics, &mut answer, resp, ctx, translator).await;
+        // The head is held until the provider's first piece: a stream that breaks before it
+        // is a miss the router can still retry elsewhere.
+        let waited = std::time::Instant::now();
+        let first = within(deadline, &provider.name, async {
+            answer.next_chunk().await.map_err(|fault| {
+                let message =
+                    format!("provider {}: the stream broke off before its first event: {fault}", provider.name);
+                Miss::gateway(GatewayError::new(fault_kind(&fault), message))
+            })
+        })
+        .await;
+        ctx.upstream_time += waited.elapsed();
+        let first = first?;
+        stream_back(&shard.metrics, &mut answer, Some(first), resp, ctx, translator).await;
+        Ok(())
     } else {
-        buffered_back(cfg, dialect, &mut answer, resp, ctx, (&chat.model, &id), &provider.name).await;
+        buffered_back(cfg, dialect, &mut answer, resp, ctx, (&chat.model, &id), &provider.name).await
     }
 }
 
@@ -339,6 +329,21 @@ pub(super) enum Refused {
     Gateway(GatewayError),
     /// The adapter refused the request, or the provider answered an error (translated).
     Provider(ApiError),
+}
+
+impl Refused {
+    /// As an attempt's miss; a provider's `retry-after` was kept in `ctx` by [`send_to`].
+    pub(super) fn into_miss(self, ctx: &mut RequestCtx) -> Box<Miss> {
+        match self {
+            Refused::Gateway(e) => Miss::gateway(e),
+            Refused::Provider(e) => match ctx.upstream_retry_after.take() {
+                // Only answers the provider sent carry its status: an adapter's refusal of the
+                // request was never sent.
+                retry_after if ctx.upstream_status == Some(e.status) => Miss::api(e, retry_after),
+                _ => Miss::refused(e),
+            },
+        }
+    }
 }
 
 /// Translates `chat` to the provider's dialect, sends it (signed for Bedrock) and waits for a
@@ -383,8 +388,10 @@ pub(super) async fn send_to<'a>(
         }
         None => Vec::new(),
     };
+    ctx.upstream_retry_after = None;
     let mut answer = route.post(&path, body, signed, ctx).await.map_err(Refused::Gateway)?;
     if !(200..300).contains(&answer.head.status) {
+        ctx.upstream_retry_after = super::attempt::retry_after_of(&answer);
         let error_type =
             answer.head.header("x-amzn-errortype").and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
         let body = answer.read_to_end(MAX_ERROR_BODY).await.unwrap_or_default();
@@ -401,18 +408,14 @@ async fn buffered_back<C: Conn>(
     ctx: &mut RequestCtx,
     (model, id): (&str, &str),
     provider: &str,
-) {
-    let body = match super::forward::read_answer(cfg, answer, ctx, provider).await {
-        Ok(b) => b,
-        Err(err) => return fail(resp, ctx, err).await,
-    };
-    let completion = match dialect.completion(&body, model, id, now_secs()) {
-        Ok(c) => c,
-        Err(e) => return send_api_error(resp, ctx, &e).await,
-    };
+) -> Attempted {
+    let body = super::forward::read_answer(cfg, answer, ctx, provider).await.map_err(Miss::gateway)?;
+    // A 2xx answer the adapter cannot read is the provider's fault: another target may do.
+    let completion = dialect.completion(&body, model, id, now_secs()).map_err(|e| Miss::api(e, None))?;
     ctx.usage = completion.usage.as_ref().map(accounted);
     governance::settle_before_head(ctx);
     send_json(resp, ctx, &serde_json::to_vec(&completion).unwrap_or_default()).await;
+    Ok(())
 }
 
 /// One `data:` event per chunk.
@@ -429,6 +432,7 @@ fn events(chunks: &mut Vec<ChatChunk>) -> Vec<u8> {
 async fn stream_back<C: Conn>(
     metrics: &crate::metrics::ShardMetrics,
     answer: &mut UpstreamResponse<'_>,
+    mut first: Option<Option<Bytes>>,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
     mut translator: Translator,
@@ -436,7 +440,11 @@ async fn stream_back<C: Conn>(
     let Some(mut out) = start_event_stream(resp, ctx).await else { return };
     let mut chunks = Vec::new();
     loop {
-        match answer.next_chunk().await {
+        let next = match first.take() {
+            Some(held) => Ok(held),
+            None => answer.next_chunk().await,
+        };
+        match next {
             Ok(Some(piece)) => {
                 ctx.upstream_piece(|| answer.since_sent());
                 translator.feed(&piece, &mut chunks);

@@ -56,7 +56,7 @@ fn provider(kind: ProviderKind, base_url: Option<&str>, key: Option<String>, pas
 }
 
 fn model(target: &str) -> ModelSection {
-    ModelSection { target: target.to_string(), aliases: Vec::new() }
+    ModelSection { target: Some(target.to_string()), route: None, aliases: Vec::new() }
 }
 
 /// Builds the default config from an environment lookup.

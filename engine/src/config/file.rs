@@ -607,8 +607,10 @@ pub struct UpstreamTlsSection {
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// `provider/upstream-model`. In a wildcard entry (`gpt-*`), a `*` in the upstream model
-    /// stands for what the wildcard matched.
-    pub target: String,
+    /// stands for what the wildcard matched. Exactly one of `target` and `route`.
+    pub target: Option<String>,
+    /// A routing tree of targets: strategies, retries, fallbacks, breakers (see the router).
+    pub route: Option<crate::router::RouteSpec>,
     /// Other names clients may use for this model.
     #[serde(default)]
     pub aliases: Vec<String>,

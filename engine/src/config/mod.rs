@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 pub use file::{ConfigFile, ProviderKind, ShardCount};
 pub use snapshot::{
-    Managed, Provider, Resolved, Snapshot, Thinking, Upstream, ValidationErrors, VertexTarget, compile, compile_with,
+    Managed, ModelRoute, Provider, Resolved, Snapshot, Thinking, Upstream, ValidationErrors, VertexTarget, compile,
+    compile_with,
 };
 
 /// Where the configuration comes from.
@@ -149,6 +150,28 @@ mod tests {
         assert!(err.contains("unknown provider \"nope\""), "{err}");
         assert!(err.contains("models.b.target"), "{err}");
         assert!(err.contains("defined twice"), "{err}");
+    }
+
+    #[test]
+    fn a_model_takes_a_target_or_a_route() {
+        let err = load_text(
+            "providers:\n  m: {kind: mock}\nmodels:\n  both: {target: m/x, route: {targets: [{target: m/x}]}}\n  neither: {aliases: [n]}\n  'w-*': {route: {targets: [{target: m/x}]}}\n  bad: {route: {targets: [{target: nope/x}]}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("models.both: give exactly one of `target` and `route`"), "{err}");
+        assert!(err.contains("models.neither: give exactly one"), "{err}");
+        assert!(err.contains("models.w-*: a wildcard name takes a `target`"), "{err}");
+        assert!(err.contains("nope"), "{err}");
+        let s = load_text(
+            "providers:\n  m: {kind: mock}\n  n: {kind: mock}\nmodels:\n  r: {route: {strategy: weighted, targets: [{target: m/x}, {target: n/y}]}}\n  d: {target: m/z}\n",
+        )
+        .unwrap();
+        assert!(matches!(s.model_route("r"), Some(ModelRoute::Routed(_))));
+        assert!(matches!(s.model_route("d"), Some(ModelRoute::Direct(_))));
+        // Endpoints without routing get the first target.
+        assert_eq!(s.resolve_model("r").unwrap().upstream_model, "x");
+        assert_eq!(s.route_targets.len(), 2);
     }
 
     #[test]

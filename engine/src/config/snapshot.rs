@@ -196,6 +196,50 @@ struct Route {
     provider: usize,
     /// Upstream model name; for wildcards, a template whose `*` is the matched part.
     upstream_model: Arc<str>,
+    /// For a `route:` model, its index in [`Snapshot::routes`] (`provider` and
+    /// `upstream_model` are then its first target, for whoever needs one target only).
+    routed: Option<usize>,
+}
+
+/// How a model is served: one target, or a routing tree.
+#[derive(Debug, Clone)]
+pub enum ModelRoute<'s> {
+    Direct(Resolved<'s>),
+    Routed(&'s crate::router::Route),
+}
+
+impl ModelRoute<'_> {
+    /// The model of the first target (what admission prices a reservation with).
+    pub fn first_upstream_model<'a>(&'a self, cfg: &'a Snapshot) -> &'a str {
+        match self {
+            ModelRoute::Direct(r) => &r.upstream_model,
+            ModelRoute::Routed(route) => {
+                route.targets().first().and_then(|t| cfg.route_targets.get(*t)).map_or("", |t| t.model.as_str())
+            }
+        }
+    }
+}
+
+/// Registers a model's name and aliases (one namespace), listing each for `/v1/models`.
+fn register(
+    name: &str,
+    aliases: &[String],
+    route: Route,
+    exact: &mut HashMap<String, Route>,
+    listed: &mut Vec<(String, usize)>,
+    errors: &mut Vec<String>,
+) {
+    for n in std::iter::once(name).chain(aliases.iter().map(String::as_str)) {
+        if n.is_empty() || n.contains('*') {
+            errors.push(format!("models.{name}: invalid model name or alias {n:?}"));
+        } else if exact.insert(n.to_string(), route.clone()).is_some() {
+            errors.push(format!(
+                "models.{name}: the name {n:?} is defined twice (names and aliases share one namespace)"
+            ));
+        } else {
+            listed.push((n.to_string(), route.provider));
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +281,11 @@ pub struct Snapshot {
     pub providers: Vec<Provider>,
     exact: HashMap<String, Route>,
     wildcards: Vec<WildcardRoute>,
+    /// The routing trees of `route:` models.
+    routes: Vec<crate::router::Route>,
+    /// Every target of every route, with the index of its provider.
+    pub route_targets: crate::router::TargetTable,
+    route_target_providers: Vec<usize>,
     passthrough: Vec<(PathPattern, usize)>,
     /// `GET /v1/models`, rendered once.
     pub models_json: Bytes,
@@ -275,7 +324,24 @@ impl Snapshot {
         self.policy.requires_auth() || !self.issuers.is_empty()
     }
 
-    /// The route for a model name: an exact name or alias first, then the longest wildcard.
+    /// How a model is served: a routing tree, or one target (exact name or alias first, then
+    /// the longest wildcard).
+    pub fn model_route(&self, name: &str) -> Option<ModelRoute<'_>> {
+        if let Some(i) = self.exact.get(name).and_then(|r| r.routed) {
+            return self.routes.get(i).map(ModelRoute::Routed);
+        }
+        self.resolve_model(name).map(ModelRoute::Direct)
+    }
+
+    /// A route target's provider and spec.
+    pub fn route_target(&self, id: crate::router::TargetId) -> Option<(&Provider, &crate::router::TargetSpec)> {
+        let spec = self.route_targets.get(id)?;
+        let provider = self.route_target_providers.get(id.0 as usize).and_then(|&pi| self.providers.get(pi))?;
+        Some((provider, spec))
+    }
+
+    /// One target for a model name: an exact name or alias first, then the longest wildcard.
+    /// A routed model gives its first target (for endpoints without routing).
     pub fn resolve_model(&self, name: &str) -> Option<Resolved<'_>> {
         if let Some(r) = self.exact.get(name) {
             let provider = self.providers.get(r.provider)?;
@@ -444,9 +510,42 @@ pub fn compile_with(
     let mut exact: HashMap<String, Route> = HashMap::new();
     let mut wildcards = Vec::new();
     let mut listed: Vec<(String, usize)> = Vec::new();
+    let mut routes = Vec::new();
+    let mut route_targets = crate::router::TargetTable::default();
     for (name, m) in &file.models {
-        let Some((pname, upstream_model)) = m.target.split_once('/') else {
-            errors.push(format!("models.{name}.target: {:?} must be `provider/model`", m.target));
+        let target = match (&m.target, &m.route) {
+            (Some(t), None) => t.as_str(),
+            (None, Some(spec)) => {
+                if name.contains('*') {
+                    errors.push(format!("models.{name}: a wildcard name takes a `target`, not a `route`"));
+                    continue;
+                }
+                let exists = |p: &str| file.providers.contains_key(p);
+                match crate::router::compile(name, spec, &mut route_targets, &exists) {
+                    Ok(r) => {
+                        let first = r.targets().first().and_then(|t| route_targets.get(*t));
+                        let Some((pi, model)) = first.and_then(|t| Some((*index.get(&t.provider)?, t.model.clone())))
+                        else {
+                            // An unknown provider was reported by the compiler, or the
+                            // provider itself failed to load (reported above).
+                            continue;
+                        };
+                        let route =
+                            Route { provider: pi, upstream_model: Arc::from(model), routed: Some(routes.len()) };
+                        routes.push(r);
+                        register(name, &m.aliases, route, &mut exact, &mut listed, &mut errors);
+                    }
+                    Err(mut e) => errors.append(&mut e),
+                }
+                continue;
+            }
+            _ => {
+                errors.push(format!("models.{name}: give exactly one of `target` and `route`"));
+                continue;
+            }
+        };
+        let Some((pname, upstream_model)) = target.split_once('/') else {
+            errors.push(format!("models.{name}.target: {target:?} must be `provider/model`"));
             continue;
         };
         let Some(&pi) = index.get(pname) else {
@@ -456,10 +555,10 @@ pub fn compile_with(
             continue;
         };
         if upstream_model.is_empty() {
-            errors.push(format!("models.{name}.target: the model part of {:?} is empty", m.target));
+            errors.push(format!("models.{name}.target: the model part of {:?} is empty", target));
             continue;
         }
-        let route = Route { provider: pi, upstream_model: Arc::from(upstream_model) };
+        let route = Route { provider: pi, upstream_model: Arc::from(upstream_model), routed: None };
         if let Some(prefix) = name.strip_suffix('*') {
             if prefix.contains('*') || !m.aliases.is_empty() {
                 errors.push(format!("models.{name}: a wildcard name has one trailing '*' and no aliases"));
@@ -476,17 +575,7 @@ pub fn compile_with(
             errors.push(format!("models.{name}.target: '*' is only allowed when the model name is a wildcard"));
             continue;
         }
-        for n in std::iter::once(name).chain(m.aliases.iter()) {
-            if n.is_empty() || n.contains('*') {
-                errors.push(format!("models.{name}: invalid model name or alias {n:?}"));
-            } else if exact.insert(n.clone(), route.clone()).is_some() {
-                errors.push(format!(
-                    "models.{name}: the name {n:?} is defined twice (names and aliases share one namespace)"
-                ));
-            } else {
-                listed.push((n.clone(), pi));
-            }
-        }
+        register(name, &m.aliases, route, &mut exact, &mut listed, &mut errors);
     }
     // Longest prefix first, so `gpt-4o*` wins over `gpt-*`.
     wildcards.sort_by_key(|w| std::cmp::Reverse(w.prefix.len()));
@@ -581,6 +670,12 @@ pub fn compile_with(
         providers,
         exact,
         wildcards,
+        routes,
+        route_target_providers: route_targets
+            .iter()
+            .map(|(_, t)| index.get(&t.provider).copied().unwrap_or(usize::MAX))
+            .collect(),
+        route_targets,
         passthrough,
         models_json,
         model_json,

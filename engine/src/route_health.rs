@@ -1,0 +1,334 @@
+//! What one shard knows of each route target (see [`crate::router`]): its circuit breaker,
+//! moving averages of time to first token and time per output token, requests in flight, and
+//! requests and tokens in the current and previous minute. The router reads it through
+//! [`HealthView`]; the retry loop writes it after each attempt.
+//!
+//! Targets are numbered per config snapshot; on a reload the state of a target that is still
+//! there (same provider, model and overrides) is carried over by its key.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crate::config::Snapshot;
+use crate::router::{
+    Admission, Breaker, BreakerPolicy, BreakerState, HealthView, Outcome, TargetHealth, TargetId, TargetSpec,
+    Transition,
+};
+
+/// Weight of the newest sample in the moving averages.
+const EWMA_WEIGHT: f64 = 0.2;
+
+/// Counters of one target on one shard that `/metrics` and the admin API read (from other
+/// threads, hence atomics).
+#[derive(Debug)]
+pub struct TargetStats {
+    /// `provider/model` (with `+overrides` when the target has some).
+    pub key: Arc<str>,
+    pub shard: usize,
+    /// 0 closed, 1 open, 2 half-open.
+    pub breaker: AtomicU8,
+    pub breaker_opens: AtomicU64,
+    pub attempts: AtomicU64,
+    pub failures: AtomicU64,
+    pub ttft_ewma_us: AtomicU64,
+    pub tpot_ewma_us: AtomicU64,
+    pub in_flight: AtomicU64,
+}
+
+impl TargetStats {
+    pub fn breaker_label(&self) -> &'static str {
+        match self.breaker.load(Relaxed) {
+            1 => "open",
+            2 => "half_open",
+            _ => "closed",
+        }
+    }
+}
+
+/// Requests and tokens per minute, in two fixed minutes (the current and the previous), so the
+/// last minute is estimated without keeping every request.
+#[derive(Debug, Default, Clone, Copy)]
+struct Minute {
+    start: Option<Instant>,
+    requests: u64,
+    tokens: u64,
+    prev_requests: u64,
+    prev_tokens: u64,
+}
+
+impl Minute {
+    fn roll(&mut self, now: Instant) {
+        let start = *self.start.get_or_insert(now);
+        let age = now.saturating_duration_since(start);
+        if age >= Duration::from_secs(120) {
+            *self = Minute { start: Some(now), ..Minute::default() };
+        } else if age >= Duration::from_secs(60) {
+            self.prev_requests = self.requests;
+            self.prev_tokens = self.tokens;
+            self.requests = 0;
+            self.tokens = 0;
+            self.start = Some(start + Duration::from_secs(60));
+        }
+    }
+
+    /// The last 60 s: this minute plus the part of the previous one still inside the window.
+    fn last_minute(&self, now: Instant) -> (u64, u64) {
+        let into = self.start.map_or(0.0, |s| now.saturating_duration_since(s).as_secs_f64().min(60.0) / 60.0);
+        let keep = 1.0 - into;
+        (
+            self.requests + (self.prev_requests as f64 * keep) as u64,
+            self.tokens + (self.prev_tokens as f64 * keep) as u64,
+        )
+    }
+}
+
+struct TargetState {
+    breaker: Breaker,
+    ttft_us: f64,
+    tpot_us: f64,
+    samples: u32,
+    in_flight: u32,
+    minute: Minute,
+    stats: Arc<TargetStats>,
+}
+
+impl TargetState {
+    fn new(key: Arc<str>, shard: usize) -> Self {
+        TargetState {
+            breaker: Breaker::new(),
+            ttft_us: 0.0,
+            tpot_us: 0.0,
+            samples: 0,
+            in_flight: 0,
+            minute: Minute::default(),
+            stats: Arc::new(TargetStats {
+                key,
+                shard,
+                breaker: AtomicU8::new(0),
+                breaker_opens: AtomicU64::new(0),
+                attempts: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                ttft_ewma_us: AtomicU64::new(0),
+                tpot_ewma_us: AtomicU64::new(0),
+                in_flight: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn publish_breaker(&self, now: Instant) {
+        let code = match self.breaker.state(now) {
+            BreakerState::Closed => 0,
+            BreakerState::Open { .. } => 1,
+            BreakerState::HalfOpen => 2,
+        };
+        self.stats.breaker.store(code, Relaxed);
+    }
+}
+
+/// The key a target's state is kept under across reloads.
+pub fn target_key(t: &TargetSpec) -> String {
+    let mut key = format!("{}/{}", t.provider, t.model);
+    if t.params.is_some() || !t.headers.is_empty() {
+        // Same provider and model with other overrides: another target.
+        let params = t.params.as_ref().map(|p| serde_json::Value::Object(p.clone()).to_string()).unwrap_or_default();
+        key.push_str(&format!("+{params}{:?}", t.headers));
+    }
+    key
+}
+
+/// The route targets' state on one shard.
+pub struct RouteHealth {
+    shard: usize,
+    inner: RefCell<Inner>,
+    /// Every target's stats, read by `/metrics` and the admin API from other threads.
+    published: Arc<arc_swap::ArcSwap<Vec<Arc<TargetStats>>>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    generation: Option<u64>,
+    targets: Vec<TargetState>,
+}
+
+/// A change of breaker state worth telling (metrics, logs, other shards).
+#[derive(Debug, Clone)]
+pub struct BreakerNews {
+    pub key: Arc<str>,
+    pub transition: Transition,
+}
+
+impl RouteHealth {
+    pub fn new(shard: usize, published: Arc<arc_swap::ArcSwap<Vec<Arc<TargetStats>>>>) -> Self {
+        RouteHealth { shard, inner: RefCell::default(), published }
+    }
+
+    /// Brings the table in line with `cfg`'s targets (after a reload), keeping the state of
+    /// targets that are still there.
+    fn sync(&self, cfg: &Snapshot) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.generation == Some(cfg.generation) {
+            return;
+        }
+        let mut old: HashMap<Arc<str>, TargetState> =
+            inner.targets.drain(..).map(|t| (t.stats.key.clone(), t)).collect();
+        let targets: Vec<TargetState> = cfg
+            .route_targets
+            .iter()
+            .map(|(_, spec)| {
+                let key: Arc<str> = Arc::from(target_key(spec));
+                old.remove(&key).unwrap_or_else(|| TargetState::new(key, self.shard))
+            })
+            .collect();
+        let mine: Vec<Arc<TargetStats>> = targets.iter().map(|t| t.stats.clone()).collect();
+        let shard = self.shard;
+        self.published.rcu(|list| {
+            let mut next: Vec<Arc<TargetStats>> = list.iter().filter(|s| s.shard != shard).cloned().collect();
+            next.extend(mine.iter().cloned());
+            next
+        });
+        inner.targets = targets;
+        inner.generation = Some(cfg.generation);
+    }
+
+    /// Runs `f` with a view of the targets' health as of `now`.
+    pub fn with_view<R>(&self, cfg: &Snapshot, policy: &BreakerPolicy, now: Instant, f: impl FnOnce(&View) -> R) -> R {
+        self.sync(cfg);
+        let inner = self.inner.borrow();
+        f(&View { targets: &inner.targets, policy, now })
+    }
+
+    /// An attempt at `id` begins: the breaker's admission (a half-open breaker gives out its
+    /// probes one at a time) and the in-flight count.
+    pub fn begin(&self, cfg: &Snapshot, id: TargetId, policy: &BreakerPolicy, now: Instant) -> Admission {
+        self.sync(cfg);
+        let mut inner = self.inner.borrow_mut();
+        let Some(t) = inner.targets.get_mut(id.0 as usize) else { return Admission::Normal };
+        let admission = t.breaker.admit(policy, now);
+        if !matches!(admission, Admission::Denied) {
+            t.in_flight += 1;
+            t.stats.in_flight.store(u64::from(t.in_flight), Relaxed);
+            t.stats.attempts.fetch_add(1, Relaxed);
+            t.minute.roll(now);
+            t.minute.requests += 1;
+        }
+        t.publish_breaker(now);
+        admission
+    }
+
+    /// An attempt at `id` ended with `outcome`, having used `tokens`; returns a breaker change.
+    pub fn end(
+        &self,
+        id: TargetId,
+        policy: &BreakerPolicy,
+        now: Instant,
+        outcome: Outcome,
+        tokens: u64,
+    ) -> Option<BreakerNews> {
+        let mut inner = self.inner.borrow_mut();
+        let t = inner.targets.get_mut(id.0 as usize)?;
+        t.in_flight = t.in_flight.saturating_sub(1);
+        t.stats.in_flight.store(u64::from(t.in_flight), Relaxed);
+        t.minute.roll(now);
+        t.minute.tokens += tokens;
+        match &outcome {
+            Outcome::Success { ttft, per_token } => {
+                let ewma = |avg: f64, d: Duration| {
+                    let s = d.as_secs_f64() * 1e6;
+                    if avg == 0.0 { s } else { avg + EWMA_WEIGHT * (s - avg) }
+                };
+                if let Some(d) = ttft {
+                    t.ttft_us = ewma(t.ttft_us, *d);
+                }
+                if let Some(d) = per_token {
+                    t.tpot_us = ewma(t.tpot_us, *d);
+                }
+                t.samples = t.samples.saturating_add(1);
+                t.stats.ttft_ewma_us.store(t.ttft_us as u64, Relaxed);
+                t.stats.tpot_ewma_us.store(t.tpot_us as u64, Relaxed);
+            }
+            Outcome::Failure | Outcome::AuthFailure => {
+                t.stats.failures.fetch_add(1, Relaxed);
+            }
+        }
+        let transition = t.breaker.record(policy, now, outcome);
+        t.publish_breaker(now);
+        let transition = transition?;
+        if matches!(transition, Transition::Opened { .. }) {
+            t.stats.breaker_opens.fetch_add(1, Relaxed);
+        }
+        Some(BreakerNews { key: t.stats.key.clone(), transition })
+    }
+
+    /// An attempt that never reached its target (refused before sending): only the in-flight
+    /// count is given back.
+    pub fn abandon(&self, id: TargetId) {
+        let mut inner = self.inner.borrow_mut();
+        if let Some(t) = inner.targets.get_mut(id.0 as usize) {
+            t.in_flight = t.in_flight.saturating_sub(1);
+            t.stats.in_flight.store(u64::from(t.in_flight), Relaxed);
+        }
+    }
+
+    /// Another shard opened the breaker of the target under `key` until `until`.
+    pub fn force_open(&self, cfg: &Snapshot, key: &str, policy: &BreakerPolicy, until: Instant, now: Instant) {
+        self.sync(cfg);
+        let mut inner = self.inner.borrow_mut();
+        if let Some(t) = inner.targets.iter_mut().find(|t| &*t.stats.key == key) {
+            if t.breaker.force_open(policy, until).is_some() {
+                t.stats.breaker_opens.fetch_add(1, Relaxed);
+            }
+            t.publish_breaker(now);
+        }
+    }
+}
+
+/// The router's view of the targets on this shard at one instant.
+pub struct View<'a> {
+    targets: &'a [TargetState],
+    policy: &'a BreakerPolicy,
+    now: Instant,
+}
+
+impl HealthView for View<'_> {
+    fn health(&self, id: TargetId) -> TargetHealth {
+        let Some(t) = self.targets.get(id.0 as usize) else {
+            return TargetHealth { available: true, ..Default::default() };
+        };
+        let (rpm_used, tpm_used) = t.minute.last_minute(self.now);
+        TargetHealth {
+            available: t.breaker.available(self.policy, self.now),
+            in_flight: t.in_flight,
+            ttft_us: t.ttft_us,
+            tpot_us: t.tpot_us,
+            samples: t.samples,
+            rpm_used,
+            tpm_used,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_minute_rolls_into_the_previous_one_and_fades() {
+        let t0 = Instant::now();
+        let mut m = Minute::default();
+        m.roll(t0);
+        m.requests = 60;
+        m.tokens = 6000;
+        assert_eq!(m.last_minute(t0), (60, 6000));
+        let t1 = t0 + Duration::from_secs(90);
+        m.roll(t1);
+        assert_eq!((m.requests, m.prev_requests), (0, 60));
+        // Half-way into the new minute, half of the previous one still counts.
+        assert_eq!(m.last_minute(t1), (30, 3000));
+        m.roll(t0 + Duration::from_secs(400));
+        assert_eq!(m.last_minute(t0 + Duration::from_secs(400)), (0, 0));
+    }
+}

@@ -1,0 +1,354 @@
+//! Routing and reliability, end to end: `route:` models over real mock providers that fail on
+//! purpose. Retries (429 then success, exactly one retry seen by the mock), `retry-after`
+//! honoured and capped by the budget, fallbacks plain and streaming, a stream that fails before
+//! its first token (falls back, unseen) or after it (ends with an error event), context-window
+//! and content-policy fallbacks, breakers that open, half-open and close, SLA cut-offs,
+//! weighted distribution, affinity across shards, conditions, and the `x-shardgate-*` headers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use bench_harness::mock::{Fault, Knobs, MockServer};
+use e2e::{Client, Response, metric, mock, on_both_drivers};
+
+on_both_drivers!(
+    a_429_is_retried_once_then_served,
+    retry_after_is_honoured_and_capped_by_the_budget,
+    a_503_falls_back_plain_and_streaming,
+    a_stream_failing_before_its_first_token_falls_back_and_after_it_ends_with_an_error,
+    context_window_and_content_policy_failures_jump_to_their_groups,
+    client_errors_are_not_retried,
+    the_breaker_opens_then_half_opens_and_closes,
+    an_sla_cut_off_cools_a_slow_target,
+    weights_share_the_traffic,
+    conditions_pick_by_metadata_and_params,
+    a_first_token_timeout_moves_on,
+    affinity_sticks_across_requests_and_shards,
+    org_admins_see_breakers_and_models_list_routed_names,
+);
+
+/// Providers `a`, `b` (and `c` when given) at the mocks, then `models:` with `models`.
+fn config(a: SocketAddr, b: SocketAddr, c: Option<SocketAddr>, models: &str) -> String {
+    let provider = |name: &str, addr: SocketAddr| {
+        format!(
+            "  {name}:\n    kind: openai-compatible\n    base_url: http://{addr}/v1\n    api_key: sk-{name}\n    timeouts: {{connect: 2s, first_byte: 3s, idle: 3s}}\n"
+        )
+    };
+    let mut y = String::from("providers:\n");
+    y.push_str(&provider("a", a));
+    y.push_str(&provider("b", b));
+    if let Some(c) = c {
+        y.push_str(&provider("c", c));
+    }
+    y.push_str("models:\n");
+    y.push_str(models);
+    y
+}
+
+fn chat(addr: SocketAddr, model: &str, extra: &str) -> Response {
+    let body = format!(r#"{{"model":"{model}","max_tokens":3,"messages":[{{"role":"user","content":"hi"}}]}}"#);
+    Client::connect(addr).post_json("/v1/chat/completions", &body, extra)
+}
+
+fn stream(addr: SocketAddr, model: &str, extra: &str) -> Response {
+    let body =
+        format!(r#"{{"model":"{model}","stream":true,"max_tokens":3,"messages":[{{"role":"user","content":"hi"}}]}}"#);
+    Client::connect(addr).post_json("/v1/chat/completions", &body, extra)
+}
+
+fn served(m: &MockServer) -> u64 {
+    m.stats().requests.load(SeqCst)
+}
+
+fn failing(fault: Fault) -> MockServer {
+    mock(Knobs { fault: Some(fault), ..Knobs::default() })
+}
+
+fn a_429_is_retried_once_then_served(driver: e2e::Runtime) {
+    let a = mock(Knobs { fault: Some(Fault::Status(429)), fault_first: Some(1), ..Knobs::default() });
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      targets: [{target: a/x}]\n      retry: {attempts: 2, backoff: 5ms}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    let r = chat(gw.local_addr(), "r", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(served(&a), 2, "exactly one retry reached the provider");
+    assert_eq!(r.header("x-shardgate-target"), Some("a/x"));
+    assert_eq!(r.header("x-shardgate-attempts"), Some("2"));
+    assert_eq!(r.header("x-shardgate-fallbacks"), Some("0"));
+    assert_eq!(served(&b), 0);
+    let text = gw.metrics_text();
+    assert_eq!(metric(&text, "shardgate_route_retries_total"), Some(1.0));
+    assert_eq!(metric(&text, "shardgate_route_target_attempts_total{target=\"a/x\"}"), Some(2.0));
+}
+
+fn retry_after_is_honoured_and_capped_by_the_budget(driver: e2e::Runtime) {
+    // The provider asks for 1 s; the budget allows it: the retry comes after it.
+    let a = mock(Knobs { fault: Some(Fault::Status(429)), fault_first: Some(1), ..Knobs::default() });
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      targets: [{target: a/x}]\n      retry: {attempts: 2, backoff: 5ms, budget: 3s}\n  tight:\n    route:\n      targets: [{target: b/y}]\n      retry: {attempts: 2, backoff: 5ms, budget: 200ms}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    let t = Instant::now();
+    let r = chat(gw.local_addr(), "r", "x-mock-retry-after: 1\r\n");
+    let took = t.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(took >= Duration::from_millis(950), "waited the provider's retry-after: {took:?}");
+    let waited: u64 = r.header("x-shardgate-retry-wait-ms").unwrap().parse().unwrap();
+    assert!((950..=1500).contains(&waited), "{waited}");
+
+    // A retry-after beyond the budget is not waited for: the provider's 429 is the answer,
+    // at once, with its retry-after.
+    let t = Instant::now();
+    let r = chat(gw.local_addr(), "tight", "x-mock-fault: status:429\r\nx-mock-retry-after: 5\r\n");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(t.elapsed() < Duration::from_millis(900), "{:?}", t.elapsed());
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert_eq!(r.header("x-shardgate-attempts"), Some("1"));
+    assert_eq!(r.error()["code"], "mock_fault", "the provider's own error is relayed");
+}
+
+fn a_503_falls_back_plain_and_streaming(driver: e2e::Runtime) {
+    let a = failing(Fault::Status(503));
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/x}, {target: b/y}]\n      retry: {attempts: 1, backoff: 1ms}\n      breaker: {min_requests: 1000}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    let r = chat(gw.local_addr(), "r", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+    assert_eq!(r.header("x-shardgate-attempts"), Some("3"), "a twice (one retry), then b");
+    assert_eq!(r.header("x-shardgate-fallbacks"), Some("1"));
+    assert_eq!(r.json()["model"], "y", "b's answer, for b's model");
+    assert_eq!(served(&a), 2);
+
+    let r = stream(gw.local_addr(), "r", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+    let text = r.text();
+    assert!(text.contains("data: [DONE]"), "{text}");
+    assert!(!text.contains("mock fault"), "the failed attempts are not seen: {text}");
+    assert_eq!(served(&a), 4);
+    assert_eq!(metric(&gw.metrics_text(), "shardgate_route_fallbacks_total"), Some(2.0));
+
+    // With fallbacks switched off by the caller, a's 503 is the answer.
+    let r = chat(gw.local_addr(), "r", "x-shardgate-no-fallback: true\r\n");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("x-shardgate-target"), Some("a/x"));
+}
+
+fn a_stream_failing_before_its_first_token_falls_back_and_after_it_ends_with_an_error(driver: e2e::Runtime) {
+    // a sends the head of every stream, then closes before the first event.
+    let a = failing(Fault::DropMidStream(0));
+    let b = e2e::default_mock();
+    let c = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/x}, {target: b/y}]\n      retry: {attempts: 0}\n      breaker: {min_requests: 1000}\n  only-c:\n    route:\n      targets: [{target: c/z}]\n      retry: {attempts: 2, backoff: 1ms}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), Some(c.addr()), models), driver);
+    // The head is held until the first piece: the broken stream is a miss nobody sees.
+    let r = stream(gw.local_addr(), "r", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+    assert_eq!(r.header("x-shardgate-attempts"), Some("2"));
+    let text = r.text();
+    assert!(text.contains("data: [DONE]"), "{text}");
+    assert!(!text.contains("\"error\""), "{text}");
+    assert_eq!(served(&a), 1);
+
+    // Cut after three events: the client already has the head and tokens; the stream ends
+    // with an error event, never a clean finish, and nothing is retried.
+    let r = stream(gw.local_addr(), "only-c", "x-mock-fault: drop:3\r\n");
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("\"error\""), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert!(!text.contains("\"finish_reason\":\"stop\""), "{text}");
+    assert_eq!(served(&c), 1, "a stream that began is never retried");
+}
+
+fn affinity_sticks_across_requests_and_shards(driver: e2e::Runtime) {
+    let a = e2e::default_mock();
+    let b = e2e::default_mock();
+    let c = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: affinity\n      affinity: {header: x-session-id}\n      targets: [{target: a/x}, {target: b/y}, {target: c/z}]\n";
+    let yaml = config(a.addr(), b.addr(), Some(c.addr()), models);
+    let source = engine::config::ConfigSource::Text { name: "test.yaml".into(), yaml };
+    let gw = e2e::gateway_with(source, driver, 2);
+    let mut seen = std::collections::HashSet::new();
+    for session in 0..10 {
+        let header = format!("x-session-id: s-{session}\r\n");
+        // A fresh connection each time: either shard may take it.
+        let first = chat(gw.local_addr(), "r", &header).header("x-shardgate-target").unwrap().to_string();
+        for _ in 0..5 {
+            let r = chat(gw.local_addr(), "r", &header);
+            assert_eq!(r.header("x-shardgate-target"), Some(first.as_str()), "session {session}");
+        }
+        seen.insert(first);
+    }
+    assert!(seen.len() >= 2, "sessions spread over targets: {seen:?}");
+}
+
+fn context_window_and_content_policy_failures_jump_to_their_groups(driver: e2e::Runtime) {
+    let a = failing(Fault::ContextLength);
+    let b = e2e::default_mock();
+    let c = failing(Fault::ContentPolicy);
+    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/small}, {target: c/other}, {target: b/large}]\n      fallback: {context_window: 2, content_policy: 2}\n      retry: {attempts: 2, backoff: 1ms}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), Some(c.addr()), models), driver);
+    let r = chat(gw.local_addr(), "r", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-shardgate-target"), Some("b/large"), "straight to the large-context group");
+    assert_eq!(r.header("x-shardgate-attempts"), Some("2"), "no retry of a prompt that is too long");
+    assert_eq!(served(&c), 0);
+
+    let models = "  p:\n    route:\n      strategy: fallback\n      targets: [{target: c/strict}, {target: a/x}, {target: b/lenient}]\n      fallback: {content_policy: 2}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), Some(c.addr()), models), driver);
+    let r = chat(gw.local_addr(), "p", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-shardgate-target"), Some("b/lenient"));
+}
+
+fn client_errors_are_not_retried(driver: e2e::Runtime) {
+    let a = failing(Fault::Status(400));
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/x}, {target: b/y}]\n      retry: {attempts: 3, backoff: 1ms}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    let r = chat(gw.local_addr(), "r", "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(served(&a), 1);
+    assert_eq!(served(&b), 0, "a bad request is bad everywhere");
+    assert_eq!(r.header("x-shardgate-attempts"), Some("1"));
+}
+
+/// Waits for a target's breaker on shard 0 to be in `state` (0 closed, 1 open, 2 half-open):
+/// an attempt's outcome is recorded once its answer is written, so the client may read the
+/// answer a moment before.
+fn wait_breaker(gw: &engine::Gateway, target: &str, state: f64) {
+    e2e::wait_metric(gw, &format!("shardgate_breaker_state{{target=\"{target}\",shard=\"0\"}}"), state);
+}
+
+fn the_breaker_opens_then_half_opens_and_closes(driver: e2e::Runtime) {
+    // a fails its first three requests, then recovers.
+    let a = mock(Knobs { fault: Some(Fault::Status(500)), fault_first: Some(3), ..Knobs::default() });
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/x}, {target: b/y}]\n      retry: {attempts: 0}\n      breaker: {failure_rate: 0.5, min_requests: 3, cooldown: 400ms}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    let addr = gw.local_addr();
+    for _ in 0..3 {
+        let r = chat(addr, "r", "");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+    }
+    wait_breaker(&gw, "a/x", 1.0);
+    assert_eq!(metric(&gw.metrics_text(), "shardgate_breaker_opens_total{target=\"a/x\"}"), Some(1.0));
+    // While open, a is not tried at all.
+    let r = chat(addr, "r", "");
+    assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+    assert_eq!(r.header("x-shardgate-attempts"), Some("1"));
+    assert_eq!(served(&a), 3);
+    // After the cooldown one probe goes to a, which has recovered: closed again.
+    std::thread::sleep(Duration::from_millis(450));
+    let r = chat(addr, "r", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-shardgate-target"), Some("a/x"), "the half-open probe");
+    wait_breaker(&gw, "a/x", 0.0);
+    let r = chat(addr, "r", "");
+    assert_eq!(r.header("x-shardgate-target"), Some("a/x"));
+}
+
+fn an_sla_cut_off_cools_a_slow_target(driver: e2e::Runtime) {
+    // a answers, but its first byte takes 150 ms against an SLA of 50 ms.
+    let a = mock(Knobs { latency: Duration::from_millis(150), ..Knobs::default() });
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/x}, {target: b/y}]\n      breaker: {min_requests: 2, failure_rate: 0.5, cooldown: 30s, sla: {first_token: 50ms}}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    for _ in 0..2 {
+        let r = stream(gw.local_addr(), "r", "");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-shardgate-target"), Some("a/x"), "slow answers still answer");
+    }
+    wait_breaker(&gw, "a/x", 1.0);
+    let r = stream(gw.local_addr(), "r", "");
+    assert_eq!(r.header("x-shardgate-target"), Some("b/y"), "then the slow target cools");
+}
+
+fn weights_share_the_traffic(driver: e2e::Runtime) {
+    let a = e2e::default_mock();
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: weighted\n      targets: [{target: a/x, weight: 3}, {target: b/y, weight: 1}]\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    let mut c = Client::connect(gw.local_addr());
+    let body = r#"{"model":"r","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#;
+    let n = 400;
+    let mut to_a = 0;
+    for _ in 0..n {
+        let r = c.post_json("/v1/chat/completions", body, "");
+        assert_eq!(r.status, 200);
+        if r.header("x-shardgate-target") == Some("a/x") {
+            to_a += 1;
+        }
+    }
+    // Binomial(400, 0.75): mean 300, sd 8.7; ±5 sd.
+    assert!((256..=344).contains(&to_a), "{to_a} of {n} to the weight-3 target");
+    assert_eq!(served(&a) + served(&b), n);
+}
+
+fn conditions_pick_by_metadata_and_params(driver: e2e::Runtime) {
+    let a = e2e::default_mock();
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: conditional\n      targets:\n        - {target: a/gold, when: {metadata.tier: gold}}\n        - {target: a/long, when: {params.max_tokens: {$gte: 1000}}}\n        - {target: b/default}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    let r = chat(gw.local_addr(), "r", "x-shardgate-metadata: {\"tier\":\"gold\"}\r\n");
+    assert_eq!(r.header("x-shardgate-target"), Some("a/gold"), "{}", r.text());
+    let r = chat(gw.local_addr(), "r", "");
+    assert_eq!(r.header("x-shardgate-target"), Some("b/default"));
+    let body = r#"{"model":"r","max_tokens":4000,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = Client::connect(gw.local_addr()).post_json("/v1/chat/completions", body, "");
+    assert_eq!(r.header("x-shardgate-target"), Some("a/long"));
+}
+
+fn a_first_token_timeout_moves_on(driver: e2e::Runtime) {
+    // a takes 800 ms to answer at all.
+    let a = mock(Knobs { latency: Duration::from_millis(800), ..Knobs::default() });
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/x}, {target: b/y}]\n      retry: {attempts: 0}\n      timeouts: {first_token: 200ms}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    let t = Instant::now();
+    let r = stream(gw.local_addr(), "r", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+    assert!(t.elapsed() < Duration::from_millis(700), "{:?}", t.elapsed());
+    // A request may ask for less, never for more than the route allows.
+    let r = stream(gw.local_addr(), "r", "x-shardgate-first-token-timeout-ms: 5000\r\n");
+    assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+}
+
+fn org_admins_see_breakers_and_models_list_routed_names(driver: e2e::Runtime) {
+    let a = failing(Fault::Status(503));
+    let b = e2e::default_mock();
+    let keys =
+        "users:\n  root: {role: org_admin}\nkeys:\n  - {name: root-1, secret: sk-sg-routing-root-00000, user: root}\n";
+    let models = "  r:\n    aliases: [r-alias]\n    route:\n      strategy: fallback\n      targets: [{target: a/x}, {target: b/y}]\n      retry: {attempts: 0}\n      breaker: {min_requests: 2, cooldown: 60s}\n";
+    let gw = e2e::gateway(&format!("{keys}{}", config(a.addr(), b.addr(), None, models)), driver);
+    let root = "authorization: Bearer sk-sg-routing-root-00000\r\n";
+    for _ in 0..2 {
+        assert_eq!(chat(gw.local_addr(), "r", root).status, 200);
+    }
+    wait_breaker(&gw, "a/x", 1.0);
+    let r = Client::connect(gw.local_addr()).get_with("/admin/v1/targets", root);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let a_entry = v["data"].as_array().unwrap().iter().find(|t| t["provider"] == "a").unwrap().clone();
+    let route = &a_entry["routes"][0];
+    assert_eq!(route["target"], "a/x", "{a_entry}");
+    let shard = &route["shards"][0];
+    assert_eq!(shard["breaker"], "open", "{shard}");
+    assert_eq!((shard["attempts"].as_u64(), shard["failures"].as_u64()), (Some(2), Some(2)));
+    let b_entry = v["data"].as_array().unwrap().iter().find(|t| t["provider"] == "b").unwrap().clone();
+    assert_eq!(b_entry["routes"][0]["shards"][0]["breaker"], "closed");
+
+    let r = Client::connect(gw.local_addr()).get_with("/v1/models", root);
+    let ids: Vec<String> =
+        r.json()["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().into()).collect();
+    assert!(ids.contains(&"r".to_string()) && ids.contains(&"r-alias".to_string()), "{ids:?}");
+    // The alias is routed like the name.
+    let r = chat(gw.local_addr(), "r-alias", root);
+    assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+}
