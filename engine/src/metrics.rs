@@ -161,6 +161,9 @@ pub struct ShardMetrics {
     pub route_fallbacks: AtomicU64,
     /// Routed requests that ended with every attempt failed.
     pub route_exhausted: AtomicU64,
+    /// Second attempts sent by hedging, and those that answered first.
+    pub route_hedges: AtomicU64,
+    pub route_hedge_wins: AtomicU64,
 }
 
 impl Default for ShardMetrics {
@@ -190,6 +193,8 @@ impl Default for ShardMetrics {
             route_retries: AtomicU64::new(0),
             route_fallbacks: AtomicU64::new(0),
             route_exhausted: AtomicU64::new(0),
+            route_hedges: AtomicU64::new(0),
+            route_hedge_wins: AtomicU64::new(0),
         }
     }
 }
@@ -487,6 +492,10 @@ impl Registry {
             }),
             ("shardgate_route_exhausted_total", "Routed requests that ended with every attempt failed.", &|s| {
                 s.route_exhausted.load(Relaxed)
+            }),
+            ("shardgate_route_hedges_total", "Second attempts sent by hedging.", &|s| s.route_hedges.load(Relaxed)),
+            ("shardgate_route_hedge_wins_total", "Hedged second attempts that answered first.", &|s| {
+                s.route_hedge_wins.load(Relaxed)
             }),
         ] {
             header(o, name, "counter", help);

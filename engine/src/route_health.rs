@@ -85,8 +85,76 @@ impl Minute {
     }
 }
 
+/// Times to an answer (a stream's first piece, or a whole buffered answer), in log-spaced
+/// buckets: bucket `i` holds times up to `FIRST_BOUND_US × GROWTH^i`. Counts are halved when
+/// they grow large, so the distribution follows the target's recent behaviour.
+#[derive(Debug, Clone)]
+pub struct AnswerTimes {
+    counts: [u32; ANSWER_BUCKETS],
+    total: u32,
+}
+
+const ANSWER_BUCKETS: usize = 48;
+const FIRST_BOUND_US: f64 = 100.0;
+const GROWTH: f64 = 1.3;
+/// Past this many samples, every count is halved.
+const DECAY_AT: u32 = 2000;
+/// Fewer samples than this give no percentile.
+pub const MIN_PERCENTILE_SAMPLES: u32 = 20;
+
+impl Default for AnswerTimes {
+    fn default() -> Self {
+        AnswerTimes { counts: [0; ANSWER_BUCKETS], total: 0 }
+    }
+}
+
+impl AnswerTimes {
+    fn bound_us(i: usize) -> f64 {
+        FIRST_BOUND_US * GROWTH.powi(i32::try_from(i).unwrap_or(i32::MAX))
+    }
+
+    pub fn record(&mut self, d: Duration) {
+        let us = d.as_secs_f64() * 1e6;
+        let i = if us <= FIRST_BOUND_US { 0 } else { ((us / FIRST_BOUND_US).ln() / GROWTH.ln()).ceil() as usize };
+        let i = i.min(ANSWER_BUCKETS - 1);
+        self.counts[i] = self.counts[i].saturating_add(1);
+        self.total = self.total.saturating_add(1);
+        if self.total >= DECAY_AT {
+            for c in &mut self.counts {
+                *c /= 2;
+            }
+            self.total = self.counts.iter().sum();
+        }
+    }
+
+    /// Adds another target's counts (a group's distribution).
+    pub fn merge(&mut self, other: &AnswerTimes) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a = a.saturating_add(*b);
+        }
+        self.total = self.total.saturating_add(other.total);
+    }
+
+    /// The `p`-th percentile (upper bound of its bucket), once there are enough samples.
+    pub fn percentile(&self, p: f64) -> Option<Duration> {
+        if self.total < MIN_PERCENTILE_SAMPLES {
+            return None;
+        }
+        let rank = (f64::from(self.total) * p / 100.0).ceil().max(1.0);
+        let mut seen = 0.0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += f64::from(*c);
+            if seen >= rank {
+                return Some(Duration::from_secs_f64(Self::bound_us(i) / 1e6));
+            }
+        }
+        None
+    }
+}
+
 struct TargetState {
     breaker: Breaker,
+    answer_times: AnswerTimes,
     ttft_us: f64,
     tpot_us: f64,
     samples: u32,
@@ -99,6 +167,7 @@ impl TargetState {
     fn new(key: Arc<str>, shard: usize) -> Self {
         TargetState {
             breaker: Breaker::new(),
+            answer_times: AnswerTimes::default(),
             ttft_us: 0.0,
             tpot_us: 0.0,
             samples: 0,
@@ -218,17 +287,33 @@ impl RouteHealth {
         admission
     }
 
-    /// An attempt at `id` ended with `outcome`, having used `tokens`; returns a breaker change.
+    /// The times to an answer of these targets, together (a group's distribution).
+    pub fn answer_times(&self, ids: &[TargetId]) -> AnswerTimes {
+        let inner = self.inner.borrow();
+        let mut all = AnswerTimes::default();
+        for id in ids {
+            if let Some(t) = inner.targets.get(id.0 as usize) {
+                all.merge(&t.answer_times);
+            }
+        }
+        all
+    }
+
+    /// An attempt at `id` ended with `outcome`, having used `tokens`, its answer ready after
+    /// `answered` (when it succeeded); returns a breaker change.
     pub fn end(
         &self,
         id: TargetId,
         policy: &BreakerPolicy,
         now: Instant,
-        outcome: Outcome,
+        (outcome, answered): (Outcome, Option<Duration>),
         tokens: u64,
     ) -> Option<BreakerNews> {
         let mut inner = self.inner.borrow_mut();
         let t = inner.targets.get_mut(id.0 as usize)?;
+        if let Some(d) = answered {
+            t.answer_times.record(d);
+        }
         t.in_flight = t.in_flight.saturating_sub(1);
         t.stats.in_flight.store(u64::from(t.in_flight), Relaxed);
         t.minute.roll(now);
@@ -314,6 +399,36 @@ impl HealthView for View<'_> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn answer_times_give_percentiles_once_there_are_enough() {
+        let mut a = AnswerTimes::default();
+        for _ in 0..(MIN_PERCENTILE_SAMPLES - 1) {
+            a.record(Duration::from_millis(10));
+        }
+        assert_eq!(a.percentile(95.0), None, "too few samples");
+        a.record(Duration::from_millis(10));
+        let p = a.percentile(95.0).unwrap();
+        // 10 ms falls in the bucket whose bound is the first ≥ 10 ms (at most 30% above).
+        assert!(p >= Duration::from_millis(10) && p <= Duration::from_millis(13), "{p:?}");
+        // Five slow answers in a hundred: p95 stays fast, p99 is slow.
+        let mut b = AnswerTimes::default();
+        for i in 0..100 {
+            b.record(Duration::from_millis(if i % 20 == 0 { 500 } else { 10 }));
+        }
+        assert!(b.percentile(95.0).unwrap() < Duration::from_millis(20));
+        assert!(b.percentile(99.0).unwrap() >= Duration::from_millis(500));
+        // Halving keeps the shape.
+        for _ in 0..DECAY_AT {
+            b.record(Duration::from_millis(10));
+        }
+        assert!(b.total < DECAY_AT);
+        assert!(b.percentile(50.0).unwrap() < Duration::from_millis(13));
+        let mut group = AnswerTimes::default();
+        group.merge(&a);
+        group.merge(&b);
+        assert_eq!(group.total, a.total + b.total);
+    }
 
     #[test]
     fn a_minute_rolls_into_the_previous_one_and_fades() {

@@ -27,6 +27,8 @@ on_both_drivers!(
     a_first_token_timeout_moves_on,
     affinity_sticks_across_requests_and_shards,
     org_admins_see_breakers_and_models_list_routed_names,
+    messages_are_routed_with_anthropic_shaped_errors,
+    a_hedge_wins_over_a_slow_target_which_is_cancelled,
 );
 
 /// Providers `a`, `b` (and `c` when given) at the mocks, then `models:` with `models`.
@@ -308,7 +310,7 @@ fn a_first_token_timeout_moves_on(driver: e2e::Runtime) {
     // a takes 800 ms to answer at all.
     let a = mock(Knobs { latency: Duration::from_millis(800), ..Knobs::default() });
     let b = e2e::default_mock();
-    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/x}, {target: b/y}]\n      retry: {attempts: 0}\n      timeouts: {first_token: 200ms}\n";
+    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/x}, {target: b/y}]\n      retry: {attempts: 0}\n      timeouts: {first_token: 200ms}\n  idle:\n    route:\n      targets: [{target: b/y}]\n      timeouts: {idle: 150ms}\n";
     let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
     let t = Instant::now();
     let r = stream(gw.local_addr(), "r", "");
@@ -318,6 +320,15 @@ fn a_first_token_timeout_moves_on(driver: e2e::Runtime) {
     // A request may ask for less, never for more than the route allows.
     let r = stream(gw.local_addr(), "r", "x-shardgate-first-token-timeout-ms: 5000\r\n");
     assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+    // The route's idle timeout (shorter than the provider's 3 s) cuts a stream that pauses
+    // 500 ms between tokens: it ends with an error event, not a clean finish.
+    let t = Instant::now();
+    let r = stream(gw.local_addr(), "idle", "x-mock-tokens-per-sec: 2\r\n");
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("\"error\""), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
 }
 
 fn org_admins_see_breakers_and_models_list_routed_names(driver: e2e::Runtime) {
@@ -351,4 +362,74 @@ fn org_admins_see_breakers_and_models_list_routed_names(driver: e2e::Runtime) {
     // The alias is routed like the name.
     let r = chat(gw.local_addr(), "r-alias", root);
     assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+}
+
+fn messages_are_routed_with_anthropic_shaped_errors(driver: e2e::Runtime) {
+    let a = failing(Fault::Status(503));
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/x}, {target: claude/claude-sonnet-4-5}]\n      retry: {attempts: 0}\n  down:\n    route:\n      targets: [{target: a/x}]\n      retry: {attempts: 1, backoff: 1ms}\n";
+    let yaml = config(a.addr(), b.addr(), None, models).replace(
+        "models:\n",
+        &format!(
+            "  claude:\n    kind: anthropic\n    base_url: http://{}/v1\n    api_key: sk-ant\nmodels:\n",
+            b.addr()
+        ),
+    );
+    let gw = e2e::gateway(&yaml, driver);
+    let body = |model: &str, stream: bool| {
+        format!(
+            r#"{{"model":"{model}","max_tokens":8,"stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        )
+    };
+    let headers = "anthropic-version: 2023-06-01\r\n";
+    let r = Client::connect(gw.local_addr()).post_json("/v1/messages", &body("r", false), headers);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-shardgate-target"), Some("claude/claude-sonnet-4-5"));
+    assert_eq!(r.json()["type"], "message", "{}", r.text());
+    let r = Client::connect(gw.local_addr()).post_json("/v1/messages", &body("r", true), headers);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("event: message_stop"), "{}", r.text());
+    assert_eq!(served(&a), 2);
+
+    // Nothing left: the last failure, in Anthropic's error shape.
+    let r = Client::connect(gw.local_addr()).post_json("/v1/messages", &body("down", false), headers);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["type"], "error", "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "overloaded_error");
+    assert_eq!(r.header("x-shardgate-attempts"), Some("2"));
+}
+
+fn a_hedge_wins_over_a_slow_target_which_is_cancelled(driver: e2e::Runtime) {
+    // a takes 700 ms to answer; b answers at once. a is always the first choice (b is a
+    // standby: weight 0), and the hedge goes to b after 100 ms.
+    let a = mock(Knobs { latency: Duration::from_millis(700), ..Knobs::default() });
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: weighted\n      targets: [{target: a/x, weight: 1}, {target: b/y, weight: 0}]\n      hedge: {after: 100ms}\n  fast:\n    route:\n      strategy: weighted\n      targets: [{target: b/y, weight: 1}, {target: a/x, weight: 0}]\n      hedge: {after: 300ms}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    for stream_it in [false, true] {
+        let t = Instant::now();
+        let r = if stream_it { stream(gw.local_addr(), "r", "") } else { chat(gw.local_addr(), "r", "") };
+        let took = t.elapsed();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-shardgate-target"), Some("b/y"), "the hedge answered first");
+        assert_eq!(r.header("x-shardgate-hedged"), Some("true"));
+        assert_eq!(r.header("x-shardgate-attempts"), Some("2"));
+        assert!(took < Duration::from_millis(600), "not kept waiting for the slow target: {took:?}");
+        if stream_it {
+            assert!(r.text().contains("data: [DONE]"), "{}", r.text());
+        }
+        // The loser was cancelled: its actor turn is given back at once, long before it would
+        // have answered.
+        let text = gw.metrics_text();
+        assert_eq!(metric(&text, "shardgate_target_in_flight{target=\"a\",shard=\"0\"}"), Some(0.0), "{text}");
+    }
+    let text = gw.metrics_text();
+    assert_eq!(metric(&text, "shardgate_route_hedges_total"), Some(2.0));
+    assert_eq!(metric(&text, "shardgate_route_hedge_wins_total"), Some(2.0));
+    // A fast first choice is never hedged.
+    let r = chat(gw.local_addr(), "fast", "");
+    assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+    assert_eq!(r.header("x-shardgate-hedged"), None);
+    assert_eq!(r.header("x-shardgate-attempts"), Some("1"));
+    assert_eq!(metric(&gw.metrics_text(), "shardgate_route_hedges_total"), Some(2.0));
 }

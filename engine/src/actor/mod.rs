@@ -9,4 +9,4 @@
 pub mod mailbox;
 pub mod target;
 
-pub use target::{ActorLimits, Refusal, RestartPolicy, Served, TargetActor, TargetMetrics, Targets};
+pub use target::{ActorLimits, Admitted, Refusal, RestartPolicy, Served, TargetActor, TargetMetrics, Targets};

@@ -145,6 +145,12 @@ impl Health {
     }
 }
 
+/// A request's turn in an actor: counted in flight, and its mailbox slot held, until dropped.
+pub struct Admitted<'a> {
+    _counted: crate::metrics::GaugeUnit<'a>,
+    _turn: super::mailbox::Turn,
+}
+
 struct Supervision {
     restarts: u64,
     last_restart: Option<Instant>,
@@ -216,10 +222,34 @@ impl TargetActor {
 
     /// Runs `work` as one of this actor's requests: after a turn from the mailbox, with a panic
     /// caught and answered by a restart. `work` does not start before its turn.
-    pub async fn serve<F: Future>(&self, pool: &Pool, work: F) -> Served<F::Output> {
+    pub fn serve<'s, F: Future + 's>(
+        &'s self,
+        pool: &'s Pool,
+        work: F,
+    ) -> impl Future<Output = Served<F::Output>> + 's {
+        // The panic guard is put around `work` before the future that waits for the turn takes
+        // it: `work` is the request's whole state, and an `async fn` taking it would hold it
+        // twice (its argument, and what it awaits).
+        let guarded = AssertUnwindSafe(work).catch_unwind();
+        async move {
+            let admitted = match self.admit().await {
+                Ok(a) => a,
+                Err(refusal) => return Served::Refused(refusal),
+            };
+            let outcome = guarded.await;
+            let served = self.concluded(pool, outcome);
+            drop(admitted);
+            served
+        }
+    }
+
+    /// Takes a turn from the mailbox (waiting for one within `max_wait`): the request counts as
+    /// in flight until the [`Admitted`] is dropped. For work done in several steps (a hedged
+    /// attempt fetches, then relays if it wins), each under [`TargetActor::supervise`].
+    pub async fn admit(&self) -> Result<Admitted<'_>, Refusal> {
         if let Some(retry_after) = self.down_for(Instant::now()) {
             self.metrics.refused_restarting.fetch_add(1, Relaxed);
-            return Served::Refused(Refusal::Restarting { retry_after });
+            return Err(Refusal::Restarting { retry_after });
         }
         let enter = self.mailbox.enter();
         let queued = !enter.is_immediate();
@@ -232,7 +262,7 @@ impl TargetActor {
                 Err(crate::rt::Elapsed) => {
                     self.metrics.refused_wait.fetch_add(1, Relaxed);
                     self.metrics.waiting.store(count(self.mailbox.waiting()), Relaxed);
-                    return Served::Refused(Refusal::WaitedTooLong { waited: limit });
+                    return Err(Refusal::WaitedTooLong { waited: limit });
                 }
             },
             _ => enter.await,
@@ -244,24 +274,31 @@ impl TargetActor {
             Ok(t) => t,
             Err(Refused::Full { capacity }) => {
                 self.metrics.refused_full.fetch_add(1, Relaxed);
-                return Served::Refused(Refusal::MailboxFull { waiting: capacity });
+                return Err(Refusal::MailboxFull { waiting: capacity });
             }
-            Err(Refused::Restarted) => return Served::Refused(Refusal::RestartedWhileWaiting),
+            Err(Refused::Restarted) => return Err(Refusal::RestartedWhileWaiting),
         };
         let counted = crate::metrics::GaugeUnit::enter(&self.metrics.in_flight);
+        Ok(Admitted { _counted: counted, _turn: turn })
+    }
+
+    /// Runs `work` for an admitted request, catching a panic: the actor restarts (before the
+    /// turn is given back: it must not pass to a waiter the restart fails).
+    pub async fn supervise<F: Future>(&self, pool: &Pool, _admitted: &Admitted<'_>, work: F) -> Served<F::Output> {
         let outcome = AssertUnwindSafe(work).catch_unwind().await;
-        drop(counted);
-        let served = match outcome {
+        self.concluded(pool, outcome)
+    }
+
+    /// A panic restarts the actor (while the caller still holds the turn).
+    fn concluded<T>(&self, pool: &Pool, outcome: Result<T, Box<dyn Any + Send>>) -> Served<T> {
+        match outcome {
             Ok(v) => Served::Done(v),
             Err(payload) => {
-                // Before the turn is given back: it must not pass to a waiter the restart fails.
                 let message = panic_message(payload.as_ref());
                 self.restart(pool, &message);
                 Served::Panicked(message)
             }
-        };
-        drop(turn);
-        served
+        }
     }
 
     /// Records how a served request went (the caller knows what counts as a failure).

@@ -218,18 +218,25 @@ pub(super) fn retry_after_of(answer: &UpstreamResponse<'_>) -> Option<Duration> 
 
 /// Runs the pre-commit part of an attempt within `deadline` (the route's attempt and
 /// first-token timeouts): past it, the attempt is a miss the router may retry elsewhere.
-pub(super) async fn within<T>(
+/// A combinator rather than an `async fn`, so the (large) work is not copied once more.
+pub(super) fn within<'p, T, W>(
     deadline: Option<Instant>,
-    provider: &str,
-    work: impl Future<Output = Result<T, Box<Miss>>>,
-) -> Result<T, Box<Miss>> {
-    let Some(deadline) = deadline else { return work.await };
-    let limit = deadline.saturating_duration_since(Instant::now());
-    match crate::rt::timeout(limit, work).await {
-        Ok(r) => r,
+    provider: &'p str,
+    work: W,
+) -> impl Future<Output = Result<T, Box<Miss>>> + 'p
+where
+    W: Future<Output = Result<T, Box<Miss>>> + 'p,
+{
+    use futures_util::FutureExt as _;
+    let limit = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    crate::rt::timeout_opt(limit, work).map(move |r| match r {
+        Ok(done) => done,
         Err(crate::rt::Elapsed) => Err(Miss::gateway(GatewayError::new(
             ErrorKind::UpstreamTimeout,
-            format!("provider {provider} gave no answer within the route's timeout ({} ms)", limit.as_millis()),
+            format!(
+                "provider {provider} gave no answer within the route's timeout ({} ms)",
+                limit.unwrap_or_default().as_millis()
+            ),
         ))),
-    }
+    })
 }

@@ -11,20 +11,14 @@ use adapters::gemini::{from_gemini_embeddings, to_gemini_embeddings};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::attempt::{Attempted, Miss};
+use super::RequestCtx;
+use super::attempt::Miss;
 use super::route::Route;
 use super::translate::{self, Dialect, Refused};
-use super::{RequestCtx, governance};
-use crate::http::Responder;
-use crate::rt::Conn;
 
-/// Serves an embeddings request from a Gemini or Bedrock provider.
-pub(super) async fn embeddings<C: Conn>(
-    route: &Route<'_>,
-    dialect: Dialect,
-    resp: &mut Responder<'_, C>,
-    ctx: &mut RequestCtx,
-) -> Attempted {
+/// An embeddings request to a Gemini or Bedrock provider, answered whole: OpenAI's embeddings
+/// list, its usage in `ctx`.
+pub(super) async fn fetch(route: &Route<'_>, dialect: Dialect, ctx: &mut RequestCtx) -> Result<Vec<u8>, Box<Miss>> {
     let request: EmbeddingsRequest = translate::parse_body(route.req).map_err(Miss::gateway)?;
     let client_model = ctx.model.clone().unwrap_or_default();
     let answer = match dialect {
@@ -39,9 +33,7 @@ pub(super) async fn embeddings<C: Conn>(
     let prompt_tokens = list.pointer("/usage/prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
     ctx.usage =
         Some(adapters::openai::usage::Usage { prompt_tokens, total_tokens: prompt_tokens, ..Default::default() });
-    governance::settle_before_head(ctx);
-    translate::send_json(resp, ctx, list.to_string().as_bytes()).await;
-    Ok(())
+    Ok(list.to_string().into_bytes())
 }
 
 /// POSTs one body and reads the whole answer; also what Bedrock counted in its token header.

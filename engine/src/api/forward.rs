@@ -16,7 +16,7 @@ use super::attempt::{Attempted, Miss, within};
 use super::governance::{self, Ask};
 use super::route::Route;
 use super::{OVERHEAD_HEADER, RequestCtx, embeddings, mock_provider, routing, supervised, translate};
-use crate::config::{ModelRoute, Provider, Snapshot, Upstream};
+use crate::config::{ModelRoute, Provider, Snapshot, Upstream, UpstreamLimits};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::response::is_bodyless;
 use crate::http::upstream::ResponseFraming;
@@ -101,8 +101,9 @@ pub async fn inference<C: Conn>(
             }
         }
         ModelRoute::Routed(route) => {
-            let asked = routing::Asked { caller, metadata: &metadata, endpoint, req: &req, facts: &facts };
-            Box::pin(routing::serve(shard, cfg, route, &asked, resp, ctx)).await;
+            let asked = routing::Asked { caller, metadata: &metadata, req: &req, facts: &facts };
+            let chat = routing::Chat { shard, cfg, endpoint };
+            routing::serve(shard, cfg, route, &asked, &chat, resp, ctx).await;
         }
     }
     governance::settle_at_end(ctx);
@@ -155,28 +156,99 @@ pub(super) async fn attempt<C: Conn>(
         }
         (Some(up), dialect) => {
             let route = Route { shard, cfg, provider, up, upstream_model: um, req, headers: target.headers };
+            let route = &route;
             match dialect {
-                Some(d) if endpoint == Endpoint::Embeddings => {
-                    actor.serve(&shard.pool, Box::pin(embeddings::embeddings(&route, d, resp, ctx))).await
+                // The common case stays unboxed; other dialects' larger states are boxed.
+                None => {
+                    let work = async {
+                        let (answer, body) = fetch_openai(route, endpoint, facts, client_model, ctx).await?;
+                        deliver_openai(shard, cfg, answer, body, resp, ctx).await;
+                        Ok(())
+                    };
+                    actor.serve(&shard.pool, work).await
                 }
-                Some(d) => actor.serve(&shard.pool, Box::pin(translate::chat(&route, d, resp, ctx))).await,
-                None => actor.serve(&shard.pool, to_openai(&route, endpoint, facts, client_model, resp, ctx)).await,
+                Some(_) => {
+                    let work = async {
+                        let ready = fetch(route, endpoint, facts, ctx).await?;
+                        deliver(shard, cfg, ready, resp, ctx).await;
+                        Ok(())
+                    };
+                    actor.serve(&shard.pool, Box::pin(work)).await
+                }
             }
         }
     };
     supervised::settle_attempt(&actor, served, started, resp, ctx)
 }
 
+/// An attempt's answer fetched up to the point of commitment: nothing is written to the client
+/// yet, so it may still be dropped (a hedge that lost) or found wanting (a miss).
+pub(super) enum Ready<'a> {
+    /// An OpenAI-dialect provider's 2xx answer, relayed as it comes.
+    OpenAi(UpstreamResponse<'a>, Prefetched),
+    /// Another dialect's chat answer, translated on the way.
+    Translated(translate::Fetched<'a>),
+    /// An answer made whole already (embeddings from another dialect).
+    Json(Vec<u8>),
+}
+
+/// What of an answer's body was read before committing to it.
+pub(super) enum Prefetched {
+    /// No body (204, 304).
+    Bodyless,
+    /// A buffered answer's whole body.
+    Whole(Bytes),
+    /// A stream's first piece (`None`: the stream ended at once).
+    First(Option<Bytes>),
+}
+
+/// Fetches an answer from the route's target up to the point of commitment.
+pub(super) async fn fetch<'a>(
+    route: &Route<'a>,
+    endpoint: Endpoint,
+    facts: &RequestFacts,
+    ctx: &mut RequestCtx,
+) -> Result<Ready<'a>, Box<Miss>> {
+    let client_model = facts.model.as_ref().map_or("", |m| m.name.as_str());
+    match translate::Dialect::of(route.provider.kind) {
+        Some(d) if endpoint == Endpoint::Embeddings => embeddings::fetch(route, d, ctx).await.map(Ready::Json),
+        Some(d) => translate::fetch_chat(route, d, ctx).await.map(Ready::Translated),
+        None => {
+            let (answer, body) = fetch_openai(route, endpoint, facts, client_model, ctx).await?;
+            Ok(Ready::OpenAi(answer, body))
+        }
+    }
+}
+
+/// Commits a fetched answer: writes it to the client.
+pub(super) async fn deliver<C: Conn>(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    ready: Ready<'_>,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    match ready {
+        Ready::OpenAi(answer, body) => deliver_openai(shard, cfg, answer, body, resp, ctx).await,
+        Ready::Translated(f) => translate::deliver_chat(&shard.metrics, f, resp, ctx).await,
+        Ready::Json(body) => {
+            governance::settle_before_head(ctx);
+            translate::send_json(resp, ctx, &body).await;
+        }
+    }
+}
+
 /// An OpenAI-dialect target: the client's body as it came, but for the model name, the usage
-/// the gateway needs and the fields the host rejects.
-async fn to_openai<C: Conn>(
-    route: &Route<'_>,
+/// the gateway needs and the fields the host rejects. Sends it and reads a 2xx answer up to the
+/// point of commitment: its whole body, or a stream's first piece (the head is held until it
+/// comes, so a stream that fails before it is a miss the router can retry elsewhere).
+async fn fetch_openai<'a>(
+    route: &Route<'a>,
     endpoint: Endpoint,
     facts: &RequestFacts,
     client_model: &str,
-    resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-) -> Attempted {
+) -> Result<(UpstreamResponse<'a>, Prefetched), Box<Miss>> {
     let Route { shard, cfg, provider, up, upstream_model, req, headers } = *route;
     let mut body = if upstream_model != client_model {
         rewrite_model(&req.body, facts, upstream_model).map_err(|e| Miss::gateway(scan_error(&e)))?
@@ -219,7 +291,96 @@ async fn to_openai<C: Conn>(
         }
     };
     let request = RequestBytes { head, body, is_head: false };
-    exchange(shard, cfg, up, &request, resp, ctx, Relay::Inference).await
+    let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
+    let deadline = ctx.attempt_deadline;
+    let name = &provider.name;
+    let limits = UpstreamLimits { connect: ctx.connect_limit, ..cfg.upstream_limits };
+    let mut answer = within(deadline, name, async {
+        let waited = Instant::now();
+        let sent = send(&shared, up, &request, limits).await;
+        ctx.upstream_time += waited.elapsed();
+        sent.map_err(|e| Miss::gateway(e.to_gateway_error(name)))
+    })
+    .await?;
+    answer.limit_idle(ctx.idle_limit);
+    ctx.upstream_status = Some(answer.head.status);
+    if !(200..300).contains(&answer.head.status) {
+        // An error answer is the router's to judge (retry, fall back, or relay it as it came).
+        return Err(Miss::upstream(&mut answer).await);
+    }
+    if is_bodyless(answer.head.status) {
+        let _ = answer.next_chunk().await;
+        return Ok((answer, Prefetched::Bodyless));
+    }
+    let waited = Instant::now();
+    let body = if answer.head.is_event_stream() {
+        within(deadline, name, async {
+            answer.next_chunk().await.map(Prefetched::First).map_err(|fault| {
+                let message = format!("provider {name}: the stream broke off before its first event: {fault}");
+                Miss::gateway(GatewayError::new(fault_kind(&fault), message))
+            })
+        })
+        .await
+    } else {
+        within(deadline, name, async {
+            let read = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await;
+            read.map(Prefetched::Whole).map_err(|fault| {
+                Miss::gateway(GatewayError::new(fault_kind(&fault), format!("provider {name}: {fault}")))
+            })
+        })
+        .await
+    };
+    ctx.upstream_time += waited.elapsed();
+    Ok((answer, body?))
+}
+
+/// Writes an OpenAI-dialect answer fetched by [`fetch_openai`]: usage read (and the usage chunk
+/// the client did not ask for stripped), cost settled, embeddings encoded as the client asked.
+async fn deliver_openai<C: Conn>(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    mut answer: UpstreamResponse<'_>,
+    body: Prefetched,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    match body {
+        Prefetched::Bodyless => {
+            governance::settle_before_head(ctx);
+            let overhead = ctx.head_overhead();
+            if relay_head(resp, &answer, true, overhead, &ctx.headers).no_body().await.is_err() {
+                ctx.error = Some(ErrorKind::DownstreamClosed);
+            }
+        }
+        Prefetched::Whole(mut body) => {
+            if ctx.base64_embeddings {
+                match adapters::openai::embeddings::rewrite_to_base64(&body) {
+                    Ok(Some(b)) => body = Bytes::from(b),
+                    Ok(None) => {}
+                    Err(e) => {
+                        let provider = ctx.provider.clone().unwrap_or_else(|| "?".into());
+                        let err = GatewayError::new(
+                            ErrorKind::UpstreamProtocol,
+                            format!("provider {provider}: {}", e.message),
+                        );
+                        return fail(resp, ctx, err).await;
+                    }
+                }
+            }
+            ctx.usage = shard.usage_reader.borrow_mut().response_body(&body);
+            governance::settle_before_head(ctx);
+            let overhead = ctx.head_overhead();
+            if relay_head(resp, &answer, false, overhead, &ctx.headers).body_bytes(body).await.is_err() {
+                ctx.error = Some(ErrorKind::DownstreamClosed);
+            }
+        }
+        Prefetched::First(first) => {
+            let max_body = cfg.upstream_limits.max_body_bytes;
+            // Boxed: a stream's relay state is the largest part of an attempt, and an unboxed
+            // one would be copied with every attempt, streamed or not.
+            Box::pin(relay_streamed(shard, &mut answer, Some(first), resp, ctx, true, max_body)).await;
+        }
+    }
 }
 
 /// Whether an embeddings request asks for `encoding_format: "base64"` (OpenAI's SDKs do by
@@ -282,7 +443,7 @@ pub async fn passthrough<C: Conn>(
     let request = RequestBytes { head, body: req.body.clone(), is_head: method == "HEAD" };
     let actor = supervised::actor(shard, provider);
     let started = Instant::now();
-    let work = exchange(shard, cfg, up, &request, resp, ctx, Relay::Passthrough);
+    let work = exchange(shard, cfg, up, &request, resp, ctx);
     let served = actor.serve(&shard.pool, Box::pin(work)).await;
     if let Some(miss) = supervised::settle_attempt(&actor, served, started, resp, ctx) {
         miss.send(resp, ctx).await;
@@ -384,15 +545,8 @@ fn put_header(h: &mut BytesMut, name: &[u8], value: &[u8]) {
     h.put_slice(b"\r\n");
 }
 
-/// How the answer is relayed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Relay {
-    /// Buffer JSON answers (bounded), stream event streams; read usage from both.
-    Inference,
-    /// Relay as it comes; small bodies with a known length are buffered.
-    Passthrough,
-}
-
+/// Pass-through: sends the request and relays the answer as it comes (small bodies of known
+/// length buffered), whatever its status.
 async fn exchange<C: Conn>(
     shard: &Rc<Shard>,
     cfg: &Snapshot,
@@ -400,23 +554,14 @@ async fn exchange<C: Conn>(
     request: &RequestBytes,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-    relay: Relay,
 ) -> Attempted {
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
     let provider = ctx.provider.clone().unwrap_or_else(|| "?".into());
-    let deadline = ctx.attempt_deadline;
-    let mut answer = within(deadline, &provider, async {
-        let waited = Instant::now();
-        let sent = send(&shared, up, request, cfg.upstream_limits).await;
-        ctx.upstream_time += waited.elapsed();
-        sent.map_err(|e| Miss::gateway(e.to_gateway_error(&provider)))
-    })
-    .await?;
+    let waited = Instant::now();
+    let sent = send(&shared, up, request, cfg.upstream_limits).await;
+    ctx.upstream_time += waited.elapsed();
+    let mut answer = sent.map_err(|e| Miss::gateway(e.to_gateway_error(&provider)))?;
     ctx.upstream_status = Some(answer.head.status);
-    if relay == Relay::Inference && !(200..300).contains(&answer.head.status) {
-        // An error answer is the router's to judge (retry, fall back, or relay it as it came).
-        return Err(Miss::upstream(&mut answer).await);
-    }
     if resp.is_head_only() || is_bodyless(answer.head.status) {
         // No body either way: relay the head as it is (its Content-Length describes the body a
         // GET would get) and let the connection go back to the pool.
@@ -428,38 +573,23 @@ async fn exchange<C: Conn>(
         }
         return Ok(());
     }
-    let event_stream = answer.head.is_event_stream();
-    let buffer = match relay {
-        Relay::Inference => !event_stream,
-        Relay::Passthrough => match answer.head.framing {
-            ResponseFraming::Empty => true,
-            ResponseFraming::Length(n) => n <= 64 * 1024,
-            _ => false,
-        },
+    let buffer = match answer.head.framing {
+        ResponseFraming::Empty => true,
+        ResponseFraming::Length(n) => n <= 64 * 1024,
+        _ => false,
     };
     if buffer {
-        relay_buffered(shard, cfg, &mut answer, resp, ctx, relay == Relay::Inference, &provider).await
+        let body = read_answer(cfg, &mut answer, ctx, &provider).await.map_err(Miss::gateway)?;
+        governance::settle_before_head(ctx);
+        let overhead = ctx.head_overhead();
+        if relay_head(resp, &answer, false, overhead, &ctx.headers).body_bytes(body).await.is_err() {
+            ctx.error = Some(ErrorKind::DownstreamClosed);
+        }
     } else {
-        let read_usage = event_stream && relay == Relay::Inference;
-        // The head is held until the first piece of the body: a stream that fails before its
-        // first token is a miss the router can still retry elsewhere, unseen by the client.
-        let first = if relay == Relay::Inference {
-            let waited = Instant::now();
-            let first = within(deadline, &provider, async {
-                answer.next_chunk().await.map_err(|fault| {
-                    let message = format!("provider {provider}: the stream broke off before its first event: {fault}");
-                    Miss::gateway(GatewayError::new(fault_kind(&fault), message))
-                })
-            })
-            .await;
-            ctx.upstream_time += waited.elapsed();
-            Some(first?)
-        } else {
-            None
-        };
-        relay_streamed(shard, &mut answer, first, resp, ctx, read_usage, cfg.upstream_limits.max_body_bytes).await;
-        Ok(())
+        let max_body = cfg.upstream_limits.max_body_bytes;
+        Box::pin(relay_streamed(shard, &mut answer, None, resp, ctx, false, max_body)).await;
     }
+    Ok(())
 }
 
 /// Whether a stream event is the usage-only chunk (`"choices": []`) the gateway asked for.
@@ -523,39 +653,6 @@ pub(super) async fn read_answer(
     let read = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await;
     ctx.upstream_time += waited.elapsed();
     read.map_err(|fault| GatewayError::new(fault_kind(&fault), format!("provider {provider}: {fault}")))
-}
-
-async fn relay_buffered<C: Conn>(
-    shard: &Rc<Shard>,
-    cfg: &Snapshot,
-    answer: &mut UpstreamResponse<'_>,
-    resp: &mut Responder<'_, C>,
-    ctx: &mut RequestCtx,
-    read_usage: bool,
-    provider: &str,
-) -> Attempted {
-    let deadline = ctx.attempt_deadline;
-    let read = async { read_answer(cfg, answer, ctx, provider).await.map_err(Miss::gateway) };
-    let mut body = within(deadline, provider, read).await?;
-    if ctx.base64_embeddings && (200..300).contains(&answer.head.status) {
-        match adapters::openai::embeddings::rewrite_to_base64(&body) {
-            Ok(Some(b)) => body = Bytes::from(b),
-            Ok(None) => {}
-            Err(e) => {
-                let err = GatewayError::new(ErrorKind::UpstreamProtocol, format!("provider {provider}: {}", e.message));
-                return Err(Miss::gateway(err));
-            }
-        }
-    }
-    if read_usage && (200..300).contains(&answer.head.status) {
-        ctx.usage = shard.usage_reader.borrow_mut().response_body(&body);
-    }
-    governance::settle_before_head(ctx);
-    let overhead = ctx.head_overhead();
-    if relay_head(resp, answer, false, overhead, &ctx.headers).body_bytes(body).await.is_err() {
-        ctx.error = Some(ErrorKind::DownstreamClosed);
-    }
-    Ok(())
 }
 
 async fn relay_streamed<C: Conn>(

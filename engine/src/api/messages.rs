@@ -16,20 +16,23 @@ use adapters::canonical::{ChatChunk, ChatCompletion, ChatRequest, StreamOptions}
 use bytes::Bytes;
 use policy::Identity;
 
+use adapters::openai::request::RequestFacts;
+
+use super::attempt::{Attempted, Final, Miss, within};
+use super::forward::Target;
 use super::governance::{self, Ask};
 use super::route::Route;
+use super::routing::{self, Attempter as _};
 use super::translate::{self, Dialect, Translator, send_json, start_event_stream};
 use super::{RequestCtx, supervised};
-use crate::config::{ProviderKind, Snapshot};
-use crate::error::ErrorKind;
+use crate::config::{ModelRoute, ProviderKind, Snapshot};
+use crate::error::{ErrorKind, GatewayError};
 use crate::http::{Request, Responder};
 use crate::rt::Conn;
 use crate::shard::Shard;
 use crate::upstream::UpstreamResponse;
 use crate::upstream::exchange::fault_kind;
 
-/// Largest upstream error body read to translate it.
-const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// Tokens the in-process mock writes when the request's `max_tokens` is larger.
 const MOCK_MAX_TOKENS: u64 = 4096;
 
@@ -64,7 +67,12 @@ pub(super) async fn refuse<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut Reque
         _ => ErrorKind::UpstreamProtocol,
     });
     let body = serde_json::json!({"type": "error", "error": {"type": error_type(status), "message": message}});
-    let _ = resp.start(status).header("content-type", "application/json").body(body.to_string().as_bytes()).await;
+    let mut head = resp.start(status).header("content-type", "application/json");
+    // The gateway's own headers (rate limits, routing) go with errors too.
+    for (n, v) in &ctx.headers {
+        head = head.header(n, v);
+    }
+    let _ = head.body(body.to_string().as_bytes()).await;
 }
 
 /// `POST /v1/messages/count_tokens`: a local estimate (no provider call).
@@ -93,7 +101,7 @@ pub async fn messages<C: Conn>(
     };
     ctx.model = Some(chat.model.clone());
     ctx.stream = chat.stream;
-    let Some(resolved) = cfg.resolve_model(&chat.model) else {
+    let Some(served_by) = cfg.model_route(&chat.model) else {
         let msg = format!("model: {} (the gateway has no such model, or you may not use it)", chat.model);
         return refuse(resp, ctx, 404, &msg).await;
     };
@@ -107,7 +115,7 @@ pub async fn messages<C: Conn>(
     let ask = Ask {
         identity: caller,
         model: &chat.model,
-        upstream_model: &resolved.upstream_model,
+        upstream_model: served_by.first_upstream_model(cfg),
         metadata: &metadata,
         body_len: req.body.len(),
         max_tokens: chat.max_output_tokens(),
@@ -116,31 +124,121 @@ pub async fn messages<C: Conn>(
         let body = serde_json::json!({"type": "error", "error": {"type": "rate_limit_error", "message": r.message()}});
         return governance::send_refusal_with(resp, ctx, &r, body.to_string().as_bytes()).await;
     }
-    ctx.provider = Some(resolved.provider.name.clone());
-    let provider = resolved.provider;
-    let upstream_model = resolved.upstream_model.to_string();
-    let actor = supervised::actor(shard, provider);
-    let started = Instant::now();
-    let served = match (&provider.upstream, provider.kind) {
-        (None, _) => {
-            let drills = provider.mock_faults;
-            actor.serve(&shard.pool, Box::pin(from_mock(shard, drills, chat, &req, resp, ctx))).await
-        }
-        (Some(up), kind) => {
-            let route = Route { shard, cfg, provider, up, upstream_model: &upstream_model, req: &req, headers: &[] };
-            match (kind, Dialect::of(kind)) {
-                (ProviderKind::Anthropic, _) => actor.serve(&shard.pool, Box::pin(native(&route, resp, ctx))).await,
-                (_, Some(d)) => actor.serve(&shard.pool, Box::pin(through_dialect(&route, d, chat, resp, ctx))).await,
-                (_, None) => actor.serve(&shard.pool, Box::pin(through_chat(&route, chat, resp, ctx))).await,
+    let attempter = Messages { shard, cfg };
+    match served_by {
+        ModelRoute::Direct(resolved) => {
+            let target = Target { provider: resolved.provider, upstream_model: &resolved.upstream_model, headers: &[] };
+            if let Some(miss) = attempter.attempt(&target, &req, &RequestFacts::default(), resp, ctx).await {
+                send_anthropic(*miss, resp, ctx).await;
             }
         }
-    };
-    if let Some(unserved) = supervised::conclude(&actor, served, started, resp, ctx) {
-        let status = unserved.error.status();
-        refuse(resp, ctx, status, &unserved.error.message).await;
-        ctx.error = Some(unserved.error.kind);
+        ModelRoute::Routed(route) => {
+            let facts = shard.scanner.borrow_mut().scan(&req.body).unwrap_or_default();
+            let asked = routing::Asked { caller, metadata: &metadata, req: &req, facts: &facts };
+            Box::pin(routing::serve(shard, cfg, route, &asked, &attempter, resp, ctx)).await;
+        }
     }
     governance::settle_at_end(ctx);
+}
+
+/// `/v1/messages` attempts, for the router's loop.
+pub(super) struct Messages<'a> {
+    pub shard: &'a Rc<Shard>,
+    pub cfg: &'a Snapshot,
+}
+
+impl routing::Attempter for Messages<'_> {
+    async fn attempt<C: Conn>(
+        &self,
+        target: &Target<'_>,
+        req: &Request,
+        _facts: &RequestFacts,
+        resp: &mut Responder<'_, C>,
+        ctx: &mut RequestCtx,
+    ) -> Option<Box<Miss>> {
+        let Messages { shard, cfg } = *self;
+        // The body may carry a target's `params`: read it again.
+        let chat = match request_from_anthropic(&req.body) {
+            Ok(c) => c,
+            Err(e) => return Some(Miss::refused(e)),
+        };
+        let provider = target.provider;
+        ctx.provider = Some(provider.name.clone());
+        let actor = supervised::actor(shard, provider);
+        let started = Instant::now();
+        let served = match (&provider.upstream, provider.kind) {
+            (None, _) => {
+                let drills = provider.mock_faults;
+                actor.serve(&shard.pool, Box::pin(from_mock(shard, drills, chat, req, resp, ctx))).await
+            }
+            (Some(up), kind) => {
+                let route = Route {
+                    shard,
+                    cfg,
+                    provider,
+                    up,
+                    upstream_model: target.upstream_model,
+                    req,
+                    headers: target.headers,
+                };
+                match (kind, Dialect::of(kind)) {
+                    (ProviderKind::Anthropic, _) => actor.serve(&shard.pool, Box::pin(native(&route, resp, ctx))).await,
+                    (_, Some(d)) => {
+                        actor.serve(&shard.pool, Box::pin(through_dialect(&route, d, chat, resp, ctx))).await
+                    }
+                    (_, None) => actor.serve(&shard.pool, Box::pin(through_chat(&route, chat, resp, ctx))).await,
+                }
+            }
+        };
+        supervised::settle_attempt(&actor, served, started, resp, ctx)
+    }
+
+    async fn answer<C: Conn>(&self, miss: Box<Miss>, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) {
+        send_anthropic(*miss, resp, ctx).await;
+    }
+}
+
+/// Answers the last miss in Anthropic's error shape: an Anthropic provider's own error as it
+/// came, anything else as `{"type":"error","error":{...}}` with the gateway's headers.
+async fn send_anthropic<C: Conn>(miss: Miss, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) {
+    let (status, message) = match miss.answer {
+        Final::Upstream { status, headers, body } => {
+            let is_anthropic = serde_json::from_slice::<serde_json::Value>(&body)
+                .is_ok_and(|v| v.get("type").and_then(|t| t.as_str()) == Some("error"));
+            if is_anthropic {
+                ctx.upstream_status = Some(status);
+                let mut head = resp.start(status);
+                for (n, v) in &headers {
+                    if !ctx.headers.iter().any(|(o, _)| o.as_bytes().eq_ignore_ascii_case(n)) {
+                        head = head.header(n, v);
+                    }
+                }
+                for (n, v) in &ctx.headers {
+                    head = head.header(n, v);
+                }
+                let _ = head.body_bytes(body).await;
+                return;
+            }
+            // An OpenAI-dialect provider's error: its message, in Anthropic's shape.
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| format!("the provider answered {status}"));
+            (status, message)
+        }
+        Final::Gateway(e) => {
+            refuse(resp, ctx, e.status(), &e.message).await;
+            ctx.error = Some(e.kind);
+            return;
+        }
+        Final::Api(e) => (e.status, e.message),
+        Final::Unserved(u) => {
+            refuse(resp, ctx, u.error.status(), &u.error.message).await;
+            ctx.error = Some(u.error.kind);
+            return;
+        }
+    };
+    refuse(resp, ctx, status, &message).await;
 }
 
 fn message_id(shard: &Shard) -> String {
@@ -162,7 +260,7 @@ async fn from_mock<C: Conn>(
     req: &Request,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-) {
+) -> Attempted {
     let body_len = req.body.len();
     if drills {
         super::mock_provider::Drill::of(&req.head).await.before_head();
@@ -180,10 +278,11 @@ async fn from_mock<C: Conn>(
     ctx.upstream_status = Some(200);
     if !chat.stream {
         let completion: Option<ChatCompletion> = serde_json::from_slice(&crate::mock::chat_completion(&reply)).ok();
-        return match completion {
+        match completion {
             Some(c) => send_completion(resp, ctx, &c).await,
             None => refuse(resp, ctx, 500, "the mock's answer did not read back").await,
-        };
+        }
+        return Ok(());
     }
     let mut encoder = AnthropicEncoder::new(id.clone(), chat.model.clone(), reply.prompt_tokens);
     let mut body = Vec::new();
@@ -198,6 +297,7 @@ async fn from_mock<C: Conn>(
     }
     encoder.finish(&mut body);
     stream_all(resp, ctx, body).await;
+    Ok(())
 }
 
 /// Sends a whole event stream (already translated) and settles.
@@ -212,67 +312,89 @@ async fn stream_all<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, 
 }
 
 /// POSTs `body` to `path` of the provider (with the access token the gateway minted for it, if
-/// any); `Err` is the status and message to answer with.
+/// any), within the attempt's deadline; an error answer is a miss (its body read).
 async fn call<'a>(
     route: &Route<'a>,
     (path, body): (&str, Bytes),
     ctx: &mut RequestCtx,
-) -> Result<UpstreamResponse<'a>, (u16, String)> {
-    route.post(path, body, Vec::new(), ctx).await.map_err(|e| (e.status(), e.message))
+) -> Result<UpstreamResponse<'a>, Box<Miss>> {
+    let deadline = ctx.attempt_deadline;
+    let mut answer = within(deadline, &route.provider.name, async {
+        route.post(path, body, Vec::new(), ctx).await.map_err(Miss::gateway)
+    })
+    .await?;
+    if !(200..300).contains(&answer.head.status) {
+        return Err(Miss::upstream(&mut answer).await);
+    }
+    Ok(answer)
+}
+
+/// The first piece of a stream's body, within the attempt's deadline: the head is held until
+/// it comes, so a stream that breaks before it is a miss the router can retry elsewhere.
+async fn first_piece(
+    answer: &mut UpstreamResponse<'_>,
+    provider: &str,
+    ctx: &mut RequestCtx,
+) -> Result<Option<Bytes>, Box<Miss>> {
+    let waited = Instant::now();
+    let first = within(ctx.attempt_deadline, provider, async {
+        answer.next_chunk().await.map_err(|fault| {
+            let message = format!("provider {provider}: the stream broke off before its first event: {fault}");
+            Miss::gateway(GatewayError::new(fault_kind(&fault), message))
+        })
+    })
+    .await;
+    ctx.upstream_time += waited.elapsed();
+    first
 }
 
 /// An Anthropic provider: the request as it came (model renamed), the answer as it came.
-async fn native<C: Conn>(route: &Route<'_>, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) {
+async fn native<C: Conn>(route: &Route<'_>, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) -> Attempted {
     let Route { shard, cfg, up, upstream_model, req, .. } = *route;
     let mut body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
     body["model"] = serde_json::Value::String(upstream_model.to_string());
     let path = format!("{}/messages", up.base_path.trim_end_matches('/'));
-    let sent = call(route, (&path, Bytes::from(body.to_string())), ctx).await;
-    let mut answer = match sent {
-        Ok(a) => a,
-        Err((status, message)) => return refuse(resp, ctx, status, &message).await,
-    };
+    let mut answer = call(route, (&path, Bytes::from(body.to_string())), ctx).await?;
     let status = answer.head.status;
     if !answer.head.is_event_stream() {
-        let body = match answer.read_to_end(cfg.upstream_limits.max_body_bytes).await {
-            Ok(b) => b,
-            Err(fault) => {
-                ctx.error = Some(fault_kind(&fault));
-                return refuse(resp, ctx, 502, &format!("the provider's answer broke off: {fault}")).await;
-            }
-        };
-        if (200..300).contains(&status) {
-            ctx.usage =
-                from_anthropic(&body, "", 0).ok().and_then(|c| c.usage).as_ref().map(super::translate::accounted);
-            governance::settle_before_head(ctx);
-        }
+        let deadline = ctx.attempt_deadline;
+        let provider = &route.provider.name;
+        let read = async { super::forward::read_answer(cfg, &mut answer, ctx, provider).await.map_err(Miss::gateway) };
+        let body = within(deadline, provider, read).await?;
+        ctx.usage = from_anthropic(&body, "", 0).ok().and_then(|c| c.usage).as_ref().map(super::translate::accounted);
+        governance::settle_before_head(ctx);
         let mut head = resp.start(status).header("content-type", "application/json");
         for (n, v) in &ctx.headers {
             head = head.header(n, v);
         }
         let _ = head.body(&body).await;
-        return;
+        return Ok(());
     }
-    let Some(mut out) = start_event_stream(resp, ctx).await else { return };
+    let mut first = Some(first_piece(&mut answer, &route.provider.name, ctx).await?);
+    let Some(mut out) = start_event_stream(resp, ctx).await else { return Ok(()) };
     // Relayed as it comes; read alongside for the usage the cost needs.
     let mut reader = AnthropicStream::new("", 0, false);
     let mut ignored = Vec::new();
     loop {
-        match answer.next_chunk().await {
+        let next = match first.take() {
+            Some(held) => Ok(held),
+            None => answer.next_chunk().await,
+        };
+        match next {
             Ok(Some(piece)) => {
                 ctx.upstream_piece(|| answer.since_sent());
                 reader.feed(&piece, &mut ignored);
                 ignored.clear();
                 if out.send(&piece).await.is_err() {
                     ctx.error = Some(ErrorKind::DownstreamClosed);
-                    return;
+                    return Ok(());
                 }
                 ctx.event_sent(&shard.metrics);
             }
             Ok(None) => break,
             Err(fault) => {
                 ctx.error = Some(fault_kind(&fault));
-                return;
+                return Ok(());
             }
         }
     }
@@ -281,6 +403,7 @@ async fn native<C: Conn>(route: &Route<'_>, resp: &mut Responder<'_, C>, ctx: &m
     if out.send(&tail).await.is_err() || out.finish().await.is_err() {
         ctx.error = Some(ErrorKind::DownstreamClosed);
     }
+    Ok(())
 }
 
 /// A provider of another dialect (Gemini, Bedrock): the request through the canonical chat
@@ -292,33 +415,28 @@ async fn through_dialect<C: Conn>(
     chat: ChatRequest,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-) {
+) -> Attempted {
     let Route { shard, cfg, provider, .. } = *route;
-    let mut answer = match translate::call(route, dialect, &chat, ctx).await {
-        Ok(a) => a,
-        Err(translate::Refused::Gateway(e)) => {
-            let status = e.status();
-            refuse(resp, ctx, status, &e.message).await;
-            ctx.error = Some(e.kind);
-            return;
-        }
-        Err(translate::Refused::Provider(e)) => return refuse(resp, ctx, e.status, &e.message).await,
-    };
+    let deadline = ctx.attempt_deadline;
+    let called = within(deadline, &provider.name, async {
+        translate::call(route, dialect, &chat, ctx).await.map_err(|r| r.into_miss(ctx))
+    });
+    let mut answer = called.await?;
     let id = message_id(shard);
     let created = translate::now_secs();
     if !chat.stream {
-        let body = match super::forward::read_answer(cfg, &mut answer, ctx, &provider.name).await {
-            Ok(b) => b,
-            Err(e) => return refuse(resp, ctx, e.status(), &e.message).await,
-        };
-        return match dialect.completion(&body, &chat.model, &id, created) {
-            Ok(c) => send_completion(resp, ctx, &c).await,
-            Err(e) => refuse(resp, ctx, e.status, &e.message).await,
-        };
+        let read =
+            async { super::forward::read_answer(cfg, &mut answer, ctx, &provider.name).await.map_err(Miss::gateway) };
+        let body = within(deadline, &provider.name, read).await?;
+        let completion = dialect.completion(&body, &chat.model, &id, created).map_err(|e| Miss::api(e, None))?;
+        send_completion(resp, ctx, &completion).await;
+        return Ok(());
     }
+    let first = first_piece(&mut answer, &provider.name, ctx).await?;
     let translator = dialect.stream(&chat.model, &id, created, true);
     let encoder = AnthropicEncoder::new(id, chat.model.clone(), 0);
-    relay_as_anthropic(&shard.metrics, &mut answer, resp, ctx, translator, encoder).await;
+    relay_as_anthropic(&shard.metrics, &mut answer, Some(first), resp, ctx, translator, encoder).await;
+    Ok(())
 }
 
 /// Relays a provider's stream as Anthropic's events: read into canonical chunks by
@@ -326,6 +444,7 @@ async fn through_dialect<C: Conn>(
 async fn relay_as_anthropic<C: Conn>(
     metrics: &crate::metrics::ShardMetrics,
     answer: &mut UpstreamResponse<'_>,
+    mut first: Option<Option<Bytes>>,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
     mut translator: Translator,
@@ -334,7 +453,11 @@ async fn relay_as_anthropic<C: Conn>(
     let Some(mut out) = start_event_stream(resp, ctx).await else { return };
     let (mut chunks, mut events) = (Vec::new(), Vec::new());
     loop {
-        match answer.next_chunk().await {
+        let next = match first.take() {
+            Some(held) => Ok(held),
+            None => answer.next_chunk().await,
+        };
+        match next {
             Ok(Some(piece)) => {
                 ctx.upstream_piece(|| answer.since_sent());
                 translator.feed(&piece, &mut chunks);
@@ -387,7 +510,7 @@ async fn through_chat<C: Conn>(
     mut chat: ChatRequest,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-) {
+) -> Attempted {
     let Route { shard, cfg, provider, up, upstream_model, .. } = *route;
     let client_model = chat.model.clone();
     chat.model = upstream_model.to_string();
@@ -401,37 +524,29 @@ async fn through_chat<C: Conn>(
         match quirks.apply(&body) {
             Ok(Some(b)) => body = b,
             Ok(None) => {}
-            Err(e) => return refuse(resp, ctx, 400, &e.message).await,
+            Err(e) => return Err(Miss::gateway(GatewayError::new(ErrorKind::InvalidJson, e.message))),
         }
     }
     let path = match &provider.azure {
         Some(surface) => azure::request_path(&up.base_path, surface, upstream_model, AzureOperation::ChatCompletions),
         None => format!("{}/chat/completions", up.base_path.trim_end_matches('/')),
     };
-    let mut answer = match call(route, (&path, Bytes::from(body)), ctx).await {
-        Ok(a) => a,
-        Err((status, message)) => return refuse(resp, ctx, status, &message).await,
-    };
-    let status = answer.head.status;
-    if !(200..300).contains(&status) {
-        let body = answer.read_to_end(MAX_ERROR_BODY).await.unwrap_or_default();
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| format!("the provider answered {status}"));
-        return refuse(resp, ctx, status, &message).await;
-    }
+    let mut answer = call(route, (&path, Bytes::from(body)), ctx).await?;
     if !chat.stream {
-        let read = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await;
-        let parsed = read.ok().and_then(|b| serde_json::from_slice::<ChatCompletion>(&b).ok());
-        return match parsed {
-            Some(mut c) => {
-                c.model = client_model;
-                send_completion(resp, ctx, &c).await
-            }
-            None => refuse(resp, ctx, 502, "the provider's answer is not a chat completion").await,
+        let deadline = ctx.attempt_deadline;
+        let read =
+            async { super::forward::read_answer(cfg, &mut answer, ctx, &provider.name).await.map_err(Miss::gateway) };
+        let body = within(deadline, &provider.name, read).await?;
+        let Ok(mut completion) = serde_json::from_slice::<ChatCompletion>(&body) else {
+            let message = format!("provider {}: the answer is not a chat completion", provider.name);
+            return Err(Miss::gateway(GatewayError::new(ErrorKind::UpstreamProtocol, message)));
         };
+        completion.model = client_model;
+        send_completion(resp, ctx, &completion).await;
+        return Ok(());
     }
+    let first = first_piece(&mut answer, &provider.name, ctx).await?;
     let encoder = AnthropicEncoder::new(message_id(shard), client_model, 0);
-    relay_as_anthropic(&shard.metrics, &mut answer, resp, ctx, Translator::openai(), encoder).await;
+    relay_as_anthropic(&shard.metrics, &mut answer, Some(first), resp, ctx, Translator::openai(), encoder).await;
+    Ok(())
 }

@@ -41,6 +41,9 @@ pub struct RequestCtx {
     /// When the current attempt must have its answer's head (or a stream's first piece), set
     /// by the router from the route's timeouts; past it the attempt is a miss.
     pub attempt_deadline: Option<Instant>,
+    /// A route's connect and idle timeouts, when shorter than the provider's.
+    pub connect_limit: Option<Duration>,
+    pub idle_limit: Option<Duration>,
     /// From sending upstream to the first piece of a streamed answer's body.
     pub ttft: Option<Duration>,
     /// When the first piece of a streamed answer came from the provider, until the first
@@ -135,6 +138,8 @@ impl RequestCtx {
             retry_wait: Duration::ZERO,
             upstream_retry_after: None,
             attempt_deadline: None,
+            connect_limit: None,
+            idle_limit: None,
             ttft: None,
             first_piece_at: None,
             overhead: None,
@@ -150,6 +155,20 @@ impl RequestCtx {
             strip_usage_chunk: false,
             base64_embeddings: false,
         }
+    }
+
+    /// Takes over what one side of a hedged attempt learned (its upstream time and answer's
+    /// status, the usage of an answer made whole, how its stream must be relayed).
+    pub fn adopt(&mut self, side: RequestCtx) {
+        self.upstream_time += side.upstream_time;
+        self.upstream_status = side.upstream_status.or(self.upstream_status);
+        self.upstream_retry_after = side.upstream_retry_after;
+        self.provider = side.provider.or(self.provider.take());
+        if side.usage.is_some() {
+            self.usage = side.usage;
+        }
+        self.strip_usage_chunk = side.strip_usage_chunk;
+        self.base64_embeddings = side.base64_embeddings;
     }
 
     /// Records the gateway's own time so far (call as the response head is written) and

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::RequestCtx;
-use crate::config::{Provider, Snapshot, Upstream};
+use crate::config::{Provider, Snapshot, Upstream, UpstreamLimits};
 use crate::error::GatewayError;
 use crate::http::Request;
 use crate::shard::Shard;
@@ -45,9 +45,11 @@ impl<'a> Route<'a> {
         let request = RequestBytes { head, body, is_head: false };
         let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
         let waited = Instant::now();
-        let sent = send(&shared, up, &request, cfg.upstream_limits).await;
+        let limits = UpstreamLimits { connect: ctx.connect_limit, ..cfg.upstream_limits };
+        let sent = send(&shared, up, &request, limits).await;
         ctx.upstream_time += waited.elapsed();
-        let answer = sent.map_err(|e| e.to_gateway_error(&provider.name))?;
+        let mut answer = sent.map_err(|e| e.to_gateway_error(&provider.name))?;
+        answer.limit_idle(ctx.idle_limit);
         ctx.upstream_status = Some(answer.head.status);
         Ok(answer)
     }

@@ -18,7 +18,10 @@ use serde_json::Value;
 
 use super::RequestCtx;
 use super::attempt::Miss;
-use super::forward::{Target, attempt};
+use super::forward::{Ready, Target, attempt};
+use super::route::Route;
+use super::supervised;
+use crate::actor::{Admitted, Served, TargetActor};
 use crate::config::Snapshot;
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::{Request, Responder};
@@ -38,9 +41,62 @@ const DEFAULT_OUTPUT_TOKENS: u32 = 256;
 pub(super) struct Asked<'a> {
     pub caller: &'a Identity,
     pub metadata: &'a Metadata,
-    pub endpoint: Endpoint,
     pub req: &'a Request,
     pub facts: &'a RequestFacts,
+}
+
+/// An endpoint the loop routes: how one attempt is made at a target, and how the last miss is
+/// answered (each API answers errors in its own shape).
+pub(super) trait Attempter {
+    /// One attempt at `target`: `None` once the answer is committed, else the miss (nothing
+    /// was written).
+    async fn attempt<C: Conn>(
+        &self,
+        target: &Target<'_>,
+        req: &Request,
+        facts: &RequestFacts,
+        resp: &mut Responder<'_, C>,
+        ctx: &mut RequestCtx,
+    ) -> Option<Box<Miss>>;
+
+    /// Answers the client with the last miss.
+    async fn answer<C: Conn>(&self, miss: Box<Miss>, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx);
+
+    /// The endpoint, when its attempts may be hedged (see [`hedged`]).
+    fn hedgeable(&self) -> Option<Endpoint> {
+        None
+    }
+}
+
+/// `/v1/chat/completions`, `/v1/completions` and `/v1/embeddings` attempts.
+pub(super) struct Chat<'a> {
+    pub shard: &'a Rc<Shard>,
+    pub cfg: &'a Snapshot,
+    pub endpoint: Endpoint,
+}
+
+impl Attempter for Chat<'_> {
+    // The attempt's own future, not one wrapping it: an attempt's state is large, and every
+    // layer of `async` around it would copy it once more per request.
+    #[allow(clippy::manual_async_fn)]
+    fn attempt<C: Conn>(
+        &self,
+        target: &Target<'_>,
+        req: &Request,
+        facts: &RequestFacts,
+        resp: &mut Responder<'_, C>,
+        ctx: &mut RequestCtx,
+    ) -> impl std::future::Future<Output = Option<Box<Miss>>> {
+        attempt(self.shard, self.cfg, target, self.endpoint, req, facts, resp, ctx)
+    }
+
+    async fn answer<C: Conn>(&self, miss: Box<Miss>, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) {
+        miss.send(resp, ctx).await;
+    }
+
+    fn hedgeable(&self) -> Option<Endpoint> {
+        Some(self.endpoint)
+    }
 }
 
 /// What conditions and affinity read of a request.
@@ -149,13 +205,31 @@ fn routing_headers(ctx: &mut RequestCtx, keep: usize, target: String, plan: &Pla
     ctx.headers.push(("x-shardgate-retry-wait-ms", plan.retry_wait().as_millis().to_string()));
 }
 
-/// How an attempt that committed went, for the breaker and the latency averages.
-fn success(ctx: &RequestCtx, took: Duration) -> (Outcome, u64) {
+/// How an attempt that committed went, for the breaker and the latency averages: the outcome
+/// with the time its answer was ready (a stream's first piece, else the whole answer), and the
+/// tokens it used.
+fn success(ctx: &RequestCtx, took: Duration) -> ((Outcome, Option<Duration>), u64) {
     let tokens = ctx.usage.as_ref().map_or(0, |u| u.prompt_tokens + u.completion_tokens);
     let output = ctx.usage.as_ref().map_or(0, |u| u.completion_tokens).max(1);
     let after_first = took.saturating_sub(ctx.ttft.unwrap_or_default());
     let per_token = after_first / u32::try_from(output).unwrap_or(u32::MAX);
-    (Outcome::Success { ttft: ctx.ttft, per_token: Some(per_token) }, tokens)
+    let answered = ctx.ttft.unwrap_or(took);
+    ((Outcome::Success { ttft: ctx.ttft, per_token: Some(per_token) }, Some(answered)), tokens)
+}
+
+/// Records a miss of `id` in its health: the target's fault, or (the request's own fault)
+/// nothing but its end.
+fn record_miss(shard: &Shard, route: &router::Route, id: router::TargetId, now: Instant, miss: &Miss) {
+    let outcome = match miss.class {
+        FailureClass::Auth => Some(Outcome::AuthFailure),
+        // The request's own fault says nothing of the target.
+        FailureClass::Client | FailureClass::ContextWindow | FailureClass::ContentPolicy => None,
+        FailureClass::Transient => Some(Outcome::Failure),
+    };
+    match outcome {
+        Some(o) => announce(shard, route, id, now, (o, None), 0),
+        None => shard.route_health.abandon(id),
+    }
 }
 
 /// Applies the breaker news other shards sent.
@@ -167,11 +241,12 @@ fn read_news(shard: &Shard, cfg: &Snapshot, route: &router::Route) {
 }
 
 /// Serves a request of a `route:` model.
-pub(super) async fn serve<C: Conn>(
+pub(super) async fn serve<C: Conn, A: Attempter>(
     shard: &Rc<Shard>,
     cfg: &Snapshot,
     route: &router::Route,
     asked: &Asked<'_>,
+    attempter: &A,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
@@ -193,6 +268,8 @@ pub(super) async fn serve<C: Conn>(
     let first_token = bounded_ms(req, "x-shardgate-first-token-timeout-ms", route.timeouts.first_token)
         .or(route.timeouts.first_token);
     let per_attempt = route.timeouts.attempt;
+    ctx.connect_limit = route.timeouts.connect;
+    ctx.idle_limit = bounded_ms(req, "x-shardgate-idle-timeout-ms", route.timeouts.idle).or(route.timeouts.idle);
     let mut plan = Plan::new(route, overrides(req, route), Instant::now());
     let keep = ctx.headers.len();
     let mut last: Option<Box<Miss>> = None;
@@ -249,25 +326,31 @@ pub(super) async fn serve<C: Conn>(
             None => (req, asked.facts),
         };
         let target = Target { provider, upstream_model: &spec.model, headers: &spec.headers };
-        let started = Instant::now();
-        let missed = attempt(shard, cfg, &target, asked.endpoint, req_used, facts_used, resp, ctx).await;
+        let hedge = match (route.hedge, attempter.hedgeable()) {
+            (Some(h), Some(endpoint)) => hedge_delay(shard, route, &plan, h).map(|after| (after, endpoint)),
+            _ => None,
+        };
+        let miss = if let Some((after, endpoint)) = hedge {
+            let primary = Primary { id: pick.target, target, req: req_used, facts: facts_used };
+            let hedging = Hedging { shard, cfg, route, endpoint, facts: &facts, keep };
+            match hedged(&hedging, &mut plan, primary, after, resp, ctx).await {
+                None => return,
+                Some(miss) => miss,
+            }
+        } else {
+            let started = Instant::now();
+            let missed = attempter.attempt(&target, req_used, facts_used, resp, ctx).await;
+            let now = Instant::now();
+            let Some(miss) = missed else {
+                let (outcome, tokens) = success(ctx, started.elapsed());
+                announce(shard, route, pick.target, now, outcome, tokens);
+                return;
+            };
+            record_miss(shard, route, pick.target, now, &miss);
+            miss
+        };
         ctx.attempt_deadline = None;
         let now = Instant::now();
-        let Some(miss) = missed else {
-            let (outcome, tokens) = success(ctx, started.elapsed());
-            announce(shard, route, pick.target, now, outcome, tokens);
-            return;
-        };
-        let outcome = match miss.class {
-            FailureClass::Auth => Some(Outcome::AuthFailure),
-            // The request's own fault says nothing of the target.
-            FailureClass::Client | FailureClass::ContextWindow | FailureClass::ContentPolicy => None,
-            FailureClass::Transient => Some(Outcome::Failure),
-        };
-        match outcome {
-            Some(o) => announce(shard, route, pick.target, now, o, 0),
-            None => shard.route_health.abandon(pick.target),
-        }
         let failure = router::Failure { status: miss.status, retry_after: miss.retry_after, class: miss.class };
         match plan.failed(&failure, now, fastrand::u64(..)) {
             Next::Retry { after } => {
@@ -295,21 +378,26 @@ pub(super) async fn serve<C: Conn>(
     if let Some((_, v)) = ctx.headers.iter_mut().find(|(n, _)| *n == "x-shardgate-retry-wait-ms") {
         *v = plan.retry_wait().as_millis().to_string();
     }
-    match last {
-        Some(miss) => miss.send(resp, ctx).await,
-        None => {
-            let model = asked.facts.model.as_ref().map_or("", |m| m.name.as_str());
-            let err = GatewayError::new(
-                ErrorKind::Unavailable,
-                format!("no target of model `{model}` can take this request now (every one is cooling down)"),
-            );
-            Miss::gateway(err).send(resp, ctx).await;
-        }
-    }
+    let miss = last.unwrap_or_else(|| {
+        let model = asked.facts.model.as_ref().map_or("", |m| m.name.as_str());
+        let err = GatewayError::new(
+            ErrorKind::Unavailable,
+            format!("no target of model `{model}` can take this request now (every one is cooling down)"),
+        );
+        Miss::gateway(err)
+    });
+    attempter.answer(miss, resp, ctx).await;
 }
 
 /// Records an attempt's outcome; a breaker that opened here is announced to the other shards.
-fn announce(shard: &Shard, route: &router::Route, id: router::TargetId, now: Instant, outcome: Outcome, tokens: u64) {
+fn announce(
+    shard: &Shard,
+    route: &router::Route,
+    id: router::TargetId,
+    now: Instant,
+    outcome: (Outcome, Option<Duration>),
+    tokens: u64,
+) {
     let Some(news) = shard.route_health.end(id, &route.breaker, now, outcome, tokens) else { return };
     match news.transition {
         Transition::Opened { until, reason } => {
@@ -321,4 +409,226 @@ fn announce(shard: &Shard, route: &router::Route, id: router::TargetId, now: Ins
         Transition::HalfOpened => tracing::info!(target_key = %news.key, shard = shard.id, "circuit breaker half-open"),
         Transition::Closed => tracing::info!(target_key = %news.key, shard = shard.id, "circuit breaker closed"),
     }
+}
+
+/// How long to wait before hedging an attempt in the plan's group: the configured delay, or a
+/// percentile of the group's times to an answer (no hedge until enough are known).
+fn hedge_delay(shard: &Shard, route: &router::Route, plan: &Plan<'_>, h: router::HedgePolicy) -> Option<Duration> {
+    match h.after {
+        router::HedgeAfter::Fixed(d) => Some(d),
+        router::HedgeAfter::Percentile(p) => {
+            shard.route_health.answer_times(&route.group_targets(plan.group())).percentile(p)
+        }
+    }
+}
+
+/// What a hedged attempt shares with the loop.
+struct Hedging<'a> {
+    shard: &'a Rc<Shard>,
+    cfg: &'a Snapshot,
+    route: &'a router::Route,
+    endpoint: Endpoint,
+    facts: &'a Facts<'a>,
+    /// Where the routing headers start in `ctx.headers`.
+    keep: usize,
+}
+
+/// The first attempt of a hedged pair.
+struct Primary<'a> {
+    id: router::TargetId,
+    target: Target<'a>,
+    req: &'a Request,
+    facts: &'a RequestFacts,
+}
+
+/// What one side of a hedged pair fetched: its context back, and its answer ready to deliver
+/// in the turn it holds, or its miss.
+type Side<'a> = (RequestCtx, Result<(Admitted<'a>, Ready<'a>), Box<Miss>>);
+
+/// A fetch inside its target's actor, with a context of its own (see [`scratch`]): the admitted
+/// turn stays held with the answer, so the winner delivers in the same turn.
+async fn fetch_in_actor<'a>(
+    h: &'a Hedging<'a>,
+    actor: &'a TargetActor,
+    target: &Target<'a>,
+    (req, facts): (&'a Request, &'a RequestFacts),
+    mut ctx: RequestCtx,
+) -> Side<'a> {
+    let fetched = fetch_admitted(h, actor, target, (req, facts), &mut ctx).await;
+    (ctx, fetched)
+}
+
+async fn fetch_admitted<'a>(
+    h: &'a Hedging<'a>,
+    actor: &'a TargetActor,
+    target: &Target<'a>,
+    (req, facts): (&'a Request, &'a RequestFacts),
+    ctx: &mut RequestCtx,
+) -> Result<(Admitted<'a>, Ready<'a>), Box<Miss>> {
+    let admitted = actor.admit().await.map_err(|r| Miss::unserved(supervised::refusal(actor.name(), r)))?;
+    let Some(up) = &target.provider.upstream else {
+        // The in-process mock is not hedged (`hedged` is not called for it).
+        return Err(Miss::gateway(GatewayError::new(ErrorKind::Internal, "a mock provider cannot be hedged")));
+    };
+    let route = Route {
+        shard: h.shard,
+        cfg: h.cfg,
+        provider: target.provider,
+        up,
+        upstream_model: target.upstream_model,
+        req,
+        headers: target.headers,
+    };
+    let work = super::forward::fetch(&route, h.endpoint, facts, ctx);
+    match actor.supervise(&h.shard.pool, &admitted, Box::pin(work)).await {
+        Served::Done(Ok(ready)) => Ok((admitted, ready)),
+        Served::Done(Err(miss)) => Err(miss),
+        Served::Refused(r) => Err(Miss::unserved(supervised::refusal(actor.name(), r))),
+        Served::Panicked(_) => Err(Miss::gateway(GatewayError::new(
+            ErrorKind::TargetFailed,
+            format!("the gateway's handler for provider {} failed on this request", actor.name()),
+        ))),
+    }
+}
+
+/// A request context for one side of a hedged pair: what an attempt reads, nothing it settles.
+fn scratch(ctx: &RequestCtx) -> RequestCtx {
+    let mut s = RequestCtx::new(ctx.received_at);
+    s.model.clone_from(&ctx.model);
+    s.stream = ctx.stream;
+    s.attempt_deadline = ctx.attempt_deadline;
+    s.connect_limit = ctx.connect_limit;
+    s.idle_limit = ctx.idle_limit;
+    s
+}
+
+/// A hedged attempt: the primary is fetched; if it has no answer ready within `after`, a second
+/// attempt goes to another target of the route, and the first answer ready wins. The loser is
+/// cancelled (its future dropped: its upstream connection closes, its actor turn is given back)
+/// and its health untouched; the winner's answer is delivered. `None` once delivered, else the
+/// last miss (both failed, or no second target).
+async fn hedged<C: Conn>(
+    h: &Hedging<'_>,
+    plan: &mut Plan<'_>,
+    primary: Primary<'_>,
+    after: Duration,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) -> Option<Box<Miss>> {
+    use futures_util::future::{Either, select};
+    let Hedging { shard, cfg, route, .. } = *h;
+    let started = Instant::now();
+    let actor_a = supervised::actor(shard, primary.target.provider);
+    let asked = (primary.req, primary.facts);
+    // Boxed, so the loser can be dropped (cancelled) the moment the other side wins.
+    let mut fut_a = Box::pin(fetch_in_actor(h, &actor_a, &primary.target, asked, scratch(ctx)));
+    let timer = std::pin::pin!(crate::rt::sleep(after));
+    let first = match select(fut_a.as_mut(), timer).await {
+        Either::Left((done, _)) => Some(done),
+        Either::Right(((), _)) => None,
+    };
+    if let Some(done) = first {
+        // Answered (or failed) before a hedge was due.
+        drop(fut_a);
+        return finish(h, plan, (primary.id, &actor_a), done, started, false, resp, ctx).await;
+    }
+    // The second attempt: another target (the plan knows the primary was tried).
+    let random = fastrand::u64(..);
+    let now = Instant::now();
+    let second = shard.route_health.with_view(cfg, &route.breaker, now, |view| plan.next(h.facts, view, random));
+    let second = second
+        .filter(|p| p.target != primary.id && !p.cooled)
+        .and_then(|p| cfg.route_target(p.target).map(|(provider, spec)| (p.target, provider, spec)))
+        // A mock, or a target that rewrites the body, is not raced.
+        .filter(|(_, provider, spec)| provider.upstream.is_some() && spec.params.is_none());
+    let Some((id_b, provider_b, spec_b)) = second else {
+        let done = fut_a.await;
+        return finish(h, plan, (primary.id, &actor_a), done, started, false, resp, ctx).await;
+    };
+    shard.route_health.begin(cfg, id_b, &route.breaker, now);
+    shard.metrics.route_hedges.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let target_b = Target { provider: provider_b, upstream_model: &spec_b.model, headers: &spec_b.headers };
+    let actor_b = supervised::actor(shard, provider_b);
+    let mut fut_b = Box::pin(fetch_in_actor(h, &actor_b, &target_b, asked, scratch(ctx)));
+    let first_done = match select(fut_a.as_mut(), fut_b.as_mut()).await {
+        Either::Left((side, _)) => Either::Left(side),
+        Either::Right((side, _)) => Either::Right(side),
+    };
+    let wins =
+        |won: bool| shard.metrics.route_hedge_wins.fetch_add(u64::from(won), std::sync::atomic::Ordering::Relaxed);
+    match first_done {
+        // The first answer ready wins; the other is cancelled where it stands.
+        Either::Left((side, Ok(ready))) => {
+            drop(fut_b);
+            shard.route_health.abandon(id_b);
+            finish(h, plan, (primary.id, &actor_a), (side, Ok(ready)), started, true, resp, ctx).await
+        }
+        Either::Right((side, Ok(ready))) => {
+            drop(fut_a);
+            shard.route_health.abandon(primary.id);
+            wins(true);
+            finish(h, plan, (id_b, &actor_b), (side, Ok(ready)), started, true, resp, ctx).await
+        }
+        // The first to finish failed: the other may still answer.
+        Either::Left((_, Err(miss_a))) => {
+            drop(fut_a);
+            record_miss(shard, route, primary.id, Instant::now(), &miss_a);
+            let done = fut_b.await;
+            wins(done.1.is_ok());
+            finish(h, plan, (id_b, &actor_b), done, started, true, resp, ctx).await
+        }
+        Either::Right((_, Err(miss_b))) => {
+            drop(fut_b);
+            record_miss(shard, route, id_b, Instant::now(), &miss_b);
+            let done = fut_a.await;
+            finish(h, plan, (primary.id, &actor_a), done, started, true, resp, ctx).await
+        }
+    }
+}
+
+/// Delivers the answer one side of a hedge fetched (inside its actor's turn), or records its
+/// miss and hands it back.
+#[allow(clippy::too_many_arguments)]
+async fn finish<C: Conn>(
+    h: &Hedging<'_>,
+    plan: &Plan<'_>,
+    (id, actor): (router::TargetId, &TargetActor),
+    (side, done): Side<'_>,
+    started: Instant,
+    hedge_sent: bool,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) -> Option<Box<Miss>> {
+    let Hedging { shard, cfg, route, .. } = *h;
+    ctx.adopt(side);
+    let (admitted, ready) = match done {
+        Ok(won) => won,
+        Err(miss) => {
+            record_miss(shard, route, id, Instant::now(), &miss);
+            return Some(miss);
+        }
+    };
+    if let Some((_, spec)) = cfg.route_target(id) {
+        routing_headers(ctx, h.keep, format!("{}/{}", spec.provider, spec.model), plan);
+    }
+    if hedge_sent {
+        ctx.headers.push(("x-shardgate-hedged", "true".to_string()));
+    }
+    let served = actor.supervise(&shard.pool, &admitted, super::forward::deliver(shard, cfg, ready, resp, ctx)).await;
+    drop(admitted);
+    let served = match served {
+        Served::Done(()) => Served::Done(Ok(())),
+        Served::Refused(r) => Served::Refused(r),
+        Served::Panicked(m) => Served::Panicked(m),
+    };
+    let miss = supervised::settle_attempt(actor, served, started, resp, ctx);
+    let now = Instant::now();
+    match &miss {
+        None => {
+            let (outcome, tokens) = success(ctx, started.elapsed());
+            announce(shard, route, id, now, outcome, tokens);
+        }
+        Some(m) => record_miss(shard, route, id, now, m),
+    }
+    miss
 }

@@ -47,46 +47,7 @@ pub(super) fn conclude<C: Conn>(
             actor.observe(started.elapsed(), ctx.ttft, !upstream_failed);
             return None;
         }
-        Served::Refused(Refusal::MailboxFull { waiting }) => Unserved {
-            error: GatewayError::new(
-                ErrorKind::TargetOverloaded,
-                format!(
-                    "provider {name} is overloaded on this gateway: {waiting} requests already wait for it; retry later"
-                ),
-            ),
-            retry_after: Some(Duration::from_secs(1)),
-            not_sent: true,
-        },
-        Served::Refused(Refusal::WaitedTooLong { waited }) => Unserved {
-            error: GatewayError::new(
-                ErrorKind::TargetOverloaded,
-                format!(
-                    "provider {name} is busy on this gateway: no turn came within {} ms (all requests it may serve at once are in flight); retry later",
-                    waited.as_millis()
-                ),
-            ),
-            retry_after: Some(Duration::from_secs(1)),
-            not_sent: true,
-        },
-        Served::Refused(Refusal::Restarting { retry_after }) => Unserved {
-            error: GatewayError::new(
-                ErrorKind::TargetRestarting,
-                format!(
-                    "provider {name} is restarting after an internal fault; retry in {} ms",
-                    retry_after.as_millis().max(1)
-                ),
-            ),
-            retry_after: Some(retry_after),
-            not_sent: true,
-        },
-        Served::Refused(Refusal::RestartedWhileWaiting) => Unserved {
-            error: GatewayError::new(
-                ErrorKind::TargetFailed,
-                format!("provider {name} failed while this request waited for it; the request was not sent. Retry it."),
-            ),
-            retry_after: None,
-            not_sent: true,
-        },
+        Served::Refused(r) => refusal(name, r),
         Served::Panicked(_) => {
             ctx.error = Some(ErrorKind::TargetFailed);
             if resp.status() != 0 {
@@ -132,4 +93,50 @@ pub(super) fn settle_attempt<C: Conn>(
         Served::Panicked(m) => Served::Panicked(m),
     };
     conclude(actor, served, started, resp, ctx).map(Miss::unserved)
+}
+
+/// What a client is told when the actor of `name` did not take its request.
+pub(super) fn refusal(name: &str, r: Refusal) -> Unserved {
+    match r {
+        Refusal::MailboxFull { waiting } => Unserved {
+            error: GatewayError::new(
+                ErrorKind::TargetOverloaded,
+                format!(
+                    "provider {name} is overloaded on this gateway: {waiting} requests already wait for it; retry later"
+                ),
+            ),
+            retry_after: Some(Duration::from_secs(1)),
+            not_sent: true,
+        },
+        Refusal::WaitedTooLong { waited } => Unserved {
+            error: GatewayError::new(
+                ErrorKind::TargetOverloaded,
+                format!(
+                    "provider {name} is busy on this gateway: no turn came within {} ms (all requests it may serve at once are in flight); retry later",
+                    waited.as_millis()
+                ),
+            ),
+            retry_after: Some(Duration::from_secs(1)),
+            not_sent: true,
+        },
+        Refusal::Restarting { retry_after } => Unserved {
+            error: GatewayError::new(
+                ErrorKind::TargetRestarting,
+                format!(
+                    "provider {name} is restarting after an internal fault; retry in {} ms",
+                    retry_after.as_millis().max(1)
+                ),
+            ),
+            retry_after: Some(retry_after),
+            not_sent: true,
+        },
+        Refusal::RestartedWhileWaiting => Unserved {
+            error: GatewayError::new(
+                ErrorKind::TargetFailed,
+                format!("provider {name} failed while this request waited for it; the request was not sent. Retry it."),
+            ),
+            retry_after: None,
+            not_sent: true,
+        },
+    }
 }

@@ -16,11 +16,11 @@ use adapters::gemini::{
 use adapters::sse::SseScanner;
 use bytes::Bytes;
 
-use super::attempt::{Attempted, Miss, within};
+use super::attempt::{Miss, within};
 use super::governance;
 use super::route::Route;
 use super::{OVERHEAD_HEADER, RequestCtx};
-use crate::config::{Provider, Snapshot};
+use crate::config::Provider;
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::{Request, Responder};
 use crate::rt::Conn;
@@ -286,13 +286,26 @@ impl Translator {
     }
 }
 
-/// `POST /v1/chat/completions` to a provider of another dialect.
-pub(super) async fn chat<C: Conn>(
-    route: &Route<'_>,
+/// A translated chat answer fetched up to the point of commitment.
+// One per attempt, handed over once: boxing the larger variant would cost an allocation for
+// nothing.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Fetched<'a> {
+    /// A whole completion, translated.
+    Completion(ChatCompletion),
+    /// A stream: its first piece read, the rest to come through the translator.
+    Stream { answer: UpstreamResponse<'a>, first: Option<Bytes>, translator: Box<Translator> },
+}
+
+/// `POST /v1/chat/completions` to a provider of another dialect, up to the point of
+/// commitment: the request translated and sent, a buffered answer read and translated, or a
+/// stream's first piece read (its head is held until then, so a stream that breaks before it
+/// is a miss the router can still retry elsewhere).
+pub(super) async fn fetch_chat<'a>(
+    route: &Route<'a>,
     dialect: Dialect,
-    resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-) -> Attempted {
+) -> Result<Fetched<'a>, Box<Miss>> {
     let Route { shard, cfg, provider, req, .. } = *route;
     let chat: ChatRequest = parse_body(req).map_err(Miss::gateway)?;
     let deadline = ctx.attempt_deadline;
@@ -301,11 +314,9 @@ pub(super) async fn chat<C: Conn>(
     });
     let mut answer = called.await?;
     let id = format!("chatcmpl-sg{}x{}", shard.id, shard.next_sequence());
+    let waited = std::time::Instant::now();
     if chat.stream {
-        let translator = dialect.stream(&chat.model, &id, now_secs(), chat.include_usage());
-        // The head is held until the provider's first piece: a stream that breaks before it
-        // is a miss the router can still retry elsewhere.
-        let waited = std::time::Instant::now();
+        let translator = Box::new(dialect.stream(&chat.model, &id, now_secs(), chat.include_usage()));
         let first = within(deadline, &provider.name, async {
             answer.next_chunk().await.map_err(|fault| {
                 let message =
@@ -315,11 +326,37 @@ pub(super) async fn chat<C: Conn>(
         })
         .await;
         ctx.upstream_time += waited.elapsed();
-        let first = first?;
-        stream_back(&shard.metrics, &mut answer, Some(first), resp, ctx, translator).await;
-        Ok(())
-    } else {
-        buffered_back(cfg, dialect, &mut answer, resp, ctx, (&chat.model, &id), &provider.name).await
+        return Ok(Fetched::Stream { answer, first: first?, translator });
+    }
+    let read = async {
+        let read = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await;
+        read.map_err(|fault| {
+            Miss::gateway(GatewayError::new(fault_kind(&fault), format!("provider {}: {fault}", provider.name)))
+        })
+    };
+    let body = within(deadline, &provider.name, read).await;
+    ctx.upstream_time += waited.elapsed();
+    // A 2xx answer the adapter cannot read is the provider's fault: another target may do.
+    let completion = dialect.completion(&body?, &chat.model, &id, now_secs()).map_err(|e| Miss::api(e, None))?;
+    Ok(Fetched::Completion(completion))
+}
+
+/// Writes a fetched translated answer: usage read, cost settled.
+pub(super) async fn deliver_chat<C: Conn>(
+    metrics: &crate::metrics::ShardMetrics,
+    fetched: Fetched<'_>,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    match fetched {
+        Fetched::Completion(completion) => {
+            ctx.usage = completion.usage.as_ref().map(accounted);
+            governance::settle_before_head(ctx);
+            send_json(resp, ctx, &serde_json::to_vec(&completion).unwrap_or_default()).await;
+        }
+        Fetched::Stream { mut answer, first, translator } => {
+            stream_back(metrics, &mut answer, Some(first), resp, ctx, *translator).await;
+        }
     }
 }
 
@@ -398,24 +435,6 @@ pub(super) async fn send_to<'a>(
         return Err(Refused::Provider(dialect.error(answer.head.status, &body, error_type.as_deref())));
     }
     Ok(answer)
-}
-
-async fn buffered_back<C: Conn>(
-    cfg: &Snapshot,
-    dialect: Dialect,
-    answer: &mut UpstreamResponse<'_>,
-    resp: &mut Responder<'_, C>,
-    ctx: &mut RequestCtx,
-    (model, id): (&str, &str),
-    provider: &str,
-) -> Attempted {
-    let body = super::forward::read_answer(cfg, answer, ctx, provider).await.map_err(Miss::gateway)?;
-    // A 2xx answer the adapter cannot read is the provider's fault: another target may do.
-    let completion = dialect.completion(&body, model, id, now_secs()).map_err(|e| Miss::api(e, None))?;
-    ctx.usage = completion.usage.as_ref().map(accounted);
-    governance::settle_before_head(ctx);
-    send_json(resp, ctx, &serde_json::to_vec(&completion).unwrap_or_default()).await;
-    Ok(())
 }
 
 /// One `data:` event per chunk.

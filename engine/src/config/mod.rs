@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 pub use file::{ConfigFile, ProviderKind, ShardCount};
 pub use snapshot::{
-    Managed, ModelRoute, Provider, Resolved, Snapshot, Thinking, Upstream, ValidationErrors, VertexTarget, compile,
-    compile_with,
+    Managed, ModelRoute, Provider, Resolved, Snapshot, Thinking, Upstream, UpstreamLimits, ValidationErrors,
+    VertexTarget, compile, compile_with,
 };
 
 /// Where the configuration comes from.

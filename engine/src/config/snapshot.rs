@@ -26,6 +26,15 @@ use crate::http::Limits;
 pub struct UpstreamLimits {
     pub max_body_bytes: u64,
     pub max_head_bytes: usize,
+    /// A connect timeout shorter than the provider's (a route's `timeouts.connect`).
+    pub connect: Option<Duration>,
+}
+
+impl UpstreamLimits {
+    /// The connect timeout toward `up`: the provider's, or a route's when shorter.
+    pub fn connect_timeout(&self, up: &Upstream) -> Duration {
+        self.connect.map_or(up.timeouts.connect, |c| c.min(up.timeouts.connect))
+    }
 }
 
 /// Upstream TLS: the verified name and the client configuration.
@@ -666,7 +675,11 @@ pub fn compile_with(
         generation,
         source: source.to_string(),
         limits,
-        upstream_limits: UpstreamLimits { max_body_bytes: s.limits.max_upstream_body.0, max_head_bytes: 64 * 1024 },
+        upstream_limits: UpstreamLimits {
+            max_body_bytes: s.limits.max_upstream_body.0,
+            max_head_bytes: 64 * 1024,
+            connect: None,
+        },
         providers,
         exact,
         wildcards,

@@ -273,13 +273,39 @@ pub trait Conn {
 pub struct Elapsed;
 
 /// Runs `fut` for at most `limit`; the future is dropped (and its I/O cancelled) on expiry.
-pub async fn timeout<F: Future>(limit: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    use futures_util::future::{Either, select};
-    let fut = std::pin::pin!(fut);
-    let timer = std::pin::pin!(sleep(limit));
-    match select(fut, timer).await {
-        Either::Left((out, _)) => Ok(out),
-        Either::Right(((), _)) => Err(Elapsed),
+pub fn timeout<F: Future>(limit: Duration, fut: F) -> Timeout<F, impl Future<Output = ()>> {
+    Timeout { fut, timer: Some(sleep(limit)) }
+}
+
+/// [`timeout`] when there is a limit, else `fut` as it is.
+pub fn timeout_opt<F: Future>(limit: Option<Duration>, fut: F) -> Timeout<F, impl Future<Output = ()>> {
+    Timeout { fut, timer: limit.map(sleep) }
+}
+
+pin_project_lite::pin_project! {
+    /// A future with a time limit. A struct rather than an `async fn`: an `async fn` keeps its
+    /// argument and the pinned copy it awaits side by side, doubling the size of whatever it
+    /// wraps, and request futures are large enough for every copy to show in a profile.
+    pub struct Timeout<F, S> {
+        #[pin]
+        fut: F,
+        #[pin]
+        timer: Option<S>,
+    }
+}
+
+impl<F: Future, S: Future<Output = ()>> Future for Timeout<F, S> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        if let std::task::Poll::Ready(out) = this.fut.poll(cx) {
+            return std::task::Poll::Ready(Ok(out));
+        }
+        match this.timer.as_pin_mut().map(|t| t.poll(cx)) {
+            Some(std::task::Poll::Ready(())) => std::task::Poll::Ready(Err(Elapsed)),
+            _ => std::task::Poll::Pending,
+        }
     }
 }
 

@@ -87,6 +87,14 @@ pub struct UpstreamResponse<'a> {
 }
 
 impl UpstreamResponse<'_> {
+    /// Shortens the longest silence allowed between two pieces of the body (a route's
+    /// `timeouts.idle`).
+    pub fn limit_idle(&mut self, idle: Option<Duration>) {
+        if let Some(d) = idle {
+            self.idle = self.idle.min(d);
+        }
+    }
+
     /// Time since the request started going out (read at the first body piece, it is the
     /// target's time to first token).
     pub fn since_sent(&self) -> Duration {
@@ -163,7 +171,7 @@ pub async fn send<'a>(
     };
     let checkout = match shared.pool.take_idle(&up.pool_key, pool_limits) {
         Some(conn) => Checkout::Idle(conn),
-        None => rt::timeout(up.timeouts.connect, shared.pool.checkout(&up.pool_key, pool_limits))
+        None => rt::timeout(limits.connect_timeout(up), shared.pool.checkout(&up.pool_key, pool_limits))
             .await
             .map_err(|_| SendError::PoolExhausted(pool_limits.max_connections))?,
     };
@@ -193,7 +201,7 @@ async fn send_fresh<'a>(
     limits: UpstreamLimits,
     pool_limits: PoolLimits,
 ) -> Result<UpstreamResponse<'a>, SendError> {
-    let reservation = rt::timeout(up.timeouts.connect, shared.pool.checkout_new(&up.pool_key, pool_limits))
+    let reservation = rt::timeout(limits.connect_timeout(up), shared.pool.checkout_new(&up.pool_key, pool_limits))
         .await
         .map_err(|_| SendError::PoolExhausted(pool_limits.max_connections))?;
     connect_and_send(shared, reservation, up, req, limits).await
@@ -206,7 +214,7 @@ async fn connect_and_send<'a>(
     req: &RequestBytes,
     limits: UpstreamLimits,
 ) -> Result<UpstreamResponse<'a>, SendError> {
-    let connect_timeout = up.timeouts.connect;
+    let connect_timeout = limits.connect_timeout(up);
     let conn = match rt::timeout(connect_timeout, connect::open(up, shared.dns)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(e.into()),
