@@ -13,19 +13,27 @@ use crossbeam_queue::ArrayQueue;
 use policy::Governor;
 use policy::counters::Delta;
 
-/// News of a route target's health that one shard learned and the others should act on: its
-/// breaker opened until `until`.
+/// News of a route target's health that one shard learned and the others should act on.
 #[derive(Debug, Clone)]
 pub struct HealthNews {
     /// The target's key (see [`crate::route_health::target_key`]).
     pub key: Arc<str>,
-    pub until: std::time::Instant,
+    pub event: HealthEvent,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum HealthEvent {
+    /// Its breaker opened until then.
+    Opened { until: std::time::Instant },
+    /// Its moving averages as one shard sees them (time to first token and per output token,
+    /// microseconds) after `samples` answers: shards with little traffic learn from busier ones.
+    Latency { ttft_us: f64, tpot_us: f64, samples: u32 },
 }
 
 /// Health news between shards: one bounded lock-free inbox per shard. A shard whose breaker
-/// opens tells the others at once; each reads its inbox before routing a request. News that
-/// finds an inbox full is dropped: that shard will learn by its own failures, as it would have
-/// without gossip.
+/// opens tells the others at once, and every few answers it shares its latency averages; each
+/// reads its inbox before routing a request. News that finds an inbox full is dropped: that
+/// shard will learn by its own requests, as it would have without gossip.
 pub struct HealthHub {
     inboxes: Box<[ArrayQueue<HealthNews>]>,
 }
@@ -33,6 +41,10 @@ pub struct HealthHub {
 impl HealthHub {
     pub fn new(shards: usize, capacity: usize) -> HealthHub {
         HealthHub { inboxes: (0..shards).map(|_| ArrayQueue::new(capacity.max(1))).collect() }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.inboxes.len()
     }
 
     /// Sends `news` to every shard but `from`.

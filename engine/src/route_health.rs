@@ -152,9 +152,14 @@ impl AnswerTimes {
     }
 }
 
+/// Successes between two shares of a target's latency averages with the other shards.
+const SHARE_EVERY: u32 = 32;
+
 struct TargetState {
     breaker: Breaker,
     answer_times: AnswerTimes,
+    /// Successes since the averages were last shared.
+    unshared: u32,
     ttft_us: f64,
     tpot_us: f64,
     samples: u32,
@@ -168,6 +173,7 @@ impl TargetState {
         TargetState {
             breaker: Breaker::new(),
             answer_times: AnswerTimes::default(),
+            unshared: 0,
             ttft_us: 0.0,
             tpot_us: 0.0,
             samples: 0,
@@ -331,6 +337,7 @@ impl RouteHealth {
                     t.tpot_us = ewma(t.tpot_us, *d);
                 }
                 t.samples = t.samples.saturating_add(1);
+                t.unshared += 1;
                 t.stats.ttft_ewma_us.store(t.ttft_us as u64, Relaxed);
                 t.stats.tpot_ewma_us.store(t.tpot_us as u64, Relaxed);
             }
@@ -355,6 +362,40 @@ impl RouteHealth {
             t.in_flight = t.in_flight.saturating_sub(1);
             t.stats.in_flight.store(u64::from(t.in_flight), Relaxed);
         }
+    }
+
+    /// The averages of `id` to share with the other shards, every [`SHARE_EVERY`] successes.
+    pub fn latency_to_share(&self, id: TargetId) -> Option<(f64, f64, u32)> {
+        let mut inner = self.inner.borrow_mut();
+        let t = inner.targets.get_mut(id.0 as usize)?;
+        if t.unshared < SHARE_EVERY {
+            return None;
+        }
+        t.unshared = 0;
+        Some((t.ttft_us, t.tpot_us, t.samples))
+    }
+
+    /// Another shard's averages for the target under `key`: a shard that has none takes them
+    /// (and counts their samples, so the latency strategy need not explore again); one that
+    /// has its own moves a third of the way toward them.
+    pub fn blend(&self, cfg: &Snapshot, key: &str, (ttft_us, tpot_us, samples): (f64, f64, u32)) {
+        self.sync(cfg);
+        let mut inner = self.inner.borrow_mut();
+        let Some(t) = inner.targets.iter_mut().find(|t| &*t.stats.key == key) else { return };
+        let toward = |mine: f64, theirs: f64| {
+            if mine == 0.0 {
+                theirs
+            } else if theirs == 0.0 {
+                mine
+            } else {
+                mine + (theirs - mine) / 3.0
+            }
+        };
+        t.ttft_us = toward(t.ttft_us, ttft_us);
+        t.tpot_us = toward(t.tpot_us, tpot_us);
+        t.samples = t.samples.max(samples);
+        t.stats.ttft_ewma_us.store(t.ttft_us as u64, Relaxed);
+        t.stats.tpot_ewma_us.store(t.tpot_us as u64, Relaxed);
     }
 
     /// Another shard opened the breaker of the target under `key` until `until`.
@@ -399,6 +440,40 @@ impl HealthView for View<'_> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn latency_is_shared_every_few_successes_and_blended() {
+        let cfg = crate::config::load(
+            &crate::config::ConfigSource::Text {
+                name: "t.yaml".into(),
+                yaml: "providers:\n  m: {kind: mock}\nmodels:\n  r: {route: {targets: [{target: m/x}]}}\n".into(),
+            },
+            1,
+        )
+        .map(|(_, s)| s)
+        .unwrap();
+        let (a, b) = (RouteHealth::new(0, Arc::default()), RouteHealth::new(1, Arc::default()));
+        let id = TargetId(0);
+        let policy = BreakerPolicy::default();
+        let now = Instant::now();
+        let ok = (
+            Outcome::Success { ttft: Some(Duration::from_millis(100)), per_token: Some(Duration::from_millis(10)) },
+            None,
+        );
+        for i in 0..SHARE_EVERY {
+            a.begin(&cfg, id, &policy, now);
+            a.end(id, &policy, now, ok, 0);
+            assert_eq!(a.latency_to_share(id).is_some(), i + 1 == SHARE_EVERY, "after {}", i + 1);
+        }
+        // A shard without samples takes them; its latency strategy need not explore.
+        b.blend(&cfg, "m/x", (100_000.0, 10_000.0, SHARE_EVERY));
+        let seen = b.with_view(&cfg, &policy, now, |v| v.health(id));
+        assert_eq!((seen.ttft_us, seen.tpot_us, seen.samples), (100_000.0, 10_000.0, SHARE_EVERY));
+        // One with its own moves a third of the way.
+        b.blend(&cfg, "m/x", (400_000.0, 10_000.0, 5));
+        let seen = b.with_view(&cfg, &policy, now, |v| v.health(id));
+        assert!((seen.ttft_us - 200_000.0).abs() < 1e-6, "{}", seen.ttft_us);
+    }
 
     #[test]
     fn answer_times_give_percentiles_once_there_are_enough() {

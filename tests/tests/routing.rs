@@ -29,6 +29,7 @@ on_both_drivers!(
     org_admins_see_breakers_and_models_list_routed_names,
     messages_are_routed_with_anthropic_shaped_errors,
     a_hedge_wins_over_a_slow_target_which_is_cancelled,
+    a_breaker_opened_on_one_shard_protects_the_others,
 );
 
 /// Providers `a`, `b` (and `c` when given) at the mocks, then `models:` with `models`.
@@ -432,4 +433,31 @@ fn a_hedge_wins_over_a_slow_target_which_is_cancelled(driver: e2e::Runtime) {
     assert_eq!(r.header("x-shardgate-hedged"), None);
     assert_eq!(r.header("x-shardgate-attempts"), Some("1"));
     assert_eq!(metric(&gw.metrics_text(), "shardgate_route_hedges_total"), Some(2.0));
+}
+
+fn a_breaker_opened_on_one_shard_protects_the_others(driver: e2e::Runtime) {
+    let a = failing(Fault::Status(503));
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/x}, {target: b/y}]\n      retry: {attempts: 0}\n      breaker: {min_requests: 2, cooldown: 60s}\n";
+    let yaml = config(a.addr(), b.addr(), None, models);
+    let gw = e2e::gateway_with(engine::config::ConfigSource::Text { name: "t.yaml".into(), yaml }, driver, 2);
+    // Two failures on one connection (one shard): its breaker opens.
+    let mut c = Client::connect(gw.local_addr());
+    let body = r#"{"model":"r","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#;
+    for _ in 0..2 {
+        assert_eq!(c.post_json("/v1/chat/completions", body, "").header("x-shardgate-target"), Some("b/y"));
+    }
+    assert_eq!(served(&a), 2);
+    // Fresh connections land on either shard; the other shard heard of the breaker and never
+    // tries a itself.
+    for _ in 0..20 {
+        let r = chat(gw.local_addr(), "r", "");
+        assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+    }
+    assert_eq!(served(&a), 2, "no shard tried the target another shard had cooled");
+    let text = gw.metrics_text();
+    for shard in 0..2 {
+        let series = format!("shardgate_breaker_state{{target=\"a/x\",shard=\"{shard}\"}}");
+        assert_eq!(metric(&text, &series), Some(1.0), "{series}");
+    }
 }

@@ -24,6 +24,7 @@ use super::supervised;
 use crate::actor::{Admitted, Served, TargetActor};
 use crate::config::Snapshot;
 use crate::error::{ErrorKind, GatewayError};
+use crate::gossip::{HealthEvent, HealthNews};
 use crate::http::{Request, Responder};
 use crate::metrics::Endpoint;
 use crate::router::{self, Admission, FailureClass, Field, FieldValue, Next, Outcome, Overrides, Plan, Transition};
@@ -236,7 +237,14 @@ fn record_miss(shard: &Shard, route: &router::Route, id: router::TargetId, now: 
 fn read_news(shard: &Shard, cfg: &Snapshot, route: &router::Route) {
     let now = Instant::now();
     while let Some(news) = shard.process.health.next(shard.id) {
-        shard.route_health.force_open(cfg, &news.key, &route.breaker, news.until, now);
+        match news.event {
+            HealthEvent::Opened { until } => {
+                shard.route_health.force_open(cfg, &news.key, &route.breaker, until, now);
+            }
+            HealthEvent::Latency { ttft_us, tpot_us, samples } => {
+                shard.route_health.blend(cfg, &news.key, (ttft_us, tpot_us, samples));
+            }
+        }
     }
 }
 
@@ -398,12 +406,24 @@ fn announce(
     outcome: (Outcome, Option<Duration>),
     tokens: u64,
 ) {
-    let Some(news) = shard.route_health.end(id, &route.breaker, now, outcome, tokens) else { return };
+    let succeeded = matches!(outcome.0, Outcome::Success { .. });
+    let news = shard.route_health.end(id, &route.breaker, now, outcome, tokens);
+    if succeeded
+        && shard.process.health.shards() > 1
+        && let Some((ttft_us, tpot_us, samples)) = shard.route_health.latency_to_share(id)
+        && let Some((_, spec)) = shard.config().route_target(id)
+    {
+        let key: std::sync::Arc<str> = std::sync::Arc::from(crate::route_health::target_key(spec));
+        let event = HealthEvent::Latency { ttft_us, tpot_us, samples };
+        shard.process.health.broadcast(shard.id, &HealthNews { key, event });
+    }
+    let Some(news) = news else { return };
     match news.transition {
         Transition::Opened { until, reason } => {
             tracing::warn!(target_key = %news.key, shard = shard.id, ?reason, "circuit breaker opened");
             if !matches!(reason, router::OpenReason::Gossip) {
-                shard.process.health.broadcast(shard.id, &crate::gossip::HealthNews { key: news.key, until });
+                let event = HealthEvent::Opened { until };
+                shard.process.health.broadcast(shard.id, &HealthNews { key: news.key, event });
             }
         }
         Transition::HalfOpened => tracing::info!(target_key = %news.key, shard = shard.id, "circuit breaker half-open"),
