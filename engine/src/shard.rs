@@ -208,6 +208,8 @@ impl ConnectionObserver for Shard {
 pub async fn run(shard: Rc<Shard>, listener: std::net::TcpListener) {
     if shard.id == 0 {
         shard.restore_spend();
+        // Active health checks of route targets run on one shard; what they find is gossiped.
+        rt::spawn(crate::api::health_checks::run(shard.clone()));
     }
     rt::spawn(housekeeping(shard.clone()));
     rt::spawn(gossip(shard.clone()));

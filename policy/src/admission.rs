@@ -226,6 +226,13 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// Prices the request by the model that serves it in the end (a router's fallback may pick
+    /// another model than the one the reservation was priced with). The amounts reserved stand:
+    /// settling replaces them with the real cost at this price.
+    pub fn reprice(&mut self, price: Option<Price>) {
+        self.price = price;
+    }
+
     /// The tokens reserved, as usage (what to settle with when the provider reports none).
     pub fn estimate_tokens(&self) -> Tokens {
         Tokens { input: self.estimate.input_tokens, output: self.estimate.output_tokens, cached_input: 0 }
@@ -818,6 +825,25 @@ keys:
         let second = g.admit(&p, &req(a, "m", &meta(a), 1, 1), T0).unwrap();
         assert_eq!(second.audits.len(), 1);
         assert_eq!((&*second.audits[0].rule, second.audits[0].used), ("watch", 1));
+    }
+
+    #[test]
+    fn a_repriced_admission_settles_at_the_serving_models_price() {
+        let p = policy(&format!("{PEOPLE}budgets: [{{id: monthly, per: team, limits: {{usd_per_month: 10.0}}}}]"));
+        let a = who(&p, "sk-sg-aaaaaaaaaaaaaaaa");
+        let m = meta(a);
+        let first = Price { input_per_mtok: 1.0, output_per_mtok: 4.0, cached_input_per_mtok: None, per_request: 0.0 };
+        let served =
+            Price { input_per_mtok: 3.0, output_per_mtok: 15.0, cached_input_per_mtok: None, per_request: 0.0 };
+        let mut g = Governor::new(0, 1);
+        let mut adm = g.admit(&p, &AdmitRequest { price: Some(first), ..req(a, "gpt-x", &m, 100_000, 0) }, T0).unwrap();
+        adm.reprice(Some(served));
+        let s = g.settle(adm, Tokens { input: 100_000, output: 10_000, cached_input: 0 }, T0);
+        // 0.1M in at $3 + 0.01M out at $15.
+        assert_eq!(s.cost_micros, 450_000);
+        // The budget counts what was settled, not what was reserved.
+        let again = g.admit(&p, &AdmitRequest { price: Some(served), ..req(a, "gpt-x", &m, 0, 0) }, T0).unwrap();
+        assert_eq!(g.settle(again, Tokens::default(), T0).cost_micros, 0);
     }
 
     #[test]

@@ -30,6 +30,8 @@ on_both_drivers!(
     messages_are_routed_with_anthropic_shaped_errors,
     a_hedge_wins_over_a_slow_target_which_is_cancelled,
     a_breaker_opened_on_one_shard_protects_the_others,
+    a_fallback_is_priced_by_the_model_that_served_it,
+    health_checks_cool_a_dead_target_before_any_request_and_bring_it_back,
 );
 
 /// Providers `a`, `b` (and `c` when given) at the mocks, then `models:` with `models`.
@@ -460,4 +462,38 @@ fn a_breaker_opened_on_one_shard_protects_the_others(driver: e2e::Runtime) {
         let series = format!("shardgate_breaker_state{{target=\"a/x\",shard=\"{shard}\"}}");
         assert_eq!(metric(&text, &series), Some(1.0), "{series}");
     }
+}
+
+fn a_fallback_is_priced_by_the_model_that_served_it(driver: e2e::Runtime) {
+    let a = failing(Fault::Status(503));
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/cheap}, {target: b/dear}]\n      retry: {attempts: 0}\n";
+    let prices = "pricing:\n  models:\n    cheap: {input_per_mtok: 1.0, output_per_mtok: 1.0}\n    dear: {input_per_mtok: 1000.0, output_per_mtok: 1000.0}\n";
+    let gw = e2e::gateway(&format!("{prices}{}", config(a.addr(), b.addr(), None, models)), driver);
+    let r = chat(gw.local_addr(), "r", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-shardgate-target"), Some("b/dear"));
+    let usage = &r.json()["usage"];
+    let tokens = usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap();
+    // $1000 per million tokens: a thousandth of a dollar per token, not the first choice's millionth.
+    let expected = format!("{}.{:06}", tokens / 1000, (tokens % 1000) * 1000);
+    assert_eq!(r.header("x-shardgate-cost-usd"), Some(expected.as_str()));
+}
+
+fn health_checks_cool_a_dead_target_before_any_request_and_bring_it_back(driver: e2e::Runtime) {
+    // a fails its first two probes (GET /v1/chat/completions gets the mock's fault), then heals.
+    let a = mock(Knobs { fault: Some(Fault::Status(503)), fault_first: Some(2), ..Knobs::default() });
+    let b = e2e::default_mock();
+    let models = "  r:\n    route:\n      strategy: fallback\n      targets: [{target: a/x}, {target: b/y}]\n      breaker: {min_requests: 2, cooldown: 300ms}\n      health_check: {interval: 100ms, timeout: 100ms, path: /chat/completions}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    // No request has been made: the probes alone open a's breaker.
+    wait_breaker(&gw, "a/x", 1.0);
+    let r = chat(gw.local_addr(), "r", "");
+    assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+    assert_eq!(r.header("x-shardgate-attempts"), Some("1"), "the dead target was never tried");
+    // After the cooldown a probe finds it healthy again: closed, and traffic goes back to it.
+    wait_breaker(&gw, "a/x", 0.0);
+    let r = chat(gw.local_addr(), "r", "");
+    assert_eq!(r.header("x-shardgate-target"), Some("a/x"));
+    assert!(b.stats().requests.load(SeqCst) >= 1 && served(&a) >= 3);
 }

@@ -257,6 +257,14 @@ impl std::fmt::Debug for Held {
 }
 
 impl Held {
+    /// Prices the request by the model that serves it (a router's fallback may differ from the
+    /// model the reservation was priced with).
+    pub fn reprice(&mut self, price: Option<policy::pricing::Price>) {
+        if let Some(a) = self.admission.as_mut() {
+            a.reprice(price);
+        }
+    }
+
     /// Settles with the provider's usage (the reservation stands when it reported none) and
     /// returns the cost in micro-dollars.
     pub fn settle(mut self, usage: Option<&Usage>) -> u64 {

@@ -7,6 +7,7 @@ mod attempt;
 mod embeddings;
 mod forward;
 pub mod governance;
+pub mod health_checks;
 mod messages;
 mod mock_provider;
 mod ops;

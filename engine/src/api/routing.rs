@@ -206,6 +206,13 @@ fn routing_headers(ctx: &mut RequestCtx, keep: usize, target: String, plan: &Pla
     ctx.headers.push(("x-shardgate-retry-wait-ms", plan.retry_wait().as_millis().to_string()));
 }
 
+/// The request is priced by the model of the target that serves it.
+fn reprice(cfg: &Snapshot, ctx: &mut RequestCtx, model: &str) {
+    if let Some(held) = ctx.held.as_mut() {
+        held.reprice(cfg.policy.pricing.get(model).copied());
+    }
+}
+
 /// How an attempt that committed went, for the breaker and the latency averages: the outcome
 /// with the time its answer was ready (a stream's first piece, else the whole answer), and the
 /// tokens it used.
@@ -306,6 +313,7 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
             }
         }
         routing_headers(ctx, keep, format!("{}/{}", spec.provider, spec.model), &plan);
+        reprice(cfg, ctx, &spec.model);
         ctx.error = None;
         // The pre-commit phase (until the head, or a stream's first piece) is bounded by the
         // attempt and first-token timeouts and what is left of the total.
@@ -398,7 +406,7 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
 }
 
 /// Records an attempt's outcome; a breaker that opened here is announced to the other shards.
-fn announce(
+pub(super) fn announce(
     shard: &Shard,
     route: &router::Route,
     id: router::TargetId,
@@ -630,6 +638,7 @@ async fn finish<C: Conn>(
     };
     if let Some((_, spec)) = cfg.route_target(id) {
         routing_headers(ctx, h.keep, format!("{}/{}", spec.provider, spec.model), plan);
+        reprice(cfg, ctx, &spec.model);
     }
     if hedge_sent {
         ctx.headers.push(("x-shardgate-hedged", "true".to_string()));

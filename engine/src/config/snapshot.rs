@@ -342,6 +342,11 @@ impl Snapshot {
         self.resolve_model(name).map(ModelRoute::Direct)
     }
 
+    /// The routing trees of `route:` models.
+    pub fn routes(&self) -> &[crate::router::Route] {
+        &self.routes
+    }
+
     /// A route target's provider and spec.
     pub fn route_target(&self, id: crate::router::TargetId) -> Option<(&Provider, &crate::router::TargetSpec)> {
         let spec = self.route_targets.get(id)?;

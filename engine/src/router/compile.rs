@@ -10,10 +10,12 @@ use super::breaker::{BreakerPolicy, Sla};
 use super::condition::Condition;
 use super::pick::fnv1a;
 use super::retry::{FallbackPolicy, RetryPolicy, Timeouts};
-use super::route::{AffinitySource, Child, ChildKind, HedgeAfter, HedgePolicy, LatencyPolicy, Node, Route, Strategy};
+use super::route::{
+    AffinitySource, Child, ChildKind, HealthCheck, HedgeAfter, HedgePolicy, LatencyPolicy, Node, Route, Strategy,
+};
 use super::spec::{
-    AffinitySpec, BreakerSpec, ChildSpec, FallbackSpec, HedgeSpec, LatencySpec, RetrySpec, RouteSpec, StrategySpec,
-    TimeoutsSpec,
+    AffinitySpec, BreakerSpec, ChildSpec, FallbackSpec, HealthCheckSpec, HedgeSpec, LatencySpec, RetrySpec, RouteSpec,
+    StrategySpec, TimeoutsSpec,
 };
 use super::table::{Price, TargetId, TargetSpec, TargetTable};
 
@@ -41,6 +43,7 @@ pub fn compile(
     let breaker = breaker_policy(spec.breaker.as_ref(), &path, errors);
     let hedge = spec.hedge.as_ref().and_then(|h| hedge_policy(h, &path, errors));
     let latency = latency_policy(spec.latency.as_ref(), &path, errors);
+    let health_check = spec.health_check.as_ref().and_then(|h| health_check(h, &path, errors));
     let affinity = spec.affinity.as_ref().and_then(|a| affinity_source(a, &path, errors));
     if c.uses_affinity && affinity.is_none() && spec.affinity.is_none() {
         errors.push(format!(
@@ -67,6 +70,7 @@ pub fn compile(
         breaker,
         hedge,
         latency,
+        health_check,
         model: model.to_string(),
         groups,
         group_slots: Vec::new(),
@@ -107,6 +111,7 @@ pub fn single(model: &str, provider: &str, upstream_model: &str, table: &mut Tar
         breaker: BreakerPolicy::default(),
         hedge: None,
         latency: LatencyPolicy::default(),
+        health_check: None,
         model: model.to_string(),
         groups: vec![Child::leaf(id, 0)],
         group_slots: vec![1],
@@ -174,6 +179,7 @@ impl Compiler<'_> {
                 ("hedge", spec.hedge.is_some()),
                 ("affinity", spec.affinity.is_some()),
                 ("latency", spec.latency.is_some()),
+                ("health_check", spec.health_check.is_some()),
             ];
             for (name, _) in sections.iter().filter(|(_, present)| *present) {
                 self.error(format!("{path}.{name}: only allowed on the top-level route (models.<name>.route)"));
@@ -393,6 +399,26 @@ fn breaker_policy(spec: Option<&BreakerSpec>, path: &str, errors: &mut Vec<Strin
     p
 }
 
+fn health_check(spec: &HealthCheckSpec, path: &str, errors: &mut Vec<String>) -> Option<HealthCheck> {
+    let interval = spec.interval.map_or(Duration::from_secs(10), |d| d.0);
+    let timeout = spec.timeout.map_or(Duration::from_secs(2), |d| d.0);
+    let probe_path = spec.path.clone().unwrap_or_else(|| "/models".to_string());
+    let mut ok = true;
+    if interval < Duration::from_millis(100) {
+        errors.push(format!("{path}.health_check.interval: at least 100ms"));
+        ok = false;
+    }
+    if timeout.is_zero() || timeout > interval {
+        errors.push(format!("{path}.health_check.timeout: more than zero, and at most the interval"));
+        ok = false;
+    }
+    if !probe_path.starts_with('/') || probe_path.contains(char::is_whitespace) {
+        errors.push(format!("{path}.health_check.path: {probe_path:?} must start with / and hold no spaces"));
+        ok = false;
+    }
+    ok.then_some(HealthCheck { interval, timeout, path: probe_path })
+}
+
 fn hedge_policy(spec: &HedgeSpec, path: &str, errors: &mut Vec<String>) -> Option<HedgePolicy> {
     let text = spec.after.trim();
     let percentile = text.strip_prefix('p').and_then(|n| n.parse::<f64>().ok()).filter(|n| *n > 0.0 && *n < 100.0);
@@ -571,6 +597,25 @@ latency: {equal_within: 1.2, min_samples: 5}
             &e,
             "models.m.route.targets[2]: a second default child (one without `when`); models.m.route.targets[1] is already the default",
         );
+    }
+
+    #[test]
+    fn health_checks_have_defaults_and_bounds() {
+        let (route, _) = compile_yaml("targets: [{target: a/m}]\nhealth_check: {}");
+        assert_eq!(
+            route.health_check,
+            Some(HealthCheck {
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(2),
+                path: "/models".into()
+            })
+        );
+        let e = compile_errors("targets: [{target: a/m}]\nhealth_check: {interval: 10ms, timeout: 0s, path: models}");
+        has(&e, "models.m.route.health_check.interval: at least 100ms");
+        has(&e, "models.m.route.health_check.timeout: more than zero");
+        has(&e, "models.m.route.health_check.path: \"models\" must start with /");
+        let e = compile_errors("targets:\n  - route: {targets: [{target: a/m}], health_check: {}}");
+        has(&e, "models.m.route.targets[0].route.health_check: only allowed on the top-level route");
     }
 
     #[test]

@@ -34,6 +34,6 @@ pub use condition::{Condition, Field, FieldValue, RequestFacts, lookup_param};
 pub use pick::{HealthView, TargetHealth};
 pub use plan::{Next, Overrides, Pick, Plan};
 pub use retry::{Failure, FailureClass, FallbackPolicy, RetryPolicy, Timeouts, classify, parse_retry_after};
-pub use route::{AffinitySource, HedgeAfter, HedgePolicy, LatencyPolicy, Route};
+pub use route::{AffinitySource, HealthCheck, HedgeAfter, HedgePolicy, LatencyPolicy, Route};
 pub use spec::RouteSpec;
 pub use table::{Price, TargetId, TargetSpec, TargetTable};

@@ -146,6 +146,15 @@ pub struct HedgePolicy {
     pub after: HedgeAfter,
 }
 
+/// Active probes of a route's targets (`health_check:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Under each provider's base path.
+    pub path: String,
+}
+
 /// One model's compiled route.
 #[derive(Debug)]
 pub struct Route {
@@ -155,6 +164,7 @@ pub struct Route {
     pub breaker: BreakerPolicy,
     pub hedge: Option<HedgePolicy>,
     pub latency: LatencyPolicy,
+    pub health_check: Option<HealthCheck>,
     pub(crate) model: String,
     /// The fallback groups, in order: the root's children for a `fallback` root, else the root.
     pub(crate) groups: Vec<Child>,

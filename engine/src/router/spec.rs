@@ -27,6 +27,19 @@ pub struct RouteSpec {
     pub hedge: Option<HedgeSpec>,
     pub affinity: Option<AffinitySpec>,
     pub latency: Option<LatencySpec>,
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// `health_check:` active probes of every target of the route.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    /// Between two probes of a target (default 10s, at least 100ms).
+    pub interval: Option<Dur>,
+    /// A probe's longest wait for its answer (default 2s).
+    pub timeout: Option<Dur>,
+    /// GET this path under each provider's base URL (default `/models`).
+    pub path: Option<String>,
 }
 
 /// How a route chooses among its children.
