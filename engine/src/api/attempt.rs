@@ -17,7 +17,7 @@ use crate::http::Responder;
 use crate::router::{FailureClass, classify, parse_retry_after};
 use crate::rt::Conn;
 use crate::upstream::UpstreamResponse;
-use crate::upstream::exchange::is_hop_by_hop;
+use crate::upstream::exchange::{fault_kind, is_hop_by_hop};
 
 /// An attempt's result: `Ok` once the answer is committed.
 pub(super) type Attempted = Result<(), Box<Miss>>;
@@ -239,4 +239,23 @@ where
             ),
         ))),
     })
+}
+
+/// The first piece of a stream's body, within the attempt's deadline: the head is held until
+/// it comes, so a stream that breaks before it is a miss the router can retry elsewhere.
+pub(super) async fn first_piece(
+    answer: &mut UpstreamResponse<'_>,
+    provider: &str,
+    ctx: &mut RequestCtx,
+) -> Result<Option<Bytes>, Box<Miss>> {
+    let waited = Instant::now();
+    let first = within(ctx.attempt_deadline, provider, async {
+        answer.next_chunk().await.map_err(|fault| {
+            let message = format!("provider {provider}: the stream broke off before its first event: {fault}");
+            Miss::gateway(GatewayError::new(fault_kind(&fault), message))
+        })
+    })
+    .await;
+    ctx.upstream_time += waited.elapsed();
+    first
 }

@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use policy::Identity;
 
-use super::attempt::{Attempted, Miss, within};
+use super::attempt::{Attempted, Miss, first_piece, within};
 use super::governance::{self, Ask};
 use super::route::Route;
 use super::{OVERHEAD_HEADER, RequestCtx, embeddings, mock_provider, routing, supervised, translate};
@@ -312,24 +312,17 @@ async fn fetch_openai<'a>(
         let _ = answer.next_chunk().await;
         return Ok((answer, Prefetched::Bodyless));
     }
+    if answer.head.is_event_stream() {
+        let first = first_piece(&mut answer, name, ctx).await?;
+        return Ok((answer, Prefetched::First(first)));
+    }
     let waited = Instant::now();
-    let body = if answer.head.is_event_stream() {
-        within(deadline, name, async {
-            answer.next_chunk().await.map(Prefetched::First).map_err(|fault| {
-                let message = format!("provider {name}: the stream broke off before its first event: {fault}");
-                Miss::gateway(GatewayError::new(fault_kind(&fault), message))
-            })
-        })
-        .await
-    } else {
-        within(deadline, name, async {
-            let read = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await;
-            read.map(Prefetched::Whole).map_err(|fault| {
-                Miss::gateway(GatewayError::new(fault_kind(&fault), format!("provider {name}: {fault}")))
-            })
-        })
-        .await
-    };
+    let body = within(deadline, name, async {
+        let read = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await;
+        read.map(Prefetched::Whole)
+            .map_err(|fault| Miss::gateway(GatewayError::new(fault_kind(&fault), format!("provider {name}: {fault}"))))
+    })
+    .await;
     ctx.upstream_time += waited.elapsed();
     Ok((answer, body?))
 }

@@ -329,25 +329,6 @@ async fn call<'a>(
     Ok(answer)
 }
 
-/// The first piece of a stream's body, within the attempt's deadline: the head is held until
-/// it comes, so a stream that breaks before it is a miss the router can retry elsewhere.
-async fn first_piece(
-    answer: &mut UpstreamResponse<'_>,
-    provider: &str,
-    ctx: &mut RequestCtx,
-) -> Result<Option<Bytes>, Box<Miss>> {
-    let waited = Instant::now();
-    let first = within(ctx.attempt_deadline, provider, async {
-        answer.next_chunk().await.map_err(|fault| {
-            let message = format!("provider {provider}: the stream broke off before its first event: {fault}");
-            Miss::gateway(GatewayError::new(fault_kind(&fault), message))
-        })
-    })
-    .await;
-    ctx.upstream_time += waited.elapsed();
-    first
-}
-
 /// An Anthropic provider: the request as it came (model renamed), the answer as it came.
 async fn native<C: Conn>(route: &Route<'_>, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) -> Attempted {
     let Route { shard, cfg, up, upstream_model, req, .. } = *route;
@@ -370,7 +351,7 @@ async fn native<C: Conn>(route: &Route<'_>, resp: &mut Responder<'_, C>, ctx: &m
         let _ = head.body(&body).await;
         return Ok(());
     }
-    let mut first = Some(first_piece(&mut answer, &route.provider.name, ctx).await?);
+    let mut first = Some(super::attempt::first_piece(&mut answer, &route.provider.name, ctx).await?);
     let Some(mut out) = start_event_stream(resp, ctx).await else { return Ok(()) };
     // Relayed as it comes; read alongside for the usage the cost needs.
     let mut reader = AnthropicStream::new("", 0, false);
@@ -432,7 +413,7 @@ async fn through_dialect<C: Conn>(
         send_completion(resp, ctx, &completion).await;
         return Ok(());
     }
-    let first = first_piece(&mut answer, &provider.name, ctx).await?;
+    let first = super::attempt::first_piece(&mut answer, &provider.name, ctx).await?;
     let translator = dialect.stream(&chat.model, &id, created, true);
     let encoder = AnthropicEncoder::new(id, chat.model.clone(), 0);
     relay_as_anthropic(&shard.metrics, &mut answer, Some(first), resp, ctx, translator, encoder).await;
@@ -545,7 +526,7 @@ async fn through_chat<C: Conn>(
         send_completion(resp, ctx, &completion).await;
         return Ok(());
     }
-    let first = first_piece(&mut answer, &provider.name, ctx).await?;
+    let first = super::attempt::first_piece(&mut answer, &provider.name, ctx).await?;
     let encoder = AnthropicEncoder::new(message_id(shard), client_model, 0);
     relay_as_anthropic(&shard.metrics, &mut answer, Some(first), resp, ctx, Translator::openai(), encoder).await;
     Ok(())

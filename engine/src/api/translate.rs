@@ -314,20 +314,12 @@ pub(super) async fn fetch_chat<'a>(
     });
     let mut answer = called.await?;
     let id = format!("chatcmpl-sg{}x{}", shard.id, shard.next_sequence());
-    let waited = std::time::Instant::now();
     if chat.stream {
         let translator = Box::new(dialect.stream(&chat.model, &id, now_secs(), chat.include_usage()));
-        let first = within(deadline, &provider.name, async {
-            answer.next_chunk().await.map_err(|fault| {
-                let message =
-                    format!("provider {}: the stream broke off before its first event: {fault}", provider.name);
-                Miss::gateway(GatewayError::new(fault_kind(&fault), message))
-            })
-        })
-        .await;
-        ctx.upstream_time += waited.elapsed();
-        return Ok(Fetched::Stream { answer, first: first?, translator });
+        let first = super::attempt::first_piece(&mut answer, &provider.name, ctx).await?;
+        return Ok(Fetched::Stream { answer, first, translator });
     }
+    let waited = std::time::Instant::now();
     let read = async {
         let read = answer.read_to_end(cfg.upstream_limits.max_body_bytes).await;
         read.map_err(|fault| {
