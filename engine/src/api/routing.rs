@@ -349,7 +349,8 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
         let miss = if let Some((after, endpoint)) = hedge {
             let primary = Primary { id: pick.target, target, req: req_used, facts: facts_used };
             let hedging = Hedging { shard, cfg, route, endpoint, facts: &facts, keep };
-            match hedged(&hedging, &mut plan, primary, after, resp, ctx).await {
+            // Boxed: hedging is opt-in, and its state would otherwise weigh on every routed request.
+            match Box::pin(hedged(&hedging, &mut plan, primary, after, resp, ctx)).await {
                 None => return,
                 Some(miss) => miss,
             }

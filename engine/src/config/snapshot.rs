@@ -336,10 +336,15 @@ impl Snapshot {
     /// How a model is served: a routing tree, or one target (exact name or alias first, then
     /// the longest wildcard).
     pub fn model_route(&self, name: &str) -> Option<ModelRoute<'_>> {
-        if let Some(i) = self.exact.get(name).and_then(|r| r.routed) {
-            return self.routes.get(i).map(ModelRoute::Routed);
+        match self.exact.get(name) {
+            Some(Route { routed: Some(i), .. }) => self.routes.get(*i).map(ModelRoute::Routed),
+            Some(r) => {
+                let provider = self.providers.get(r.provider)?;
+                let upstream_model = std::borrow::Cow::Borrowed(&*r.upstream_model);
+                Some(ModelRoute::Direct(Resolved { provider, upstream_model }))
+            }
+            None => self.resolve_model(name).map(ModelRoute::Direct),
         }
-        self.resolve_model(name).map(ModelRoute::Direct)
     }
 
     /// The routing trees of `route:` models.
