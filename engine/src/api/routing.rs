@@ -278,18 +278,23 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
     };
     let params = if route.needs_params() { serde_json::from_slice(&req.body).ok() } else { None };
     let facts = Facts { asked, params, affinity };
-    let total = bounded_ms(req, "x-shardgate-timeout-ms", route.timeouts.total).or(route.timeouts.total);
+    // Per-request overrides are looked up only when some `x-shardgate-*` header is there.
+    let asks = req.head.headers().any(|(n, _)| n.len() > 12 && n[..12].eq_ignore_ascii_case(b"x-shardgate-"));
+    let header = |name: &str, configured: Option<Duration>| {
+        if asks { bounded_ms(req, name, configured).or(configured) } else { configured }
+    };
+    let total = header("x-shardgate-timeout-ms", route.timeouts.total);
     let total_deadline = total.map(|t| req.received_at + t);
-    let first_token = bounded_ms(req, "x-shardgate-first-token-timeout-ms", route.timeouts.first_token)
-        .or(route.timeouts.first_token);
+    let first_token = header("x-shardgate-first-token-timeout-ms", route.timeouts.first_token);
     let per_attempt = route.timeouts.attempt;
     ctx.connect_limit = route.timeouts.connect;
-    ctx.idle_limit = bounded_ms(req, "x-shardgate-idle-timeout-ms", route.timeouts.idle).or(route.timeouts.idle);
-    let mut plan = Plan::new(route, overrides(req, route), Instant::now());
+    ctx.idle_limit = header("x-shardgate-idle-timeout-ms", route.timeouts.idle);
+    let started = Instant::now();
+    let mut plan = Plan::new(route, if asks { overrides(req, route) } else { Overrides::default() }, started);
     let keep = ctx.headers.len();
     let mut last: Option<Box<Miss>> = None;
+    let mut now = started;
     loop {
-        let now = Instant::now();
         if total_deadline.is_some_and(|d| now >= d) {
             let message = format!(
                 "the route's total timeout ({} ms) ran out after {} attempts",
@@ -313,7 +318,10 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
             }
         }
         routing_headers(ctx, keep, format!("{}/{}", spec.provider, spec.model), &plan);
-        reprice(cfg, ctx, &spec.model);
+        // The reservation was priced with the first target's model.
+        if route.targets().first() != Some(&pick.target) {
+            reprice(cfg, ctx, &spec.model);
+        }
         ctx.error = None;
         // The pre-commit phase (until the head, or a stream's first piece) is bounded by the
         // attempt and first-token timeouts and what is left of the total.
@@ -367,7 +375,7 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
             miss
         };
         ctx.attempt_deadline = None;
-        let now = Instant::now();
+        now = Instant::now();
         let failure = router::Failure { status: miss.status, retry_after: miss.retry_after, class: miss.class };
         match plan.failed(&failure, now, fastrand::u64(..)) {
             Next::Retry { after } => {
@@ -379,6 +387,7 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
                 if !after.is_zero() {
                     crate::rt::sleep(after).await;
                     ctx.retry_wait += after;
+                    now = Instant::now();
                 }
             }
             Next::Fallback => {
