@@ -217,6 +217,8 @@ pub fn target_key(t: &TargetSpec) -> String {
 /// The route targets' state on one shard.
 pub struct RouteHealth {
     shard: usize,
+    /// Shards in the process (see [`View`]).
+    shards: u64,
     inner: RefCell<Inner>,
     /// Every target's stats, read by `/metrics` and the admin API from other threads.
     published: Arc<arc_swap::ArcSwap<Vec<Arc<TargetStats>>>>,
@@ -236,8 +238,8 @@ pub struct BreakerNews {
 }
 
 impl RouteHealth {
-    pub fn new(shard: usize, published: Arc<arc_swap::ArcSwap<Vec<Arc<TargetStats>>>>) -> Self {
-        RouteHealth { shard, inner: RefCell::default(), published }
+    pub fn new(shard: usize, shards: usize, published: Arc<arc_swap::ArcSwap<Vec<Arc<TargetStats>>>>) -> Self {
+        RouteHealth { shard, shards: u64::try_from(shards.max(1)).unwrap_or(1), inner: RefCell::default(), published }
     }
 
     /// Brings the table in line with `cfg`'s targets (after a reload), keeping the state of
@@ -272,7 +274,7 @@ impl RouteHealth {
     pub fn with_view<R>(&self, cfg: &Snapshot, policy: &BreakerPolicy, now: Instant, f: impl FnOnce(&View) -> R) -> R {
         self.sync(cfg);
         let inner = self.inner.borrow();
-        f(&View { targets: &inner.targets, policy, now })
+        f(&View { targets: &inner.targets, policy, now, shards: self.shards })
     }
 
     /// An attempt at `id` begins: the breaker's admission (a half-open breaker gives out its
@@ -416,6 +418,9 @@ pub struct View<'a> {
     targets: &'a [TargetState],
     policy: &'a BreakerPolicy,
     now: Instant,
+    /// Shards in the process: each sees about its share of the traffic (SO_REUSEPORT spreads
+    /// connections evenly), so its minute counts times this estimate the target's usage.
+    shards: u64,
 }
 
 impl HealthView for View<'_> {
@@ -423,7 +428,8 @@ impl HealthView for View<'_> {
         let Some(t) = self.targets.get(id.0 as usize) else {
             return TargetHealth { available: true, ..Default::default() };
         };
-        let (rpm_used, tpm_used) = t.minute.last_minute(self.now);
+        let (rpm, tpm) = t.minute.last_minute(self.now);
+        let (rpm_used, tpm_used) = (rpm.saturating_mul(self.shards), tpm.saturating_mul(self.shards));
         TargetHealth {
             available: t.breaker.available(self.policy, self.now),
             in_flight: t.in_flight,
@@ -452,7 +458,7 @@ mod tests {
         )
         .map(|(_, s)| s)
         .unwrap();
-        let (a, b) = (RouteHealth::new(0, Arc::default()), RouteHealth::new(1, Arc::default()));
+        let (a, b) = (RouteHealth::new(0, 2, Arc::default()), RouteHealth::new(1, 2, Arc::default()));
         let id = TargetId(0);
         let policy = BreakerPolicy::default();
         let now = Instant::now();

@@ -108,7 +108,7 @@ impl Shard {
     pub fn new(id: usize, process: Arc<ProcessState>) -> Self {
         let metrics = process.registry.shard(id);
         let targets = crate::actor::Targets::new(metrics.targets.clone());
-        let route_health = crate::route_health::RouteHealth::new(id, metrics.routes.clone());
+        let route_health = crate::route_health::RouteHealth::new(id, process.shards_total, metrics.routes.clone());
         let local_config = RefCell::new(Rc::new(process.config.load_full()));
         let buckets = process.config.load().gossip.window_buckets;
         let governor =

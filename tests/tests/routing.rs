@@ -323,6 +323,11 @@ fn a_first_token_timeout_moves_on(driver: e2e::Runtime) {
     // A request may ask for less, never for more than the route allows.
     let r = stream(gw.local_addr(), "r", "x-shardgate-first-token-timeout-ms: 5000\r\n");
     assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
+    // A plain request has no first token to wait for; its own attempt timeout moves it on.
+    let t = Instant::now();
+    let r = chat(gw.local_addr(), "r", "x-shardgate-attempt-timeout-ms: 200\r\n");
+    assert_eq!(r.header("x-shardgate-target"), Some("b/y"), "{}", r.text());
+    assert!(t.elapsed() < Duration::from_millis(700), "{:?}", t.elapsed());
     // The route's idle timeout (shorter than the provider's 3 s) cuts a stream that pauses
     // 500 ms between tokens: it ends with an error event, not a clean finish.
     let t = Instant::now();

@@ -286,8 +286,8 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
     let total = header("x-shardgate-timeout-ms", route.timeouts.total);
     let total_deadline = total.map(|t| req.received_at + t);
     let first_token = header("x-shardgate-first-token-timeout-ms", route.timeouts.first_token);
-    let per_attempt = route.timeouts.attempt;
-    ctx.connect_limit = route.timeouts.connect;
+    let per_attempt = header("x-shardgate-attempt-timeout-ms", route.timeouts.attempt);
+    ctx.connect_limit = header("x-shardgate-connect-timeout-ms", route.timeouts.connect);
     ctx.idle_limit = header("x-shardgate-idle-timeout-ms", route.timeouts.idle);
     let started = Instant::now();
     let mut plan = Plan::new(route, if asks { overrides(req, route) } else { Overrides::default() }, started);
@@ -359,7 +359,10 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
             let hedging = Hedging { shard, cfg, route, endpoint, facts: &facts, keep };
             // Boxed: hedging is opt-in, and its state would otherwise weigh on every routed request.
             match Box::pin(hedged(&hedging, &mut plan, primary, after, resp, ctx)).await {
-                None => return,
+                None => {
+                    log_route(route, &plan, ctx, "served");
+                    return;
+                }
                 Some(miss) => miss,
             }
         } else {
@@ -369,6 +372,7 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
             let Some(miss) = missed else {
                 let (outcome, tokens) = success(ctx, started.elapsed());
                 announce(shard, route, pick.target, now, outcome, tokens);
+                log_route(route, &plan, ctx, "served");
                 return;
             };
             record_miss(shard, route, pick.target, now, &miss);
@@ -401,6 +405,7 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
         last = Some(miss);
     }
     shard.metrics.route_exhausted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    log_route(route, &plan, ctx, "exhausted");
     if let Some((_, v)) = ctx.headers.iter_mut().find(|(n, _)| *n == "x-shardgate-retry-wait-ms") {
         *v = plan.retry_wait().as_millis().to_string();
     }
@@ -413,6 +418,19 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
         Miss::gateway(err)
     });
     attempter.answer(miss, resp, ctx).await;
+}
+
+/// The route a request took, in the log: at info when it took more than one attempt (what an
+/// operator looks for after a provider incident), else at debug. The same facts as the
+/// `x-shardgate-*` headers and the routing metrics.
+fn log_route(route: &router::Route, plan: &Plan<'_>, ctx: &RequestCtx, how: &'static str) {
+    let target = ctx.headers.iter().find(|(n, _)| *n == "x-shardgate-target").map_or("", |(_, v)| v.as_str());
+    let (attempts, fallbacks, waited_ms) = (plan.attempts(), plan.fallbacks(), plan.retry_wait().as_millis() as u64);
+    if attempts > 1 || how != "served" {
+        tracing::info!(model = route.model(), target, attempts, fallbacks, waited_ms, how, "routed");
+    } else {
+        tracing::debug!(model = route.model(), target, attempts, fallbacks, waited_ms, how, "routed");
+    }
 }
 
 /// Records an attempt's outcome; a breaker that opened here is announced to the other shards.
