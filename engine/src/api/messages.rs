@@ -124,7 +124,8 @@ pub async fn messages<C: Conn>(
         let body = serde_json::json!({"type": "error", "error": {"type": "rate_limit_error", "message": r.message()}});
         return governance::send_refusal_with(resp, ctx, &r, body.to_string().as_bytes()).await;
     }
-    let attempter = Messages { shard, cfg };
+    let parsed = std::cell::RefCell::new(Some((req.body.as_ptr(), chat)));
+    let attempter = Messages { shard, cfg, parsed };
     match served_by {
         ModelRoute::Direct(resolved) => {
             let target = Target { provider: resolved.provider, upstream_model: &resolved.upstream_model, headers: &[] };
@@ -145,6 +146,9 @@ pub async fn messages<C: Conn>(
 pub(super) struct Messages<'a> {
     pub shard: &'a Rc<Shard>,
     pub cfg: &'a Snapshot,
+    /// The request as parsed to read its model, for the first attempt at its own body (a
+    /// target's `params` make another body, and a retry needs its own copy: both parse again).
+    pub parsed: std::cell::RefCell<Option<(*const u8, ChatRequest)>>,
 }
 
 impl routing::Attempter for Messages<'_> {
@@ -156,11 +160,15 @@ impl routing::Attempter for Messages<'_> {
         resp: &mut Responder<'_, C>,
         ctx: &mut RequestCtx,
     ) -> Option<Box<Miss>> {
-        let Messages { shard, cfg } = *self;
+        let Messages { shard, cfg, .. } = *self;
         // The body may carry a target's `params`: read it again.
-        let chat = match request_from_anthropic(&req.body) {
-            Ok(c) => c,
-            Err(e) => return Some(Miss::refused(e)),
+        let reusable = self.parsed.borrow_mut().take().filter(|(at, _)| *at == req.body.as_ptr());
+        let chat = match reusable {
+            Some((_, chat)) => chat,
+            None => match request_from_anthropic(&req.body) {
+                Ok(c) => c,
+                Err(e) => return Some(Miss::refused(e)),
+            },
         };
         let provider = target.provider;
         ctx.provider = Some(provider.name.clone());
