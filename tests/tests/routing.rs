@@ -32,6 +32,7 @@ on_both_drivers!(
     a_breaker_opened_on_one_shard_protects_the_others,
     a_fallback_is_priced_by_the_model_that_served_it,
     health_checks_cool_a_dead_target_before_any_request_and_bring_it_back,
+    with_cool_last_a_route_whose_targets_all_cool_says_so,
 );
 
 /// Providers `a`, `b` (and `c` when given) at the mocks, then `models:` with `models`.
@@ -501,4 +502,25 @@ fn health_checks_cool_a_dead_target_before_any_request_and_bring_it_back(driver:
     let r = chat(gw.local_addr(), "r", "");
     assert_eq!(r.header("x-shardgate-target"), Some("a/x"));
     assert!(b.stats().requests.load(SeqCst) >= 1 && served(&a) >= 3);
+}
+
+fn with_cool_last_a_route_whose_targets_all_cool_says_so(driver: e2e::Runtime) {
+    let a = failing(Fault::Status(503));
+    let b = e2e::default_mock();
+    let models = "  strict:\n    route:\n      targets: [{target: a/x}]\n      retry: {attempts: 0}\n      breaker: {min_requests: 1, cooldown: 60s, cool_last: true}\n  lenient:\n    route:\n      targets: [{target: a/x}]\n      retry: {attempts: 0}\n      breaker: {min_requests: 1, cooldown: 60s}\n";
+    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    // The provider's own 503 first; that opens the breaker.
+    let r = chat(gw.local_addr(), "strict", "");
+    assert_eq!((r.status, r.error()["code"].as_str()), (503, Some("mock_fault")), "{}", r.text());
+    wait_breaker(&gw, "a/x", 1.0);
+    // Then the gateway says why it sent nothing, in OpenAI's shape.
+    let r = chat(gw.local_addr(), "strict", "");
+    assert_eq!(r.status, 503, "{}", r.text());
+    let message = r.error()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("no target of model `strict`") && message.contains("cooling down"), "{message}");
+    assert_eq!(served(&a), 1);
+    // Without cool_last, the last target is still tried: the provider's answer, not a refusal.
+    let r = chat(gw.local_addr(), "lenient", "");
+    assert_eq!(r.error()["code"], "mock_fault");
+    assert_eq!(served(&a), 2);
 }
