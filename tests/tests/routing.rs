@@ -414,7 +414,11 @@ fn a_hedge_wins_over_a_slow_target_which_is_cancelled(driver: e2e::Runtime) {
     let a = mock(Knobs { latency: Duration::from_millis(700), ..Knobs::default() });
     let b = e2e::default_mock();
     let models = "  r:\n    route:\n      strategy: weighted\n      targets: [{target: a/x, weight: 1}, {target: b/y, weight: 0}]\n      hedge: {after: 100ms}\n  fast:\n    route:\n      strategy: weighted\n      targets: [{target: b/y, weight: 1}, {target: a/x, weight: 0}]\n      hedge: {after: 300ms}\n";
-    let gw = e2e::gateway(&config(a.addr(), b.addr(), None, models), driver);
+    let models = format!(
+        "{models}  local:\n    route:\n      targets: [{{target: m/mock-1}}, {{target: b/y}}]\n      hedge: {{after: 1ms}}\n"
+    );
+    let yaml = config(a.addr(), b.addr(), None, &models).replace("models:\n", "  m: {kind: mock}\nmodels:\n");
+    let gw = e2e::gateway(&yaml, driver);
     for stream_it in [false, true] {
         let t = Instant::now();
         let r = if stream_it { stream(gw.local_addr(), "r", "") } else { chat(gw.local_addr(), "r", "") };
@@ -435,6 +439,10 @@ fn a_hedge_wins_over_a_slow_target_which_is_cancelled(driver: e2e::Runtime) {
     let text = gw.metrics_text();
     assert_eq!(metric(&text, "shardgate_route_hedges_total"), Some(2.0));
     assert_eq!(metric(&text, "shardgate_route_hedge_wins_total"), Some(2.0));
+    // The in-process mock is never raced, and a hedged route to it still answers.
+    let r = chat(gw.local_addr(), "local", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-shardgate-target"), Some("m/mock-1"));
     // A fast first choice is never hedged.
     let r = chat(gw.local_addr(), "fast", "");
     assert_eq!(r.header("x-shardgate-target"), Some("b/y"));

@@ -351,7 +351,10 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
         };
         let target = Target { provider, upstream_model: &spec.model, headers: &spec.headers };
         let hedge = match (route.hedge, attempter.hedgeable()) {
-            (Some(h), Some(endpoint)) => hedge_delay(shard, route, &plan, h).map(|after| (after, endpoint)),
+            // The in-process mock answers in place: it is not raced.
+            (Some(h), Some(endpoint)) if provider.upstream.is_some() => {
+                hedge_delay(shard, route, &plan, h).map(|after| (after, endpoint))
+            }
             _ => None,
         };
         let miss = if let Some((after, endpoint)) = hedge {
