@@ -436,9 +436,25 @@ fn a_hedge_wins_over_a_slow_target_which_is_cancelled(driver: e2e::Runtime) {
         let text = gw.metrics_text();
         assert_eq!(metric(&text, "shardgate_target_in_flight{target=\"a\",shard=\"0\"}"), Some(0.0), "{text}");
     }
+    // Anthropic's API is hedged the same way, plain and streamed.
+    for stream_it in [false, true] {
+        let body = format!(
+            r#"{{"model":"r","max_tokens":8,"stream":{stream_it},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
+        let t = Instant::now();
+        let r = Client::connect(gw.local_addr()).post_json("/v1/messages", &body, "anthropic-version: 2023-06-01\r\n");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!((r.header("x-shardgate-target"), r.header("x-shardgate-hedged")), (Some("b/y"), Some("true")));
+        assert!(t.elapsed() < Duration::from_millis(600), "{:?}", t.elapsed());
+        if stream_it {
+            assert!(r.text().contains("event: message_stop"), "{}", r.text());
+        } else {
+            assert_eq!(r.json()["type"], "message", "{}", r.text());
+        }
+    }
     let text = gw.metrics_text();
-    assert_eq!(metric(&text, "shardgate_route_hedges_total"), Some(2.0));
-    assert_eq!(metric(&text, "shardgate_route_hedge_wins_total"), Some(2.0));
+    assert_eq!(metric(&text, "shardgate_route_hedges_total"), Some(4.0));
+    assert_eq!(metric(&text, "shardgate_route_hedge_wins_total"), Some(4.0));
     // The in-process mock is never raced, and a hedged route to it still answers.
     let r = chat(gw.local_addr(), "local", "");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -448,7 +464,7 @@ fn a_hedge_wins_over_a_slow_target_which_is_cancelled(driver: e2e::Runtime) {
     assert_eq!(r.header("x-shardgate-target"), Some("b/y"));
     assert_eq!(r.header("x-shardgate-hedged"), None);
     assert_eq!(r.header("x-shardgate-attempts"), Some("1"));
-    assert_eq!(metric(&gw.metrics_text(), "shardgate_route_hedges_total"), Some(2.0));
+    assert_eq!(metric(&gw.metrics_text(), "shardgate_route_hedges_total"), Some(4.0));
 }
 
 fn a_breaker_opened_on_one_shard_protects_the_others(driver: e2e::Runtime) {

@@ -19,7 +19,7 @@ use policy::Identity;
 use adapters::openai::request::RequestFacts;
 
 use super::attempt::{Attempted, Final, Miss, within};
-use super::forward::Target;
+use super::forward::{Prefetched, Target};
 use super::governance::{self, Ask};
 use super::route::Route;
 use super::routing::{self, Attempter as _};
@@ -179,7 +179,7 @@ impl routing::Attempter for Messages<'_> {
                 let drills = provider.mock_faults;
                 actor.serve(&shard.pool, Box::pin(from_mock(shard, drills, chat, req, resp, ctx))).await
             }
-            (Some(up), kind) => {
+            (Some(up), _) => {
                 let route = Route {
                     shard,
                     cfg,
@@ -189,13 +189,13 @@ impl routing::Attempter for Messages<'_> {
                     req,
                     headers: target.headers,
                 };
-                match (kind, Dialect::of(kind)) {
-                    (ProviderKind::Anthropic, _) => actor.serve(&shard.pool, Box::pin(native(&route, resp, ctx))).await,
-                    (_, Some(d)) => {
-                        actor.serve(&shard.pool, Box::pin(through_dialect(&route, d, chat, resp, ctx))).await
-                    }
-                    (_, None) => actor.serve(&shard.pool, Box::pin(through_chat(&route, chat, resp, ctx))).await,
-                }
+                let route = &route;
+                let work = async {
+                    let ready = fetch(route, chat, ctx).await?;
+                    deliver(shard, ready, resp, ctx).await;
+                    Ok(())
+                };
+                actor.serve(&shard.pool, Box::pin(work)).await
             }
         };
         supervised::settle_attempt(&actor, served, started, resp, ctx)
@@ -203,6 +203,10 @@ impl routing::Attempter for Messages<'_> {
 
     async fn answer<C: Conn>(&self, miss: Box<Miss>, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) {
         send_anthropic(*miss, resp, ctx).await;
+    }
+
+    fn hedgeable(&self) -> Option<routing::HedgeApi> {
+        Some(routing::HedgeApi::Messages)
     }
 }
 
@@ -337,31 +341,100 @@ async fn call<'a>(
     Ok(answer)
 }
 
-/// An Anthropic provider: the request as it came (model renamed), the answer as it came.
-async fn native<C: Conn>(route: &Route<'_>, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx) -> Attempted {
-    let Route { shard, cfg, up, upstream_model, req, .. } = *route;
+/// A `/v1/messages` answer fetched up to the point of commitment: nothing is written yet, so
+/// it may still be dropped (a hedge that lost) or replaced by a miss.
+// One per attempt, handed over once: boxing the larger variant would cost an allocation for
+// nothing.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Ready<'a> {
+    /// An Anthropic provider's answer, relayed as it came: its whole body, or a stream from its
+    /// first piece.
+    Native(UpstreamResponse<'a>, Prefetched),
+    /// Another dialect's whole answer, to write as Anthropic's message.
+    Completion(Box<ChatCompletion>),
+    /// Another dialect's stream, translated to Anthropic's events on the way.
+    Stream {
+        answer: UpstreamResponse<'a>,
+        first: Option<Bytes>,
+        translator: Box<Translator>,
+        encoder: AnthropicEncoder,
+    },
+}
+
+/// Fetches from the route's target (not the in-process mock) up to the point of commitment.
+pub(super) async fn fetch<'a>(
+    route: &Route<'a>,
+    chat: ChatRequest,
+    ctx: &mut RequestCtx,
+) -> Result<Ready<'a>, Box<Miss>> {
+    let kind = route.provider.kind;
+    match (kind, Dialect::of(kind)) {
+        (ProviderKind::Anthropic, _) => fetch_native(route, ctx).await,
+        (_, Some(d)) => fetch_dialect(route, d, chat, ctx).await,
+        (_, None) => fetch_chat(route, chat, ctx).await,
+    }
+}
+
+/// Writes a fetched answer: usage read, cost settled.
+pub(super) async fn deliver<C: Conn>(
+    shard: &Shard,
+    ready: Ready<'_>,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    match ready {
+        Ready::Native(answer, Prefetched::First(first)) => relay_native(shard, answer, first, resp, ctx).await,
+        Ready::Native(answer, Prefetched::Whole(body)) => {
+            ctx.usage =
+                from_anthropic(&body, "", 0).ok().and_then(|c| c.usage).as_ref().map(super::translate::accounted);
+            governance::settle_before_head(ctx);
+            let mut head = resp.start(answer.head.status).header("content-type", "application/json");
+            for (n, v) in &ctx.headers {
+                head = head.header(n, v);
+            }
+            let _ = head.body(&body).await;
+        }
+        Ready::Native(answer, Prefetched::Bodyless) => {
+            governance::settle_before_head(ctx);
+            let _ = resp.start(answer.head.status).no_body().await;
+        }
+        Ready::Completion(completion) => send_completion(resp, ctx, &completion).await,
+        Ready::Stream { mut answer, first, translator, encoder } => {
+            relay_as_anthropic(&shard.metrics, &mut answer, Some(first), resp, ctx, *translator, encoder).await;
+        }
+    }
+}
+
+/// An Anthropic provider: the request as it came (model renamed); a 2xx answer read whole, or a
+/// stream to its first piece.
+async fn fetch_native<'a>(route: &Route<'a>, ctx: &mut RequestCtx) -> Result<Ready<'a>, Box<Miss>> {
+    let Route { cfg, up, upstream_model, req, .. } = *route;
     let mut body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
     body["model"] = serde_json::Value::String(upstream_model.to_string());
     let path = format!("{}/messages", up.base_path.trim_end_matches('/'));
     let mut answer = call(route, (&path, Bytes::from(body.to_string())), ctx).await?;
-    let status = answer.head.status;
-    if !answer.head.is_event_stream() {
-        let deadline = ctx.attempt_deadline;
-        let provider = &route.provider.name;
-        let read = async { super::forward::read_answer(cfg, &mut answer, ctx, provider).await.map_err(Miss::gateway) };
-        let body = within(deadline, provider, read).await?;
-        ctx.usage = from_anthropic(&body, "", 0).ok().and_then(|c| c.usage).as_ref().map(super::translate::accounted);
-        governance::settle_before_head(ctx);
-        let mut head = resp.start(status).header("content-type", "application/json");
-        for (n, v) in &ctx.headers {
-            head = head.header(n, v);
-        }
-        let _ = head.body(&body).await;
-        return Ok(());
+    let provider = &route.provider.name;
+    if answer.head.is_event_stream() {
+        let first = super::attempt::first_piece(&mut answer, provider, ctx).await?;
+        return Ok(Ready::Native(answer, Prefetched::First(first)));
     }
-    let mut first = Some(super::attempt::first_piece(&mut answer, &route.provider.name, ctx).await?);
-    let Some(mut out) = start_event_stream(resp, ctx).await else { return Ok(()) };
-    // Relayed as it comes; read alongside for the usage the cost needs.
+    let deadline = ctx.attempt_deadline;
+    let read = async { super::forward::read_answer(cfg, &mut answer, ctx, provider).await.map_err(Miss::gateway) };
+    let body = within(deadline, provider, read).await?;
+    Ok(Ready::Native(answer, Prefetched::Whole(body)))
+}
+
+/// Relays an Anthropic provider's stream as it comes, read alongside for the usage the cost
+/// needs.
+async fn relay_native<C: Conn>(
+    shard: &Shard,
+    mut answer: UpstreamResponse<'_>,
+    first: Option<Bytes>,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    let mut first = Some(first);
+    let Some(mut out) = start_event_stream(resp, ctx).await else { return };
     let mut reader = AnthropicStream::new("", 0, false);
     let mut ignored = Vec::new();
     loop {
@@ -376,14 +449,14 @@ async fn native<C: Conn>(route: &Route<'_>, resp: &mut Responder<'_, C>, ctx: &m
                 ignored.clear();
                 if out.send(&piece).await.is_err() {
                     ctx.error = Some(ErrorKind::DownstreamClosed);
-                    return Ok(());
+                    return;
                 }
                 ctx.event_sent(&shard.metrics);
             }
             Ok(None) => break,
             Err(fault) => {
                 ctx.error = Some(fault_kind(&fault));
-                return Ok(());
+                return;
             }
         }
     }
@@ -392,19 +465,17 @@ async fn native<C: Conn>(route: &Route<'_>, resp: &mut Responder<'_, C>, ctx: &m
     if out.send(&tail).await.is_err() || out.finish().await.is_err() {
         ctx.error = Some(ErrorKind::DownstreamClosed);
     }
-    Ok(())
 }
 
 /// A provider of another dialect (Gemini, Bedrock): the request through the canonical chat
-/// request to the provider's dialect, the answer through canonical completions or chunks to
-/// Anthropic's.
-async fn through_dialect<C: Conn>(
-    route: &Route<'_>,
+/// request to the provider's dialect; the answer read and translated to a completion, or a
+/// stream to its first piece.
+async fn fetch_dialect<'a>(
+    route: &Route<'a>,
     dialect: Dialect,
     chat: ChatRequest,
-    resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-) -> Attempted {
+) -> Result<Ready<'a>, Box<Miss>> {
     let Route { shard, cfg, provider, .. } = *route;
     let deadline = ctx.attempt_deadline;
     let called = within(deadline, &provider.name, async {
@@ -418,14 +489,12 @@ async fn through_dialect<C: Conn>(
             async { super::forward::read_answer(cfg, &mut answer, ctx, &provider.name).await.map_err(Miss::gateway) };
         let body = within(deadline, &provider.name, read).await?;
         let completion = dialect.completion(&body, &chat.model, &id, created).map_err(|e| Miss::api(e, None))?;
-        send_completion(resp, ctx, &completion).await;
-        return Ok(());
+        return Ok(Ready::Completion(Box::new(completion)));
     }
     let first = super::attempt::first_piece(&mut answer, &provider.name, ctx).await?;
-    let translator = dialect.stream(&chat.model, &id, created, true);
+    let translator = Box::new(dialect.stream(&chat.model, &id, created, true));
     let encoder = AnthropicEncoder::new(id, chat.model.clone(), 0);
-    relay_as_anthropic(&shard.metrics, &mut answer, Some(first), resp, ctx, translator, encoder).await;
-    Ok(())
+    Ok(Ready::Stream { answer, first, translator, encoder })
 }
 
 /// Relays a provider's stream as Anthropic's events: read into canonical chunks by
@@ -494,12 +563,11 @@ async fn relay_as_anthropic<C: Conn>(
 }
 
 /// Any OpenAI-dialect provider: the request as a chat completion, the answer back to Anthropic's.
-async fn through_chat<C: Conn>(
-    route: &Route<'_>,
+async fn fetch_chat<'a>(
+    route: &Route<'a>,
     mut chat: ChatRequest,
-    resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
-) -> Attempted {
+) -> Result<Ready<'a>, Box<Miss>> {
     let Route { shard, cfg, provider, up, upstream_model, .. } = *route;
     let client_model = chat.model.clone();
     chat.model = upstream_model.to_string();
@@ -531,11 +599,9 @@ async fn through_chat<C: Conn>(
             return Err(Miss::gateway(GatewayError::new(ErrorKind::UpstreamProtocol, message)));
         };
         completion.model = client_model;
-        send_completion(resp, ctx, &completion).await;
-        return Ok(());
+        return Ok(Ready::Completion(Box::new(completion)));
     }
     let first = super::attempt::first_piece(&mut answer, &provider.name, ctx).await?;
     let encoder = AnthropicEncoder::new(message_id(shard), client_model, 0);
-    relay_as_anthropic(&shard.metrics, &mut answer, Some(first), resp, ctx, Translator::openai(), encoder).await;
-    Ok(())
+    Ok(Ready::Stream { answer, first, translator: Box::new(Translator::openai()), encoder })
 }

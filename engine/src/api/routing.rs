@@ -63,10 +63,25 @@ pub(super) trait Attempter {
     /// Answers the client with the last miss.
     async fn answer<C: Conn>(&self, miss: Box<Miss>, resp: &mut Responder<'_, C>, ctx: &mut RequestCtx);
 
-    /// The endpoint, when its attempts may be hedged (see [`hedged`]).
-    fn hedgeable(&self) -> Option<Endpoint> {
+    /// Which API's attempts these are, when they may be hedged (see [`hedged`]).
+    fn hedgeable(&self) -> Option<HedgeApi> {
         None
     }
+}
+
+/// The APIs whose attempts can be hedged: both fetch to the point of commitment, then deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HedgeApi {
+    /// `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`.
+    Chat(Endpoint),
+    /// `/v1/messages`.
+    Messages,
+}
+
+/// An answer one side of a hedge fetched, of either API.
+pub(super) enum AnyReady<'a> {
+    Chat(Ready<'a>),
+    Messages(super::messages::Ready<'a>),
 }
 
 /// `/v1/chat/completions`, `/v1/completions` and `/v1/embeddings` attempts.
@@ -95,8 +110,8 @@ impl Attempter for Chat<'_> {
         miss.send(resp, ctx).await;
     }
 
-    fn hedgeable(&self) -> Option<Endpoint> {
-        Some(self.endpoint)
+    fn hedgeable(&self) -> Option<HedgeApi> {
+        Some(HedgeApi::Chat(self.endpoint))
     }
 }
 
@@ -352,14 +367,14 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
         let target = Target { provider, upstream_model: &spec.model, headers: &spec.headers };
         let hedge = match (route.hedge, attempter.hedgeable()) {
             // The in-process mock answers in place: it is not raced.
-            (Some(h), Some(endpoint)) if provider.upstream.is_some() => {
-                hedge_delay(shard, route, &plan, h).map(|after| (after, endpoint))
+            (Some(h), Some(api)) if provider.upstream.is_some() => {
+                hedge_delay(shard, route, &plan, h).map(|after| (after, api))
             }
             _ => None,
         };
-        let miss = if let Some((after, endpoint)) = hedge {
+        let miss = if let Some((after, api)) = hedge {
             let primary = Primary { id: pick.target, target, req: req_used, facts: facts_used };
-            let hedging = Hedging { shard, cfg, route, endpoint, facts: &facts, keep };
+            let hedging = Hedging { shard, cfg, route, api, facts: &facts, keep };
             // Boxed: hedging is opt-in, and its state would otherwise weigh on every routed request.
             match Box::pin(hedged(&hedging, &mut plan, primary, after, resp, ctx)).await {
                 None => {
@@ -486,7 +501,7 @@ struct Hedging<'a> {
     shard: &'a Rc<Shard>,
     cfg: &'a Snapshot,
     route: &'a router::Route,
-    endpoint: Endpoint,
+    api: HedgeApi,
     facts: &'a Facts<'a>,
     /// Where the routing headers start in `ctx.headers`.
     keep: usize,
@@ -502,7 +517,7 @@ struct Primary<'a> {
 
 /// What one side of a hedged pair fetched: its context back, and its answer ready to deliver
 /// in the turn it holds, or its miss.
-type Side<'a> = (RequestCtx, Result<(Admitted<'a>, Ready<'a>), Box<Miss>>);
+type Side<'a> = (RequestCtx, Result<(Admitted<'a>, AnyReady<'a>), Box<Miss>>);
 
 /// A fetch inside its target's actor, with a context of its own (see [`scratch`]): the admitted
 /// turn stays held with the answer, so the winner delivers in the same turn.
@@ -523,7 +538,7 @@ async fn fetch_admitted<'a>(
     target: &Target<'a>,
     (req, facts): (&'a Request, &'a RequestFacts),
     ctx: &mut RequestCtx,
-) -> Result<(Admitted<'a>, Ready<'a>), Box<Miss>> {
+) -> Result<(Admitted<'a>, AnyReady<'a>), Box<Miss>> {
     let admitted = actor.admit().await.map_err(|r| Miss::unserved(supervised::refusal(actor.name(), r)))?;
     let Some(up) = &target.provider.upstream else {
         // The in-process mock is not hedged (`hedged` is not called for it).
@@ -538,7 +553,15 @@ async fn fetch_admitted<'a>(
         req,
         headers: target.headers,
     };
-    let work = super::forward::fetch(&route, h.endpoint, facts, ctx);
+    let work = async {
+        match h.api {
+            HedgeApi::Chat(endpoint) => super::forward::fetch(&route, endpoint, facts, ctx).await.map(AnyReady::Chat),
+            HedgeApi::Messages => {
+                let chat = adapters::anthropic::request_from_anthropic(&req.body).map_err(Miss::refused)?;
+                super::messages::fetch(&route, chat, ctx).await.map(AnyReady::Messages)
+            }
+        }
+    };
     match actor.supervise(&h.shard.pool, &admitted, Box::pin(work)).await {
         Served::Done(Ok(ready)) => Ok((admitted, ready)),
         Served::Done(Err(miss)) => Err(miss),
@@ -674,7 +697,13 @@ async fn finish<C: Conn>(
     if hedge_sent {
         ctx.headers.push(("x-shardgate-hedged", "true".to_string()));
     }
-    let served = actor.supervise(&shard.pool, &admitted, super::forward::deliver(shard, cfg, ready, resp, ctx)).await;
+    let deliver = async {
+        match ready {
+            AnyReady::Chat(r) => super::forward::deliver(shard, cfg, r, resp, ctx).await,
+            AnyReady::Messages(r) => super::messages::deliver(shard, r, resp, ctx).await,
+        }
+    };
+    let served = actor.supervise(&shard.pool, &admitted, Box::pin(deliver)).await;
     drop(admitted);
     let served = match served {
         Served::Done(()) => Served::Done(Ok(())),
