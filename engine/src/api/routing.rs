@@ -442,9 +442,14 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
 /// operator looks for after a provider incident), else at debug. The same facts as the
 /// `x-shardgate-*` headers and the routing metrics.
 fn log_route(route: &router::Route, plan: &Plan<'_>, ctx: &RequestCtx, how: &'static str) {
+    let notable = plan.attempts() > 1 || how != "served";
+    // The common case (one attempt, served) logs at debug: nothing is looked up unless that is on.
+    if !notable && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
     let target = ctx.headers.iter().find(|(n, _)| *n == "x-shardgate-target").map_or("", |(_, v)| v.as_str());
     let (attempts, fallbacks, waited_ms) = (plan.attempts(), plan.fallbacks(), plan.retry_wait().as_millis() as u64);
-    if attempts > 1 || how != "served" {
+    if notable {
         tracing::info!(model = route.model(), target, attempts, fallbacks, waited_ms, how, "routed");
     } else {
         tracing::debug!(model = route.model(), target, attempts, fallbacks, waited_ms, how, "routed");
