@@ -615,7 +615,7 @@ fn relay_head<'r, 'a, C: Conn>(
     answer: &UpstreamResponse<'_>,
     keep_length: bool,
     overhead: Duration,
-    ours: &[(&'static str, String)],
+    ours: &[(&'static str, smol_str::SmolStr)],
 ) -> crate::http::response::Head<'r, 'a, C> {
     let mut us = itoa::Buffer::new();
     let mut head = resp

@@ -14,6 +14,7 @@ use adapters::openai::usage::Usage;
 use policy::keys::KeyDigest;
 use policy::pricing::Tokens;
 use policy::{Admission, AdmitRequest, AuthError, Denied, Estimate, Identity, Metadata, Refusal, RefusalKind};
+use smol_str::SmolStr;
 
 use super::RequestCtx;
 use crate::config::Snapshot;
@@ -348,7 +349,7 @@ pub fn admit(shard: &Rc<Shard>, cfg: &Snapshot, ask: &Ask<'_>, ctx: &mut Request
         );
     }
     for (name, value) in admission.headers.pairs() {
-        ctx.headers.push((name, value));
+        ctx.headers.push((name, SmolStr::from(value)));
     }
     let ledger = shard.process.store.get().map(|_| LedgerEntry {
         caller: shard.tally.borrow_mut().caller(ask.identity),
@@ -366,7 +367,7 @@ pub fn settle_before_head(ctx: &mut RequestCtx) {
     if ctx.upstream_status.is_some_and(|s| (200..300).contains(&s)) {
         let cost = held.settle(ctx.usage.as_ref());
         ctx.cost_micros = Some(cost);
-        ctx.headers.push((COST_HEADER, format_usd(cost)));
+        ctx.headers.push((COST_HEADER, SmolStr::from(format_usd(cost))));
     }
     // Otherwise `held` drops here: released.
 }

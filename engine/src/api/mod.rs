@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adapters::openai::usage::Usage;
+use smol_str::SmolStr;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::{Limits, Request, Responder, Service, send_error};
@@ -67,7 +68,7 @@ pub struct RequestCtx {
     /// The reservation of an admitted request, until settled or released.
     pub held: Option<governance::Held>,
     /// Headers the gateway adds to the answer (`x-ratelimit-*`, `x-shardgate-cost-usd`).
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(&'static str, SmolStr)>,
     /// What the request cost, micro-dollars (once settled).
     pub cost_micros: Option<u64>,
     /// The gateway asked the provider for the stream's usage chunk the client did not ask

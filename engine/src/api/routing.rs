@@ -15,6 +15,7 @@ use bytes::Bytes;
 use policy::Identity;
 use policy::rules::Metadata;
 use serde_json::Value;
+use smol_str::SmolStr;
 
 use super::RequestCtx;
 use super::attempt::Miss;
@@ -213,12 +214,22 @@ fn with_params(
 }
 
 /// The headers that say how the request was routed (replacing the previous attempt's).
-fn routing_headers(ctx: &mut RequestCtx, keep: usize, target: String, plan: &Plan<'_>) {
+/// Short values: nothing is allocated for them (they sit inline in the `SmolStr`), and the
+/// target's name is shared with the config.
+fn routing_headers(ctx: &mut RequestCtx, keep: usize, target: SmolStr, plan: &Plan<'_>) {
     ctx.headers.truncate(keep);
     ctx.headers.push(("x-shardgate-target", target));
-    ctx.headers.push(("x-shardgate-attempts", plan.attempts().to_string()));
-    ctx.headers.push(("x-shardgate-fallbacks", plan.fallbacks().to_string()));
-    ctx.headers.push(("x-shardgate-retry-wait-ms", plan.retry_wait().as_millis().to_string()));
+    ctx.headers.push(("x-shardgate-attempts", number(u64::from(plan.attempts()))));
+    ctx.headers.push(("x-shardgate-fallbacks", number(u64::from(plan.fallbacks()))));
+    ctx.headers.push(("x-shardgate-retry-wait-ms", millis(plan.retry_wait())));
+}
+
+fn number(n: u64) -> SmolStr {
+    SmolStr::new(itoa::Buffer::new().format(n))
+}
+
+fn millis(d: Duration) -> SmolStr {
+    number(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The request is priced by the model of the target that serves it.
@@ -256,8 +267,7 @@ fn record_miss(shard: &Shard, route: &router::Route, id: router::TargetId, now: 
 }
 
 /// Applies the breaker news other shards sent.
-fn read_news(shard: &Shard, cfg: &Snapshot, route: &router::Route) {
-    let now = Instant::now();
+fn read_news(shard: &Shard, cfg: &Snapshot, route: &router::Route, now: Instant) {
     while let Some(news) = shard.process.health.next(shard.id) {
         match news.event {
             HealthEvent::Opened { until } => {
@@ -280,7 +290,9 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
-    read_news(shard, cfg, route);
+    // One clock reading serves the news, the plan and the first attempt.
+    let started = Instant::now();
+    read_news(shard, cfg, route, started);
     let req = asked.req;
     let user_key;
     let affinity = match route.affinity() {
@@ -304,7 +316,6 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
     let per_attempt = header("x-shardgate-attempt-timeout-ms", route.timeouts.attempt);
     ctx.connect_limit = header("x-shardgate-connect-timeout-ms", route.timeouts.connect);
     ctx.idle_limit = header("x-shardgate-idle-timeout-ms", route.timeouts.idle);
-    let started = Instant::now();
     let mut plan = Plan::new(route, if asks { overrides(req, route) } else { Overrides::default() }, started);
     let keep = ctx.headers.len();
     let mut last: Option<Box<Miss>> = None;
@@ -332,7 +343,7 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
                 Next::Retry { .. } | Next::Fallback => continue,
             }
         }
-        routing_headers(ctx, keep, format!("{}/{}", spec.provider, spec.model), &plan);
+        routing_headers(ctx, keep, cfg.route_target_name(pick.target), &plan);
         // The reservation was priced with the first target's model.
         if route.targets().first() != Some(&pick.target) {
             reprice(cfg, ctx, &spec.model);
@@ -384,11 +395,11 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
                 Some(miss) => miss,
             }
         } else {
-            let started = Instant::now();
+            let started = now;
             let missed = attempter.attempt(&target, req_used, facts_used, resp, ctx).await;
             let now = Instant::now();
             let Some(miss) = missed else {
-                let (outcome, tokens) = success(ctx, started.elapsed());
+                let (outcome, tokens) = success(ctx, now.saturating_duration_since(started));
                 announce(shard, route, pick.target, now, outcome, tokens);
                 log_route(route, &plan, ctx, "served");
                 return;
@@ -425,7 +436,7 @@ pub(super) async fn serve<C: Conn, A: Attempter>(
     shard.metrics.route_exhausted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     log_route(route, &plan, ctx, "exhausted");
     if let Some((_, v)) = ctx.headers.iter_mut().find(|(n, _)| *n == "x-shardgate-retry-wait-ms") {
-        *v = plan.retry_wait().as_millis().to_string();
+        *v = millis(plan.retry_wait());
     }
     let miss = last.unwrap_or_else(|| {
         let model = asked.facts.model.as_ref().map_or("", |m| m.name.as_str());
@@ -696,11 +707,11 @@ async fn finish<C: Conn>(
         }
     };
     if let Some((_, spec)) = cfg.route_target(id) {
-        routing_headers(ctx, h.keep, format!("{}/{}", spec.provider, spec.model), plan);
+        routing_headers(ctx, h.keep, cfg.route_target_name(id), plan);
         reprice(cfg, ctx, &spec.model);
     }
     if hedge_sent {
-        ctx.headers.push(("x-shardgate-hedged", "true".to_string()));
+        ctx.headers.push(("x-shardgate-hedged", SmolStr::new_static("true")));
     }
     let deliver = async {
         match ready {

@@ -353,6 +353,11 @@ impl Snapshot {
     }
 
     /// A route target's provider and spec.
+    /// `provider/model` of a route target.
+    pub fn route_target_name(&self, id: crate::router::TargetId) -> smol_str::SmolStr {
+        self.route_targets.name(id).cloned().unwrap_or_default()
+    }
+
     pub fn route_target(&self, id: crate::router::TargetId) -> Option<(&Provider, &crate::router::TargetSpec)> {
         let spec = self.route_targets.get(id)?;
         let provider = self.route_target_providers.get(id.0 as usize).and_then(|&pi| self.providers.get(pi))?;

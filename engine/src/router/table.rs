@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
+use smol_str::SmolStr;
 
 /// Index into the process-wide table of route targets (dense, from 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -37,6 +38,8 @@ pub struct TargetSpec {
 #[derive(Debug, Default)]
 pub struct TargetTable {
     specs: Vec<TargetSpec>,
+    /// `provider/model` of each target, as the `x-shardgate-target` header says it.
+    names: Vec<SmolStr>,
     index: HashMap<String, TargetId>,
 }
 
@@ -52,6 +55,11 @@ impl TargetTable {
     /// `None` only for an id that did not come from this table.
     pub fn get(&self, id: TargetId) -> Option<&TargetSpec> {
         self.specs.get(id.0 as usize)
+    }
+
+    /// `provider/model`: the name of a target in headers, logs and metrics.
+    pub fn name(&self, id: TargetId) -> Option<&SmolStr> {
+        self.names.get(id.0 as usize)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (TargetId, &TargetSpec)> {
@@ -72,6 +80,7 @@ impl TargetTable {
             return id;
         }
         let id = TargetId(u32::try_from(self.specs.len()).unwrap_or(u32::MAX));
+        self.names.push(SmolStr::from(format!("{}/{}", spec.provider, spec.model)));
         self.specs.push(spec);
         self.index.insert(key, id);
         id
@@ -155,5 +164,9 @@ mod tests {
         assert_ne!(a, c);
         assert_eq!(t.iter().map(|(id, _)| id).collect::<Vec<_>>(), vec![a, c]);
         assert!(t.get(TargetId(9)).is_none());
+        // Targets that differ only in params share the name the headers show.
+        assert_eq!(t.name(a).map(|n| n.as_str()), Some("p/m"));
+        assert_eq!(t.name(c).map(|n| n.as_str()), Some("p/m"));
+        assert!(t.name(TargetId(9)).is_none());
     }
 }
