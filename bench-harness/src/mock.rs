@@ -437,6 +437,12 @@ impl Service for MockService {
                 let _ = resp.start(400).header("content-type", JSON).body(body).await;
                 return;
             }
+            Some(Fault::ContentPolicy) if path.starts_with("/openai/") => {
+                // Azure's content filter: its verdict per category in `innererror`.
+                let body = br#"{"error":{"message":"The response was filtered due to the prompt triggering Azure OpenAI's content management policy.","type":null,"param":"prompt","code":"content_filter","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation","content_filter_result":{"hate":{"filtered":false,"severity":"safe"},"self_harm":{"filtered":false,"severity":"safe"},"sexual":{"filtered":false,"severity":"safe"},"violence":{"filtered":true,"severity":"medium"}}}}}"#;
+                let _ = resp.start(400).header("content-type", JSON).body(body).await;
+                return;
+            }
             Some(Fault::ContentPolicy) => {
                 let body = br#"{"error":{"message":"Your request was rejected as a result of our safety system.","type":"invalid_request_error","param":null,"code":"content_policy_violation"}}"#;
                 let _ = resp.start(400).header("content-type", JSON).body(body).await;

@@ -302,7 +302,10 @@ impl Gateway {
         // Token issuers' keys before the first request, so tokens work from the start (an
         // unreachable issuer delays the start by its timeout, and is retried in the background).
         let mut fetcher = crate::jwks::Fetcher::new();
-        fetcher.tick(&state.config.load().issuers, &state.tokens);
+        {
+            let cfg = state.config.load();
+            fetcher.tick(&cfg.issuers, cfg.egress_proxy.as_deref(), &state.tokens);
+        }
         // Likewise providers' access tokens (Vertex AI, Entra ID).
         let mut minter = crate::minted::Minter::default();
         minter.tick(&state.config.load(), &state.minted);
@@ -377,7 +380,7 @@ impl Gateway {
                     while !stop.load(SeqCst) {
                         std::thread::sleep(Duration::from_millis(100));
                         let cfg = state.config.load();
-                        fetcher.tick(&cfg.issuers, &state.tokens);
+                        fetcher.tick(&cfg.issuers, cfg.egress_proxy.as_deref(), &state.tokens);
                         minter.tick(&cfg, &state.minted);
                     }
                 })

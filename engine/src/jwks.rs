@@ -60,7 +60,9 @@ struct Schedule {
 /// The fetcher thread's state.
 pub struct Fetcher {
     /// Made on the first fetch: a gateway without issuers never pays for an HTTP client.
-    agent: Option<ureq::Agent>,
+    agent: Option<crate::side_http::SideAgent>,
+    /// `server.egress.proxy`, as of the last tick.
+    proxy: Option<String>,
     specs: Vec<IssuerSpec>,
     schedule: HashMap<String, Schedule>,
     last_refetch: Option<Instant>,
@@ -74,12 +76,15 @@ impl Default for Fetcher {
 
 impl Fetcher {
     pub fn new() -> Fetcher {
-        Fetcher { agent: None, specs: Vec::new(), schedule: HashMap::new(), last_refetch: None }
+        Fetcher { agent: None, proxy: None, specs: Vec::new(), schedule: HashMap::new(), last_refetch: None }
     }
 
     /// One pass: adopt new issuer specs (keeping the keys of issuers whose spec did not
     /// change), then fetch what is due. Called every few hundred milliseconds.
-    pub fn tick(&mut self, specs: &[IssuerSpec], verifiers: &TokenVerifiers) {
+    pub fn tick(&mut self, specs: &[IssuerSpec], proxy: Option<&str>, verifiers: &TokenVerifiers) {
+        if self.proxy.as_deref() != proxy {
+            self.proxy = proxy.map(str::to_owned);
+        }
         if specs != self.specs.as_slice() {
             self.adopt(specs, verifiers);
         }
@@ -149,14 +154,16 @@ impl Fetcher {
     }
 
     fn get(&mut self, url: &str) -> Result<Vec<u8>, String> {
-        let agent = self.agent.get_or_insert_with(|| {
-            ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(5)))
-                .http_status_as_error(true)
-                .max_redirects(3)
-                .build()
-                .into()
-        });
+        let agent = self
+            .agent
+            .get_or_insert_with(|| {
+                crate::side_http::SideAgent::new(crate::side_http::Settings {
+                    timeout: Duration::from_secs(5),
+                    status_as_error: true,
+                    max_redirects: 3,
+                })
+            })
+            .get(self.proxy.as_deref())?;
         let mut resp = agent.get(url).call().map_err(|e| format!("GET {url}: {e}"))?;
         resp.body_mut().with_config().limit(MAX_DOCUMENT).read_to_vec().map_err(|e| format!("GET {url}: {e}"))
     }

@@ -20,6 +20,7 @@ pub mod route_health;
 pub mod router;
 pub mod rt;
 pub mod shard;
+pub mod side_http;
 pub mod store;
 pub mod tls;
 pub mod upstream;

@@ -132,7 +132,7 @@ impl Account {
 #[derive(Default)]
 pub struct Minter {
     /// Made on the first mint: a gateway without Vertex providers never pays for an HTTP client.
-    agent: Option<ureq::Agent>,
+    agent: Option<crate::side_http::SideAgent>,
     accounts: HashMap<Arc<str>, Account>,
 }
 
@@ -188,7 +188,7 @@ impl Minter {
         published.retain(|n, _| self.accounts.contains_key(n));
         for name in due {
             let Some(issuer) = self.accounts.get(&name).map(|a| a.issuer.clone()) else { continue };
-            let minted = self.mint(&issuer, now);
+            let minted = self.mint(&issuer, now, cfg.egress_proxy.as_deref());
             let Some(a) = self.accounts.get_mut(&name) else { continue };
             match minted {
                 Ok(t) => {
@@ -224,17 +224,19 @@ impl Minter {
         tokens.current.store(Arc::new(published));
     }
 
-    fn mint(&mut self, issuer: &Issuer, now: u64) -> Result<AccessToken, String> {
+    fn mint(&mut self, issuer: &Issuer, now: u64, proxy: Option<&str>) -> Result<AccessToken, String> {
         let (uri, body) = issuer.request(now)?;
-        let agent = self.agent.get_or_insert_with(|| {
-            ureq::Agent::config_builder()
-                .timeout_global(Some(Duration::from_secs(10)))
-                // Error answers carry the reason (`invalid_grant`, ...): read them.
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .build()
-                .into()
-        });
+        let agent = self
+            .agent
+            .get_or_insert_with(|| {
+                crate::side_http::SideAgent::new(crate::side_http::Settings {
+                    timeout: Duration::from_secs(10),
+                    // Error answers carry the reason (`invalid_grant`, ...): read them.
+                    status_as_error: false,
+                    max_redirects: 0,
+                })
+            })
+            .get(proxy)?;
         let mut resp = agent
             .post(&uri)
             .header("content-type", TOKEN_REQUEST_CONTENT_TYPE)

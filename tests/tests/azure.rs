@@ -137,8 +137,22 @@ fn azure_errors_are_relayed_in_openai_shape(rt: e2e::Runtime) {
     let r = post(gw.local_addr(), "/v1/chat/completions", &chat("broken"), "");
     assert_eq!(r.status, 404, "{}", r.text());
     assert_eq!(r.json()["error"]["message"], "Resource not found");
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error", "OpenAI's shape: a type for the status");
+    assert_eq!(r.json()["error"]["code"], Value::Null, "a code that only repeats the status is dropped");
     let r = post(gw.local_addr(), "/v1/chat/completions", &chat("gpt"), "x-mock-fault: status:429\r\n");
     assert_eq!(r.status, 429);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(r.json()["error"]["message"].is_string(), "{}", r.text());
+    // A content-filter refusal: OpenAI's 400 with code `content_filter`, Azure's verdict kept.
+    let r = post(gw.local_addr(), "/v1/chat/completions", &chat("gpt"), "x-mock-fault: content_policy\r\n");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let e = r.error();
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str(), e["param"].as_str()),
+        (Some("invalid_request_error"), Some("content_filter"), Some("prompt"))
+    );
+    assert!(e["message"].as_str().unwrap().contains("content management policy"), "{e}");
+    assert_eq!(e["content_filter_result"]["violence"]["filtered"], true, "{e}");
 }
 
 fn host_quirks_drop_and_rename_fields(rt: e2e::Runtime) {

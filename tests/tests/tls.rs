@@ -16,6 +16,7 @@ on_both_drivers!(
     tls_upstream_with_custom_ca,
     tls_upstream_with_unknown_ca_is_refused,
     egress_goes_through_a_connect_proxy,
+    provider_tokens_are_minted_through_the_egress_proxy,
 );
 
 const CHAT: &str = r#"{"model":"m","messages":[]}"#;
@@ -151,4 +152,28 @@ fn egress_goes_through_a_connect_proxy(driver: e2e::Runtime) {
         assert_eq!(c.post_json("/v1/chat/completions", CHAT, "").status, 200);
     }
     assert_eq!(tunnels.load(Ordering::SeqCst), 1, "one tunnel, reused");
+}
+
+fn provider_tokens_are_minted_through_the_egress_proxy(driver: e2e::Runtime) {
+    let upstream = default_mock();
+    let (proxy, tunnels) = connect_proxy();
+    let up = upstream.addr();
+    let yaml = format!(
+        "server:
+  egress: {{proxy: 'http://{proxy}'}}
+providers:
+  entra:
+    kind: azure
+    base_url: 'http://{up}'
+    azure: {{entra: {{tenant_id: contoso, client_id: app-1, client_secret: s3cret, authority: 'http://{up}'}}}}
+models:
+  e: {{target: entra/my-gpt4o}}
+"
+    );
+    let gw = gateway(&yaml, driver);
+    // The token was minted before the gateway served: through a tunnel of its own.
+    assert_eq!(tunnels.load(Ordering::SeqCst), 1, "the token request went through the proxy");
+    let r = Client::connect(gw.local_addr()).post_json("/v1/chat/completions", r#"{"model":"e","messages":[]}"#, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(tunnels.load(Ordering::SeqCst), 2, "then the request itself");
 }

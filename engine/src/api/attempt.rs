@@ -116,6 +116,29 @@ impl Miss {
         Box::new(Miss { status: Some(status), retry_after, class, answer: Final::Upstream { status, headers, body } })
     }
 
+    /// An Azure OpenAI error answer: relayed with its headers, its body in OpenAI's error
+    /// shape. Azure's own bodies vary (its API gateway answers `{"statusCode", "message"}` or
+    /// plain text; a content-filter refusal may come with another status), and SDKs expect
+    /// OpenAI's. A content filter's verdict is kept as `error.content_filter_result`. The
+    /// router judges the provider's own status and body, before the rewrite.
+    pub async fn upstream_azure(answer: &mut UpstreamResponse<'_>) -> Box<Miss> {
+        let mut miss = Miss::upstream(answer).await;
+        if let Final::Upstream { status, headers, body } = &mut miss.answer {
+            let err = adapters::azure::error_from_azure(*status, body);
+            let mut json = err.to_json();
+            if let (Some(verdict), Some(error)) =
+                (adapters::azure::content_filter_result(body), json.get_mut("error").and_then(|e| e.as_object_mut()))
+            {
+                error.insert("content_filter_result".into(), verdict);
+            }
+            *status = err.status;
+            *body = Bytes::from(json.to_string());
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(b"content-type"));
+            headers.push((Box::from(&b"content-type"[..]), Box::from(&b"application/json"[..])));
+        }
+        miss
+    }
+
     /// Whether the client may see this answer's error as its own fault (for metrics).
     fn kind(&self) -> ErrorKind {
         match &self.answer {

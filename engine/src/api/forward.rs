@@ -305,8 +305,13 @@ async fn fetch_openai<'a>(
     answer.limit_idle(ctx.idle_limit);
     ctx.upstream_status = Some(answer.head.status);
     if !(200..300).contains(&answer.head.status) {
-        // An error answer is the router's to judge (retry, fall back, or relay it as it came).
-        return Err(Miss::upstream(&mut answer).await);
+        // An error answer is the router's to judge (retry, fall back, or relay it: as it came,
+        // or in OpenAI's shape from Azure, whose error bodies vary).
+        return Err(if provider.azure.is_some() {
+            Miss::upstream_azure(&mut answer).await
+        } else {
+            Miss::upstream(&mut answer).await
+        });
     }
     if is_bodyless(answer.head.status) {
         let _ = answer.next_chunk().await;

@@ -160,14 +160,18 @@ fn token_caller(
 }
 
 /// Tokens verified recently, per shard, until they expire or the config changes.
+///
+/// Keyed by the token, then by the team header sent with it (almost always one), so a hit is
+/// looked up by the borrowed token: nothing is copied on the request path.
 #[derive(Default)]
 pub struct TokenCache {
     generation: u64,
-    map: HashMap<TokenKey, Rc<Identity>>,
+    map: HashMap<Box<str>, Vec<TeamEntry>>,
+    len: usize,
 }
 
-/// A token and the team header sent with it.
-type TokenKey = (Box<str>, Option<Box<str>>);
+/// The team header a token came with, and the identity verified for the pair.
+type TeamEntry = (Option<Box<str>>, Rc<Identity>);
 
 /// Tokens a shard remembers.
 const TOKEN_CACHE_MAX: usize = 4096;
@@ -175,27 +179,41 @@ const TOKEN_CACHE_MAX: usize = 4096;
 impl TokenCache {
     fn get(&mut self, generation: u64, token: &str, team: Option<&str>, now_ms: u64) -> Option<Rc<Identity>> {
         if self.generation != generation {
-            self.map.clear();
-            self.generation = generation;
+            self.clear(generation);
             return None;
         }
-        let key = (Box::<str>::from(token), team.map(Box::<str>::from));
-        match self.map.get(&key) {
-            Some(id) if id.expires_at_ms.is_some_and(|t| now_ms < t) => Some(id.clone()),
-            Some(_) => {
-                self.map.remove(&key);
-                None
+        let teams = self.map.get_mut(token)?;
+        let i = teams.iter().position(|(t, _)| t.as_deref() == team)?;
+        let fresh =
+            teams.get(i).filter(|(_, id)| id.expires_at_ms.is_some_and(|t| now_ms < t)).map(|(_, id)| id.clone());
+        if fresh.is_none() {
+            teams.swap_remove(i);
+            self.len -= 1;
+            if teams.is_empty() {
+                self.map.remove(token);
             }
-            None => None,
         }
+        fresh
     }
 
     fn put(&mut self, generation: u64, token: &str, team: Option<&str>, id: Rc<Identity>) {
-        if self.generation != generation || self.map.len() >= TOKEN_CACHE_MAX {
-            self.map.clear();
-            self.generation = generation;
+        if self.generation != generation || self.len >= TOKEN_CACHE_MAX {
+            self.clear(generation);
         }
-        self.map.insert((token.into(), team.map(Box::<str>::from)), id);
+        let teams = self.map.entry(token.into()).or_default();
+        match teams.iter_mut().find(|(t, _)| t.as_deref() == team) {
+            Some((_, known)) => *known = id,
+            None => {
+                teams.push((team.map(Box::from), id));
+                self.len += 1;
+            }
+        }
+    }
+
+    fn clear(&mut self, generation: u64) {
+        self.map.clear();
+        self.len = 0;
+        self.generation = generation;
     }
 }
 
@@ -459,6 +477,33 @@ mod tests {
                 metadata(&head(&format!("GET / HTTP/1.1\r\nx-shardgate-metadata: {bad}\r\n\r\n")), &id).unwrap_err();
             assert_eq!(e.status(), 400, "{bad}");
         }
+    }
+
+    #[test]
+    fn token_cache_keys_by_token_and_team_and_forgets_expired_ones() {
+        let ident = |expires| Rc::new(Identity { expires_at_ms: Some(expires), ..Identity::anonymous() });
+        let mut c = TokenCache::default();
+        c.put(1, "jwt-a", None, ident(100));
+        c.put(1, "jwt-a", Some("red"), ident(200));
+        assert_eq!(c.get(1, "jwt-a", None, 50).and_then(|i| i.expires_at_ms), Some(100));
+        assert_eq!(c.get(1, "jwt-a", Some("red"), 50).and_then(|i| i.expires_at_ms), Some(200));
+        assert!(c.get(1, "jwt-a", Some("blue"), 50).is_none(), "another team header is another entry");
+        assert!(c.get(1, "jwt-b", None, 50).is_none());
+        // Expired: forgotten; the other team's entry stays.
+        assert!(c.get(1, "jwt-a", None, 150).is_none());
+        assert_eq!(c.len, 1);
+        assert!(c.get(1, "jwt-a", Some("red"), 150).is_some());
+        // Replaced, not duplicated.
+        c.put(1, "jwt-a", Some("red"), ident(300));
+        assert_eq!(c.len, 1);
+        // A new config generation forgets everything.
+        assert!(c.get(2, "jwt-a", Some("red"), 150).is_none());
+        assert_eq!((c.len, c.map.len()), (0, 0));
+        // Bounded.
+        for i in 0..TOKEN_CACHE_MAX + 1 {
+            c.put(2, &format!("t{i}"), None, ident(1000));
+        }
+        assert!(c.len <= TOKEN_CACHE_MAX);
     }
 
     #[test]

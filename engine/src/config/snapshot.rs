@@ -305,6 +305,9 @@ pub struct Snapshot {
     /// Host names the DNS resolver must keep fresh.
     pub dns_hosts: Vec<(String, u16)>,
     pub dns_refresh: Duration,
+    /// `server.egress.proxy` as written (validated): the side threads' HTTP client (token
+    /// minting, JWKS) goes through it too.
+    pub egress_proxy: Option<String>,
     /// Identities, RBAC, rate limits, budgets and prices, compiled.
     pub policy: policy::Policy,
     pub gossip: GossipSettings,
@@ -710,6 +713,7 @@ pub fn compile_with(
         listed_models,
         dns_hosts,
         dns_refresh: s.egress.dns_refresh.0,
+        egress_proxy: proxy.as_ref().and(s.egress.proxy.as_ref()).map(|p| p.0.clone()),
         policy,
         gossip: GossipSettings {
             interval: gov.gossip_interval.0,
