@@ -15,6 +15,7 @@
 //! | `x-mock-retry-after` | `retry-after` header on a status fault |
 //! | `x-mock-echo` | answer any path by describing the request received (method, target, headers, body) |
 //! | `x-mock-id`, `x-mock-created` | fix the answer's `id` and `created` (byte-exact comparisons) |
+//! | `x-mock-text` | the answer's text, exactly: its tokens (stream chunks) separated by `\|` |
 //!
 //! Besides OpenAI's paths it speaks Anthropic's `/v1/messages`, Gemini's `generateContent`,
 //! Bedrock's Converse and Azure OpenAI's deployment URLs (`/openai/deployments/{d}/…?api-version=`
@@ -272,6 +273,8 @@ struct RequestKnobs {
     retry_after: Option<String>,
     id: Option<String>,
     created: Option<u64>,
+    /// `x-mock-text`: the answer's text, its tokens separated by `|`.
+    script: Vec<String>,
 }
 
 fn header_str<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -295,6 +298,9 @@ impl MockService {
             Some(f) => Fault::parse(f).ok(),
             None => k.fault.filter(|_| due),
         };
+        let script: Vec<String> = header_str(req, "x-mock-text")
+            .map(|t| t.split('|').take(MAX_TOKENS).map(str::to_string).collect())
+            .unwrap_or_default();
         RequestKnobs {
             latency: header_num(req, "x-mock-latency-ms").map_or(k.latency, Duration::from_millis),
             ttft: header_num(req, "x-mock-ttft-ms").map_or(k.ttft, Duration::from_millis),
@@ -302,7 +308,11 @@ impl MockService {
             tokens_per_sec: header_num(req, "x-mock-tokens-per-sec")
                 .or(k.tokens_per_sec)
                 .filter(|r: &f64| r.is_finite() && *r >= 0.01),
-            tokens: header_num(req, "x-mock-tokens").unwrap_or(k.tokens).min(MAX_TOKENS),
+            tokens: if script.is_empty() {
+                header_num(req, "x-mock-tokens").unwrap_or(k.tokens).min(MAX_TOKENS)
+            } else {
+                script.len()
+            },
             token_bytes: header_num(req, "x-mock-token-bytes")
                 .or(k.token_bytes)
                 .map(|b: usize| b.clamp(1, MAX_TOKEN_BYTES)),
@@ -310,6 +320,7 @@ impl MockService {
             retry_after: header_str(req, "x-mock-retry-after").map(str::to_string),
             id: header_str(req, "x-mock-id").map(str::to_string),
             created: header_num(req, "x-mock-created"),
+            script,
         }
     }
 
@@ -575,6 +586,7 @@ impl MockService {
             prompt_tokens,
             completion_tokens: knobs.tokens,
             filler: filler.as_deref(),
+            script: &knobs.script,
         };
         if path == "/v1/embeddings" {
             let body = match canned::embedding_request_shape(&req.body) {
@@ -682,6 +694,7 @@ impl MockService {
             prompt_tokens: canned::estimate_prompt_tokens(req.body.len()),
             completion_tokens: knobs.tokens,
             filler: filler.as_deref(),
+            script: &knobs.script,
         };
         if !ask.stream {
             let body = anthropic::message(&reply, &ask);
@@ -751,6 +764,7 @@ impl MockService {
             prompt_tokens: canned::estimate_prompt_tokens(req.body.len()),
             completion_tokens: knobs.tokens,
             filler: filler.as_deref(),
+            script: &knobs.script,
         };
         if method == "generateContent" {
             let _ = resp.start(200).header("content-type", JSON).body(&gemini::generate(&reply, &ask)).await;
@@ -793,6 +807,7 @@ impl MockService {
             prompt_tokens: canned::estimate_prompt_tokens(req.body.len()),
             completion_tokens: knobs.tokens,
             filler: filler.as_deref(),
+            script: &knobs.script,
         };
         if !stream {
             let _ = resp.start(200).header("content-type", JSON).body(&bedrock::converse(&reply, &ask)).await;

@@ -35,6 +35,8 @@ pub enum ErrorKind {
     RateLimited,
     /// A budget refused the request.
     BudgetExceeded,
+    /// A guardrail blocked the request or its answer.
+    GuardrailViolation,
     /// No route for this path.
     NotFound,
     /// The path exists but not with this method.
@@ -82,7 +84,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 29] = [
+    pub const ALL: [ErrorKind; 30] = [
         ErrorKind::BadRequest,
         ErrorKind::InvalidJson,
         ErrorKind::InvalidField,
@@ -91,6 +93,7 @@ impl ErrorKind {
         ErrorKind::Forbidden,
         ErrorKind::RateLimited,
         ErrorKind::BudgetExceeded,
+        ErrorKind::GuardrailViolation,
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::Conflict,
@@ -130,6 +133,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::BudgetExceeded => "budget_exceeded",
+            ErrorKind::GuardrailViolation => "guardrail_violation",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::Conflict => "conflict",
@@ -156,7 +160,10 @@ impl ErrorKind {
 
     pub fn status(self) -> u16 {
         match self {
-            ErrorKind::BadRequest | ErrorKind::InvalidJson | ErrorKind::InvalidField => 400,
+            ErrorKind::BadRequest
+            | ErrorKind::InvalidJson
+            | ErrorKind::InvalidField
+            | ErrorKind::GuardrailViolation => 400,
             ErrorKind::Unauthorized => 401,
             ErrorKind::Forbidden => 403,
             ErrorKind::UnknownModel | ErrorKind::NotFound => 404,
@@ -202,6 +209,9 @@ impl ErrorKind {
 
     /// OpenAI's `type` field.
     fn openai_type(self) -> &'static str {
+        if self == ErrorKind::GuardrailViolation {
+            return "guardrail_violation";
+        }
         match self.source() {
             ErrorSource::Downstream => "invalid_request_error",
             ErrorSource::Upstream => "upstream_error",

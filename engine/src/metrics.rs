@@ -155,6 +155,8 @@ pub struct ShardMetrics {
     pub targets: Arc<arc_swap::ArcSwap<Vec<Arc<TargetMetrics>>>>,
     /// The shard's view of route targets (see [`crate::route_health`]).
     pub routes: Arc<arc_swap::ArcSwap<Vec<Arc<crate::route_health::TargetStats>>>>,
+    /// Guardrail verdicts of the current config's rules.
+    pub guardrails: arc_swap::ArcSwap<Vec<Arc<crate::api::guard::GuardStats>>>,
     /// Attempts made again after a retryable failure (same group).
     pub route_retries: AtomicU64,
     /// Moves to the next fallback group.
@@ -190,6 +192,7 @@ impl Default for ShardMetrics {
             stream_first_event: Histogram::with_bounds(&OVERHEAD_BUCKETS_US),
             targets: Arc::default(),
             routes: Arc::default(),
+            guardrails: arc_swap::ArcSwap::default(),
             route_retries: AtomicU64::new(0),
             route_fallbacks: AtomicU64::new(0),
             route_exhausted: AtomicU64::new(0),
@@ -509,6 +512,20 @@ impl Registry {
         let sum = |key: &str, f: &dyn Fn(&crate::route_health::TargetStats) -> u64| -> u64 {
             all().filter(|t| &*t.key == key).map(|t| f(t)).sum()
         };
+        header(o, "shardgate_guardrail_verdicts_total", "counter", "Guardrail verdicts, by rule, phase and outcome.");
+        let guards: Vec<_> = self.shards.iter().map(|s| s.guardrails.load_full()).collect();
+        let mut verdicts: std::collections::BTreeMap<(String, &str, &str), u64> = std::collections::BTreeMap::new();
+        for stats in guards.iter().flat_map(|l| l.iter()) {
+            for (phase, outcome, n) in stats.counts() {
+                *verdicts.entry((stats.rule.to_string(), phase, outcome)).or_default() += n;
+            }
+        }
+        for ((rule, phase, outcome), n) in &verdicts {
+            let _ = writeln!(
+                o,
+                "shardgate_guardrail_verdicts_total{{rule=\"{rule}\",phase=\"{phase}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
         header(o, "shardgate_route_target_attempts_total", "counter", "Attempts at a route target.");
         for k in &keys {
             let v = sum(k, &|t| t.attempts.load(Relaxed));

@@ -59,6 +59,24 @@ pub struct Reply<'a> {
     pub completion_tokens: usize,
     /// Text of every token instead of the mock words.
     pub filler: Option<&'a str>,
+    /// The answer's tokens, exactly (tests of what a gateway does with given text); empty: the
+    /// mock words (or `filler`).
+    pub script: &'a [String],
+}
+
+impl Reply<'_> {
+    /// The `i`-th token of this answer.
+    pub fn token(&self, i: usize) -> String {
+        match self.script.get(i) {
+            Some(t) => t.clone(),
+            None => token(i, self.filler),
+        }
+    }
+
+    /// The whole answer's text.
+    pub fn text(&self) -> String {
+        (0..self.completion_tokens).map(|i| self.token(i)).collect()
+    }
 }
 
 #[derive(Serialize)]
@@ -107,7 +125,7 @@ fn json(v: &impl Serialize) -> Vec<u8> {
 
 /// A complete `chat.completion`.
 pub fn chat_completion(r: &Reply<'_>) -> Vec<u8> {
-    let content = text(r.completion_tokens, r.filler);
+    let content = r.text();
     json(&ChatCompletion {
         id: r.id,
         object: "chat.completion",
@@ -181,7 +199,7 @@ pub fn chat_stream(r: &Reply<'_>, include_usage: bool) -> Vec<Vec<u8>> {
     let mut events = Vec::with_capacity(r.completion_tokens + 4);
     events.push(chunk(Delta { role: Some("assistant"), content: Some("") }, None));
     for i in 0..r.completion_tokens {
-        let t = token(i, r.filler);
+        let t = r.token(i);
         events.push(chunk(Delta { role: None, content: Some(&t) }, None));
     }
     events.push(chunk(Delta { role: None, content: None }, Some("stop")));
@@ -221,7 +239,7 @@ struct TextCompletion<'a> {
 
 /// A complete legacy `text_completion`.
 pub fn completion(r: &Reply<'_>) -> Vec<u8> {
-    let t = text(r.completion_tokens, r.filler);
+    let t = r.text();
     json(&TextCompletion {
         id: r.id,
         object: "text_completion",
@@ -236,7 +254,7 @@ pub fn completion(r: &Reply<'_>) -> Vec<u8> {
 pub fn completion_stream(r: &Reply<'_>, include_usage: bool) -> Vec<Vec<u8>> {
     let mut events = Vec::with_capacity(r.completion_tokens + 3);
     for i in 0..r.completion_tokens {
-        let t = token(i, r.filler);
+        let t = r.token(i);
         let last = i + 1 == r.completion_tokens;
         events.push(sse(&json(&TextCompletion {
             id: r.id,
@@ -351,7 +369,15 @@ mod tests {
     use adapters::openai::usage;
 
     fn reply() -> Reply<'static> {
-        Reply { id: "chatcmpl-1", created: 1, model: "mock-1", prompt_tokens: 7, completion_tokens: 5, filler: None }
+        Reply {
+            id: "chatcmpl-1",
+            created: 1,
+            model: "mock-1",
+            prompt_tokens: 7,
+            completion_tokens: 5,
+            filler: None,
+            script: &[],
+        }
     }
 
     #[test]

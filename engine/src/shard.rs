@@ -102,6 +102,8 @@ pub struct Shard {
     pub targets: crate::actor::Targets,
     /// What this shard knows of each route target's health (breakers, averages).
     pub route_health: crate::route_health::RouteHealth,
+    /// Guardrail verdict counters for the current config's rules.
+    pub guard_counters: RefCell<crate::api::guard::GuardCounters>,
 }
 
 impl Shard {
@@ -130,6 +132,7 @@ impl Shard {
             tokens: RefCell::new(crate::api::governance::TokenCache::default()),
             targets,
             route_health,
+            guard_counters: RefCell::default(),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod compiled;
 pub mod counters;
 pub mod glob;
+pub mod guardrails;
 pub mod identity;
 pub mod jwt;
 pub mod keys;

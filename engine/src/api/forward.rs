@@ -93,6 +93,19 @@ pub async fn inference<C: Conn>(
     if let Err(refusal) = governance::admit(shard, cfg, &ask, ctx) {
         return governance::send_refusal(resp, ctx, &refusal).await;
     }
+    // Input guardrails: a blocked request goes nowhere; a redacted one goes as rewritten.
+    let (req, facts) =
+        match super::guard::check_input(shard, cfg, caller, &model.name, &metadata, endpoint, &req.body, ctx) {
+            Ok(None) => (req, facts),
+            Ok(Some(body)) => {
+                let rescanned = shard.scanner.borrow_mut().scan(&body);
+                match rescanned {
+                    Ok(facts) => (Request { body, ..req }, facts),
+                    Err(e) => return fail(resp, ctx, scan_error(&e)).await,
+                }
+            }
+            Err(e) => return super::guard::refuse(resp, ctx, e).await,
+        };
     match served_by {
         ModelRoute::Direct(resolved) => {
             let target = Target { provider: resolved.provider, upstream_model: &resolved.upstream_model, headers: &[] };
@@ -230,7 +243,7 @@ pub(super) async fn deliver<C: Conn>(
 ) {
     match ready {
         Ready::OpenAi(answer, body) => deliver_openai(shard, cfg, answer, body, resp, ctx).await,
-        Ready::Translated(f) => translate::deliver_chat(&shard.metrics, f, resp, ctx).await,
+        Ready::Translated(f) => translate::deliver_chat(shard, cfg, f, resp, ctx).await,
         Ready::Json(body) => {
             governance::settle_before_head(ctx);
             translate::send_json(resp, ctx, &body).await;
@@ -367,6 +380,13 @@ async fn deliver_openai<C: Conn>(
             }
             ctx.usage = shard.usage_reader.borrow_mut().response_body(&body);
             governance::settle_before_head(ctx);
+            if super::guard::watches_output(ctx) {
+                match super::guard::check_answer(shard, cfg, &body, ctx) {
+                    Ok(Some(checked)) => body = checked,
+                    Ok(None) => {}
+                    Err(e) => return super::guard::refuse(resp, ctx, e).await,
+                }
+            }
             let overhead = ctx.head_overhead();
             if relay_head(resp, &answer, false, overhead, &ctx.headers).body_bytes(body).await.is_err() {
                 ctx.error = Some(ErrorKind::DownstreamClosed);
@@ -376,7 +396,7 @@ async fn deliver_openai<C: Conn>(
             let max_body = cfg.upstream_limits.max_body_bytes;
             // Boxed: a stream's relay state is the largest part of an attempt, and an unboxed
             // one would be copied with every attempt, streamed or not.
-            Box::pin(relay_streamed(shard, &mut answer, Some(first), resp, ctx, true, max_body)).await;
+            Box::pin(relay_streamed(shard, cfg, &mut answer, Some(first), resp, ctx, true, max_body)).await;
         }
     }
 }
@@ -585,7 +605,7 @@ async fn exchange<C: Conn>(
         }
     } else {
         let max_body = cfg.upstream_limits.max_body_bytes;
-        Box::pin(relay_streamed(shard, &mut answer, None, resp, ctx, false, max_body)).await;
+        Box::pin(relay_streamed(shard, cfg, &mut answer, None, resp, ctx, false, max_body)).await;
     }
     Ok(())
 }
@@ -599,7 +619,7 @@ fn is_usage_only(data: &[u8]) -> bool {
 }
 
 /// Writes an SSE event again (when the stream is relayed event by event).
-fn reemit(out: &mut Vec<u8>, event: Option<&str>, data: &[u8]) {
+pub(super) fn reemit(out: &mut Vec<u8>, event: Option<&str>, data: &[u8]) {
     if let Some(name) = event {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(name.as_bytes());
@@ -611,6 +631,12 @@ fn reemit(out: &mut Vec<u8>, event: Option<&str>, data: &[u8]) {
         out.push(b'\n');
     }
     out.push(b'\n');
+}
+
+/// A stream cut short by a guardrail still used tokens: its reservation is settled with what
+/// the provider reported so far (the cost comment is not sent).
+fn settle_stream_silently(ctx: &mut RequestCtx) -> Option<Vec<u8>> {
+    governance::settle_stream(ctx)
 }
 
 /// Writes the upstream status and end-to-end headers; `keep_length` relays the upstream's
@@ -653,8 +679,10 @@ pub(super) async fn read_answer(
     read.map_err(|fault| GatewayError::new(fault_kind(&fault), format!("provider {provider}: {fault}")))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn relay_streamed<C: Conn>(
     shard: &Rc<Shard>,
+    cfg: &Snapshot,
     answer: &mut UpstreamResponse<'_>,
     mut first: Option<Option<Bytes>>,
     resp: &mut Responder<'_, C>,
@@ -675,7 +703,10 @@ async fn relay_streamed<C: Conn>(
         ctx.error = Some(ErrorKind::DownstreamClosed);
         return;
     };
-    let strip = read_usage && ctx.strip_usage_chunk;
+    // Output guardrails read and rewrite every event, as stripping does.
+    let guarded = read_usage && super::guard::watches_output(ctx);
+    let strip = read_usage && (ctx.strip_usage_chunk || guarded);
+    let mut blocked: Option<GatewayError> = None;
     // When stripping, every event is re-emitted from the scanner, so none may be too large to
     // hold (only the body limit bounds it); otherwise large events are relayed unread.
     let max_event = if strip { usize::try_from(max_body).unwrap_or(usize::MAX) } else { MAX_SSE_EVENT };
@@ -692,14 +723,44 @@ async fn relay_streamed<C: Conn>(
                 if let Some(scanner) = events.as_mut() {
                     let mut reader = shard.usage_reader.borrow_mut();
                     scanner.feed(&piece, |ev| {
+                        if blocked.is_some() {
+                            return;
+                        }
                         let usage = reader.stream_data(ev.data);
                         if let Some(u) = usage {
                             ctx.usage = Some(u);
                         }
-                        if strip && !(usage.is_some() && is_usage_only(ev.data)) {
+                        if !strip || (usage.is_some() && is_usage_only(ev.data) && ctx.strip_usage_chunk) {
+                            return;
+                        }
+                        if guarded {
+                            match super::guard::check_stream_data(shard, cfg, ev.data, ctx) {
+                                Ok(super::guard::StreamData::Replace(data)) => reemit(&mut kept, ev.event, &data),
+                                Ok(super::guard::StreamData::Before(data)) => {
+                                    reemit(&mut kept, None, &data);
+                                    reemit(&mut kept, ev.event, ev.data);
+                                }
+                                Ok(super::guard::StreamData::AsIs) => reemit(&mut kept, ev.event, ev.data),
+                                Err(e) => blocked = Some(e),
+                            }
+                        } else {
                             reemit(&mut kept, ev.event, ev.data);
                         }
                     });
+                }
+                if let Some(err) = blocked.take() {
+                    // A violation mid-stream: what was released goes, then the error, and no
+                    // `[DONE]` (the answer did not end well).
+                    let _ = settle_stream_silently(ctx);
+                    let mut event = std::mem::take(&mut kept);
+                    event.extend_from_slice(b"data: ");
+                    event.extend_from_slice(&err.to_json());
+                    event.extend_from_slice(b"\n\n");
+                    ctx.error = Some(err.kind);
+                    if out.send(&event).await.is_ok() {
+                        let _ = out.finish().await;
+                    }
+                    return;
                 }
                 let sent = if strip {
                     if kept.is_empty() { Ok(false) } else { out.send(&std::mem::take(&mut kept)).await.map(|()| true) }
@@ -721,7 +782,7 @@ async fn relay_streamed<C: Conn>(
                 if strip && let Some(scanner) = events.as_mut() {
                     // An event the provider did not end with a blank line.
                     scanner.finish(|ev| {
-                        if !is_usage_only(ev.data) {
+                        if !(is_usage_only(ev.data) && ctx.strip_usage_chunk) {
                             reemit(&mut kept, ev.event, ev.data);
                         }
                     });

@@ -28,6 +28,7 @@ use super::{RequestCtx, supervised};
 use crate::config::{ModelRoute, ProviderKind, Snapshot};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::{Request, Responder};
+use crate::metrics::Endpoint;
 use crate::rt::Conn;
 use crate::shard::Shard;
 use crate::upstream::UpstreamResponse;
@@ -124,6 +125,14 @@ pub async fn messages<C: Conn>(
         let body = serde_json::json!({"type": "error", "error": {"type": "rate_limit_error", "message": r.message()}});
         return governance::send_refusal_with(resp, ctx, &r, body.to_string().as_bytes()).await;
     }
+    // Input guardrails: blocked requests go nowhere; redacted ones are parsed again.
+    let req =
+        match super::guard::check_input(shard, cfg, caller, &chat.model, &metadata, Endpoint::Messages, &req.body, ctx)
+        {
+            Ok(None) => req,
+            Ok(Some(body)) => Request { body, ..req },
+            Err(e) => return refuse(resp, ctx, e.status(), &e.message).await,
+        };
     let parsed = std::cell::RefCell::new(Some((req.body.as_ptr(), chat)));
     let attempter = Messages { shard, cfg, parsed };
     match served_by {
@@ -177,7 +186,7 @@ impl routing::Attempter for Messages<'_> {
         let served = match (&provider.upstream, provider.kind) {
             (None, _) => {
                 let drills = provider.mock_faults;
-                actor.serve(&shard.pool, Box::pin(from_mock(shard, drills, chat, req, resp, ctx))).await
+                actor.serve(&shard.pool, Box::pin(from_mock(shard, cfg, drills, chat, req, resp, ctx))).await
             }
             (Some(up), _) => {
                 let route = Route {
@@ -192,7 +201,7 @@ impl routing::Attempter for Messages<'_> {
                 let route = &route;
                 let work = async {
                     let ready = fetch(route, chat, ctx).await?;
-                    deliver(shard, ready, resp, ctx).await;
+                    deliver(shard, cfg, ready, resp, ctx).await;
                     Ok(())
                 };
                 actor.serve(&shard.pool, Box::pin(work)).await
@@ -258,15 +267,31 @@ fn message_id(shard: &Shard) -> String {
 }
 
 /// Sends the Anthropic JSON of a completion (usage read, cost settled first).
-async fn send_completion<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, completion: &ChatCompletion) {
+async fn send_completion<C: Conn>(
+    shard: &Shard,
+    cfg: &Snapshot,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+    completion: &ChatCompletion,
+) {
     ctx.usage = completion.usage.as_ref().map(super::translate::accounted);
     governance::settle_before_head(ctx);
-    send_json(resp, ctx, response_to_anthropic(completion).to_string().as_bytes()).await;
+    let mut body = response_to_anthropic(completion).to_string().into_bytes();
+    if super::guard::watches_output(ctx) {
+        match super::guard::check_answer(shard, cfg, &body, ctx) {
+            Ok(Some(checked)) => body = checked.to_vec(),
+            Ok(None) => {}
+            Err(e) => return refuse(resp, ctx, 400, &e.message).await,
+        }
+    }
+    send_json(resp, ctx, &body).await;
 }
 
 /// The in-process mock, through its canned OpenAI answers.
+#[allow(clippy::too_many_arguments)]
 async fn from_mock<C: Conn>(
     shard: &Rc<Shard>,
+    cfg: &Snapshot,
     drills: bool,
     chat: ChatRequest,
     req: &Request,
@@ -286,12 +311,13 @@ async fn from_mock<C: Conn>(
         prompt_tokens: crate::mock::estimate_prompt_tokens(body_len),
         completion_tokens: usize::try_from(tokens).unwrap_or(16),
         filler: None,
+        script: &[],
     };
     ctx.upstream_status = Some(200);
     if !chat.stream {
         let completion: Option<ChatCompletion> = serde_json::from_slice(&crate::mock::chat_completion(&reply)).ok();
         match completion {
-            Some(c) => send_completion(resp, ctx, &c).await,
+            Some(c) => send_completion(shard, cfg, resp, ctx, &c).await,
             None => refuse(resp, ctx, 500, "the mock's answer did not read back").await,
         }
         return Ok(());
@@ -378,16 +404,24 @@ pub(super) async fn fetch<'a>(
 /// Writes a fetched answer: usage read, cost settled.
 pub(super) async fn deliver<C: Conn>(
     shard: &Shard,
+    cfg: &Snapshot,
     ready: Ready<'_>,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
     match ready {
         Ready::Native(answer, Prefetched::First(first)) => relay_native(shard, answer, first, resp, ctx).await,
-        Ready::Native(answer, Prefetched::Whole(body)) => {
+        Ready::Native(answer, Prefetched::Whole(mut body)) => {
             ctx.usage =
                 from_anthropic(&body, "", 0).ok().and_then(|c| c.usage).as_ref().map(super::translate::accounted);
             governance::settle_before_head(ctx);
+            if super::guard::watches_output(ctx) {
+                match super::guard::check_answer(shard, cfg, &body, ctx) {
+                    Ok(Some(checked)) => body = checked,
+                    Ok(None) => {}
+                    Err(e) => return refuse(resp, ctx, 400, &e.message).await,
+                }
+            }
             let mut head = resp.start(answer.head.status).header("content-type", "application/json");
             for (n, v) in &ctx.headers {
                 head = head.header(n, v);
@@ -398,9 +432,9 @@ pub(super) async fn deliver<C: Conn>(
             governance::settle_before_head(ctx);
             let _ = resp.start(answer.head.status).no_body().await;
         }
-        Ready::Completion(completion) => send_completion(resp, ctx, &completion).await,
+        Ready::Completion(completion) => send_completion(shard, cfg, resp, ctx, &completion).await,
         Ready::Stream { mut answer, first, translator, encoder } => {
-            relay_as_anthropic(&shard.metrics, &mut answer, Some(first), resp, ctx, *translator, encoder).await;
+            relay_as_anthropic(shard, cfg, &mut answer, Some(first), resp, ctx, *translator, encoder).await;
         }
     }
 }
@@ -437,6 +471,11 @@ async fn relay_native<C: Conn>(
     let Some(mut out) = start_event_stream(resp, ctx).await else { return };
     let mut reader = AnthropicStream::new("", 0, false);
     let mut ignored = Vec::new();
+    // Output guardrails read every event and rewrite text deltas.
+    let cfg = shard.config();
+    let mut guarded = super::guard::watches_output(ctx).then(|| adapters::sse::SseScanner::new(1 << 20));
+    let mut kept = Vec::new();
+    let mut blocked: Option<GatewayError> = None;
     loop {
         let next = match first.take() {
             Some(held) => Ok(held),
@@ -447,6 +486,42 @@ async fn relay_native<C: Conn>(
                 ctx.upstream_piece(|| answer.since_sent());
                 reader.feed(&piece, &mut ignored);
                 ignored.clear();
+                if let Some(scanner) = guarded.as_mut() {
+                    scanner.feed(&piece, |ev| {
+                        if blocked.is_some() {
+                            return;
+                        }
+                        match super::guard::check_anthropic_event(shard, &cfg, ev.event, ev.data, ctx) {
+                            Ok(super::guard::StreamData::AsIs) => super::forward::reemit(&mut kept, ev.event, ev.data),
+                            Ok(super::guard::StreamData::Replace(d)) => super::forward::reemit(&mut kept, ev.event, &d),
+                            Ok(super::guard::StreamData::Before(d)) => {
+                                super::forward::reemit(&mut kept, Some("content_block_delta"), &d);
+                                super::forward::reemit(&mut kept, ev.event, ev.data);
+                            }
+                            Err(e) => blocked = Some(e),
+                        }
+                    });
+                    if let Some(e) = blocked.take() {
+                        ctx.error = Some(e.kind);
+                        ctx.usage = reader.usage().as_ref().map(super::translate::accounted);
+                        let _ = governance::settle_stream(ctx);
+                        let body = serde_json::json!({"type": "error", "error": {"type": "invalid_request_error", "message": e.message}});
+                        super::forward::reemit(&mut kept, Some("error"), body.to_string().as_bytes());
+                        if out.send(&kept).await.is_ok() {
+                            let _ = out.finish().await;
+                        }
+                        return;
+                    }
+                    if kept.is_empty() {
+                        continue;
+                    }
+                    if out.send(&std::mem::take(&mut kept)).await.is_err() {
+                        ctx.error = Some(ErrorKind::DownstreamClosed);
+                        return;
+                    }
+                    ctx.event_sent(&shard.metrics);
+                    continue;
+                }
                 if out.send(&piece).await.is_err() {
                     ctx.error = Some(ErrorKind::DownstreamClosed);
                     return;
@@ -499,8 +574,10 @@ async fn fetch_dialect<'a>(
 
 /// Relays a provider's stream as Anthropic's events: read into canonical chunks by
 /// `translator`, written by `encoder`, usage captured for the cost.
+#[allow(clippy::too_many_arguments)]
 async fn relay_as_anthropic<C: Conn>(
-    metrics: &crate::metrics::ShardMetrics,
+    shard: &Shard,
+    cfg: &Snapshot,
     answer: &mut UpstreamResponse<'_>,
     mut first: Option<Option<Bytes>>,
     resp: &mut Responder<'_, C>,
@@ -508,6 +585,8 @@ async fn relay_as_anthropic<C: Conn>(
     mut translator: Translator,
     mut encoder: AnthropicEncoder,
 ) {
+    let metrics = &shard.metrics;
+    let guarded = super::guard::watches_output(ctx);
     let Some(mut out) = start_event_stream(resp, ctx).await else { return };
     let (mut chunks, mut events) = (Vec::new(), Vec::new());
     loop {
@@ -521,6 +600,16 @@ async fn relay_as_anthropic<C: Conn>(
                 translator.feed(&piece, &mut chunks);
                 // Kept current: a client that leaves mid-stream still pays for what was made.
                 ctx.usage = translator.usage().as_ref().map(translate::accounted);
+                if guarded && let Err(e) = super::guard::check_chunks(shard, cfg, &mut chunks, false, ctx) {
+                    // A violation mid-stream: Anthropic's error event, and no `message_stop`.
+                    ctx.error = Some(e.kind);
+                    let _ = governance::settle_stream(ctx);
+                    encoder.error("invalid_request_error", &e.message, &mut events);
+                    if out.send(&events).await.is_ok() {
+                        let _ = out.finish().await;
+                    }
+                    return;
+                }
                 for c in chunks.drain(..) {
                     encoder.push(&c, &mut events);
                 }
@@ -544,11 +633,16 @@ async fn relay_as_anthropic<C: Conn>(
         }
     }
     translator.finish(&mut chunks);
+    let blocked = if guarded { super::guard::check_chunks(shard, cfg, &mut chunks, true, ctx).err() } else { None };
     for c in chunks.drain(..) {
         encoder.push(&c, &mut events);
     }
     ctx.usage = translator.usage().as_ref().map(translate::accounted);
-    if let Some(e) = translator.take_error() {
+    if let Some(e) = blocked {
+        ctx.error = Some(e.kind);
+        let _ = governance::settle_stream(ctx);
+        encoder.error("invalid_request_error", &e.message, &mut events);
+    } else if let Some(e) = translator.take_error() {
         ctx.error = Some(ErrorKind::UpstreamProtocol);
         encoder.error(error_type(e.status), &e.message, &mut events);
     } else {

@@ -48,6 +48,7 @@ pub async fn answer<C: Conn>(
         prompt_tokens,
         completion_tokens: usize::try_from(completion_tokens).unwrap_or(0),
         filler: None,
+        script: &[],
     };
     ctx.upstream_status = Some(200);
 
@@ -92,11 +93,34 @@ pub async fn answer<C: Conn>(
             head = head.header(n, v);
         }
         let Ok(mut out) = head.stream().await else { return };
+        let cfg = shard.config();
+        let guarded = super::guard::watches_output(ctx);
         for (i, e) in events.iter().enumerate() {
             if i == 1 {
                 drill.mid_stream();
             }
-            if out.send(e).await.is_err() {
+            let mut e = std::borrow::Cow::Borrowed(&e[..]);
+            if guarded && let Some(data) = e.strip_prefix(b"data: ").map(|d| d.trim_ascii_end().to_vec()) {
+                let mut event = Vec::new();
+                match super::guard::check_stream_data(shard, &cfg, &data, ctx) {
+                    Ok(super::guard::StreamData::AsIs) => super::forward::reemit(&mut event, None, &data),
+                    Ok(super::guard::StreamData::Replace(d)) => super::forward::reemit(&mut event, None, &d),
+                    Ok(super::guard::StreamData::Before(d)) => {
+                        super::forward::reemit(&mut event, None, &d);
+                        super::forward::reemit(&mut event, None, &data);
+                    }
+                    Err(err) => {
+                        ctx.error = Some(err.kind);
+                        super::forward::reemit(&mut event, None, &err.to_json());
+                        if out.send(&event).await.is_ok() {
+                            let _ = out.finish().await;
+                        }
+                        return;
+                    }
+                }
+                e = std::borrow::Cow::Owned(event);
+            }
+            if out.send(&e).await.is_err() {
                 ctx.error = Some(ErrorKind::DownstreamClosed);
                 return;
             }
@@ -109,11 +133,18 @@ pub async fn answer<C: Conn>(
         }
         let _ = out.finish().await;
     } else {
-        let body = match endpoint {
+        let mut body = match endpoint {
             Endpoint::Completions => mock::completion(&reply),
             _ => mock::chat_completion(&reply),
         };
         governance::settle_before_head(ctx);
+        if super::guard::watches_output(ctx) {
+            match super::guard::check_answer(shard, &shard.config(), &body, ctx) {
+                Ok(Some(checked)) => body = checked.to_vec(),
+                Ok(None) => {}
+                Err(e) => return super::guard::refuse(resp, ctx, e).await,
+            }
+        }
         let mut us = itoa::Buffer::new();
         let overhead = micros(ctx.head_overhead());
         let mut head = resp

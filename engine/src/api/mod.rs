@@ -7,6 +7,7 @@ mod attempt;
 mod embeddings;
 mod forward;
 pub mod governance;
+pub mod guard;
 pub mod health_checks;
 mod messages;
 mod mock_provider;
@@ -77,6 +78,8 @@ pub struct RequestCtx {
     /// The client asked for base64 embeddings: float vectors from a host that ignores
     /// `encoding_format` are encoded on the way back, as OpenAI would have sent them.
     pub base64_embeddings: bool,
+    /// Guardrails that watch this request's answer (and what its input phase redacted).
+    pub guard: Option<Box<guard::GuardState>>,
 }
 
 /// The gateway's request handler for one shard.
@@ -156,6 +159,7 @@ impl RequestCtx {
             cost_micros: None,
             strip_usage_chunk: false,
             base64_embeddings: false,
+            guard: None,
         }
     }
 

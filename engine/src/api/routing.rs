@@ -716,7 +716,7 @@ async fn finish<C: Conn>(
     let deliver = async {
         match ready {
             AnyReady::Chat(r) => super::forward::deliver(shard, cfg, r, resp, ctx).await,
-            AnyReady::Messages(r) => super::messages::deliver(shard, r, resp, ctx).await,
+            AnyReady::Messages(r) => super::messages::deliver(shard, cfg, r, resp, ctx).await,
         }
     };
     let served = actor.supervise(&shard.pool, &admitted, Box::pin(deliver)).await;

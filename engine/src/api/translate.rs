@@ -335,7 +335,8 @@ pub(super) async fn fetch_chat<'a>(
 
 /// Writes a fetched translated answer: usage read, cost settled.
 pub(super) async fn deliver_chat<C: Conn>(
-    metrics: &crate::metrics::ShardMetrics,
+    shard: &crate::shard::Shard,
+    cfg: &crate::config::Snapshot,
     fetched: Fetched<'_>,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
@@ -344,10 +345,18 @@ pub(super) async fn deliver_chat<C: Conn>(
         Fetched::Completion(completion) => {
             ctx.usage = completion.usage.as_ref().map(accounted);
             governance::settle_before_head(ctx);
-            send_json(resp, ctx, &serde_json::to_vec(&completion).unwrap_or_default()).await;
+            let mut body = serde_json::to_vec(&completion).unwrap_or_default();
+            if super::guard::watches_output(ctx) {
+                match super::guard::check_answer(shard, cfg, &body, ctx) {
+                    Ok(Some(checked)) => body = checked.to_vec(),
+                    Ok(None) => {}
+                    Err(e) => return super::guard::refuse(resp, ctx, e).await,
+                }
+            }
+            send_json(resp, ctx, &body).await;
         }
         Fetched::Stream { mut answer, first, translator } => {
-            stream_back(metrics, &mut answer, Some(first), resp, ctx, *translator).await;
+            stream_back(shard, cfg, &mut answer, Some(first), resp, ctx, *translator).await;
         }
     }
 }
@@ -440,14 +449,35 @@ fn events(chunks: &mut Vec<ChatChunk>) -> Vec<u8> {
     out
 }
 
+/// [`events`] through the output guardrails: the events to send, and the error that stops the
+/// stream when one blocked.
+fn guarded_events(
+    shard: &crate::shard::Shard,
+    cfg: &crate::config::Snapshot,
+    chunks: &mut Vec<ChatChunk>,
+    done: bool,
+    ctx: &mut RequestCtx,
+) -> (Vec<u8>, Option<GatewayError>) {
+    match super::guard::check_chunks(shard, cfg, chunks, done, ctx) {
+        Ok(()) => (events(chunks), None),
+        Err(e) => {
+            chunks.clear();
+            (Vec::new(), Some(e))
+        }
+    }
+}
+
 async fn stream_back<C: Conn>(
-    metrics: &crate::metrics::ShardMetrics,
+    shard: &crate::shard::Shard,
+    cfg: &crate::config::Snapshot,
     answer: &mut UpstreamResponse<'_>,
     mut first: Option<Option<Bytes>>,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
     mut translator: Translator,
 ) {
+    let metrics = &shard.metrics;
+    let guarded = super::guard::watches_output(ctx);
     let Some(mut out) = start_event_stream(resp, ctx).await else { return };
     let mut chunks = Vec::new();
     loop {
@@ -463,7 +493,24 @@ async fn stream_back<C: Conn>(
                 if chunks.is_empty() {
                     continue;
                 }
-                if out.send(&events(&mut chunks)).await.is_err() {
+                let (mut bytes, blocked) = if guarded {
+                    guarded_events(shard, cfg, &mut chunks, false, ctx)
+                } else {
+                    (events(&mut chunks), None)
+                };
+                if let Some(err) = blocked {
+                    // A violation mid-stream: the error, and no `[DONE]`.
+                    ctx.error = Some(err.kind);
+                    let _ = governance::settle_stream(ctx);
+                    bytes.extend_from_slice(b"data: ");
+                    bytes.extend_from_slice(&err.to_json());
+                    bytes.extend_from_slice(b"\n\n");
+                    if out.send(&bytes).await.is_ok() {
+                        let _ = out.finish().await;
+                    }
+                    return;
+                }
+                if out.send(&bytes).await.is_err() {
                     ctx.error = Some(ErrorKind::DownstreamClosed);
                     return;
                 }
@@ -487,8 +534,15 @@ async fn stream_back<C: Conn>(
     }
     translator.finish(&mut chunks);
     ctx.usage = translator.usage().as_ref().map(accounted);
-    let mut tail = events(&mut chunks);
-    if let Some(e) = translator.take_error() {
+    let (mut tail, blocked) =
+        if guarded { guarded_events(shard, cfg, &mut chunks, true, ctx) } else { (events(&mut chunks), None) };
+    if let Some(err) = blocked {
+        ctx.error = Some(err.kind);
+        tail.extend_from_slice(b"data: ");
+        tail.extend_from_slice(&err.to_json());
+        tail.extend_from_slice(b"\n\n");
+        let _ = governance::settle_stream(ctx);
+    } else if let Some(e) = translator.take_error() {
         // OpenAI SDKs raise on an `error` object in a stream's data.
         ctx.error = Some(ErrorKind::UpstreamProtocol);
         tail.extend_from_slice(b"data: ");

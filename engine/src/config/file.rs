@@ -58,6 +58,10 @@ pub struct ConfigFile {
     /// Budgets in USD.
     #[serde(default)]
     pub budgets: Vec<policy::spec::BudgetSpec>,
+    /// Guardrails: PII, secrets, prompt injection, deny lists and structure checks on prompts
+    /// and answers.
+    #[serde(default)]
+    pub guardrails: Vec<policy::guardrails::GuardrailSpec>,
     /// A directory of per-team files (relative to this file's directory): each `<team>.yaml`
     /// may only define users, applications, keys, rate limits and budgets of team `<team>`.
     #[serde(default)]

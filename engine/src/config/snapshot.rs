@@ -310,6 +310,8 @@ pub struct Snapshot {
     pub egress_proxy: Option<String>,
     /// Identities, RBAC, rate limits, budgets and prices, compiled.
     pub policy: policy::Policy,
+    /// Guardrail rules, compiled (detectors built once here).
+    pub guardrails: policy::guardrails::Guardrails,
     pub gossip: GossipSettings,
     /// `auth.allow_anonymous`.
     pub allow_anonymous: bool,
@@ -651,6 +653,13 @@ pub fn compile_with(
     if let Err(e) = policy::jwt::Issuers::new(&file.auth.issuers) {
         errors.push(e.to_string());
     }
+    let guardrails = match policy::guardrails::Guardrails::compile(&file.guardrails) {
+        Ok(g) => g,
+        Err(e) => {
+            errors.push(e.to_string());
+            policy::guardrails::Guardrails::default()
+        }
+    };
     let gov = &file.governance;
     if !policy::counters::BUCKETS_RANGE.contains(&gov.window_buckets) {
         errors.push("governance.window_buckets must be between 2 and 60".to_string());
@@ -715,6 +724,7 @@ pub fn compile_with(
         dns_refresh: s.egress.dns_refresh.0,
         egress_proxy: proxy.as_ref().and(s.egress.proxy.as_ref()).map(|p| p.0.clone()),
         policy,
+        guardrails,
         gossip: GossipSettings {
             interval: gov.gossip_interval.0,
             queue: gov.gossip_queue.get(),

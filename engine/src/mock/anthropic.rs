@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Reply, text, token};
+use super::Reply;
 
 /// Prompt tokens the mock reports as read from the cache, and as written to it.
 pub const CACHE_READ_TOKENS: u64 = 3;
@@ -69,7 +69,7 @@ pub fn message(r: &Reply<'_>, ask: &Ask) -> Vec<u8> {
             ]),
             "tool_use",
         ),
-        None => (json!([{"type": "text", "text": text(r.completion_tokens, r.filler)}]), "end_turn"),
+        None => (json!([{"type": "text", "text": r.text()}]), "end_turn"),
     };
     let content = match (ask.thinking_budget, content) {
         (Some(budget), Value::Array(mut blocks)) => {
@@ -121,7 +121,7 @@ pub fn stream(r: &Reply<'_>, ask: &Ask) -> Vec<Vec<u8>> {
             for i in 0..r.completion_tokens {
                 events.push(event(
                     "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": token(i, r.filler)}}),
+                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": r.token(i)}}),
                 ));
             }
             events.push(event("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
@@ -166,7 +166,15 @@ mod tests {
     use super::*;
 
     fn reply() -> Reply<'static> {
-        Reply { id: "msg_1", created: 0, model: "claude-mock", prompt_tokens: 10, completion_tokens: 3, filler: None }
+        Reply {
+            id: "msg_1",
+            created: 0,
+            model: "claude-mock",
+            prompt_tokens: 10,
+            completion_tokens: 3,
+            filler: None,
+            script: &[],
+        }
     }
 
     #[test]

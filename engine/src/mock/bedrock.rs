@@ -6,7 +6,7 @@
 use adapters::bedrock::eventstream::{HeaderValue, Message, try_encode};
 use serde_json::{Value, json};
 
-use super::{Reply, text, token};
+use super::Reply;
 
 /// Input tokens the mock reports as read from the prompt cache.
 pub const CACHE_READ_TOKENS: u64 = 3;
@@ -49,7 +49,7 @@ pub fn converse(r: &Reply<'_>, ask: &Ask) -> Vec<u8> {
             json!([{"toolUse": {"toolUseId": format!("tooluse_{}", r.id), "name": name, "input": tool_input()}}]),
             "tool_use",
         ),
-        None => (json!([{"text": text(r.completion_tokens, r.filler)}]), "end_turn"),
+        None => (json!([{"text": r.text()}]), "end_turn"),
     };
     json!({"output": {"message": {"role": "assistant", "content": content}}, "stopReason": stop,
            "usage": usage(r), "metrics": {"latencyMs": 1}})
@@ -75,10 +75,8 @@ pub fn stream(r: &Reply<'_>, ask: &Ask) -> Vec<Vec<u8>> {
     let stop = match &ask.tool {
         None => {
             for i in 0..r.completion_tokens {
-                frames.push(frame(
-                    "contentBlockDelta",
-                    &json!({"contentBlockIndex": 0, "delta": {"text": token(i, r.filler)}}),
-                ));
+                frames
+                    .push(frame("contentBlockDelta", &json!({"contentBlockIndex": 0, "delta": {"text": r.token(i)}})));
             }
             frames.push(frame("contentBlockStop", &json!({"contentBlockIndex": 0})));
             "end_turn"
@@ -150,7 +148,15 @@ mod tests {
 
     #[test]
     fn frames_decode_and_answers_parse() {
-        let r = Reply { id: "b1", created: 0, model: "m", prompt_tokens: 10, completion_tokens: 2, filler: None };
+        let r = Reply {
+            id: "b1",
+            created: 0,
+            model: "m",
+            prompt_tokens: 10,
+            completion_tokens: 2,
+            filler: None,
+            script: &[],
+        };
         let mut decoder = EventStreamDecoder::new(1 << 20);
         let mut messages = Vec::new();
         for f in stream(&r, &Ask::default()) {

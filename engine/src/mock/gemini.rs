@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Reply, text, token};
+use super::Reply;
 
 /// Prompt tokens the mock reports as served from the context cache.
 pub const CACHED_TOKENS: u64 = 3;
@@ -76,7 +76,7 @@ fn response(r: &Reply<'_>, parts: Value, finish: Option<&str>, usage: Option<Val
 pub fn generate(r: &Reply<'_>, ask: &Ask) -> Vec<u8> {
     let parts = match &ask.tool {
         Some(name) => json!([{"functionCall": {"name": name, "args": call()}}]),
-        None => json!([{"text": text(r.completion_tokens, r.filler)}]),
+        None => json!([{"text": r.text()}]),
     };
     response(r, parts, Some("STOP"), Some(usage(r, ask))).to_string().into_bytes()
 }
@@ -97,7 +97,7 @@ pub fn stream(r: &Reply<'_>, ask: &Ask) -> Vec<Vec<u8>> {
             (0..n.max(1))
                 .map(|i| {
                     let last = i + 1 >= n;
-                    let t = if n == 0 { String::new() } else { token(i, r.filler) };
+                    let t = if n == 0 { String::new() } else { r.token(i) };
                     event(response(r, json!([{"text": t}]), last.then_some("STOP"), last.then(|| usage(r, ask))))
                 })
                 .collect()
@@ -167,7 +167,15 @@ mod tests {
     use super::*;
 
     fn reply() -> Reply<'static> {
-        Reply { id: "r1", created: 0, model: "gemini-mock", prompt_tokens: 10, completion_tokens: 3, filler: None }
+        Reply {
+            id: "r1",
+            created: 0,
+            model: "gemini-mock",
+            prompt_tokens: 10,
+            completion_tokens: 3,
+            filler: None,
+            script: &[],
+        }
     }
 
     #[test]

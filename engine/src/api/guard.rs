@@ -1,0 +1,590 @@
+//! Guardrails on the request path: the input phase before a request is sent anywhere, the
+//! output phase on the answer (whole, or as it streams). The checks are the policy crate's
+//! ([`policy::guardrails`]); this module finds the texts in each API's JSON, writes rewritten
+//! ones back, and turns verdicts into errors, headers, logs and metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use bytes::Bytes;
+use policy::guardrails::{Facts, Outcome, Phase, Selected, StreamStep, StreamWindow, Vault, Verdict};
+use policy::{Identity, Metadata};
+use serde_json::Value;
+use smol_str::SmolStr;
+
+use super::RequestCtx;
+use crate::config::Snapshot;
+use crate::error::{ErrorKind, GatewayError};
+use crate::metrics::Endpoint;
+use crate::shard::Shard;
+
+/// Which rules one request is subject to, and what its input phase took out.
+#[derive(Debug)]
+pub struct GuardState {
+    selected: Selected,
+    vault: Vault,
+    metadata: Metadata,
+    asked_json: bool,
+    /// Rules that already gave a verdict on this request (each is counted once per phase).
+    noted: Vec<(Arc<str>, Phase)>,
+    /// One window per streamed choice.
+    windows: Vec<StreamWindow>,
+    /// The last stream chunk's envelope, for text flushed at its end.
+    template: Option<Value>,
+}
+
+/// Verdict counters per rule, phase and outcome, shared with the metrics renderer.
+#[derive(Debug)]
+pub struct GuardStats {
+    pub rule: Arc<str>,
+    counts: [[AtomicU64; 4]; 4],
+}
+
+const PHASES: [Phase; 4] = [Phase::Input, Phase::Output, Phase::ToolArgs, Phase::ToolResult];
+const OUTCOMES: [Outcome; 4] = [Outcome::Blocked, Outcome::Flagged, Outcome::Redacted, Outcome::Audited];
+
+impl GuardStats {
+    fn new(rule: Arc<str>) -> GuardStats {
+        GuardStats { rule, counts: Default::default() }
+    }
+
+    fn count(&self, phase: Phase, outcome: Outcome) {
+        let p = PHASES.iter().position(|x| *x == phase).unwrap_or(0);
+        let o = OUTCOMES.iter().position(|x| *x == outcome).unwrap_or(0);
+        if let Some(c) = self.counts.get(p).and_then(|row| row.get(o)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// (phase, outcome, count) for every non-zero counter.
+    pub fn counts(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
+        PHASES.iter().enumerate().flat_map(move |(p, phase)| {
+            OUTCOMES.iter().enumerate().filter_map(move |(o, outcome)| {
+                let n = self.counts.get(p)?.get(o)?.load(Relaxed);
+                (n > 0).then_some((phase.as_str(), outcome.as_str(), n))
+            })
+        })
+    }
+}
+
+/// The shard's counters for the current config's rules (kept across reloads by rule id).
+#[derive(Default)]
+pub struct GuardCounters {
+    generation: u64,
+    stats: Vec<Arc<GuardStats>>,
+}
+
+impl GuardCounters {
+    fn of(&mut self, shard: &Shard, cfg: &Snapshot, rule: &Arc<str>) -> Option<Arc<GuardStats>> {
+        if self.generation != cfg.generation || self.stats.is_empty() {
+            let old = std::mem::take(&mut self.stats);
+            self.stats = cfg
+                .guardrails
+                .ids()
+                .map(|id| {
+                    old.iter().find(|s| &s.rule == id).cloned().unwrap_or_else(|| Arc::new(GuardStats::new(id.clone())))
+                })
+                .collect();
+            self.generation = cfg.generation;
+            shard.metrics.guardrails.store(Arc::new(self.stats.clone()));
+        }
+        self.stats.iter().find(|s| &s.rule == rule).cloned()
+    }
+}
+
+/// The texts a model reads in a request of `endpoint`, in a fixed order (the same walk writes
+/// rewritten ones back).
+fn request_texts(endpoint: Endpoint, body: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    let Value::Object(o) = body else { return };
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            for m in o.get_mut("messages").and_then(Value::as_array_mut).into_iter().flatten() {
+                content(m.get_mut("content"), "text", f);
+            }
+        }
+        Endpoint::Completions => strings(o.get_mut("prompt"), f),
+        Endpoint::Embeddings => strings(o.get_mut("input"), f),
+        Endpoint::Messages => {
+            content(o.get_mut("system"), "text", f);
+            for m in o.get_mut("messages").and_then(Value::as_array_mut).into_iter().flatten() {
+                content(m.get_mut("content"), "text", f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A string, or a list of strings.
+fn strings(v: Option<&mut Value>, f: &mut dyn FnMut(&mut String)) {
+    match v {
+        Some(Value::String(s)) => f(s),
+        Some(Value::Array(items)) => {
+            for item in items {
+                if let Value::String(s) = item {
+                    f(s);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A message's content: a string, or parts whose `text` (and tool results' content) is read.
+fn content(v: Option<&mut Value>, field: &str, f: &mut dyn FnMut(&mut String)) {
+    match v {
+        Some(Value::String(s)) => f(s),
+        Some(Value::Array(parts)) => {
+            for part in parts {
+                let Value::Object(p) = part else { continue };
+                if let Some(Value::String(s)) = p.get_mut(field) {
+                    f(s);
+                }
+                // Anthropic's tool results carry text too.
+                if p.get("type").and_then(Value::as_str) == Some("tool_result") {
+                    content(p.get_mut("content"), "text", f);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The texts of an answer: OpenAI chat completions and completions, or Anthropic messages.
+fn answer_texts(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    let Value::Object(o) = body else { return };
+    for choice in o.get_mut("choices").and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(Value::String(s)) = choice.pointer_mut("/message/content") {
+            f(s);
+        }
+        if let Some(Value::String(s)) = choice.get_mut("text") {
+            f(s);
+        }
+    }
+    if o.get("type").and_then(Value::as_str) == Some("message") {
+        content(o.get_mut("content"), "text", f);
+    }
+}
+
+/// A walk over the texts of a JSON body, calling back with each one (mutably).
+type Walk<'a> = &'a dyn Fn(&mut Value, &mut dyn FnMut(&mut String));
+
+fn collect(body: &mut Value, walk: Walk<'_>) -> Vec<String> {
+    let mut texts = Vec::new();
+    walk(body, &mut |s: &mut String| texts.push(s.clone()));
+    texts
+}
+
+fn write_back(body: &mut Value, texts: Vec<String>, walk: Walk<'_>) {
+    let mut it = texts.into_iter();
+    walk(body, &mut |s: &mut String| {
+        if let Some(t) = it.next() {
+            *s = t;
+        }
+    });
+}
+
+fn asks_json(body: &Value) -> bool {
+    matches!(body.pointer("/response_format/type").and_then(Value::as_str), Some("json_object" | "json_schema"))
+}
+
+/// The 400 a blocked request or answer gets: rule and categories named, the text never quoted.
+pub fn violation(v: &Verdict) -> GatewayError {
+    let what = if v.phase == Phase::Input { "The request was blocked" } else { "The answer was blocked" };
+    GatewayError::new(ErrorKind::GuardrailViolation, format!("{what} by {}.", v.describe()))
+}
+
+/// Logs, counts and notes in the answer's headers each verdict (each rule once per phase).
+fn record(shard: &Shard, cfg: &Snapshot, state: &mut GuardState, verdicts: &[Verdict], ctx: &mut RequestCtx) {
+    for v in verdicts {
+        if state.noted.iter().any(|(r, p)| *r == v.rule && *p == v.phase) {
+            continue;
+        }
+        state.noted.push((v.rule.clone(), v.phase));
+        if let Some(stats) = shard.guard_counters.borrow_mut().of(shard, cfg, &v.rule) {
+            stats.count(v.phase, v.outcome);
+        }
+        let found = v.found.join(",");
+        match v.outcome {
+            Outcome::Blocked | Outcome::Audited => tracing::warn!(
+                rule = %v.rule, check = v.check.as_str(), phase = v.phase.as_str(), outcome = v.outcome.as_str(),
+                found, score = v.score, detail = v.detail.as_deref(), "guardrail verdict"
+            ),
+            Outcome::Flagged | Outcome::Redacted => tracing::info!(
+                rule = %v.rule, check = v.check.as_str(), phase = v.phase.as_str(), outcome = v.outcome.as_str(),
+                found, score = v.score, "guardrail verdict"
+            ),
+        }
+        let entry = format!("{}={}", v.rule, v.outcome.as_str());
+        match ctx.headers.iter_mut().find(|(n, _)| *n == GUARDRAILS_HEADER) {
+            Some((_, value)) => *value = SmolStr::from(format!("{value}, {entry}")),
+            None => ctx.headers.push((GUARDRAILS_HEADER, SmolStr::from(entry))),
+        }
+    }
+}
+
+/// Answers a blocked request or answer with its error and the gateway's headers (the
+/// guardrails header included).
+pub(super) async fn refuse<C: crate::rt::Conn>(
+    resp: &mut crate::http::Responder<'_, C>,
+    ctx: &mut RequestCtx,
+    err: GatewayError,
+) {
+    super::attempt::Miss::gateway(err).send(resp, ctx).await;
+}
+
+/// `x-shardgate-guardrails: pii-in=redacted, tone=flagged`.
+pub const GUARDRAILS_HEADER: &str = "x-shardgate-guardrails";
+
+/// The input phase. `Ok(Some(body))`: the request as rewritten; `Ok(None)`: as it came;
+/// `Err`: blocked (nothing is sent to any provider).
+#[allow(clippy::too_many_arguments)]
+pub fn check_input(
+    shard: &Shard,
+    cfg: &Snapshot,
+    caller: &Identity,
+    model: &str,
+    metadata: &Metadata,
+    endpoint: Endpoint,
+    body: &Bytes,
+    ctx: &mut RequestCtx,
+) -> Result<Option<Bytes>, GatewayError> {
+    if cfg.guardrails.is_empty() {
+        return Ok(None);
+    }
+    let selected = cfg.guardrails.select(caller, model, metadata);
+    if selected.is_empty() {
+        return Ok(None);
+    }
+    let mut state = Box::new(GuardState {
+        selected,
+        vault: Vault::default(),
+        metadata: metadata.clone(),
+        asked_json: false,
+        noted: Vec::new(),
+        windows: Vec::new(),
+        template: None,
+    });
+    let mut rewritten = None;
+    if cfg.guardrails.applies(&state.selected, Phase::Input) {
+        let mut json: Value = serde_json::from_slice(body)
+            .map_err(|e| GatewayError::new(ErrorKind::InvalidJson, format!("invalid JSON body: {e}")))?;
+        state.asked_json = asks_json(&json);
+        let walk = |v: &mut Value, f: &mut dyn FnMut(&mut String)| request_texts(endpoint, v, f);
+        let mut texts = collect(&mut json, &walk);
+        let facts = Facts { metadata: &state.metadata, asked_json: state.asked_json };
+        let checked = cfg.guardrails.check(&state.selected, Phase::Input, &mut texts, facts, &mut state.vault);
+        record(shard, cfg, &mut state, &checked.verdicts, ctx);
+        if let Some(v) = checked.blocked() {
+            return Err(violation(v));
+        }
+        if checked.changed {
+            write_back(&mut json, texts, &walk);
+            let bytes = serde_json::to_vec(&json)
+                .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("re-encoding a redacted request: {e}")))?;
+            rewritten = Some(Bytes::from(bytes));
+        }
+    } else if cfg.guardrails.applies(&state.selected, Phase::Output) {
+        state.asked_json = serde_json::from_slice::<Value>(body).is_ok_and(|v| asks_json(&v));
+    }
+    if cfg.guardrails.applies(&state.selected, Phase::Output) || cfg.guardrails.restores(&state.selected) {
+        ctx.guard = Some(state);
+    }
+    Ok(rewritten)
+}
+
+/// Whether an answer to this request must be checked or restored.
+pub fn watches_output(ctx: &RequestCtx) -> bool {
+    ctx.guard.is_some()
+}
+
+/// The output phase of a whole answer (OpenAI or Anthropic JSON). `Ok(Some(body))`: the
+/// answer as rewritten or restored; `Err`: blocked.
+pub fn check_answer(
+    shard: &Shard,
+    cfg: &Snapshot,
+    body: &[u8],
+    ctx: &mut RequestCtx,
+) -> Result<Option<Bytes>, GatewayError> {
+    let Some(mut state) = ctx.guard.take() else { return Ok(None) };
+    let result = answer_inner(shard, cfg, &mut state, body, ctx);
+    ctx.guard = Some(state);
+    result
+}
+
+fn answer_inner(
+    shard: &Shard,
+    cfg: &Snapshot,
+    state: &mut GuardState,
+    body: &[u8],
+    ctx: &mut RequestCtx,
+) -> Result<Option<Bytes>, GatewayError> {
+    let Ok(mut json) = serde_json::from_slice::<Value>(body) else { return Ok(None) };
+    let walk = |v: &mut Value, f: &mut dyn FnMut(&mut String)| answer_texts(v, f);
+    let mut texts = collect(&mut json, &walk);
+    let facts = Facts { metadata: &state.metadata, asked_json: state.asked_json };
+    let checked = cfg.guardrails.check(&state.selected, Phase::Output, &mut texts, facts, &mut state.vault);
+    record(shard, cfg, state, &checked.verdicts, ctx);
+    if let Some(v) = checked.blocked() {
+        return Err(violation(v));
+    }
+    let restored = cfg.guardrails.restores(&state.selected) && cfg.guardrails.restore(&mut texts, &state.vault);
+    if !checked.changed && !restored {
+        return Ok(None);
+    }
+    write_back(&mut json, texts, &walk);
+    Ok(serde_json::to_vec(&json).ok().map(Bytes::from))
+}
+
+/// One streamed piece of choice `index`'s text (`end`: its last): the text to send now, or the
+/// error that ends the stream.
+pub fn check_piece(
+    shard: &Shard,
+    cfg: &Snapshot,
+    index: usize,
+    piece: &str,
+    end: bool,
+    ctx: &mut RequestCtx,
+) -> Result<String, GatewayError> {
+    let Some(mut state) = ctx.guard.take() else { return Ok(piece.to_owned()) };
+    while state.windows.len() <= index {
+        state.windows.push(StreamWindow::default());
+    }
+    let facts_meta = state.metadata.clone();
+    let facts = Facts { metadata: &facts_meta, asked_json: state.asked_json };
+    let GuardState { selected, vault, windows, .. } = &mut *state;
+    let step = match windows.get_mut(index) {
+        Some(w) => cfg.guardrails.stream(selected, Phase::Output, w, piece, end, facts, vault),
+        None => StreamStep::Send(piece.to_owned(), Vec::new()),
+    };
+    let result = match step {
+        StreamStep::Send(text, verdicts) => {
+            record(shard, cfg, &mut state, &verdicts, ctx);
+            Ok(text)
+        }
+        StreamStep::Stop(v) => {
+            record(shard, cfg, &mut state, std::slice::from_ref(&v), ctx);
+            Err(violation(&v))
+        }
+    };
+    ctx.guard = Some(state);
+    result
+}
+
+/// What to relay for one event of a guarded stream.
+#[derive(Debug, PartialEq)]
+pub enum StreamData {
+    /// The event as it came.
+    AsIs,
+    /// This data instead.
+    Replace(Vec<u8>),
+    /// An event with this data first (text still held at `[DONE]`), then the event as it came.
+    Before(Vec<u8>),
+}
+
+/// One `data:` of an OpenAI chat or completions stream, its choices' text run through the
+/// output guardrails. `Err`: blocked, end the stream with the error.
+pub fn check_stream_data(
+    shard: &Shard,
+    cfg: &Snapshot,
+    data: &[u8],
+    ctx: &mut RequestCtx,
+) -> Result<StreamData, GatewayError> {
+    if data == b"[DONE]" {
+        return Ok(flush_all(shard, cfg, ctx)?.map_or(StreamData::AsIs, StreamData::Before));
+    }
+    let Ok(mut chunk) = serde_json::from_slice::<Value>(data) else { return Ok(StreamData::AsIs) };
+    let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else { return Ok(StreamData::AsIs) };
+    if choices.is_empty() {
+        return Ok(StreamData::AsIs);
+    }
+    for (position, choice) in choices.iter_mut().enumerate() {
+        let index = choice.get("index").and_then(Value::as_u64).map_or(position, |i| i as usize);
+        let end = choice.get("finish_reason").is_some_and(|f| !f.is_null());
+        let (slot, own) = stream_text(choice);
+        let released = check_piece(shard, cfg, index, &own, end, ctx)?;
+        if (!released.is_empty() || !own.is_empty())
+            && let Some(slot) = slot
+        {
+            *slot = Value::String(released);
+        }
+    }
+    if let Some(state) = ctx.guard.as_mut() {
+        state.template = Some(template_of(&chunk));
+    }
+    Ok(StreamData::Replace(chunk.to_string().into_bytes()))
+}
+
+/// The text of a streamed choice (`delta.content`, or `text` for completions), and where to
+/// put the released text back.
+fn stream_text(choice: &mut Value) -> (Option<&mut Value>, String) {
+    let completions = choice.get("text").is_some();
+    let slot = if completions {
+        choice.get_mut("text")
+    } else {
+        match choice.get_mut("delta") {
+            Some(Value::Object(delta)) => Some(delta.entry("content").or_insert(Value::Null)),
+            _ => None,
+        }
+    };
+    let own = slot.as_deref().and_then(Value::as_str).unwrap_or("").to_owned();
+    (slot, own)
+}
+
+/// A chunk's envelope (id, object, created, model) to carry text still held at `[DONE]`.
+fn template_of(chunk: &Value) -> Value {
+    let mut t = serde_json::Map::new();
+    for k in ["id", "object", "created", "model", "system_fingerprint"] {
+        if let Some(v) = chunk.get(k) {
+            t.insert(k.into(), v.clone());
+        }
+    }
+    Value::Object(t)
+}
+
+/// At `[DONE]`: whatever the windows still hold, as one chunk before it.
+fn flush_all(shard: &Shard, cfg: &Snapshot, ctx: &mut RequestCtx) -> Result<Option<Vec<u8>>, GatewayError> {
+    let held: Vec<usize> = ctx
+        .guard
+        .as_ref()
+        .map(|s| s.windows.iter().enumerate().filter(|(_, w)| !w.pending().is_empty()).map(|(i, _)| i).collect())
+        .unwrap_or_default();
+    if held.is_empty() {
+        return Ok(None);
+    }
+    let mut choices = Vec::new();
+    for index in held {
+        let text = check_piece(shard, cfg, index, "", true, ctx)?;
+        choices.push(serde_json::json!({"index": index, "delta": {"content": text}, "finish_reason": null}));
+    }
+    let mut chunk = ctx.guard.as_ref().and_then(|s| s.template.clone()).unwrap_or_else(|| serde_json::json!({}));
+    if let Value::Object(o) = &mut chunk {
+        o.insert("choices".into(), Value::Array(choices));
+    }
+    Ok(Some(chunk.to_string().into_bytes()))
+}
+
+/// Canonical stream chunks (a translated stream's) through the output guardrails, in place;
+/// `done`: the stream is over, and text still held goes out in one more chunk.
+pub fn check_chunks(
+    shard: &Shard,
+    cfg: &Snapshot,
+    chunks: &mut Vec<adapters::canonical::ChatChunk>,
+    done: bool,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    let mut last = None;
+    for chunk in chunks.iter_mut() {
+        for choice in &mut chunk.choices {
+            let own = choice.delta.content.take();
+            let end = choice.finish_reason.is_some();
+            let released = check_piece(shard, cfg, choice.index as usize, own.as_deref().unwrap_or(""), end, ctx)?;
+            choice.delta.content = (own.is_some() || !released.is_empty()).then_some(released);
+        }
+        last = Some((chunk.id.clone(), chunk.model.clone(), chunk.created));
+    }
+    if let Some(state) = ctx.guard.as_mut()
+        && let Some((id, model, created)) = last
+    {
+        state.template = Some(serde_json::json!({"id": id, "model": model, "created": created}));
+    }
+    if done {
+        let held: Vec<usize> = ctx
+            .guard
+            .as_ref()
+            .map(|s| s.windows.iter().enumerate().filter(|(_, w)| !w.pending().is_empty()).map(|(i, _)| i).collect())
+            .unwrap_or_default();
+        let t = ctx.guard.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+        for index in held {
+            let text = check_piece(shard, cfg, index, "", true, ctx)?;
+            let chunk = adapters::canonical::ChatChunk {
+                id: t.get("id").and_then(Value::as_str).unwrap_or("").to_owned(),
+                object: "chat.completion.chunk".into(),
+                created: t.get("created").and_then(Value::as_u64).unwrap_or(0),
+                model: t.get("model").and_then(Value::as_str).unwrap_or("").to_owned(),
+                choices: vec![adapters::canonical::ChunkChoice {
+                    index: u32::try_from(index).unwrap_or(0),
+                    delta: adapters::canonical::Delta { content: Some(text), ..Default::default() },
+                    finish_reason: None,
+                    logprobs: None,
+                }],
+                usage: None,
+            };
+            // Before the usage-only chunk, if there is one.
+            let at = chunks.iter().position(|c| c.choices.is_empty()).unwrap_or(chunks.len());
+            chunks.insert(at, chunk);
+        }
+    }
+    Ok(())
+}
+
+/// One event of a native Anthropic stream through the output guardrails: text deltas
+/// rewritten, and a block's held text sent before its `content_block_stop`.
+pub fn check_anthropic_event(
+    shard: &Shard,
+    cfg: &Snapshot,
+    event: Option<&str>,
+    data: &[u8],
+    ctx: &mut RequestCtx,
+) -> Result<StreamData, GatewayError> {
+    let kind = event.unwrap_or("");
+    if kind != "content_block_delta" && kind != "content_block_stop" {
+        return Ok(StreamData::AsIs);
+    }
+    let Ok(mut ev) = serde_json::from_slice::<Value>(data) else { return Ok(StreamData::AsIs) };
+    let index = ev.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+    if kind == "content_block_stop" {
+        let text = check_piece(shard, cfg, index, "", true, ctx)?;
+        if text.is_empty() {
+            return Ok(StreamData::AsIs);
+        }
+        let delta = serde_json::json!({"type": "content_block_delta", "index": index,
+                                       "delta": {"type": "text_delta", "text": text}});
+        return Ok(StreamData::Before(delta.to_string().into_bytes()));
+    }
+    let Some(Value::String(text)) = ev.pointer_mut("/delta/text") else { return Ok(StreamData::AsIs) };
+    *text = check_piece(shard, cfg, index, text, false, ctx)?;
+    Ok(StreamData::Replace(ev.to_string().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn texts(endpoint: Endpoint, mut v: Value) -> Vec<String> {
+        collect(&mut v, &|v: &mut Value, f: &mut dyn FnMut(&mut String)| request_texts(endpoint, v, f))
+    }
+
+    #[test]
+    fn request_texts_of_every_api() {
+        let chat = json!({"messages": [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "x"}}]},
+            {"role": "tool", "content": "result"}]});
+        assert_eq!(texts(Endpoint::ChatCompletions, chat), ["sys", "a", "result"]);
+        assert_eq!(texts(Endpoint::Completions, json!({"prompt": ["p1", "p2"]})), ["p1", "p2"]);
+        assert_eq!(texts(Endpoint::Embeddings, json!({"input": "e"})), ["e"]);
+        let messages = json!({"system": [{"type": "text", "text": "s"}], "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "r"}]}]},
+            {"role": "user", "content": "u"}]});
+        assert_eq!(texts(Endpoint::Messages, messages), ["s", "r", "u"]);
+    }
+
+    #[test]
+    fn rewritten_texts_go_back_where_they_came_from() {
+        let mut v = json!({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": [{"type": "text", "text": "b"}]}]});
+        let walk = |v: &mut Value, f: &mut dyn FnMut(&mut String)| request_texts(Endpoint::ChatCompletions, v, f);
+        write_back(&mut v, vec!["A".into(), "B".into()], &walk);
+        assert_eq!(v["messages"][0]["content"], "A");
+        assert_eq!(v["messages"][1]["content"][0]["text"], "B");
+        let mut answer = json!({"choices": [{"message": {"content": "x"}}, {"text": "y"}]});
+        assert_eq!(
+            collect(&mut answer, &|v: &mut Value, f: &mut dyn FnMut(&mut String)| answer_texts(v, f)),
+            ["x", "y"]
+        );
+        let mut anthropic =
+            json!({"type": "message", "content": [{"type": "text", "text": "z"}, {"type": "tool_use"}]});
+        assert_eq!(collect(&mut anthropic, &|v: &mut Value, f: &mut dyn FnMut(&mut String)| answer_texts(v, f)), ["z"]);
+    }
+}
