@@ -96,6 +96,11 @@ pub enum ScenarioKind {
     /// Through shardgate to a `route:` model: nested strategies, retries and breakers
     /// configured but not firing.
     Routed,
+    /// Through shardgate with a 1 KiB prompt and no guardrails: what `Guarded` is compared with.
+    Prompt1k,
+    /// Through shardgate with a 1 KiB prompt and guardrails on both phases: secrets and
+    /// injection validating, PII redacting.
+    Guarded,
     /// Through a reference proxy (nginx).
     Reference,
 }

@@ -165,6 +165,8 @@ fn kind_name(kind: ScenarioKind) -> &'static str {
         ScenarioKind::Governed => "governed",
         ScenarioKind::Translated => "translated",
         ScenarioKind::Routed => "routed",
+        ScenarioKind::Prompt1k => "prompt-1k",
+        ScenarioKind::Guarded => "guarded",
         ScenarioKind::Reference => "reference",
     }
 }

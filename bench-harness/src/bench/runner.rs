@@ -20,7 +20,7 @@ const STREAM_BODY: &str = r#"{"model":"bench","stream":true,"stream_options":{"i
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Scenario groups to run (`passthrough`, `governed`, `translated`, `routed`, `nginx`, `streaming`,
+    /// Scenario groups to run (`passthrough`, `governed`, `translated`, `routed`, `guarded`, `nginx`, `streaming`,
     /// `open-streams`);
     /// empty: all.
     pub only: Vec<String>,
@@ -82,6 +82,8 @@ struct Scenario {
     url: String,
     /// Request headers (the virtual key of the governed scenario).
     headers: Vec<(String, String)>,
+    /// The request body (a 1 KiB prompt for the guardrails scenarios).
+    body: String,
     /// The process whose CPU and memory are measured.
     proc_index: Option<usize>,
     idle_rss_mb: Option<f64>,
@@ -205,6 +207,7 @@ fn run_in(
         driver: None,
         url: format!("http://127.0.0.1:{mock_port}/v1/chat/completions"),
         headers: Vec::new(),
+        body: CHAT_BODY.into(),
         proc_index: Some(0),
         idle_rss_mb: None,
         notes: Vec::new(),
@@ -235,6 +238,17 @@ fn run_in(
             account("up"),
             account("up2"),
             account("up3")
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    // Guardrails on both phases, as a cautious operator would run them: secrets blocked,
+    // injection audited, PII redacted (with restoration).
+    let guarded_config = work.join("guarded.yaml");
+    std::fs::write(
+        &guarded_config,
+        format!(
+            "server:\n  reload: {{watch: false}}\nproviders:\n{}models:\n  bench: {{target: up/bench}}\nguardrails:\n  - {{id: secrets, check: secrets, phase: [input, output]}}\n  - {{id: injection, check: injection, enforcement: audit}}\n  - {{id: pii, check: pii, mode: mutate, restore: true, phase: [input, output]}}\n",
+            account("up")
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -324,6 +338,7 @@ fn run_in(
                 driver: Some(d.clone()),
                 url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
                 headers: Vec::new(),
+                body: CHAT_BODY.into(),
                 proc_index: Some(idx),
                 idle_rss_mb: idle,
                 notes: Vec::new(),
@@ -344,6 +359,7 @@ fn run_in(
             driver: Some(d),
             url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
             headers: vec![("authorization".into(), format!("Bearer {}", bench_key(0)))],
+            body: CHAT_BODY.into(),
             proc_index: Some(idx),
             idle_rss_mb: idle,
             notes: Vec::new(),
@@ -351,6 +367,18 @@ fn run_in(
     }
     // Scenarios of one gateway each, on the default driver.
     let one_each = [
+        (
+            "prompt-1k",
+            &config,
+            ScenarioKind::Prompt1k,
+            "a 1 KiB prompt, no guardrails (what the guarded scenario is compared with)",
+        ),
+        (
+            "guarded",
+            &guarded_config,
+            ScenarioKind::Guarded,
+            "a 1 KiB prompt, guardrails on prompt and answer: secrets blocked, injection audited, PII redacted and restored",
+        ),
         (
             "translated",
             &translated_config,
@@ -365,7 +393,11 @@ fn run_in(
         ),
     ];
     for (group, config, kind, what) in one_each {
-        if !o.wants(group) {
+        let wanted = match kind {
+            ScenarioKind::Prompt1k => o.wants("guarded"),
+            _ => o.wants(group),
+        };
+        if !wanted {
             continue;
         }
         let d = default_driver.clone();
@@ -379,6 +411,10 @@ fn run_in(
             driver: Some(d),
             url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
             headers: Vec::new(),
+            body: match kind {
+                ScenarioKind::Prompt1k | ScenarioKind::Guarded => prompt_1k_body(),
+                _ => CHAT_BODY.into(),
+            },
             proc_index: Some(idx),
             idle_rss_mb: idle,
             notes: Vec::new(),
@@ -422,6 +458,7 @@ fn run_in(
                 driver: None,
                 url: format!("http://127.0.0.1:{port}/v1/chat/completions"),
                 headers: Vec::new(),
+                body: CHAT_BODY.into(),
                 proc_index: Some(procs.len() - 1),
                 idle_rss_mb: idle,
                 notes: Vec::new(),
@@ -435,8 +472,12 @@ fn run_in(
     // are where the load generator and mock's core gives out: no scenario is measured there.
     let mut samples = vec![Samples::default(); scenarios.len()];
     let mut ceiling: Vec<Option<f64>> = vec![None; scenarios.len()];
-    let run_scenarios =
-        o.wants("passthrough") || o.wants("nginx") || o.wants("governed") || o.wants("translated") || o.wants("routed");
+    let run_scenarios = o.wants("passthrough")
+        || o.wants("nginx")
+        || o.wants("governed")
+        || o.wants("translated")
+        || o.wants("routed")
+        || o.wants("guarded");
     for rep in 0..o.repetitions {
         if !run_scenarios {
             break;
@@ -445,7 +486,7 @@ fn run_in(
             let before = s.proc_index.and_then(|p| procs[p].cpu_ticks());
             let headers: Vec<(&str, &str)> = s.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let report =
-                loadgen::run(&plan(&s.url, CHAT_BODY, &headers, Mode::Closed { connections: 64 }, o, o.duration)?)?;
+                loadgen::run(&plan(&s.url, &s.body, &headers, Mode::Closed { connections: 64 }, o, o.duration)?)?;
             let after = s.proc_index.and_then(|p| procs[p].cpu_ticks());
             samples[i].max_rps.push(report.ok_rate);
             // Errors at max throughput are errors; errors past a rate ceiling are overload and
@@ -471,7 +512,7 @@ fn run_in(
                 }
                 let mode = Mode::Open { rate, poisson: false, max_connections: 512 };
                 let headers: Vec<(&str, &str)> = s.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                let report = loadgen::run(&plan(&s.url, CHAT_BODY, &headers, mode, o, o.duration)?)?;
+                let report = loadgen::run(&plan(&s.url, &s.body, &headers, mode, o, o.duration)?)?;
                 if errors_of(&report) > 0 || report.achieved_rate < rate * 0.95 {
                     let lowest = ceiling[i].map_or(rate, |c| c.min(rate));
                     ceiling[i] = Some(lowest);
@@ -565,6 +606,24 @@ fn bench_key(i: usize) -> String {
 /// The governed scenario's config: 50 teams, 1000 users, 10k keys, 100 rules (a global request
 /// limit, a per-user token limit per team, a monthly budget per team), every limit far above
 /// what the benchmark reaches, so that every request pays for every check and none is refused.
+/// A chat request whose user prompt is 1 KiB of ordinary text (no personal data, no secrets):
+/// the guardrails scenarios' body.
+pub fn prompt_1k_body() -> String {
+    const PARAGRAPH: &str = "Our quarterly review covered three projects and twelve milestones. The team shipped \
+version 1.4.2 of the client, fixed thirty-seven bugs and moved the build to a faster runner, so median \
+latency dropped from 120 ms to 85 ms. Please summarise the main risks for the next quarter, the open \
+questions about the cache design, and what the support team should tell customers about the migration. ";
+    let mut prompt = String::new();
+    while prompt.len() < 1024 {
+        prompt.push_str(PARAGRAPH);
+    }
+    prompt.truncate(1024);
+    serde_json::json!({"model": "bench", "max_tokens": 64, "temperature": 0.2, "messages": [
+        {"role": "system", "content": "You are a careful analyst."},
+        {"role": "user", "content": prompt}]})
+    .to_string()
+}
+
 fn governed_yaml(mock_port: u16) -> String {
     use std::fmt::Write as _;
     let mut y = format!(
@@ -1054,6 +1113,23 @@ fn targets(
         note: match routed_ratio {
             Some(_) => format!("{} driver, median of repetitions", default_driver),
             None => "the routed or pass-through scenario did not run".into(),
+        },
+    });
+    let of_kind = |k: ScenarioKind| results.iter().find(|r| r.kind == k).and_then(|r| r.max_throughput_rps.as_ref());
+    let guarded_ratio =
+        of_kind(ScenarioKind::Guarded).zip(of_kind(ScenarioKind::Prompt1k)).map(|(g, p)| g.median / p.median);
+    t.push(TargetCheck {
+        name: "guardrails on (1 KiB prompts) vs pass-through".into(),
+        goal: ">= 0.80x pass-through req/s with 1 KiB prompts, same run".into(),
+        value: guarded_ratio,
+        unit: "x".into(),
+        met: guarded_ratio.map(|r| r >= 0.80),
+        note: match guarded_ratio {
+            Some(_) => format!(
+                "{} driver, median of repetitions; secrets, injection and PII on prompt and answer",
+                default_driver
+            ),
+            None => "the guarded scenarios did not run".into(),
         },
     });
     let streamed = results.iter().find(|r| r.name.starts_with("translated-streaming"));
