@@ -15,6 +15,7 @@
 //! | `x-mock-retry-after` | `retry-after` header on a status fault |
 //! | `x-mock-echo` | answer any path by describing the request received (method, target, headers, body) |
 //! | `x-mock-id`, `x-mock-created` | fix the answer's `id` and `created` (byte-exact comparisons) |
+//! | (paths) | `/v1/moderations`, `/contentsafety/text:analyze` and `/v1/guard` answer as the checking services guardrails ask (see `checking_service`) |
 //! | `x-mock-text` | the answer's text, exactly: its tokens (stream chunks) separated by `\|` |
 //!
 //! Besides OpenAI's paths it speaks Anthropic's `/v1/messages`, Gemini's `generateContent`,
@@ -480,6 +481,10 @@ impl Service for MockService {
             ("POST", p) if (p.starts_with("/v1beta/models/") || p.starts_with("/v1/projects/")) && p.contains(":") => {
                 self.gemini(p, &req, &knobs, resp).await
             }
+            ("POST", "/v1/moderations" | "/v1/guard" | "/contentsafety/text:analyze") => {
+                let (status, body) = checking_service(&path, &req.body);
+                let _ = resp.start(status).header("content-type", JSON).body(body.as_bytes()).await;
+            }
             ("POST", "/token") => {
                 let (status, body) = self.oauth_token(&req);
                 let _ = resp.start(status).header("content-type", JSON).body(body.as_bytes()).await;
@@ -895,6 +900,58 @@ async fn echo<C: Conn>(req: &Request, resp: &mut Responder<'_, C>) {
         "body": String::from_utf8_lossy(&req.body[..req.body.len().min(64 * 1024)]),
     });
     let _ = resp.start(200).header("content-type", JSON).body(body.to_string().as_bytes()).await;
+}
+
+/// The checking services guardrails ask, by path: OpenAI's `/v1/moderations` (a text
+/// containing `violent` is flagged for violence), Azure AI Content Safety's `text:analyze`
+/// (`violent`: Violence at severity 4), and the webhook contract at `/v1/guard` (`forbidden`:
+/// block; `flagme`: flag; `secret-word` is rewritten to `[removed]`).
+fn checking_service(path: &str, body: &[u8]) -> (u16, String) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (400, r#"{"error":{"message":"the body is not JSON","type":"invalid_request_error"}}"#.into());
+    };
+    let strings = |key: &str| -> Vec<String> {
+        match v.get(key) {
+            Some(serde_json::Value::String(s)) => vec![s.clone()],
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        }
+    };
+    match path {
+        "/v1/moderations" => {
+            let results: Vec<serde_json::Value> = strings("input")
+                .iter()
+                .map(|t| {
+                    let violent = t.contains("violent");
+                    serde_json::json!({"flagged": violent, "categories": {"violence": violent, "harassment": false},
+                                       "category_scores": {"violence": if violent { 0.93 } else { 0.01 }, "harassment": 0.01}})
+                })
+                .collect();
+            let model = v.get("model").and_then(serde_json::Value::as_str).unwrap_or("omni-moderation-latest");
+            (200, serde_json::json!({"id": "modr-mock", "model": model, "results": results}).to_string())
+        }
+        "/contentsafety/text:analyze" => {
+            let violent = strings("text").iter().any(|t| t.contains("violent"));
+            let analysis = serde_json::json!([{"category": "Hate", "severity": 0}, {"category": "SelfHarm", "severity": 0},
+                {"category": "Sexual", "severity": 0}, {"category": "Violence", "severity": if violent { 4 } else { 0 }}]);
+            (200, serde_json::json!({"blocklistsMatch": [], "categoriesAnalysis": analysis}).to_string())
+        }
+        _ => {
+            let texts = strings("texts");
+            let all = texts.concat();
+            let answer = if all.contains("forbidden") {
+                serde_json::json!({"action": "block", "categories": ["forbidden-topic"], "reason": "mock policy"})
+            } else if all.contains("flagme") {
+                serde_json::json!({"action": "flag", "categories": ["review"]})
+            } else if all.contains("secret-word") {
+                let rewritten: Vec<String> = texts.iter().map(|t| t.replace("secret-word", "[removed]")).collect();
+                serde_json::json!({"action": "allow", "texts": rewritten})
+            } else {
+                serde_json::json!({"action": "allow"})
+            };
+            (200, answer.to_string())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::SeqCst;
 
-use e2e::{Client, Response, config_for, default_mock, gateway, metric, on_both_drivers};
+use std::time::Duration;
+
+use bench_harness::mock::Knobs;
+use e2e::{Client, Response, config_for, default_mock, gateway, metric, mock, on_both_drivers};
 use serde_json::{Value, json};
 
 on_both_drivers!(
@@ -21,6 +24,7 @@ on_both_drivers!(
     rules_apply_only_where_they_are_aimed,
     structure_requires_metadata_and_bounds_prompts,
     messages_are_guarded_with_anthropic_errors,
+    external_checks_ask_their_services_and_apply_their_failure_policy,
 );
 
 const GUARDRAILS: &str = "guardrails:
@@ -216,4 +220,56 @@ fn messages_are_guarded_with_anthropic_errors(rt: e2e::Runtime) {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["content"][0]["text"], "Mailing jane.doe@example.com now.");
+}
+
+fn external_checks_ask_their_services_and_apply_their_failure_policy(rt: e2e::Runtime) {
+    let up = default_mock();
+    let slow = mock(Knobs { latency: Duration::from_millis(500), ..Knobs::default() });
+    let (u, s) = (up.addr(), slow.addr());
+    let extra = "guardrails:
+  - {id: mod, check: openai_moderation, openai_moderation: {provider: checker}, when: {models: [m]}}
+  - {id: cs, check: azure_content_safety, azure_content_safety: {provider: azcs}, when: {models: [same]}}
+  - {id: hook, check: webhook, mode: mutate, webhook: {provider: checker, path: /guard}, when: {models: [m]}}
+  - {id: strict, check: webhook, webhook: {provider: slowhook, path: /guard, timeout: 100ms}, when: {metadata: {slow: strict}}}
+  - id: lax
+    check: webhook
+    enforcement: enforce_but_ignore_on_error
+    webhook: {provider: slowhook, path: /guard, timeout: 100ms}
+    when: {metadata: {slow: lax}}
+";
+    let yaml = config_for(u, extra).replace(
+        "providers:\n",
+        &format!(
+            "providers:\n  checker: {{kind: openai-compatible, base_url: 'http://{u}/v1', api_key: sk-mod}}\n  azcs: {{kind: openai-compatible, base_url: 'http://{u}', headers: {{Ocp-Apim-Subscription-Key: cs-key}}}}\n  slowhook: {{kind: openai-compatible, base_url: 'http://{s}/v1'}}\n"
+        ),
+    );
+    let gw = gateway(&yaml, rt);
+    let addr = gw.local_addr();
+    // OpenAI's moderations API flags it: blocked, the categories named.
+    let r = chat(addr, "m", "a violent plan", false, "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let message = r.error()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("guardrail `mod` (openai_moderation: violence)"), "{message}");
+    // Azure AI Content Safety: severity 4 meets the default threshold.
+    let r = chat(addr, "same", "a violent plan", false, "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error()["message"].as_str().unwrap().contains("azure_content_safety: Violence"), "{}", r.text());
+    assert_eq!(chat(addr, "same", "a calm plan", false, "").status, 200);
+    // The webhook blocks, flags, or rewrites (mutate mode).
+    let r = chat(addr, "m", "tell me forbidden things", false, "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error()["message"].as_str().unwrap().contains("webhook: forbidden-topic"), "{}", r.text());
+    let r = chat(addr, "m", "flagme please", false, "");
+    assert_eq!((r.status, r.header("x-shardgate-guardrails")), (200, Some("hook=flagged")), "{}", r.text());
+    let r = chat(addr, "m", "the secret-word is here", false, "x-mock-echo: 1\r\n");
+    assert_eq!(r.header("x-shardgate-guardrails"), Some("hook=redacted"));
+    let seen: Value = serde_json::from_str(r.json()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(seen["messages"][0]["content"], "the [removed] is here");
+    // A service that does not answer in time: enforced, the request is not sent (503);
+    // `enforce_but_ignore_on_error`, it goes, marked `errored`.
+    let r = chat(addr, "alias-m", "hi", false, "x-shardgate-metadata: {\"slow\":\"strict\"}\r\n");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.error()["code"], "guardrail_unavailable");
+    let r = chat(addr, "alias-m", "hi", false, "x-shardgate-metadata: {\"slow\":\"lax\"}\r\n");
+    assert_eq!((r.status, r.header("x-shardgate-guardrails")), (200, Some("lax=errored")), "{}", r.text());
 }

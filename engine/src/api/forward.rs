@@ -95,7 +95,7 @@ pub async fn inference<C: Conn>(
     }
     // Input guardrails: a blocked request goes nowhere; a redacted one goes as rewritten.
     let (req, facts) =
-        match super::guard::check_input(shard, cfg, caller, &model.name, &metadata, endpoint, &req.body, ctx) {
+        match super::guard::check_input(shard, cfg, caller, &model.name, &metadata, endpoint, &req.body, ctx).await {
             Ok(None) => (req, facts),
             Ok(Some(body)) => {
                 let rescanned = shard.scanner.borrow_mut().scan(&body);

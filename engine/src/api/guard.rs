@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
-use policy::guardrails::{Facts, Outcome, Phase, Selected, StreamStep, StreamWindow, Vault, Verdict};
+use policy::guardrails::{
+    Enforcement, Facts, Guardrail, Guardrails, Mode, Outcome, Phase, Selected, StreamStep, StreamWindow, Vault, Verdict,
+};
 use policy::{Identity, Metadata};
 use serde_json::Value;
 use smol_str::SmolStr;
@@ -37,11 +39,12 @@ pub struct GuardState {
 #[derive(Debug)]
 pub struct GuardStats {
     pub rule: Arc<str>,
-    counts: [[AtomicU64; 4]; 4],
+    counts: [[AtomicU64; 5]; 4],
 }
 
 const PHASES: [Phase; 4] = [Phase::Input, Phase::Output, Phase::ToolArgs, Phase::ToolResult];
-const OUTCOMES: [Outcome; 4] = [Outcome::Blocked, Outcome::Flagged, Outcome::Redacted, Outcome::Audited];
+const OUTCOMES: [Outcome; 5] =
+    [Outcome::Blocked, Outcome::Flagged, Outcome::Redacted, Outcome::Audited, Outcome::Errored];
 
 impl GuardStats {
     fn new(rule: Arc<str>) -> GuardStats {
@@ -205,7 +208,7 @@ fn record(shard: &Shard, cfg: &Snapshot, state: &mut GuardState, verdicts: &[Ver
         }
         let found = v.found.join(",");
         match v.outcome {
-            Outcome::Blocked | Outcome::Audited => tracing::warn!(
+            Outcome::Blocked | Outcome::Audited | Outcome::Errored => tracing::warn!(
                 rule = %v.rule, check = v.check.as_str(), phase = v.phase.as_str(), outcome = v.outcome.as_str(),
                 found, score = v.score, detail = v.detail.as_deref(), "guardrail verdict"
             ),
@@ -238,8 +241,8 @@ pub const GUARDRAILS_HEADER: &str = "x-shardgate-guardrails";
 /// The input phase. `Ok(Some(body))`: the request as rewritten; `Ok(None)`: as it came;
 /// `Err`: blocked (nothing is sent to any provider).
 #[allow(clippy::too_many_arguments)]
-pub fn check_input(
-    shard: &Shard,
+pub async fn check_input(
+    shard: &std::rc::Rc<Shard>,
     cfg: &Snapshot,
     caller: &Identity,
     model: &str,
@@ -277,7 +280,41 @@ pub fn check_input(
         if let Some(v) = checked.blocked() {
             return Err(violation(v));
         }
-        if checked.changed {
+        let mut changed = checked.changed;
+        // Checks that ask a service, in config order, each on the texts as the rules before it
+        // left them. Boxed: their state is large and most requests have none.
+        let selected = state.selected.clone();
+        let externals: Vec<&Guardrail> = cfg.guardrails.externals(&selected, Phase::Input).collect();
+        for rule in externals {
+            let asked = Box::pin(super::guard_external::ask(shard, cfg, rule, model, &state.metadata, &texts)).await;
+            let rewrite = match (&asked, rule.mode, rule.enforcement) {
+                (Ok(a), Mode::Mutate, Enforcement::Enforce | Enforcement::EnforceButIgnoreOnError) => a.texts.clone(),
+                _ => None,
+            };
+            let rewritten = rewrite.as_ref().is_some_and(|t| *t != texts);
+            let verdict =
+                Guardrails::external_verdict(rule, Phase::Input, asked.as_ref().map_err(String::as_str), rewritten);
+            if let Some(v) = verdict {
+                record(shard, cfg, &mut state, std::slice::from_ref(&v), ctx);
+                if v.outcome == Outcome::Blocked {
+                    return Err(match &asked {
+                        // The service did not answer and the rule is enforced: the request
+                        // cannot be judged, so it is not sent (503, try again).
+                        Err(why) => GatewayError::new(
+                            ErrorKind::Unavailable,
+                            format!("guardrail `{}` could not be checked: {why}", v.rule),
+                        )
+                        .with_code("guardrail_unavailable"),
+                        Ok(_) => violation(&v),
+                    });
+                }
+            }
+            if let (Some(t), true) = (rewrite, rewritten) {
+                texts = t;
+                changed = true;
+            }
+        }
+        if changed {
             write_back(&mut json, texts, &walk);
             let bytes = serde_json::to_vec(&json)
                 .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("re-encoding a redacted request: {e}")))?;

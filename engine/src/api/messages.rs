@@ -128,6 +128,7 @@ pub async fn messages<C: Conn>(
     // Input guardrails: blocked requests go nowhere; redacted ones are parsed again.
     let req =
         match super::guard::check_input(shard, cfg, caller, &chat.model, &metadata, Endpoint::Messages, &req.body, ctx)
+            .await
         {
             Ok(None) => req,
             Ok(Some(body)) => Request { body, ..req },

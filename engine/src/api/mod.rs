@@ -8,6 +8,7 @@ mod embeddings;
 mod forward;
 pub mod governance;
 pub mod guard;
+mod guard_external;
 pub mod health_checks;
 mod messages;
 mod mock_provider;

@@ -653,6 +653,22 @@ pub fn compile_with(
     if let Err(e) = policy::jwt::Issuers::new(&file.auth.issuers) {
         errors.push(e.to_string());
     }
+    for (i, g) in file.guardrails.iter().enumerate() {
+        let asked = [
+            g.openai_moderation.as_ref().map(|s| &s.provider),
+            g.azure_content_safety.as_ref().map(|s| &s.provider),
+            g.webhook.as_ref().map(|s| &s.provider),
+        ];
+        for name in asked.into_iter().flatten() {
+            match file.providers.get(name) {
+                None => errors.push(format!("guardrails[{i}]: no provider `{name}` to ask")),
+                Some(p) if p.kind == crate::config::file::ProviderKind::Mock => {
+                    errors.push(format!("guardrails[{i}]: provider `{name}` is the in-process mock, not a service"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
     let guardrails = match policy::guardrails::Guardrails::compile(&file.guardrails) {
         Ok(g) => g,
         Err(e) => {

@@ -7,6 +7,7 @@
 //! runs a phase's rules over the request's or the answer's texts ([`Guardrails::check`]), and
 //! for streams feeds each piece through a [`stream::StreamWindow`] ([`Guardrails::stream`]).
 
+pub mod external;
 pub mod finding;
 pub mod injection;
 pub mod moderation;
@@ -38,6 +39,8 @@ enum Detector {
     Injection(injection::InjectionDetector, f32),
     Moderation(moderation::ModerationDetector),
     Structure(structure::StructureConfig),
+    /// Asks a service (the engine makes the call): what to ask, and how long to wait.
+    External(external::External, std::time::Duration),
 }
 
 /// One rule, compiled.
@@ -77,7 +80,15 @@ impl Guardrail {
             Detector::Secrets(d) => d.scan(text, out),
             Detector::Injection(d, _) => d.scan(text, out),
             Detector::Moderation(d) => d.scan(text, out),
-            Detector::Structure(_) => {}
+            Detector::Structure(_) | Detector::External(..) => {}
+        }
+    }
+
+    /// The service this rule asks, and how long it waits for it.
+    pub fn external(&self) -> Option<(&external::External, std::time::Duration)> {
+        match &self.detector {
+            Detector::External(e, t) => Some((e, *t)),
+            _ => None,
         }
     }
 
@@ -155,6 +166,8 @@ pub enum Outcome {
     Redacted,
     /// `enforcement: audit`: would have blocked, flagged or rewritten; recorded only.
     Audited,
+    /// An external check failed to answer, and its enforcement let the request through.
+    Errored,
 }
 
 impl Outcome {
@@ -164,6 +177,7 @@ impl Outcome {
             Outcome::Flagged => "flagged",
             Outcome::Redacted => "redacted",
             Outcome::Audited => "audited",
+            Outcome::Errored => "errored",
         }
     }
 }
@@ -218,6 +232,9 @@ impl Guardrails {
                 ("injection", spec.injection.is_some(), CheckKind::Injection),
                 ("moderation", spec.moderation.is_some(), CheckKind::Moderation),
                 ("structure", spec.structure.is_some(), CheckKind::Structure),
+                ("openai_moderation", spec.openai_moderation.is_some(), CheckKind::OpenaiModeration),
+                ("azure_content_safety", spec.azure_content_safety.is_some(), CheckKind::AzureContentSafety),
+                ("webhook", spec.webhook.is_some(), CheckKind::Webhook),
             ];
             if let Some((name, ..)) = settings.iter().find(|(_, set, kind)| *set && *kind != spec.check) {
                 return Err(PolicyError::new(
@@ -225,14 +242,27 @@ impl Guardrails {
                     format!("settings for `{name}` on a `check: {}` guardrail", spec.check.as_str()),
                 ));
             }
-            if spec.mode == Mode::Mutate && matches!(spec.check, CheckKind::Injection | CheckKind::Structure) {
+            if spec.mode == Mode::Mutate
+                && matches!(
+                    spec.check,
+                    CheckKind::Injection
+                        | CheckKind::Structure
+                        | CheckKind::OpenaiModeration
+                        | CheckKind::AzureContentSafety
+                )
+            {
                 return Err(PolicyError::new(
                     at("mode"),
                     format!(
-                        "`{}` checks validate only (mutate is for pii, secrets and moderation)",
+                        "`{}` checks validate only (mutate is for pii, secrets, moderation and webhook)",
                         spec.check.as_str()
                     ),
                 ));
+            }
+            let asks_a_service =
+                matches!(spec.check, CheckKind::OpenaiModeration | CheckKind::AzureContentSafety | CheckKind::Webhook);
+            if asks_a_service && phases.iter().any(|p| *p != Phase::Input) {
+                return Err(PolicyError::new(at("phase"), "checks that call a service run on the input phase for now"));
             }
             if spec.mode == Mode::Mutate && spec.action == Action::Flag {
                 return Err(PolicyError::new(at("action"), "`action` is for validate mode (mutate rewrites)"));
@@ -267,6 +297,44 @@ impl Guardrails {
                     Detector::Moderation(moderation::ModerationDetector::new(cfg).map_err(bad("moderation"))?)
                 }
                 CheckKind::Structure => Detector::Structure(spec.structure.clone().unwrap_or_default()),
+                CheckKind::OpenaiModeration => {
+                    let Some(s) = &spec.openai_moderation else {
+                        return Err(PolicyError::new(at("openai_moderation"), "name the provider to ask"));
+                    };
+                    let timeout =
+                        external::timeout_of(&s.timeout, "openai_moderation").map_err(bad("openai_moderation"))?;
+                    let e = external::External::OpenAiModeration {
+                        provider: s.provider.clone(),
+                        model: s.model.clone(),
+                        categories: s.categories.clone(),
+                    };
+                    Detector::External(e, timeout)
+                }
+                CheckKind::AzureContentSafety => {
+                    let Some(s) = &spec.azure_content_safety else {
+                        return Err(PolicyError::new(at("azure_content_safety"), "name the provider to ask"));
+                    };
+                    let timeout = external::timeout_of(&s.timeout, "azure_content_safety")
+                        .map_err(bad("azure_content_safety"))?;
+                    let e = external::External::AzureContentSafety {
+                        provider: s.provider.clone(),
+                        severity: s.severity,
+                        categories: s.categories.clone(),
+                        api_version: s.api_version.clone(),
+                    };
+                    Detector::External(e, timeout)
+                }
+                CheckKind::Webhook => {
+                    let Some(s) = &spec.webhook else {
+                        return Err(PolicyError::new(at("webhook"), "name the provider to ask"));
+                    };
+                    let timeout = external::timeout_of(&s.timeout, "webhook").map_err(bad("webhook"))?;
+                    let path = s.path.clone().unwrap_or_else(|| "/".into());
+                    if !path.starts_with('/') {
+                        return Err(PolicyError::new(at("webhook.path"), "must start with `/`"));
+                    }
+                    Detector::External(external::External::Webhook { provider: s.provider.clone(), path }, timeout)
+                }
             };
             rules.push(Guardrail {
                 id: Arc::from(spec.id.as_str()),
@@ -320,6 +388,54 @@ impl Guardrails {
     /// Whether any selected rule looks at `phase`.
     pub fn applies(&self, sel: &Selected, phase: Phase) -> bool {
         self.of(sel, phase).next().is_some()
+    }
+
+    /// The selected rules of `phase` that ask a service, in config order.
+    pub fn externals<'a>(&'a self, sel: &'a Selected, phase: Phase) -> impl Iterator<Item = &'a Guardrail> + 'a {
+        self.of(sel, phase).filter(|r| r.external().is_some())
+    }
+
+    /// The verdict of an external check: what the service answered, or why the call failed
+    /// (then the rule's enforcement decides: `enforce` blocks, the others let the request
+    /// through as `errored`).
+    pub fn external_verdict(
+        rule: &Guardrail,
+        phase: Phase,
+        answer: Result<&external::Answer, &str>,
+        rewritten: bool,
+    ) -> Option<Verdict> {
+        let mut v = Verdict {
+            rule: rule.id.clone(),
+            check: rule.check,
+            phase,
+            outcome: Outcome::Blocked,
+            found: Vec::new(),
+            score: None,
+            detail: None,
+        };
+        match answer {
+            Err(why) => {
+                v.detail = Some(format!("the check could not be made: {why}"));
+                v.outcome = match rule.enforcement {
+                    Enforcement::Enforce => Outcome::Blocked,
+                    Enforcement::EnforceButIgnoreOnError | Enforcement::Audit => Outcome::Errored,
+                };
+            }
+            Ok(a) => {
+                if !a.flagged && !rewritten {
+                    return None;
+                }
+                v.found = a.categories.clone();
+                v.outcome = match (rule.enforcement, rule.mode, rule.action) {
+                    (Enforcement::Audit, ..) => Outcome::Audited,
+                    _ if rewritten && !a.flagged => Outcome::Redacted,
+                    _ if a.flag_only => Outcome::Flagged,
+                    (_, Mode::Validate, Action::Flag) => Outcome::Flagged,
+                    _ => Outcome::Blocked,
+                };
+            }
+        }
+        Some(v)
     }
 
     /// Whether the originals of redacted input go back into answers.
@@ -490,6 +606,8 @@ fn validate(
 ) -> Option<Verdict> {
     findings.clear();
     match &rule.detector {
+        // Asked by the engine, which reports through [`Guardrails::external_verdict`].
+        Detector::External(..) => None,
         Detector::Structure(cfg) => {
             let (name, why) = cfg.check(texts, facts, phase == Phase::Output)?;
             let mut v = verdict(rule, phase, &[], None, Some(why));
@@ -573,6 +691,16 @@ mod tests {
         assert!(bad("- {id: a, check: pii, restore: true}\n").contains("restore needs"));
         assert!(bad("- {id: a, check: pii, phase: []}\n").contains("at least one phase"));
         assert!(bad("- {id: a, check: moderation}\n").contains("categories"));
+        assert!(bad("- {id: a, check: webhook}\n").contains("name the provider"));
+        assert!(bad("- {id: a, check: webhook, webhook: {provider: p}, phase: output}\n").contains("input phase"));
+        assert!(
+            bad("- {id: a, check: openai_moderation, openai_moderation: {provider: p}, mode: mutate}\n")
+                .contains("validate only")
+        );
+        assert!(
+            bad("- {id: a, check: webhook, webhook: {provider: p, timeout: 5m}}\n").contains("between 1ms and 60s")
+        );
+        assert!(bad("- {id: a, check: webhook, webhook: {provider: p, path: x}}\n").contains("start with"));
     }
 
     #[test]

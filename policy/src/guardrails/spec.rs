@@ -49,6 +49,12 @@ pub struct GuardrailSpec {
     pub moderation: Option<super::moderation::ModerationConfig>,
     #[serde(default)]
     pub structure: Option<super::structure::StructureConfig>,
+    #[serde(default)]
+    pub openai_moderation: Option<super::external::OpenAiModerationSpec>,
+    #[serde(default)]
+    pub azure_content_safety: Option<super::external::AzureContentSafetySpec>,
+    #[serde(default)]
+    pub webhook: Option<super::external::WebhookSpec>,
 }
 
 fn input_only() -> OneOrMany<Phase> {
@@ -104,6 +110,12 @@ pub enum CheckKind {
     Injection,
     Moderation,
     Structure,
+    /// OpenAI's moderations API, through a provider of the config.
+    OpenaiModeration,
+    /// Azure AI Content Safety `text:analyze`.
+    AzureContentSafety,
+    /// Any HTTP service that follows the webhook contract ([`super::external`]).
+    Webhook,
 }
 
 impl CheckKind {
@@ -114,6 +126,9 @@ impl CheckKind {
             CheckKind::Injection => "injection",
             CheckKind::Moderation => "moderation",
             CheckKind::Structure => "structure",
+            CheckKind::OpenaiModeration => "openai_moderation",
+            CheckKind::AzureContentSafety => "azure_content_safety",
+            CheckKind::Webhook => "webhook",
         }
     }
 }
