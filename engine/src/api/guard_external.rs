@@ -5,14 +5,14 @@
 
 use std::rc::Rc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use policy::Metadata;
 use policy::guardrails::external::Answer;
 use policy::guardrails::{Guardrail, Phase};
 
 use super::supervised;
 use crate::actor::Served;
-use crate::config::{Provider, Snapshot, Upstream};
+use crate::config::Snapshot;
 use crate::rt;
 use crate::shard::Shard;
 use crate::upstream::{RequestBytes, Shared, send};
@@ -38,7 +38,7 @@ pub(super) async fn ask(
     let up = provider.upstream.as_ref().ok_or("the provider is in-process, not a service")?;
     let (path, body) = external.request(&rule.id, Phase::Input, model, metadata, texts);
     let request = RequestBytes {
-        head: post_head(shard, provider, up, &path, body.len()),
+        head: super::side_request::head(shard, provider, up, "POST", &path, Some(body.len())),
         body: Bytes::from(body),
         is_head: false,
     };
@@ -59,27 +59,4 @@ pub(super) async fn ask(
         Served::Refused(r) => Err(format!("provider {}: {r:?}", provider.name)),
         Served::Panicked(m) => Err(format!("provider {}: the call failed ({m})", provider.name)),
     }
-}
-
-/// `POST {base path}{path}` with the provider's headers (its credentials) and, for providers
-/// whose tokens the gateway mints, the current one.
-fn post_head(shard: &Shard, provider: &Provider, up: &Upstream, path: &str, len: usize) -> Bytes {
-    let mut h = BytesMut::with_capacity(256);
-    h.put_slice(b"POST ");
-    h.put_slice(up.base_path.trim_end_matches('/').as_bytes());
-    h.put_slice(path.as_bytes());
-    h.put_slice(b" HTTP/1.1\r\nhost: ");
-    h.put_slice(up.host_header.as_bytes());
-    h.put_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
-    h.put_slice(itoa::Buffer::new().format(len).as_bytes());
-    h.put_slice(b"\r\n");
-    let minted = super::translate::minted_authorization(shard, provider).ok().flatten();
-    for (n, v) in up.headers.iter().chain(minted.iter()) {
-        h.put_slice(n.as_bytes());
-        h.put_slice(b": ");
-        h.put_slice(v.as_bytes());
-        h.put_slice(b"\r\n");
-    }
-    h.put_slice(b"\r\n");
-    h.freeze()
 }

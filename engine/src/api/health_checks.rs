@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::routing::announce;
 use crate::config::{Provider, Snapshot, Upstream};
@@ -68,8 +68,11 @@ async fn probe(
     if matches!(shard.route_health.begin(cfg, id, &route.breaker, Instant::now()), Admission::Denied) {
         return;
     }
-    let request =
-        RequestBytes { head: probe_head(shard, provider, up, &check.path), body: Bytes::new(), is_head: false };
+    let request = RequestBytes {
+        head: super::side_request::head(shard, provider, up, "GET", &check.path, None),
+        body: Bytes::new(),
+        is_head: false,
+    };
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
     let answered = rt::timeout(check.timeout, async {
         let mut answer = send(&shared, up, &request, cfg.upstream_limits).await.ok()?;
@@ -87,25 +90,4 @@ async fn probe(
         tracing::warn!(provider = %provider.name, status = ?answered.ok().flatten(), "health check failed");
     }
     announce(shard, route, id, Instant::now(), (outcome, None), 0);
-}
-
-/// `GET {base path}{path}` with the provider's headers (its credentials) and, for providers
-/// whose tokens the gateway mints, the current one.
-fn probe_head(shard: &Shard, provider: &Provider, up: &Upstream, path: &str) -> Bytes {
-    let mut h = BytesMut::with_capacity(256);
-    h.put_slice(b"GET ");
-    h.put_slice(up.base_path.trim_end_matches('/').as_bytes());
-    h.put_slice(path.as_bytes());
-    h.put_slice(b" HTTP/1.1\r\nhost: ");
-    h.put_slice(up.host_header.as_bytes());
-    h.put_slice(b"\r\n");
-    let minted = super::translate::minted_authorization(shard, provider).ok().flatten();
-    for (n, v) in up.headers.iter().chain(minted.iter()) {
-        h.put_slice(n.as_bytes());
-        h.put_slice(b": ");
-        h.put_slice(v.as_bytes());
-        h.put_slice(b"\r\n");
-    }
-    h.put_slice(b"\r\n");
-    h.freeze()
 }

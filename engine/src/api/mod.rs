@@ -15,6 +15,7 @@ mod mock_provider;
 mod ops;
 mod route;
 mod routing;
+mod side_request;
 mod supervised;
 mod translate;
 
