@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let mut texts = [t.clone()];
                 let mut vault = Vault::default();
-                let facts = Facts { metadata: &metadata, asked_json: false };
+                let facts = Facts { metadata: &metadata, asked_json: false, schema: None };
                 black_box(all.check(&selected, Phase::Input, &mut texts, facts, &mut vault).verdicts.len())
             })
         });

@@ -35,6 +35,7 @@ const GUARDRAILS: &str = "guardrails:
   - {id: inj, check: injection, enforcement: audit}
   - {id: inj-flag, check: injection, action: flag, when: {models: [same]}}
   - {id: ticket, check: structure, structure: {required_metadata: [ticket]}, when: {metadata: {strict: 'yes'}}}
+  - {id: shape, check: structure, phase: output, when: {models: [same]}}
 ";
 
 /// A synthetic OpenAI-format key (matches the format; not a real key).
@@ -195,6 +196,23 @@ fn structure_requires_metadata_and_bounds_prompts(rt: e2e::Runtime) {
     let ok = "x-shardgate-metadata: {\"strict\":\"yes\",\"ticket\":\"T-1\"}\r\n";
     assert_eq!(chat(gw.local_addr(), "m", "hi", false, ok).status, 200);
     assert_eq!(chat(gw.local_addr(), "m", "hi", false, "").status, 200, "not aimed at requests without strict");
+    // An answer asked to follow a JSON schema is checked against it.
+    let ask = |text: &str| {
+        let body = json!({"model": "same", "messages": [{"role": "user", "content": "who?"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "person", "strict": true,
+                "schema": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}});
+        Client::connect(gw.local_addr()).post_json(
+            "/v1/chat/completions",
+            &body.to_string(),
+            &format!("x-mock-text: {text}\r\n"),
+        )
+    };
+    assert_eq!(ask(r#"{"name": "Ann"}"#).status, 200);
+    let r = ask(r#"{"name": 42}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let message = r.error()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("json_schema") && message.contains("/name") && !message.contains("42"), "{message}");
+    assert_eq!(ask("not json at all").status, 400);
 }
 
 fn messages_are_guarded_with_anthropic_errors(rt: e2e::Runtime) {

@@ -27,6 +27,8 @@ pub struct GuardState {
     vault: Vault,
     metadata: Metadata,
     asked_json: bool,
+    /// `response_format.json_schema.schema`, for structure rules on the answer.
+    schema: Option<Value>,
     /// Rules that already gave a verdict on this request (each is counted once per phase).
     noted: Vec<(Arc<str>, Phase)>,
     /// One window per streamed choice.
@@ -263,6 +265,7 @@ pub async fn check_input(
         vault: Vault::default(),
         metadata: metadata.clone(),
         asked_json: false,
+        schema: None,
         noted: Vec::new(),
         windows: Vec::new(),
         template: None,
@@ -272,9 +275,10 @@ pub async fn check_input(
         let mut json: Value = serde_json::from_slice(body)
             .map_err(|e| GatewayError::new(ErrorKind::InvalidJson, format!("invalid JSON body: {e}")))?;
         state.asked_json = asks_json(&json);
+        state.schema = json.pointer("/response_format/json_schema/schema").cloned();
         let walk = |v: &mut Value, f: &mut dyn FnMut(&mut String)| request_texts(endpoint, v, f);
         let mut texts = collect(&mut json, &walk);
-        let facts = Facts { metadata: &state.metadata, asked_json: state.asked_json };
+        let facts = Facts { metadata: &state.metadata, asked_json: state.asked_json, schema: state.schema.as_ref() };
         let checked = cfg.guardrails.check(&state.selected, Phase::Input, &mut texts, facts, &mut state.vault);
         record(shard, cfg, &mut state, &checked.verdicts, ctx);
         if let Some(v) = checked.blocked() {
@@ -321,9 +325,14 @@ pub async fn check_input(
             rewritten = Some(Bytes::from(bytes));
         }
     } else if cfg.guardrails.applies(&state.selected, Phase::Output) {
-        state.asked_json = serde_json::from_slice::<Value>(body).is_ok_and(|v| asks_json(&v));
+        if let Ok(v) = serde_json::from_slice::<Value>(body) {
+            state.asked_json = asks_json(&v);
+            state.schema = v.pointer("/response_format/json_schema/schema").cloned();
+        }
     }
-    if cfg.guardrails.applies(&state.selected, Phase::Output) || cfg.guardrails.restores(&state.selected) {
+    // The answer is read only when a rule looks at it, or something redacted may come back in it.
+    let restoring = cfg.guardrails.restores(&state.selected) && !state.vault.is_empty();
+    if cfg.guardrails.applies(&state.selected, Phase::Output) || restoring {
         ctx.guard = Some(state);
     }
     Ok(rewritten)
@@ -358,7 +367,7 @@ fn answer_inner(
     let Ok(mut json) = serde_json::from_slice::<Value>(body) else { return Ok(None) };
     let walk = |v: &mut Value, f: &mut dyn FnMut(&mut String)| answer_texts(v, f);
     let mut texts = collect(&mut json, &walk);
-    let facts = Facts { metadata: &state.metadata, asked_json: state.asked_json };
+    let facts = Facts { metadata: &state.metadata, asked_json: state.asked_json, schema: state.schema.as_ref() };
     let checked = cfg.guardrails.check(&state.selected, Phase::Output, &mut texts, facts, &mut state.vault);
     record(shard, cfg, state, &checked.verdicts, ctx);
     if let Some(v) = checked.blocked() {
@@ -386,9 +395,9 @@ pub fn check_piece(
     while state.windows.len() <= index {
         state.windows.push(StreamWindow::default());
     }
-    let facts_meta = state.metadata.clone();
-    let facts = Facts { metadata: &facts_meta, asked_json: state.asked_json };
-    let GuardState { selected, vault, windows, .. } = &mut *state;
+    // Structure rules do not judge streams: no schema here.
+    let GuardState { selected, vault, windows, metadata, asked_json, .. } = &mut *state;
+    let facts = Facts { metadata, asked_json: *asked_json, schema: None };
     let step = match windows.get_mut(index) {
         Some(w) => cfg.guardrails.stream(selected, Phase::Output, w, piece, end, facts, vault),
         None => StreamStep::Send(piece.to_owned(), Vec::new()),

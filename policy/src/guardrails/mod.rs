@@ -647,7 +647,7 @@ mod tests {
     }
 
     fn facts(m: &Metadata) -> Facts<'_> {
-        Facts { metadata: m, asked_json: false }
+        Facts { metadata: m, asked_json: false, schema: None }
     }
 
     const TEXT: &str = "Hi, I'm Ann (ann.lee@example.org, +44 20 7946 0958). Card 4111 1111 1111 1111 \
