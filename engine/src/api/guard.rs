@@ -324,11 +324,11 @@ pub async fn check_input(
                 .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("re-encoding a redacted request: {e}")))?;
             rewritten = Some(Bytes::from(bytes));
         }
-    } else if cfg.guardrails.applies(&state.selected, Phase::Output) {
-        if let Ok(v) = serde_json::from_slice::<Value>(body) {
-            state.asked_json = asks_json(&v);
-            state.schema = v.pointer("/response_format/json_schema/schema").cloned();
-        }
+    } else if cfg.guardrails.applies(&state.selected, Phase::Output)
+        && let Ok(v) = serde_json::from_slice::<Value>(body)
+    {
+        state.asked_json = asks_json(&v);
+        state.schema = v.pointer("/response_format/json_schema/schema").cloned();
     }
     // The answer is read only when a rule looks at it, or something redacted may come back in it.
     let restoring = cfg.guardrails.restores(&state.selected) && !state.vault.is_empty();
