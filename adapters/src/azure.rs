@@ -138,8 +138,19 @@ pub struct EntraApp {
     pub authority: String,
     pub tenant_id: String,
     pub client_id: String,
-    pub client_secret: String,
+    pub credential: EntraCredential,
     pub scope: String,
+}
+
+/// How the application proves who it is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum EntraCredential {
+    /// A client secret.
+    Secret(String),
+    /// Workload identity federation (AKS workload identity, GitHub OIDC, ...): a token file
+    /// written by the platform and rotated under the gateway, sent as the client assertion.
+    /// The file is read again for every token.
+    FederatedTokenFile(String),
 }
 
 impl fmt::Debug for EntraApp {
@@ -148,7 +159,13 @@ impl fmt::Debug for EntraApp {
             .field("authority", &self.authority)
             .field("tenant_id", &self.tenant_id)
             .field("client_id", &self.client_id)
-            .field("client_secret", &"<redacted>")
+            .field(
+                "credential",
+                &match &self.credential {
+                    EntraCredential::Secret(_) => "secret <redacted>".to_string(),
+                    EntraCredential::FederatedTokenFile(path) => format!("federated token file {path}"),
+                },
+            )
             .field("scope", &self.scope)
             .finish()
     }
@@ -164,13 +181,26 @@ impl EntraApp {
     /// (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>).
     /// The answer is a standard OAuth 2.0 token response: read it with
     /// [`crate::gemini::vertex_auth::parse_token_response`].
-    pub fn token_request_body(&self) -> String {
-        format!(
-            "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
+    ///
+    /// `assertion` is the federated token's current contents (the caller reads the file; this
+    /// module does no I/O); it is ignored for a client secret.
+    pub fn token_request_body(&self, assertion: Option<&str>) -> Result<String, String> {
+        let proof = match &self.credential {
+            EntraCredential::Secret(secret) => format!("client_secret={}", uri_encode(secret)),
+            EntraCredential::FederatedTokenFile(path) => {
+                let token = assertion.map(str::trim).filter(|t| !t.is_empty());
+                let token = token.ok_or_else(|| format!("the federated token file {path} is empty"))?;
+                format!(
+                    "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={}",
+                    uri_encode(token)
+                )
+            }
+        };
+        Ok(format!(
+            "grant_type=client_credentials&client_id={}&{proof}&scope={}",
             uri_encode(&self.client_id),
-            uri_encode(&self.client_secret),
             uri_encode(&self.scope)
-        )
+        ))
     }
 }
 
@@ -263,7 +293,7 @@ mod entra_tests {
             authority: format!("{ENTRA_AUTHORITY}/"),
             tenant_id: "contoso.onmicrosoft.com".into(),
             client_id: "535fb089-9ff3-47b6-9bfb-4f1264799865".into(),
-            client_secret: "sec+ret/=&x".into(),
+            credential: EntraCredential::Secret("sec+ret/=&x".into()),
             scope: ENTRA_SCOPE.into(),
         }
     }
@@ -273,10 +303,17 @@ mod entra_tests {
         let a = app();
         assert_eq!(a.token_url(), "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token");
         assert_eq!(
-            a.token_request_body(),
+            a.token_request_body(None).unwrap(),
             "grant_type=client_credentials&client_id=535fb089-9ff3-47b6-9bfb-4f1264799865&client_secret=sec%2Bret%2F%3D%26x&scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default"
         );
         assert!(!format!("{a:?}").contains("sec+ret"), "the secret is never printed");
+        // Workload identity: the federated token as a JWT-bearer client assertion.
+        let f = EntraApp { credential: EntraCredential::FederatedTokenFile("/var/run/t".into()), ..app() };
+        assert_eq!(
+            f.token_request_body(Some("eyJh.eyJz.sig\n")).unwrap(),
+            "grant_type=client_credentials&client_id=535fb089-9ff3-47b6-9bfb-4f1264799865&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=eyJh.eyJz.sig&scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default"
+        );
+        assert!(f.token_request_body(Some("  ")).unwrap_err().contains("/var/run/t"));
     }
 
     #[test]

@@ -547,6 +547,22 @@ impl MockService {
                 r#"{"error":"invalid_request","error_description":"AADSTS900144: The request body must contain the following parameter: 'client_id'."}"#.into(),
             );
         }
+        let assertion = field("client_assertion");
+        let federated = field("client_assertion_type")
+            == Some("urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer")
+            && assertion.is_some_and(|a| !a.is_empty());
+        if federated && assertion == Some("expired") {
+            return (
+                401,
+                r#"{"error":"invalid_client","error_description":"AADSTS700024: Client assertion is not within its valid time range.","error_codes":[700024]}"#.into(),
+            );
+        }
+        if !federated && field("client_secret").is_none_or(str::is_empty) {
+            return (
+                401,
+                r#"{"error":"invalid_client","error_description":"AADSTS7000218: The request body must contain the following parameter: 'client_assertion' or 'client_secret'.","error_codes":[7000218]}"#.into(),
+            );
+        }
         if field("client_secret") == Some("wrong") {
             return (
                 401,

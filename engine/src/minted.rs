@@ -92,7 +92,15 @@ impl Issuer {
     fn describe(&self) -> String {
         match self {
             Issuer::Google(v) => format!("the service-account key {}", v.credentials_file),
-            Issuer::Entra(e) => format!("Entra ID application {} in tenant {}", e.client_id, e.tenant_id),
+            Issuer::Entra(e) => match &e.credential {
+                adapters::azure::EntraCredential::Secret(_) => {
+                    format!("Entra ID application {} in tenant {}", e.client_id, e.tenant_id)
+                }
+                adapters::azure::EntraCredential::FederatedTokenFile(path) => format!(
+                    "Entra ID application {} in tenant {} (federated token file {path})",
+                    e.client_id, e.tenant_id
+                ),
+            },
         }
     }
 
@@ -103,7 +111,17 @@ impl Issuer {
                 let body = v.account.token_request_body(CLOUD_PLATFORM_SCOPE, now).map_err(|e| e.to_string())?;
                 Ok((v.account.token_uri().to_string(), body))
             }
-            Issuer::Entra(e) => Ok((e.token_url(), e.token_request_body())),
+            Issuer::Entra(e) => {
+                // A federated token is rotated by the platform under us: read it each time.
+                let assertion = match &e.credential {
+                    adapters::azure::EntraCredential::FederatedTokenFile(path) => Some(
+                        std::fs::read_to_string(path)
+                            .map_err(|err| format!("reading the federated token file {path}: {err}"))?,
+                    ),
+                    adapters::azure::EntraCredential::Secret(_) => None,
+                };
+                Ok((e.token_url(), e.token_request_body(assertion.as_deref())?))
+            }
         }
     }
 }

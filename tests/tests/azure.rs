@@ -14,6 +14,7 @@ on_both_drivers!(
     azure_errors_are_relayed_in_openai_shape,
     host_quirks_drop_and_rename_fields,
     entra_applications_get_minted_tokens,
+    workload_identity_mints_with_the_federated_token_file,
     base64_embeddings_are_honoured_whatever_the_host,
     anthropic_clients_reach_azure_deployments,
 );
@@ -232,4 +233,33 @@ fn anthropic_clients_reach_azure_deployments(rt: e2e::Runtime) {
         let m = r.json();
         assert_eq!((m["type"].as_str(), m["content"][0]["text"].as_str()), (Some("message"), Some("This is a")), "{m}");
     }
+}
+
+fn workload_identity_mints_with_the_federated_token_file(rt: e2e::Runtime) {
+    let up = default_mock();
+    let dir = e2e::tempdir();
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "eyJfed.assertion.sig\n").unwrap();
+    let expired = dir.path().join("expired-token");
+    std::fs::write(&expired, "expired").unwrap();
+    let u = up.addr();
+    let entra = |file: &std::path::Path| {
+        format!(
+            "    kind: azure\n    base_url: 'http://{u}'\n    azure: {{entra: {{tenant_id: contoso, client_id: app-1, federated_token_file: '{}', authority: 'http://{u}'}}}}\n",
+            file.display()
+        )
+    };
+    let yaml = format!(
+        "providers:\n  fed:\n{}  fed-expired:\n{}models:\n  f: {{target: fed/my-gpt4o}}\n  fx: {{target: fed-expired/my-gpt4o}}\n",
+        entra(&token_file),
+        entra(&expired)
+    );
+    let gw = gateway(&yaml, rt);
+    let s = seen(&post(gw.local_addr(), "/v1/chat/completions", &chat("f"), "x-mock-echo: 1\r\n"));
+    assert!(s.header("authorization").is_some_and(|a| a.starts_with("Bearer eyJ0.mock-entra-")), "{:?}", s.headers);
+    // Entra refuses the assertion: a 503 with its reason, the assertion nowhere.
+    let r = post(gw.local_addr(), "/v1/chat/completions", &chat("fx"), "");
+    assert_eq!(r.status, 503, "{}", r.text());
+    let message = r.error()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("AADSTS700024") && message.contains("federated token file"), "{message}");
 }

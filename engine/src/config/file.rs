@@ -121,8 +121,13 @@ pub struct AzureSection {
 pub struct EntraSection {
     pub tenant_id: EnvString,
     pub client_id: EnvString,
-    /// Use `${ENV_VAR}`.
-    pub client_secret: EnvString,
+    /// Use `${ENV_VAR}`. Either this or `federated_token_file`.
+    #[serde(default)]
+    pub client_secret: Option<EnvString>,
+    /// Workload identity federation: the platform's token file (on AKS,
+    /// `${AZURE_FEDERATED_TOKEN_FILE}`), read again for every token.
+    #[serde(default)]
+    pub federated_token_file: Option<EnvString>,
     /// Default `https://login.microsoftonline.com` (another cloud's authority otherwise).
     pub authority: Option<String>,
     /// Default `https://cognitiveservices.azure.com/.default`.

@@ -1064,17 +1064,31 @@ fn compile_provider(
     };
     let entra = match (&p.azure.entra, p.kind) {
         (Some(e), ProviderKind::Azure) => {
-            let empty = [("tenant_id", &e.tenant_id), ("client_id", &e.client_id), ("client_secret", &e.client_secret)]
+            let empty = [("tenant_id", Some(&e.tenant_id)), ("client_id", Some(&e.client_id))]
                 .into_iter()
-                .find(|(_, v)| v.0.trim().is_empty());
+                .chain([
+                    ("client_secret", e.client_secret.as_ref()),
+                    ("federated_token_file", e.federated_token_file.as_ref()),
+                ])
+                .find(|(_, v)| v.is_some_and(|v| v.0.trim().is_empty()));
             if let Some((field, _)) = empty {
                 errors.push(format!("providers.{name}.azure.entra.{field} is empty"));
             }
+            let credential = match (&e.client_secret, &e.federated_token_file) {
+                (Some(secret), None) => azure::EntraCredential::Secret(secret.0.clone()),
+                (None, Some(file)) => azure::EntraCredential::FederatedTokenFile(file.0.clone()),
+                _ => {
+                    errors.push(format!(
+                        "providers.{name}.azure.entra: give exactly one of client_secret and federated_token_file"
+                    ));
+                    azure::EntraCredential::Secret(String::new())
+                }
+            };
             Some(Arc::new(EntraApp {
                 authority: e.authority.clone().unwrap_or_else(|| azure::ENTRA_AUTHORITY.to_string()),
                 tenant_id: e.tenant_id.0.clone(),
                 client_id: e.client_id.0.clone(),
-                client_secret: e.client_secret.0.clone(),
+                credential,
                 scope: e.scope.clone().unwrap_or_else(|| azure::ENTRA_SCOPE.to_string()),
             }))
         }
