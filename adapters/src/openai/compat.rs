@@ -98,7 +98,8 @@ impl Quirks {
     ///   choices than asked, so it is left to fail.)
     /// - `api.cerebras.ai`: its OpenAI compatibility page lists `frequency_penalty`,
     ///   `logit_bias`, `presence_penalty`, `parallel_tool_calls` and `service_tier` as
-    ///   unsupported, answered with a 400: dropped.
+    ///   unsupported, answered with a 400: dropped. (The same five are listed as 400s by the
+    ///   req_llm client's Cerebras guide, hexdocs.pm/req_llm/cerebras.html.)
     /// - `api.deepseek.com` (Create Chat Completion), `api.perplexity.ai` (Sonar "OpenAI
     ///   compatibility") and `openrouter.ai` (API reference request schema) document the output
     ///   cap as `max_tokens` only: `max_completion_tokens` is renamed so the cap still applies.
