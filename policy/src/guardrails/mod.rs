@@ -20,6 +20,9 @@ pub mod structure;
 mod text;
 mod triggers;
 
+#[cfg(test)]
+mod linear;
+
 use std::sync::Arc;
 
 pub use finding::{Category, Finding, InjectionSignal, SecretKind};

@@ -1,6 +1,22 @@
 //! Small byte-level helpers shared by the detectors. Everything works on `&[u8]` with
 //! bounds-checked access so that no input can make a detector panic.
 
+// Work counter for the linearity tests: counts bytes examined by the non-SIMD parts of the
+// detectors (verifiers, windows, look-backs). Compiled out of non-test builds.
+#[cfg(test)]
+thread_local! {
+    pub(crate) static WORK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Adds `n` to the test-only work counter (no-op outside tests).
+#[inline(always)]
+pub(crate) fn work(n: usize) {
+    #[cfg(test)]
+    WORK.with(|w| w.set(w.get() + n as u64));
+    #[cfg(not(test))]
+    let _ = n;
+}
+
 /// The byte before `i`, if any.
 #[inline]
 pub(crate) fn before(bytes: &[u8], i: usize) -> Option<u8> {
@@ -10,20 +26,45 @@ pub(crate) fn before(bytes: &[u8], i: usize) -> Option<u8> {
 /// Length of the run starting at `from` whose bytes satisfy `pred`, capped at `max`.
 #[inline]
 pub(crate) fn run_len(bytes: &[u8], from: usize, max: usize, pred: impl Fn(u8) -> bool) -> usize {
-    bytes.get(from..).map_or(0, |rest| rest.iter().take(max).take_while(|&&b| pred(b)).count())
+    let n = bytes.get(from..).map_or(0, |rest| rest.iter().take(max).take_while(|&&b| pred(b)).count());
+    work(n + 1);
+    n
 }
 
-/// Shannon entropy of `s` in bits per byte.
+/// Entries of [`C_LOG2_C_STEP`]: counts up to this use the table, larger ones call `log2`.
+const STEPS: usize = 1024;
+
+/// `f(c + 1) − f(c)` with `f(c) = c · log2(c)`: what one more occurrence of a byte seen `c`
+/// times adds to `Σ c·log2(c)`, so entropy is one pass over the value with no per-distinct-byte
+/// `log2` call and no pass over all 256 counts.
+static C_LOG2_C_STEP: std::sync::LazyLock<[f32; STEPS]> = std::sync::LazyLock::new(|| {
+    let f = |c: usize| if c == 0 { 0.0 } else { c as f64 * (c as f64).log2() };
+    let mut t = [0f32; STEPS];
+    for (c, v) in t.iter_mut().enumerate() {
+        *v = (f(c + 1) - f(c)) as f32;
+    }
+    t
+});
+
+/// Shannon entropy of `s` in bits per byte: `log2(n) − Σ c·log2(c) / n` over the byte counts.
 pub(crate) fn shannon_entropy(s: &[u8]) -> f32 {
     if s.is_empty() {
         return 0.0;
     }
+    work(s.len());
+    let steps = &*C_LOG2_C_STEP;
     let mut counts = [0u32; 256];
+    let mut sum = 0f32;
     for &b in s {
-        counts[usize::from(b)] += 1;
+        let c = &mut counts[usize::from(b)];
+        sum += steps.get(*c as usize).copied().unwrap_or_else(|| {
+            let (a, b) = (f64::from(*c), f64::from(*c + 1));
+            (b * b.log2() - a * a.log2()) as f32
+        });
+        *c += 1;
     }
     let n = s.len() as f32;
-    counts.iter().filter(|&&c| c > 0).map(|&c| c as f32 / n).map(|p| -p * p.log2()).sum()
+    (n.log2() - sum / n).max(0.0)
 }
 
 /// Moves `i` down to the nearest char boundary of `s` (so a window never cuts a char).

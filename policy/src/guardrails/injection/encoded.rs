@@ -1,10 +1,9 @@
 //! Instructions hidden in base64 (≥ 24 chars) or hex (≥ 32 chars) runs.
 //!
-//! Runs are found without looking at every byte: a run of at least `MIN_RUN` bytes contains a
-//! position that is a multiple of `MIN_RUN`, so only those positions are probed and a run is
-//! extended from a probe that lands in one. A run is decoded (the first 64 chars first, so a
-//! base64 image is rejected after one small decode), and decoded text that is mostly
-//! printable is matched against the phrase regex.
+//! Runs are found without looking at every byte (see [`scan`]): only every other 8-byte block
+//! is range-checked, and a run is extended from a block that lies inside one. A run is decoded
+//! (the first 64 chars first, so a base64 image is rejected after one small decode), and
+//! decoded text that is mostly printable is matched against the phrase regex.
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -20,29 +19,59 @@ const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
 const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
 const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
 
+/// Bytes of a base64 (standard or URL-safe) or hex run, as a table: one load per byte.
+static RUN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_');
+        i += 1;
+    }
+    t
+};
+
 #[inline]
 fn in_run(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+    RUN[usize::from(b)]
+}
+
+/// Whether the 8 bytes of `w` may all be run bytes: none below `+` (0x2B) or above `z` (0x7A).
+/// Word-at-a-time tests (exact for "any byte < n" with n ≤ 128, "any byte > n" with n ≤ 127).
+#[inline]
+fn may_be_run(w: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let below = w.wrapping_sub(LO * 0x2B) & !w & HI;
+    let above = (w.wrapping_add(LO * (127 - 0x7A)) | w) & HI;
+    below | above == 0
 }
 
 /// Calls `found(start, end, decoded)` for every base64/hex run whose decoded text is mostly
 /// printable.
+///
+/// A run of ≥ 24 bytes contains two consecutive whole 8-byte-aligned blocks, one of them at an
+/// even block index, so only every other block is tested (one word-at-a-time range check,
+/// which fails on any space or most punctuation) before a run is extended byte by byte.
 pub(super) fn scan(bytes: &[u8], mut found: impl FnMut(usize, usize, &str)) {
-    let mut p = MIN_RUN - 1;
-    while let Some(&b) = bytes.get(p) {
-        if !in_run(b) {
-            p += MIN_RUN;
+    let mut b = 0;
+    while let Some(block) = bytes.get(b..b + 8) {
+        let w = u64::from_le_bytes(block.try_into().unwrap_or([0; 8]));
+        if !may_be_run(w) || !block.iter().all(|&x| in_run(x)) {
+            b += 16;
             continue;
         }
-        let s = p - bytes.get(..p).map_or(0, |h| h.iter().rev().take_while(|&&b| in_run(b)).count());
-        let e = p + bytes.get(p..).map_or(0, |t| t.iter().take_while(|&&b| in_run(b)).count());
+        let s = b - bytes.get(..b).map_or(0, |h| h.iter().rev().take_while(|&&x| in_run(x)).count());
+        let e = b + bytes.get(b..).map_or(0, |t| t.iter().take_while(|&&x| in_run(x)).count());
+        crate::guardrails::text::work(e - s);
         if e - s >= MIN_RUN
             && let Some(run) = bytes.get(s..e)
             && let Some(text) = decode(run)
         {
             found(s, e, &text);
         }
-        p = e + MIN_RUN;
+        // The next even block at or after the end of this run.
+        b = (e + 15) & !15;
     }
 }
 

@@ -26,6 +26,7 @@ pub(super) fn scan(text: &str, out: &mut Vec<(usize, usize)>) {
         }
         let run: usize = text.get(i..).map_or(0, |s| s.chars().take_while(|&c| is_hidden(c)).map(char::len_utf8).sum());
         let end = i + run;
+        crate::guardrails::text::work(run + 1);
         pos = end;
         if !allowed(text, i, end) {
             // A leading BOM is allowed on its own; report the rest of the run.

@@ -2,20 +2,32 @@
 //! and filler punctuation collapsed to one space, zero-width characters dropped, common
 //! leetspeak (`1gn0r3`) and Cyrillic/Greek/fullwidth homoglyphs folded to ASCII.
 //!
-//! Only small windows around anchors are normalised, into a fixed-size buffer on the stack,
-//! with a map from each output byte back to its source char so spans land on the original
-//! text.
+//! Only small windows around anchors are normalised, into buffers reused across a scan, with a
+//! map from each output byte back to its source char so spans land on the original text.
 
 /// Capacity of a normalised window (output bytes).
 pub(super) const CAP: usize = 640;
 
 /// A normalised window: `bytes[..len]` plus, per output byte, the source char's byte range
-/// relative to the window start.
+/// relative to the window start. The buffers are allocated and zero-filled once and reused
+/// across the windows of one scan.
+#[derive(Default)]
 pub(super) struct Window {
-    pub bytes: [u8; CAP],
-    pub src_start: [u16; CAP],
-    pub src_end: [u16; CAP],
-    pub len: usize,
+    bytes: Vec<u8>,
+    src: Vec<(u16, u16)>,
+    len: usize,
+}
+
+/// Appends all of `bs` (the output for one source char `[start, end)`) at `*n`, or nothing
+/// when it does not fit.
+#[inline(always)]
+fn put(out: &mut [u8], src: &mut [(u16, u16)], n: &mut usize, bs: &[u8], start: usize, end: usize) -> bool {
+    let (Ok(s), Ok(e)) = (u16::try_from(start), u16::try_from(end)) else { return false };
+    let (Some(o), Some(r)) = (out.get_mut(*n..*n + bs.len()), src.get_mut(*n..*n + bs.len())) else { return false };
+    o.copy_from_slice(bs);
+    r.fill((s, e));
+    *n += bs.len();
+    true
 }
 
 /// ASCII folding table: lowercase, leetspeak digits/symbols to letters, filler to space.
@@ -94,63 +106,81 @@ fn fold_char(c: char) -> Result<Option<u8>, ()> {
     Ok(Some(folded))
 }
 
+/// The first char of `c`'s lowercase mapping, with fast paths for Latin-1 and for the large
+/// caseless blocks (Hebrew to Myanmar, Hangul Jamo and Ethiopic, CJK, Hangul syllables), which
+/// skip the table search of `char::to_lowercase`.
+fn lowercase(c: char) -> char {
+    match u32::from(c) {
+        0xC0..=0xD6 | 0xD8..=0xDE => char::from_u32(u32::from(c) + 0x20).unwrap_or(c),
+        0x80..=0xBF | 0xD7 | 0xDF..=0xFF => c,
+        0x0590..=0x109F | 0x1100..=0x139F | 0x2E80..=0xA63F | 0xAC00..=0xD7FF | 0xF900..=0xFAFF => c,
+        _ => c.to_lowercase().next().unwrap_or(c),
+    }
+}
+
 impl Window {
     /// Normalises `raw` (a window of the text, on char boundaries). Stops when full.
     pub(super) fn new(raw: &str) -> Window {
-        let mut w = Window { bytes: [0; CAP], src_start: [0; CAP], src_end: [0; CAP], len: 0 };
+        let mut w = Window::default();
+        w.fill(raw);
+        w
+    }
+
+    /// Replaces the content with the normalisation of `raw`.
+    pub(super) fn fill(&mut self, raw: &str) {
+        if self.bytes.len() != CAP {
+            self.bytes.resize(CAP, 0);
+            self.src.resize(CAP, (0, 0));
+        }
+        // Local slices and length, so the compiler keeps the length in a register.
+        let (out, src) = (self.bytes.as_mut_slice(), self.src.as_mut_slice());
+        let mut n = 0;
+        let mut push = |bs: &[u8], start: usize, end: usize| put(out, src, &mut n, bs, start, end);
+        let bytes = raw.as_bytes();
         let mut last_space = true;
-        for (i, c) in raw.char_indices() {
-            let end = i + c.len_utf8();
-            let folded =
-                if c.is_ascii() { Ok(Some(ASCII.get(c as usize).copied().unwrap_or(b' '))) } else { fold_char(c) };
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            let end;
+            let folded = if b.is_ascii() {
+                // Fast path: one table lookup per ASCII byte.
+                end = i + 1;
+                Ok(Some(ASCII.get(usize::from(b)).copied().unwrap_or(b' ')))
+            } else {
+                let Some(c) = raw.get(i..).and_then(|s| s.chars().next()) else { break };
+                end = i + c.len_utf8();
+                fold_char(c).map_err(|()| c)
+            };
             match folded {
                 Ok(None) => {}
                 Ok(Some(b' ')) => {
-                    if !last_space && !w.push(b' ', i, end) {
+                    if !last_space && !push(b" ", i, end) {
                         break;
                     }
                     last_space = true;
                 }
-                Ok(Some(b)) => {
-                    if !w.push(b, i, end) {
+                Ok(Some(f)) => {
+                    if !push(&[f], i, end) {
                         break;
                     }
                     last_space = false;
                 }
-                Err(()) => {
+                Err(c) => {
                     let mut buf = [0u8; 4];
-                    let lower = c.to_lowercase().next().unwrap_or(c);
+                    let lower = lowercase(c);
                     let s = if lower.len_utf8() == c.len_utf8() {
                         lower.encode_utf8(&mut buf)
                     } else {
                         c.encode_utf8(&mut buf)
                     };
-                    if w.len + s.len() > CAP {
+                    if !push(s.as_bytes(), i, end) {
                         break;
-                    }
-                    for &b in s.as_bytes() {
-                        w.push(b, i, end);
                     }
                     last_space = false;
                 }
             }
+            i = end;
         }
-        w
-    }
-
-    fn push(&mut self, b: u8, start: usize, end: usize) -> bool {
-        let (Some(slot), Some(s), Some(e)) =
-            (self.bytes.get_mut(self.len), u16::try_from(start).ok(), u16::try_from(end).ok())
-        else {
-            return false;
-        };
-        *slot = b;
-        if let (Some(ss), Some(se)) = (self.src_start.get_mut(self.len), self.src_end.get_mut(self.len)) {
-            *ss = s;
-            *se = e;
-        }
-        self.len += 1;
-        true
+        self.len = n;
     }
 
     pub(super) fn as_bytes(&self) -> &[u8] {
@@ -159,8 +189,11 @@ impl Window {
 
     /// The source range (relative to the window start) of normalised bytes `[s, e)`.
     pub(super) fn source(&self, s: usize, e: usize) -> Option<(usize, usize)> {
-        let start = *self.src_start.get(s)?;
-        let end = *self.src_end.get(e.checked_sub(1)?)?;
+        if e > self.len {
+            return None;
+        }
+        let (start, _) = *self.src.get(s)?;
+        let (_, end) = *self.src.get(e.checked_sub(1)?)?;
         Some((usize::from(start), usize::from(end)))
     }
 }
@@ -199,6 +232,13 @@ mod tests {
         assert_eq!(&raw[s..e], "IGN0RE");
         let (s, e) = w.source(20, 32).unwrap();
         assert_eq!(&raw[s..e], "instructіons");
+    }
+
+    #[test]
+    fn lowercase_fast_paths_agree_with_std() {
+        for c in ('\u{80}'..='\u{2FFFF}').filter(|c| !c.is_ascii()) {
+            assert_eq!(lowercase(c), c.to_lowercase().next().unwrap(), "{:X}", u32::from(c));
+        }
     }
 
     #[test]

@@ -5,51 +5,37 @@
 
 use regex::bytes::Regex;
 
-/// Anchors in the raw text. Every phrase family below contains at least one of them in its
-/// ordinary spellings (lowercase, Capitalised; UPPERCASE for the main verbs), and the most
-/// common leetspeak forms of "ignore" and "forget".
+/// Anchors in the raw text, matched in any ASCII case (see [`crate::guardrails::triggers::Folded`]). Every
+/// phrase family below contains at least one of them, and the most common leetspeak forms of
+/// "ignore" and "forget". 27 anchors, so the search stays on the fast 32-byte Teddy searcher
+/// (≤ 32 patterns) even with a few configured phrases.
 pub(super) const ANCHORS: &[&str] = &[
     "gnor",
-    "GNOR",
     "gn0r",
-    "GN0R",
     "isregard",
-    "ISREGARD",
     "orget",
-    "ORGET",
     "0rget",
     "retend",
-    "RETEND",
     "ailbreak",
     "ou are now",
-    "OU ARE NOW",
     "eveloper mode",
-    "eveloper Mode",
     "ode enabled",
-    "ODE ENABLED",
     "ode activated",
     "nrestricted",
     "o restrictions",
     "our system prompt",
-    "OUR SYSTEM PROMPT",
     "our instructions",
     "eveal",
-    "EVEAL",
     "epeat the",
-    "EPEAT THE",
     "rint the system",
     "isclose the",
     "nstructions:",
-    "NSTRUCTIONS:",
     "nything now",
     "oubli",
-    "Oubli",
     "ergiss",
     "olvid",
-    "Olvid",
     "imentic",
-    "squec",
-    "squeç",
+    "esque",
 ];
 
 /// The phrase families, over the normalised text. Nouns are matched as prefixes
@@ -110,15 +96,7 @@ pub(super) fn normalise_phrase(p: &str) -> String {
     String::from_utf8_lossy(w.as_bytes()).trim().to_owned()
 }
 
-/// Anchors for an extra phrase: its longest word, as written, lowercased, Capitalised, UPPER.
-pub(super) fn extra_anchors(p: &str) -> Vec<String> {
-    let word = p.split_whitespace().max_by_key(|w| w.len()).unwrap_or(p);
-    let lower = word.to_lowercase();
-    let mut cap: String = lower.chars().take(1).flat_map(char::to_uppercase).collect();
-    cap.extend(lower.chars().skip(1));
-    let mut v = vec![word.to_owned(), lower, cap, word.to_uppercase()];
-    v.sort();
-    v.dedup();
-    v.retain(|a| !a.is_empty());
-    v
+/// The anchor of an extra phrase: its longest word as written (the search ignores ASCII case).
+pub(super) fn extra_anchor(p: &str) -> String {
+    p.split_whitespace().max_by_key(|w| w.len()).unwrap_or(p).to_owned()
 }

@@ -1,32 +1,13 @@
 //! Secrets found by context: a value directly assigned to a secret-like name
 //! (`password = "…"`, `api_key: …`, `"client_secret": "…"`, `token => '…'`, `X-Api-Key: …`).
-//! The automaton finds a fragment of the name; here we recover the whole identifier, check
-//! that it *ends* like a secret name (so `tokenizer`, `author`, `secret_name` do not count),
-//! parse the operator and the value, and judge the value (length, entropy, placeholders).
+//! The scan finds the operator (`=` or `:`, by `memchr2`); here we read the identifier before
+//! it, check that it *ends* like a secret name (so `tokenizer`, `author`, `secret_name` do not
+//! count), parse the operator and the value, and judge the value (length, entropy, placeholders).
 
 use super::Hit;
 use super::formats::is_placeholder;
 use crate::guardrails::finding::SecretKind;
-use crate::guardrails::text::{run_len, shannon_entropy};
-
-/// Name endings (lowercase, separators removed) that mark a secret-valued field.
-const SECRET_ENDINGS: [&[u8]; 15] = [
-    b"password",
-    b"passwd",
-    b"pwd",
-    b"passphrase",
-    b"secret",
-    b"secretkey",
-    b"token",
-    b"apikey",
-    b"accesskey",
-    b"privatekey",
-    b"auth",
-    b"authorization",
-    b"credential",
-    b"credentials",
-    b"clientsecret",
-];
+use crate::guardrails::text::{run_len, shannon_entropy, work};
 
 /// Prefixes that a format verifier owns: a value starting with one is left to it.
 const OWNED_PREFIXES: [&[u8]; 12] =
@@ -49,24 +30,64 @@ pub(super) struct Limits {
     pub min_len: usize,
 }
 
-/// Checks the identifier around the trigger `[ts, te)` and the value assigned to it.
-pub(super) fn check(bytes: &[u8], ts: usize, te: usize, lim: &Limits) -> Option<Hit> {
-    // Cheapest test first: most triggers are words in prose, not followed by `=` or `:`.
-    let name_end = te + run_len(bytes, te, MAX_NAME, ident_byte);
-    let (vs, ve) = value_after(bytes, name_end)?;
-    let name_start = ts - bytes.get(..ts)?.iter().rev().take(MAX_NAME).take_while(|&&b| ident_byte(b)).count();
-    let name = bytes.get(name_start..name_end)?;
-    if !ends_like_secret(name) {
+/// Checks the assignment whose operator byte (`=` or `:`) is at `op`: the identifier before it
+/// (optionally closed by a quote, then blanks) must end like a secret name, and the value after
+/// it must look random. Returns the name's start (the order key among triggers) and the hit.
+///
+/// Cheapest tests first: most `=`/`:` in text follow a name that does not end like a secret,
+/// which is mostly decided from the one byte before the operator.
+pub(super) fn at_operator(bytes: &[u8], op: usize, lim: &Limits) -> Option<(usize, Hit)> {
+    let mut name_end = op - bytes.get(..op)?.iter().rev().take(8).take_while(|&&b| b == b' ' || b == b'\t').count();
+    if matches!(bytes.get(name_end.wrapping_sub(1)), Some(b'"' | b'\'')) {
+        name_end -= 1;
+        if bytes.get(name_end.wrapping_sub(1)) == Some(&b'\\') {
+            name_end -= 1;
+        }
+    }
+    // The name read backwards, lowercased, separators dropped: the last letter alone rejects
+    // most names, and only the endings sharing it are compared.
+    let before_op = bytes.get(name_end.saturating_sub(MAX_NAME)..name_end)?;
+    let norm = before_op
+        .iter()
+        .rev()
+        .take_while(|&&b| ident_byte(b))
+        .filter(|&&b| !matches!(b, b'_' | b'-' | b'.'))
+        .map(u8::to_ascii_lowercase);
+    // Name endings (lowercase, separators removed) that mark a secret-valued field, by last
+    // letter. (`clientsecret` ends in `secret`, so it needs no entry of its own.)
+    let endings: &[&[u8]] = match norm.clone().next()? {
+        b'd' => &[b"password", b"passwd", b"pwd"],
+        b'e' => &[b"passphrase"],
+        b't' => &[b"secret"],
+        b'y' => &[b"secretkey", b"apikey", b"accesskey", b"privatekey"],
+        b'n' => &[b"token", b"authorization"],
+        b'h' => &[b"auth"],
+        b'l' => &[b"credential"],
+        b's' => &[b"credentials"],
+        _ => return None,
+    };
+    work(16);
+    if !endings.iter().any(|e| {
+        let mut it = norm.clone();
+        e.iter().rev().all(|&c| it.next() == Some(c))
+    }) {
         return None;
     }
+    let name_start =
+        name_end - bytes.get(..name_end)?.iter().rev().take(MAX_NAME).take_while(|&&b| ident_byte(b)).count();
+    let name = bytes.get(name_start..name_end)?;
+    let (vs, ve) = value_after(bytes, name_end)?;
     let value = bytes.get(vs..ve)?;
-    if value.len() < lim.min_len || value.len() > MAX_VALUE || is_placeholder(value) {
+    if value.len() < lim.min_len || value.len() > MAX_VALUE {
         return None;
     }
     if OWNED_PREFIXES.iter().any(|p| value.starts_with(p)) || value.starts_with(b"-----") {
         return None;
     }
-    if value.iter().any(|b| b.is_ascii_whitespace()) || shannon_entropy(value) < lim.entropy_threshold {
+    if value.iter().any(|b| b.is_ascii_whitespace())
+        || is_placeholder(value)
+        || shannon_entropy(value) < lim.entropy_threshold
+    {
         return None;
     }
     let aws = contains_ci(name, b"aws") || normalised_ends_with(name, b"secretaccesskey");
@@ -75,9 +96,9 @@ pub(super) fn check(bytes: &[u8], ts: usize, te: usize, lim: &Limits) -> Option<
             // AWS's documented example secret (`wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY`).
             return None;
         }
-        return Some(Hit { start: vs, end: ve, kind: SecretKind::AwsSecretKey, score: 0.9 });
+        return Some((name_start, Hit { start: vs, end: ve, kind: SecretKind::AwsSecretKey, score: 0.9 }));
     }
-    Some(Hit { start: vs, end: ve, kind: SecretKind::Generic, score: 0.7 })
+    Some((name_start, Hit { start: vs, end: ve, kind: SecretKind::Generic, score: 0.7 }))
 }
 
 /// The value assigned after the name ending at `i`: `[=|:|=>|:=] value`, the value quoted or
@@ -100,6 +121,11 @@ fn value_after(bytes: &[u8], mut i: usize) -> Option<(usize, usize)> {
     i += run_len(bytes, i, 8, |b| b == b' ' || b == b'\t');
     let escaped = bytes.get(i) == Some(&b'\\');
     let q = *bytes.get(i + usize::from(escaped))?;
+    // A value starting with a known key prefix is left to its format verifier: stop here.
+    let vs = i + usize::from(escaped) + usize::from(matches!(q, b'"' | b'\'' | b'`'));
+    if bytes.get(vs..).is_some_and(|v| OWNED_PREFIXES.iter().any(|p| v.starts_with(p))) {
+        return None;
+    }
     if matches!(q, b'"' | b'\'' | b'`') {
         let vs = i + usize::from(escaped) + 1;
         let len = run_len(bytes, vs, MAX_VALUE + 1, |b| b != q && b != b'\n' && b != b'\\');
@@ -156,10 +182,6 @@ fn is_reference(v: &[u8]) -> bool {
             part.first().is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_')
                 && part.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_')
         })
-}
-
-fn ends_like_secret(name: &[u8]) -> bool {
-    SECRET_ENDINGS.iter().any(|e| normalised_ends_with(name, e))
 }
 
 /// Whether `name`, lowercased with `_ - .` removed, ends with `suffix` (given lowercase).

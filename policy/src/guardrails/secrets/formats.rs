@@ -7,7 +7,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 use super::Hit;
 use crate::guardrails::finding::SecretKind;
-use crate::guardrails::text::{before, run_len, shannon_entropy};
+use crate::guardrails::text::{before, run_len, shannon_entropy, work};
 
 /// Minimum entropy (bits per byte) of a prefixed key's random part: real keys are ~5 bits,
 /// placeholders such as `sk-aaaaaaaa…` or `ghp_0000…` are far below.
@@ -21,14 +21,32 @@ const B64URL: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(true),
 );
 
+/// Byte classes, as a table so that the runs over key bodies are one load per byte.
+const ALNUM: u8 = 1;
+const TOKEN: u8 = 2;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() {
+            t[i] = ALNUM | TOKEN;
+        } else if b == b'_' || b == b'-' {
+            t[i] = TOKEN;
+        }
+        i += 1;
+    }
+    t
+};
+
 #[inline]
 fn alnum(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
+    CLASS[usize::from(b)] & ALNUM != 0
 }
 
 #[inline]
 fn token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+    CLASS[usize::from(b)] & TOKEN != 0
 }
 
 /// True when the byte before `at` cannot be part of the same token (so `task-…` or a key
@@ -37,34 +55,84 @@ fn starts_token(bytes: &[u8], at: usize) -> bool {
     before(bytes, at).is_none_or(|b| !(token_byte(b) || b == b'+' || b == b'/' || b == b'.'))
 }
 
-/// Values that are obviously templates or examples rather than credentials.
+/// Values that are obviously templates or examples rather than credentials: `xxxx`, `your`,
+/// `example`, `placeholder`, `changeme`, `change_me`, `dummy`, `redacted`, `insert`, `replace`,
+/// `...`, `***`, `${`, `{{` (ASCII case-insensitive), `<`, `>`, `…`, or six equal bytes in a row.
+/// One pass: each byte selects the few words that can start with it.
 pub(super) fn is_placeholder(v: &[u8]) -> bool {
-    const WORDS: [&[u8]; 14] = [
-        b"xxxx",
-        b"your",
-        b"example",
-        b"placeholder",
-        b"changeme",
-        b"change_me",
-        b"dummy",
-        b"redacted",
-        b"insert",
-        b"replace",
-        b"...",
-        b"***",
-        b"${",
-        b"{{",
-    ];
-    if v.iter().any(|&b| matches!(b, b'<' | b'>' | b'\xe2')) {
-        // `<OPENAI_API_KEY>` and the ellipsis character `…` (U+2026 starts with 0xE2).
-        return true;
+    work(v.len());
+    let at = |i: usize, w: &[u8]| v.get(i..i + w.len()).is_some_and(|x| x.eq_ignore_ascii_case(w));
+    let mut prev = None;
+    let mut same = 0;
+    for (i, &b) in v.iter().enumerate() {
+        same = if prev == Some(b) { same + 1 } else { 1 };
+        prev = Some(b);
+        // Six identical bytes in a row: `0000000`, `aaaaaa`; vanishingly rare in random keys.
+        if same >= 6 {
+            return true;
+        }
+        // The second byte rules out almost every candidate before a word compare.
+        let second = match SECOND.get(usize::from(b)).copied().unwrap_or(0) {
+            0 => continue,
+            ANY => return true,
+            s => s,
+        };
+        if v.get(i + 1).map(u8::to_ascii_lowercase) != Some(second) {
+            continue;
+        }
+        let hit = match b.to_ascii_lowercase() {
+            b'x' => at(i, b"xxxx"),
+            b'y' => at(i, b"your"),
+            b'e' => at(i, b"example"),
+            b'p' => at(i, b"placeholder"),
+            b'c' => at(i, b"changeme") || at(i, b"change_me"),
+            b'd' => at(i, b"dummy"),
+            b'r' => at(i, b"redacted") || at(i, b"replace"),
+            b'i' => at(i, b"insert"),
+            b'.' => at(i, b"..."),
+            b'*' => at(i, b"***"),
+            _ => true, // `${`, `{{`: two bytes, already matched.
+        };
+        if hit {
+            return true;
+        }
     }
-    if WORDS.iter().any(|w| v.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w))) {
-        return true;
-    }
-    // Six identical bytes in a row: `0000000`, `aaaaaa`; vanishingly rare in random keys.
-    v.windows(6).any(|w| w.iter().all(|&b| b == w[0]))
+    false
 }
+
+/// [`SECOND`] entry of a byte that is a placeholder on its own.
+const ANY: u8 = 0xFF;
+
+/// Per byte (either ASCII case), the lowercase second byte of the placeholder words it starts,
+/// 0 if none; [`ANY`] for `<`, `>` and 0xE2 (`<OPENAI_API_KEY>`, the ellipsis `…` = U+2026).
+static SECOND: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let pairs: [(u8, u8); 12] = [
+        (b'x', b'x'),
+        (b'y', b'o'),
+        (b'e', b'x'),
+        (b'p', b'l'),
+        (b'c', b'h'),
+        (b'd', b'u'),
+        (b'r', b'e'),
+        (b'i', b'n'),
+        (b'.', b'.'),
+        (b'*', b'*'),
+        (b'$', b'{'),
+        (b'{', b'{'),
+    ];
+    let mut k = 0;
+    while k < pairs.len() {
+        let (first, second) = pairs[k];
+        t[first as usize] = second;
+        t[first.to_ascii_uppercase() as usize] = second;
+        k += 1;
+    }
+    t[b'<' as usize] = ANY;
+    t[b'>' as usize] = ANY;
+    t[0xE2] = ANY;
+    t
+};
 
 fn random_enough(body: &[u8]) -> bool {
     !is_placeholder(body) && shannon_entropy(body) >= MIN_BODY_ENTROPY
@@ -207,10 +275,38 @@ pub(super) fn google(bytes: &[u8], at: usize) -> Option<Hit> {
     (n == 35 && random_enough(body)).then_some(Hit { start: at, end: at + 4 + n, kind: SecretKind::Google, score: 1.0 })
 }
 
+/// Where the next `-----END ` marker is, remembered across the PEM triggers of one scan so
+/// that many `-----BEGIN` headers without an end cost one search, not one each.
+#[derive(Default)]
+pub(super) struct PemEnds {
+    /// `(searched from, first "-----END " at or after it)`.
+    cached: Option<(usize, Option<usize>)>,
+}
+
+impl PemEnds {
+    fn next_from(&mut self, bytes: &[u8], from: usize) -> Option<usize> {
+        if let Some((searched, found)) = self.cached
+            && searched <= from
+            && found.is_none_or(|f| f >= from)
+        {
+            return found;
+        }
+        let rest = bytes.get(from..).unwrap_or(&[]);
+        let found = memchr::memmem::find(rest, b"-----END ").map(|e| from + e);
+        work(found.map_or(rest.len(), |f| f - from));
+        self.cached = Some((from, found));
+        found
+    }
+}
+
+/// Longest part of a PEM body searched for base64 (real keys start with it after the header).
+const PEM_BODY_PROBE: usize = 1024;
+
 /// `-----BEGIN … PRIVATE KEY-----` through the matching `-----END …-----`; an unterminated
-/// block runs to the end of the text. The body must hold a base64 run of ≥ 32 bytes, so a
-/// documentation stub (`-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----`) is skipped.
-pub(super) fn pem_private_key(bytes: &[u8], at: usize) -> Option<Hit> {
+/// block runs to the end of the text. The body must hold a base64 run of ≥ 32 bytes (within its
+/// first KiB), so a documentation stub (`-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----`)
+/// is skipped.
+pub(super) fn pem_private_key(bytes: &[u8], at: usize, ends: &mut PemEnds) -> Option<Hit> {
     const BEGIN: usize = b"-----BEGIN ".len();
     let label_len = run_len(bytes, at + BEGIN, 64, |b| b.is_ascii_uppercase() || b == b' ');
     let label = bytes.get(at + BEGIN..at + BEGIN + label_len)?;
@@ -219,15 +315,16 @@ pub(super) fn pem_private_key(bytes: &[u8], at: usize) -> Option<Hit> {
         return None;
     }
     let body_start = header_end + 5;
-    let rest = bytes.get(body_start..)?;
-    let (body, end) = match memchr::memmem::find(rest, b"-----END ") {
+    let (body_end, end) = match ends.next_from(bytes, body_start) {
         Some(e) => {
-            let tail = body_start + e + 9;
+            let tail = e + 9;
             let close = bytes.get(tail..).and_then(|t| memchr::memmem::find(t.get(..80.min(t.len()))?, b"-----"));
-            (rest.get(..e)?, close.map_or(tail, |c| tail + c + 5))
+            (e, close.map_or(tail, |c| tail + c + 5))
         }
-        None => (rest, bytes.len()),
+        None => (bytes.len(), bytes.len()),
     };
+    let body = bytes.get(body_start..body_end.min(body_start + PEM_BODY_PROBE))?;
+    work(body.len());
     let b64 = |b: u8| alnum(b) || matches!(b, b'+' | b'/' | b'=');
     let mut longest = 0;
     let mut cur = 0;

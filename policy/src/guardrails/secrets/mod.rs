@@ -1,10 +1,12 @@
 //! Secrets in prompts and responses: provider API keys, cloud credentials, private keys,
 //! JWTs, and high-entropy values assigned to secret-like names.
 //!
-//! One Aho-Corasick automaton (case-sensitive, so its SIMD prefilter applies) finds every
-//! trigger: the fixed key prefixes and fragments of secret-like names in the spellings code
-//! uses (`token`, `TOKEN`, `Token`, `_key`, `Key`, …). Each trigger is verified locally by
-//! [`formats`] (prefixed keys) or [`assignment`] (name = value).
+//! Two linear passes find the triggers: a packed (Teddy, SIMD) search for the fixed key prefixes
+//! (16 patterns, so the fast 32-byte "slim" searcher applies), and `memchr2` for the assignment
+//! operators `=` and `:`. Each prefix is verified locally by [`formats`]; each operator by
+//! [`assignment`], which first reads the few bytes of name before it and stops there unless the
+//! name ends like a secret (`token`, `password`, `api_key`, …). Name words in prose
+//! (`the token budget`) therefore cost nothing.
 //!
 //! Decisions:
 //! - AWS's documented example credentials (`AKIAIOSFODNN7EXAMPLE`, ids ending in `EXAMPLE`,
@@ -131,7 +133,6 @@ enum Trigger {
     Google,
     Pem,
     Jwt,
-    Name,
 }
 
 const TRIGGERS: &[(&str, Trigger)] = &[
@@ -151,32 +152,6 @@ const TRIGGERS: &[(&str, Trigger)] = &[
     ("AIza", Trigger::Google),
     ("-----BEGIN ", Trigger::Pem),
     ("eyJ", Trigger::Jwt),
-    // Fragments of secret-like names, in the spellings code uses; `assignment` recovers the
-    // whole identifier and checks how it ends.
-    ("passw", Trigger::Name),
-    ("Passw", Trigger::Name),
-    ("PASSW", Trigger::Name),
-    ("pwd", Trigger::Name),
-    ("PWD", Trigger::Name),
-    ("passphrase", Trigger::Name),
-    ("secret", Trigger::Name),
-    ("Secret", Trigger::Name),
-    ("SECRET", Trigger::Name),
-    ("token", Trigger::Name),
-    ("Token", Trigger::Name),
-    ("TOKEN", Trigger::Name),
-    ("_key", Trigger::Name),
-    ("_KEY", Trigger::Name),
-    ("-key", Trigger::Name),
-    ("-Key", Trigger::Name),
-    ("Key", Trigger::Name),
-    ("apikey", Trigger::Name),
-    ("APIKEY", Trigger::Name),
-    ("auth", Trigger::Name),
-    ("Auth", Trigger::Name),
-    ("AUTH", Trigger::Name),
-    ("redential", Trigger::Name),
-    ("REDENTIAL", Trigger::Name),
 ];
 
 /// The compiled secrets detector.
@@ -194,7 +169,7 @@ impl SecretsDetector {
         if !cfg.entropy_threshold.is_finite() || cfg.entropy_threshold < 0.0 {
             return Err(format!("secrets.entropy_threshold: {} is not a finite number ≥ 0", cfg.entropy_threshold));
         }
-        let triggers = Triggers::new(TRIGGERS.iter().map(|(p, _)| p)).map_err(|e| format!("secrets: {e}"))?;
+        let triggers = Triggers::new(TRIGGERS.iter().map(|(p, _)| p), None).map_err(|e| format!("secrets: {e}"))?;
         Ok(SecretsDetector {
             triggers,
             kinds: cfg.kinds,
@@ -210,15 +185,26 @@ impl SecretsDetector {
     /// itself (for name = value, only the value), so redaction keeps the surrounding text.
     pub fn scan(&self, text: &str, out: &mut Vec<Finding>) {
         let bytes = text.as_bytes();
-        let mut last_end = 0;
-        self.triggers.for_each(text, |start, end, pattern| {
-            if start >= last_end
+        // Prefixed keys first (few), then the assignments, merged in text order: a candidate is
+        // kept when its trigger and its span start at or after the end of the last one kept.
+        let mut prefixed: Vec<(usize, Hit)> = Vec::new();
+        let mut pem = formats::PemEnds::default();
+        let mut claimed = 0;
+        self.triggers.for_each(text, |start, _end, pattern| {
+            crate::guardrails::text::work(1);
+            if start >= claimed
                 && let Some((_, trigger)) = TRIGGERS.get(pattern)
-                && let Some(h) = self.verify(bytes, start, end, *trigger)
-                // Every span is ASCII-delimited, but keep the char-boundary promise explicit.
-                && h.start >= last_end
-                && text.is_char_boundary(h.start)
-                && text.is_char_boundary(h.end)
+                && let Some(h) = self.verify(bytes, start, *trigger, &mut pem)
+            {
+                claimed = h.end;
+                prefixed.push((start, h));
+            }
+        });
+        let mut prefixed = prefixed.into_iter().peekable();
+        let mut last_end = 0;
+        let mut keep = |key: usize, h: Hit, out: &mut Vec<Finding>| {
+            // Every span is ASCII-delimited, but keep the char-boundary promise explicit.
+            if key >= last_end && h.start >= last_end && text.is_char_boundary(h.start) && text.is_char_boundary(h.end)
             {
                 if self.kinds.on(h.kind) {
                     out.push(Finding {
@@ -231,24 +217,33 @@ impl SecretsDetector {
                 // A disabled kind still claims its span, so the generic check does not re-report it.
                 last_end = h.end;
             }
+        };
+        memchr::memchr2_iter(b'=', b':', bytes).for_each(|op| {
+            crate::guardrails::text::work(1);
+            if let Some((key, h)) = assignment::at_operator(bytes, op, &self.limits) {
+                while let Some((k, p)) = prefixed.next_if(|(k, _)| *k <= key) {
+                    keep(k, p, out);
+                }
+                keep(key, h, out);
+            }
         });
+        for (k, p) in prefixed {
+            keep(k, p, out);
+        }
     }
 
-    fn verify(&self, bytes: &[u8], at: usize, end: usize, trigger: Trigger) -> Option<Hit> {
-        {
-            match trigger {
-                Trigger::SkDash => formats::sk_dash(bytes, at),
-                Trigger::Stripe => formats::stripe(bytes, at, self.stripe_test_keys),
-                Trigger::Aws => formats::aws_access_key(bytes, at),
-                Trigger::GitHub => formats::github(bytes, at, false),
-                Trigger::GitHubPat => formats::github(bytes, at, true),
-                Trigger::Slack => formats::slack_token(bytes, at),
-                Trigger::SlackWebhook => formats::slack_webhook(bytes, at),
-                Trigger::Google => formats::google(bytes, at),
-                Trigger::Pem => formats::pem_private_key(bytes, at),
-                Trigger::Jwt => formats::jwt(bytes, at),
-                Trigger::Name => assignment::check(bytes, at, end, &self.limits),
-            }
+    fn verify(&self, bytes: &[u8], at: usize, trigger: Trigger, pem: &mut formats::PemEnds) -> Option<Hit> {
+        match trigger {
+            Trigger::SkDash => formats::sk_dash(bytes, at),
+            Trigger::Stripe => formats::stripe(bytes, at, self.stripe_test_keys),
+            Trigger::Aws => formats::aws_access_key(bytes, at),
+            Trigger::GitHub => formats::github(bytes, at, false),
+            Trigger::GitHubPat => formats::github(bytes, at, true),
+            Trigger::Slack => formats::slack_token(bytes, at),
+            Trigger::SlackWebhook => formats::slack_webhook(bytes, at),
+            Trigger::Google => formats::google(bytes, at),
+            Trigger::Pem => formats::pem_private_key(bytes, at, pem),
+            Trigger::Jwt => formats::jwt(bytes, at),
         }
     }
 }
