@@ -381,6 +381,13 @@ fn answer_inner(
     Ok(serde_json::to_vec(&json).ok().map(Bytes::from))
 }
 
+/// Most choices a request may ask for (OpenAI's `n` is at most 128).
+const MAX_CHOICES: usize = 128;
+
+fn choice_in_range(index: usize) -> bool {
+    index < MAX_CHOICES
+}
+
 /// One streamed piece of choice `index`'s text (`end`: its last): the text to send now, or the
 /// error that ends the stream.
 pub fn check_piece(
@@ -391,6 +398,14 @@ pub fn check_piece(
     end: bool,
     ctx: &mut RequestCtx,
 ) -> Result<String, GatewayError> {
+    if !choice_in_range(index) {
+        // A window per choice is kept: an index no client could have asked for (OpenAI's `n`
+        // is at most 128) must not make the gateway allocate at a provider's word.
+        return Err(GatewayError::new(
+            ErrorKind::UpstreamProtocol,
+            format!("the provider's stream names choice {index}, beyond the {MAX_CHOICES} a request may ask for"),
+        ));
+    }
     let Some(mut state) = ctx.guard.take() else { return Ok(piece.to_owned()) };
     while state.windows.len() <= index {
         state.windows.push(StreamWindow::default());
@@ -600,6 +615,12 @@ mod tests {
 
     fn texts(endpoint: Endpoint, mut v: Value) -> Vec<String> {
         collect(&mut v, &|v: &mut Value, f: &mut dyn FnMut(&mut String)| request_texts(endpoint, v, f))
+    }
+
+    #[test]
+    fn a_stream_choice_index_is_bounded() {
+        assert!(choice_in_range(0) && choice_in_range(127));
+        assert!(!choice_in_range(128) && !choice_in_range(usize::MAX));
     }
 
     #[test]
