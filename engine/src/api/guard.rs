@@ -469,7 +469,10 @@ pub fn check_stream_data(
             *slot = Value::String(released);
         }
     }
-    if let Some(state) = ctx.guard.as_mut() {
+    // A stream's chunks share one envelope: it is kept from the first.
+    if let Some(state) = ctx.guard.as_mut()
+        && state.template.is_none()
+    {
         state.template = Some(template_of(&chunk));
     }
     Ok(StreamData::Replace(chunk.to_string().into_bytes()))
@@ -533,7 +536,6 @@ pub fn check_chunks(
     done: bool,
     ctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {
-    let mut last = None;
     for chunk in chunks.iter_mut() {
         for choice in &mut chunk.choices {
             let own = choice.delta.content.take();
@@ -541,12 +543,13 @@ pub fn check_chunks(
             let released = check_piece(shard, cfg, choice.index as usize, own.as_deref().unwrap_or(""), end, ctx)?;
             choice.delta.content = (own.is_some() || !released.is_empty()).then_some(released);
         }
-        last = Some((chunk.id.clone(), chunk.model.clone(), chunk.created));
     }
+    // A stream's chunks share one envelope: it is kept from the first that has one.
     if let Some(state) = ctx.guard.as_mut()
-        && let Some((id, model, created)) = last
+        && state.template.is_none()
+        && let Some(c) = chunks.first()
     {
-        state.template = Some(serde_json::json!({"id": id, "model": model, "created": created}));
+        state.template = Some(serde_json::json!({"id": c.id, "model": c.model, "created": c.created}));
     }
     if done {
         let held: Vec<usize> = ctx
