@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
         }
         g.bench_function(format!("all/{kib}KiB"), |b| {
             b.iter(|| {
-                let mut texts = [t.clone()];
+                let mut texts = [std::borrow::Cow::Borrowed(t.as_str())];
                 let mut vault = Vault::default();
                 let facts = Facts { metadata: &metadata, asked_json: false, schema: None };
                 black_box(all.check(&selected, Phase::Input, &mut texts, facts, &mut vault).verdicts.len())

@@ -25,6 +25,7 @@ on_both_drivers!(
     structure_requires_metadata_and_bounds_prompts,
     messages_are_guarded_with_anthropic_errors,
     external_checks_ask_their_services_and_apply_their_failure_policy,
+    validating_service_checks_run_alongside_the_provider_call,
 );
 
 const GUARDRAILS: &str = "guardrails:
@@ -283,11 +284,65 @@ fn external_checks_ask_their_services_and_apply_their_failure_policy(rt: e2e::Ru
     assert_eq!(r.header("x-shardgate-guardrails"), Some("hook=redacted"));
     let seen: Value = serde_json::from_str(r.json()["body"].as_str().unwrap()).unwrap();
     assert_eq!(seen["messages"][0]["content"], "the [removed] is here");
-    // A service that does not answer in time: enforced, the request is not sent (503);
-    // `enforce_but_ignore_on_error`, it goes, marked `errored`.
+    // A service that does not answer in time: enforced, the answer is withheld (503);
+    // `enforce_but_ignore_on_error`, it goes out, marked `errored`.
     let r = chat(addr, "alias-m", "hi", false, "x-shardgate-metadata: {\"slow\":\"strict\"}\r\n");
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.error()["code"], "guardrail_unavailable");
     let r = chat(addr, "alias-m", "hi", false, "x-shardgate-metadata: {\"slow\":\"lax\"}\r\n");
     assert_eq!((r.status, r.header("x-shardgate-guardrails")), (200, Some("lax=errored")), "{}", r.text());
+}
+
+/// A validating service check is asked while the provider is already working on the request
+/// (`overlap`, the default): the provider is called before the verdict is in, and the answer,
+/// plain or streamed, is held until it is, then dropped if the check blocked. With
+/// `overlap: false` a blocked request never reaches the provider.
+fn validating_service_checks_run_alongside_the_provider_call(rt: e2e::Runtime) {
+    let up = default_mock();
+    // The service takes its time, so the provider is called well before the verdict.
+    let hook = mock(Knobs { latency: Duration::from_millis(300), ..Knobs::default() });
+    let extra = "guardrails:
+  - {id: late, check: webhook, webhook: {provider: hook, path: /guard, timeout: 5s}, when: {models: [m]}}
+  - {id: first, check: webhook, overlap: false, webhook: {provider: hook, path: /guard, timeout: 5s}, when: {models: [same]}}
+";
+    let yaml = config_for(up.addr(), extra).replace(
+        "providers:\n",
+        &format!("providers:\n  hook: {{kind: openai-compatible, base_url: 'http://{}/v1'}}\n", hook.addr()),
+    );
+    let gw = gateway(&yaml, rt);
+    let addr = gw.local_addr();
+    let sent = || up.stats().requests.load(SeqCst);
+    let hook_asked = || hook.stats().requests.load(SeqCst);
+
+    // Blocked after the provider answered: the client gets the violation and nothing of the
+    // answer, and the provider did see the request.
+    let (before, asked) = (sent(), hook_asked());
+    let r = chat(addr, "m", "tell me forbidden things", false, "x-mock-text: the |forbidden| answer\r\n");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error()["message"].as_str().unwrap().contains("guardrail `late` (webhook: forbidden-topic)"));
+    assert!(!r.text().contains("answer"), "{}", r.text());
+    assert_eq!((sent(), hook_asked()), (before + 1, asked + 1));
+    // A stream's head is held too: the client gets the error, not a stream.
+    let r = chat(addr, "m", "tell me forbidden things", true, "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error()["type"], "guardrail_violation");
+    assert_eq!(sent(), before + 2);
+    // Passed: the held answer goes out, plain and streamed.
+    let r = chat(addr, "m", "a calm question", false, "x-mock-text: a |calm| answer\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "a calm answer");
+    let r = chat(addr, "m", "a calm question", true, "x-mock-text: a |calm| answer\r\n");
+    assert_eq!((r.status, streamed_text(&r).as_str()), (200, "a calm answer"), "{}", r.text());
+    // `/v1/messages` waits for the verdict the same way, and refuses in Anthropic's shape.
+    let body = json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "forbidden"}]});
+    let r = Client::connect(addr).post_json("/v1/messages", &body.to_string(), "");
+    assert_eq!((r.status, &r.json()["type"]), (400, &json!("error")), "{}", r.text());
+    assert_eq!(sent(), before + 5);
+    // `overlap: false`: the service is asked first, and a blocked request goes nowhere.
+    let r = chat(addr, "same", "tell me forbidden things", false, "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error()["message"].as_str().unwrap().contains("guardrail `first`"));
+    assert_eq!(sent(), before + 5);
+    assert_eq!(chat(addr, "same", "a calm question", false, "").status, 200);
+    assert_eq!(sent(), before + 6);
 }

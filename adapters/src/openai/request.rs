@@ -12,6 +12,7 @@
 //! the workspace builds simd-json with `big-int-as-float`.
 
 mod rewrite;
+mod texts;
 
 use std::fmt;
 use std::ops::Range;
@@ -22,6 +23,7 @@ use simd_json::tape::Value;
 use crate::json::tape::{Origin, TapeScratch, last_values, non_negative_integer, present};
 
 pub use rewrite::{ask_for_usage, rewrite_model};
+pub use texts::{PromptTexts, TextRef, TextWalk};
 
 /// What the gateway needs to know about a request before forwarding it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -35,6 +37,9 @@ pub struct RequestFacts {
     pub include_usage: Option<bool>,
     /// `max_tokens`, else `max_completion_tokens` (the newer name), as an output-token budget.
     pub max_tokens: Option<u64>,
+    /// The texts a model reads, for guardrails: read only when asked ([`Scanner::scan_with`]),
+    /// and `None` then too when the body nests deeper than that walk goes.
+    pub texts: Option<PromptTexts>,
 }
 
 /// The `model` string and, when cheap to rewrite, where its raw bytes sit.
@@ -121,10 +126,25 @@ impl Scanner {
     /// [`ScanError::NotJson`] for an empty or invalid body, [`ScanError::NotAnObject`] for a
     /// top-level array or scalar, [`ScanError::WrongType`] when a field we read is mistyped.
     pub fn scan(&mut self, body: &[u8]) -> Result<RequestFacts, ScanError> {
+        self.scan_with(body, None)
+    }
+
+    /// [`Scanner::scan`], and with a walk, the texts a model reads ([`RequestFacts::texts`]),
+    /// from the same parse.
+    ///
+    /// # Errors
+    /// As [`Scanner::scan`].
+    pub fn scan_with(&mut self, body: &[u8], walk: Option<TextWalk>) -> Result<RequestFacts, ScanError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(ScanError::NotJson { detail: "the body is empty".to_owned() });
         }
-        self.scratch.parse(body, |root, origin| read_facts(root, body, origin)).map_err(|e| ScanError::not_json(&e))?
+        self.scratch
+            .parse(body, |root, origin| {
+                let mut facts = read_facts(root, body, origin)?;
+                facts.texts = walk.and_then(|w| texts::collect(root, body, origin, w));
+                Ok(facts)
+            })
+            .map_err(|e| ScanError::not_json(&e))?
     }
 }
 
@@ -157,7 +177,7 @@ fn read_facts(root: Value<'_, '_>, body: &[u8], origin: Origin) -> Result<Reques
         None => optional_count(max_completion_tokens, "max_completion_tokens")?,
     };
 
-    Ok(RequestFacts { model, stream, include_usage, max_tokens })
+    Ok(RequestFacts { model, stream, include_usage, max_tokens, texts: None })
 }
 
 /// The raw span of `name` in `body`, trusted only when the bytes prove it: the copy's offset

@@ -70,6 +70,18 @@ impl Miss {
         Box::new(Miss { status, retry_after: None, class, answer: Final::Gateway(err) })
     }
 
+    /// A guardrail refused the request after the provider answered (a service check asked
+    /// alongside the call): the client's answer, and no fault of the target's, so neither
+    /// retried nor counted against it.
+    pub fn guardrail(err: GatewayError) -> Box<Miss> {
+        Box::new(Miss {
+            status: Some(err.status()),
+            retry_after: None,
+            class: FailureClass::Client,
+            answer: Final::Gateway(err),
+        })
+    }
+
     /// A provider's error translated by its adapter; `retry_after` as the provider sent it.
     pub fn api(e: ApiError, retry_after: Option<Duration>) -> Box<Miss> {
         let class = classify(Some(e.status), e.message.as_bytes());

@@ -55,7 +55,7 @@ pub async fn inference<C: Conn>(
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
-    let scanned = shard.scanner.borrow_mut().scan(&req.body);
+    let scanned = shard.scanner.borrow_mut().scan_with(&req.body, super::guard::text_walk(cfg, endpoint));
     let facts = match scanned {
         Ok(f) => f,
         Err(e) => return fail(resp, ctx, scan_error(&e)).await,
@@ -94,18 +94,29 @@ pub async fn inference<C: Conn>(
         return governance::send_refusal(resp, ctx, &refusal).await;
     }
     // Input guardrails: a blocked request goes nowhere; a redacted one goes as rewritten.
-    let (req, facts) =
-        match super::guard::check_input(shard, cfg, caller, &model.name, &metadata, endpoint, &req.body, ctx).await {
-            Ok(None) => (req, facts),
-            Ok(Some(body)) => {
-                let rescanned = shard.scanner.borrow_mut().scan(&body);
-                match rescanned {
-                    Ok(facts) => (Request { body, ..req }, facts),
-                    Err(e) => return fail(resp, ctx, scan_error(&e)).await,
-                }
+    let (req, facts) = match super::guard::check_input(
+        shard,
+        cfg,
+        caller,
+        &model.name,
+        &metadata,
+        endpoint,
+        &req.body,
+        facts.texts.as_ref(),
+        ctx,
+    )
+    .await
+    {
+        Ok(None) => (req, facts),
+        Ok(Some(body)) => {
+            let rescanned = shard.scanner.borrow_mut().scan(&body);
+            match rescanned {
+                Ok(facts) => (Request { body, ..req }, facts),
+                Err(e) => return fail(resp, ctx, scan_error(&e)).await,
             }
-            Err(e) => return super::guard::refuse(resp, ctx, e).await,
-        };
+        }
+        Err(e) => return super::guard::refuse(resp, ctx, e).await,
+    };
     match served_by {
         ModelRoute::Direct(resolved) => {
             let target = Target { provider: resolved.provider, upstream_model: &resolved.upstream_model, headers: &[] };
@@ -162,6 +173,7 @@ pub(super) async fn attempt<C: Conn>(
     let served = match (&provider.upstream, dialect) {
         (None, _) => {
             let work = async {
+                super::guard::gate(shard, cfg, ctx).await.map_err(Miss::guardrail)?;
                 mock_provider::answer(shard, provider, endpoint, req, facts, um, resp, ctx).await;
                 Ok(())
             };
@@ -175,6 +187,7 @@ pub(super) async fn attempt<C: Conn>(
                 None => {
                     let work = async {
                         let (answer, body) = fetch_openai(route, endpoint, facts, client_model, ctx).await?;
+                        super::guard::gate(shard, cfg, ctx).await.map_err(Miss::guardrail)?;
                         deliver_openai(shard, cfg, answer, body, resp, ctx).await;
                         Ok(())
                     };
@@ -183,6 +196,7 @@ pub(super) async fn attempt<C: Conn>(
                 Some(_) => {
                     let work = async {
                         let ready = fetch(route, endpoint, facts, ctx).await?;
+                        super::guard::gate(shard, cfg, ctx).await.map_err(Miss::guardrail)?;
                         deliver(shard, cfg, ready, resp, ctx).await;
                         Ok(())
                     };

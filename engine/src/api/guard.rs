@@ -3,10 +3,13 @@
 //! ([`policy::guardrails`]); this module finds the texts in each API's JSON, writes rewritten
 //! ones back, and turns verdicts into errors, headers, logs and metrics.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use adapters::openai::request::{PromptTexts, TextWalk};
 use bytes::Bytes;
+use policy::guardrails::external::Answer;
 use policy::guardrails::{
     Enforcement, Facts, Guardrail, Guardrails, Mode, Outcome, Phase, Selected, StreamStep, StreamWindow, Vault, Verdict,
 };
@@ -15,6 +18,7 @@ use serde_json::Value;
 use smol_str::SmolStr;
 
 use super::RequestCtx;
+use super::guard_texts::RequestTexts;
 use crate::config::Snapshot;
 use crate::error::{ErrorKind, GatewayError};
 use crate::metrics::Endpoint;
@@ -173,23 +177,57 @@ fn answer_texts(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
 /// A walk over the texts of a JSON body, calling back with each one (mutably).
 type Walk<'a> = &'a dyn Fn(&mut Value, &mut dyn FnMut(&mut String));
 
-fn collect(body: &mut Value, walk: Walk<'_>) -> Vec<String> {
+fn collect(body: &mut Value, walk: Walk<'_>) -> Vec<Cow<'static, str>> {
     let mut texts = Vec::new();
-    walk(body, &mut |s: &mut String| texts.push(s.clone()));
+    walk(body, &mut |s: &mut String| texts.push(Cow::Owned(s.clone())));
     texts
 }
 
-fn write_back(body: &mut Value, texts: Vec<String>, walk: Walk<'_>) {
+fn write_back(body: &mut Value, texts: Vec<Cow<'_, str>>, walk: Walk<'_>) {
     let mut it = texts.into_iter();
     walk(body, &mut |s: &mut String| {
         if let Some(t) = it.next() {
-            *s = t;
+            *s = t.into_owned();
         }
     });
 }
 
-fn asks_json(body: &Value) -> bool {
-    matches!(body.pointer("/response_format/type").and_then(Value::as_str), Some("json_object" | "json_schema"))
+/// The texts the request scan found on its own parse, when it read them all: no
+/// `response_format` (which it does not read) and nothing nested past its walk.
+fn pre_found<'b>(found: Option<&PromptTexts>, body: &'b [u8]) -> Option<Vec<Cow<'b, str>>> {
+    found.filter(|f| !f.response_format).and_then(|f| f.resolve(body))
+}
+
+/// The scan's text walk for `endpoint`, when guardrails may read it (`/v1/messages` has its
+/// own parse).
+pub fn text_walk(cfg: &Snapshot, endpoint: Endpoint) -> Option<TextWalk> {
+    if cfg.guardrails.is_empty() {
+        return None;
+    }
+    match endpoint {
+        Endpoint::ChatCompletions => Some(TextWalk::Chat),
+        Endpoint::Completions => Some(TextWalk::Completions),
+        Endpoint::Embeddings => Some(TextWalk::Embeddings),
+        _ => None,
+    }
+}
+
+fn invalid_json(e: serde_json::Error) -> GatewayError {
+    GatewayError::new(ErrorKind::InvalidJson, format!("invalid JSON body: {e}"))
+}
+
+/// The request as a `Value`, to write a service's rewrite into: only when its texts are the
+/// ones the service was shown (a body that repeats a key is ambiguous, and refused).
+fn value_with_texts(endpoint: Endpoint, body: &[u8], shown: &[Cow<'_, str>]) -> Result<Value, GatewayError> {
+    let mut v: Value = serde_json::from_slice(body).map_err(invalid_json)?;
+    let walk = |v: &mut Value, f: &mut dyn FnMut(&mut String)| request_texts(endpoint, v, f);
+    if collect(&mut v, &walk) != shown {
+        return Err(GatewayError::new(
+            ErrorKind::InvalidJson,
+            "the request repeats a key, so a guardrail's rewrite cannot be placed: send each key once",
+        ));
+    }
+    Ok(v)
 }
 
 /// The 400 a blocked request or answer gets: rule and categories named, the text never quoted.
@@ -199,12 +237,18 @@ pub fn violation(v: &Verdict) -> GatewayError {
 }
 
 /// Logs, counts and notes in the answer's headers each verdict (each rule once per phase).
-fn record(shard: &Shard, cfg: &Snapshot, state: &mut GuardState, verdicts: &[Verdict], ctx: &mut RequestCtx) {
+fn record(
+    shard: &Shard,
+    cfg: &Snapshot,
+    noted: &mut Vec<(Arc<str>, Phase)>,
+    verdicts: &[Verdict],
+    ctx: &mut RequestCtx,
+) {
     for v in verdicts {
-        if state.noted.iter().any(|(r, p)| *r == v.rule && *p == v.phase) {
+        if noted.iter().any(|(r, p)| *r == v.rule && *p == v.phase) {
             continue;
         }
-        state.noted.push((v.rule.clone(), v.phase));
+        noted.push((v.rule.clone(), v.phase));
         if let Some(stats) = shard.guard_counters.borrow_mut().of(shard, cfg, &v.rule) {
             stats.count(v.phase, v.outcome);
         }
@@ -225,6 +269,41 @@ fn record(shard: &Shard, cfg: &Snapshot, state: &mut GuardState, verdicts: &[Ver
             None => ctx.headers.push((GUARDRAILS_HEADER, SmolStr::from(entry))),
         }
     }
+}
+
+/// The error of a service check that blocked: the rule's violation, or, when the service did
+/// not answer and the rule is enforced, a 503 (the request cannot be judged, so it is not
+/// answered; try again).
+fn service_refusal(v: &Verdict, asked: &Result<Answer, String>) -> GatewayError {
+    match asked {
+        Err(why) => {
+            GatewayError::new(ErrorKind::Unavailable, format!("guardrail `{}` could not be checked: {why}", v.rule))
+                .with_code("guardrail_unavailable")
+        }
+        Ok(_) => violation(v),
+    }
+}
+
+/// Waits for the service checks asked alongside the provider call, before its answer goes
+/// out. `Err`: one of them blocked the request; the answer is dropped and this error sent.
+pub async fn gate(shard: &Shard, cfg: &Snapshot, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+    let Some(pending) = ctx.pending_checks.take() else { return Ok(()) };
+    let answers = pending.verdicts().await;
+    let mut noted = ctx.guard.as_mut().map(|g| std::mem::take(&mut g.noted)).unwrap_or_default();
+    let mut refusal = None;
+    for (i, asked) in &answers {
+        let Some(rule) = cfg.guardrails.get(*i) else { continue };
+        let answer = asked.as_ref().map_err(String::as_str);
+        let Some(v) = Guardrails::external_verdict(rule, Phase::Input, answer, false) else { continue };
+        record(shard, cfg, &mut noted, std::slice::from_ref(&v), ctx);
+        if v.outcome == Outcome::Blocked && refusal.is_none() {
+            refusal = Some(service_refusal(&v, asked));
+        }
+    }
+    if let Some(g) = ctx.guard.as_mut() {
+        g.noted = noted;
+    }
+    refusal.map_or(Ok(()), Err)
 }
 
 /// Answers a blocked request or answer with its error and the gateway's headers (the
@@ -251,6 +330,7 @@ pub async fn check_input(
     metadata: &Metadata,
     endpoint: Endpoint,
     body: &Bytes,
+    found: Option<&PromptTexts>,
     ctx: &mut RequestCtx,
 ) -> Result<Option<Bytes>, GatewayError> {
     if cfg.guardrails.is_empty() {
@@ -272,63 +352,85 @@ pub async fn check_input(
     });
     let mut rewritten = None;
     if cfg.guardrails.applies(&state.selected, Phase::Input) {
-        let mut json: Value = serde_json::from_slice(body)
-            .map_err(|e| GatewayError::new(ErrorKind::InvalidJson, format!("invalid JSON body: {e}")))?;
-        state.asked_json = asks_json(&json);
-        state.schema = json.pointer("/response_format/json_schema/schema").cloned();
-        let walk = |v: &mut Value, f: &mut dyn FnMut(&mut String)| request_texts(endpoint, v, f);
-        let mut texts = collect(&mut json, &walk);
+        let found = match pre_found(found, body) {
+            Some(texts) => RequestTexts { texts, asked_json: false, schema: None },
+            None => super::guard_texts::request(endpoint, body).map_err(invalid_json)?,
+        };
+        state.asked_json = found.asked_json;
+        state.schema = found.schema;
+        let mut texts = found.texts;
         let facts = Facts { metadata: &state.metadata, asked_json: state.asked_json, schema: state.schema.as_ref() };
-        let checked = cfg.guardrails.check(&state.selected, Phase::Input, &mut texts, facts, &mut state.vault);
-        record(shard, cfg, &mut state, &checked.verdicts, ctx);
+        let mut checked = cfg.guardrails.check(&state.selected, Phase::Input, &mut texts, facts, &mut state.vault);
+        // The body as a `Value`, made only when texts must be written back into it.
+        let walk = |v: &mut Value, f: &mut dyn FnMut(&mut String)| request_texts(endpoint, v, f);
+        let mut json: Option<Value> = None;
+        if checked.changed {
+            // Redone on the `Value`'s own texts, so that what is sent is exactly what was
+            // checked (they differ only in a body that repeats a key, which the `Value` drops).
+            let mut v: Value = serde_json::from_slice(body).map_err(invalid_json)?;
+            texts = collect(&mut v, &walk);
+            state.vault = Vault::default();
+            let facts =
+                Facts { metadata: &state.metadata, asked_json: state.asked_json, schema: state.schema.as_ref() };
+            checked = cfg.guardrails.check(&state.selected, Phase::Input, &mut texts, facts, &mut state.vault);
+            json = Some(v);
+        }
+        record(shard, cfg, &mut state.noted, &checked.verdicts, ctx);
         if let Some(v) = checked.blocked() {
             return Err(violation(v));
         }
         let mut changed = checked.changed;
         // Checks that ask a service, in config order, each on the texts as the rules before it
-        // left them. Boxed: their state is large and most requests have none.
+        // left them; validating ones with `overlap` are asked after, alongside the provider.
+        // Boxed: their state is large and most requests have none.
         let selected = state.selected.clone();
+        let same_config = shard.config();
+        let can_overlap = std::ptr::eq::<Snapshot>(&**same_config, cfg);
+        let overlaps = |r: &Guardrail| can_overlap && r.overlap && r.mode == Mode::Validate;
         let externals: Vec<&Guardrail> = cfg.guardrails.externals(&selected, Phase::Input).collect();
-        for rule in externals {
+        for rule in externals.iter().copied().filter(|r| !overlaps(r)) {
             let asked = Box::pin(super::guard_external::ask(shard, cfg, rule, model, &state.metadata, &texts)).await;
             let rewrite = match (&asked, rule.mode, rule.enforcement) {
                 (Ok(a), Mode::Mutate, Enforcement::Enforce | Enforcement::EnforceButIgnoreOnError) => a.texts.clone(),
                 _ => None,
             };
-            let rewritten = rewrite.as_ref().is_some_and(|t| *t != texts);
+            let rewritten = rewrite.as_ref().is_some_and(|t| !t.iter().eq(texts.iter()));
             let verdict =
                 Guardrails::external_verdict(rule, Phase::Input, asked.as_ref().map_err(String::as_str), rewritten);
             if let Some(v) = verdict {
-                record(shard, cfg, &mut state, std::slice::from_ref(&v), ctx);
+                record(shard, cfg, &mut state.noted, std::slice::from_ref(&v), ctx);
                 if v.outcome == Outcome::Blocked {
-                    return Err(match &asked {
-                        // The service did not answer and the rule is enforced: the request
-                        // cannot be judged, so it is not sent (503, try again).
-                        Err(why) => GatewayError::new(
-                            ErrorKind::Unavailable,
-                            format!("guardrail `{}` could not be checked: {why}", v.rule),
-                        )
-                        .with_code("guardrail_unavailable"),
-                        Ok(_) => violation(&v),
-                    });
+                    return Err(service_refusal(&v, &asked));
                 }
             }
             if let (Some(t), true) = (rewrite, rewritten) {
-                texts = t;
+                if json.is_none() {
+                    json = Some(value_with_texts(endpoint, body, &texts)?);
+                }
+                texts = t.into_iter().map(Cow::Owned).collect();
                 changed = true;
             }
         }
-        if changed {
+        let later: Vec<usize> =
+            externals.iter().filter(|r| overlaps(r)).filter_map(|r| cfg.guardrails.index_of(r)).collect();
+        if !later.is_empty() {
+            let texts = texts.iter().map(|t| Cow::Owned(t.to_string())).collect();
+            let asked =
+                super::guard_external::Asked { model: model.to_owned(), metadata: state.metadata.clone(), texts };
+            ctx.pending_checks = Some(super::guard_external::start(shard, same_config, later, asked));
+        }
+        if changed && let Some(mut json) = json {
             write_back(&mut json, texts, &walk);
             let bytes = serde_json::to_vec(&json)
                 .map_err(|e| GatewayError::new(ErrorKind::Internal, format!("re-encoding a redacted request: {e}")))?;
             rewritten = Some(Bytes::from(bytes));
         }
     } else if cfg.guardrails.applies(&state.selected, Phase::Output)
-        && let Ok(v) = serde_json::from_slice::<Value>(body)
+        && pre_found(found, body).is_none()
+        && let Ok(found) = super::guard_texts::request(endpoint, body)
     {
-        state.asked_json = asks_json(&v);
-        state.schema = v.pointer("/response_format/json_schema/schema").cloned();
+        state.asked_json = found.asked_json;
+        state.schema = found.schema;
     }
     // The answer is read only when a rule looks at it, or something redacted may come back in it.
     let restoring = cfg.guardrails.restores(&state.selected) && !state.vault.is_empty();
@@ -364,12 +466,26 @@ fn answer_inner(
     body: &[u8],
     ctx: &mut RequestCtx,
 ) -> Result<Option<Bytes>, GatewayError> {
+    let Some(mut texts) = super::guard_texts::answer(body) else { return Ok(None) };
+    let facts = Facts { metadata: &state.metadata, asked_json: state.asked_json, schema: state.schema.as_ref() };
+    let checked = cfg.guardrails.check(&state.selected, Phase::Output, &mut texts, facts, &mut state.vault);
+    let restores = cfg.guardrails.restores(&state.selected) && !state.vault.is_empty();
+    let rewrites = checked.changed || (restores && cfg.guardrails.restore(&mut texts, &state.vault));
+    if checked.blocked().is_some() || !rewrites {
+        record(shard, cfg, &mut state.noted, &checked.verdicts, ctx);
+        return match checked.blocked() {
+            Some(v) => Err(violation(v)),
+            None => Ok(None),
+        };
+    }
+    // Something is rewritten: redone on the answer as a `Value`, to write the texts back.
+    // (The vault gives a value the placeholder it had, so the redoing changes nothing there.)
     let Ok(mut json) = serde_json::from_slice::<Value>(body) else { return Ok(None) };
     let walk = |v: &mut Value, f: &mut dyn FnMut(&mut String)| answer_texts(v, f);
     let mut texts = collect(&mut json, &walk);
     let facts = Facts { metadata: &state.metadata, asked_json: state.asked_json, schema: state.schema.as_ref() };
     let checked = cfg.guardrails.check(&state.selected, Phase::Output, &mut texts, facts, &mut state.vault);
-    record(shard, cfg, state, &checked.verdicts, ctx);
+    record(shard, cfg, &mut state.noted, &checked.verdicts, ctx);
     if let Some(v) = checked.blocked() {
         return Err(violation(v));
     }
@@ -419,11 +535,11 @@ pub fn check_piece(
     };
     let result = match step {
         StreamStep::Send(text, verdicts) => {
-            record(shard, cfg, &mut state, &verdicts, ctx);
+            record(shard, cfg, &mut state.noted, &verdicts, ctx);
             Ok(text)
         }
         StreamStep::Stop(v) => {
-            record(shard, cfg, &mut state, std::slice::from_ref(&v), ctx);
+            record(shard, cfg, &mut state.noted, std::slice::from_ref(&v), ctx);
             Err(violation(&v))
         }
     };
@@ -618,6 +734,120 @@ mod tests {
 
     fn texts(endpoint: Endpoint, mut v: Value) -> Vec<String> {
         collect(&mut v, &|v: &mut Value, f: &mut dyn FnMut(&mut String)| request_texts(endpoint, v, f))
+            .into_iter()
+            .map(Cow::into_owned)
+            .collect()
+    }
+
+    fn answer_walk(mut v: Value) -> Vec<String> {
+        collect(&mut v, &|v: &mut Value, f: &mut dyn FnMut(&mut String)| answer_texts(v, f))
+            .into_iter()
+            .map(Cow::into_owned)
+            .collect()
+    }
+
+    const ENDPOINTS: [Endpoint; 4] =
+        [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Messages];
+
+    /// Request- and answer-shaped JSON with every field at times of a shape the walks do not
+    /// expect, fields in any order, and the odd unrelated key.
+    fn shaped_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        fn obj(fields: Vec<(&'static str, Option<Value>)>) -> Value {
+            Value::Object(fields.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect())
+        }
+        let leaf = prop_oneof![
+            4 => prop::sample::select(vec!["a", "tool_result", "message", "text", "q\"uote\n", "é"]).prop_map(Value::from),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => Just(Value::Null),
+            1 => Just(Value::Bool(true)),
+            1 => Just(json!({"x": ["y"]})),
+        ];
+        let kind = prop::sample::select(vec!["text", "tool_result", "image_url", "message"]).prop_map(Value::from);
+        let content = leaf.clone().prop_recursive(3, 24, 4, move |inner| {
+            let part =
+                (proptest::option::of(kind.clone()), proptest::option::of(inner.clone()), proptest::option::of(inner))
+                    .prop_map(|(t, text, content)| obj(vec![("type", t), ("text", text), ("content", content)]));
+            prop_oneof![prop::collection::vec(part, 0..4).prop_map(Value::Array)]
+        });
+        let content = prop_oneof![2 => content, 1 => leaf.clone()];
+        let message = (proptest::option::of(content.clone()), proptest::option::of(leaf.clone()))
+            .prop_map(|(c, r)| obj(vec![("role", r), ("content", c)]));
+        let messages = prop_oneof![4 => prop::collection::vec(message, 0..4).prop_map(Value::Array), 1 => leaf.clone()];
+        let strings = prop_oneof![leaf.clone(), prop::collection::vec(leaf.clone(), 0..4).prop_map(Value::Array)];
+        let choice = (proptest::option::of(content.clone()), proptest::option::of(leaf.clone())).prop_map(|(c, t)| {
+            obj(vec![("message", c.map(|c| json!({"role": "assistant", "content": c}))), ("text", t)])
+        });
+        let choices = prop_oneof![4 => prop::collection::vec(choice, 0..3).prop_map(Value::Array), 1 => leaf.clone()];
+        let fields = (
+            proptest::option::of(messages),
+            proptest::option::of(content.clone()),
+            proptest::option::of(strings.clone()),
+            proptest::option::of(strings),
+            proptest::option::of(choices),
+            proptest::option::of(prop::sample::select(vec!["message", "x"]).prop_map(Value::from)),
+            proptest::option::of(content),
+            any::<bool>(),
+        );
+        fields.prop_map(|(messages, system, prompt, input, choices, kind, content, reversed)| {
+            let mut f = vec![
+                ("messages", messages),
+                ("system", system),
+                ("prompt", prompt),
+                ("input", input),
+                ("choices", choices),
+                ("type", kind),
+                ("content", content),
+                ("model", Some(Value::from("m"))),
+            ];
+            if reversed {
+                f.reverse();
+            }
+            obj(f)
+        })
+    }
+
+    proptest::proptest! {
+        /// The borrowing walk finds the texts the `Value` walk finds, in the same order, in
+        /// any JSON: rewrites land where the checked texts were.
+        #[test]
+        fn the_borrowing_walk_agrees_with_the_value_walk(v in shaped_json()) {
+            let body = serde_json::to_vec(&v).unwrap();
+            for endpoint in ENDPOINTS {
+                let fast = super::super::guard_texts::request(endpoint, &body).unwrap();
+                let fast: Vec<String> = fast.texts.into_iter().map(Cow::into_owned).collect();
+                // The request scan's walk, on its simd-json tape, agrees too.
+                let walk = match endpoint {
+                    Endpoint::ChatCompletions => Some(TextWalk::Chat),
+                    Endpoint::Completions => Some(TextWalk::Completions),
+                    Endpoint::Embeddings => Some(TextWalk::Embeddings),
+                    _ => None,
+                };
+                if let Some(walk) = walk {
+                    let scanned = adapters::openai::request::Scanner::new().scan_with(&body, Some(walk));
+                    let scanned = scanned.ok().and_then(|f| f.texts).unwrap();
+                    let tape: Vec<String> = scanned.resolve(&body).unwrap().into_iter().map(Cow::into_owned).collect();
+                    proptest::prop_assert_eq!(&tape, &fast);
+                }
+                proptest::prop_assert_eq!(fast, texts(endpoint, v.clone()));
+            }
+            let fast: Vec<String> = super::super::guard_texts::answer(&body).unwrap().into_iter().map(Cow::into_owned).collect();
+            proptest::prop_assert_eq!(fast, answer_walk(v.clone()));
+        }
+    }
+
+    #[test]
+    fn the_borrowing_walk_borrows_plain_texts_and_reads_repeated_keys() {
+        let body = br#"{"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}},
+            "messages": [{"role": "user", "content": "plain", "content": "esc\"aped"}]}"#;
+        let found = super::super::guard_texts::request(Endpoint::ChatCompletions, body).unwrap();
+        assert!(matches!(found.texts[0], Cow::Borrowed("plain")));
+        assert!(matches!(&found.texts[1], Cow::Owned(s) if s == "esc\"aped"));
+        assert!(found.asked_json);
+        assert_eq!(found.schema, Some(json!({"type": "object"})));
+        assert!(super::super::guard_texts::request(Endpoint::ChatCompletions, b"{\"messages\": [").is_err());
+        assert!(super::super::guard_texts::request(Endpoint::ChatCompletions, b"{} x").is_err());
+        assert!(super::super::guard_texts::answer(b"not json").is_none());
     }
 
     #[test]

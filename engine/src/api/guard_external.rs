@@ -27,7 +27,7 @@ pub(super) async fn ask(
     rule: &Guardrail,
     model: &str,
     metadata: &Metadata,
-    texts: &[String],
+    texts: &[std::borrow::Cow<'_, str>],
 ) -> Result<Answer, String> {
     let (external, limit) = rule.external().ok_or("not an external check")?;
     let provider = cfg
@@ -58,5 +58,78 @@ pub(super) async fn ask(
         Served::Done(Err(why)) => Err(format!("provider {}: {why}", provider.name)),
         Served::Refused(r) => Err(format!("provider {}: {r:?}", provider.name)),
         Served::Panicked(m) => Err(format!("provider {}: the call failed ({m})", provider.name)),
+    }
+}
+
+/// What the services are asked about: the request's texts as they go to the provider.
+pub(super) struct Asked {
+    pub model: String,
+    pub metadata: Metadata,
+    pub texts: Vec<std::borrow::Cow<'static, str>>,
+}
+
+/// A rule (by index) and its service's answer, or why there is none.
+pub(super) type RuleAnswer = (usize, Result<Answer, String>);
+
+/// Service checks asked while the provider is being called (validating rules with `overlap`).
+/// Their answers come in on their own task; the request's answer waits for them at
+/// [`super::guard::gate`].
+pub struct PendingChecks {
+    done: rt::LocalEvent,
+    answers: Rc<std::cell::RefCell<Vec<RuleAnswer>>>,
+    rules: Vec<usize>,
+}
+
+impl std::fmt::Debug for PendingChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingChecks").field("rules", &self.rules).finish_non_exhaustive()
+    }
+}
+
+/// Sets the event when the checking task ends, however it ends (a panic, or the shard
+/// stopping), so that nothing waits for it forever.
+struct SetOnDrop(rt::LocalEvent);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// Asks the services of `rules` (indexes into `cfg.guardrails`) at once, on a task of the
+/// shard's own.
+pub(super) fn start(
+    shard: &Rc<Shard>,
+    cfg: crate::shard::LocalSnapshot,
+    rules: Vec<usize>,
+    asked: Asked,
+) -> PendingChecks {
+    let done = rt::LocalEvent::new();
+    let answers = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (set, into, shard, which) = (SetOnDrop(done.clone()), answers.clone(), shard.clone(), rules.clone());
+    rt::spawn(async move {
+        let _set = set;
+        let asks = which.iter().filter_map(|&i| cfg.guardrails.get(i).map(|rule| (i, rule))).map(|(i, rule)| {
+            let (shard, cfg, asked) = (&shard, &cfg, &asked);
+            async move { (i, Box::pin(ask(shard, cfg, rule, &asked.model, &asked.metadata, &asked.texts)).await) }
+        });
+        let got = futures_util::future::join_all(asks).await;
+        *into.borrow_mut() = got;
+    });
+    PendingChecks { done, answers, rules }
+}
+
+impl PendingChecks {
+    /// Each rule's answer, once all are in. A rule whose task ended without answering (it
+    /// panicked) gets an error, which its enforcement judges.
+    pub(super) async fn verdicts(self) -> Vec<RuleAnswer> {
+        self.done.wait().await;
+        let mut got = std::mem::take(&mut *self.answers.borrow_mut());
+        for &i in &self.rules {
+            if !got.iter().any(|(j, _)| *j == i) {
+                got.push((i, Err("the check ended without an answer".to_owned())));
+            }
+        }
+        got
     }
 }

@@ -126,14 +126,23 @@ pub async fn messages<C: Conn>(
         return governance::send_refusal_with(resp, ctx, &r, body.to_string().as_bytes()).await;
     }
     // Input guardrails: blocked requests go nowhere; redacted ones are parsed again.
-    let req =
-        match super::guard::check_input(shard, cfg, caller, &chat.model, &metadata, Endpoint::Messages, &req.body, ctx)
-            .await
-        {
-            Ok(None) => req,
-            Ok(Some(body)) => Request { body, ..req },
-            Err(e) => return refuse(resp, ctx, e.status(), &e.message).await,
-        };
+    let req = match super::guard::check_input(
+        shard,
+        cfg,
+        caller,
+        &chat.model,
+        &metadata,
+        Endpoint::Messages,
+        &req.body,
+        None,
+        ctx,
+    )
+    .await
+    {
+        Ok(None) => req,
+        Ok(Some(body)) => Request { body, ..req },
+        Err(e) => return refuse(resp, ctx, e.status(), &e.message).await,
+    };
     let parsed = std::cell::RefCell::new(Some((req.body.as_ptr(), chat)));
     let attempter = Messages { shard, cfg, parsed };
     match served_by {
@@ -202,6 +211,7 @@ impl routing::Attempter for Messages<'_> {
                 let route = &route;
                 let work = async {
                     let ready = fetch(route, chat, ctx).await?;
+                    super::guard::gate(shard, cfg, ctx).await.map_err(Miss::guardrail)?;
                     deliver(shard, cfg, ready, resp, ctx).await;
                     Ok(())
                 };
@@ -300,6 +310,7 @@ async fn from_mock<C: Conn>(
     ctx: &mut RequestCtx,
 ) -> Attempted {
     let body_len = req.body.len();
+    super::guard::gate(shard, cfg, ctx).await.map_err(Miss::guardrail)?;
     if drills {
         super::mock_provider::Drill::of(&req.head).await.before_head();
     }

@@ -9,6 +9,7 @@ mod forward;
 pub mod governance;
 pub mod guard;
 mod guard_external;
+mod guard_texts;
 pub mod health_checks;
 mod messages;
 mod mock_provider;
@@ -82,6 +83,8 @@ pub struct RequestCtx {
     pub base64_embeddings: bool,
     /// Guardrails that watch this request's answer (and what its input phase redacted).
     pub guard: Option<Box<guard::GuardState>>,
+    /// Service checks asked alongside the provider call: the answer waits for them.
+    pub pending_checks: Option<guard_external::PendingChecks>,
 }
 
 /// The gateway's request handler for one shard.
@@ -162,6 +165,7 @@ impl RequestCtx {
             strip_usage_chunk: false,
             base64_embeddings: false,
             guard: None,
+            pending_checks: None,
         }
     }
 

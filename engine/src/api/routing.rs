@@ -706,6 +706,11 @@ async fn finish<C: Conn>(
             return Some(miss);
         }
     };
+    if let Err(e) = super::guard::gate(shard, cfg, ctx).await {
+        let miss = Miss::guardrail(e);
+        record_miss(shard, route, id, Instant::now(), &miss);
+        return Some(miss);
+    }
     if let Some((_, spec)) = cfg.route_target(id) {
         routing_headers(ctx, h.keep, cfg.route_target_name(id), plan);
         reprice(cfg, ctx, &spec.model);

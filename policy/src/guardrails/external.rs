@@ -141,7 +141,7 @@ impl External {
         phase: Phase,
         model: &str,
         metadata: &Metadata,
-        texts: &[String],
+        texts: &[std::borrow::Cow<'_, str>],
     ) -> (String, Vec<u8>) {
         match self {
             External::OpenAiModeration { model: m, .. } => {

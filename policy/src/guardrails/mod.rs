@@ -23,6 +23,7 @@ mod triggers;
 #[cfg(test)]
 mod linear;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 pub use finding::{Category, Finding, InjectionSignal, SecretKind};
@@ -58,6 +59,8 @@ pub struct Guardrail {
     pub enforcement: Enforcement,
     pub redact: RedactStyle,
     pub restore: bool,
+    /// A validating service check runs alongside the provider call ([`GuardrailSpec::overlap`]).
+    pub overlap: bool,
     detector: Detector,
 }
 
@@ -350,6 +353,7 @@ impl Guardrails {
                 enforcement: spec.enforcement,
                 redact: spec.redact,
                 restore: spec.restore,
+                overlap: spec.overlap,
                 detector,
             });
         }
@@ -391,6 +395,12 @@ impl Guardrails {
     /// Whether any selected rule looks at `phase`.
     pub fn applies(&self, sel: &Selected, phase: Phase) -> bool {
         self.of(sel, phase).next().is_some()
+    }
+
+    /// Where `rule` is among the config's rules, for [`Guardrails::get`] (a service check's
+    /// verdict, reached later, names its rule by index).
+    pub fn index_of(&self, rule: &Guardrail) -> Option<usize> {
+        self.rules.iter().position(|r| std::ptr::eq(r, rule))
     }
 
     /// The selected rules of `phase` that ask a service, in config order.
@@ -452,7 +462,7 @@ impl Guardrails {
         &self,
         sel: &Selected,
         phase: Phase,
-        texts: &mut [String],
+        texts: &mut [Cow<'_, str>],
         facts: Facts<'_>,
         vault: &mut Vault,
     ) -> Checked {
@@ -476,7 +486,7 @@ impl Guardrails {
                 }
                 found.extend(findings.iter().copied());
                 if rule.enforcement != Enforcement::Audit {
-                    *text = redact::redact(text, &findings, rule.redact, vault);
+                    *text = Cow::Owned(redact::redact(text, &findings, rule.redact, vault));
                     checked.changed = true;
                 }
             }
@@ -488,11 +498,11 @@ impl Guardrails {
     }
 
     /// Puts redacted originals back into an answer's texts; whether any was.
-    pub fn restore(&self, texts: &mut [String], vault: &Vault) -> bool {
+    pub fn restore(&self, texts: &mut [Cow<'_, str>], vault: &Vault) -> bool {
         let mut changed = false;
         for text in texts.iter_mut() {
             if let Some(restored) = vault.restore(text) {
-                *text = restored;
+                *text = Cow::Owned(restored);
                 changed = true;
             }
         }
@@ -522,7 +532,7 @@ impl Guardrails {
         window.push(piece);
         let mut findings = Vec::new();
         let mut verdicts = Vec::new();
-        let held = [window.pending().to_owned()];
+        let held = [Cow::Borrowed(window.pending())];
         for rule in self.of(sel, phase).filter(|r| r.mode == Mode::Validate && r.check != CheckKind::Structure) {
             if let Some(v) = validate(rule, phase, &held, facts, &mut findings) {
                 if v.outcome == Outcome::Blocked {
@@ -544,17 +554,23 @@ impl Guardrails {
             // A placeholder being streamed is restored whole: hold back from its `<`.
             if restoring { placeholder_safe(window.pending(), cut, vault.longest()) } else { cut }
         };
-        let mut out = [window.release(cut)];
+        let mut out = [Cow::Owned(window.release(cut))];
         let checked = self.check_mutators(sel, phase, &mut out, vault);
         verdicts.extend(checked);
         if self.restores(sel) {
             self.restore(&mut out, vault);
         }
         let [text] = out;
-        StreamStep::Send(text, verdicts)
+        StreamStep::Send(text.into_owned(), verdicts)
     }
 
-    fn check_mutators(&self, sel: &Selected, phase: Phase, texts: &mut [String], vault: &mut Vault) -> Vec<Verdict> {
+    fn check_mutators(
+        &self,
+        sel: &Selected,
+        phase: Phase,
+        texts: &mut [Cow<'_, str>],
+        vault: &mut Vault,
+    ) -> Vec<Verdict> {
         let mut verdicts = Vec::new();
         let mut findings = Vec::new();
         for rule in self.of(sel, phase).filter(|r| r.mode == Mode::Mutate) {
@@ -565,7 +581,7 @@ impl Guardrails {
                     continue;
                 }
                 if rule.enforcement != Enforcement::Audit {
-                    *text = redact::redact(text, &findings, rule.redact, vault);
+                    *text = Cow::Owned(redact::redact(text, &findings, rule.redact, vault));
                 }
                 verdicts.push(verdict(rule, phase, &findings, None, None));
             }
@@ -603,7 +619,7 @@ fn verdict(rule: &Guardrail, phase: Phase, found: &[Finding], score: Option<f32>
 fn validate(
     rule: &Guardrail,
     phase: Phase,
-    texts: &[String],
+    texts: &[Cow<'_, str>],
     facts: Facts<'_>,
     findings: &mut Vec<Finding>,
 ) -> Option<Verdict> {
@@ -664,7 +680,7 @@ mod tests {
         let sel = everyone(&g);
         let m = Metadata::new();
         let mut vault = Vault::default();
-        let mut texts = vec![TEXT.to_string()];
+        let mut texts = vec![Cow::Borrowed(TEXT)];
         let checked = g.check(&sel, Phase::Input, &mut texts, facts(&m), &mut vault);
         assert!(checked.changed && checked.blocked().is_none());
         assert!(
@@ -674,7 +690,7 @@ mod tests {
         // Only the first mutator found anything: the second sees placeholders.
         assert_eq!(checked.verdicts.len(), 1);
         assert_eq!(checked.verdicts[0].found, ["credit_card", "email", "phone"]);
-        let mut texts = vec!["AWS key AKIAQ3EGUWVNZ7X4KJPM and id".to_string()];
+        let mut texts = vec![Cow::Borrowed("AWS key AKIAQ3EGUWVNZ7X4KJPM and id")];
         let checked = g.check(&sel, Phase::Input, &mut texts, facts(&m), &mut vault);
         let v = checked.blocked().unwrap();
         assert_eq!(&*v.rule, "block-secrets");
@@ -740,7 +756,7 @@ mod tests {
             let g = rules("- {id: r, check: pii, mode: mutate, phase: output}\n");
             let sel = everyone(&g);
             let m = Metadata::new();
-            let mut whole = vec![TEXT.to_string()];
+            let mut whole = vec![Cow::Borrowed(TEXT)];
             g.check(&sel, Phase::Output, &mut whole, facts(&m), &mut Vault::default());
             let mut cuts: Vec<usize> = cuts.into_iter().filter(|c| TEXT.is_char_boundary(*c)).collect();
             cuts.push(0);
@@ -748,7 +764,7 @@ mod tests {
             cuts.sort_unstable();
             cuts.dedup();
             let pieces: Vec<&str> = cuts.windows(2).map(|w| &TEXT[w[0]..w[1]]).collect();
-            prop_assert_eq!(streamed(&g, &sel, &pieces, &mut Vault::default()), whole[0].clone());
+            prop_assert_eq!(streamed(&g, &sel, &pieces, &mut Vault::default()), whole[0].clone().into_owned());
         }
     }
 
@@ -758,7 +774,7 @@ mod tests {
         let sel = everyone(&g);
         let m = Metadata::new();
         let mut vault = Vault::default();
-        let mut prompt = vec!["mail ann.lee@example.org".to_string()];
+        let mut prompt = vec![Cow::Borrowed("mail ann.lee@example.org")];
         g.check(&sel, Phase::Input, &mut prompt, facts(&m), &mut vault);
         assert_eq!(prompt[0], "mail <EMAIL_1>");
         let sent = streamed(&g, &sel, &["Sending to <EM", "AIL_", "1> now"], &mut vault);

@@ -38,6 +38,12 @@ pub struct GuardrailSpec {
     /// their placeholders, so the caller sees them and the provider never did.
     #[serde(default)]
     pub restore: bool,
+    /// A validating check that asks a service, on the input phase: `true` (default) asks it
+    /// while the provider is already being called, and holds the answer until the verdict
+    /// (no added latency; a blocked request has still reached the provider). `false` asks
+    /// first and calls the provider only if the request passes.
+    #[serde(default = "yes")]
+    pub overlap: bool,
     /// Settings of each check, under the check's name.
     #[serde(default)]
     pub pii: Option<super::pii::PiiConfig>,
@@ -55,6 +61,10 @@ pub struct GuardrailSpec {
     pub azure_content_safety: Option<super::external::AzureContentSafetySpec>,
     #[serde(default)]
     pub webhook: Option<super::external::WebhookSpec>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn input_only() -> OneOrMany<Phase> {

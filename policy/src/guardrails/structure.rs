@@ -39,7 +39,12 @@ pub struct Facts<'a> {
 
 impl StructureConfig {
     /// The first rule broken, by name and with why (never quoting the text).
-    pub fn check(&self, texts: &[String], facts: Facts<'_>, output: bool) -> Option<(String, String)> {
+    pub fn check(
+        &self,
+        texts: &[std::borrow::Cow<'_, str>],
+        facts: Facts<'_>,
+        output: bool,
+    ) -> Option<(String, String)> {
         for key in &self.required_metadata {
             if facts.metadata.get(key).is_none() {
                 return Some((
@@ -52,13 +57,13 @@ impl StructureConfig {
         if let Some(max) = self.max_chars.filter(|&m| chars > m) {
             return Some(("max_chars".into(), format!("{chars} characters, more than the {max} allowed")));
         }
-        let bytes: usize = texts.iter().map(String::len).sum();
+        let bytes: usize = texts.iter().map(|t| t.len()).sum();
         let tokens = (bytes as u64).div_ceil(4);
         if let Some(max) = self.max_tokens.filter(|&m| tokens > m) {
             return Some(("max_tokens".into(), format!("about {tokens} tokens, more than the {max} allowed")));
         }
         if output && self.json_output && facts.asked_json {
-            let answer: String = texts.concat();
+            let answer: String = texts.iter().map(|t| &**t).collect();
             let Ok(value) = serde_json::from_str::<serde_json::Value>(&answer) else {
                 return Some(("json_output".into(), "the answer asked to be JSON is not valid JSON".into()));
             };
