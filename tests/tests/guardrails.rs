@@ -86,6 +86,17 @@ fn a_blocked_prompt_never_reaches_the_provider_and_is_not_echoed(rt: e2e::Runtim
         Some(1.0)
     );
     assert_eq!(metric(&m, r#"shardgate_errors_total{kind="guardrail_violation"}"#), Some(1.0));
+    // A secret in the arguments of a tool call in the history is found too.
+    let args = serde_json::to_string(&json!({"token": FAKE_KEY})).unwrap();
+    let body = json!({"model": "m", "messages": [
+        {"role": "user", "content": "deploy"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "deploy", "arguments": args}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "done"}]});
+    let r = Client::connect(gw.local_addr()).post_json("/v1/chat/completions", &body.to_string(), "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error()["message"].as_str().unwrap().contains("no-secrets-in"), "{}", r.text());
+    assert_eq!(up.stats().requests.load(SeqCst), before, "nothing reached the provider");
 }
 
 fn redacted_prompts_reach_the_provider_with_placeholders_and_answers_are_restored(rt: e2e::Runtime) {

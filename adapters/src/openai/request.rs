@@ -23,7 +23,8 @@ use simd_json::tape::Value;
 use crate::json::tape::{Origin, TapeScratch, last_values, non_negative_integer, present};
 
 pub use rewrite::{ask_for_usage, rewrite_model};
-pub use texts::{PromptTexts, TextRef, TextWalk};
+pub(crate) use texts::collect_answer;
+pub use texts::{PromptTexts, TextRef, TextWalk, resolve};
 
 /// What the gateway needs to know about a request before forwarding it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -13,6 +13,7 @@ use memchr::memmem;
 use simd_json::tape::Value;
 
 use crate::json::tape::{TapeScratch, last_values, non_negative_integer, present};
+use crate::openai::request::{TextRef, collect_answer};
 
 /// Token counts as OpenAI reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,6 +61,18 @@ impl UsageReader {
             })
             .ok()
             .flatten()
+    }
+
+    /// [`UsageReader::response_body`], and from the same parse the answer's texts for the
+    /// gateway's guardrails (`None` when the body is not JSON or nests deeper than that walk
+    /// goes).
+    pub fn response_body_and_texts(&mut self, body: &[u8]) -> (Option<Usage>, Option<Vec<TextRef>>) {
+        self.scratch
+            .parse(body, |root, origin| {
+                let usage = last_values(root, ["usage"]).and_then(|[u]| read_usage(present(u)?));
+                (usage, collect_answer(root, body, origin))
+            })
+            .unwrap_or((None, None))
     }
 
     /// The `usage` of one SSE `data:` payload (a `chat.completion.chunk`); `None` for

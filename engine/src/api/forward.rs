@@ -392,10 +392,19 @@ async fn deliver_openai<C: Conn>(
                     }
                 }
             }
-            ctx.usage = shard.usage_reader.borrow_mut().response_body(&body);
+            // With guardrails on the answer, its texts come from the same parse as its usage.
+            let watched = super::guard::watches_output(ctx);
+            let found = if watched {
+                let (usage, texts) = shard.usage_reader.borrow_mut().response_body_and_texts(&body);
+                ctx.usage = usage;
+                texts
+            } else {
+                ctx.usage = shard.usage_reader.borrow_mut().response_body(&body);
+                None
+            };
             governance::settle_before_head(ctx);
-            if super::guard::watches_output(ctx) {
-                match super::guard::check_answer(shard, cfg, &body, ctx) {
+            if watched {
+                match super::guard::check_found_answer(shard, cfg, &body, found.as_deref(), ctx) {
                     Ok(Some(checked)) => body = checked,
                     Ok(None) => {}
                     Err(e) => return super::guard::refuse(resp, ctx, e).await,

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use adapters::openai::request::{PromptTexts, TextWalk};
+use adapters::openai::request::{PromptTexts, TextRef, TextWalk};
 use bytes::Bytes;
 use policy::guardrails::external::Answer;
 use policy::guardrails::{
@@ -109,6 +109,7 @@ fn request_texts(endpoint: Endpoint, body: &mut Value, f: &mut dyn FnMut(&mut St
         Endpoint::ChatCompletions => {
             for m in o.get_mut("messages").and_then(Value::as_array_mut).into_iter().flatten() {
                 content(m.get_mut("content"), "text", f);
+                tool_arguments(m, f);
             }
         }
         Endpoint::Completions => strings(o.get_mut("prompt"), f),
@@ -117,9 +118,19 @@ fn request_texts(endpoint: Endpoint, body: &mut Value, f: &mut dyn FnMut(&mut St
             content(o.get_mut("system"), "text", f);
             for m in o.get_mut("messages").and_then(Value::as_array_mut).into_iter().flatten() {
                 content(m.get_mut("content"), "text", f);
+                tool_arguments(m, f);
             }
         }
         _ => {}
+    }
+}
+
+/// A message's tool calls: each one's `function.arguments` (a JSON text, read as text).
+fn tool_arguments(message: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    for call in message.get_mut("tool_calls").and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(Value::String(s)) = call.pointer_mut("/function/arguments") {
+            f(s);
+        }
     }
 }
 
@@ -164,6 +175,9 @@ fn answer_texts(body: &mut Value, f: &mut dyn FnMut(&mut String)) {
     for choice in o.get_mut("choices").and_then(Value::as_array_mut).into_iter().flatten() {
         if let Some(Value::String(s)) = choice.pointer_mut("/message/content") {
             f(s);
+        }
+        if let Some(message) = choice.get_mut("message") {
+            tool_arguments(message, f);
         }
         if let Some(Value::String(s)) = choice.get_mut("text") {
             f(s);
@@ -432,6 +446,9 @@ pub async fn check_input(
         state.asked_json = found.asked_json;
         state.schema = found.schema;
     }
+    // Only what the request carried is put back into answers; what an answer's own redaction
+    // takes out stays out.
+    state.vault.seal();
     // The answer is read only when a rule looks at it, or something redacted may come back in it.
     let restoring = cfg.guardrails.restores(&state.selected) && !state.vault.is_empty();
     if cfg.guardrails.applies(&state.selected, Phase::Output) || restoring {
@@ -453,8 +470,20 @@ pub fn check_answer(
     body: &[u8],
     ctx: &mut RequestCtx,
 ) -> Result<Option<Bytes>, GatewayError> {
+    check_found_answer(shard, cfg, body, None, ctx)
+}
+
+/// [`check_answer`], with the answer's texts as the usage reader found them on its own parse
+/// (`None`: found here).
+pub fn check_found_answer(
+    shard: &Shard,
+    cfg: &Snapshot,
+    body: &[u8],
+    found: Option<&[TextRef]>,
+    ctx: &mut RequestCtx,
+) -> Result<Option<Bytes>, GatewayError> {
     let Some(mut state) = ctx.guard.take() else { return Ok(None) };
-    let result = answer_inner(shard, cfg, &mut state, body, ctx);
+    let result = answer_inner(shard, cfg, &mut state, body, found, ctx);
     ctx.guard = Some(state);
     result
 }
@@ -464,9 +493,11 @@ fn answer_inner(
     cfg: &Snapshot,
     state: &mut GuardState,
     body: &[u8],
+    found: Option<&[TextRef]>,
     ctx: &mut RequestCtx,
 ) -> Result<Option<Bytes>, GatewayError> {
-    let Some(mut texts) = super::guard_texts::answer(body) else { return Ok(None) };
+    let found = found.and_then(|f| adapters::openai::request::resolve(f, body));
+    let Some(mut texts) = found.or_else(|| super::guard_texts::answer(body)) else { return Ok(None) };
     let facts = Facts { metadata: &state.metadata, asked_json: state.asked_json, schema: state.schema.as_ref() };
     let checked = cfg.guardrails.check(&state.selected, Phase::Output, &mut texts, facts, &mut state.vault);
     let restores = cfg.guardrails.restores(&state.selected) && !state.vault.is_empty();
@@ -771,13 +802,28 @@ mod tests {
             prop_oneof![prop::collection::vec(part, 0..4).prop_map(Value::Array)]
         });
         let content = prop_oneof![2 => content, 1 => leaf.clone()];
-        let message = (proptest::option::of(content.clone()), proptest::option::of(leaf.clone()))
-            .prop_map(|(c, r)| obj(vec![("role", r), ("content", c)]));
+        let function = (proptest::option::of(leaf.clone()), proptest::option::of(leaf.clone()))
+            .prop_map(|(a, n)| obj(vec![("name", n), ("arguments", a)]));
+        let call = prop_oneof![
+            4 => proptest::option::of(function).prop_map(|f| obj(vec![("id", Some(Value::from("c1"))), ("function", f)])),
+            1 => leaf.clone(),
+        ];
+        let calls = prop_oneof![3 => prop::collection::vec(call, 0..3).prop_map(Value::Array), 1 => leaf.clone()];
+        let message = (
+            proptest::option::of(content.clone()),
+            proptest::option::of(leaf.clone()),
+            proptest::option::of(calls.clone()),
+        )
+            .prop_map(|(c, r, t)| obj(vec![("role", r), ("content", c), ("tool_calls", t)]));
         let messages = prop_oneof![4 => prop::collection::vec(message, 0..4).prop_map(Value::Array), 1 => leaf.clone()];
         let strings = prop_oneof![leaf.clone(), prop::collection::vec(leaf.clone(), 0..4).prop_map(Value::Array)];
-        let choice = (proptest::option::of(content.clone()), proptest::option::of(leaf.clone())).prop_map(|(c, t)| {
-            obj(vec![("message", c.map(|c| json!({"role": "assistant", "content": c}))), ("text", t)])
-        });
+        let choice =
+            (proptest::option::of(content.clone()), proptest::option::of(leaf.clone()), proptest::option::of(calls))
+                .prop_map(|(c, t, calls)| {
+                    let message =
+                        obj(vec![("role", Some(Value::from("assistant"))), ("content", c), ("tool_calls", calls)]);
+                    obj(vec![("message", Some(message)), ("text", t)])
+                });
         let choices = prop_oneof![4 => prop::collection::vec(choice, 0..3).prop_map(Value::Array), 1 => leaf.clone()];
         let fields = (
             proptest::option::of(messages),
@@ -832,6 +878,10 @@ mod tests {
                 proptest::prop_assert_eq!(fast, texts(endpoint, v.clone()));
             }
             let fast: Vec<String> = super::super::guard_texts::answer(&body).unwrap().into_iter().map(Cow::into_owned).collect();
+            // And the usage reader's walk, on its tape.
+            let (_, tape) = adapters::openai::usage::UsageReader::new().response_body_and_texts(&body);
+            let tape = adapters::openai::request::resolve(&tape.unwrap(), &body).unwrap();
+            proptest::prop_assert_eq!(tape.into_iter().map(Cow::into_owned).collect::<Vec<_>>(), fast.clone());
             proptest::prop_assert_eq!(fast, answer_walk(v.clone()));
         }
     }
@@ -869,6 +919,17 @@ mod tests {
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": "r"}]}]},
             {"role": "user", "content": "u"}]});
         assert_eq!(texts(Endpoint::Messages, messages), ["s", "r", "u"]);
+    }
+
+    #[test]
+    fn tool_call_arguments_are_read_in_requests_and_answers() {
+        let chat = json!({"messages": [
+            {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\"to\":\"a@b.io\"}"}}], "content": "calling"},
+            {"role": "tool", "tool_call_id": "c", "content": "sent"}]});
+        assert_eq!(texts(Endpoint::ChatCompletions, chat), ["calling", "{\"to\":\"a@b.io\"}", "sent"]);
+        let answer = json!({"choices": [{"message": {"content": null, "tool_calls": [
+            {"function": {"arguments": "{}"}}, {"function": {"arguments": "{\"x\":1}"}}]}}]});
+        assert_eq!(answer_walk(answer), ["{}", "{\"x\":1}"]);
     }
 
     #[test]

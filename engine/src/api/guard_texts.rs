@@ -59,6 +59,9 @@ enum Key {
     Type,
     Choices,
     Message,
+    ToolCalls,
+    Function,
+    Arguments,
     Other,
 }
 
@@ -82,6 +85,9 @@ impl<'de> serde::Deserialize<'de> for Key {
                     "type" => Key::Type,
                     "choices" => Key::Choices,
                     "message" => Key::Message,
+                    "tool_calls" => Key::ToolCalls,
+                    "function" => Key::Function,
+                    "arguments" => Key::Arguments,
                     _ => Key::Other,
                 })
             }
@@ -326,9 +332,102 @@ impl<'de> Visitor<'de> for Message<'_, 'de> {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut said = Vec::new();
+        let mut args = Vec::new();
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::Content => map.next_value_seed(Content(&mut *self.0))?,
+                Key::Content => map.next_value_seed(Content(&mut said))?,
+                Key::ToolCalls => map.next_value_seed(ToolCalls(&mut args))?,
+                _ => skip(&mut map)?,
+            }
+        }
+        self.0.append(&mut said);
+        self.0.append(&mut args);
+        Ok(())
+    }
+}
+
+/// A message's `tool_calls`: each one's `function.arguments`.
+struct ToolCalls<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
+
+impl<'de> DeserializeSeed<'de> for ToolCalls<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ToolCalls<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of tool calls")
+    }
+    skip_other_shapes!((), ());
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(ToolCall(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+}
+
+/// One tool call (its `function`), or its `function` (its `arguments`).
+struct ToolCall<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
+
+impl<'de> DeserializeSeed<'de> for ToolCall<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ToolCall<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a tool call")
+    }
+    skip_other_shapes!((), ());
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Function => map.next_value_seed(Arguments(&mut *self.0))?,
+                _ => skip(&mut map)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A tool call's `function`: its `arguments` when they are a string.
+struct Arguments<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
+
+impl<'de> DeserializeSeed<'de> for Arguments<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Arguments<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a function call")
+    }
+    skip_other_shapes!((), ());
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Arguments => self.0.extend(map.next_value::<Str<'de>>()?.0),
                 _ => skip(&mut map)?,
             }
         }
@@ -498,12 +597,17 @@ impl<'de> Visitor<'de> for MessageText<'_, 'de> {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut said = Vec::new();
+        let mut args = Vec::new();
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::Content => self.0.extend(map.next_value::<Str<'de>>()?.0),
+                Key::Content => said.extend(map.next_value::<Str<'de>>()?.0),
+                Key::ToolCalls => map.next_value_seed(ToolCalls(&mut args))?,
                 _ => skip(&mut map)?,
             }
         }
+        self.0.append(&mut said);
+        self.0.append(&mut args);
         Ok(())
     }
 }

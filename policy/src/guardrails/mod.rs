@@ -769,6 +769,26 @@ mod tests {
     }
 
     #[test]
+    fn only_the_requests_own_values_are_restored_in_answers() {
+        let g = rules("- {id: r, check: pii, mode: mutate, restore: true, phase: [input, output]}\n");
+        let sel = everyone(&g);
+        let m = Metadata::new();
+        let mut vault = Vault::default();
+        let mut prompt = vec![Cow::Borrowed("mail ann.lee@example.org")];
+        g.check(&sel, Phase::Input, &mut prompt, facts(&m), &mut vault);
+        vault.seal();
+        // The answer names the caller's own address and someone else's: the first comes back,
+        // the second, taken out by the answer's own redaction, stays out.
+        let mut answer = vec![Cow::Borrowed("Wrote <EMAIL_1> and ann.lee@example.org, cc bob@example.com.")];
+        let checked = g.check(&sel, Phase::Output, &mut answer, facts(&m), &mut vault);
+        assert!(checked.changed);
+        assert!(g.restore(&mut answer, &vault));
+        assert_eq!(answer[0], "Wrote ann.lee@example.org and ann.lee@example.org, cc <EMAIL_2>.");
+        let sent = streamed(&g, &sel, &["cc bob@exa", "mple.com and <EMAIL_", "1>"], &mut vault);
+        assert_eq!(sent, "cc <EMAIL_2> and ann.lee@example.org");
+    }
+
+    #[test]
     fn a_stream_restores_placeholders_split_across_chunks() {
         let g = rules("- {id: r, check: pii, mode: mutate, restore: true, phase: [input, output]}\n");
         let sel = everyone(&g);

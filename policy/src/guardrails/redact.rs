@@ -78,6 +78,9 @@ pub struct Vault {
     entries: Vec<(String, String)>,
     by_original: HashMap<String, usize>,
     counters: HashMap<&'static str, u32>,
+    /// How many entries (the first ones) may be restored: those the request itself carried
+    /// ([`Vault::seal`]). A value first seen in the answer stays redacted. `None`: all.
+    restorable: Option<usize>,
 }
 
 impl Vault {
@@ -87,6 +90,12 @@ impl Vault {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Marks the values taken out so far (the request's own) as the only ones [`Vault::restore`]
+    /// puts back: what an answer's redaction takes out after this stays out.
+    pub fn seal(&mut self) {
+        self.restorable = Some(self.entries.len());
     }
 
     /// `<STEM_n>` for `original`, made on first sight.
@@ -108,7 +117,8 @@ impl Vault {
 
     /// The originals put back where `text` holds their placeholders; `None` when it holds none.
     pub fn restore(&self, text: &str) -> Option<String> {
-        if self.entries.is_empty() || !text.contains('<') {
+        let entries = self.entries.get(..self.restorable.unwrap_or(self.entries.len())).unwrap_or_default();
+        if entries.is_empty() || !text.contains('<') {
             return None;
         }
         let mut out = String::with_capacity(text.len());
@@ -117,7 +127,7 @@ impl Vault {
         while let Some(at) = rest.find('<') {
             let (before, from) = rest.split_at(at);
             out.push_str(before);
-            match self.entries.iter().find(|(p, _)| from.starts_with(p.as_str())) {
+            match entries.iter().find(|(p, _)| from.starts_with(p.as_str())) {
                 Some((p, original)) => {
                     out.push_str(original);
                     rest = &from[p.len()..];

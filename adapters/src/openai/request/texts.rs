@@ -1,4 +1,5 @@
-//! The texts a model reads in an OpenAI request, found on the tape the scan already built, for
+//! The texts a model reads in an OpenAI request (message contents and the arguments of the
+//! tool calls in the history), found on the tape the scan already built, for
 //! the gateway's guardrails: no second parse of the body.
 //!
 //! A text is named by its byte range in the original body when the body holds it verbatim (no
@@ -45,14 +46,67 @@ impl PromptTexts {
     /// The texts, borrowed from `body` (the body the scan read) where they can be. `None`
     /// when a span does not fit `body`.
     pub fn resolve<'b>(&self, body: &'b [u8]) -> Option<Vec<Cow<'b, str>>> {
-        self.texts
-            .iter()
-            .map(|t| match t {
-                TextRef::Span(r) => body.get(r.clone()).and_then(|b| std::str::from_utf8(b).ok()).map(Cow::Borrowed),
-                TextRef::Owned(s) => Some(Cow::Owned(s.clone())),
-            })
-            .collect()
+        resolve(&self.texts, body)
     }
+}
+
+/// Texts found in `body`, borrowed from it where they can be; `None` when a span does not fit.
+pub fn resolve<'b>(texts: &[TextRef], body: &'b [u8]) -> Option<Vec<Cow<'b, str>>> {
+    texts
+        .iter()
+        .map(|t| match t {
+            TextRef::Span(r) => body.get(r.clone()).and_then(|b| std::str::from_utf8(b).ok()).map(Cow::Borrowed),
+            TextRef::Owned(s) => Some(Cow::Owned(s.clone())),
+        })
+        .collect()
+}
+
+/// The texts of a whole answer (OpenAI chat completion or completion; an Anthropic message):
+/// each choice's `message.content`, its tool calls' arguments, and its `text`; an Anthropic
+/// message's text blocks. `None` when the body nests deeper than the walk goes.
+pub(crate) fn collect_answer(root: Value<'_, '_>, body: &[u8], origin: Origin) -> Option<Vec<TextRef>> {
+    let walker = Walker { body, origin, texts: Vec::new() };
+    let mut texts = Vec::new();
+    let mut blocks = Vec::new();
+    let mut message = false;
+    let Some(object) = root.as_object() else { return Some(texts) };
+    for (key, value) in &object {
+        match key {
+            "choices" => {
+                let Some(choices) = value.as_array() else { continue };
+                for choice in &choices {
+                    let Some(fields) = choice.as_object() else { continue };
+                    let (mut said, mut args, mut text) = (Vec::new(), Vec::new(), Vec::new());
+                    for (key, value) in &fields {
+                        match key {
+                            "message" => {
+                                let Some(m) = value.as_object() else { continue };
+                                for (key, value) in &m {
+                                    match key {
+                                        "content" => said.extend(value.as_str().map(|s| walker.text(s))),
+                                        "tool_calls" => walker.tool_arguments(value, &mut args),
+                                        _ => {}
+                                    }
+                                }
+                            }
+                            "text" => text.extend(value.as_str().map(|s| walker.text(s))),
+                            _ => {}
+                        }
+                    }
+                    texts.append(&mut said);
+                    texts.append(&mut args);
+                    texts.append(&mut text);
+                }
+            }
+            "type" => message = value.as_str() == Some("message"),
+            "content" => walker.content(value, &mut blocks, 0)?,
+            _ => {}
+        }
+    }
+    if message {
+        texts.append(&mut blocks);
+    }
+    Some(texts)
 }
 
 /// How deep content parts may nest (tool results in tool results) before the walk gives up
@@ -105,15 +159,37 @@ impl Walker<'_> {
         let Some(list) = v.as_array() else { return Some(()) };
         for m in &list {
             let Some(fields) = m.as_object() else { continue };
+            let mut args = Vec::new();
             for (key, value) in &fields {
-                if key == "content" {
-                    let mut found = std::mem::take(&mut self.texts);
-                    self.content(value, &mut found, 0)?;
-                    self.texts = found;
+                match key {
+                    "content" => {
+                        let mut found = std::mem::take(&mut self.texts);
+                        self.content(value, &mut found, 0)?;
+                        self.texts = found;
+                    }
+                    "tool_calls" => self.tool_arguments(value, &mut args),
+                    _ => {}
+                }
+            }
+            self.texts.append(&mut args);
+        }
+        Some(())
+    }
+
+    /// Each tool call's `function.arguments`.
+    fn tool_arguments(&self, v: Value<'_, '_>, out: &mut Vec<TextRef>) {
+        let Some(calls) = v.as_array() else { return };
+        for call in &calls {
+            let Some(fields) = call.as_object() else { continue };
+            for (key, function) in &fields {
+                let Some(function) = function.as_object().filter(|_| key == "function") else { continue };
+                for (key, args) in &function {
+                    if let Some(s) = args.as_str().filter(|_| key == "arguments") {
+                        out.push(self.text(s));
+                    }
                 }
             }
         }
-        Some(())
     }
 
     /// A string, or parts: each part's `text`, then, for a tool result, its own content.
