@@ -19,6 +19,11 @@ use policy::{Identity, Metadata};
 
 include!("support/guardrails_text.rs");
 
+/// The gateway's allocator (`shardgate` uses mimalloc by default), so that the rewriting's
+/// allocations cost what they cost in the gateway.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Scan<'a> = &'a dyn Fn(&str, &mut Vec<policy::guardrails::Finding>);
 
 fn bench(c: &mut Criterion) {
