@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::bedrock::sigv4::uri_encode;
 use crate::canonical::ApiError;
+use crate::gemini::vertex_auth::AccessToken;
 
 /// The GA `api-version` of the deployment surface this gateway is written against.
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
@@ -284,6 +285,86 @@ pub fn content_filter_result(body: &[u8]) -> Option<Value> {
     inner.get("content_filter_result").or_else(|| inner.get("content_filter_results")).cloned()
 }
 
+/// Azure's managed identity endpoint on VMs, AKS nodes and other hosts with the Instance
+/// Metadata Service (link-local: never through a proxy).
+pub const IMDS_TOKEN_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+/// The resource (not a scope: managed identity takes the resource URI) of Azure OpenAI.
+pub const ENTRA_RESOURCE: &str = "https://cognitiveservices.azure.com";
+
+/// A managed identity of the host the gateway runs on: tokens are asked of the platform, with
+/// no secret in the config. Two protocols, chosen by whether the platform gave a secret header:
+/// - the Instance Metadata Service (VMs, scale sets, AKS nodes): `GET {endpoint}?api-version=2018-02-01&resource=...`
+///   with `Metadata: true`
+///   (<https://learn.microsoft.com/en-us/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>);
+/// - App Service, Functions and Container Apps (`IDENTITY_ENDPOINT` and `IDENTITY_HEADER` in the
+///   environment): `GET {endpoint}?api-version=2019-08-01&resource=...` with
+///   `X-IDENTITY-HEADER`
+///   (<https://learn.microsoft.com/en-us/azure/app-service/overview-managed-identity#rest-endpoint-reference>).
+///
+/// A user-assigned identity is named by its `client_id`. `Debug` does not print the header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ManagedIdentity {
+    pub endpoint: String,
+    /// App Service's `X-IDENTITY-HEADER` secret; `None`: the Instance Metadata Service.
+    pub identity_header: Option<String>,
+    pub client_id: Option<String>,
+    pub resource: String,
+}
+
+impl fmt::Debug for ManagedIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagedIdentity")
+            .field("endpoint", &self.endpoint)
+            .field("identity_header", &self.identity_header.as_ref().map(|_| "<redacted>"))
+            .field("client_id", &self.client_id)
+            .field("resource", &self.resource)
+            .finish()
+    }
+}
+
+impl ManagedIdentity {
+    /// The token request: a GET of this URL with these headers.
+    pub fn token_request(&self) -> (String, Vec<(&'static str, String)>) {
+        let (version, header) = match &self.identity_header {
+            Some(secret) => ("2019-08-01", ("x-identity-header", secret.clone())),
+            None => ("2018-02-01", ("metadata", "true".to_owned())),
+        };
+        let mut url = format!("{}?api-version={version}&resource={}", self.endpoint, uri_encode(&self.resource));
+        if let Some(id) = &self.client_id {
+            url.push_str("&client_id=");
+            url.push_str(&uri_encode(id));
+        }
+        (url, vec![header])
+    }
+
+    /// A token answer. Both protocols send `access_token` and `expires_on` (unix seconds, as
+    /// a string); the Instance Metadata Service adds `expires_in` (seconds, a string too).
+    /// An error answer's `error_description` or `message` is kept.
+    pub fn read_token(&self, status: u16, body: &[u8], now_unix: u64) -> Result<AccessToken, String> {
+        let json: Option<Value> = serde_json::from_slice(body).ok();
+        let field = |name: &str| json.as_ref().and_then(|v| v.get(name));
+        if !(200..300).contains(&status) {
+            let why = ["error_description", "message", "error"]
+                .iter()
+                .find_map(|f| field(f).and_then(Value::as_str))
+                .map_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect(), str::to_owned);
+            return Err(format!("the managed identity endpoint answered {status}: {why}"));
+        }
+        let token = field("access_token").and_then(Value::as_str).filter(|t| !t.is_empty());
+        let token = token.ok_or("the managed identity answer has no `access_token`")?;
+        // Numbers come as strings, but accept numbers too.
+        let number = |name: &str| {
+            field(name).and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
+        };
+        let expires_at = match (number("expires_in"), number("expires_on")) {
+            (Some(within), _) => now_unix.saturating_add(within),
+            (None, Some(at)) => at,
+            (None, None) => return Err("the managed identity answer has neither `expires_in` nor `expires_on`".into()),
+        };
+        Ok(AccessToken { token: token.to_owned(), expires_at_unix: expires_at })
+    }
+}
+
 #[cfg(test)]
 mod entra_tests {
     use super::*;
@@ -434,5 +515,57 @@ mod tests {
         let inner_only = json!({"error": {"message": "m", "innererror": {"code": "ResponsibleAIPolicyViolation"}}});
         let err = error_from_azure(400, &serde_json::to_vec(&inner_only).unwrap());
         assert_eq!(err.code.as_deref(), Some("content_filter"));
+    }
+}
+
+#[cfg(test)]
+mod managed_identity_tests {
+    use super::*;
+
+    fn imds(client_id: Option<&str>) -> ManagedIdentity {
+        ManagedIdentity {
+            endpoint: IMDS_TOKEN_ENDPOINT.into(),
+            identity_header: None,
+            client_id: client_id.map(str::to_owned),
+            resource: ENTRA_RESOURCE.into(),
+        }
+    }
+
+    #[test]
+    fn requests_follow_each_protocol() {
+        let (url, headers) = imds(None).token_request();
+        assert_eq!(
+            url,
+            "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fcognitiveservices.azure.com"
+        );
+        assert_eq!(headers, [("metadata", "true".to_owned())]);
+        let (url, _) = imds(Some("11111111-2222-3333-4444-555555555555")).token_request();
+        assert!(url.ends_with("&client_id=11111111-2222-3333-4444-555555555555"), "{url}");
+        let app_service = ManagedIdentity {
+            endpoint: "http://localhost:42356/msi/token".into(),
+            identity_header: Some("853b9a84-5bfa-4b22-a3f3-0b9a43d9ad8a".into()),
+            ..imds(None)
+        };
+        let (url, headers) = app_service.token_request();
+        assert!(url.starts_with("http://localhost:42356/msi/token?api-version=2019-08-01&resource="), "{url}");
+        assert_eq!(headers, [("x-identity-header", "853b9a84-5bfa-4b22-a3f3-0b9a43d9ad8a".to_owned())]);
+        assert!(!format!("{app_service:?}").contains("853b9a84"));
+    }
+
+    #[test]
+    fn answers_of_both_protocols_are_read() {
+        // The Instance Metadata Service's documented answer (numbers as strings).
+        let body = br#"{"access_token":"eyJ0eXAi...","refresh_token":"","expires_in":"3599","expires_on":"1506484173","not_before":"1506480273","resource":"https://cognitiveservices.azure.com","token_type":"Bearer"}"#;
+        let t = imds(None).read_token(200, body, 1_000).unwrap();
+        assert_eq!((t.token.as_str(), t.expires_at_unix), ("eyJ0eXAi...", 4_599));
+        // App Service's: `expires_on` only.
+        let body = br#"{"access_token":"eyJ0eXAi...","expires_on":"1586984735","resource":"https://cognitiveservices.azure.com","token_type":"Bearer","client_id":"5E29463D-71DA-4FE0-8E69-999B57DB23B0"}"#;
+        assert_eq!(imds(None).read_token(200, body, 1_000).unwrap().expires_at_unix, 1_586_984_735);
+        // Errors keep the platform's reason.
+        let body = br#"{"error":"invalid_request","error_description":"Identity not found"}"#;
+        let e = imds(None).read_token(400, body, 0).unwrap_err();
+        assert!(e.contains("400") && e.contains("Identity not found"), "{e}");
+        assert!(imds(None).read_token(200, br#"{"access_token":""}"#, 0).is_err());
+        assert!(imds(None).read_token(200, br#"{"access_token":"t"}"#, 0).unwrap_err().contains("expires"));
     }
 }

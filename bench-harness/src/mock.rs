@@ -22,8 +22,10 @@
 //! Bedrock's Converse and Azure OpenAI's deployment URLs (`/openai/deployments/{d}/…?api-version=`
 //! and `/openai/v1/…`, which need `api-key` or a bearer token), Vertex AI's Gemini paths
 //! (`/v1/projects/…/models/{m}:generateContent`, with a bearer token), Google's OAuth token
-//! endpoint (`POST /token`, the JWT bearer grant) and Entra ID's
-//! (`POST /{tenant}/oauth2/v2.0/token`, the client credentials grant).
+//! endpoint (`POST /token`, the JWT bearer grant), Entra ID's
+//! (`POST /{tenant}/oauth2/v2.0/token`, the client credentials grant) and Azure's managed
+//! identity endpoints (`GET /metadata/identity/oauth2/token`, the Instance Metadata Service, and
+//! `GET /msi/token`, App Service's, which wants `x-identity-header: mock-identity-header`).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -489,6 +491,10 @@ impl Service for MockService {
                 let (status, body) = self.oauth_token(&req);
                 let _ = resp.start(status).header("content-type", JSON).body(body.as_bytes()).await;
             }
+            ("GET", "/metadata/identity/oauth2/token" | "/msi/token") => {
+                let (status, body) = self.managed_identity_token(&path, &req);
+                let _ = resp.start(status).header("content-type", JSON).body(body.as_bytes()).await;
+            }
             ("POST", p) if p.ends_with("/oauth2/v2.0/token") => {
                 let (status, body) = self.entra_token(&req);
                 let _ = resp.start(status).header("content-type", JSON).body(body.as_bytes()).await;
@@ -579,6 +585,50 @@ impl MockService {
                 r#"{{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"eyJ0.mock-entra-{n}"}}"#
             ),
         )
+    }
+
+    /// Azure's managed identity endpoints: the Instance Metadata Service (needs `Metadata:
+    /// true`, api-version 2018-02-01) and App Service's (needs the identity header, api-version
+    /// 2019-08-01). A token is `eyJ0.mock-msi-{n}`; the client id `unknown` is not found.
+    fn managed_identity_token(&self, path: &str, req: &Request) -> (u16, String) {
+        let query = req.head.target().split_once('?').map_or("", |(_, q)| q);
+        let field = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
+        let bad = |why: &str| (400, format!(r#"{{"error":"invalid_request","error_description":"{why}"}}"#));
+        let imds = path == "/metadata/identity/oauth2/token";
+        if imds && header_str(req, "metadata") != Some("true") {
+            return bad("Required metadata header not specified");
+        }
+        if !imds && header_str(req, "x-identity-header") != Some("mock-identity-header") {
+            return (
+                401,
+                r#"{"statusCode":401,"message":"Unauthorized: the X-IDENTITY-HEADER is missing or wrong"}"#.into(),
+            );
+        }
+        if field("api-version") != Some(if imds { "2018-02-01" } else { "2019-08-01" }) {
+            return bad("Invalid API version");
+        }
+        let Some(resource) = field("resource").filter(|r| !r.is_empty()) else {
+            return bad("Required audience parameter not specified");
+        };
+        if field("client_id") == Some("unknown") {
+            return bad("Identity not found");
+        }
+        let n = self.shard.served.get();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let resource = resource.replace("%3A", ":").replace("%2F", "/");
+        let body = if imds {
+            format!(
+                r#"{{"access_token":"eyJ0.mock-msi-{n}","refresh_token":"","expires_in":"3599","expires_on":"{}","not_before":"{now}","resource":"{resource}","token_type":"Bearer"}}"#,
+                now + 3599
+            )
+        } else {
+            format!(
+                r#"{{"access_token":"eyJ0.mock-msi-{n}","expires_on":"{}","resource":"{resource}","token_type":"Bearer","client_id":"{}"}}"#,
+                now + 3599,
+                field("client_id").unwrap_or("system-assigned")
+            )
+        };
+        (200, body)
     }
 
     async fn inference<C: Conn>(&self, path: &str, req: &Request, knobs: &RequestKnobs, resp: &mut Responder<'_, C>) {

@@ -1,6 +1,7 @@
 //! Access tokens the gateway mints for providers, by a plain thread, never on the request path:
 //! Vertex AI's from a service-account key (the JWT bearer grant) and Azure OpenAI's from an
-//! Entra ID application (the client credentials grant). Shards read the current
+//! Entra ID application (the client credentials grant) or the host's managed identity (asked
+//! of the platform's endpoint, never through the egress proxy). Shards read the current
 //! `Authorization` value through `arc-swap`; the thread refreshes a token five minutes (or a
 //! fifth of its life, if shorter) before it expires and retries a failed mint with backoff,
 //! keeping a token that still works.
@@ -9,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use adapters::azure::EntraApp;
+use adapters::azure::{EntraApp, ManagedIdentity};
 use adapters::gemini::vertex_auth::{
     AccessToken, CLOUD_PLATFORM_SCOPE, TOKEN_REQUEST_CONTENT_TYPE, VertexAuthError, parse_token_response,
 };
@@ -56,14 +57,16 @@ impl ProviderTokens {
 enum Issuer {
     Google(Arc<VertexTarget>),
     Entra(Arc<EntraApp>),
+    Managed(Arc<ManagedIdentity>),
 }
 
 impl Issuer {
     fn of(p: &Provider) -> Option<Issuer> {
-        match (&p.vertex, &p.entra) {
-            (Some(v), _) => Some(Issuer::Google(v.clone())),
-            (None, Some(e)) => Some(Issuer::Entra(e.clone())),
-            (None, None) => None,
+        match (&p.vertex, &p.entra, &p.managed_identity) {
+            (Some(v), ..) => Some(Issuer::Google(v.clone())),
+            (None, Some(e), _) => Some(Issuer::Entra(e.clone())),
+            (None, None, Some(m)) => Some(Issuer::Managed(m.clone())),
+            (None, None, None) => None,
         }
     }
 
@@ -72,6 +75,7 @@ impl Issuer {
         match (self, other) {
             (Issuer::Google(a), Issuer::Google(b)) => Arc::ptr_eq(a, b),
             (Issuer::Entra(a), Issuer::Entra(b)) => Arc::ptr_eq(a, b),
+            (Issuer::Managed(a), Issuer::Managed(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -84,6 +88,7 @@ impl Issuer {
                     && a.account.private_key_id() == b.account.private_key_id()
             }
             (Issuer::Entra(a), Issuer::Entra(b)) => a == b,
+            (Issuer::Managed(a), Issuer::Managed(b)) => a == b,
             _ => false,
         }
     }
@@ -101,15 +106,24 @@ impl Issuer {
                     e.client_id, e.tenant_id
                 ),
             },
+            Issuer::Managed(m) => match &m.client_id {
+                Some(id) => format!("the managed identity {id} at {}", m.endpoint),
+                None => format!("the system-assigned managed identity at {}", m.endpoint),
+            },
         }
     }
 
-    /// Token endpoint and form body.
-    fn request(&self, now: u64) -> Result<(String, String), String> {
+    /// The token request: a form posted to the token endpoint, or (a managed identity) a GET
+    /// of the platform's endpoint.
+    fn request(&self, now: u64) -> Result<TokenCall, String> {
         match self {
             Issuer::Google(v) => {
                 let body = v.account.token_request_body(CLOUD_PLATFORM_SCOPE, now).map_err(|e| e.to_string())?;
-                Ok((v.account.token_uri().to_string(), body))
+                Ok(TokenCall::Form(v.account.token_uri().to_string(), body))
+            }
+            Issuer::Managed(m) => {
+                let (url, headers) = m.token_request();
+                Ok(TokenCall::Get(url, headers))
             }
             Issuer::Entra(e) => {
                 // A federated token is rotated by the platform under us: read it each time.
@@ -120,10 +134,19 @@ impl Issuer {
                     ),
                     adapters::azure::EntraCredential::Secret(_) => None,
                 };
-                Ok((e.token_url(), e.token_request_body(assertion.as_deref())?))
+                Ok(TokenCall::Form(e.token_url(), e.token_request_body(assertion.as_deref())?))
             }
         }
     }
+}
+
+/// How a token is asked for.
+enum TokenCall {
+    /// POST this form to this URL (through the egress proxy, like any call out).
+    Form(String, String),
+    /// GET this URL with these headers: the platform's own endpoint, on the host or
+    /// link-local, so never through the proxy.
+    Get(String, Vec<(&'static str, String)>),
 }
 
 /// One provider's credential and its token's life.
@@ -243,7 +266,11 @@ impl Minter {
     }
 
     fn mint(&mut self, issuer: &Issuer, now: u64, proxy: Option<&str>) -> Result<AccessToken, String> {
-        let (uri, body) = issuer.request(now)?;
+        let call = issuer.request(now)?;
+        let proxy = match call {
+            TokenCall::Form(..) => proxy,
+            TokenCall::Get(..) => None,
+        };
         let agent = self
             .agent
             .get_or_insert_with(|| {
@@ -255,14 +282,23 @@ impl Minter {
                 })
             })
             .get(proxy)?;
-        let mut resp = agent
-            .post(&uri)
-            .header("content-type", TOKEN_REQUEST_CONTENT_TYPE)
-            .send(body.as_bytes())
-            .map_err(|e| format!("POST {uri}: {e}"))?;
+        let (uri, sent) = match call {
+            TokenCall::Form(uri, body) => {
+                let sent = agent.post(&uri).header("content-type", TOKEN_REQUEST_CONTENT_TYPE).send(body.as_bytes());
+                (uri, sent)
+            }
+            TokenCall::Get(uri, headers) => {
+                let request = headers.iter().fold(agent.get(&uri), |r, (n, v)| r.header(*n, v.as_str()));
+                (uri, request.call())
+            }
+        };
+        let mut resp = sent.map_err(|e| format!("{uri}: {e}"))?;
         let status = resp.status().as_u16();
         let bytes =
-            resp.body_mut().with_config().limit(MAX_RESPONSE).read_to_vec().map_err(|e| format!("POST {uri}: {e}"))?;
-        parse_token_response(status, &bytes, now).map_err(|e: VertexAuthError| e.to_string())
+            resp.body_mut().with_config().limit(MAX_RESPONSE).read_to_vec().map_err(|e| format!("{uri}: {e}"))?;
+        match issuer {
+            Issuer::Managed(m) => m.read_token(status, &bytes, now),
+            _ => parse_token_response(status, &bytes, now).map_err(|e: VertexAuthError| e.to_string()),
+        }
     }
 }

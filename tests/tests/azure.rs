@@ -15,6 +15,7 @@ on_both_drivers!(
     host_quirks_drop_and_rename_fields,
     entra_applications_get_minted_tokens,
     workload_identity_mints_with_the_federated_token_file,
+    managed_identities_get_their_tokens_from_the_platform,
     base64_embeddings_are_honoured_whatever_the_host,
     anthropic_clients_reach_azure_deployments,
 );
@@ -262,4 +263,34 @@ fn workload_identity_mints_with_the_federated_token_file(rt: e2e::Runtime) {
     assert_eq!(r.status, 503, "{}", r.text());
     let message = r.error()["message"].as_str().unwrap().to_string();
     assert!(message.contains("AADSTS700024") && message.contains("federated token file"), "{message}");
+}
+
+/// The host's managed identity: the Instance Metadata Service (system-assigned, and a
+/// user-assigned identity it does not know) and App Service's endpoint with its secret header.
+fn managed_identities_get_their_tokens_from_the_platform(rt: e2e::Runtime) {
+    let up = default_mock();
+    let u = up.addr();
+    let provider =
+        |mi: &str| format!("    kind: azure\n    base_url: 'http://{u}'\n    azure: {{managed_identity: {mi}}}\n");
+    let yaml = format!(
+        "providers:\n  vm:\n{}  vm-unknown:\n{}  app:\n{}models:\n  v: {{target: vm/my-gpt4o}}\n  vu: {{target: vm-unknown/my-gpt4o}}\n  a: {{target: app/my-gpt4o}}\n",
+        provider(&format!("{{endpoint: 'http://{u}/metadata/identity/oauth2/token'}}")),
+        provider(&format!("{{endpoint: 'http://{u}/metadata/identity/oauth2/token', client_id: unknown}}")),
+        provider(&format!(
+            "{{endpoint: 'http://{u}/msi/token', identity_header: mock-identity-header, client_id: uami-1}}"
+        )),
+    );
+    let gw = gateway(&yaml, rt);
+    for model in ["v", "a"] {
+        let s = seen(&post(gw.local_addr(), "/v1/chat/completions", &chat(model), "x-mock-echo: 1\r\n"));
+        assert_eq!(s.target, "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21");
+        let auth = s.header("authorization");
+        assert!(auth.is_some_and(|a| a.starts_with("Bearer eyJ0.mock-msi-")), "{model}: {:?}", s.headers);
+        assert_eq!(s.header("api-key"), None);
+    }
+    // The platform does not know the identity: a 503 with its reason.
+    let r = post(gw.local_addr(), "/v1/chat/completions", &chat("vu"), "");
+    assert_eq!(r.status, 503, "{}", r.text());
+    let message = r.error()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("Identity not found") && message.contains("managed identity unknown"), "{message}");
 }

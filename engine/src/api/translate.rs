@@ -91,7 +91,7 @@ pub(super) fn minted_authorization(
     shard: &Shard,
     provider: &Provider,
 ) -> Result<Option<(String, String)>, GatewayError> {
-    if provider.vertex.is_none() && provider.entra.is_none() {
+    if provider.vertex.is_none() && provider.entra.is_none() && provider.managed_identity.is_none() {
         return Ok(None);
     }
     match shard.process.minted.authorization(&provider.name) {

@@ -113,6 +113,31 @@ pub struct AzureSection {
     /// An Entra ID application the gateway mints (and refreshes) access tokens for, by the
     /// client credentials grant.
     pub entra: Option<EntraSection>,
+    /// The host's managed identity (an Azure VM, AKS node, App Service, Functions or Container
+    /// Apps): tokens asked of the platform, no secret in the config.
+    pub managed_identity: Option<ManagedIdentitySection>,
+}
+
+/// `providers.<name>.azure.managed_identity:` (`{}` for the system-assigned identity).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedIdentitySection {
+    /// A user-assigned identity's client id (`${AZURE_CLIENT_ID}`); absent: system-assigned.
+    #[serde(default)]
+    pub client_id: Option<EnvString>,
+    /// Default `https://cognitiveservices.azure.com`.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// The token endpoint. Default: `IDENTITY_ENDPOINT` from the environment (App Service,
+    /// Functions, Container Apps), else the Instance Metadata Service
+    /// (`http://169.254.169.254/metadata/identity/oauth2/token`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// App Service's `X-IDENTITY-HEADER` secret. Default: `IDENTITY_HEADER` from the
+    /// environment when the endpoint came from there too; absent, the endpoint is spoken to
+    /// as the Instance Metadata Service.
+    #[serde(default)]
+    pub identity_header: Option<EnvString>,
 }
 
 /// `providers.<name>.azure.entra:`

@@ -193,7 +193,7 @@ mod tests {
     #[test]
     fn provider_kinds_check_their_own_fields() {
         let err = load_text(
-            "providers:\n  az: {kind: azure, base_url: 'https://r.openai.azure.com'}\n  az2: {kind: azure, api_key: k}\n  an: {kind: anthropic, api_key: k, drop_params: [user]}\n  o: {kind: openai, api_key: k, azure: {api_version: '2024-10-21'}}\n  c: {kind: openai-compatible, base_url: 'http://127.0.0.1:9/v1', drop_params: ['']}\n  d: {kind: mock, actor: {mailbox: 2}, mock_faults: true}\n  e: {kind: openai, api_key: k, mock_faults: true}\n  f: {kind: azure, base_url: 'https://r.openai.azure.com', api_key: k, azure: {entra: {tenant_id: t, client_id: c, client_secret: s}}}\n  g: {kind: azure, base_url: 'https://r.openai.azure.com', azure: {entra: {tenant_id: t, client_id: c, client_secret: ''}}}\n  h: {kind: anthropic, api_key: k, thinking: {low: 100, medium: 2000, high: 4000}}\n  i: {kind: openai, api_key: k, thinking: {low: 1, medium: 2, high: 3}}\n",
+            "providers:\n  az: {kind: azure, base_url: 'https://r.openai.azure.com'}\n  az2: {kind: azure, api_key: k}\n  an: {kind: anthropic, api_key: k, drop_params: [user]}\n  o: {kind: openai, api_key: k, azure: {api_version: '2024-10-21'}}\n  c: {kind: openai-compatible, base_url: 'http://127.0.0.1:9/v1', drop_params: ['']}\n  d: {kind: mock, actor: {mailbox: 2}, mock_faults: true}\n  e: {kind: openai, api_key: k, mock_faults: true}\n  f: {kind: azure, base_url: 'https://r.openai.azure.com', api_key: k, azure: {entra: {tenant_id: t, client_id: c, client_secret: s}}}\n  g: {kind: azure, base_url: 'https://r.openai.azure.com', azure: {entra: {tenant_id: t, client_id: c, client_secret: ''}}}\n  h: {kind: anthropic, api_key: k, thinking: {low: 100, medium: 2000, high: 4000}}\n  i: {kind: openai, api_key: k, thinking: {low: 1, medium: 2, high: 3}}\n  j: {kind: azure, base_url: 'https://r.openai.azure.com', azure: {managed_identity: {}, entra: {tenant_id: t, client_id: c, client_secret: s}}}\n  k: {kind: openai, api_key: k, azure: {managed_identity: {}}}\n",
         )
         .unwrap_err()
         .to_string();
@@ -203,7 +203,14 @@ mod tests {
         assert!(err.contains("providers.o.azure applies to kind azure only"), "{err}");
         assert!(err.contains("providers.c: "), "an empty parameter path is refused: {err}");
         assert!(err.contains("providers.e.mock_faults applies to kind mock only"), "{err}");
-        assert!(err.contains("providers.f: give one of api_key, azure.bearer_token and azure.entra"), "{err}");
+        assert!(
+            err.contains(
+                "providers.f: give one of api_key, azure.bearer_token, azure.entra and azure.managed_identity"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("providers.j: give azure.entra (an application) or azure.managed_identity"), "{err}");
+        assert!(err.contains("providers.k.azure applies to kind azure only"), "{err}");
         assert!(err.contains("providers.g.azure.entra.client_secret is empty"), "{err}");
         assert!(err.contains("providers.h.thinking: Anthropic budgets are at least 1024 tokens"), "{err}");
         assert!(err.contains("providers.i.thinking applies to kinds anthropic and gemini"), "{err}");

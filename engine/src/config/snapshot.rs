@@ -12,7 +12,7 @@ use bytes::Bytes;
 use rustls::pki_types::ServerName;
 use serde::Serialize;
 
-use adapters::azure::{self, AzureSurface, EntraApp};
+use adapters::azure::{self, AzureSurface, EntraApp, ManagedIdentity};
 use adapters::gemini::vertex_auth::ServiceAccount;
 use adapters::openai::compat::Quirks;
 
@@ -122,6 +122,8 @@ pub struct Provider {
     pub vertex: Option<Arc<VertexTarget>>,
     /// Kind `azure` with an Entra ID application: tokens are minted for it.
     pub entra: Option<Arc<EntraApp>>,
+    /// Kind `azure` with the host's managed identity: tokens are asked of the platform.
+    pub managed_identity: Option<Arc<ManagedIdentity>>,
     /// Kinds `anthropic` and `gemini`: thinking budgets per `reasoning_effort`.
     pub thinking: Option<Thinking>,
 }
@@ -814,6 +816,24 @@ fn name_the_entry(spec: &policy::spec::GovernanceSpec, e: policy::PolicyError) -
     format!("{}{named}: {}", e.field, e.message)
 }
 
+/// The host's managed identity: the endpoint and secret header the platform put in the
+/// environment (App Service, Functions, Container Apps), else the Instance Metadata Service,
+/// unless the config names them.
+fn managed_identity(m: &super::file::ManagedIdentitySection) -> ManagedIdentity {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let (endpoint, identity_header) = match (&m.endpoint, env("IDENTITY_ENDPOINT")) {
+        (Some(e), _) => (e.clone(), m.identity_header.as_ref().map(|h| h.0.clone())),
+        (None, Some(e)) => (e, m.identity_header.as_ref().map(|h| h.0.clone()).or_else(|| env("IDENTITY_HEADER"))),
+        (None, None) => (azure::IMDS_TOKEN_ENDPOINT.to_string(), m.identity_header.as_ref().map(|h| h.0.clone())),
+    };
+    ManagedIdentity {
+        endpoint,
+        identity_header,
+        client_id: m.client_id.as_ref().map(|c| c.0.clone()).filter(|c| !c.trim().is_empty()),
+        resource: m.resource.clone().unwrap_or_else(|| azure::ENTRA_RESOURCE.to_string()),
+    }
+}
+
 /// Reads and checks a Vertex AI provider's service-account key.
 fn vertex_target(name: &str, v: &VertexSection) -> Result<VertexTarget, String> {
     let path = &v.credentials_file.0;
@@ -878,6 +898,7 @@ fn compile_provider(
                 quirks: None,
                 vertex: None,
                 entra: None,
+                managed_identity: None,
                 thinking: None,
             })
         } else {
@@ -930,7 +951,8 @@ fn compile_provider(
         && (p.azure.api_version.is_some()
             || p.azure.surface.is_some()
             || p.azure.bearer_token.is_some()
-            || p.azure.entra.is_some())
+            || p.azure.entra.is_some()
+            || p.azure.managed_identity.is_some())
     {
         errors.push(format!("providers.{name}.azure applies to kind azure only"));
     }
@@ -986,24 +1008,31 @@ fn compile_provider(
             }
         }
         (Some(k), ProviderKind::Gemini) => headers.push(("x-goog-api-key".to_string(), k.0.clone())),
-        (Some(_), ProviderKind::Azure) if p.azure.bearer_token.is_some() || p.azure.entra.is_some() => {
-            errors.push(format!("providers.{name}: give one of api_key, azure.bearer_token and azure.entra"))
+        (Some(_), ProviderKind::Azure)
+            if p.azure.bearer_token.is_some() || p.azure.entra.is_some() || p.azure.managed_identity.is_some() =>
+        {
+            errors.push(format!(
+                "providers.{name}: give one of api_key, azure.bearer_token, azure.entra and azure.managed_identity"
+            ))
         }
         (Some(k), ProviderKind::Azure) => {
             let (h, v) = azure::auth_header(&azure::AzureAuth::ApiKey(k.0.clone()));
             headers.push((h.to_string(), v));
         }
         (None, ProviderKind::Azure) => match &p.azure.bearer_token {
-            Some(_) if p.azure.entra.is_some() => {
-                errors.push(format!("providers.{name}: give azure.bearer_token or azure.entra, not both"))
-            }
-            None if p.azure.entra.is_some() => {}
+            _ if p.azure.entra.is_some() && p.azure.managed_identity.is_some() => errors.push(format!(
+                "providers.{name}: give azure.entra (an application) or azure.managed_identity (the host's), not both"
+            )),
+            Some(_) if p.azure.entra.is_some() || p.azure.managed_identity.is_some() => errors.push(format!(
+                "providers.{name}: give azure.bearer_token, azure.entra or azure.managed_identity, not two"
+            )),
+            None if p.azure.entra.is_some() || p.azure.managed_identity.is_some() => {}
             Some(t) if !t.0.is_empty() => {
                 let (h, v) = azure::auth_header(&azure::AzureAuth::Bearer(t.0.clone()));
                 headers.push((h.to_string(), v));
             }
             _ => errors.push(format!(
-                "providers.{name}: kind azure needs api_key (use ${{AZURE_OPENAI_API_KEY}}), azure.entra (an Entra ID application) or azure.bearer_token (an Entra ID token)"
+                "providers.{name}: kind azure needs api_key (use ${{AZURE_OPENAI_API_KEY}}), azure.entra (an Entra ID application), azure.managed_identity (the host's) or azure.bearer_token (an Entra ID token)"
             )),
         },
         (Some(k), _) => headers.push(("authorization".to_string(), format!("Bearer {}", k.0))),
@@ -1094,6 +1123,10 @@ fn compile_provider(
         }
         _ => None,
     };
+    let managed_identity = match (&p.azure.managed_identity, p.kind) {
+        (Some(m), ProviderKind::Azure) => Some(Arc::new(managed_identity(m))),
+        _ => None,
+    };
     let azure = (p.kind == ProviderKind::Azure).then(|| match p.azure.surface {
         Some(AzureSurfaceName::V1) => AzureSurface::V1,
         _ => AzureSurface::Deployments {
@@ -1125,6 +1158,7 @@ fn compile_provider(
         quirks,
         vertex,
         entra,
+        managed_identity,
         thinking,
         upstream: Some(Upstream {
             scheme: url.scheme,
