@@ -26,6 +26,7 @@ on_both_drivers!(
     messages_are_guarded_with_anthropic_errors,
     external_checks_ask_their_services_and_apply_their_failure_policy,
     validating_service_checks_run_alongside_the_provider_call,
+    service_checks_judge_whole_answers,
 );
 
 const GUARDRAILS: &str = "guardrails:
@@ -356,4 +357,41 @@ fn validating_service_checks_run_alongside_the_provider_call(rt: e2e::Runtime) {
     assert_eq!(sent(), before + 5);
     assert_eq!(chat(addr, "same", "a calm question", false, "").status, 200);
     assert_eq!(sent(), before + 6);
+}
+
+/// A service check on the output phase judges a whole answer before it goes out (after the
+/// built-in rules rewrote it); the client gets the violation instead of the answer.
+fn service_checks_judge_whole_answers(rt: e2e::Runtime) {
+    let up = default_mock();
+    let u = up.addr();
+    let extra = "guardrails:
+  - {id: answer-mod, check: openai_moderation, openai_moderation: {provider: checker}, phase: output, when: {models: [m]}}
+  - {id: answer-hook, check: webhook, action: flag, webhook: {provider: checker, path: /guard}, phase: output, when: {models: [same]}}
+";
+    let yaml = config_for(u, extra).replace(
+        "providers:\n",
+        &format!("providers:\n  checker: {{kind: openai-compatible, base_url: 'http://{u}/v1', api_key: sk-mod}}\n"),
+    );
+    let gw = gateway(&yaml, rt);
+    let addr = gw.local_addr();
+    // The prompt is calm; the answer is not.
+    let r = chat(addr, "m", "tell me a story", false, "x-mock-text: a |violent| story\r\n");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let message = r.error()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("The answer was blocked by guardrail `answer-mod` (openai_moderation: violence)"),
+        "{message}"
+    );
+    assert!(!r.text().contains("story"), "{}", r.text());
+    assert_eq!(r.header("x-shardgate-guardrails"), Some("answer-mod=blocked"));
+    let r = chat(addr, "m", "tell me a story", false, "x-mock-text: a |calm| story\r\n");
+    assert_eq!((r.status, r.json()["choices"][0]["message"]["content"].as_str()), (200, Some("a calm story")));
+    // A flagging rule lets the answer through and says so.
+    let r = chat(addr, "same", "hi", false, "x-mock-text: flagme |please\r\n");
+    assert_eq!((r.status, r.header("x-shardgate-guardrails")), (200, Some("answer-hook=flagged")), "{}", r.text());
+    let m = Client::connect(addr).get("/metrics").text();
+    assert_eq!(
+        metric(&m, r#"shardgate_guardrail_verdicts_total{rule="answer-mod",phase="output",outcome="blocked"}"#),
+        Some(1.0)
+    );
 }

@@ -404,7 +404,7 @@ async fn deliver_openai<C: Conn>(
             };
             governance::settle_before_head(ctx);
             if watched {
-                match super::guard::check_found_answer(shard, cfg, &body, found.as_deref(), ctx) {
+                match super::guard::check_found_answer(shard, cfg, &body, found.as_deref(), ctx).await {
                     Ok(Some(checked)) => body = checked,
                     Ok(None) => {}
                     Err(e) => return super::guard::refuse(resp, ctx, e).await,

@@ -403,7 +403,8 @@ pub async fn check_input(
         let overlaps = |r: &Guardrail| can_overlap && r.overlap && r.mode == Mode::Validate;
         let externals: Vec<&Guardrail> = cfg.guardrails.externals(&selected, Phase::Input).collect();
         for rule in externals.iter().copied().filter(|r| !overlaps(r)) {
-            let asked = Box::pin(super::guard_external::ask(shard, cfg, rule, model, &state.metadata, &texts)).await;
+            let asking = super::guard_external::ask(shard, cfg, rule, Phase::Input, model, &state.metadata, &texts);
+            let asked = Box::pin(asking).await;
             let rewrite = match (&asked, rule.mode, rule.enforcement) {
                 (Ok(a), Mode::Mutate, Enforcement::Enforce | Enforcement::EnforceButIgnoreOnError) => a.texts.clone(),
                 _ => None,
@@ -464,18 +465,18 @@ pub fn watches_output(ctx: &RequestCtx) -> bool {
 
 /// The output phase of a whole answer (OpenAI or Anthropic JSON). `Ok(Some(body))`: the
 /// answer as rewritten or restored; `Err`: blocked.
-pub fn check_answer(
+pub async fn check_answer(
     shard: &Shard,
     cfg: &Snapshot,
     body: &[u8],
     ctx: &mut RequestCtx,
 ) -> Result<Option<Bytes>, GatewayError> {
-    check_found_answer(shard, cfg, body, None, ctx)
+    check_found_answer(shard, cfg, body, None, ctx).await
 }
 
 /// [`check_answer`], with the answer's texts as the usage reader found them on its own parse
 /// (`None`: found here).
-pub fn check_found_answer(
+pub async fn check_found_answer(
     shard: &Shard,
     cfg: &Snapshot,
     body: &[u8],
@@ -483,9 +484,48 @@ pub fn check_found_answer(
     ctx: &mut RequestCtx,
 ) -> Result<Option<Bytes>, GatewayError> {
     let Some(mut state) = ctx.guard.take() else { return Ok(None) };
-    let result = answer_inner(shard, cfg, &mut state, body, found, ctx);
+    let mut result = answer_inner(shard, cfg, &mut state, body, found, ctx);
+    if result.is_ok() && cfg.guardrails.externals(&state.selected, Phase::Output).next().is_some() {
+        // Boxed: a service call's state is large, and most answers ask none.
+        if let Err(e) = Box::pin(ask_about_answer(shard, cfg, &mut state, body, &result, ctx)).await {
+            result = Err(e);
+        }
+    }
     ctx.guard = Some(state);
     result
+}
+
+/// The output phase's service checks, on the answer as the client would get it (after the
+/// built-in rules' rewriting), all at once. `Err`: one blocked it.
+async fn ask_about_answer(
+    shard: &Shard,
+    cfg: &Snapshot,
+    state: &mut GuardState,
+    body: &[u8],
+    checked: &Result<Option<Bytes>, GatewayError>,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    let shown = match checked {
+        Ok(Some(rewritten)) => rewritten.as_ref(),
+        _ => body,
+    };
+    let Some(texts) = super::guard_texts::answer(shown) else { return Ok(()) };
+    let model = ctx.model.clone().unwrap_or_default();
+    let rules: Vec<&Guardrail> = cfg.guardrails.externals(&state.selected, Phase::Output).collect();
+    let asks = rules
+        .iter()
+        .map(|rule| super::guard_external::ask(shard, cfg, rule, Phase::Output, &model, &state.metadata, &texts));
+    let answers = futures_util::future::join_all(asks).await;
+    let mut refusal = None;
+    for (rule, asked) in rules.iter().zip(&answers) {
+        let answer = asked.as_ref().map_err(String::as_str);
+        let Some(v) = Guardrails::external_verdict(rule, Phase::Output, answer, false) else { continue };
+        record(shard, cfg, &mut state.noted, std::slice::from_ref(&v), ctx);
+        if v.outcome == Outcome::Blocked && refusal.is_none() {
+            refusal = Some(service_refusal(&v, asked));
+        }
+    }
+    refusal.map_or(Ok(()), Err)
 }
 
 fn answer_inner(

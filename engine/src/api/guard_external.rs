@@ -22,9 +22,10 @@ const MAX_ANSWER: u64 = 1 << 20;
 
 /// Asks the rule's service about `texts`; `Err` says why there is no answer.
 pub(super) async fn ask(
-    shard: &Rc<Shard>,
+    shard: &Shard,
     cfg: &Snapshot,
     rule: &Guardrail,
+    phase: Phase,
     model: &str,
     metadata: &Metadata,
     texts: &[std::borrow::Cow<'_, str>],
@@ -36,7 +37,7 @@ pub(super) async fn ask(
         .find(|p| &*p.name == external.provider())
         .ok_or_else(|| format!("no provider `{}`", external.provider()))?;
     let up = provider.upstream.as_ref().ok_or("the provider is in-process, not a service")?;
-    let (path, body) = external.request(&rule.id, Phase::Input, model, metadata, texts);
+    let (path, body) = external.request(&rule.id, phase, model, metadata, texts);
     let request = RequestBytes {
         head: super::side_request::head(shard, provider, up, "POST", &path, Some(body.len())),
         body: Bytes::from(body),
@@ -111,7 +112,8 @@ pub(super) fn start(
         let _set = set;
         let asks = which.iter().filter_map(|&i| cfg.guardrails.get(i).map(|rule| (i, rule))).map(|(i, rule)| {
             let (shard, cfg, asked) = (&shard, &cfg, &asked);
-            async move { (i, Box::pin(ask(shard, cfg, rule, &asked.model, &asked.metadata, &asked.texts)).await) }
+            let phase = Phase::Input;
+            async move { (i, Box::pin(ask(shard, cfg, rule, phase, &asked.model, &asked.metadata, &asked.texts)).await) }
         });
         let got = futures_util::future::join_all(asks).await;
         *into.borrow_mut() = got;

@@ -289,7 +289,7 @@ async fn send_completion<C: Conn>(
     governance::settle_before_head(ctx);
     let mut body = response_to_anthropic(completion).to_string().into_bytes();
     if super::guard::watches_output(ctx) {
-        match super::guard::check_answer(shard, cfg, &body, ctx) {
+        match super::guard::check_answer(shard, cfg, &body, ctx).await {
             Ok(Some(checked)) => body = checked.to_vec(),
             Ok(None) => {}
             Err(e) => return refuse(resp, ctx, 400, &e.message).await,
@@ -428,7 +428,7 @@ pub(super) async fn deliver<C: Conn>(
                 from_anthropic(&body, "", 0).ok().and_then(|c| c.usage).as_ref().map(super::translate::accounted);
             governance::settle_before_head(ctx);
             if super::guard::watches_output(ctx) {
-                match super::guard::check_answer(shard, cfg, &body, ctx) {
+                match super::guard::check_answer(shard, cfg, &body, ctx).await {
                     Ok(Some(checked)) => body = checked,
                     Ok(None) => {}
                     Err(e) => return refuse(resp, ctx, 400, &e.message).await,

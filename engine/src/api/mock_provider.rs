@@ -139,7 +139,7 @@ pub async fn answer<C: Conn>(
         };
         governance::settle_before_head(ctx);
         if super::guard::watches_output(ctx) {
-            match super::guard::check_answer(shard, &shard.config(), &body, ctx) {
+            match super::guard::check_answer(shard, &shard.config(), &body, ctx).await {
                 Ok(Some(checked)) => body = checked.to_vec(),
                 Ok(None) => {}
                 Err(e) => return super::guard::refuse(resp, ctx, e).await,

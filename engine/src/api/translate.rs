@@ -347,7 +347,7 @@ pub(super) async fn deliver_chat<C: Conn>(
             governance::settle_before_head(ctx);
             let mut body = serde_json::to_vec(&completion).unwrap_or_default();
             if super::guard::watches_output(ctx) {
-                match super::guard::check_answer(shard, cfg, &body, ctx) {
+                match super::guard::check_answer(shard, cfg, &body, ctx).await {
                     Ok(Some(checked)) => body = checked.to_vec(),
                     Ok(None) => {}
                     Err(e) => return super::guard::refuse(resp, ctx, e).await,

@@ -267,8 +267,17 @@ impl Guardrails {
             }
             let asks_a_service =
                 matches!(spec.check, CheckKind::OpenaiModeration | CheckKind::AzureContentSafety | CheckKind::Webhook);
-            if asks_a_service && phases.iter().any(|p| *p != Phase::Input) {
-                return Err(PolicyError::new(at("phase"), "checks that call a service run on the input phase for now"));
+            if asks_a_service && phases.iter().any(|p| !matches!(p, Phase::Input | Phase::Output)) {
+                return Err(PolicyError::new(
+                    at("phase"),
+                    "checks that call a service run on the input and output phases for now",
+                ));
+            }
+            if asks_a_service && spec.mode == Mode::Mutate && phases.contains(&Phase::Output) {
+                return Err(PolicyError::new(
+                    at("mode"),
+                    "a service check on the output phase validates only (a webhook may rewrite the input)",
+                ));
             }
             if spec.mode == Mode::Mutate && spec.action == Action::Flag {
                 return Err(PolicyError::new(at("action"), "`action` is for validate mode (mutate rewrites)"));
@@ -711,7 +720,14 @@ mod tests {
         assert!(bad("- {id: a, check: pii, phase: []}\n").contains("at least one phase"));
         assert!(bad("- {id: a, check: moderation}\n").contains("categories"));
         assert!(bad("- {id: a, check: webhook}\n").contains("name the provider"));
-        assert!(bad("- {id: a, check: webhook, webhook: {provider: p}, phase: output}\n").contains("input phase"));
+        assert!(
+            bad("- {id: a, check: webhook, webhook: {provider: p}, phase: tool_args}\n")
+                .contains("input and output phases")
+        );
+        assert!(
+            bad("- {id: a, check: webhook, mode: mutate, webhook: {provider: p}, phase: [input, output]}\n")
+                .contains("validates only")
+        );
         assert!(
             bad("- {id: a, check: openai_moderation, openai_moderation: {provider: p}, mode: mutate}\n")
                 .contains("validate only")
