@@ -17,6 +17,7 @@
 //! | `x-mock-id`, `x-mock-created` | fix the answer's `id` and `created` (byte-exact comparisons) |
 //! | (paths) | `/v1/moderations`, `/contentsafety/text:analyze` and `/v1/guard` answer as the checking services guardrails ask (see `checking_service`) |
 //! | `x-mock-text` | the answer's text, exactly: its tokens (stream chunks) separated by `\|` |
+//! | `x-mock-tool-args` | OpenAI chat: the answer calls the tool `lookup` with these arguments, streamed in pieces separated by `\|` |
 //!
 //! Besides OpenAI's paths it speaks Anthropic's `/v1/messages`, Gemini's `generateContent`,
 //! Bedrock's Converse and Azure OpenAI's deployment URLs (`/openai/deployments/{d}/…?api-version=`
@@ -278,6 +279,9 @@ struct RequestKnobs {
     created: Option<u64>,
     /// `x-mock-text`: the answer's text, its tokens separated by `|`.
     script: Vec<String>,
+    /// `x-mock-tool-args`: OpenAI chat answers call the tool `lookup` with these arguments,
+    /// streamed in these pieces (separated by `|`).
+    tool_args: Vec<String>,
 }
 
 fn header_str<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -304,7 +308,11 @@ impl MockService {
         let script: Vec<String> = header_str(req, "x-mock-text")
             .map(|t| t.split('|').take(MAX_TOKENS).map(str::to_string).collect())
             .unwrap_or_default();
+        let tool_args: Vec<String> = header_str(req, "x-mock-tool-args")
+            .map(|t| t.split('|').take(MAX_TOKENS).map(str::to_string).collect())
+            .unwrap_or_default();
         RequestKnobs {
+            tool_args,
             latency: header_num(req, "x-mock-latency-ms").map_or(k.latency, Duration::from_millis),
             ttft: header_num(req, "x-mock-ttft-ms").map_or(k.ttft, Duration::from_millis),
             // Bounded: a header must not make the mock allocate without limit or panic.
@@ -658,6 +666,7 @@ impl MockService {
             completion_tokens: knobs.tokens,
             filler: filler.as_deref(),
             script: &knobs.script,
+            tool_args: &knobs.tool_args,
         };
         if path == "/v1/embeddings" {
             let body = match canned::embedding_request_shape(&req.body) {
@@ -766,6 +775,7 @@ impl MockService {
             completion_tokens: knobs.tokens,
             filler: filler.as_deref(),
             script: &knobs.script,
+            tool_args: &[],
         };
         if !ask.stream {
             let body = anthropic::message(&reply, &ask);
@@ -836,6 +846,7 @@ impl MockService {
             completion_tokens: knobs.tokens,
             filler: filler.as_deref(),
             script: &knobs.script,
+            tool_args: &[],
         };
         if method == "generateContent" {
             let _ = resp.start(200).header("content-type", JSON).body(&gemini::generate(&reply, &ask)).await;
@@ -879,6 +890,7 @@ impl MockService {
             completion_tokens: knobs.tokens,
             filler: filler.as_deref(),
             script: &knobs.script,
+            tool_args: &[],
         };
         if !stream {
             let _ = resp.start(200).header("content-type", JSON).body(&bedrock::converse(&reply, &ask)).await;

@@ -62,6 +62,9 @@ pub struct Reply<'a> {
     /// The answer's tokens, exactly (tests of what a gateway does with given text); empty: the
     /// mock words (or `filler`).
     pub script: &'a [String],
+    /// OpenAI chat: when not empty, the answer is a call of the tool `lookup` whose arguments
+    /// are these pieces (one stream chunk each) instead of text.
+    pub tool_args: &'a [String],
 }
 
 impl Reply<'_> {
@@ -96,9 +99,33 @@ impl Reply<'_> {
 #[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Option<&'a str>,
     refusal: Option<()>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCall<'a>; 1]>,
 }
+
+#[derive(Serialize)]
+struct ToolCall<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'static str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionCall<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionCall<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'static str>,
+    arguments: &'a str,
+}
+
+/// The mock's one tool call: its id and name.
+const TOOL_CALL_ID: &str = "call_mock_1";
+const TOOL_NAME: &str = "lookup";
 
 #[derive(Serialize)]
 struct ChatChoice<'a> {
@@ -126,6 +153,16 @@ fn json(v: &impl Serialize) -> Vec<u8> {
 /// A complete `chat.completion`.
 pub fn chat_completion(r: &Reply<'_>) -> Vec<u8> {
     let content = r.text();
+    let arguments: String = r.tool_args.concat();
+    let calling = !r.tool_args.is_empty();
+    let tool_calls = calling.then(|| {
+        [ToolCall {
+            index: None,
+            id: Some(TOOL_CALL_ID),
+            kind: Some("function"),
+            function: FunctionCall { name: Some(TOOL_NAME), arguments: &arguments },
+        }]
+    });
     json(&ChatCompletion {
         id: r.id,
         object: "chat.completion",
@@ -133,9 +170,14 @@ pub fn chat_completion(r: &Reply<'_>) -> Vec<u8> {
         model: r.model,
         choices: [ChatChoice {
             index: 0,
-            message: Message { role: "assistant", content: &content, refusal: None },
+            message: Message {
+                role: "assistant",
+                content: (!calling).then_some(content.as_str()),
+                refusal: None,
+                tool_calls,
+            },
             logprobs: None,
-            finish_reason: "stop",
+            finish_reason: if calling { "tool_calls" } else { "stop" },
         }],
         usage: r.usage(),
         system_fingerprint: "shardgate-mock",
@@ -148,6 +190,8 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCall<'a>; 1]>,
 }
 
 #[derive(Serialize)]
@@ -196,13 +240,30 @@ pub fn chat_stream(r: &Reply<'_>, include_usage: bool) -> Vec<Vec<u8>> {
             usage: usage_field(None),
         }))
     };
-    let mut events = Vec::with_capacity(r.completion_tokens + 4);
-    events.push(chunk(Delta { role: Some("assistant"), content: Some("") }, None));
-    for i in 0..r.completion_tokens {
-        let t = r.token(i);
-        events.push(chunk(Delta { role: None, content: Some(&t) }, None));
+    let mut events = Vec::with_capacity(r.completion_tokens + r.tool_args.len() + 5);
+    if r.tool_args.is_empty() {
+        events.push(chunk(Delta { role: Some("assistant"), content: Some(""), tool_calls: None }, None));
+        for i in 0..r.completion_tokens {
+            let t = r.token(i);
+            events.push(chunk(Delta { role: None, content: Some(&t), tool_calls: None }, None));
+        }
+        events.push(chunk(Delta { role: None, content: None, tool_calls: None }, Some("stop")));
+    } else {
+        // As OpenAI streams a tool call: id, type and name first, then the arguments in pieces.
+        let call = |first: bool, arguments| {
+            Some([ToolCall {
+                index: Some(0),
+                id: first.then_some(TOOL_CALL_ID),
+                kind: first.then_some("function"),
+                function: FunctionCall { name: first.then_some(TOOL_NAME), arguments },
+            }])
+        };
+        events.push(chunk(Delta { role: Some("assistant"), content: None, tool_calls: call(true, "") }, None));
+        for piece in r.tool_args {
+            events.push(chunk(Delta { role: None, content: None, tool_calls: call(false, piece) }, None));
+        }
+        events.push(chunk(Delta { role: None, content: None, tool_calls: None }, Some("tool_calls")));
     }
-    events.push(chunk(Delta { role: None, content: None }, Some("stop")));
     if include_usage {
         events.push(sse(&json(&ChatChunk {
             id: r.id,
@@ -377,6 +438,7 @@ mod tests {
             completion_tokens: 5,
             filler: None,
             script: &[],
+            tool_args: &[],
         }
     }
 

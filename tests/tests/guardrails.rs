@@ -27,6 +27,7 @@ on_both_drivers!(
     external_checks_ask_their_services_and_apply_their_failure_policy,
     validating_service_checks_run_alongside_the_provider_call,
     service_checks_judge_whole_answers,
+    tool_call_arguments_are_guarded_whole_and_streamed,
 );
 
 const GUARDRAILS: &str = "guardrails:
@@ -394,4 +395,44 @@ fn service_checks_judge_whole_answers(rt: e2e::Runtime) {
         metric(&m, r#"shardgate_guardrail_verdicts_total{rule="answer-mod",phase="output",outcome="blocked"}"#),
         Some(1.0)
     );
+}
+
+/// The arguments of a tool call the model makes are checked like its text: redacted (even
+/// when a value is split across stream chunks) and blocked.
+fn tool_call_arguments_are_guarded_whole_and_streamed(rt: e2e::Runtime) {
+    let (_up, gw) = setup(rt);
+    let addr = gw.local_addr();
+    let args = |r: &Response| -> String {
+        data_lines(r)
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| v["choices"][0]["delta"]["tool_calls"].as_array().cloned())
+            .flatten()
+            .filter_map(|c| c["function"]["arguments"].as_str().map(str::to_string))
+            .collect()
+    };
+    // `same` redacts PII in answers: the e-mail arrives in two pieces and leaves as one placeholder.
+    let pieces = "x-mock-tool-args: {\"to\": \"jane.d|oe@example.com\", |\"body\": \"hi\"}\r\n";
+    let r = chat(addr, "same", "write to Jane", true, pieces);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(args(&r), r#"{"to": "<EMAIL_1>", "body": "hi"}"#, "{}", r.text());
+    assert!(r.text().contains("\"finish_reason\":\"tool_calls\""), "{}", r.text());
+    let r = chat(addr, "same", "write to Jane", false, pieces);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let call = &r.json()["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(
+        (call["function"]["name"].as_str(), call["function"]["arguments"].as_str()),
+        (Some("lookup"), Some(r#"{"to": "<EMAIL_1>", "body": "hi"}"#))
+    );
+    // A key in the arguments, split across chunks, ends the stream with the error; a whole
+    // answer is replaced by it.
+    let (head, tail) = FAKE_KEY.split_at(20);
+    let pieces = format!("x-mock-tool-args: {{\"token\": \"{head}|{tail}\"}}\r\n");
+    let r = chat(addr, "m", "deploy", true, &pieces);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("secrets-out") && !r.text().contains("[DONE]"), "{}", r.text());
+    assert!(!r.text().contains(tail), "{}", r.text());
+    let r = chat(addr, "m", "deploy", false, &pieces);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error()["message"].as_str().unwrap().contains("secrets-out"), "{}", r.text());
 }

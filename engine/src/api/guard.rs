@@ -37,6 +37,10 @@ pub struct GuardState {
     noted: Vec<(Arc<str>, Phase)>,
     /// One window per streamed choice.
     windows: Vec<StreamWindow>,
+    /// One window per streamed tool call's arguments: (choice, call, window).
+    tool_windows: Vec<(usize, usize, StreamWindow)>,
+    /// Anthropic stream blocks that are tool calls (`input_json_delta`), by block index.
+    json_blocks: Vec<usize>,
     /// The last stream chunk's envelope, for text flushed at its end.
     template: Option<Value>,
 }
@@ -362,6 +366,8 @@ pub async fn check_input(
         schema: None,
         noted: Vec::new(),
         windows: Vec::new(),
+        tool_windows: Vec::new(),
+        json_blocks: Vec::new(),
         template: None,
     });
     let mut rewritten = None;
@@ -597,14 +603,42 @@ pub fn check_piece(
     while state.windows.len() <= index {
         state.windows.push(StreamWindow::default());
     }
+    let result = through_window(shard, cfg, &mut state, Window::Text(index), piece, end, ctx);
+    ctx.guard = Some(state);
+    result
+}
+
+/// Which of a request's stream windows.
+#[derive(Clone, Copy)]
+enum Window {
+    /// A choice's text.
+    Text(usize),
+    /// A tool call's arguments (its place in `tool_windows`).
+    Tool(usize),
+}
+
+/// One piece through one window: the text to send now, or the error that ends the stream.
+fn through_window(
+    shard: &Shard,
+    cfg: &Snapshot,
+    state: &mut GuardState,
+    which: Window,
+    piece: &str,
+    end: bool,
+    ctx: &mut RequestCtx,
+) -> Result<String, GatewayError> {
     // Structure rules do not judge streams: no schema here.
-    let GuardState { selected, vault, windows, metadata, asked_json, .. } = &mut *state;
+    let GuardState { selected, vault, windows, tool_windows, metadata, asked_json, .. } = &mut *state;
     let facts = Facts { metadata, asked_json: *asked_json, schema: None };
-    let step = match windows.get_mut(index) {
+    let window = match which {
+        Window::Text(i) => windows.get_mut(i),
+        Window::Tool(i) => tool_windows.get_mut(i).map(|(_, _, w)| w),
+    };
+    let step = match window {
         Some(w) => cfg.guardrails.stream(selected, Phase::Output, w, piece, end, facts, vault),
         None => StreamStep::Send(piece.to_owned(), Vec::new()),
     };
-    let result = match step {
+    match step {
         StreamStep::Send(text, verdicts) => {
             record(shard, cfg, &mut state.noted, &verdicts, ctx);
             Ok(text)
@@ -613,9 +647,87 @@ pub fn check_piece(
             record(shard, cfg, &mut state.noted, std::slice::from_ref(&v), ctx);
             Err(violation(&v))
         }
+    }
+}
+
+/// Most tool calls whose streamed arguments are held at once, over all choices: a window per
+/// call is kept, and a provider must not make the gateway allocate without bound.
+const MAX_TOOL_STREAMS: usize = 128;
+
+/// One streamed piece of the arguments of tool call `call` of choice `choice` (`end`: its
+/// last): what to send now, or the error that ends the stream.
+pub fn check_tool_piece(
+    shard: &Shard,
+    cfg: &Snapshot,
+    (choice, call): (usize, usize),
+    piece: &str,
+    end: bool,
+    ctx: &mut RequestCtx,
+) -> Result<String, GatewayError> {
+    let Some(mut state) = ctx.guard.take() else { return Ok(piece.to_owned()) };
+    let at = match state.tool_windows.iter().position(|(c, t, _)| (*c, *t) == (choice, call)) {
+        Some(at) => Some(at),
+        None if state.tool_windows.len() < MAX_TOOL_STREAMS => {
+            state.tool_windows.push((choice, call, StreamWindow::default()));
+            Some(state.tool_windows.len() - 1)
+        }
+        None => None,
+    };
+    let result = match at {
+        Some(at) => through_window(shard, cfg, &mut state, Window::Tool(at), piece, end, ctx),
+        None => Err(GatewayError::new(
+            ErrorKind::UpstreamProtocol,
+            format!("the provider's stream has more than {MAX_TOOL_STREAMS} tool calls"),
+        )),
     };
     ctx.guard = Some(state);
     result
+}
+
+/// The arguments still held for `choice`'s tool calls (all of them when `None`), released:
+/// (choice, call, text), in order.
+fn release_tools(
+    shard: &Shard,
+    cfg: &Snapshot,
+    choice: Option<usize>,
+    ctx: &mut RequestCtx,
+) -> Result<Vec<(usize, usize, String)>, GatewayError> {
+    let held: Vec<(usize, usize)> = ctx
+        .guard
+        .as_ref()
+        .map(|s| {
+            s.tool_windows
+                .iter()
+                .filter(|(c, _, w)| choice.is_none_or(|x| x == *c) && !w.pending().is_empty())
+                .map(|(c, t, _)| (*c, *t))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (c, t) in held {
+        let text = check_tool_piece(shard, cfg, (c, t), "", true, ctx)?;
+        if !text.is_empty() {
+            out.push((c, t, text));
+        }
+    }
+    Ok(out)
+}
+
+/// Adds released tool-call arguments to an OpenAI chunk choice's `delta.tool_calls`.
+fn add_tool_arguments(choice: &mut Value, released: Vec<(usize, usize, String)>) {
+    if released.is_empty() {
+        return;
+    }
+    let Some(fields) = choice.as_object_mut() else { return };
+    let Value::Object(delta) = fields.entry("delta").or_insert_with(|| Value::Object(serde_json::Map::new())) else {
+        return;
+    };
+    let calls = delta.entry("tool_calls").or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(calls) = calls {
+        for (_, t, text) in released {
+            calls.push(serde_json::json!({"index": t, "function": {"arguments": text}}));
+        }
+    }
 }
 
 /// What to relay for one event of a guarded stream.
@@ -654,6 +766,19 @@ pub fn check_stream_data(
             && let Some(slot) = slot
         {
             *slot = Value::String(released);
+        }
+        // Tool calls' arguments, each its own window.
+        if let Some(calls) = choice.pointer_mut("/delta/tool_calls").and_then(Value::as_array_mut) {
+            for (position, call) in calls.iter_mut().enumerate() {
+                let at = call.get("index").and_then(Value::as_u64).map_or(position, |i| i as usize);
+                if let Some(Value::String(args)) = call.pointer_mut("/function/arguments") {
+                    *args = check_tool_piece(shard, cfg, (index, at), args, false, ctx)?;
+                }
+            }
+        }
+        if end {
+            let released = release_tools(shard, cfg, Some(index), ctx)?;
+            add_tool_arguments(choice, released);
         }
     }
     // A stream's chunks share one envelope: it is kept from the first.
@@ -699,13 +824,18 @@ fn flush_all(shard: &Shard, cfg: &Snapshot, ctx: &mut RequestCtx) -> Result<Opti
         .as_ref()
         .map(|s| s.windows.iter().enumerate().filter(|(_, w)| !w.pending().is_empty()).map(|(i, _)| i).collect())
         .unwrap_or_default();
-    if held.is_empty() {
+    let tools = release_tools(shard, cfg, None, ctx)?;
+    if held.is_empty() && tools.is_empty() {
         return Ok(None);
     }
     let mut choices = Vec::new();
     for index in held {
         let text = check_piece(shard, cfg, index, "", true, ctx)?;
         choices.push(serde_json::json!({"index": index, "delta": {"content": text}, "finish_reason": null}));
+    }
+    for (index, t, text) in tools {
+        choices.push(serde_json::json!({"index": index, "delta": {"tool_calls": [
+            {"index": t, "function": {"arguments": text}}]}, "finish_reason": null}));
     }
     let mut chunk = ctx.guard.as_ref().and_then(|s| s.template.clone()).unwrap_or_else(|| serde_json::json!({}));
     if let Value::Object(o) = &mut chunk {
@@ -727,8 +857,19 @@ pub fn check_chunks(
         for choice in &mut chunk.choices {
             let own = choice.delta.content.take();
             let end = choice.finish_reason.is_some();
-            let released = check_piece(shard, cfg, choice.index as usize, own.as_deref().unwrap_or(""), end, ctx)?;
+            let index = choice.index as usize;
+            let released = check_piece(shard, cfg, index, own.as_deref().unwrap_or(""), end, ctx)?;
             choice.delta.content = (own.is_some() || !released.is_empty()).then_some(released);
+            for call in &mut choice.delta.tool_calls {
+                if let Some(args) = call.function.arguments.as_mut() {
+                    *args = check_tool_piece(shard, cfg, (index, call.index as usize), args, false, ctx)?;
+                }
+            }
+            if end {
+                for (_, t, text) in release_tools(shard, cfg, Some(index), ctx)? {
+                    choice.delta.tool_calls.push(tool_arguments_delta(t, text));
+                }
+            }
         }
     }
     // A stream's chunks share one envelope: it is kept from the first that has one.
@@ -764,8 +905,47 @@ pub fn check_chunks(
             let at = chunks.iter().position(|c| c.choices.is_empty()).unwrap_or(chunks.len());
             chunks.insert(at, chunk);
         }
+        for (index, t, text) in release_tools(shard, cfg, None, ctx)? {
+            let chunk = adapters::canonical::ChatChunk {
+                id: envelope_field(&envelope(ctx), "id"),
+                object: "chat.completion.chunk".into(),
+                created: envelope(ctx).get("created").and_then(Value::as_u64).unwrap_or(0),
+                model: envelope_field(&envelope(ctx), "model"),
+                choices: vec![adapters::canonical::ChunkChoice {
+                    index: u32::try_from(index).unwrap_or(0),
+                    delta: adapters::canonical::Delta {
+                        tool_calls: vec![tool_arguments_delta(t, text)],
+                        ..Default::default()
+                    },
+                    finish_reason: None,
+                    logprobs: None,
+                }],
+                usage: None,
+            };
+            let at = chunks.iter().position(|c| c.choices.is_empty()).unwrap_or(chunks.len());
+            chunks.insert(at, chunk);
+        }
     }
     Ok(())
+}
+
+/// The envelope kept from a stream's first chunk.
+fn envelope(ctx: &RequestCtx) -> Value {
+    ctx.guard.as_ref().and_then(|s| s.template.clone()).unwrap_or_default()
+}
+
+fn envelope_field(t: &Value, name: &str) -> String {
+    t.get(name).and_then(Value::as_str).unwrap_or("").to_owned()
+}
+
+/// A canonical delta carrying released arguments of tool call `index`.
+fn tool_arguments_delta(index: usize, text: String) -> adapters::canonical::ToolCallDelta {
+    adapters::canonical::ToolCallDelta {
+        index: u32::try_from(index).unwrap_or(0),
+        id: None,
+        kind: None,
+        function: adapters::canonical::FunctionCallDelta { name: None, arguments: Some(text) },
+    }
 }
 
 /// One event of a native Anthropic stream through the output guardrails: text deltas
@@ -783,14 +963,32 @@ pub fn check_anthropic_event(
     }
     let Ok(mut ev) = serde_json::from_slice::<Value>(data) else { return Ok(StreamData::AsIs) };
     let index = ev.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+    // A block is text or a tool call's input (`input_json_delta`): one window either way.
+    let json_block = |ctx: &RequestCtx| ctx.guard.as_ref().is_some_and(|s| s.json_blocks.contains(&index));
     if kind == "content_block_stop" {
         let text = check_piece(shard, cfg, index, "", true, ctx)?;
         if text.is_empty() {
             return Ok(StreamData::AsIs);
         }
-        let delta = serde_json::json!({"type": "content_block_delta", "index": index,
-                                       "delta": {"type": "text_delta", "text": text}});
+        let delta = if json_block(ctx) {
+            serde_json::json!({"type": "content_block_delta", "index": index,
+                               "delta": {"type": "input_json_delta", "partial_json": text}})
+        } else {
+            serde_json::json!({"type": "content_block_delta", "index": index,
+                               "delta": {"type": "text_delta", "text": text}})
+        };
         return Ok(StreamData::Before(delta.to_string().into_bytes()));
+    }
+    if ev.pointer("/delta/type").and_then(Value::as_str) == Some("input_json_delta") {
+        if let Some(state) = ctx.guard.as_mut()
+            && !state.json_blocks.contains(&index)
+            && state.json_blocks.len() < MAX_TOOL_STREAMS
+        {
+            state.json_blocks.push(index);
+        }
+        let Some(Value::String(json)) = ev.pointer_mut("/delta/partial_json") else { return Ok(StreamData::AsIs) };
+        *json = check_piece(shard, cfg, index, json, false, ctx)?;
+        return Ok(StreamData::Replace(ev.to_string().into_bytes()));
     }
     let Some(Value::String(text)) = ev.pointer_mut("/delta/text") else { return Ok(StreamData::AsIs) };
     *text = check_piece(shard, cfg, index, text, false, ctx)?;

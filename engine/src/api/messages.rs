@@ -324,6 +324,7 @@ async fn from_mock<C: Conn>(
         completion_tokens: usize::try_from(tokens).unwrap_or(16),
         filler: None,
         script: &[],
+        tool_args: &[],
     };
     ctx.upstream_status = Some(200);
     if !chat.stream {

@@ -49,6 +49,7 @@ pub async fn answer<C: Conn>(
         completion_tokens: usize::try_from(completion_tokens).unwrap_or(0),
         filler: None,
         script: &[],
+        tool_args: &[],
     };
     ctx.upstream_status = Some(200);
 

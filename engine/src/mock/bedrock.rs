@@ -156,6 +156,7 @@ mod tests {
             completion_tokens: 2,
             filler: None,
             script: &[],
+            tool_args: &[],
         };
         let mut decoder = EventStreamDecoder::new(1 << 20);
         let mut messages = Vec::new();

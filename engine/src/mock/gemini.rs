@@ -175,6 +175,7 @@ mod tests {
             completion_tokens: 3,
             filler: None,
             script: &[],
+            tool_args: &[],
         }
     }
 
