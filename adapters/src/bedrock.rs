@@ -18,6 +18,7 @@
 pub mod converse;
 pub mod embeddings;
 pub mod eventstream;
+pub mod invoke;
 pub mod sigv4;
 pub mod stream;
 

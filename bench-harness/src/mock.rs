@@ -22,7 +22,9 @@
 //! Besides OpenAI's paths it speaks Anthropic's `/v1/messages`, Gemini's `generateContent`,
 //! Bedrock's Converse and Azure OpenAI's deployment URLs (`/openai/deployments/{d}/…?api-version=`
 //! and `/openai/v1/…`, which need `api-key` or a bearer token), Vertex AI's Gemini paths
-//! (`/v1/projects/…/models/{m}:generateContent`, with a bearer token), Google's OAuth token
+//! (`/v1/projects/…/models/{m}:generateContent`, with a bearer token), Claude on Bedrock through
+//! InvokeModel (`/model/{anthropic.claude…}/invoke` and `/invoke-with-response-stream`),
+//! Google's OAuth token
 //! endpoint (`POST /token`, the JWT bearer grant), Entra ID's
 //! (`POST /{tenant}/oauth2/v2.0/token`, the client credentials grant) and Azure's managed
 //! identity endpoints (`GET /metadata/identity/oauth2/token`, the Instance Metadata Service, and
@@ -512,6 +514,13 @@ impl Service for MockService {
             {
                 self.bedrock(p.ends_with("/converse-stream"), &req, &knobs, resp).await
             }
+            ("POST", p)
+                if p.starts_with("/model/")
+                    && p.contains("anthropic.claude")
+                    && (p.ends_with("/invoke") || p.ends_with("/invoke-with-response-stream")) =>
+            {
+                self.bedrock_claude(p.ends_with("/invoke-with-response-stream"), &req, &knobs, resp).await
+            }
             ("POST", p) if p.starts_with("/model/") && p.ends_with("/invoke") => bedrock_invoke(p, &req, resp).await,
             _ => echo(&req, resp).await,
         }
@@ -899,6 +908,58 @@ impl MockService {
         let head = resp.start(200).header("content-type", "application/vnd.amazon.eventstream");
         let Ok(mut out) = head.stream().await else { return };
         if self.send_paced(&mut out, &bedrock::stream(&reply, &ask), knobs, 0, None).await {
+            let _ = out.finish().await;
+        }
+    }
+}
+
+impl MockService {
+    /// `POST /model/{claude id}/invoke` (or `/invoke-with-response-stream`): Claude on Bedrock
+    /// through InvokeModel, in Anthropic's format (signed like Converse).
+    async fn bedrock_claude<C: Conn>(
+        &self,
+        stream: bool,
+        req: &Request,
+        knobs: &RequestKnobs,
+        resp: &mut Responder<'_, C>,
+    ) {
+        use engine::mock::{anthropic, bedrock};
+        let signed = header_str(req, "authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential="))
+            && header_str(req, "x-amz-date").is_some();
+        let checked = if signed {
+            bedrock::claude_ask(&req.body, stream).map_err(|m| (400, "ValidationException", m))
+        } else {
+            Err((403, "UnrecognizedClientException", "Missing Authentication Token".to_string()))
+        };
+        let ask = match checked {
+            Ok(a) => a,
+            Err((status, kind, message)) => {
+                let body = bedrock::error_body(&message);
+                let _ =
+                    resp.start(status).header("content-type", JSON).header("x-amzn-errortype", kind).body(&body).await;
+                return;
+            }
+        };
+        let id = knobs.id.clone().unwrap_or_else(|| format!("msg_bdrk_mock{}", self.shard.served.get()));
+        let filler = knobs.token_bytes.map(|n| "x".repeat(n));
+        let reply = Reply {
+            id: &id,
+            created: 0,
+            model: "claude-bedrock-mock",
+            prompt_tokens: canned::estimate_prompt_tokens(req.body.len()),
+            completion_tokens: knobs.tokens,
+            filler: filler.as_deref(),
+            script: &knobs.script,
+            tool_args: &[],
+        };
+        if !stream {
+            let _ = resp.start(200).header("content-type", JSON).body(&anthropic::message(&reply, &ask)).await;
+            return;
+        }
+        let head = resp.start(200).header("content-type", "application/vnd.amazon.eventstream");
+        let Ok(mut out) = head.stream().await else { return };
+        let events = bedrock::claude_stream(&anthropic::stream(&reply, &ask));
+        if self.send_paced(&mut out, &events, knobs, 3, None).await {
             let _ = out.finish().await;
         }
     }

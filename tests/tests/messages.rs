@@ -17,6 +17,7 @@ on_both_drivers!(
     count_tokens_is_estimated_locally,
     rate_limits_answer_in_anthropic_shape_with_the_headers,
     gemini_and_bedrock_targets_serve_messages,
+    claude_on_bedrock_is_served_natively_through_invoke_model,
 );
 
 fn config(upstream: SocketAddr) -> String {
@@ -27,6 +28,7 @@ pricing:
   models:
     claude-mock: {{input_per_mtok: 1000000, output_per_mtok: 1000000}}
     upstream-m: {{input_per_mtok: 1000000, output_per_mtok: 1000000}}
+    'us.anthropic.claude-3-5-haiku-20241022-v1:0': {{input_per_mtok: 800000, output_per_mtok: 4000000}}
 "
     )
     .replace(
@@ -44,7 +46,7 @@ pricing:
     )
     .replacen(
         "\nmodels:\n",
-        "\nmodels:\n  gem: {target: google/gemini-mock}\n  br: {target: 'aws/anthropic.claude-3-haiku-20240307-v1:0'}\n",
+        "\nmodels:\n  gem: {target: google/gemini-mock}\n  br: {target: 'aws/meta.llama3-70b-instruct-v1:0'}\n  brc: {target: 'aws/us.anthropic.claude-3-5-haiku-20241022-v1:0'}\n",
         1,
     )
 }
@@ -244,4 +246,45 @@ fn gemini_and_bedrock_targets_serve_messages(rt: e2e::Runtime) {
         assert_eq!(r.status, 429, "{model}: {}", r.text());
         assert_eq!(r.json()["error"]["type"], "rate_limit_error", "{model}");
     }
+}
+
+/// Claude on Bedrock takes Anthropic's own format through InvokeModel: the request goes as it
+/// came (model in the path, Bedrock's API version in the body; the mock refuses a body with
+/// `model` or `stream`, as Bedrock does), and the answer, whole or streamed (AWS event-stream
+/// framing turned back into SSE), comes back as Bedrock gave it.
+fn claude_on_bedrock_is_served_natively_through_invoke_model(rt: e2e::Runtime) {
+    let up = default_mock();
+    let gw = gateway(&config(up.addr()), rt);
+    let addr = gw.local_addr();
+    let r = post(
+        addr,
+        &ask("brc", false),
+        "x-mock-tokens: 4\r\nanthropic-beta: fine-grained-tool-streaming-2025-05-14\r\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = r.json();
+    assert_eq!((m["type"].as_str(), m["model"].as_str()), (Some("message"), Some("claude-bedrock-mock")), "{m}");
+    assert_eq!(m["content"][0]["text"], "This is a mock");
+    assert_eq!(m["usage"]["output_tokens"], 4);
+    assert!(r.header("x-shardgate-cost-usd").is_some());
+    // Nothing is translated: a thinking block comes back as Claude wrote it.
+    let thinking = json!({"model": "brc", "max_tokens": 2048, "thinking": {"type": "enabled", "budget_tokens": 1024},
+                          "messages": [{"role": "user", "content": "think"}]});
+    let r = post(addr, &thinking, "x-mock-tokens: 3\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["content"][0]["type"], "thinking", "{}", r.text());
+    // Streamed: Anthropic's events, from Bedrock's framing.
+    let r = post(addr, &ask("brc", true), "x-mock-tokens: 5\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/event-stream")));
+    let ev = events(&r.text());
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
+    assert_eq!(text_of(&ev), "This is a mock response");
+    assert!(r.text().contains(": x-shardgate-cost-usd: "), "cost of the stream: {}", r.text());
+    // Bedrock's errors, in Anthropic's shape.
+    let r = post(addr, &ask("brc", false), "x-mock-fault: status:429\r\n");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
 }

@@ -218,7 +218,7 @@ impl ConverseStream {
 /// An exception message → [`ApiError`]: throttlingException→429, validationException→400,
 /// modelStreamErrorException/internalServerException→502, serviceUnavailableException→503,
 /// modelTimeoutException→504, anything else→502.
-fn stream_exception(msg: &Message) -> ApiError {
+pub(crate) fn stream_exception(msg: &Message) -> ApiError {
     let kind = msg.exception_type().unwrap_or("exception");
     let payload: Option<Value> = serde_json::from_slice(&msg.payload).ok();
     let message = payload

@@ -12,7 +12,7 @@ use adapters::anthropic::{
     AnthropicEncoder, AnthropicStream, from_anthropic, request_from_anthropic, response_to_anthropic,
 };
 use adapters::azure::{self, AzureOperation};
-use adapters::canonical::{ChatChunk, ChatCompletion, ChatRequest, StreamOptions};
+use adapters::canonical::{ApiError, ChatChunk, ChatCompletion, ChatRequest, StreamOptions};
 use bytes::Bytes;
 use policy::Identity;
 
@@ -389,6 +389,9 @@ pub(super) enum Ready<'a> {
     /// An Anthropic provider's answer, relayed as it came: its whole body, or a stream from its
     /// first piece.
     Native(UpstreamResponse<'a>, Prefetched),
+    /// Claude on Bedrock through InvokeModel: Anthropic's events in AWS event-stream framing,
+    /// from the first piece.
+    BedrockStream(UpstreamResponse<'a>, Option<Bytes>),
     /// Another dialect's whole answer, to write as Anthropic's message.
     Completion(Box<ChatCompletion>),
     /// Another dialect's stream, translated to Anthropic's events on the way.
@@ -409,6 +412,10 @@ pub(super) async fn fetch<'a>(
     let kind = route.provider.kind;
     match (kind, Dialect::of(kind)) {
         (ProviderKind::Anthropic, _) => fetch_native(route, ctx).await,
+        // Claude on Bedrock speaks Anthropic's format through InvokeModel: nothing to translate.
+        (ProviderKind::Bedrock, _) if adapters::bedrock::invoke::is_claude(route.upstream_model) => {
+            fetch_bedrock_claude(route, ctx).await
+        }
         (_, Some(d)) => fetch_dialect(route, d, chat, ctx).await,
         (_, None) => fetch_chat(route, chat, ctx).await,
     }
@@ -423,7 +430,11 @@ pub(super) async fn deliver<C: Conn>(
     ctx: &mut RequestCtx,
 ) {
     match ready {
-        Ready::Native(answer, Prefetched::First(first)) => relay_native(shard, answer, first, resp, ctx).await,
+        Ready::Native(answer, Prefetched::First(first)) => relay_native(shard, answer, first, None, resp, ctx).await,
+        Ready::BedrockStream(answer, first) => {
+            let framing = Some(adapters::bedrock::invoke::InvokeStream::new());
+            relay_native(shard, answer, first, framing, resp, ctx).await
+        }
         Ready::Native(answer, Prefetched::Whole(mut body)) => {
             ctx.usage =
                 from_anthropic(&body, "", 0).ok().and_then(|c| c.usage).as_ref().map(super::translate::accounted);
@@ -471,12 +482,38 @@ async fn fetch_native<'a>(route: &Route<'a>, ctx: &mut RequestCtx) -> Result<Rea
     Ok(Ready::Native(answer, Prefetched::Whole(body)))
 }
 
+/// Claude on Bedrock: the client's Anthropic request as InvokeModel's (model in the path,
+/// Bedrock's API version and the betas in the body), signed; a 2xx answer read whole (it is
+/// Anthropic's message JSON), or a stream to its first piece.
+async fn fetch_bedrock_claude<'a>(route: &Route<'a>, ctx: &mut RequestCtx) -> Result<Ready<'a>, Box<Miss>> {
+    let Route { cfg, provider, upstream_model, req, .. } = *route;
+    let beta = req.head.header("anthropic-beta").and_then(|v| std::str::from_utf8(v).ok());
+    let invoke = adapters::bedrock::invoke::from_anthropic(&req.body, upstream_model, beta).map_err(Miss::refused)?;
+    let deadline = ctx.attempt_deadline;
+    let called = within(deadline, &provider.name, async {
+        translate::send_to(route, Dialect::Bedrock, (&invoke.path, Bytes::from(invoke.body)), ctx)
+            .await
+            .map_err(|r| r.into_miss(ctx))
+    });
+    let mut answer = called.await?;
+    if invoke.stream {
+        let first = super::attempt::first_piece(&mut answer, &provider.name, ctx).await?;
+        return Ok(Ready::BedrockStream(answer, first));
+    }
+    let read =
+        async { super::forward::read_answer(cfg, &mut answer, ctx, &provider.name).await.map_err(Miss::gateway) };
+    let body = within(deadline, &provider.name, read).await?;
+    Ok(Ready::Native(answer, Prefetched::Whole(body)))
+}
+
 /// Relays an Anthropic provider's stream as it comes, read alongside for the usage the cost
-/// needs.
+/// needs. `framing`: the upstream's events come in AWS event-stream framing (Claude on
+/// Bedrock) and are turned into SSE first.
 async fn relay_native<C: Conn>(
     shard: &Shard,
     mut answer: UpstreamResponse<'_>,
     first: Option<Bytes>,
+    mut framing: Option<adapters::bedrock::invoke::InvokeStream>,
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
@@ -497,6 +534,14 @@ async fn relay_native<C: Conn>(
         match next {
             Ok(Some(piece)) => {
                 ctx.upstream_piece(|| answer.since_sent());
+                let piece = match framing.as_mut().map(|f| unframe(f, &piece)) {
+                    None => piece,
+                    Some(Ok(sse)) => sse,
+                    Some(Err(e)) => return end_with_error(out, &reader, e, ctx).await,
+                };
+                if piece.is_empty() {
+                    continue;
+                }
                 reader.feed(&piece, &mut ignored);
                 ignored.clear();
                 if let Some(scanner) = guarded.as_mut() {
@@ -548,10 +593,38 @@ async fn relay_native<C: Conn>(
             }
         }
     }
+    if let Some(Err(e)) = framing.as_ref().map(adapters::bedrock::invoke::InvokeStream::finish) {
+        return end_with_error(out, &reader, e, ctx).await;
+    }
     ctx.usage = reader.usage().as_ref().map(super::translate::accounted);
     let tail = governance::settle_stream(ctx).unwrap_or_default();
     if out.send(&tail).await.is_err() || out.finish().await.is_err() {
         ctx.error = Some(ErrorKind::DownstreamClosed);
+    }
+}
+
+/// One read of a Bedrock event stream as Anthropic SSE bytes.
+fn unframe(framing: &mut adapters::bedrock::invoke::InvokeStream, piece: &[u8]) -> Result<Bytes, ApiError> {
+    let mut sse = Vec::new();
+    framing.feed(piece, &mut sse).map(|()| Bytes::from(sse))
+}
+
+/// Ends a relayed stream with Anthropic's `error` event (the provider's exception, or a
+/// corrupt stream), the cost of what was used settled.
+async fn end_with_error(
+    mut out: crate::http::response::BodyStream<'_, '_, impl Conn>,
+    reader: &AnthropicStream,
+    e: ApiError,
+    ctx: &mut RequestCtx,
+) {
+    ctx.error = Some(ErrorKind::UpstreamProtocol);
+    ctx.usage = reader.usage().as_ref().map(super::translate::accounted);
+    let _ = governance::settle_stream(ctx);
+    let body = serde_json::json!({"type": "error", "error": {"type": error_type(e.status), "message": e.message}});
+    let mut event = Vec::new();
+    super::forward::reemit(&mut event, Some("error"), body.to_string().as_bytes());
+    if out.send(&event).await.is_ok() {
+        let _ = out.finish().await;
     }
 }
 

@@ -140,6 +140,42 @@ pub fn invoke_embeddings(model_id: &str, body: &[u8]) -> Result<(Vec<u8>, u64), 
     Err(format!("The provided model identifier is invalid: {model_id}"))
 }
 
+/// Claude on Bedrock through InvokeModel: the Anthropic request as Bedrock takes it (model in
+/// the path; `anthropic_version: bedrock-2023-05-31` in the body; no `model` or `stream`
+/// keys, which Bedrock refuses), read as the Anthropic mock reads one. `Err`: the
+/// `ValidationException` message.
+pub fn claude_ask(body: &[u8], stream: bool) -> Result<super::anthropic::Ask, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("Malformed input request: {e}"))?;
+    for key in ["model", "stream"] {
+        if v.get(key).is_some() {
+            return Err(format!(
+                "Malformed input request: #: extraneous key [{key}] is not permitted, please reformat your input and try again."
+            ));
+        }
+    }
+    if v.get("anthropic_version").and_then(Value::as_str) != Some("bedrock-2023-05-31") {
+        return Err("Malformed input request: #: required key [anthropic_version] not found or invalid".into());
+    }
+    let mut ask = super::anthropic::ask(body).map_err(|b| String::from_utf8_lossy(&b).into_owned())?;
+    ask.stream = stream;
+    Ok(ask)
+}
+
+/// InvokeModelWithResponseStream's framing of Anthropic's stream events: each SSE event's
+/// data as a `chunk` event whose payload is `{"bytes": base64}`.
+pub fn claude_stream(sse_events: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    sse_events
+        .iter()
+        .filter_map(|e| {
+            let text = std::str::from_utf8(e).ok()?;
+            let data = text.lines().find_map(|l| l.strip_prefix("data: "))?;
+            let bytes = base64::engine::general_purpose::STANDARD.encode(data);
+            Some(frame("chunk", &json!({"bytes": bytes})))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
