@@ -338,7 +338,8 @@ impl ManagedIdentity {
     }
 
     /// A token answer. Both protocols send `access_token` and `expires_on` (unix seconds, as
-    /// a string); the Instance Metadata Service adds `expires_in` (seconds, a string too).
+    /// a string); the Instance Metadata Service adds `expires_in` (seconds, a string too),
+    /// read only when `expires_on` is missing.
     /// An error answer's `error_description` or `message` is kept.
     pub fn read_token(&self, status: u16, body: &[u8], now_unix: u64) -> Result<AccessToken, String> {
         let json: Option<Value> = serde_json::from_slice(body).ok();
@@ -356,10 +357,13 @@ impl ManagedIdentity {
         let number = |name: &str| {
             field(name).and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
         };
-        let expires_at = match (number("expires_in"), number("expires_on")) {
-            (Some(within), _) => now_unix.saturating_add(within),
-            (None, Some(at)) => at,
-            (None, None) => return Err("the managed identity answer has neither `expires_in` nor `expires_on`".into()),
+        // `expires_on` is absolute and wins: the platform hands out cached tokens, for which
+        // `expires_in` counts from when the token was issued, not from now (as azure-identity
+        // reads it).
+        let expires_at = match (number("expires_on"), number("expires_in")) {
+            (Some(at), _) => at,
+            (None, Some(within)) => now_unix.saturating_add(within),
+            (None, None) => return Err("the managed identity answer has neither `expires_on` nor `expires_in`".into()),
         };
         Ok(AccessToken { token: token.to_owned(), expires_at_unix: expires_at })
     }
@@ -557,7 +561,10 @@ mod managed_identity_tests {
         // The Instance Metadata Service's documented answer (numbers as strings).
         let body = br#"{"access_token":"eyJ0eXAi...","refresh_token":"","expires_in":"3599","expires_on":"1506484173","not_before":"1506480273","resource":"https://cognitiveservices.azure.com","token_type":"Bearer"}"#;
         let t = imds(None).read_token(200, body, 1_000).unwrap();
-        assert_eq!((t.token.as_str(), t.expires_at_unix), ("eyJ0eXAi...", 4_599));
+        assert_eq!((t.token.as_str(), t.expires_at_unix), ("eyJ0eXAi...", 1_506_484_173));
+        // Without `expires_on`, from now.
+        let body = br#"{"access_token":"t","expires_in":"3599"}"#;
+        assert_eq!(imds(None).read_token(200, body, 1_000).unwrap().expires_at_unix, 4_599);
         // App Service's: `expires_on` only.
         let body = br#"{"access_token":"eyJ0eXAi...","expires_on":"1586984735","resource":"https://cognitiveservices.azure.com","token_type":"Bearer","client_id":"5E29463D-71DA-4FE0-8E69-999B57DB23B0"}"#;
         assert_eq!(imds(None).read_token(200, body, 1_000).unwrap().expires_at_unix, 1_586_984_735);

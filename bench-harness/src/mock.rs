@@ -17,6 +17,7 @@
 //! | `x-mock-id`, `x-mock-created` | fix the answer's `id` and `created` (byte-exact comparisons) |
 //! | (paths) | `/v1/moderations`, `/contentsafety/text:analyze` and `/v1/guard` answer as the checking services guardrails ask (see `checking_service`) |
 //! | `x-mock-text` | the answer's text, exactly: its tokens (stream chunks) separated by `\|` |
+//! | `x-mock-echo-prompt` | chat: the answer is the text of the messages received, joined by ` \| ` |
 //! | `x-mock-tool-args` | OpenAI chat: the answer calls the tool `lookup` with these arguments, streamed in pieces separated by `\|` |
 //!
 //! Besides OpenAI's paths it speaks Anthropic's `/v1/messages`, Gemini's `generateContent`,
@@ -667,14 +668,18 @@ impl MockService {
         let prompt_tokens = canned::estimate_prompt_tokens(req.body.len());
         let filler = knobs.token_bytes.map(|n| "x".repeat(n));
         let id = knobs.id.clone().unwrap_or_else(|| format!("chatcmpl-mock-{}", self.shard.served.get()));
+        // `x-mock-echo-prompt`: the answer repeats the messages' text as the mock received it.
+        let echoed: Vec<String> =
+            header_str(req, "x-mock-echo-prompt").map(|_| vec![prompt_text(&req.body)]).unwrap_or_default();
+        let (script, tokens) = if echoed.is_empty() { (&knobs.script, knobs.tokens) } else { (&echoed, 1) };
         let reply = Reply {
             id: &id,
             created,
             model: &model,
             prompt_tokens,
-            completion_tokens: knobs.tokens,
+            completion_tokens: tokens,
             filler: filler.as_deref(),
-            script: &knobs.script,
+            script,
             tool_args: &knobs.tool_args,
         };
         if path == "/v1/embeddings" {
@@ -963,6 +968,22 @@ impl MockService {
             let _ = out.finish().await;
         }
     }
+}
+
+/// The text of a chat request's messages (string contents and text parts), joined by ` | `.
+fn prompt_text(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut texts = Vec::new();
+    for m in v.get("messages").and_then(|m| m.as_array()).into_iter().flatten() {
+        match m.get("content") {
+            Some(serde_json::Value::String(s)) => texts.push(s.clone()),
+            Some(serde_json::Value::Array(parts)) => {
+                texts.extend(parts.iter().filter_map(|p| p.get("text")?.as_str().map(str::to_owned)))
+            }
+            _ => {}
+        }
+    }
+    texts.join(" | ")
 }
 
 /// Any other path: describe the request back (pass-through tests check what arrived).

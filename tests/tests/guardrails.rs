@@ -24,6 +24,7 @@ on_both_drivers!(
     rules_apply_only_where_they_are_aimed,
     structure_requires_metadata_and_bounds_prompts,
     messages_are_guarded_with_anthropic_errors,
+    messages_redacted_for_other_dialects_reach_them_redacted,
     external_checks_ask_their_services_and_apply_their_failure_policy,
     validating_service_checks_run_alongside_the_provider_call,
     service_checks_judge_whole_answers,
@@ -435,4 +436,20 @@ fn tool_call_arguments_are_guarded_whole_and_streamed(rt: e2e::Runtime) {
     let r = chat(addr, "m", "deploy", false, &pieces);
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error()["message"].as_str().unwrap().contains("secrets-out"), "{}", r.text());
+}
+
+/// A `/v1/messages` request redacted by an input rule reaches a provider of another dialect
+/// redacted (the bug: the request parsed before the rules ran was the one translated and sent).
+fn messages_redacted_for_other_dialects_reach_them_redacted(rt: e2e::Runtime) {
+    let up = default_mock();
+    let extra = "guardrails:\n  - {id: redact-in, check: pii, mode: mutate, phase: input}\n";
+    let gw = gateway(&config_for(up.addr(), extra), rt);
+    let body =
+        json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "mail jane.doe@example.com"}]});
+    let r = Client::connect(gw.local_addr()).post_json("/v1/messages", &body.to_string(), "x-mock-echo-prompt: 1\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["content"][0]["text"], "mail <EMAIL_1>", "what the provider got: {}", r.text());
+    // And on the OpenAI API, the same.
+    let r = chat(gw.local_addr(), "m", "mail jane.doe@example.com", false, "x-mock-echo-prompt: 1\r\n");
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "mail <EMAIL_1>", "{}", r.text());
 }

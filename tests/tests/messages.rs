@@ -259,7 +259,8 @@ fn claude_on_bedrock_is_served_natively_through_invoke_model(rt: e2e::Runtime) {
     let r = post(
         addr,
         &ask("brc", false),
-        "x-mock-tokens: 4\r\nanthropic-beta: fine-grained-tool-streaming-2025-05-14\r\n",
+        // Claude Code's first-party beta is dropped (Bedrock refuses it); Bedrock's is kept.
+        "x-mock-tokens: 4\r\nanthropic-beta: claude-code-20250219,interleaved-thinking-2025-05-14\r\n",
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let m = r.json();

@@ -24,6 +24,21 @@ use crate::canonical::ApiError;
 /// The API version Bedrock's Claude models take in the body.
 pub const BEDROCK_ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 
+/// The betas Bedrock's Claude models take (`anthropic_beta`), per AWS's documentation of the
+/// Claude Messages API on Bedrock. Any other (Claude Code sends first-party ones such as
+/// `claude-code-20250219` or `oauth-2025-04-20`) makes Bedrock refuse the request with
+/// "invalid beta flag", so it is dropped.
+pub const BEDROCK_BETAS: &[&str] = &[
+    "computer-use-2024-10-22",
+    "computer-use-2025-01-24",
+    "token-efficient-tools-2025-02-19",
+    "interleaved-thinking-2025-05-14",
+    "output-128k-2025-02-19",
+    "dev-full-thinking-2025-05-14",
+    "context-1m-2025-08-07",
+    "context-management-2025-06-27",
+];
+
 /// Largest event-stream message accepted (one event; Bedrock's are small).
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -40,6 +55,8 @@ pub struct InvokeRequest {
     pub path: String,
     pub body: Vec<u8>,
     pub stream: bool,
+    /// Betas the client asked for that Bedrock does not take, dropped.
+    pub dropped_betas: Vec<String>,
 }
 
 /// An Anthropic Messages request body (as the client sent it) as InvokeModel's for
@@ -52,23 +69,34 @@ pub fn from_anthropic(body: &[u8], model_id: &str, beta: Option<&str>) -> Result
     let stream = fields.remove("stream").and_then(|s| s.as_bool()).unwrap_or(false);
     fields.remove("model");
     fields.entry("anthropic_version").or_insert_with(|| Value::from(BEDROCK_ANTHROPIC_VERSION));
-    let betas: Vec<Value> =
-        beta.into_iter().flat_map(|b| b.split(',')).map(str::trim).filter(|b| !b.is_empty()).map(Value::from).collect();
-    if !betas.is_empty() {
-        let listed = fields.entry("anthropic_beta").or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(listed) = listed {
-            for b in betas {
-                if !listed.contains(&b) {
-                    listed.push(b);
-                }
-            }
+    // The header's betas and the body's own (a list, or a comma-separated string), once each,
+    // those Bedrock takes kept.
+    let in_body: Vec<String> = match fields.remove("anthropic_beta") {
+        Some(Value::Array(listed)) => listed.iter().filter_map(|b| b.as_str().map(str::to_owned)).collect(),
+        Some(Value::String(s)) => vec![s],
+        _ => Vec::new(),
+    };
+    let mut kept: Vec<Value> = Vec::new();
+    let mut dropped_betas = Vec::new();
+    for b in in_body.iter().map(String::as_str).chain(beta).flat_map(|b| b.split(',')).map(str::trim) {
+        if b.is_empty() || kept.iter().any(|k| k == b) || dropped_betas.iter().any(|d| d == b) {
+            continue;
         }
+        if BEDROCK_BETAS.contains(&b) {
+            kept.push(Value::from(b));
+        } else {
+            dropped_betas.push(b.to_owned());
+        }
+    }
+    if !kept.is_empty() {
+        fields.insert("anthropic_beta".into(), Value::Array(kept));
     }
     let op = if stream { "invoke-with-response-stream" } else { "invoke" };
     Ok(InvokeRequest {
         path: format!("/model/{}/{op}", uri_encode(model_id)),
         body: serde_json::to_vec(&Value::Object(fields)).unwrap_or_default(),
         stream,
+        dropped_betas,
     })
 }
 
@@ -94,6 +122,7 @@ impl InvokeStream {
     }
 
     /// Appends to `out` the SSE events (`event: {type}\ndata: {json}\n\n`) completed by `bytes`.
+    /// On an error, `out` still holds every event that came before it (send them first).
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), ApiError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
@@ -106,8 +135,9 @@ impl InvokeStream {
     }
 
     fn feed_inner(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), ApiError> {
-        self.decoder.feed(bytes, &mut self.messages).map_err(|e| corrupt(&e.to_string()))?;
-        for msg in self.messages.drain(..) {
+        // Messages decoded before a corrupt one are still delivered, then the error.
+        let decoded = self.decoder.feed(bytes, &mut self.messages);
+        for msg in std::mem::take(&mut self.messages) {
             match msg.message_type().unwrap_or("event") {
                 "event" if msg.event_type() == Some("chunk") => {
                     let wrapper: Value =
@@ -117,14 +147,15 @@ impl InvokeStream {
                     let event = base64::engine::general_purpose::STANDARD
                         .decode(encoded)
                         .map_err(|_| corrupt("a chunk's bytes are not base64"))?;
-                    let kind = serde_json::from_slice::<Value>(&event)
-                        .ok()
-                        .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_owned))
-                        .ok_or_else(|| corrupt("a chunk is not an Anthropic event"))?;
+                    let event: Value =
+                        serde_json::from_slice(&event).map_err(|_| corrupt("a chunk is not an Anthropic event"))?;
+                    let kind =
+                        event.get("type").and_then(Value::as_str).ok_or_else(|| corrupt("a chunk has no type"))?;
                     out.extend_from_slice(b"event: ");
                     out.extend_from_slice(kind.as_bytes());
                     out.extend_from_slice(b"\ndata: ");
-                    out.extend_from_slice(&event);
+                    // Written compact: a line break in the event would end the SSE event early.
+                    out.extend_from_slice(&serde_json::to_vec(&event).unwrap_or_default());
                     out.extend_from_slice(b"\n\n");
                 }
                 // Other events (none are documented) carry nothing for the client.
@@ -132,7 +163,7 @@ impl InvokeStream {
                 _ => return Err(super::stream::stream_exception(&msg)),
             }
         }
-        Ok(())
+        decoded.map_err(|e| corrupt(&e.to_string()))
     }
 
     /// At the end of the upstream body: an error if it stopped inside a message.
@@ -169,13 +200,23 @@ mod tests {
 
     #[test]
     fn requests_lose_model_and_stream_and_gain_the_version_and_betas() {
-        let body = br#"{"model":"claude-sonnet-4-5","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hi"}],"anthropic_beta":["a"]}"#;
-        let r = from_anthropic(body, "us.anthropic.claude-sonnet-4-5-20250929-v1:0", Some("a, b")).unwrap();
+        let body = br#"{"model":"claude-sonnet-4-5","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hi"}],"anthropic_beta":["a","interleaved-thinking-2025-05-14"]}"#;
+        let r = from_anthropic(
+            body,
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            Some("claude-code-20250219, interleaved-thinking-2025-05-14,context-1m-2025-08-07"),
+        )
+        .unwrap();
         assert_eq!(r.path, "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke-with-response-stream");
         assert!(r.stream);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["anthropic_version"], BEDROCK_ANTHROPIC_VERSION);
-        assert_eq!(v["anthropic_beta"], serde_json::json!(["a", "b"]));
+        // Bedrock's betas kept (the body's list and the header's), first-party ones dropped.
+        assert_eq!(
+            v["anthropic_beta"],
+            serde_json::json!(["interleaved-thinking-2025-05-14", "context-1m-2025-08-07"])
+        );
+        assert_eq!(r.dropped_betas, ["a", "claude-code-20250219"]);
         assert!(v.get("model").is_none() && v.get("stream").is_none());
         assert_eq!(v["max_tokens"], 100);
         let r =
@@ -228,6 +269,13 @@ mod tests {
         assert_eq!(e.status, 429);
         assert!(e.message.contains("Too many requests"));
         assert!(s.feed(b"", &mut Vec::new()).is_err(), "a failed stream stays failed");
+        // Events in the same read as the exception are not lost: they come first.
+        let delta = serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}});
+        let mut both = chunk(&delta);
+        both.extend_from_slice(&exception);
+        let mut out = Vec::new();
+        assert_eq!(InvokeStream::new().feed(&both, &mut out).unwrap_err().status, 429);
+        assert!(String::from_utf8(out).unwrap().starts_with("event: content_block_delta\ndata: "));
         let mut bad = InvokeStream::new();
         let garbage = try_encode(&Message {
             headers: vec![(":event-type".into(), HeaderValue::String("chunk".into()))],

@@ -125,8 +125,9 @@ pub async fn messages<C: Conn>(
         let body = serde_json::json!({"type": "error", "error": {"type": "rate_limit_error", "message": r.message()}});
         return governance::send_refusal_with(resp, ctx, &r, body.to_string().as_bytes()).await;
     }
-    // Input guardrails: blocked requests go nowhere; redacted ones are parsed again.
-    let req = match super::guard::check_input(
+    // Input guardrails: blocked requests go nowhere; redacted ones are parsed again (by the
+    // attempt: the request parsed above is the original, which must not be sent).
+    let (req, unchanged) = match super::guard::check_input(
         shard,
         cfg,
         caller,
@@ -139,11 +140,11 @@ pub async fn messages<C: Conn>(
     )
     .await
     {
-        Ok(None) => req,
-        Ok(Some(body)) => Request { body, ..req },
+        Ok(None) => (req, true),
+        Ok(Some(body)) => (Request { body, ..req }, false),
         Err(e) => return refuse(resp, ctx, e.status(), &e.message).await,
     };
-    let parsed = std::cell::RefCell::new(Some((req.body.as_ptr(), chat)));
+    let parsed = std::cell::RefCell::new(unchanged.then(|| (req.body.as_ptr(), chat)));
     let attempter = Messages { shard, cfg, parsed };
     match served_by {
         ModelRoute::Direct(resolved) => {
@@ -292,7 +293,7 @@ async fn send_completion<C: Conn>(
         match super::guard::check_answer(shard, cfg, &body, ctx).await {
             Ok(Some(checked)) => body = checked.to_vec(),
             Ok(None) => {}
-            Err(e) => return refuse(resp, ctx, 400, &e.message).await,
+            Err(e) => return refuse(resp, ctx, e.status(), &e.message).await,
         }
     }
     send_json(resp, ctx, &body).await;
@@ -443,7 +444,7 @@ pub(super) async fn deliver<C: Conn>(
                 match super::guard::check_answer(shard, cfg, &body, ctx).await {
                     Ok(Some(checked)) => body = checked,
                     Ok(None) => {}
-                    Err(e) => return refuse(resp, ctx, 400, &e.message).await,
+                    Err(e) => return refuse(resp, ctx, e.status(), &e.message).await,
                 }
             }
             let mut head = resp.start(answer.head.status).header("content-type", "application/json");
@@ -489,6 +490,9 @@ async fn fetch_bedrock_claude<'a>(route: &Route<'a>, ctx: &mut RequestCtx) -> Re
     let Route { cfg, provider, upstream_model, req, .. } = *route;
     let beta = req.head.header("anthropic-beta").and_then(|v| std::str::from_utf8(v).ok());
     let invoke = adapters::bedrock::invoke::from_anthropic(&req.body, upstream_model, beta).map_err(Miss::refused)?;
+    if !invoke.dropped_betas.is_empty() {
+        tracing::debug!(provider = %provider.name, dropped = ?invoke.dropped_betas, "betas Bedrock does not take were dropped");
+    }
     let deadline = ctx.attempt_deadline;
     let called = within(deadline, &provider.name, async {
         translate::send_to(route, Dialect::Bedrock, (&invoke.path, Bytes::from(invoke.body)), ctx)
@@ -498,6 +502,16 @@ async fn fetch_bedrock_claude<'a>(route: &Route<'a>, ctx: &mut RequestCtx) -> Re
     let mut answer = called.await?;
     if invoke.stream {
         let first = super::attempt::first_piece(&mut answer, &provider.name, ctx).await?;
+        // A stream that opens with an exception (throttled, unavailable) is a miss the router
+        // can retry or fall back from: nothing was sent yet.
+        if let Some(piece) = &first {
+            let mut events = Vec::new();
+            if let Err(e) = adapters::bedrock::invoke::InvokeStream::new().feed(piece, &mut events)
+                && events.is_empty()
+            {
+                return Err(Miss::api(e, None));
+            }
+        }
         return Ok(Ready::BedrockStream(answer, first));
     }
     let read =
@@ -526,7 +540,12 @@ async fn relay_native<C: Conn>(
     let mut guarded = super::guard::watches_output(ctx).then(|| adapters::sse::SseScanner::new(1 << 20));
     let mut kept = Vec::new();
     let mut blocked: Option<GatewayError> = None;
+    // An error in the framed stream, sent once the events before it are.
+    let mut failed: Option<ApiError> = None;
     loop {
+        if let Some(e) = failed.take() {
+            return end_with_error(out, &reader, e, ErrorKind::UpstreamProtocol, ctx).await;
+        }
         let next = match first.take() {
             Some(held) => Ok(held),
             None => answer.next_chunk().await,
@@ -534,15 +553,20 @@ async fn relay_native<C: Conn>(
         match next {
             Ok(Some(piece)) => {
                 ctx.upstream_piece(|| answer.since_sent());
-                let piece = match framing.as_mut().map(|f| unframe(f, &piece)) {
+                let piece = match framing.as_mut() {
                     None => piece,
-                    Some(Ok(sse)) => sse,
-                    Some(Err(e)) => return end_with_error(out, &reader, e, ctx).await,
+                    Some(f) => {
+                        let (sse, error) = unframe(f, &piece);
+                        failed = error;
+                        sse
+                    }
                 };
                 if piece.is_empty() {
                     continue;
                 }
                 reader.feed(&piece, &mut ignored);
+                // Kept up to date: a client that leaves mid-stream pays for what was made.
+                ctx.usage = reader.usage().as_ref().map(super::translate::accounted);
                 ignored.clear();
                 if let Some(scanner) = guarded.as_mut() {
                     scanner.feed(&piece, |ev| {
@@ -588,13 +612,23 @@ async fn relay_native<C: Conn>(
             }
             Ok(None) => break,
             Err(fault) => {
-                ctx.error = Some(fault_kind(&fault));
-                return;
+                // The client learns the stream broke: an `error` event, not a silent stop.
+                let e = ApiError {
+                    status: 502,
+                    message: format!("the provider's stream broke: {fault}"),
+                    kind: "api_error".into(),
+                    param: None,
+                    code: None,
+                };
+                return end_with_error(out, &reader, e, fault_kind(&fault), ctx).await;
             }
         }
     }
+    if let Some(e) = failed.take() {
+        return end_with_error(out, &reader, e, ErrorKind::UpstreamProtocol, ctx).await;
+    }
     if let Some(Err(e)) = framing.as_ref().map(adapters::bedrock::invoke::InvokeStream::finish) {
-        return end_with_error(out, &reader, e, ctx).await;
+        return end_with_error(out, &reader, e, ErrorKind::UpstreamProtocol, ctx).await;
     }
     ctx.usage = reader.usage().as_ref().map(super::translate::accounted);
     let tail = governance::settle_stream(ctx).unwrap_or_default();
@@ -603,10 +637,12 @@ async fn relay_native<C: Conn>(
     }
 }
 
-/// One read of a Bedrock event stream as Anthropic SSE bytes.
-fn unframe(framing: &mut adapters::bedrock::invoke::InvokeStream, piece: &[u8]) -> Result<Bytes, ApiError> {
+/// One read of a Bedrock event stream as Anthropic SSE bytes, and the error that came after
+/// them, if one did.
+fn unframe(framing: &mut adapters::bedrock::invoke::InvokeStream, piece: &[u8]) -> (Bytes, Option<ApiError>) {
     let mut sse = Vec::new();
-    framing.feed(piece, &mut sse).map(|()| Bytes::from(sse))
+    let error = framing.feed(piece, &mut sse).err();
+    (Bytes::from(sse), error)
 }
 
 /// Ends a relayed stream with Anthropic's `error` event (the provider's exception, or a
@@ -615,9 +651,10 @@ async fn end_with_error(
     mut out: crate::http::response::BodyStream<'_, '_, impl Conn>,
     reader: &AnthropicStream,
     e: ApiError,
+    kind: ErrorKind,
     ctx: &mut RequestCtx,
 ) {
-    ctx.error = Some(ErrorKind::UpstreamProtocol);
+    ctx.error = Some(kind);
     ctx.usage = reader.usage().as_ref().map(super::translate::accounted);
     let _ = governance::settle_stream(ctx);
     let body = serde_json::json!({"type": "error", "error": {"type": error_type(e.status), "message": e.message}});

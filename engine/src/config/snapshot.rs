@@ -819,19 +819,32 @@ fn name_the_entry(spec: &policy::spec::GovernanceSpec, e: policy::PolicyError) -
 /// The host's managed identity: the endpoint and secret header the platform put in the
 /// environment (App Service, Functions, Container Apps), else the Instance Metadata Service,
 /// unless the config names them.
-fn managed_identity(m: &super::file::ManagedIdentitySection) -> ManagedIdentity {
+fn managed_identity(m: &super::file::ManagedIdentitySection) -> Result<ManagedIdentity, String> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    // Azure Arc and Service Fabric speak other protocols (a challenge file; a pinned
+    // certificate) through the same variables: refuse rather than speak the wrong one.
+    if m.endpoint.is_none() {
+        if env("IMDS_ENDPOINT").is_some() {
+            return Err(
+                "Azure Arc's managed identity (IMDS_ENDPOINT is set) is not supported yet; set `endpoint` to override"
+                    .into(),
+            );
+        }
+        if env("IDENTITY_SERVER_THUMBPRINT").is_some() {
+            return Err("Service Fabric's managed identity (IDENTITY_SERVER_THUMBPRINT is set) is not supported yet; set `endpoint` to override".into());
+        }
+    }
     let (endpoint, identity_header) = match (&m.endpoint, env("IDENTITY_ENDPOINT")) {
         (Some(e), _) => (e.clone(), m.identity_header.as_ref().map(|h| h.0.clone())),
         (None, Some(e)) => (e, m.identity_header.as_ref().map(|h| h.0.clone()).or_else(|| env("IDENTITY_HEADER"))),
         (None, None) => (azure::IMDS_TOKEN_ENDPOINT.to_string(), m.identity_header.as_ref().map(|h| h.0.clone())),
     };
-    ManagedIdentity {
+    Ok(ManagedIdentity {
         endpoint,
         identity_header,
         client_id: m.client_id.as_ref().map(|c| c.0.clone()).filter(|c| !c.trim().is_empty()),
         resource: m.resource.clone().unwrap_or_else(|| azure::ENTRA_RESOURCE.to_string()),
-    }
+    })
 }
 
 /// Reads and checks a Vertex AI provider's service-account key.
@@ -1124,7 +1137,13 @@ fn compile_provider(
         _ => None,
     };
     let managed_identity = match (&p.azure.managed_identity, p.kind) {
-        (Some(m), ProviderKind::Azure) => Some(Arc::new(managed_identity(m))),
+        (Some(m), ProviderKind::Azure) => match managed_identity(m) {
+            Ok(m) => Some(Arc::new(m)),
+            Err(e) => {
+                errors.push(format!("providers.{name}.azure.managed_identity: {e}"));
+                None
+            }
+        },
         _ => None,
     };
     let azure = (p.kind == ProviderKind::Azure).then(|| match p.azure.surface {

@@ -153,6 +153,10 @@ pub fn claude_ask(body: &[u8], stream: bool) -> Result<super::anthropic::Ask, St
             ));
         }
     }
+    let betas = v.get("anthropic_beta").and_then(Value::as_array).into_iter().flatten();
+    if betas.into_iter().any(|b| !b.as_str().is_some_and(|b| adapters::bedrock::invoke::BEDROCK_BETAS.contains(&b))) {
+        return Err("invalid beta flag".into());
+    }
     if v.get("anthropic_version").and_then(Value::as_str) != Some("bedrock-2023-05-31") {
         return Err("Malformed input request: #: required key [anthropic_version] not found or invalid".into());
     }
