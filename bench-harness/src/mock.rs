@@ -1101,6 +1101,9 @@ fn checking_service(path: &str, body: &[u8]) -> (u16, String) {
             let all = texts.concat();
             let answer = if all.contains("forbidden") {
                 serde_json::json!({"action": "block", "categories": ["forbidden-topic"], "reason": "mock policy"})
+            } else if all.contains("@example.com") {
+                // Lets tests see that a service was shown a personal address.
+                serde_json::json!({"action": "block", "categories": ["personal-data"], "reason": "mock policy"})
             } else if all.contains("flagme") {
                 serde_json::json!({"action": "flag", "categories": ["review"]})
             } else if all.contains("secret-word") {

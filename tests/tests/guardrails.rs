@@ -25,6 +25,7 @@ on_both_drivers!(
     structure_requires_metadata_and_bounds_prompts,
     messages_are_guarded_with_anthropic_errors,
     messages_redacted_for_other_dialects_reach_them_redacted,
+    a_stream_ending_without_done_is_still_checked,
     external_checks_ask_their_services_and_apply_their_failure_policy,
     validating_service_checks_run_alongside_the_provider_call,
     service_checks_judge_whole_answers,
@@ -369,6 +370,7 @@ fn service_checks_judge_whole_answers(rt: e2e::Runtime) {
     let extra = "guardrails:
   - {id: answer-mod, check: openai_moderation, openai_moderation: {provider: checker}, phase: output, when: {models: [m]}}
   - {id: answer-hook, check: webhook, action: flag, webhook: {provider: checker, path: /guard}, phase: output, when: {models: [same]}}
+  - {id: pii-both, check: pii, mode: mutate, restore: true, phase: [input, output], when: {models: [same]}}
 ";
     let yaml = config_for(u, extra).replace(
         "providers:\n",
@@ -388,6 +390,14 @@ fn service_checks_judge_whole_answers(rt: e2e::Runtime) {
     assert_eq!(r.header("x-shardgate-guardrails"), Some("answer-mod=blocked"));
     let r = chat(addr, "m", "tell me a story", false, "x-mock-text: a |calm| story\r\n");
     assert_eq!((r.status, r.json()["choices"][0]["message"]["content"].as_str()), (200, Some("a calm story")));
+    // The service judges the answer as the rules left it: the request's own address, redacted
+    // on the way in and restored for the client, is never shown to it (the mock webhook blocks
+    // any text with an address).
+    let r = chat(addr, "same", "mail jane.doe@example.com", false, "x-mock-text: Mailing |<EMAIL_1>| now\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "Mailing jane.doe@example.com now");
+    let verdicts = r.header("x-shardgate-guardrails").unwrap_or_default().to_string();
+    assert!(!verdicts.contains("answer-hook"), "the service saw the address: {verdicts}");
     // A flagging rule lets the answer through and says so.
     let r = chat(addr, "same", "hi", false, "x-mock-text: flagme |please\r\n");
     assert_eq!((r.status, r.header("x-shardgate-guardrails")), (200, Some("answer-hook=flagged")), "{}", r.text());
@@ -452,4 +462,74 @@ fn messages_redacted_for_other_dialects_reach_them_redacted(rt: e2e::Runtime) {
     // And on the OpenAI API, the same.
     let r = chat(gw.local_addr(), "m", "mail jane.doe@example.com", false, "x-mock-echo-prompt: 1\r\n");
     assert_eq!(r.json()["choices"][0]["message"]["content"], "mail <EMAIL_1>", "{}", r.text());
+}
+
+/// A provider that answers every request with `body` as an SSE stream, then closes.
+fn raw_stream_provider(body: &'static str) -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            // Read the head and the body it announces, then answer and close.
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let Ok(n) = conn.read(&mut buf) else { break };
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(body.as_bytes());
+        }
+    });
+    addr
+}
+
+/// Some hosts end a stream without `[DONE]`, and the last event without its blank line: that
+/// event is checked like the others, and what the windows still hold is released.
+fn a_stream_ending_without_done_is_still_checked(rt: e2e::Runtime) {
+    let leaky = raw_stream_provider(concat!(
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"key \"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"sk-proj-Zq8vN3kL5mR7tY2wX9pB4cD6fG1hJ0aS3eU5iO7kL9nM2bV4cX6zQ8wE1rT3yU5\"},\"finish_reason\":null}]}"
+    ));
+    let held = raw_stream_provider(concat!(
+        "data: {\"id\":\"c2\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"write to jane.doe@exa\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"mple.com\"},\"finish_reason\":null}]}"
+    ));
+    let up = default_mock();
+    let extra = "guardrails:\n  - {id: keys-out, check: secrets, phase: output}\n  - {id: pii-out, check: pii, mode: mutate, phase: output}\n";
+    let yaml = config_for(up.addr(), extra)
+        .replace(
+            "providers:\n",
+            &format!(
+                "providers:\n  leaky: {{kind: openai-compatible, base_url: 'http://{leaky}/v1'}}\n  held: {{kind: openai-compatible, base_url: 'http://{held}/v1'}}\n"
+            ),
+        )
+        .replacen("\nmodels:\n", "\nmodels:\n  leaky-m: {target: leaky/x}\n  held-m: {target: held/x}\n", 1);
+    let gw = gateway(&yaml, rt);
+    let r = chat(gw.local_addr(), "leaky-m", "hi", true, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("keys-out") && !r.text().contains("Zq8vN3"), "{}", r.text());
+    let r = chat(gw.local_addr(), "held-m", "hi", true, "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(streamed_text(&r), "write to <EMAIL_1>", "{}", r.text());
 }

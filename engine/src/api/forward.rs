@@ -424,6 +424,26 @@ async fn deliver_openai<C: Conn>(
     }
 }
 
+/// One event of a guarded stream through the output guardrails, into `kept`; `Err`: blocked.
+fn guarded_event(
+    shard: &Shard,
+    cfg: &Snapshot,
+    event: Option<&str>,
+    data: &[u8],
+    kept: &mut Vec<u8>,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    match super::guard::check_stream_data(shard, cfg, data, ctx)? {
+        super::guard::StreamData::Replace(new) => reemit(kept, event, &new),
+        super::guard::StreamData::Before(first) => {
+            reemit(kept, None, &first);
+            reemit(kept, event, data);
+        }
+        super::guard::StreamData::AsIs => reemit(kept, event, data),
+    }
+    Ok(())
+}
+
 /// Whether an embeddings request asks for `encoding_format: "base64"` (OpenAI's SDKs do by
 /// default). The body is only parsed when it mentions base64 at all.
 fn asks_base64(body: &[u8]) -> bool {
@@ -757,14 +777,8 @@ async fn relay_streamed<C: Conn>(
                             return;
                         }
                         if guarded {
-                            match super::guard::check_stream_data(shard, cfg, ev.data, ctx) {
-                                Ok(super::guard::StreamData::Replace(data)) => reemit(&mut kept, ev.event, &data),
-                                Ok(super::guard::StreamData::Before(data)) => {
-                                    reemit(&mut kept, None, &data);
-                                    reemit(&mut kept, ev.event, ev.data);
-                                }
-                                Ok(super::guard::StreamData::AsIs) => reemit(&mut kept, ev.event, ev.data),
-                                Err(e) => blocked = Some(e),
+                            if let Err(e) = guarded_event(shard, cfg, ev.event, ev.data, &mut kept, ctx) {
+                                blocked = Some(e);
                             }
                         } else {
                             reemit(&mut kept, ev.event, ev.data);
@@ -803,12 +817,37 @@ async fn relay_streamed<C: Conn>(
             }
             Ok(None) => {
                 if strip && let Some(scanner) = events.as_mut() {
-                    // An event the provider did not end with a blank line.
+                    // An event the provider did not end with a blank line: checked like the others.
                     scanner.finish(|ev| {
-                        if !(is_usage_only(ev.data) && ctx.strip_usage_chunk) {
+                        if (is_usage_only(ev.data) && ctx.strip_usage_chunk) || blocked.is_some() {
+                            return;
+                        }
+                        if !guarded {
                             reemit(&mut kept, ev.event, ev.data);
+                        } else if let Err(e) = guarded_event(shard, cfg, ev.event, ev.data, &mut kept, ctx) {
+                            blocked = Some(e);
                         }
                     });
+                    // A stream that ended without `[DONE]`: what the windows still hold goes out.
+                    if guarded && blocked.is_none() {
+                        match super::guard::check_stream_data(shard, cfg, b"[DONE]", ctx) {
+                            Ok(super::guard::StreamData::Before(data)) => reemit(&mut kept, None, &data),
+                            Ok(_) => {}
+                            Err(e) => blocked = Some(e),
+                        }
+                    }
+                    if let Some(err) = blocked.take() {
+                        let _ = settle_stream_silently(ctx);
+                        let mut event = std::mem::take(&mut kept);
+                        event.extend_from_slice(b"data: ");
+                        event.extend_from_slice(&err.to_json());
+                        event.extend_from_slice(b"\n\n");
+                        ctx.error = Some(err.kind);
+                        if out.send(&event).await.is_ok() {
+                            let _ = out.finish().await;
+                        }
+                        return;
+                    }
                     if !kept.is_empty() && out.send(&std::mem::take(&mut kept)).await.is_err() {
                         ctx.error = Some(ErrorKind::DownstreamClosed);
                         return;

@@ -490,10 +490,12 @@ pub async fn check_found_answer(
     ctx: &mut RequestCtx,
 ) -> Result<Option<Bytes>, GatewayError> {
     let Some(mut state) = ctx.guard.take() else { return Ok(None) };
-    let mut result = answer_inner(shard, cfg, &mut state, body, found, ctx);
-    if result.is_ok() && cfg.guardrails.externals(&state.selected, Phase::Output).next().is_some() {
+    let asks = cfg.guardrails.externals(&state.selected, Phase::Output).next().is_some();
+    let mut judged = asks.then(Vec::new);
+    let mut result = answer_inner(shard, cfg, &mut state, body, found, &mut judged, ctx);
+    if let (Ok(_), Some(texts)) = (&result, judged) {
         // Boxed: a service call's state is large, and most answers ask none.
-        if let Err(e) = Box::pin(ask_about_answer(shard, cfg, &mut state, body, &result, ctx)).await {
+        if let Err(e) = Box::pin(ask_about_answer(shard, cfg, &mut state, texts, ctx)).await {
             result = Err(e);
         }
     }
@@ -501,21 +503,16 @@ pub async fn check_found_answer(
     result
 }
 
-/// The output phase's service checks, on the answer as the client would get it (after the
-/// built-in rules' rewriting), all at once. `Err`: one blocked it.
+/// The output phase's service checks, on the answer as the built-in rules left it (their
+/// redactions in, the request's own values not restored), all at once. `Err`: one blocked it.
 async fn ask_about_answer(
     shard: &Shard,
     cfg: &Snapshot,
     state: &mut GuardState,
-    body: &[u8],
-    checked: &Result<Option<Bytes>, GatewayError>,
+    texts: Vec<String>,
     ctx: &mut RequestCtx,
 ) -> Result<(), GatewayError> {
-    let shown = match checked {
-        Ok(Some(rewritten)) => rewritten.as_ref(),
-        _ => body,
-    };
-    let Some(texts) = super::guard_texts::answer(shown) else { return Ok(()) };
+    let texts: Vec<Cow<'_, str>> = texts.into_iter().map(Cow::Owned).collect();
     let model = ctx.model.clone().unwrap_or_default();
     let rules: Vec<&Guardrail> = cfg.guardrails.externals(&state.selected, Phase::Output).collect();
     let asks = rules
@@ -540,12 +537,19 @@ fn answer_inner(
     state: &mut GuardState,
     body: &[u8],
     found: Option<&[TextRef]>,
+    judged: &mut Option<Vec<String>>,
     ctx: &mut RequestCtx,
 ) -> Result<Option<Bytes>, GatewayError> {
     let found = found.and_then(|f| adapters::openai::request::resolve(f, body));
-    let Some(mut texts) = found.or_else(|| super::guard_texts::answer(body)) else { return Ok(None) };
+    // An answer the rules cannot read does not go out unread.
+    let Some(mut texts) = found.or_else(|| super::guard_texts::answer(body)) else { return Err(unreadable()) };
     let facts = Facts { metadata: &state.metadata, asked_json: state.asked_json, schema: state.schema.as_ref() };
     let checked = cfg.guardrails.check(&state.selected, Phase::Output, &mut texts, facts, &mut state.vault);
+    // What services judge: the answer as the rules left it, before the request's own values
+    // are put back (services never see those).
+    if let Some(judged) = judged.as_mut() {
+        *judged = texts.iter().map(|t| t.to_string()).collect();
+    }
     let restores = cfg.guardrails.restores(&state.selected) && !state.vault.is_empty();
     let rewrites = checked.changed || (restores && cfg.guardrails.restore(&mut texts, &state.vault));
     if checked.blocked().is_some() || !rewrites {
@@ -557,7 +561,7 @@ fn answer_inner(
     }
     // Something is rewritten: redone on the answer as a `Value`, to write the texts back.
     // (The vault gives a value the placeholder it had, so the redoing changes nothing there.)
-    let Ok(mut json) = serde_json::from_slice::<Value>(body) else { return Ok(None) };
+    let Ok(mut json) = serde_json::from_slice::<Value>(body) else { return Err(unreadable()) };
     let walk = |v: &mut Value, f: &mut dyn FnMut(&mut String)| answer_texts(v, f);
     let mut texts = collect(&mut json, &walk);
     let facts = Facts { metadata: &state.metadata, asked_json: state.asked_json, schema: state.schema.as_ref() };
@@ -566,12 +570,24 @@ fn answer_inner(
     if let Some(v) = checked.blocked() {
         return Err(violation(v));
     }
+    if let Some(judged) = judged.as_mut() {
+        *judged = texts.iter().map(|t| t.to_string()).collect();
+    }
     let restored = cfg.guardrails.restores(&state.selected) && cfg.guardrails.restore(&mut texts, &state.vault);
     if !checked.changed && !restored {
         return Ok(None);
     }
     write_back(&mut json, texts, &walk);
     Ok(serde_json::to_vec(&json).ok().map(Bytes::from))
+}
+
+/// A 2xx answer that is not the JSON its API promised: the output rules cannot judge it, so it
+/// is not delivered.
+fn unreadable() -> GatewayError {
+    GatewayError::new(
+        ErrorKind::UpstreamProtocol,
+        "the provider's answer could not be read as JSON, so the output guardrails could not check it",
+    )
 }
 
 /// Most choices a request may ask for (OpenAI's `n` is at most 128).

@@ -54,7 +54,12 @@ pub(super) async fn ask(
         rt::timeout(limit, call).await.map_err(|_| format!("no answer within {} ms", limit.as_millis()))?
     };
     let actor = supervised::actor(shard, provider);
-    match actor.serve(&shard.pool, Box::pin(work)).await {
+    // The rule's timeout bounds the wait for the actor's turn too: a check must not queue
+    // behind requests that are themselves waiting for checks.
+    let served = rt::timeout(limit, actor.serve(&shard.pool, Box::pin(work)))
+        .await
+        .map_err(|_| format!("provider {}: no turn within {} ms", provider.name, limit.as_millis()))?;
+    match served {
         Served::Done(Ok((status, body))) => external.read(status, &body, texts.len()),
         Served::Done(Err(why)) => Err(format!("provider {}: {why}", provider.name)),
         Served::Refused(r) => Err(format!("provider {}: {r:?}", provider.name)),

@@ -706,17 +706,19 @@ async fn finish<C: Conn>(
             return Some(miss);
         }
     };
-    if let Err(e) = super::guard::gate(shard, cfg, ctx).await {
-        let miss = Miss::guardrail(e);
-        record_miss(shard, route, id, Instant::now(), &miss);
-        return Some(miss);
-    }
     if let Some((_, spec)) = cfg.route_target(id) {
         routing_headers(ctx, h.keep, cfg.route_target_name(id), plan);
         reprice(cfg, ctx, &spec.model);
     }
     if hedge_sent {
         ctx.headers.push(("x-shardgate-hedged", SmolStr::new_static("true")));
+    }
+    // After the routing headers are set: they are rebuilt from `keep`, which would drop the
+    // guardrails header the gate adds.
+    if let Err(e) = super::guard::gate(shard, cfg, ctx).await {
+        let miss = Miss::guardrail(e);
+        record_miss(shard, route, id, Instant::now(), &miss);
+        return Some(miss);
     }
     let deliver = async {
         match ready {
