@@ -406,6 +406,9 @@ fn service_checks_judge_whole_answers(rt: e2e::Runtime) {
         metric(&m, r#"shardgate_guardrail_verdicts_total{rule="answer-mod",phase="output",outcome="blocked"}"#),
         Some(1.0)
     );
+    // A streamed answer is not sent to the service, and the verdict says so.
+    let r = chat(addr, "m", "tell me a story", true, "x-mock-text: a |violent| story\r\n");
+    assert_eq!((r.status, r.header("x-shardgate-guardrails")), (200, Some("answer-mod=errored")), "{}", r.text());
 }
 
 /// The arguments of a tool call the model makes are checked like its text: redacted (even

@@ -456,6 +456,16 @@ pub async fn check_input(
     // Only what the request carried is put back into answers; what an answer's own redaction
     // takes out stays out.
     state.vault.seal();
+    // Services cannot judge a streamed answer before it goes out (that would mean holding all
+    // of it): say so rather than let `stream: true` pass them silently.
+    if ctx.stream {
+        let unasked: Vec<Verdict> = cfg
+            .guardrails
+            .externals(&state.selected, Phase::Output)
+            .map(|r| Guardrails::unasked(r, Phase::Output, "streamed answers are not sent to services"))
+            .collect();
+        record(shard, cfg, &mut state.noted, &unasked, ctx);
+    }
     // The answer is read only when a rule looks at it, or something redacted may come back in it.
     let restoring = cfg.guardrails.restores(&state.selected) && !state.vault.is_empty();
     if cfg.guardrails.applies(&state.selected, Phase::Output) || restoring {

@@ -460,6 +460,20 @@ impl Guardrails {
         Some(v)
     }
 
+    /// The verdict of a service check that was not asked (`why`): `errored`, so it shows in
+    /// the header, the log and the metrics.
+    pub fn unasked(rule: &Guardrail, phase: Phase, why: &str) -> Verdict {
+        Verdict {
+            rule: rule.id.clone(),
+            check: rule.check,
+            phase,
+            outcome: Outcome::Errored,
+            found: Vec::new(),
+            score: None,
+            detail: Some(why.to_owned()),
+        }
+    }
+
     /// Whether the originals of redacted input go back into answers.
     pub fn restores(&self, sel: &Selected) -> bool {
         self.of(sel, Phase::Input).any(|r| r.restore && r.enforcement != Enforcement::Audit)
