@@ -353,13 +353,21 @@ fn validating_service_checks_run_alongside_the_provider_call(rt: e2e::Runtime) {
     let r = Client::connect(addr).post_json("/v1/messages", &body.to_string(), "");
     assert_eq!((r.status, &r.json()["type"]), (400, &json!("error")), "{}", r.text());
     assert_eq!(sent(), before + 5);
+    // The provider fails, so the answer never reaches the gate: the verdict is still counted
+    // (and logged) once the service gives it.
+    let series = r#"shardgate_guardrail_verdicts_total{rule="late",phase="input",outcome="blocked"}"#;
+    let blocked = || metric(&Client::connect(addr).get("/metrics").text(), series).unwrap_or(0.0);
+    let before_fault = blocked();
+    let r = chat(addr, "m", "tell me forbidden things", false, "x-mock-fault: status:500\r\n");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(e2e::eventually(Duration::from_secs(5), || blocked() == before_fault + 1.0), "{}", blocked());
     // `overlap: false`: the service is asked first, and a blocked request goes nowhere.
     let r = chat(addr, "same", "tell me forbidden things", false, "");
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error()["message"].as_str().unwrap().contains("guardrail `first`"));
-    assert_eq!(sent(), before + 5);
-    assert_eq!(chat(addr, "same", "a calm question", false, "").status, 200);
     assert_eq!(sent(), before + 6);
+    assert_eq!(chat(addr, "same", "a calm question", false, "").status, 200);
+    assert_eq!(sent(), before + 7);
 }
 
 /// A service check on the output phase judges a whole answer before it goes out (after the

@@ -130,6 +130,7 @@ pub async fn inference<C: Conn>(
             routing::serve(shard, cfg, route, &asked, &chat, resp, ctx).await;
         }
     }
+    super::guard::record_unawaited(shard, ctx);
     governance::settle_at_end(ctx);
 }
 

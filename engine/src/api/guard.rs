@@ -267,26 +267,50 @@ fn record(
             continue;
         }
         noted.push((v.rule.clone(), v.phase));
-        if let Some(stats) = shard.guard_counters.borrow_mut().of(shard, cfg, &v.rule) {
-            stats.count(v.phase, v.outcome);
-        }
-        let found = v.found.join(",");
-        match v.outcome {
-            Outcome::Blocked | Outcome::Audited | Outcome::Errored => tracing::warn!(
-                rule = %v.rule, check = v.check.as_str(), phase = v.phase.as_str(), outcome = v.outcome.as_str(),
-                found, score = v.score, detail = v.detail.as_deref(), "guardrail verdict"
-            ),
-            Outcome::Flagged | Outcome::Redacted => tracing::info!(
-                rule = %v.rule, check = v.check.as_str(), phase = v.phase.as_str(), outcome = v.outcome.as_str(),
-                found, score = v.score, "guardrail verdict"
-            ),
-        }
+        count_and_log(shard, cfg, v);
         let entry = format!("{}={}", v.rule, v.outcome.as_str());
         match ctx.headers.iter_mut().find(|(n, _)| *n == GUARDRAILS_HEADER) {
             Some((_, value)) => *value = SmolStr::from(format!("{value}, {entry}")),
             None => ctx.headers.push((GUARDRAILS_HEADER, SmolStr::from(entry))),
         }
     }
+}
+
+/// A verdict in the metrics and the log.
+fn count_and_log(shard: &Shard, cfg: &Snapshot, v: &Verdict) {
+    if let Some(stats) = shard.guard_counters.borrow_mut().of(shard, cfg, &v.rule) {
+        stats.count(v.phase, v.outcome);
+    }
+    let found = v.found.join(",");
+    match v.outcome {
+        Outcome::Blocked | Outcome::Audited | Outcome::Errored => tracing::warn!(
+            rule = %v.rule, check = v.check.as_str(), phase = v.phase.as_str(), outcome = v.outcome.as_str(),
+            found, score = v.score, detail = v.detail.as_deref(), "guardrail verdict"
+        ),
+        Outcome::Flagged | Outcome::Redacted => tracing::info!(
+            rule = %v.rule, check = v.check.as_str(), phase = v.phase.as_str(), outcome = v.outcome.as_str(),
+            found, score = v.score, "guardrail verdict"
+        ),
+    }
+}
+
+/// At the end of a request whose answer never reached the gate (the provider failed, the
+/// client left): the service checks asked alongside the call still get their verdicts logged
+/// and counted, once they are in, on a task of their own.
+pub fn record_unawaited(shard: &std::rc::Rc<Shard>, ctx: &mut RequestCtx) {
+    let Some(pending) = ctx.pending_checks.take() else { return };
+    let shard = shard.clone();
+    crate::rt::spawn(async move {
+        let cfg = pending.cfg.clone();
+        let answers = pending.verdicts().await;
+        for (i, asked) in &answers {
+            let Some(rule) = cfg.guardrails.get(*i) else { continue };
+            let answer = asked.as_ref().map_err(String::as_str);
+            if let Some(v) = Guardrails::external_verdict(rule, Phase::Input, answer, false) {
+                count_and_log(&shard, &cfg, &v);
+            }
+        }
+    });
 }
 
 /// The error of a service check that blocked: the rule's violation, or, when the service did

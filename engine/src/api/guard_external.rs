@@ -84,6 +84,8 @@ pub struct PendingChecks {
     done: rt::LocalEvent,
     answers: Rc<std::cell::RefCell<Vec<RuleAnswer>>>,
     rules: Vec<usize>,
+    /// The config the rules' indexes refer to.
+    pub(super) cfg: crate::shard::LocalSnapshot,
 }
 
 impl std::fmt::Debug for PendingChecks {
@@ -112,6 +114,7 @@ pub(super) fn start(
 ) -> PendingChecks {
     let done = rt::LocalEvent::new();
     let answers = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let kept = cfg.clone();
     let (set, into, shard, which) = (SetOnDrop(done.clone()), answers.clone(), shard.clone(), rules.clone());
     rt::spawn(async move {
         let _set = set;
@@ -123,7 +126,7 @@ pub(super) fn start(
         let got = futures_util::future::join_all(asks).await;
         *into.borrow_mut() = got;
     });
-    PendingChecks { done, answers, rules }
+    PendingChecks { done, answers, rules, cfg: kept }
 }
 
 impl PendingChecks {

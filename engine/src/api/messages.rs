@@ -159,6 +159,7 @@ pub async fn messages<C: Conn>(
             Box::pin(routing::serve(shard, cfg, route, &asked, &attempter, resp, ctx)).await;
         }
     }
+    super::guard::record_unawaited(shard, ctx);
     governance::settle_at_end(ctx);
 }
 
