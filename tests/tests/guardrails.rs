@@ -457,6 +457,27 @@ fn tool_call_arguments_are_guarded_whole_and_streamed(rt: e2e::Runtime) {
     let r = chat(addr, "m", "deploy", false, &pieces);
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error()["message"].as_str().unwrap().contains("secrets-out"), "{}", r.text());
+    // On `/v1/messages` the call is a `tool_use` block whose input is an object: read too,
+    // whole (not only as it streams).
+    let body = json!({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "deploy"}]});
+    let r = Client::connect(addr).post_json("/v1/messages", &body.to_string(), &pieces);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("secrets-out"), "{}", r.text());
+    // And in a request's history.
+    let body = json!({"model": "m", "max_tokens": 50, "messages": [
+        {"role": "user", "content": "deploy"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "deploy", "input": {"token": FAKE_KEY}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "done"}]}]});
+    let r = Client::connect(addr).post_json("/v1/messages", &body.to_string(), "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("no-secrets-in"), "{}", r.text());
+    // Redacted inside the input, which stays an object.
+    let pieces = "x-mock-tool-args: {\"to\": \"jane.doe@example.com\"}\r\n";
+    let body = json!({"model": "same", "max_tokens": 50, "messages": [{"role": "user", "content": "write"}]});
+    let r = Client::connect(addr).post_json("/v1/messages", &body.to_string(), pieces);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let block = r.json()["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").cloned().unwrap();
+    assert_eq!(block["input"], json!({"to": "<EMAIL_1>"}), "{}", r.text());
 }
 
 /// A `/v1/messages` request redacted by an input rule reaches a provider of another dialect

@@ -267,19 +267,24 @@ impl<'de> Visitor<'de> for Part<'_, 'de> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut text = Vec::new();
-        let mut tool_result = false;
+        let mut kind: Option<Cow<'de, str>> = None;
         let mut nested = Vec::new();
+        // A tool call's input (rare, small): read whole, as the `Value` walk reads it.
+        let mut input: Option<Value> = None;
         while let Some(key) = map.next_key::<Key>()? {
             match key {
                 Key::Text => text.extend(map.next_value::<Str<'de>>()?.0),
-                Key::Type => tool_result = map.next_value::<Str<'de>>()?.0.as_deref() == Some("tool_result"),
+                Key::Type => kind = map.next_value::<Str<'de>>()?.0,
                 Key::Content => map.next_value_seed(Content(&mut nested))?,
+                Key::Input => input = Some(map.next_value()?),
                 _ => skip(&mut map)?,
             }
         }
         self.0.append(&mut text);
-        if tool_result {
-            self.0.append(&mut nested);
+        match kind.as_deref() {
+            Some("tool_result") => self.0.append(&mut nested),
+            Some("tool_use") => self.0.extend(input.map(|i| Cow::Owned(i.to_string()))),
+            _ => {}
         }
         Ok(())
     }

@@ -205,6 +205,8 @@ impl Walker<'_> {
         for part in &parts {
             let Some(fields) = part.as_object() else { continue };
             let mut tool_result = false;
+            let mut tool_use = false;
+            let mut has_input = false;
             let mut nested = Vec::new();
             for (key, value) in &fields {
                 match key {
@@ -213,13 +215,22 @@ impl Walker<'_> {
                             out.push(self.text(s));
                         }
                     }
-                    "type" => tool_result = value.as_str() == Some("tool_result"),
+                    "type" => {
+                        tool_result = value.as_str() == Some("tool_result");
+                        tool_use = value.as_str() == Some("tool_use");
+                    }
                     "content" => self.content(value, &mut nested, depth + 1)?,
+                    "input" => has_input = true,
                     _ => {}
                 }
             }
             if tool_result {
                 out.append(&mut nested);
+            }
+            // A tool call's input is read as its JSON text, which this walk does not write:
+            // the caller reads the body another way.
+            if tool_use && has_input {
+                return None;
             }
         }
         Some(())
