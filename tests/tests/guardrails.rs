@@ -507,8 +507,7 @@ fn raw_stream_provider(body: &'static str) -> SocketAddr {
             // Read the head and the body it announces, then answer and close.
             let mut got = Vec::new();
             let mut buf = [0u8; 4096];
-            loop {
-                let Ok(n) = conn.read(&mut buf) else { break };
+            while let Ok(n) = conn.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
