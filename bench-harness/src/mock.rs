@@ -878,22 +878,7 @@ impl MockService {
     /// `authorization` header and `x-amz-date` (their shape, not the signature, is checked).
     async fn bedrock<C: Conn>(&self, stream: bool, req: &Request, knobs: &RequestKnobs, resp: &mut Responder<'_, C>) {
         use engine::mock::bedrock;
-        let signed = header_str(req, "authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential="))
-            && header_str(req, "x-amz-date").is_some();
-        let checked = if signed {
-            bedrock::ask(&req.body).map_err(|m| (400, "ValidationException", m))
-        } else {
-            Err((403, "UnrecognizedClientException", "Missing Authentication Token".to_string()))
-        };
-        let ask = match checked {
-            Ok(a) => a,
-            Err((status, kind, message)) => {
-                let body = bedrock::error_body(&message);
-                let _ =
-                    resp.start(status).header("content-type", JSON).header("x-amzn-errortype", kind).body(&body).await;
-                return;
-            }
-        };
+        let Some(ask) = bedrock_checked(req, resp, bedrock::ask).await else { return };
         let id = knobs.id.clone().unwrap_or_else(|| format!("bmock{}", self.shard.served.get()));
         let filler = knobs.token_bytes.map(|n| "x".repeat(n));
         let reply = Reply {
@@ -929,22 +914,7 @@ impl MockService {
         resp: &mut Responder<'_, C>,
     ) {
         use engine::mock::{anthropic, bedrock};
-        let signed = header_str(req, "authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential="))
-            && header_str(req, "x-amz-date").is_some();
-        let checked = if signed {
-            bedrock::claude_ask(&req.body, stream).map_err(|m| (400, "ValidationException", m))
-        } else {
-            Err((403, "UnrecognizedClientException", "Missing Authentication Token".to_string()))
-        };
-        let ask = match checked {
-            Ok(a) => a,
-            Err((status, kind, message)) => {
-                let body = bedrock::error_body(&message);
-                let _ =
-                    resp.start(status).header("content-type", JSON).header("x-amzn-errortype", kind).body(&body).await;
-                return;
-            }
-        };
+        let Some(ask) = bedrock_checked(req, resp, |body| bedrock::claude_ask(body, stream)).await else { return };
         let id = knobs.id.clone().unwrap_or_else(|| format!("msg_bdrk_mock{}", self.shard.served.get()));
         let filler = knobs.token_bytes.map(|n| "x".repeat(n));
         let reply = Reply {
@@ -966,6 +936,30 @@ impl MockService {
         let events = bedrock::claude_stream(&anthropic::stream(&reply, &ask));
         if self.send_paced(&mut out, &events, knobs, 3, None).await {
             let _ = out.finish().await;
+        }
+    }
+}
+
+/// A Bedrock request's SigV4 `authorization` and `x-amz-date` (their shape, not the
+/// signature) and its body as `read` reads it; `None` once Bedrock's error has been answered.
+async fn bedrock_checked<T, C: Conn>(
+    req: &Request,
+    resp: &mut Responder<'_, C>,
+    read: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Option<T> {
+    let signed = header_str(req, "authorization").is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential="))
+        && header_str(req, "x-amz-date").is_some();
+    let checked = if signed {
+        read(&req.body).map_err(|m| (400, "ValidationException", m))
+    } else {
+        Err((403, "UnrecognizedClientException", "Missing Authentication Token".to_string()))
+    };
+    match checked {
+        Ok(t) => Some(t),
+        Err((status, kind, message)) => {
+            let body = engine::mock::bedrock::error_body(&message);
+            let _ = resp.start(status).header("content-type", JSON).header("x-amzn-errortype", kind).body(&body).await;
+            None
         }
     }
 }

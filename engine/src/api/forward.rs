@@ -425,6 +425,21 @@ async fn deliver_openai<C: Conn>(
     }
 }
 
+/// Ends an OpenAI stream: `released` (what may still go), then the error as a `data:` event
+/// (OpenAI's SDKs raise on it), and no `[DONE]`.
+async fn end_with_error<C: Conn>(
+    mut out: crate::http::response::BodyStream<'_, '_, C>,
+    mut released: Vec<u8>,
+    err: &GatewayError,
+) {
+    released.extend_from_slice(b"data: ");
+    released.extend_from_slice(&err.to_json());
+    released.extend_from_slice(b"\n\n");
+    if out.send(&released).await.is_ok() {
+        let _ = out.finish().await;
+    }
+}
+
 /// One event of a guarded stream through the output guardrails, into `kept`; `Err`: blocked.
 fn guarded_event(
     shard: &Shard,
@@ -790,15 +805,8 @@ async fn relay_streamed<C: Conn>(
                     // A violation mid-stream: what was released goes, then the error, and no
                     // `[DONE]` (the answer did not end well).
                     let _ = settle_stream_silently(ctx);
-                    let mut event = std::mem::take(&mut kept);
-                    event.extend_from_slice(b"data: ");
-                    event.extend_from_slice(&err.to_json());
-                    event.extend_from_slice(b"\n\n");
                     ctx.error = Some(err.kind);
-                    if out.send(&event).await.is_ok() {
-                        let _ = out.finish().await;
-                    }
-                    return;
+                    return end_with_error(out, std::mem::take(&mut kept), &err).await;
                 }
                 let sent = if strip {
                     if kept.is_empty() { Ok(false) } else { out.send(&std::mem::take(&mut kept)).await.map(|()| true) }
@@ -839,15 +847,8 @@ async fn relay_streamed<C: Conn>(
                     }
                     if let Some(err) = blocked.take() {
                         let _ = settle_stream_silently(ctx);
-                        let mut event = std::mem::take(&mut kept);
-                        event.extend_from_slice(b"data: ");
-                        event.extend_from_slice(&err.to_json());
-                        event.extend_from_slice(b"\n\n");
                         ctx.error = Some(err.kind);
-                        if out.send(&event).await.is_ok() {
-                            let _ = out.finish().await;
-                        }
-                        return;
+                        return end_with_error(out, std::mem::take(&mut kept), &err).await;
                     }
                     if !kept.is_empty() && out.send(&std::mem::take(&mut kept)).await.is_err() {
                         ctx.error = Some(ErrorKind::DownstreamClosed);
@@ -871,12 +872,7 @@ async fn relay_streamed<C: Conn>(
                 if read_usage {
                     // OpenAI SDKs raise on an `error` object in a stream's data.
                     let err = GatewayError::new(kind, format!("the provider's stream broke off: {fault}"));
-                    let mut event = b"data: ".to_vec();
-                    event.extend_from_slice(&err.to_json());
-                    event.extend_from_slice(b"\n\n");
-                    if out.send(&event).await.is_ok() {
-                        let _ = out.finish().await;
-                    }
+                    end_with_error(out, Vec::new(), &err).await;
                 }
                 // Otherwise the body ends short: the connection closes, which tells the client.
                 return;

@@ -132,6 +132,40 @@ macro_rules! skip_other_shapes {
     };
 }
 
+/// The seed side of each walking visitor below: it walks the value in place.
+macro_rules! seeds {
+    ($($t:ident),*) => {$(
+        impl<'de> DeserializeSeed<'de> for $t<'_, 'de> {
+            type Value = ();
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+                d.deserialize_any(self)
+            }
+        }
+    )*};
+}
+
+/// A list where the walk expects none: skipped.
+macro_rules! skip_seq {
+    () => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(())
+        }
+    };
+}
+
+/// An object where the walk expects none: skipped.
+macro_rules! skip_map {
+    () => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(())
+        }
+    };
+}
+
+seeds!(Strings, Content, Part, Messages, Message, ToolCalls, ToolCall, Arguments, Choices, Choice, MessageText);
+
 /// Any JSON value: its text when it is a string, else nothing (and the value skipped).
 struct Str<'a>(Option<Cow<'a, str>>);
 
@@ -169,13 +203,6 @@ impl<'de> serde::Deserialize<'de> for Str<'de> {
 /// A string, or a list whose strings are read (`prompt`, `input`).
 struct Strings<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
 
-impl<'de> DeserializeSeed<'de> for Strings<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'de> Visitor<'de> for Strings<'_, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -199,23 +226,13 @@ impl<'de> Visitor<'de> for Strings<'_, 'de> {
         }
         Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
+    skip_map!();
     skip_scalars!((), ());
 }
 
 /// A message's content: a string, or parts whose `text` is read, and, for Anthropic's tool
 /// results, their own content.
 struct Content<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
-
-impl<'de> DeserializeSeed<'de> for Content<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
 
 impl<'de> Visitor<'de> for Content<'_, 'de> {
     type Value = ();
@@ -238,22 +255,12 @@ impl<'de> Visitor<'de> for Content<'_, 'de> {
         while seq.next_element_seed(Part(&mut *self.0))?.is_some() {}
         Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
+    skip_map!();
     skip_scalars!((), ());
 }
 
 /// One content part: its `text`, then (a `tool_result`) its content's texts.
 struct Part<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
-
-impl<'de> DeserializeSeed<'de> for Part<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
 
 impl<'de> Visitor<'de> for Part<'_, 'de> {
     type Value = ();
@@ -261,10 +268,7 @@ impl<'de> Visitor<'de> for Part<'_, 'de> {
         f.write_str("a content part")
     }
     skip_other_shapes!((), ());
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
+    skip_seq!();
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut text = Vec::new();
         let mut kind: Option<Cow<'de, str>> = None;
@@ -293,13 +297,6 @@ impl<'de> Visitor<'de> for Part<'_, 'de> {
 /// A list of messages: each one's content.
 struct Messages<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
 
-impl<'de> DeserializeSeed<'de> for Messages<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'de> Visitor<'de> for Messages<'_, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -310,21 +307,11 @@ impl<'de> Visitor<'de> for Messages<'_, 'de> {
         while seq.next_element_seed(Message(&mut *self.0))?.is_some() {}
         Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
+    skip_map!();
 }
 
 /// One message (or a choice's `message`): its content.
 struct Message<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
-
-impl<'de> DeserializeSeed<'de> for Message<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
 
 impl<'de> Visitor<'de> for Message<'_, 'de> {
     type Value = ();
@@ -332,10 +319,7 @@ impl<'de> Visitor<'de> for Message<'_, 'de> {
         f.write_str("a message")
     }
     skip_other_shapes!((), ());
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
+    skip_seq!();
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut said = Vec::new();
         let mut args = Vec::new();
@@ -355,13 +339,6 @@ impl<'de> Visitor<'de> for Message<'_, 'de> {
 /// A message's `tool_calls`: each one's `function.arguments`.
 struct ToolCalls<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
 
-impl<'de> DeserializeSeed<'de> for ToolCalls<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'de> Visitor<'de> for ToolCalls<'_, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -372,21 +349,11 @@ impl<'de> Visitor<'de> for ToolCalls<'_, 'de> {
         while seq.next_element_seed(ToolCall(&mut *self.0))?.is_some() {}
         Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
+    skip_map!();
 }
 
 /// One tool call (its `function`), or its `function` (its `arguments`).
 struct ToolCall<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
-
-impl<'de> DeserializeSeed<'de> for ToolCall<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
 
 impl<'de> Visitor<'de> for ToolCall<'_, 'de> {
     type Value = ();
@@ -394,10 +361,7 @@ impl<'de> Visitor<'de> for ToolCall<'_, 'de> {
         f.write_str("a tool call")
     }
     skip_other_shapes!((), ());
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
+    skip_seq!();
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<Key>()? {
             match key {
@@ -412,23 +376,13 @@ impl<'de> Visitor<'de> for ToolCall<'_, 'de> {
 /// A tool call's `function`: its `arguments` when they are a string.
 struct Arguments<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
 
-impl<'de> DeserializeSeed<'de> for Arguments<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'de> Visitor<'de> for Arguments<'_, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a function call")
     }
     skip_other_shapes!((), ());
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
+    skip_seq!();
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<Key>()? {
             match key {
@@ -523,13 +477,6 @@ impl<'de> Visitor<'de> for AnswerVisitor {
 /// An answer's choices: each one's `message.content`, then its `text`.
 struct Choices<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
 
-impl<'de> DeserializeSeed<'de> for Choices<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'de> Visitor<'de> for Choices<'_, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -540,20 +487,10 @@ impl<'de> Visitor<'de> for Choices<'_, 'de> {
         while seq.next_element_seed(Choice(&mut *self.0))?.is_some() {}
         Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
+    skip_map!();
 }
 
 struct Choice<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
-
-impl<'de> DeserializeSeed<'de> for Choice<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
 
 impl<'de> Visitor<'de> for Choice<'_, 'de> {
     type Value = ();
@@ -561,10 +498,7 @@ impl<'de> Visitor<'de> for Choice<'_, 'de> {
         f.write_str("a choice")
     }
     skip_other_shapes!((), ());
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
+    skip_seq!();
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut said = Vec::new();
         let mut text = Vec::new();
@@ -584,23 +518,13 @@ impl<'de> Visitor<'de> for Choice<'_, 'de> {
 /// A choice's message: its content when it is a string (as the `Value` walk reads it).
 struct MessageText<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
 
-impl<'de> DeserializeSeed<'de> for MessageText<'_, 'de> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
 impl<'de> Visitor<'de> for MessageText<'_, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a message")
     }
     skip_other_shapes!((), ());
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
+    skip_seq!();
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut said = Vec::new();
         let mut args = Vec::new();
