@@ -160,6 +160,21 @@ struct Account {
 }
 
 impl Account {
+    /// Takes a token just minted. One the issuer handed back unchanged (a managed identity's
+    /// platform caches tokens) keeps its first mint time, so its refresh margin does not shrink
+    /// with each ask, and is asked for again only after a growing backoff, not on every pass.
+    fn minted(&mut self, t: AccessToken, now: u64, at: Instant) {
+        if self.token.as_ref().is_some_and(|held| held.token == t.token) {
+            self.next_try = at + self.backoff;
+            self.backoff = (self.backoff * 2).min(RETRY_MAX);
+            self.token = Some(t);
+            return;
+        }
+        self.token = Some(t);
+        self.minted_at = now;
+        self.backoff = RETRY_FIRST;
+    }
+
     /// How long before expiry the token is refreshed: five minutes, or a fifth of its life
     /// when that is shorter (at least a second), so a short-lived token is not re-minted on
     /// every pass.
@@ -234,9 +249,7 @@ impl Minter {
             match minted {
                 Ok(t) => {
                     tracing::info!(provider = %name, expires_in_s = t.expires_at_unix.saturating_sub(now), "provider access token minted");
-                    a.token = Some(t);
-                    a.minted_at = now;
-                    a.backoff = RETRY_FIRST;
+                    a.minted(t, now, Instant::now());
                 }
                 Err(e) => {
                     a.next_try = Instant::now() + a.backoff;
@@ -300,5 +313,49 @@ impl Minter {
             Issuer::Managed(m) => m.read_token(status, &bytes, now),
             _ => parse_token_response(status, &bytes, now).map_err(|e: VertexAuthError| e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn account() -> Account {
+        let identity = ManagedIdentity {
+            endpoint: adapters::azure::IMDS_TOKEN_ENDPOINT.into(),
+            identity_header: None,
+            client_id: None,
+            resource: adapters::azure::ENTRA_RESOURCE.into(),
+        };
+        Account {
+            issuer: Issuer::Managed(Arc::new(identity)),
+            minted_at: 0,
+            token: None,
+            next_try: Instant::now(),
+            backoff: RETRY_FIRST,
+        }
+    }
+
+    fn token(name: &str, expires_at_unix: u64) -> AccessToken {
+        AccessToken { token: name.into(), expires_at_unix }
+    }
+
+    #[test]
+    fn a_token_handed_back_unchanged_keeps_its_margin_and_backs_off() {
+        let mut a = account();
+        let start = Instant::now();
+        a.minted(token("A", 3_600), 0, start);
+        assert_eq!((a.minted_at, a.margin()), (0, 300));
+        // Asked again five minutes before expiry, the platform returns the same token: the
+        // margin stays five minutes, and the next ask waits (longer each time).
+        a.minted(token("A", 3_600), 3_300, start);
+        assert_eq!((a.minted_at, a.margin()), (0, 300));
+        assert_eq!(a.next_try, start + RETRY_FIRST);
+        a.minted(token("A", 3_600), 3_301, start);
+        assert_eq!(a.next_try, start + RETRY_FIRST * 2);
+        // A new token starts over.
+        a.minted(token("B", 7_200), 3_400, start);
+        assert_eq!((a.minted_at, a.backoff, a.margin()), (3_400, RETRY_FIRST, 300));
     }
 }
