@@ -438,43 +438,47 @@ pub async fn check_input(
         let mut changed = checked.changed;
         // Checks that ask a service, in config order, each on the texts as the rules before it
         // left them; validating ones with `overlap` are asked after, alongside the provider.
-        // Boxed: their state is large and most requests have none.
-        let selected = state.selected.clone();
-        let same_config = shard.config();
-        let can_overlap = std::ptr::eq::<Snapshot>(&**same_config, cfg);
-        let overlaps = |r: &Guardrail| can_overlap && r.overlap && r.mode == Mode::Validate;
-        let externals: Vec<&Guardrail> = cfg.guardrails.externals(&selected, Phase::Input).collect();
-        for rule in externals.iter().copied().filter(|r| !overlaps(r)) {
-            let asking = super::guard_external::ask(shard, cfg, rule, Phase::Input, model, &state.metadata, &texts);
-            let asked = Box::pin(asking).await;
-            let rewrite = match (&asked, rule.mode, rule.enforcement) {
-                (Ok(a), Mode::Mutate, Enforcement::Enforce | Enforcement::EnforceButIgnoreOnError) => a.texts.clone(),
-                _ => None,
-            };
-            let rewritten = rewrite.as_ref().is_some_and(|t| !t.iter().eq(texts.iter()));
-            let verdict =
-                Guardrails::external_verdict(rule, Phase::Input, asked.as_ref().map_err(String::as_str), rewritten);
-            if let Some(v) = verdict {
-                record(shard, cfg, &mut state.noted, std::slice::from_ref(&v), ctx);
-                if v.outcome == Outcome::Blocked {
-                    return Err(service_refusal(&v, &asked));
+        // Boxed: their state is large. Most requests have none, and skip all of this.
+        if cfg.guardrails.externals(&state.selected, Phase::Input).next().is_some() {
+            let selected = state.selected.clone();
+            let same_config = shard.config();
+            let can_overlap = std::ptr::eq::<Snapshot>(&**same_config, cfg);
+            let overlaps = |r: &Guardrail| can_overlap && r.overlap && r.mode == Mode::Validate;
+            let externals: Vec<&Guardrail> = cfg.guardrails.externals(&selected, Phase::Input).collect();
+            for rule in externals.iter().copied().filter(|r| !overlaps(r)) {
+                let asking = super::guard_external::ask(shard, cfg, rule, Phase::Input, model, &state.metadata, &texts);
+                let asked = Box::pin(asking).await;
+                let rewrite = match (&asked, rule.mode, rule.enforcement) {
+                    (Ok(a), Mode::Mutate, Enforcement::Enforce | Enforcement::EnforceButIgnoreOnError) => {
+                        a.texts.clone()
+                    }
+                    _ => None,
+                };
+                let rewritten = rewrite.as_ref().is_some_and(|t| !t.iter().eq(texts.iter()));
+                let verdict =
+                    Guardrails::external_verdict(rule, Phase::Input, asked.as_ref().map_err(String::as_str), rewritten);
+                if let Some(v) = verdict {
+                    record(shard, cfg, &mut state.noted, std::slice::from_ref(&v), ctx);
+                    if v.outcome == Outcome::Blocked {
+                        return Err(service_refusal(&v, &asked));
+                    }
+                }
+                if let (Some(t), true) = (rewrite, rewritten) {
+                    if json.is_none() {
+                        json = Some(value_with_texts(endpoint, body, &texts)?);
+                    }
+                    texts = t.into_iter().map(Cow::Owned).collect();
+                    changed = true;
                 }
             }
-            if let (Some(t), true) = (rewrite, rewritten) {
-                if json.is_none() {
-                    json = Some(value_with_texts(endpoint, body, &texts)?);
-                }
-                texts = t.into_iter().map(Cow::Owned).collect();
-                changed = true;
+            let later: Vec<usize> =
+                externals.iter().filter(|r| overlaps(r)).filter_map(|r| cfg.guardrails.index_of(r)).collect();
+            if !later.is_empty() {
+                let texts = texts.iter().map(|t| Cow::Owned(t.to_string())).collect();
+                let asked =
+                    super::guard_external::Asked { model: model.to_owned(), metadata: state.metadata.clone(), texts };
+                ctx.pending_checks = Some(super::guard_external::start(shard, same_config, later, asked));
             }
-        }
-        let later: Vec<usize> =
-            externals.iter().filter(|r| overlaps(r)).filter_map(|r| cfg.guardrails.index_of(r)).collect();
-        if !later.is_empty() {
-            let texts = texts.iter().map(|t| Cow::Owned(t.to_string())).collect();
-            let asked =
-                super::guard_external::Asked { model: model.to_owned(), metadata: state.metadata.clone(), texts };
-            ctx.pending_checks = Some(super::guard_external::start(shard, same_config, later, asked));
         }
         if changed && let Some(mut json) = json {
             write_back(&mut json, texts, &walk);

@@ -164,6 +164,27 @@ macro_rules! skip_map {
     };
 }
 
+/// A visitor for a list whose every element `$elem` walks (anything else is skipped).
+macro_rules! list_of {
+    ($(#[$doc:meta])* $name:ident, $elem:ident, $what:literal) => {
+        $(#[$doc])*
+        struct $name<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
+
+        impl<'de> Visitor<'de> for $name<'_, 'de> {
+            type Value = ();
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str($what)
+            }
+            skip_other_shapes!((), ());
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                while seq.next_element_seed($elem(&mut *self.0))?.is_some() {}
+                Ok(())
+            }
+            skip_map!();
+        }
+    };
+}
+
 seeds!(Strings, Content, Part, Messages, Message, ToolCalls, ToolCall, Arguments, Choices, Choice, MessageText);
 
 /// Any JSON value: its text when it is a string, else nothing (and the value skipped).
@@ -294,21 +315,10 @@ impl<'de> Visitor<'de> for Part<'_, 'de> {
     }
 }
 
-/// A list of messages: each one's content.
-struct Messages<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
-
-impl<'de> Visitor<'de> for Messages<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of messages")
-    }
-    skip_other_shapes!((), ());
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Message(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-    skip_map!();
-}
+list_of!(
+    /// A list of messages: each one's content.
+    Messages, Message, "a list of messages"
+);
 
 /// One message (or a choice's `message`): its content.
 struct Message<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
@@ -336,23 +346,12 @@ impl<'de> Visitor<'de> for Message<'_, 'de> {
     }
 }
 
-/// A message's `tool_calls`: each one's `function.arguments`.
-struct ToolCalls<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
+list_of!(
+    /// A message's `tool_calls`: each one's `function.arguments`.
+    ToolCalls, ToolCall, "a list of tool calls"
+);
 
-impl<'de> Visitor<'de> for ToolCalls<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of tool calls")
-    }
-    skip_other_shapes!((), ());
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(ToolCall(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-    skip_map!();
-}
-
-/// One tool call (its `function`), or its `function` (its `arguments`).
+/// One tool call: its `function`'s arguments.
 struct ToolCall<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
 
 impl<'de> Visitor<'de> for ToolCall<'_, 'de> {
@@ -474,21 +473,10 @@ impl<'de> Visitor<'de> for AnswerVisitor {
     }
 }
 
-/// An answer's choices: each one's `message.content`, then its `text`.
-struct Choices<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
-
-impl<'de> Visitor<'de> for Choices<'_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of choices")
-    }
-    skip_other_shapes!((), ());
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Choice(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-    skip_map!();
-}
+list_of!(
+    /// An answer's choices: each one's `message.content`, then its `text`.
+    Choices, Choice, "a list of choices"
+);
 
 struct Choice<'s, 'a>(&'s mut Vec<Cow<'a, str>>);
 
