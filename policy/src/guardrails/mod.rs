@@ -211,8 +211,16 @@ pub enum StreamStep {
 }
 
 fn names(findings: &[Finding]) -> Vec<String> {
-    let mut v: Vec<String> = findings.iter().map(|f| f.category.name()).collect();
-    v.sort();
+    // Categories first (a few, usually one), so a name is formatted once per category rather
+    // than once per finding.
+    let mut categories: Vec<Category> = Vec::with_capacity(4);
+    for f in findings {
+        if !categories.contains(&f.category) {
+            categories.push(f.category);
+        }
+    }
+    let mut v: Vec<String> = categories.iter().map(Category::name).collect();
+    v.sort_unstable();
     v.dedup();
     v
 }

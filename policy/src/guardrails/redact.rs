@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use super::finding::{Category, Finding, InjectionSignal, SecretKind};
 use super::spec::RedactStyle;
 
@@ -76,8 +78,11 @@ fn signal_name(s: InjectionSignal) -> &'static str {
 pub struct Vault {
     /// (placeholder, original), in the order they were made.
     entries: Vec<(String, String)>,
-    by_original: HashMap<String, usize>,
-    counters: HashMap<&'static str, u32>,
+    /// Index into `entries` by original value (foldhash: the values are the request's own, and
+    /// SipHash measured ~4% of a redacting check on text with a finding per KiB).
+    by_original: HashMap<String, usize, RandomState>,
+    /// Placeholders made so far per stem: a dozen stems at most, so a list.
+    counters: Vec<(&'static str, u32)>,
     /// How many entries (the first ones) may be restored: those the request itself carried
     /// ([`Vault::seal`]). A value first seen in the answer stays redacted. `None`: all.
     restorable: Option<usize>,
@@ -104,8 +109,17 @@ impl Vault {
             Some(&i) => i,
             None => {
                 let stem = category.stem();
-                let n = self.counters.entry(stem).or_insert(0);
-                *n += 1;
+                let slot = match self.counters.iter().position(|(s, _)| *s == stem) {
+                    Some(k) => k,
+                    None => {
+                        self.counters.push((stem, 0));
+                        self.counters.len() - 1
+                    }
+                };
+                let n = self.counters.get_mut(slot).map_or(1, |(_, n)| {
+                    *n += 1;
+                    *n
+                });
                 self.entries.push((format!("<{stem}_{n}>"), original.to_owned()));
                 let i = self.entries.len() - 1;
                 self.by_original.insert(original.to_owned(), i);
