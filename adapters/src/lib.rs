@@ -17,5 +17,6 @@ pub mod bedrock;
 pub mod canonical;
 pub mod gemini;
 mod json;
+pub mod mcp;
 pub mod openai;
 pub mod sse;

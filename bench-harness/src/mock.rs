@@ -378,6 +378,9 @@ impl Service for MockService {
             let _ = resp.start(200).header("content-type", JSON).body(body).await;
             return;
         }
+        if let Some(server) = path.strip_prefix("/mcp/") {
+            return crate::mock_mcp::serve(server, &req, resp).await;
+        }
         let knobs = self.knobs_for(&req);
         if req.head.header("x-mock-echo").is_some() {
             return echo(&req, resp).await;

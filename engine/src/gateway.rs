@@ -83,6 +83,8 @@ pub enum StartError {
     Store(#[from] crate::store::DbError),
     #[error("cannot start a background thread: {0}")]
     StoreThread(std::io::Error),
+    #[error("MCP sessions: {0}")]
+    McpSessions(String),
 }
 
 /// Serialises reloads and remembers what was loaded.
@@ -297,6 +299,7 @@ impl Gateway {
             minted: crate::minted::ProviderTokens::default(),
             alerts,
             restore: Mutex::new(opened.as_ref().map(|o| o.spend.clone()).unwrap_or_default()),
+            mcp_sessions: crate::mcp::session::Sessions::new().map_err(StartError::McpSessions)?,
         });
         resolve_into(&state, &state.config.load());
         // Token issuers' keys before the first request, so tokens work from the start (an

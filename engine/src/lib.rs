@@ -13,6 +13,7 @@ pub mod gossip;
 pub mod http;
 pub mod jwks;
 pub mod listener;
+pub mod mcp;
 pub mod metrics;
 pub mod minted;
 pub mod mock;

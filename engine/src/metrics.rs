@@ -21,11 +21,13 @@ pub enum Endpoint {
     Passthrough,
     Ops,
     Admin,
+    /// MCP virtual servers (`/mcp/{name}`).
+    Mcp,
     Other,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 9] = [
+    const ALL: [Endpoint; 10] = [
         Endpoint::ChatCompletions,
         Endpoint::Completions,
         Endpoint::Embeddings,
@@ -34,6 +36,7 @@ impl Endpoint {
         Endpoint::Passthrough,
         Endpoint::Ops,
         Endpoint::Admin,
+        Endpoint::Mcp,
         Endpoint::Other,
     ];
 
@@ -47,6 +50,7 @@ impl Endpoint {
             Endpoint::Passthrough => "passthrough",
             Endpoint::Ops => "ops",
             Endpoint::Admin => "admin",
+            Endpoint::Mcp => "mcp",
             Endpoint::Other => "other",
         }
     }
@@ -57,8 +61,8 @@ impl Endpoint {
 }
 
 /// Status codes tracked individually; everything else lands in `other`.
-const CODES: [u16; 22] =
-    [200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415, 417, 422, 429, 431, 500, 501, 502, 503, 504, 505];
+const CODES: [u16; 23] =
+    [200, 201, 202, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415, 417, 422, 429, 431, 500, 501, 502, 503, 504, 505];
 const CODE_SLOTS: usize = CODES.len() + 1;
 
 fn code_slot(code: u16) -> usize {

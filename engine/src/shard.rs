@@ -53,6 +53,8 @@ pub struct ProcessState {
     /// The ledger as read at start, per day: shard 0 counts it into the budgets before it
     /// accepts, and gossip carries it to the others.
     pub restore: std::sync::Mutex<Vec<crate::store::SpendRow>>,
+    /// MCP client sessions: made and checked on any shard.
+    pub mcp_sessions: crate::mcp::session::Sessions,
 }
 
 impl ProcessState {
@@ -104,6 +106,8 @@ pub struct Shard {
     pub route_health: crate::route_health::RouteHealth,
     /// Guardrail verdict counters for the current config's rules.
     pub guard_counters: RefCell<crate::api::guard::GuardCounters>,
+    /// The upstream MCP sessions this shard opened, per client session and server.
+    pub mcp_sessions: crate::mcp::session::UpstreamSessions,
 }
 
 impl Shard {
@@ -133,6 +137,7 @@ impl Shard {
             targets,
             route_health,
             guard_counters: RefCell::default(),
+            mcp_sessions: Default::default(),
         }
     }
 

@@ -289,7 +289,7 @@ fn record(
 }
 
 /// A verdict in the metrics and the log.
-fn count_and_log(shard: &Shard, cfg: &Snapshot, v: &Verdict) {
+pub(crate) fn count_and_log(shard: &Shard, cfg: &Snapshot, v: &Verdict) {
     if let Some(stats) = shard.guard_counters.borrow_mut().of(shard, cfg, &v.rule) {
         stats.count(v.phase, v.outcome);
     }

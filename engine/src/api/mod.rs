@@ -119,6 +119,7 @@ fn endpoint_of(path: &str) -> Endpoint {
         p if p == "/v1/models" || p.starts_with("/v1/models/") => Endpoint::Models,
         p if p.starts_with("/v1/") => Endpoint::Passthrough,
         p if p.starts_with(admin::PREFIX) => Endpoint::Admin,
+        p if p.starts_with("/mcp/") => Endpoint::Mcp,
         _ => Endpoint::Other,
     }
 }
@@ -277,6 +278,7 @@ async fn dispatch<C: Conn>(
         }
         (Endpoint::Messages, _) if method == "POST" => Box::pin(messages::count_tokens(&req, resp, ctx)).await,
         (Endpoint::Admin, _) => Box::pin(admin::handle(shard, &cfg, caller, req, resp, ctx)).await,
+        (Endpoint::Mcp, _) => Box::pin(crate::mcp::endpoint::handle(shard, &cfg, caller, req, resp, ctx)).await,
         (Endpoint::Passthrough, _) if route_methods(path).is_none() => {
             Box::pin(forward::passthrough(shard, &cfg, caller, req, resp, ctx)).await
         }

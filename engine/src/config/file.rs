@@ -62,6 +62,9 @@ pub struct ConfigFile {
     /// and answers.
     #[serde(default)]
     pub guardrails: Vec<policy::guardrails::GuardrailSpec>,
+    /// The MCP gateway: upstream MCP servers and the virtual servers served at `/mcp/{name}`.
+    #[serde(default)]
+    pub mcp: crate::mcp::spec::McpSection,
     /// A directory of per-team files (relative to this file's directory): each `<team>.yaml`
     /// may only define users, applications, keys, rate limits and budgets of team `<team>`.
     #[serde(default)]

@@ -314,6 +314,8 @@ pub struct Snapshot {
     pub policy: policy::Policy,
     /// Guardrail rules, compiled (detectors built once here).
     pub guardrails: policy::guardrails::Guardrails,
+    /// The MCP gateway's servers and virtual servers.
+    pub mcp: crate::mcp::McpConfig,
     pub gossip: GossipSettings,
     /// `auth.allow_anonymous`.
     pub allow_anonymous: bool,
@@ -678,6 +680,13 @@ pub fn compile_with(
             policy::guardrails::Guardrails::default()
         }
     };
+    let mcp = match crate::mcp::McpConfig::compile(&file.mcp, proxy.as_ref(), s.egress.ca_bundle.as_deref()) {
+        Ok(m) => m,
+        Err(e) => {
+            errors.extend(e);
+            crate::mcp::McpConfig::default()
+        }
+    };
     let gov = &file.governance;
     if !policy::counters::BUCKETS_RANGE.contains(&gov.window_buckets) {
         errors.push("governance.window_buckets must be between 2 and 60".to_string());
@@ -743,6 +752,7 @@ pub fn compile_with(
         egress_proxy: proxy.as_ref().and(s.egress.proxy.as_ref()).map(|p| p.0.clone()),
         policy,
         guardrails,
+        mcp,
         gossip: GossipSettings {
             interval: gov.gossip_interval.0,
             queue: gov.gossip_queue.get(),
@@ -918,13 +928,6 @@ fn compile_provider(
             Err(errors)
         };
     }
-    for (field, d) in
-        [("connect", p.timeouts.connect.0), ("first_byte", p.timeouts.first_byte.0), ("idle", p.timeouts.idle.0)]
-    {
-        if d.is_zero() {
-            errors.push(format!("providers.{name}.timeouts.{field} must be greater than zero"));
-        }
-    }
     let aws = match p.kind {
         ProviderKind::Bedrock => match aws_signing(name, p, |k| std::env::var(k).ok()) {
             Ok(a) => Some(Arc::new(a)),
@@ -1061,34 +1064,7 @@ fn compile_provider(
         }
         (None, _) => {}
     }
-    for (h, v) in &p.headers {
-        let valid_name =
-            !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !valid_name || v.0.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            errors.push(format!("providers.{name}.headers.{h}: invalid header name or value"));
-        } else {
-            headers.push((h.to_ascii_lowercase(), v.0.clone()));
-        }
-    }
-    let tls = if url.scheme == Scheme::Https {
-        let ca = p.tls.ca_bundle.as_deref().or(global_ca);
-        let sni = p.tls.server_name.clone().unwrap_or_else(|| url.host.clone());
-        let server_name =
-            ServerName::try_from(sni.clone()).map_err(|e| format!("providers.{name}.tls.server_name {sni:?}: {e}"));
-        let config = crate::tls::client_config(ca).map_err(|e| format!("providers.{name}.tls: {e}"));
-        match (config, server_name) {
-            (Ok(config), Ok(server_name)) => {
-                Some((UpstreamTls { config, server_name }, sni, ca.map(|c| c.display().to_string())))
-            }
-            (a, b) => {
-                errors.extend(a.err());
-                errors.extend(b.err());
-                None
-            }
-        }
-    } else {
-        None
-    };
+    extra_headers(&format!("providers.{name}"), &p.headers, &mut headers, &mut errors);
     let quirks = if openai_dialect {
         let defaults = Quirks::for_host(&format!("{}:{}", url.host, url.port));
         let rename = p.rename_params.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
@@ -1152,19 +1128,16 @@ fn compile_provider(
             api_version: p.azure.api_version.clone().unwrap_or_else(|| azure::DEFAULT_API_VERSION.to_string()),
         },
     });
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let pool_key = format!(
-        "{}://{}:{}|sni={}|ca={}|proxy={}|max={}",
-        url.scheme.as_str(),
-        url.host,
-        url.port,
-        tls.as_ref().map_or("", |t| t.1.as_str()),
-        tls.as_ref().and_then(|t| t.2.as_deref()).unwrap_or("webpki"),
-        proxy.map_or(String::new(), |p| format!("{}:{}", p.host, p.port)),
-        p.pool.max_connections,
-    );
+    let transport = Transport { tls: &p.tls, pool: &p.pool, timeouts: &p.timeouts, proxy, global_ca };
+    let upstream = upstream_of(&format!("providers.{name}"), url, headers, &transport);
+    let upstream = match (upstream, errors.is_empty()) {
+        (Ok(u), true) => u,
+        (Ok(_), false) => return Err(errors),
+        (Err(e), _) => {
+            errors.extend(e);
+            return Err(errors);
+        }
+    };
     Ok(Provider {
         name: name_arc,
         kind: p.kind,
@@ -1179,22 +1152,100 @@ fn compile_provider(
         entra,
         managed_identity,
         thinking,
-        upstream: Some(Upstream {
-            scheme: url.scheme,
-            host_header: url.host_header(),
-            host: url.host,
-            port: url.port,
-            base_path: url.path,
-            tls: tls.map(|t| t.0),
-            proxy: proxy.cloned(),
-            pool_key: Arc::from(pool_key),
-            pool: PoolSettings { max_connections: p.pool.max_connections, idle_timeout: p.pool.idle_timeout.0 },
-            timeouts: UpstreamTimeouts {
-                connect: p.timeouts.connect.0,
-                first_byte: p.timeouts.first_byte.0,
-                idle: p.timeouts.idle.0,
-            },
-            headers,
-        }),
+        upstream: Some(upstream),
+    })
+}
+
+/// How an upstream is reached, as a config section says: TLS, pool, timeouts, egress proxy.
+pub(crate) struct Transport<'a> {
+    pub tls: &'a super::file::UpstreamTlsSection,
+    pub pool: &'a super::file::PoolSection,
+    pub timeouts: &'a super::file::UpstreamTimeoutsSection,
+    pub proxy: Option<&'a Proxy>,
+    pub global_ca: Option<&'a std::path::Path>,
+}
+
+/// Adds configured extra headers (lowercased) to `headers`; `field` names the section in errors.
+pub(crate) fn extra_headers(
+    field: &str,
+    extra: &std::collections::BTreeMap<String, super::units::EnvString>,
+    headers: &mut Vec<(String, String)>,
+    errors: &mut Vec<String>,
+) {
+    for (h, v) in extra {
+        let valid_name =
+            !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid_name || v.0.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            errors.push(format!("{field}.headers.{h}: invalid header name or value"));
+        } else {
+            headers.push((h.to_ascii_lowercase(), v.0.clone()));
+        }
+    }
+}
+
+/// The upstream at `url` (credentials already in `headers`): TLS material loaded, the pool
+/// key made. `field` names the config section in errors.
+pub(crate) fn upstream_of(
+    field: &str,
+    url: BaseUrl,
+    headers: Vec<(String, String)>,
+    t: &Transport<'_>,
+) -> Result<Upstream, Vec<String>> {
+    let mut errors = Vec::new();
+    for (name, d) in
+        [("connect", t.timeouts.connect.0), ("first_byte", t.timeouts.first_byte.0), ("idle", t.timeouts.idle.0)]
+    {
+        if d.is_zero() {
+            errors.push(format!("{field}.timeouts.{name} must be greater than zero"));
+        }
+    }
+    let tls = if url.scheme == Scheme::Https {
+        let ca = t.tls.ca_bundle.as_deref().or(t.global_ca);
+        let sni = t.tls.server_name.clone().unwrap_or_else(|| url.host.clone());
+        let server_name =
+            ServerName::try_from(sni.clone()).map_err(|e| format!("{field}.tls.server_name {sni:?}: {e}"));
+        let config = crate::tls::client_config(ca).map_err(|e| format!("{field}.tls: {e}"));
+        match (config, server_name) {
+            (Ok(config), Ok(server_name)) => {
+                Some((UpstreamTls { config, server_name }, sni, ca.map(|c| c.display().to_string())))
+            }
+            (a, b) => {
+                errors.extend(a.err());
+                errors.extend(b.err());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let pool_key = format!(
+        "{}://{}:{}|sni={}|ca={}|proxy={}|max={}",
+        url.scheme.as_str(),
+        url.host,
+        url.port,
+        tls.as_ref().map_or("", |t| t.1.as_str()),
+        tls.as_ref().and_then(|t| t.2.as_deref()).unwrap_or("webpki"),
+        t.proxy.map_or(String::new(), |p| format!("{}:{}", p.host, p.port)),
+        t.pool.max_connections,
+    );
+    Ok(Upstream {
+        scheme: url.scheme,
+        host_header: url.host_header(),
+        host: url.host,
+        port: url.port,
+        base_path: url.path,
+        tls: tls.map(|t| t.0),
+        proxy: t.proxy.cloned(),
+        pool_key: Arc::from(pool_key),
+        pool: PoolSettings { max_connections: t.pool.max_connections, idle_timeout: t.pool.idle_timeout.0 },
+        timeouts: UpstreamTimeouts {
+            connect: t.timeouts.connect.0,
+            first_byte: t.timeouts.first_byte.0,
+            idle: t.timeouts.idle.0,
+        },
+        headers,
     })
 }

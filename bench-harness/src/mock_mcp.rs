@@ -1,0 +1,188 @@
+//! A small MCP server inside the mock (streamable HTTP at `/mcp/{server}`), for the gateway's
+//! tests and benchmarks: sessions, paginated `tools/list`, tools that echo, add, leak PII,
+//! stream progress, fail, report the credential they were sent, and forget their session.
+//!
+//! Servers `alpha` and `beta` list different tools; any other name lists alpha's.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use adapters::mcp::jsonrpc::{self, Message, RpcError};
+use engine::http::{Request, Responder};
+use engine::rt::{self, Conn};
+use serde_json::{Value, json};
+
+/// Sessions of every mock in the process (ids are unique, so mocks never clash).
+static SESSIONS: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Tools listed per page, so that a client must follow `nextCursor`.
+const PAGE: usize = 2;
+
+fn tools(server: &str) -> Vec<Value> {
+    let tool = |name: &str, description: &str, props: Value| json!({"name": name, "description": description, "inputSchema": {"type": "object", "properties": props}});
+    match server {
+        "beta" => vec![
+            tool("echo", "Echoes `text` (beta's own echo).", json!({"text": {"type": "string"}})),
+            tool("time", "Says what time it is (always the same).", json!({})),
+        ],
+        _ => vec![
+            tool("echo", "Echoes `text`.", json!({"text": {"type": "string"}})),
+            tool("add", "Adds `a` and `b`.", json!({"a": {"type": "number"}, "b": {"type": "number"}})),
+            tool("leak", "Answers with an e-mail address and a phone number.", json!({})),
+            tool("slow", "Sends `steps` progress notifications, then answers.", json!({"steps": {"type": "integer"}})),
+            tool("whoami", "Answers with the Authorization header it was sent.", json!({})),
+            tool("fail", "Always fails with a JSON-RPC error.", json!({})),
+            tool("forget_session", "Forgets the session it was called in (the next call gets 404).", json!({})),
+        ],
+    }
+}
+
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.head.header(name).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+async fn json_reply<C: Conn>(resp: &mut Responder<'_, C>, status: u16, body: &[u8], session: Option<&str>) {
+    let mut head = resp.start(status).header("content-type", "application/json");
+    if let Some(s) = session {
+        head = head.header("mcp-session-id", s);
+    }
+    let _ = head.body(body).await;
+}
+
+fn text(s: &str) -> Value {
+    json!({"content": [{"type": "text", "text": s}], "isError": false})
+}
+
+/// Serves one request to mock MCP server `server`.
+pub async fn serve<C: Conn>(server: &str, req: &Request, resp: &mut Responder<'_, C>) {
+    let session = header(req, "mcp-session-id").map(str::to_owned);
+    let known = |s: &str| SESSIONS.lock().is_ok_and(|set| set.contains(s));
+    if req.head.method() == "DELETE" {
+        let removed = session.as_deref().is_some_and(|s| SESSIONS.lock().is_ok_and(|mut set| set.remove(s)));
+        let _ = resp.start(if removed { 204 } else { 404 }).body(b"").await;
+        return;
+    }
+    if req.head.method() != "POST" {
+        let _ = resp.start(405).header("allow", "POST, DELETE").body(b"").await;
+        return;
+    }
+    let message = match jsonrpc::parse(&req.body) {
+        Ok(m) => m,
+        Err(e) => return json_reply(resp, 400, &jsonrpc::error(None, &e), None).await,
+    };
+    if let Message::Request { id, method, params } = &message
+        && method == "initialize"
+    {
+        let asked = params.as_ref().and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
+        let id_value = format!("mock-{server}-{}", NEXT_SESSION.fetch_add(1, Relaxed));
+        if let Ok(mut set) = SESSIONS.lock() {
+            set.insert(id_value.clone());
+        }
+        let result = json!({
+            "protocolVersion": adapters::mcp::negotiate(asked),
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": format!("mock-{server}"), "version": "1"},
+        });
+        return json_reply(resp, 200, &jsonrpc::result(id, result), Some(&id_value)).await;
+    }
+    match session.as_deref() {
+        None => return json_reply(resp, 400, &jsonrpc::error(None, &RpcError::new(-32000, "no session")), None).await,
+        Some(s) if !known(s) => {
+            return json_reply(resp, 404, &jsonrpc::error(None, &RpcError::new(-32001, "gone")), None).await;
+        }
+        Some(_) => {}
+    }
+    let (id, method, params) = match message {
+        Message::Request { id, method, params } => (id, method, params.unwrap_or(Value::Null)),
+        _ => {
+            let _ = resp.start(202).body(b"").await;
+            return;
+        }
+    };
+    match method.as_str() {
+        "ping" => json_reply(resp, 200, &jsonrpc::result(&id, json!({})), None).await,
+        "tools/list" => {
+            let all = tools(server);
+            let from = params.get("cursor").and_then(Value::as_str).and_then(|c| c.parse().ok()).unwrap_or(0usize);
+            let page: Vec<Value> = all.iter().skip(from).take(PAGE).cloned().collect();
+            let mut result = json!({"tools": page});
+            if from + PAGE < all.len() {
+                result["nextCursor"] = json!((from + PAGE).to_string());
+            }
+            json_reply(resp, 200, &jsonrpc::result(&id, result), None).await;
+        }
+        "tools/call" => call(server, req, &id, &params, session.as_deref(), resp).await,
+        _ => {
+            json_reply(resp, 200, &jsonrpc::error(Some(&id), &RpcError::new(jsonrpc::METHOD_NOT_FOUND, method)), None)
+                .await
+        }
+    }
+}
+
+async fn call<C: Conn>(
+    server: &str,
+    req: &Request,
+    id: &Value,
+    params: &Value,
+    session: Option<&str>,
+    resp: &mut Responder<'_, C>,
+) {
+    let name = params.get("name").and_then(Value::as_str).unwrap_or_default();
+    let args = params.get("arguments").cloned().unwrap_or(Value::Null);
+    let result = match name {
+        "echo" => text(&format!(
+            "{}{}",
+            if server == "beta" { "beta: " } else { "" },
+            args.get("text").and_then(Value::as_str).unwrap_or("")
+        )),
+        "time" => text("12:00"),
+        "add" => {
+            let n = |k: &str| args.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+            let sum = n("a") + n("b");
+            json!({"content": [{"type": "text", "text": sum.to_string()}], "structuredContent": {"sum": sum}})
+        }
+        "leak" => text("Write to jane.doe@example.com or call +1 (415) 555-0134."),
+        "whoami" => text(header(req, "authorization").unwrap_or("(no authorization header)")),
+        "fail" => {
+            let e = RpcError::new(-32000, "the mock tool failed on purpose");
+            return json_reply(resp, 200, &jsonrpc::error(Some(id), &e), None).await;
+        }
+        "forget_session" => {
+            if let (Some(s), Ok(mut set)) = (session, SESSIONS.lock()) {
+                set.remove(s);
+            }
+            text("forgotten")
+        }
+        "slow" => return slow(id, params, &args, resp).await,
+        _ => json!({"content": [{"type": "text", "text": format!("Unknown tool: {name}")}], "isError": true}),
+    };
+    json_reply(resp, 200, &jsonrpc::result(id, result), None).await;
+}
+
+/// Progress notifications as SSE, 5 ms apart, then the result.
+async fn slow<C: Conn>(id: &Value, params: &Value, args: &Value, resp: &mut Responder<'_, C>) {
+    let steps = args.get("steps").and_then(Value::as_u64).unwrap_or(2).min(100);
+    let token = params.get("_meta").and_then(|m| m.get("progressToken")).cloned();
+    let Ok(mut stream) = resp.start_event_stream(200).stream().await else { return };
+    for i in 1..=steps {
+        if let Some(t) = &token {
+            let note = jsonrpc::notification(
+                "notifications/progress",
+                Some(&json!({"progressToken": t, "progress": i, "total": steps})),
+            );
+            let event = [b"event: message\ndata: ".as_slice(), &note, b"\n\n"].concat();
+            if stream.send(&event).await.is_err() {
+                return;
+            }
+        }
+        rt::sleep(Duration::from_millis(5)).await;
+    }
+    let answer = jsonrpc::result(id, text(&format!("done after {steps} steps")));
+    let event = [b"event: message\ndata: ".as_slice(), &answer, b"\n\n"].concat();
+    if stream.send(&event).await.is_ok() {
+        let _ = stream.finish().await;
+    }
+}

@@ -1,0 +1,226 @@
+//! The runtime form of `mcp:`: upstream servers with their transport resolved, virtual
+//! servers with their tool selections and access rules compiled. Built with the rest of the
+//! config snapshot; the request path only reads it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapters::mcp::names;
+use policy::glob::Glob;
+
+use super::spec::{AccessSpec, McpSection, TransportKind, VirtualSpec};
+use crate::actor::{ActorLimits, RestartPolicy};
+use crate::config::Upstream;
+use crate::config::snapshot::Proxy;
+use crate::config::snapshot::{Transport, extra_headers, upstream_of};
+use crate::config::url::BaseUrl;
+
+/// One upstream MCP server.
+#[derive(Debug)]
+pub struct McpServer {
+    pub name: Arc<str>,
+    /// Its actor's name on each shard (`mcp:{name}`), apart from the providers'.
+    pub actor_name: Arc<str>,
+    pub upstream: Upstream,
+    /// Bound on one call, answer included.
+    pub timeout: Duration,
+    /// Teams that may use it; empty: all.
+    pub teams: Box<[String]>,
+    pub actor: ActorLimits,
+    pub restart: RestartPolicy,
+}
+
+/// `server/tool-glob` of a virtual server.
+#[derive(Debug)]
+pub struct Selection {
+    /// Index into [`McpConfig::servers`].
+    pub server: usize,
+    pub tool: Glob,
+}
+
+/// A compiled access rule.
+#[derive(Debug)]
+pub struct AccessRule {
+    /// Where it is in the config, for the error that names it.
+    pub label: String,
+    pub teams: Vec<String>,
+    pub users: Vec<String>,
+    pub applications: Vec<String>,
+    pub keys: Vec<String>,
+    pub environments: Vec<String>,
+    pub allow: Vec<Glob>,
+    pub deny: Vec<Glob>,
+}
+
+/// A virtual server: the endpoint `/mcp/{name}`.
+#[derive(Debug)]
+pub struct VirtualServer {
+    pub name: Arc<str>,
+    pub selections: Vec<Selection>,
+    /// The servers its selections draw from, each once, in config order.
+    pub servers: Vec<usize>,
+    pub teams: Box<[String]>,
+    pub fail_closed: bool,
+    pub access: Vec<AccessRule>,
+}
+
+impl VirtualServer {
+    /// Whether `tool` of server `server` is one this virtual server exposes.
+    pub fn exposes(&self, server: usize, tool: &str) -> bool {
+        self.selections.iter().any(|s| s.server == server && s.tool.matches(tool))
+    }
+}
+
+/// All of `mcp:`.
+#[derive(Debug, Default)]
+pub struct McpConfig {
+    pub servers: Vec<McpServer>,
+    pub virtuals: Vec<VirtualServer>,
+}
+
+impl McpConfig {
+    pub fn virtual_server(&self, name: &str) -> Option<&VirtualServer> {
+        self.virtuals.iter().find(|v| &*v.name == name)
+    }
+
+    /// The server called `name`, with its index.
+    pub fn server(&self, name: &str) -> Option<(usize, &McpServer)> {
+        self.servers.iter().enumerate().find(|(_, s)| &*s.name == name)
+    }
+
+    /// Compiles `mcp:`; every problem found is reported, each naming its field.
+    pub fn compile(
+        spec: &McpSection,
+        proxy: Option<&Proxy>,
+        global_ca: Option<&std::path::Path>,
+    ) -> Result<McpConfig, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut servers = Vec::new();
+        for (name, s) in &spec.servers {
+            let field = format!("mcp.servers.{name}");
+            if let Some(why) = names::invalid_server_name(name) {
+                errors.push(format!("{field}: the name {why}"));
+                continue;
+            }
+            match s.transport {
+                TransportKind::StreamableHttp => {}
+                TransportKind::Sse | TransportKind::Stdio => {
+                    errors.push(format!(
+                        "{field}.transport: {:?} is not supported yet; this gateway speaks streamable-http to upstream MCP servers",
+                        s.transport
+                    ));
+                    continue;
+                }
+            }
+            let Some(url) = &s.url else {
+                errors.push(format!("{field}.url is required for transport streamable-http"));
+                continue;
+            };
+            let url = match BaseUrl::parse(&url.0) {
+                Ok(u) if u.userinfo.is_none() => u,
+                Ok(_) => {
+                    errors.push(format!("{field}.url must not carry credentials; use headers"));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(format!("{field}.url: {e}"));
+                    continue;
+                }
+            };
+            if s.timeout.0.is_zero() {
+                errors.push(format!("{field}.timeout must be greater than zero"));
+            }
+            let mut headers = Vec::new();
+            extra_headers(&field, &s.headers, &mut headers, &mut errors);
+            let transport = Transport { tls: &s.tls, pool: &s.pool, timeouts: &s.timeouts, proxy, global_ca };
+            match upstream_of(&field, url, headers, &transport) {
+                Ok(upstream) => servers.push(McpServer {
+                    name: Arc::from(name.as_str()),
+                    actor_name: Arc::from(format!("mcp:{name}")),
+                    upstream,
+                    timeout: s.timeout.0,
+                    teams: s.teams.clone().into_boxed_slice(),
+                    actor: ActorLimits {
+                        max_in_flight: usize::try_from(s.pool.max_connections.get()).unwrap_or(usize::MAX),
+                        mailbox: 1024,
+                        max_wait: Some(s.timeout.0),
+                    },
+                    restart: RestartPolicy::default(),
+                }),
+                Err(e) => errors.extend(e),
+            }
+        }
+        let mut virtuals = Vec::new();
+        for (name, v) in &spec.virtual_servers {
+            match compile_virtual(name, v, &servers, &spec.servers) {
+                Ok(v) => virtuals.push(v),
+                Err(e) => errors.extend(e),
+            }
+        }
+        if errors.is_empty() { Ok(McpConfig { servers, virtuals }) } else { Err(errors) }
+    }
+}
+
+fn compile_virtual(
+    name: &str,
+    v: &VirtualSpec,
+    servers: &[McpServer],
+    declared: &std::collections::BTreeMap<String, super::spec::ServerSpec>,
+) -> Result<VirtualServer, Vec<String>> {
+    let field = format!("mcp.virtual.{name}");
+    let mut errors = Vec::new();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        errors.push(format!(
+            "{field}: a virtual server's name (its path, /mcp/{{name}}) may hold only letters, digits, `-` and `_`"
+        ));
+    }
+    if v.tools.is_empty() {
+        errors.push(format!("{field}.tools: name at least one `server/tool` (globs allowed: `server/*`)"));
+    }
+    let mut selections = Vec::new();
+    for (i, t) in v.tools.iter().enumerate() {
+        let Some((server, tool)) = t.split_once('/').filter(|(s, t)| !s.is_empty() && !t.is_empty()) else {
+            errors.push(format!("{field}.tools[{i}] {t:?}: write `server/tool` (globs allowed in the tool part)"));
+            continue;
+        };
+        match servers.iter().position(|s| &*s.name == server) {
+            Some(index) => selections.push(Selection { server: index, tool: Glob::new(tool) }),
+            // A server with its own error is reported there.
+            None if declared.contains_key(server) => {}
+            None => errors.push(format!("{field}.tools[{i}]: no server `{server}` under mcp.servers")),
+        }
+    }
+    let mut used: Vec<usize> = Vec::new();
+    for s in &selections {
+        if !used.contains(&s.server) {
+            used.push(s.server);
+        }
+    }
+    used.sort_unstable();
+    let access = v.access.iter().enumerate().map(|(i, a)| access_rule(format!("{field}.access[{i}]"), a)).collect();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(VirtualServer {
+        name: Arc::from(name),
+        selections,
+        servers: used,
+        teams: v.teams.clone().into_boxed_slice(),
+        fail_closed: v.fail_closed,
+        access,
+    })
+}
+
+fn access_rule(label: String, a: &AccessSpec) -> AccessRule {
+    let globs = |v: &[String]| v.iter().map(|p| Glob::new(p)).collect();
+    AccessRule {
+        label,
+        teams: a.teams.clone(),
+        users: a.users.clone(),
+        applications: a.applications.clone(),
+        keys: a.keys.clone(),
+        environments: a.environments.clone(),
+        allow: globs(&a.allow),
+        deny: globs(&a.deny),
+    }
+}

@@ -1,0 +1,532 @@
+//! `/mcp/{name}`: a virtual MCP server over streamable HTTP. `POST` carries one JSON-RPC
+//! message: `initialize` opens a session (`Mcp-Session-Id`), `tools/list` merges the tools
+//! of the upstream servers the caller may use (each under `server__tool`), `tools/call`
+//! checks access and guardrails and routes the call to its owner, relaying the owner's
+//! progress notifications as SSE when it streams. `DELETE` ends a session; `GET` (a stream
+//! of server-initiated messages) is not offered, so it gets 405 as the spec provides.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use adapters::mcp::jsonrpc::{self, Message, RpcError};
+use adapters::mcp::{names, texts};
+use policy::guardrails::{Facts, Phase, Selected, Vault};
+use policy::{Identity, Metadata};
+use serde_json::{Value, json};
+
+use super::access;
+use super::compiled::{McpServer, VirtualServer};
+use super::session::{SessionId, UpstreamSession};
+use super::upstream::{self, Reply, UpstreamError};
+use crate::actor::Served;
+use crate::api::RequestCtx;
+use crate::config::Snapshot;
+use crate::error::ErrorKind;
+use crate::http::{Request, Responder};
+use crate::rt::{self, Conn};
+use crate::shard::Shard;
+
+/// Pages of an upstream's `tools/list` followed at most.
+const MAX_PAGES: usize = 32;
+
+/// Serves one request to a virtual server.
+pub async fn handle<C: Conn>(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    caller: &Identity,
+    req: Request,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    let name = req.head.path().strip_prefix("/mcp/").unwrap_or_default();
+    let Some(v) = cfg.mcp.virtual_server(name) else {
+        ctx.error = Some(ErrorKind::NotFound);
+        let known: Vec<&str> = cfg.mcp.virtuals.iter().map(|v| &*v.name).collect();
+        let why = format!(
+            "no MCP virtual server `{name}` (configured: {})",
+            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+        );
+        return reply_error(resp, 404, None, RpcError::new(jsonrpc::INVALID_REQUEST, why)).await;
+    };
+    if let Err(refused) = access::may_use_virtual(v, caller) {
+        ctx.error = Some(ErrorKind::Forbidden);
+        return reply_error(resp, 403, None, RpcError::new(jsonrpc::FORBIDDEN, refused.0)).await;
+    }
+    if let Some(why) = foreign_origin(&req) {
+        ctx.error = Some(ErrorKind::Forbidden);
+        return reply_error(resp, 403, None, RpcError::new(jsonrpc::FORBIDDEN, why)).await;
+    }
+    match req.head.method() {
+        "POST" => post(shard, cfg, v, caller, &req, resp, ctx).await,
+        "DELETE" => delete(shard, cfg, v, &req, resp).await,
+        _ => {
+            let _ = resp
+                .start(405)
+                .header("allow", "POST, DELETE")
+                .header("content-type", "application/json")
+                .body(&jsonrpc::error(
+                    None,
+                    &RpcError::new(
+                        jsonrpc::INVALID_REQUEST,
+                        "this gateway sends no server-initiated stream; POST JSON-RPC messages, DELETE to end a session",
+                    ),
+                ))
+                .await;
+        }
+    }
+}
+
+/// A browser page on another site must not drive a local MCP endpoint (DNS rebinding): an
+/// `Origin`, when sent, must name the host the request was sent to.
+fn foreign_origin(req: &Request) -> Option<String> {
+    let origin = std::str::from_utf8(req.head.header("origin")?).ok()?.trim();
+    let host = req.head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    (origin_host != host).then(|| format!("origin {origin} is not this gateway ({host})"))
+}
+
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.head.header(name).and_then(|v| std::str::from_utf8(v).ok()).map(str::trim)
+}
+
+async fn reply_json<C: Conn>(resp: &mut Responder<'_, C>, status: u16, body: &[u8], session: Option<&str>) {
+    let mut head = resp.start(status).header("content-type", "application/json");
+    if let Some(s) = session {
+        head = head.header("mcp-session-id", s);
+    }
+    let _ = head.body(body).await;
+}
+
+async fn reply_error<C: Conn>(resp: &mut Responder<'_, C>, status: u16, id: Option<&Value>, err: RpcError) {
+    reply_json(resp, status, &jsonrpc::error(id, &err), None).await;
+}
+
+async fn post<C: Conn>(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    v: &VirtualServer,
+    caller: &Identity,
+    req: &Request,
+    resp: &mut Responder<'_, C>,
+    ctx: &mut RequestCtx,
+) {
+    let message = match jsonrpc::parse(&req.body) {
+        Ok(m) => m,
+        Err(e) => {
+            ctx.error = Some(ErrorKind::BadRequest);
+            return reply_error(resp, 400, None, e).await;
+        }
+    };
+    if let Message::Request { id, method, params } = &message
+        && method == "initialize"
+    {
+        return initialize(shard, v, id, params.as_ref(), resp).await;
+    }
+    let Some(session_header) = header(req, "mcp-session-id") else {
+        ctx.error = Some(ErrorKind::BadRequest);
+        let e = RpcError::new(jsonrpc::INVALID_REQUEST, "Mcp-Session-Id is required: send initialize first");
+        return reply_error(resp, 400, None, e).await;
+    };
+    let Some(session) = shard.process.mcp_sessions.check(&v.name, session_header) else {
+        ctx.error = Some(ErrorKind::NotFound);
+        let e = RpcError::new(jsonrpc::INVALID_REQUEST, "unknown or ended MCP session: initialize a new one");
+        return reply_error(resp, 404, None, e).await;
+    };
+    if let Some(pv) = header(req, "mcp-protocol-version")
+        && !adapters::mcp::is_supported(pv)
+    {
+        ctx.error = Some(ErrorKind::BadRequest);
+        let e = RpcError::new(
+            jsonrpc::INVALID_REQUEST,
+            format!(
+                "MCP-Protocol-Version {pv} is not one this gateway speaks ({})",
+                adapters::mcp::PROTOCOL_VERSIONS.join(", ")
+            ),
+        );
+        return reply_error(resp, 400, None, e).await;
+    }
+    match message {
+        // Notifications (initialized, cancelled, progress) and responses to requests the
+        // gateway never sends: accepted, nothing to answer.
+        Message::Notification { .. } | Message::Response { .. } => {
+            let _ = resp.start(202).body(b"").await;
+        }
+        Message::Request { id, method, params } => match method.as_str() {
+            "ping" => reply_json(resp, 200, &jsonrpc::result(&id, json!({})), None).await,
+            "tools/list" => {
+                let answer = tools_list(shard, cfg, v, caller, &session, &id).await;
+                reply_json(resp, 200, &answer, None).await;
+            }
+            "tools/call" => {
+                let accepts_sse = header(req, "accept").is_some_and(|a| a.contains("text/event-stream"));
+                let call = Call { shard, cfg, v, caller, session: &session, id: &id, accepts_sse };
+                call.run(params.unwrap_or(Value::Null), resp).await;
+            }
+            other => {
+                let e = RpcError::new(
+                    jsonrpc::METHOD_NOT_FOUND,
+                    format!(
+                        "method {other} is not offered by this virtual server (it serves tools: tools/list, tools/call)"
+                    ),
+                );
+                reply_json(resp, 200, &jsonrpc::error(Some(&id), &e), None).await;
+            }
+        },
+    }
+}
+
+async fn initialize<C: Conn>(
+    shard: &Shard,
+    v: &VirtualServer,
+    id: &Value,
+    params: Option<&Value>,
+    resp: &mut Responder<'_, C>,
+) {
+    let asked = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
+    let version = adapters::mcp::negotiate(asked);
+    let index = adapters::mcp::PROTOCOL_VERSIONS.iter().position(|x| *x == version).unwrap_or(0);
+    let opened =
+        u8::try_from(index).map_err(|e| e.to_string()).and_then(|i| shard.process.mcp_sessions.open(&v.name, i));
+    let (_, session) = match opened {
+        Ok(s) => s,
+        Err(why) => return reply_error(resp, 500, Some(id), RpcError::new(jsonrpc::INTERNAL_ERROR, why)).await,
+    };
+    let result = json!({
+        "protocolVersion": version,
+        "capabilities": {"tools": {"listChanged": false}},
+        "serverInfo": {"name": format!("shardgate/{}", v.name), "version": env!("CARGO_PKG_VERSION")},
+    });
+    reply_json(resp, 200, &jsonrpc::result(id, result), Some(&session)).await;
+}
+
+async fn delete<C: Conn>(shard: &Shard, cfg: &Snapshot, v: &VirtualServer, req: &Request, resp: &mut Responder<'_, C>) {
+    let Some(session) = header(req, "mcp-session-id").and_then(|h| shard.process.mcp_sessions.check(&v.name, h)) else {
+        let e = RpcError::new(jsonrpc::INVALID_REQUEST, "unknown or ended MCP session");
+        return reply_error(resp, 404, None, e).await;
+    };
+    shard.process.mcp_sessions.end(session);
+    // This shard's upstream sessions are closed now; other shards' expire upstream.
+    for (server, up) in shard.mcp_sessions.take_all(&session) {
+        if let Some((_, s)) = cfg.mcp.server(&server) {
+            upstream::close_session(shard, cfg, s, &up).await;
+        }
+    }
+    let _ = resp.start(204).no_body().await;
+}
+
+/// Runs `work` (an exchange with `server`) as one of its actor's requests, bounded by the
+/// server's timeout.
+async fn in_actor<T>(
+    shard: &Shard,
+    server: &McpServer,
+    work: impl Future<Output = Result<T, UpstreamError>>,
+) -> Result<T, String> {
+    let actor = shard.targets.actor(
+        shard.id,
+        &server.actor_name,
+        Some(&server.upstream.pool_key),
+        server.actor,
+        server.restart,
+    );
+    let started = Instant::now();
+    let bounded = rt::timeout(server.timeout, work);
+    let result = match actor.serve(&shard.pool, Box::pin(bounded)).await {
+        Served::Done(Ok(Ok(v))) => Ok(v),
+        Served::Done(Ok(Err(e))) => Err(e.message(&server.name)),
+        Served::Done(Err(_)) => {
+            Err(format!("MCP server {}: no answer within {} ms", server.name, server.timeout.as_millis()))
+        }
+        Served::Refused(r) => Err(format!("MCP server {} is busy on this gateway ({r:?}); retry later", server.name)),
+        Served::Panicked(m) => Err(format!("MCP server {}: the gateway's handler failed ({m})", server.name)),
+    };
+    actor.observe(started.elapsed(), None, result.is_ok());
+    result
+}
+
+/// Posts `body` in `client`'s upstream session with `server`, re-opening that session once
+/// if the upstream no longer knows it.
+async fn exchange<'s>(
+    shard: &'s Shard,
+    cfg: &Snapshot,
+    server: &McpServer,
+    client: &SessionId,
+    body: &[u8],
+) -> Result<Reply<'s>, UpstreamError> {
+    let mut reopened = false;
+    loop {
+        let up: UpstreamSession = upstream::session_for(shard, cfg, server, client).await?;
+        match upstream::post(shard, cfg, server, Some(&up), Some(&up.version), body.to_vec()).await {
+            Err(UpstreamError::SessionGone) if !reopened => {
+                shard.mcp_sessions.forget(client, &server.name);
+                reopened = true;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Every tool `server` lists, following its pages.
+async fn list_tools(
+    shard: &Shard,
+    cfg: &Snapshot,
+    server: &McpServer,
+    client: &SessionId,
+) -> Result<Vec<Value>, UpstreamError> {
+    let mut tools = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..MAX_PAGES {
+        let id = json!(format!("shardgate-tools-list-{page}"));
+        let params = cursor.take().map(|c| json!({"cursor": c}));
+        let body = jsonrpc::request(&id, "tools/list", params.as_ref());
+        let mut reply = exchange(shard, cfg, server, client, &body).await?;
+        let result = reply
+            .response_to(&id, async |_| {})
+            .await?
+            .map_err(|e| UpstreamError::Failed(format!("tools/list refused: {e}")))?;
+        if let Some(Value::Array(list)) = result.get("tools") {
+            tools.extend(list.iter().cloned());
+        }
+        match result.get("nextCursor").and_then(Value::as_str) {
+            Some(c) if !c.is_empty() => cursor = Some(c.to_owned()),
+            _ => return Ok(tools),
+        }
+    }
+    Ok(tools)
+}
+
+/// The merged, filtered listing, as the JSON-RPC response to send.
+async fn tools_list(
+    shard: &Shard,
+    cfg: &Snapshot,
+    v: &VirtualServer,
+    caller: &Identity,
+    session: &SessionId,
+    id: &Value,
+) -> Vec<u8> {
+    let servers = v.servers.iter().filter_map(|&i| cfg.mcp.servers.get(i).map(|s| (i, s)));
+    let asks =
+        servers.map(|(i, s)| async move { (i, s, in_actor(shard, s, list_tools(shard, cfg, s, session)).await) });
+    let lists = futures_util::future::join_all(asks).await;
+    let mut tools = Vec::new();
+    for (i, server, got) in lists {
+        let list = match got {
+            Ok(list) => list,
+            Err(why) if v.fail_closed => {
+                let e = RpcError::new(jsonrpc::UPSTREAM_ERROR, why).with_data(json!({"server": &*server.name}));
+                return jsonrpc::error(Some(id), &e);
+            }
+            Err(why) => {
+                tracing::warn!(virtual_server = %v.name, server = %server.name, %why, "MCP server left out of tools/list");
+                continue;
+            }
+        };
+        for mut tool in list {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else { continue };
+            if !v.exposes(i, name) {
+                continue;
+            }
+            let listed = names::prefixed(&server.name, name);
+            if access::may_use_tool(&cfg.mcp, v, caller, i, &listed).is_err() {
+                continue;
+            }
+            if let Some(o) = tool.as_object_mut() {
+                o.insert("name".into(), Value::String(listed));
+            }
+            tools.push(tool);
+        }
+    }
+    jsonrpc::result(id, json!({"tools": tools}))
+}
+
+/// One `tools/call`.
+struct Call<'a> {
+    shard: &'a Rc<Shard>,
+    cfg: &'a Snapshot,
+    v: &'a VirtualServer,
+    caller: &'a Identity,
+    session: &'a SessionId,
+    id: &'a Value,
+    accepts_sse: bool,
+}
+
+/// How a call ended before its result was sent.
+enum Stop {
+    Refused(RpcError),
+}
+
+impl Call<'_> {
+    async fn run<C: Conn>(&self, params: Value, resp: &mut Responder<'_, C>) {
+        match self.prepare(params) {
+            Ok((server, upstream_params, selected, listed)) => {
+                let body = jsonrpc::request(self.id, "tools/call", Some(&upstream_params));
+                let relay = self.relay(server, &listed, &body, &selected, resp);
+                match in_actor(self.shard, server, relay).await {
+                    Ok(()) => {}
+                    Err(why) if resp.is_fresh() => {
+                        let e = RpcError::new(jsonrpc::UPSTREAM_ERROR, why)
+                            .with_data(json!({"server": &*server.name, "tool": listed}));
+                        reply_json(resp, 200, &jsonrpc::error(Some(self.id), &e), None).await;
+                    }
+                    // The answer had begun (progress relayed): nothing more can be said.
+                    Err(_) => resp.abandon(),
+                }
+            }
+            Err(Stop::Refused(e)) => reply_json(resp, 200, &jsonrpc::error(Some(self.id), &e), None).await,
+        }
+    }
+
+    /// Checks the call (tool exposed, caller allowed, arguments through the guardrails) and
+    /// makes the upstream's parameters: its own tool name, the checked arguments.
+    fn prepare(&self, params: Value) -> Result<(&McpServer, Value, Selected, String), Stop> {
+        let Value::Object(mut params) = params else {
+            return Err(Stop::Refused(RpcError::new(
+                jsonrpc::INVALID_PARAMS,
+                "tools/call takes params {name, arguments}",
+            )));
+        };
+        let name = params.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let unknown = || Stop::Refused(RpcError::new(jsonrpc::INVALID_PARAMS, format!("Unknown tool: {name}")));
+        let (server_name, tool) = names::split(&name).ok_or_else(unknown)?;
+        let (si, server) =
+            self.cfg.mcp.server(server_name).filter(|(i, _)| self.v.servers.contains(i)).ok_or_else(unknown)?;
+        if !self.v.exposes(si, tool) {
+            return Err(unknown());
+        }
+        if let Err(refused) = access::may_use_tool(&self.cfg.mcp, self.v, self.caller, si, &name) {
+            let e =
+                RpcError::new(jsonrpc::FORBIDDEN, format!("tool {name} is not allowed for this caller: {}", refused.0))
+                    .with_data(json!({"rule": refused.0}));
+            return Err(Stop::Refused(e));
+        }
+        let selected = self.cfg.guardrails.select(self.caller, &name, &Metadata::new());
+        let mut arguments = params.remove("arguments").unwrap_or_else(|| json!({}));
+        self.guard(
+            &selected,
+            Phase::ToolArgs,
+            &name,
+            &mut arguments,
+            |v| {
+                let mut out = Vec::new();
+                texts::strings(v, &mut out);
+                out
+            },
+            |v, t| texts::put_strings(v, &mut t.into_iter()),
+        )?;
+        params.insert("name".into(), Value::String(tool.to_owned()));
+        params.insert("arguments".into(), arguments);
+        Ok((server, Value::Object(params), selected, name))
+    }
+
+    /// Runs the selected rules of `phase` over the texts `read` finds in `value`, writing
+    /// rewritten texts back with `write`. A block stops the call.
+    fn guard(
+        &self,
+        selected: &Selected,
+        phase: Phase,
+        tool: &str,
+        value: &mut Value,
+        read: impl Fn(&Value) -> Vec<String>,
+        write: impl Fn(&mut Value, Vec<String>),
+    ) -> Result<(), Stop> {
+        let rules = &self.cfg.guardrails;
+        if !rules.applies(selected, phase) {
+            return Ok(());
+        }
+        for rule in rules.externals(selected, phase) {
+            let v =
+                policy::guardrails::Guardrails::unasked(rule, phase, "services are not asked about MCP tool calls yet");
+            crate::api::guard::count_and_log(self.shard, self.cfg, &v);
+        }
+        let mut found: Vec<std::borrow::Cow<'_, str>> = read(value).into_iter().map(std::borrow::Cow::Owned).collect();
+        let metadata = Metadata::new();
+        let facts = Facts { metadata: &metadata, asked_json: false, schema: None };
+        let mut vault = Vault::default();
+        let checked = rules.check(selected, phase, &mut found, facts, &mut vault);
+        for v in &checked.verdicts {
+            crate::api::guard::count_and_log(self.shard, self.cfg, v);
+        }
+        if let Some(v) = checked.blocked() {
+            let what = if phase == Phase::ToolArgs { "arguments" } else { "result" };
+            let e = RpcError::new(
+                jsonrpc::GUARDRAIL_VIOLATION,
+                format!("the {what} of {tool} were blocked: {}", v.describe()),
+            )
+            .with_data(json!({"type": "guardrail_violation", "rule": &*v.rule, "phase": phase.as_str()}));
+            return Err(Stop::Refused(e));
+        }
+        if checked.changed {
+            write(value, found.into_iter().map(std::borrow::Cow::into_owned).collect());
+        }
+        Ok(())
+    }
+
+    /// Sends the call upstream and answers the client: notifications relayed as SSE (when the
+    /// upstream streams them and the client takes SSE), then the result, checked by the
+    /// `tool_result` guardrails.
+    async fn relay<C: Conn>(
+        &self,
+        server: &McpServer,
+        listed: &str,
+        body: &[u8],
+        selected: &Selected,
+        resp: &mut Responder<'_, C>,
+    ) -> Result<(), UpstreamError> {
+        let mut reply = exchange(self.shard, self.cfg, server, self.session, body).await?;
+        let mut events = None;
+        let outcome = loop {
+            match reply.next_message().await? {
+                None => return Err(UpstreamError::Failed("the answer ended without a result".into())),
+                Some(Message::Response { id, outcome }) if &id == self.id => break outcome,
+                Some(Message::Notification { method, params }) if self.accepts_sse => {
+                    if events.is_none() {
+                        let stream = resp.start_event_stream(200).stream().await;
+                        events = Some(stream.map_err(|e| UpstreamError::Failed(format!("client: {e}")))?);
+                    }
+                    if let Some(stream) = events.as_mut() {
+                        let event = sse_event(&jsonrpc::notification(&method, params.as_ref()));
+                        stream.send(&event).await.map_err(|e| UpstreamError::Failed(format!("client: {e}")))?;
+                    }
+                }
+                // Requests from the server (sampling, elicitation) cannot be relayed yet, and
+                // notifications go nowhere when the client takes JSON only.
+                Some(_) => {}
+            }
+        };
+        drop(reply);
+        let answer = match outcome {
+            Ok(mut result) => {
+                match self.guard(
+                    selected,
+                    Phase::ToolResult,
+                    listed,
+                    &mut result,
+                    texts::result_texts,
+                    texts::put_result_texts,
+                ) {
+                    Ok(()) => jsonrpc::result(self.id, result),
+                    Err(Stop::Refused(e)) => jsonrpc::error(Some(self.id), &e),
+                }
+            }
+            Err(error) => jsonrpc::error_value(self.id, error),
+        };
+        match events {
+            Some(mut stream) => {
+                let sent = stream.send(&sse_event(&answer)).await;
+                sent.and(stream.finish().await).map_err(|e| UpstreamError::Failed(format!("client: {e}")))
+            }
+            None => {
+                reply_json(resp, 200, &answer, None).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One SSE event carrying a JSON-RPC message.
+fn sse_event(message: &[u8]) -> Vec<u8> {
+    let mut e = Vec::with_capacity(message.len() + 24);
+    e.extend_from_slice(b"event: message\ndata: ");
+    e.extend_from_slice(message);
+    e.extend_from_slice(b"\n\n");
+    e
+}

@@ -1,0 +1,18 @@
+//! The MCP gateway: virtual MCP servers at `/mcp/{name}` that draw tools from upstream MCP
+//! servers, with per-tool access rules, guardrails on tool arguments and results, and
+//! sessions that any shard can serve.
+//!
+//! - [`spec`]: the `mcp:` config section; [`compiled`]: its runtime form;
+//! - [`access`]: who may use which tool;
+//! - [`session`]: client session ids and the per-shard upstream sessions;
+//! - [`upstream`]: the gateway as a client of upstream servers (streamable HTTP);
+//! - [`endpoint`]: the virtual servers' HTTP endpoint.
+
+pub mod access;
+pub mod compiled;
+pub mod endpoint;
+pub mod session;
+pub mod spec;
+pub mod upstream;
+
+pub use compiled::McpConfig;

@@ -1,0 +1,107 @@
+//! `mcp:` as written in the config file: upstream MCP servers, and the virtual servers the
+//! gateway serves at `/mcp/{name}`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::config::file::{PoolSection, UpstreamTimeoutsSection, UpstreamTlsSection};
+use crate::config::units::{Dur, EnvString};
+
+/// `mcp:`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpSection {
+    /// Upstream MCP servers, by a name of your choice (letters, digits, `-`, `_`; no `__`).
+    #[serde(default)]
+    pub servers: BTreeMap<String, ServerSpec>,
+    /// Virtual servers: each an endpoint `/mcp/{name}` with a curated set of tools.
+    #[serde(default, rename = "virtual")]
+    pub virtual_servers: BTreeMap<String, VirtualSpec>,
+}
+
+/// How the gateway reaches an upstream MCP server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    /// JSON-RPC over POST, answers as JSON or SSE (MCP 2025-03-26 and later).
+    #[default]
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (MCP 2024-11-05).
+    Sse,
+    /// A local process spoken to over stdin/stdout.
+    Stdio,
+}
+
+/// `mcp.servers.<name>:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    #[serde(default)]
+    pub transport: TransportKind,
+    /// The server's MCP endpoint (`https://mcp.example.com/mcp`).
+    pub url: Option<EnvString>,
+    /// Headers presented upstream on every call (`authorization: Bearer ${GITHUB_TOKEN}`):
+    /// the gateway's credential, never the caller's.
+    #[serde(default)]
+    pub headers: BTreeMap<String, EnvString>,
+    /// Longest a call (`tools/call`, `tools/list`, the session's `initialize`) may take,
+    /// answer included. Default 60s.
+    #[serde(default = "default_call_timeout")]
+    pub timeout: Dur,
+    /// Teams whose callers may use this server through any virtual server; empty: every team.
+    #[serde(default)]
+    pub teams: Vec<String>,
+    #[serde(default)]
+    pub tls: UpstreamTlsSection,
+    #[serde(default)]
+    pub pool: PoolSection,
+    #[serde(default)]
+    pub timeouts: UpstreamTimeoutsSection,
+}
+
+fn default_call_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}
+
+/// `mcp.virtual.<name>:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualSpec {
+    /// The tools it exposes, as `server/tool` with globs in the tool part (`github/*`,
+    /// `files/read_*`). Each is listed and called as `server__tool`.
+    pub tools: Vec<String>,
+    /// Teams whose callers may use it; empty: every caller the gateway admits.
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// When an upstream fails during `tools/list`, fail the whole listing instead of listing
+    /// the others' tools. Default false.
+    #[serde(default)]
+    pub fail_closed: bool,
+    /// Per-tool access rules, in order: see [`AccessSpec`].
+    #[serde(default)]
+    pub access: Vec<AccessSpec>,
+}
+
+/// `mcp.virtual.<name>.access[]`: for the callers it names (all of the given lists must match;
+/// an empty list matches anyone), `deny` removes tools and `allow`, when given, is the only
+/// tools left. Patterns are globs over the virtual server's names (`github__create_*`). A tool
+/// one rule denies stays denied whatever another allows.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSpec {
+    #[serde(default)]
+    pub teams: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub applications: Vec<String>,
+    #[serde(default)]
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub environments: Vec<String>,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}

@@ -1,0 +1,265 @@
+//! The gateway as an MCP client of upstream servers over streamable HTTP: one POST per
+//! message, an answer as one JSON message or an SSE stream of messages (the server's
+//! notifications, then the response), sessions opened per shard with `initialize`.
+//!
+//! Every exchange runs inside the server's actor on this shard (mailbox, in-flight bound,
+//! supervision), like a provider call, and is bounded by the server's `timeout`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use adapters::mcp::jsonrpc::{self, Message};
+use adapters::sse::SseScanner;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{Value, json};
+
+use super::compiled::McpServer;
+use super::session::{SessionId, UpstreamSession};
+use crate::config::Snapshot;
+use crate::shard::Shard;
+use crate::upstream::{RequestBytes, Shared, UpstreamResponse, send};
+
+/// Largest single message read from an upstream (a whole JSON answer or one SSE event).
+const MAX_MESSAGE: usize = 8 << 20;
+
+/// Why an exchange with an upstream server failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// The upstream no longer knows the session (HTTP 404 to a request that carried one).
+    SessionGone,
+    /// Anything else, said for the client.
+    Failed(String),
+}
+
+impl UpstreamError {
+    pub fn message(&self, server: &str) -> String {
+        match self {
+            UpstreamError::SessionGone => format!("MCP server {server} ended the session"),
+            UpstreamError::Failed(why) => format!("MCP server {server}: {why}"),
+        }
+    }
+}
+
+fn failed(why: impl Into<String>) -> UpstreamError {
+    UpstreamError::Failed(why.into())
+}
+
+/// The head of a request to `server`: `POST` with a JSON body of `len` bytes, or `DELETE`.
+fn request_head(
+    server: &McpServer,
+    method: &str,
+    len: Option<usize>,
+    session: Option<&str>,
+    version: Option<&str>,
+) -> Bytes {
+    let up = &server.upstream;
+    let mut h = BytesMut::with_capacity(384);
+    h.put_slice(method.as_bytes());
+    h.put_u8(b' ');
+    h.put_slice(if up.base_path.is_empty() { b"/" } else { up.base_path.as_bytes() });
+    h.put_slice(b" HTTP/1.1\r\nhost: ");
+    h.put_slice(up.host_header.as_bytes());
+    h.put_slice(b"\r\n");
+    if let Some(len) = len {
+        h.put_slice(
+            b"content-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: ",
+        );
+        h.put_slice(itoa::Buffer::new().format(len).as_bytes());
+        h.put_slice(b"\r\n");
+    }
+    let optional = [("mcp-protocol-version", version), ("mcp-session-id", session)];
+    let present = optional.iter().filter_map(|(n, v)| v.map(|v| (*n, v)));
+    for (n, v) in present.chain(up.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))) {
+        h.put_slice(n.as_bytes());
+        h.put_slice(b": ");
+        h.put_slice(v.as_bytes());
+        h.put_slice(b"\r\n");
+    }
+    h.put_slice(b"\r\n");
+    h.freeze()
+}
+
+/// An upstream's answer to one POST: its messages, read as they come.
+pub struct Reply<'a> {
+    pub status: u16,
+    /// The `Mcp-Session-Id` it set (on `initialize`).
+    pub session_id: Option<String>,
+    /// Whether the messages come as a stream (SSE) rather than one JSON body.
+    pub streamed: bool,
+    body: Body<'a>,
+}
+
+enum Body<'a> {
+    /// No message (202 Accepted to a notification).
+    Empty,
+    /// One JSON message, not read yet.
+    Json(UpstreamResponse<'a>),
+    Sse {
+        response: UpstreamResponse<'a>,
+        scanner: SseScanner,
+        ready: VecDeque<Vec<u8>>,
+    },
+}
+
+impl Reply<'_> {
+    /// The next message, `None` when there are no more.
+    pub async fn next_message(&mut self) -> Result<Option<Message>, UpstreamError> {
+        loop {
+            match &mut self.body {
+                Body::Empty => return Ok(None),
+                Body::Json(response) => {
+                    let body = response
+                        .read_to_end(MAX_MESSAGE as u64)
+                        .await
+                        .map_err(|e| failed(format!("reading the answer: {e}")))?;
+                    self.body = Body::Empty;
+                    return jsonrpc::parse(&body)
+                        .map(Some)
+                        .map_err(|e| failed(format!("the answer is not a JSON-RPC message: {}", e.message)));
+                }
+                Body::Sse { response, scanner, ready } => {
+                    if let Some(data) = ready.pop_front() {
+                        match jsonrpc::parse(&data) {
+                            Ok(m) => return Ok(Some(m)),
+                            // Event streams may carry keep-alive or priming events without a
+                            // message; skip what is not one.
+                            Err(_) if data.iter().all(u8::is_ascii_whitespace) => continue,
+                            Err(e) => return Err(failed(format!("an event is not a JSON-RPC message: {}", e.message))),
+                        }
+                    }
+                    let chunk = response.next_chunk().await.map_err(|e| failed(format!("reading the stream: {e}")))?;
+                    let Some(chunk) = chunk else {
+                        let mut tail = Vec::new();
+                        scanner.finish(|e| tail.push(e.data.to_vec()));
+                        if tail.is_empty() {
+                            self.body = Body::Empty;
+                        } else {
+                            ready.extend(tail);
+                        }
+                        continue;
+                    };
+                    scanner.feed(&chunk, |e| ready.push_back(e.data.to_vec()));
+                    if scanner.overflowed() {
+                        return Err(failed(format!("an event passed {MAX_MESSAGE} bytes")));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads messages up to the response to `id`; `on_other` gets every other message
+    /// (progress and log notifications) in order.
+    pub async fn response_to(
+        &mut self,
+        id: &Value,
+        mut on_other: impl AsyncFnMut(Message),
+    ) -> Result<Result<Value, Value>, UpstreamError> {
+        while let Some(m) = self.next_message().await? {
+            match m {
+                Message::Response { id: got, outcome } if &got == id => return Ok(outcome),
+                other => on_other(other).await,
+            }
+        }
+        Err(failed("the answer ended without a response to the request"))
+    }
+}
+
+/// Posts one message to `server`, in its session when there is one.
+pub async fn post<'s>(
+    shard: &'s Shard,
+    cfg: &Snapshot,
+    server: &McpServer,
+    session: Option<&UpstreamSession>,
+    version: Option<&str>,
+    body: Vec<u8>,
+) -> Result<Reply<'s>, UpstreamError> {
+    let head = request_head(server, "POST", Some(body.len()), session.and_then(|s| s.id.as_deref()), version);
+    let request = RequestBytes { head, body: Bytes::from(body), is_head: false };
+    let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
+    let response =
+        send(&shared, &server.upstream, &request, cfg.upstream_limits).await.map_err(|e| failed(e.to_string()))?;
+    let status = response.head.status;
+    let session_id =
+        response.head.header("mcp-session-id").and_then(|v| std::str::from_utf8(v).ok()).map(|s| s.trim().to_owned());
+    if status == 404 && session.is_some_and(|s| s.id.is_some()) {
+        return Err(UpstreamError::SessionGone);
+    }
+    if status == 202 || status == 204 {
+        return Ok(Reply { status, session_id, streamed: false, body: Body::Empty });
+    }
+    if !(200..300).contains(&status) {
+        let mut response = response;
+        let body = response.read_to_end(64 << 10).await.unwrap_or_default();
+        // An error answer may still be a JSON-RPC error; say what it says.
+        let detail = match jsonrpc::parse(&body) {
+            Ok(Message::Response { outcome: Err(e), .. }) => {
+                e.get("message").and_then(Value::as_str).unwrap_or("no message").to_owned()
+            }
+            _ => String::from_utf8_lossy(body.get(..body.len().min(200)).unwrap_or_default()).into_owned(),
+        };
+        return Err(failed(format!("HTTP {status}: {detail}")));
+    }
+    let streamed = response.head.is_event_stream();
+    let body = if streamed {
+        Body::Sse { response, scanner: SseScanner::new(MAX_MESSAGE), ready: VecDeque::new() }
+    } else {
+        Body::Json(response)
+    };
+    Ok(Reply { status, session_id, streamed, body })
+}
+
+/// Opens a session with `server` at the client's protocol revision: `initialize`, then
+/// `notifications/initialized`.
+pub async fn open_session(
+    shard: &Shard,
+    cfg: &Snapshot,
+    server: &McpServer,
+    version: &str,
+) -> Result<UpstreamSession, UpstreamError> {
+    let id = json!("shardgate-initialize");
+    let params = json!({
+        "protocolVersion": version,
+        "capabilities": {},
+        "clientInfo": {"name": "shardgate", "version": env!("CARGO_PKG_VERSION")},
+    });
+    let mut reply = post(shard, cfg, server, None, None, jsonrpc::request(&id, "initialize", Some(&params))).await?;
+    let outcome = reply.response_to(&id, async |_| {}).await?;
+    let result = outcome.map_err(|e| failed(format!("initialize refused: {e}")))?;
+    let agreed = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(version);
+    if !adapters::mcp::is_supported(agreed) {
+        return Err(failed(format!("it speaks protocol revision {agreed}, which this gateway does not")));
+    }
+    let session = UpstreamSession { id: reply.session_id.take().map(Arc::from), version: Arc::from(agreed) };
+    drop(reply);
+    let note = jsonrpc::notification("notifications/initialized", None);
+    let mut ack = post(shard, cfg, server, Some(&session), Some(agreed), note).await?;
+    while ack.next_message().await?.is_some() {}
+    Ok(session)
+}
+
+/// This shard's upstream session of `client` with `server`, opened now if there is none.
+pub async fn session_for(
+    shard: &Shard,
+    cfg: &Snapshot,
+    server: &McpServer,
+    client: &SessionId,
+) -> Result<UpstreamSession, UpstreamError> {
+    if let Some(s) = shard.mcp_sessions.get(client, &server.name) {
+        return Ok(s);
+    }
+    let s = open_session(shard, cfg, server, client.protocol_version()).await?;
+    shard.mcp_sessions.put(client, &server.name, s.clone());
+    Ok(s)
+}
+
+/// Sends `DELETE` for an upstream session (the client ended its own); failures are ignored,
+/// the upstream will expire it.
+pub async fn close_session(shard: &Shard, cfg: &Snapshot, server: &McpServer, session: &UpstreamSession) {
+    let Some(id) = session.id.as_deref() else { return };
+    let head = request_head(server, "DELETE", None, Some(id), Some(&session.version));
+    let request = RequestBytes { head, body: Bytes::new(), is_head: false };
+    let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
+    if let Ok(mut r) = send(&shared, &server.upstream, &request, cfg.upstream_limits).await {
+        let _ = r.read_to_end(64 << 10).await;
+    }
+}

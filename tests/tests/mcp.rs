@@ -1,0 +1,349 @@
+//! The MCP gateway end to end: a client speaks streamable HTTP to a virtual server at
+//! `/mcp/{name}`, which draws its tools from two upstream MCP servers (the mock's `alpha` and
+//! `beta`, over real sockets). Sessions, merged and paginated listings, routing by prefixed
+//! name, per-tool access rules, the gateway's own upstream credential, guardrails on tool
+//! arguments and results, progress relayed as SSE, upstream sessions re-opened when lost, and
+//! failing upstreams with fail-open and fail-closed listings.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)]
+
+use std::net::SocketAddr;
+
+use e2e::{Client, Response, config_for, default_mock, gateway, on_both_drivers};
+use serde_json::{Value, json};
+
+on_both_drivers!(
+    a_virtual_server_merges_two_upstreams_and_routes_calls,
+    access_rules_filter_the_listing_and_refuse_calls,
+    upstreams_see_the_gateways_credential_never_the_callers,
+    guardrails_check_tool_arguments_and_redact_tool_results,
+    sessions_are_checked_ended_and_reopened_upstream,
+    progress_is_relayed_as_server_sent_events,
+    a_failing_upstream_is_left_out_unless_fail_closed,
+);
+
+const PEPPER: &str = "test-pepper-0123456789";
+const SAM: &str = "sk-sg-sam-support-000000";
+const OLGA: &str = "sk-sg-olga-ops-000000000";
+const INTERN: &str = "sk-sg-ivy-intern-0000000";
+/// A synthetic OpenAI-format key (matches the format; not a real key).
+const FAKE_KEY: &str = "sk-proj-Zq8vN3kL5mR7tY2wX9pB4cD6fG1hJ0aS3eU5iO7kL9nM2bV4cX6zQ8wE1rT3yU5";
+
+/// Two upstream MCP servers on the mock (and one that is down), three virtual servers.
+fn config(mock: SocketAddr, down: SocketAddr) -> String {
+    let extra = format!(
+        "auth: {{pepper: {PEPPER}}}
+teams:
+  support: {{models: [m]}}
+  ops: {{models: [m]}}
+users:
+  sam: {{teams: [support]}}
+  olga: {{teams: [ops]}}
+  ivy: {{teams: [support]}}
+keys:
+  - {{name: sam-key, secret: {SAM}, user: sam}}
+  - {{name: olga-key, secret: {OLGA}, user: olga}}
+  - {{name: ivy-key, secret: {INTERN}, user: ivy}}
+mcp:
+  servers:
+    alpha: {{url: 'http://{mock}/mcp/alpha', headers: {{authorization: 'Bearer gateway-upstream-token'}}, timeout: 5s}}
+    beta: {{url: 'http://{mock}/mcp/beta', timeout: 5s}}
+    down: {{url: 'http://{down}/mcp/down', timeout: 2s, timeouts: {{connect: 1s}}}}
+  virtual:
+    tools:
+      tools: ['alpha/*', 'beta/echo']
+      access:
+        - {{teams: [support], deny: ['alpha__whoami']}}
+        - {{users: [ivy], allow: ['alpha__echo', 'beta__*']}}
+    ops-only:
+      tools: ['alpha/echo']
+      teams: [ops]
+    flaky:
+      tools: ['beta/*', 'down/*']
+    strict:
+      tools: ['beta/*', 'down/*']
+      fail_closed: true
+guardrails:
+  - {{id: no-secrets-in-args, check: secrets, phase: tool_args}}
+  - {{id: pii-out-of-results, check: pii, mode: mutate, phase: tool_result}}
+"
+    );
+    config_for(mock, &extra)
+}
+
+/// A port nothing listens on.
+fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A client session with one virtual server, over one connection.
+struct Session {
+    client: Client,
+    path: String,
+    key: String,
+    id: Option<String>,
+    next: u64,
+}
+
+impl Session {
+    fn new(addr: SocketAddr, virtual_server: &str, key: &str) -> Session {
+        Session {
+            client: Client::connect(addr),
+            path: format!("/mcp/{virtual_server}"),
+            key: key.into(),
+            id: None,
+            next: 1,
+        }
+    }
+
+    fn headers(&self, accept: &str) -> String {
+        let mut h = format!("authorization: Bearer {}\r\naccept: {accept}\r\n", self.key);
+        if let Some(id) = &self.id {
+            h.push_str(&format!("mcp-session-id: {id}\r\nmcp-protocol-version: 2025-06-18\r\n"));
+        }
+        h
+    }
+
+    fn post(&mut self, message: &Value) -> Response {
+        let h = self.headers("application/json, text/event-stream");
+        self.client.post_json(&self.path, &message.to_string(), &h)
+    }
+
+    /// Opens the session: `initialize`, then `notifications/initialized`.
+    fn initialize(&mut self) -> Value {
+        let r = self.post(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        self.id = Some(r.header("mcp-session-id").expect("a session id").to_owned());
+        let note = self.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        assert_eq!(note.status, 202, "{}", note.text());
+        r.json()["result"].clone()
+    }
+
+    /// A request; the JSON-RPC response (its `result` or `error` object).
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next;
+        self.next += 1;
+        let r = self.post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["id"], json!(id), "the response answers the request: {v}");
+        v
+    }
+
+    fn call(&mut self, tool: &str, arguments: Value) -> Value {
+        self.request("tools/call", json!({"name": tool, "arguments": arguments}))
+    }
+
+    fn tool_names(&mut self) -> Vec<String> {
+        let v = self.request("tools/list", json!({}));
+        let mut names: Vec<String> =
+            v["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect();
+        names.sort();
+        names
+    }
+}
+
+fn text_of(response: &Value) -> String {
+    response["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text in {response}")).to_owned()
+}
+
+fn a_virtual_server_merges_two_upstreams_and_routes_calls(rt: e2e::Runtime) {
+    let mock = default_mock();
+    let gw = gateway(&config(mock.addr(), closed_port()), rt);
+    let mut s = Session::new(gw.local_addr(), "tools", OLGA);
+    let init = s.initialize();
+    assert_eq!(init["protocolVersion"], "2025-06-18", "the client's revision is kept: {init}");
+    assert_eq!(init["serverInfo"]["name"], "shardgate/tools");
+    assert!(init["capabilities"]["tools"].is_object(), "{init}");
+    // alpha lists seven tools over four pages; beta's `time` is not selected.
+    assert_eq!(
+        s.tool_names(),
+        [
+            "alpha__add",
+            "alpha__echo",
+            "alpha__fail",
+            "alpha__forget_session",
+            "alpha__leak",
+            "alpha__slow",
+            "alpha__whoami",
+            "beta__echo"
+        ]
+    );
+    assert_eq!(text_of(&s.call("alpha__echo", json!({"text": "hi"}))), "hi");
+    assert_eq!(text_of(&s.call("beta__echo", json!({"text": "hi"}))), "beta: hi", "routed by prefix");
+    let sum = s.call("alpha__add", json!({"a": 2, "b": 3}));
+    assert_eq!(sum["result"]["structuredContent"]["sum"], 5.0, "{sum}");
+    assert_eq!(s.request("ping", json!({}))["result"], json!({}));
+    // Tools outside the selection, or of no server, are unknown (JSON-RPC invalid params).
+    for unknown in ["beta__time", "gamma__x", "echo", "alpha__"] {
+        let e = s.call(unknown, json!({}));
+        assert_eq!(e["error"]["code"], -32602, "{unknown}: {e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains("Unknown tool"), "{e}");
+    }
+    // An upstream's JSON-RPC error comes back as it was.
+    let failed = s.call("alpha__fail", json!({}));
+    assert_eq!(failed["error"]["code"], -32000, "{failed}");
+    let other = s.request("resources/list", json!({}));
+    assert_eq!(other["error"]["code"], -32601, "{other}");
+    // GET offers no stream: 405, as the spec provides.
+    let h = s.headers("text/event-stream");
+    let get = s.client.get_with("/mcp/tools", &h);
+    assert_eq!(get.status, 405);
+    assert_eq!(get.header("allow"), Some("POST, DELETE"));
+}
+
+fn access_rules_filter_the_listing_and_refuse_calls(rt: e2e::Runtime) {
+    let mock = default_mock();
+    let gw = gateway(&config(mock.addr(), closed_port()), rt);
+    let addr = gw.local_addr();
+    // Team support may not use alpha__whoami: not listed, and refused by name.
+    let mut sam = Session::new(addr, "tools", SAM);
+    sam.initialize();
+    let names = sam.tool_names();
+    assert!(!names.contains(&"alpha__whoami".to_owned()) && names.contains(&"alpha__echo".to_owned()), "{names:?}");
+    let refused = sam.call("alpha__whoami", json!({}));
+    assert_eq!(refused["error"]["code"], -32003, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("mcp.virtual.tools.access[0]") && message.contains("alpha__whoami"), "{message}");
+    // Ivy is in support too, and her allow list narrows further.
+    let mut ivy = Session::new(addr, "tools", INTERN);
+    ivy.initialize();
+    assert_eq!(ivy.tool_names(), ["alpha__echo", "beta__echo"]);
+    let refused = ivy.call("alpha__add", json!({"a": 1, "b": 1}));
+    assert!(refused["error"]["message"].as_str().unwrap().contains("access[1]"), "{refused}");
+    // A virtual server for team ops only: 403 for support, served for ops.
+    let mut wrong_team = Session::new(addr, "ops-only", SAM);
+    let r = wrong_team.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], -32003);
+    assert!(r.text().contains("mcp.virtual.ops-only.teams"), "{}", r.text());
+    let mut ops = Session::new(addr, "ops-only", OLGA);
+    ops.initialize();
+    assert_eq!(ops.tool_names(), ["alpha__echo"]);
+    // No key: the gateway's 401; an unknown virtual server: 404.
+    let mut c = Client::connect(addr);
+    let r = c.post_json("/mcp/tools", r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, "");
+    assert_eq!(r.status, 401, "{}", r.text());
+    let mut nowhere = Session::new(addr, "nowhere", OLGA);
+    let r = nowhere.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}));
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("no MCP virtual server `nowhere`"), "{}", r.text());
+}
+
+fn upstreams_see_the_gateways_credential_never_the_callers(rt: e2e::Runtime) {
+    let mock = default_mock();
+    let gw = gateway(&config(mock.addr(), closed_port()), rt);
+    let mut s = Session::new(gw.local_addr(), "tools", OLGA);
+    s.initialize();
+    let who = text_of(&s.call("alpha__whoami", json!({})));
+    assert_eq!(who, "Bearer gateway-upstream-token");
+    assert!(!who.contains(OLGA));
+}
+
+fn guardrails_check_tool_arguments_and_redact_tool_results(rt: e2e::Runtime) {
+    let mock = default_mock();
+    let gw = gateway(&config(mock.addr(), closed_port()), rt);
+    let mut s = Session::new(gw.local_addr(), "tools", OLGA);
+    s.initialize();
+    // A secret in the arguments: blocked before the call, named, not echoed.
+    let blocked = s.call("alpha__echo", json!({"text": format!("use {FAKE_KEY}")}));
+    assert_eq!(blocked["error"]["code"], -32004, "{blocked}");
+    assert_eq!(blocked["error"]["data"]["rule"], "no-secrets-in-args");
+    assert_eq!(blocked["error"]["data"]["phase"], "tool_args");
+    assert!(!blocked.to_string().contains(FAKE_KEY), "the secret is not echoed: {blocked}");
+    // PII in a tool's result is redacted before the agent sees it.
+    let leaked = text_of(&s.call("alpha__leak", json!({})));
+    assert!(!leaked.contains("jane.doe@example.com") && !leaked.contains("555-0134"), "{leaked}");
+    assert!(leaked.contains("<EMAIL_1>") && leaked.contains("<PHONE_1>"), "{leaked}");
+    // Results without findings pass as they were.
+    assert_eq!(text_of(&s.call("alpha__echo", json!({"text": "plain"}))), "plain");
+}
+
+fn sessions_are_checked_ended_and_reopened_upstream(rt: e2e::Runtime) {
+    let mock = default_mock();
+    let gw = gateway(&config(mock.addr(), closed_port()), rt);
+    let addr = gw.local_addr();
+    let mut s = Session::new(addr, "tools", OLGA);
+    // Before initialize: 400.
+    let r = s.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    s.initialize();
+    let id = s.id.clone().unwrap();
+    // The upstream forgets its session: the gateway opens a new one and the call goes through.
+    assert_eq!(text_of(&s.call("alpha__forget_session", json!({}))), "forgotten");
+    assert_eq!(text_of(&s.call("alpha__echo", json!({"text": "again"}))), "again");
+    // A forged id, or one made for another virtual server: 404.
+    let flipped = if id.starts_with('0') { '1' } else { '0' };
+    s.id = Some(format!("{flipped}{}", &id[1..]));
+    let r = s.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}));
+    assert_eq!(r.status, 404, "{}", r.text());
+    let mut other = Session::new(addr, "ops-only", OLGA);
+    other.id = Some(id.clone());
+    let r = other.post(&json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}));
+    assert_eq!(r.status, 404, "an id is bound to its virtual server: {}", r.text());
+    // An unsupported protocol revision header: 400.
+    s.id = Some(id.clone());
+    let h = format!("authorization: Bearer {OLGA}\r\nmcp-session-id: {id}\r\nmcp-protocol-version: 1999-01-01\r\n");
+    let r = s.client.post_json("/mcp/tools", r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#, &h);
+    assert_eq!(r.status, 400, "{}", r.text());
+    // DELETE ends it, on a new connection too.
+    let h = s.headers("application/json");
+    s.client.send(format!("DELETE /mcp/tools HTTP/1.1\r\nhost: test\r\n{h}\r\n").as_bytes());
+    assert_eq!(s.client.read_response().status, 204);
+    let mut after = Session::new(addr, "tools", OLGA);
+    after.id = Some(id);
+    let r = after.post(&json!({"jsonrpc": "2.0", "id": 4, "method": "ping"}));
+    assert_eq!(r.status, 404, "{}", r.text());
+    // Not a message: 400 with a JSON-RPC error.
+    let r = after.client.post_json("/mcp/tools", "[]", &format!("authorization: Bearer {OLGA}\r\n"));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], -32600);
+}
+
+fn progress_is_relayed_as_server_sent_events(rt: e2e::Runtime) {
+    let mock = default_mock();
+    let gw = gateway(&config(mock.addr(), closed_port()), rt);
+    let mut s = Session::new(gw.local_addr(), "tools", OLGA);
+    s.initialize();
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "alpha__slow", "arguments": {"steps": 3}, "_meta": {"progressToken": "p1"}}});
+    let r = s.post(&call);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"), "{:?}", r.headers);
+    let messages: Vec<Value> = r
+        .text()
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(messages.len(), 4, "three progress notifications, then the result: {messages:?}");
+    for (i, m) in messages.iter().take(3).enumerate() {
+        assert_eq!(m["method"], "notifications/progress");
+        assert_eq!(m["params"]["progressToken"], "p1");
+        assert_eq!(m["params"]["progress"], json!(i + 1));
+    }
+    assert_eq!(messages[3]["id"], 9);
+    assert_eq!(messages[3]["result"]["content"][0]["text"], "done after 3 steps");
+    // A client that takes JSON only gets the result alone.
+    let h = s.headers("application/json");
+    let r = s.client.post_json("/mcp/tools", &call.to_string(), &h);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["result"]["content"][0]["text"], "done after 3 steps");
+}
+
+fn a_failing_upstream_is_left_out_unless_fail_closed(rt: e2e::Runtime) {
+    let mock = default_mock();
+    let gw = gateway(&config(mock.addr(), closed_port()), rt);
+    let mut flaky = Session::new(gw.local_addr(), "flaky", OLGA);
+    flaky.initialize();
+    assert_eq!(flaky.tool_names(), ["beta__echo", "beta__time"], "down's tools are left out");
+    let e = flaky.call("down__anything", json!({}));
+    assert_eq!(e["error"]["code"], -32005, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("MCP server down"), "{e}");
+    let mut strict = Session::new(gw.local_addr(), "strict", OLGA);
+    strict.initialize();
+    let e = strict.request("tools/list", json!({}));
+    assert_eq!(e["error"]["code"], -32005, "{e}");
+    assert_eq!(e["error"]["data"]["server"], "down");
+}
