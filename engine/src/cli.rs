@@ -34,6 +34,23 @@ enum Command {
     /// Make virtual keys to declare in the config file.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The MCP audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check the hash chain of the audit trail: exits 0 when every record holds, 1 at the first
+    /// broken one (printed), 2 when the store cannot be read. Safe while the gateway runs.
+    Verify {
+        /// The store (SQLite file) to check.
+        #[arg(long, conflicts_with = "config")]
+        store: Option<PathBuf>,
+        /// Or the config file whose store to check (`store.path`, default `shardgate.db` beside it).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,6 +149,53 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(config),
         Command::Serve(args) => serve(args),
         Command::Keys(k) => keys(k),
+        Command::Audit(AuditCommand::Verify { store, config }) => audit_verify(store, config),
+    }
+}
+
+#[allow(clippy::print_stdout)] // The command's output is what the user asked for.
+fn audit_verify(store: Option<PathBuf>, config: Option<PathBuf>) -> ExitCode {
+    init_logging(LogFormat::Text);
+    let path = match (store, config) {
+        (Some(p), _) => p,
+        (None, Some(c)) => {
+            let source = ConfigSource::File(c);
+            match crate::config::load(&source, 1) {
+                Ok((file, _)) => match crate::config::store_path(&source, &file) {
+                    Some(p) => p,
+                    None => {
+                        tracing::error!("this config runs without a store (store.path: none): there is no audit trail");
+                        return ExitCode::from(2);
+                    }
+                },
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (None, None) => PathBuf::from("shardgate.db"),
+    };
+    match crate::store::verify_audit(&path) {
+        Ok(v) => match v.broken {
+            None => {
+                println!("audit trail of {}: {} records, chain intact; head {}", path.display(), v.records, v.head);
+                ExitCode::SUCCESS
+            }
+            Some((seq, why)) => {
+                println!(
+                    "audit trail of {}: BROKEN at record {seq}: {why} ({} records before it hold; last good hash {})",
+                    path.display(),
+                    v.records,
+                    v.head
+                );
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(2)
+        }
     }
 }
 

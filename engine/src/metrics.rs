@@ -60,6 +60,10 @@ impl Endpoint {
     }
 }
 
+/// Outcomes of MCP tool calls, as audit records and metrics name them.
+pub const MCP_OUTCOMES: [&str; 7] =
+    ["ok", "tool_error", "upstream_error", "forbidden", "unknown_tool", "guardrail_blocked", "invalid"];
+
 /// Status codes tracked individually; everything else lands in `other`.
 const CODES: [u16; 23] =
     [200, 201, 202, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415, 417, 422, 429, 431, 500, 501, 502, 503, 504, 505];
@@ -142,6 +146,10 @@ pub struct ShardMetrics {
     pub completion_tokens: AtomicU64,
     pub cached_tokens: AtomicU64,
     pub panics: AtomicU64,
+    /// MCP tool calls by outcome (indexes of [`MCP_OUTCOMES`]).
+    pub mcp_calls: [AtomicU64; MCP_OUTCOMES.len()],
+    /// MCP audit records dropped because the store stayed behind.
+    pub audit_dropped: AtomicU64,
     /// Micro-dollars spent (settled costs).
     pub spend_micros: AtomicU64,
     /// Budget thresholds crossed (as seen by this shard).
@@ -187,6 +195,8 @@ impl Default for ShardMetrics {
             completion_tokens: AtomicU64::new(0),
             cached_tokens: AtomicU64::new(0),
             panics: AtomicU64::new(0),
+            mcp_calls: std::array::from_fn(|_| AtomicU64::new(0)),
+            audit_dropped: AtomicU64::new(0),
             spend_micros: AtomicU64::new(0),
             budget_alerts: AtomicU64::new(0),
             audit_violations: AtomicU64::new(0),
@@ -361,6 +371,18 @@ impl Registry {
             "shardgate_audit_violations_total",
             "Requests an audit-mode rate limit or budget would have refused.",
             self.sum(|s| s.audit_violations.load(Relaxed)),
+        );
+        o.push_str("# HELP shardgate_mcp_tool_calls_total MCP tool calls through virtual servers, by outcome.\n");
+        o.push_str("# TYPE shardgate_mcp_tool_calls_total counter\n");
+        for (i, outcome) in MCP_OUTCOMES.iter().enumerate() {
+            let n = self.sum(|s| s.mcp_calls.get(i).map_or(0, |c| c.load(Relaxed)));
+            o.push_str(&format!("shardgate_mcp_tool_calls_total{{outcome=\"{outcome}\"}} {n}\n"));
+        }
+        counter(
+            o,
+            "shardgate_mcp_audit_dropped_total",
+            "MCP audit records dropped because the store stayed behind.",
+            self.sum(|s| s.audit_dropped.load(Relaxed)),
         );
         counter(
             o,

@@ -79,6 +79,10 @@ impl ProcessState {
 #[allow(clippy::redundant_allocation)]
 pub type LocalSnapshot = Rc<Arc<Snapshot>>;
 
+/// Audit records a shard keeps while the store is behind; beyond this they are dropped and
+/// counted (`shardgate_mcp_audit_dropped_total`).
+const AUDIT_PENDING_MAX: usize = 65_536;
+
 /// One shard's state, owned by its thread.
 pub struct Shard {
     pub id: usize,
@@ -108,6 +112,8 @@ pub struct Shard {
     pub guard_counters: RefCell<crate::api::guard::GuardCounters>,
     /// The upstream MCP sessions this shard opened, per client session and server.
     pub mcp_sessions: crate::mcp::session::UpstreamSessions,
+    /// MCP audit records not yet handed to the store (it was behind).
+    audit_pending: RefCell<Vec<crate::store::audit::AuditRecord>>,
 }
 
 impl Shard {
@@ -138,6 +144,7 @@ impl Shard {
             route_health,
             guard_counters: RefCell::default(),
             mcp_sessions: Default::default(),
+            audit_pending: RefCell::default(),
         }
     }
 
@@ -183,6 +190,35 @@ impl Shard {
         if let Err(rows) = store.send_spend(rows) {
             tracing::warn!(shard = self.id, rows = rows.len(), "store behind; spend kept for the next flush");
             tally.put_back(rows);
+        }
+    }
+
+    /// Records one MCP tool call in the audit trail (through the store thread; off the request
+    /// path). Without a store, the log line written for the call is all there is.
+    pub fn audit(&self, record: crate::store::audit::AuditRecord) {
+        if self.process.store.get().is_none() {
+            return;
+        }
+        let mut pending = self.audit_pending.borrow_mut();
+        if pending.len() >= AUDIT_PENDING_MAX {
+            self.metrics.audit_dropped.fetch_add(1, Relaxed);
+            tracing::error!(shard = self.id, "store far behind: an MCP audit record is dropped");
+            return;
+        }
+        pending.push(record);
+        drop(pending);
+        self.flush_audit();
+    }
+
+    /// Hands pending audit records to the store; kept for the next try if it is behind.
+    pub fn flush_audit(&self) {
+        let Some(store) = self.process.store.get() else { return };
+        let mut pending = self.audit_pending.borrow_mut();
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(back) = store.send_audit(std::mem::take(&mut *pending)) {
+            *pending = back;
         }
     }
 
@@ -243,6 +279,7 @@ pub async fn run(shard: Rc<Shard>, listener: std::net::TcpListener) {
         tracing::debug!(shard = shard.id, "shard drained");
     }
     shard.flush_spend();
+    shard.flush_audit();
 }
 
 /// Gossip rounds every `governance.gossip_interval`, eviction of idle counters, and the spend
@@ -266,6 +303,7 @@ async fn gossip(shard: Rc<Shard>) {
         }
         if flush_every.is_some_and(|f| last_flush.elapsed() >= f) {
             shard.flush_spend();
+            shard.flush_audit();
             last_flush = Instant::now();
         }
         rt::sleep(interval).await;

@@ -347,3 +347,95 @@ fn a_failing_upstream_is_left_out_unless_fail_closed(rt: e2e::Runtime) {
     assert_eq!(e["error"]["code"], -32005, "{e}");
     assert_eq!(e["error"]["data"]["server"], "down");
 }
+
+const ROOT: &str = "sk-sg-root-admin-0000000";
+
+/// Every call leaves one hash-chained record: who, which tool of which server, a hash of the
+/// arguments (and the arguments themselves when the virtual server keeps them), the outcome
+/// and every decision. The admin API finds them; `shardgate audit verify` checks the chain
+/// and names the first record tampered with behind the gateway's back.
+#[test]
+fn every_call_leaves_an_audit_record_in_a_verified_chain() {
+    let mock = default_mock();
+    let dir = e2e::tempdir();
+    let db = dir.path().join("audit.db");
+    let yaml = config(mock.addr(), closed_port())
+        .replacen("teams:\n", &format!("store: {{path: '{}'}}\nteams:\n", db.display()), 1)
+        .replacen("users:\n", "users:\n  root: {role: org_admin}\n", 1)
+        .replacen("keys:\n", &format!("keys:\n  - {{name: root-key, secret: {ROOT}, user: root}}\n"), 1)
+        .replacen("    ops-only:\n", "      audit_arguments: true\n    ops-only:\n", 1);
+    let gw = gateway(&yaml, e2e::Runtime::Epoll);
+    let mut sam = Session::new(gw.local_addr(), "tools", SAM);
+    sam.initialize();
+    assert_eq!(text_of(&sam.call("alpha__echo", json!({"text": "hello"}))), "hello");
+    assert_eq!(sam.call("alpha__whoami", json!({}))["error"]["code"], -32003);
+    assert_eq!(sam.call("alpha__echo", json!({"text": FAKE_KEY}))["error"]["code"], -32004);
+    let leaked = sam.call("alpha__leak", json!({}));
+    assert!(text_of(&leaked).contains("<EMAIL_1>"));
+    assert_eq!(sam.call("beta__time", json!({}))["error"]["code"], -32602);
+
+    let mut admin = Client::connect(gw.local_addr());
+    let auth = format!("authorization: Bearer {ROOT}\r\n");
+    let r = admin.get_with("/admin/v1/audit?user=sam", &auth);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let records = r.json()["data"].as_array().unwrap().clone();
+    let outcomes: Vec<&str> = records.iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["unknown_tool", "ok", "guardrail_blocked", "forbidden", "ok"], "newest first");
+    let first = records.last().unwrap();
+    assert_eq!(first["tool"], "alpha__echo");
+    assert_eq!(first["server"], "alpha");
+    assert_eq!((first["key"].as_str(), first["team"].as_str()), (Some("sam-key"), Some("support")));
+    assert_eq!(first["arguments"], r#"{"text":"hello"}"#, "kept: audit_arguments");
+    let digest = ring::digest::digest(&ring::digest::SHA256, br#"{"text":"hello"}"#);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(first["arguments_sha256"], hex);
+    assert!(first["latency_us"].as_u64().is_some() && first["hash"].as_str().unwrap().len() == 64);
+    assert_eq!(first["decisions"][0]["kind"], "access");
+    let denied = &records[3]["decisions"][0];
+    assert_eq!(
+        (denied["verdict"].as_str(), denied["rule"].as_str()),
+        (Some("denied"), Some("mcp.virtual.tools.access[0]"))
+    );
+    let blocked = &records[2];
+    assert!(!blocked.to_string().contains(FAKE_KEY), "a blocked secret is neither kept nor echoed: {blocked}");
+    assert_eq!(blocked["decisions"][1]["rule"], "no-secrets-in-args");
+    assert_eq!(records[1]["decisions"][1]["verdict"], "redacted", "{}", records[1]);
+    let r = admin.get_with("/admin/v1/audit?tool=alpha__echo&limit=1", &auth);
+    assert_eq!(r.json()["data"].as_array().unwrap().len(), 1);
+    // Only admins read it.
+    let r = Client::connect(gw.local_addr()).get_with("/admin/v1/audit", &format!("authorization: Bearer {SAM}\r\n"));
+    assert_eq!(r.status, 403, "{}", r.text());
+    let metrics = Client::connect(gw.local_addr()).get("/metrics").text();
+    assert!(metrics.contains("shardgate_mcp_tool_calls_total{outcome=\"ok\"} 2"), "{metrics}");
+    drop(admin);
+    drop(gw);
+
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shardgate-e2e"))
+            .args(["audit", "verify", "--store"])
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let ok = verify();
+    let said = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert!(
+        ok.status.success() && said.contains("5 records, chain intact"),
+        "{said} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Edits are refused by the database; behind its back, verify finds the record.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    assert!(conn.execute("UPDATE audit SET outcome = 'ok' WHERE seq = 2", []).is_err(), "append-only");
+    conn.execute_batch("DROP TRIGGER audit_append_only_u").unwrap();
+    conn.execute(
+        "UPDATE audit SET record = replace(record, '\"forbidden\"', '\"ok\"'), outcome = 'ok' WHERE seq = 2",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let broken = verify();
+    let said = String::from_utf8_lossy(&broken.stdout).into_owned();
+    assert_eq!(broken.status.code(), Some(1), "{said}");
+    assert!(said.contains("BROKEN at record 2"), "{said}");
+}

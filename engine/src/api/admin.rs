@@ -169,6 +169,7 @@ async fn route(
     match (method, parts.as_slice()) {
         ("GET", ["whoami"]) => Ok((200, whoami(caller, &scope))),
         ("GET", ["spend"]) => spend(shard, caller, &scope, req.head.target()).await,
+        ("GET", ["audit"]) => audit(shard, &scope, req.head.target()).await,
         ("GET", ["targets"]) if matches!(scope, Scope::Org) => Ok((200, targets(shard, cfg))),
         ("GET", ["targets"]) => Err(forbidden("Only org admins may see the providers' state.")),
         ("GET", [kind]) => {
@@ -729,6 +730,61 @@ fn narrow(q: &mut SpendQuery, dim: Dimension, allowed: &[String]) -> Result<(), 
         None => q.filters.push((dim, allowed.to_vec())),
     }
     Ok(())
+}
+
+/// `GET /admin/v1/audit`: MCP tool-call records, newest first, filtered by `key`, `user`,
+/// `team`, `application`, `virtual_server`, `server`, `tool`, `from` and `to` (RFC 3339 or
+/// Unix milliseconds) and `limit` (default 100, at most 1000). Org admins see every record;
+/// team admins their teams' (naming the team when they have several); others none.
+async fn audit(shard: &Rc<Shard>, scope: &Scope, target: &str) -> Result<(u16, Value), GatewayError> {
+    let mut q = crate::store::audit::AuditQuery { limit: 100, ..Default::default() };
+    let instant = |v: &str, field: &'static str| {
+        v.parse::<u64>().or_else(|_| policy::clock::parse_instant(v)).map_err(|_| {
+            error(ErrorKind::InvalidField, format!("{field}: {v:?} is neither RFC 3339 nor Unix milliseconds"))
+                .with_param(field)
+        })
+    };
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = super::ops::percent_decode(&v.replace('+', " "));
+        match k {
+            "key" => q.key = Some(v),
+            "user" => q.user = Some(v),
+            "team" => q.team = Some(v),
+            "application" => q.application = Some(v),
+            "virtual_server" => q.virtual_server = Some(v),
+            "server" => q.server = Some(v),
+            "tool" => q.tool = Some(v),
+            "from" => q.from_ms = Some(instant(&v, "from")?),
+            "to" => q.to_ms = Some(instant(&v, "to")?),
+            "limit" => {
+                q.limit = v.parse().map_err(|_| {
+                    error(ErrorKind::InvalidField, format!("limit: {v:?} is not a number")).with_param("limit")
+                })?
+            }
+            other => {
+                return Err(error(ErrorKind::InvalidField, format!("unknown parameter {other:?}"))
+                    .with_param(other.to_string()));
+            }
+        }
+    }
+    match scope {
+        Scope::Org => {}
+        Scope::Teams(ts) => match &q.team {
+            Some(t) if ts.contains(t) => {}
+            Some(t) => return Err(forbidden(format!("You administer no team named {t:?}."))),
+            None if ts.len() == 1 => q.team = ts.iter().next().cloned(),
+            None => return Err(forbidden("Name one of your teams: ?team=...")),
+        },
+        Scope::Own => return Err(forbidden("Only admins may read the audit trail.")),
+    }
+    let store = shard.process.store.get().ok_or_else(|| {
+        error(ErrorKind::NotFound, "this gateway runs without a store, so it keeps no audit trail")
+            .with_code("no_store")
+    })?;
+    let records = store.audit(q).await.map_err(|e| error(ErrorKind::Unavailable, e))?;
+    Ok((200, serde_json::json!({"object": "list", "data": records})))
 }
 
 fn day_ms(v: &str, field: &'static str) -> Result<u64, GatewayError> {

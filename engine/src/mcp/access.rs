@@ -10,6 +10,13 @@ use super::compiled::{AccessRule, McpConfig, VirtualServer};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused(pub String);
 
+impl Refused {
+    /// The rule that refused: the config path the message starts with.
+    pub fn rule(&self) -> &str {
+        self.0.split_once(": ").map_or(self.0.as_str(), |(rule, _)| rule)
+    }
+}
+
 fn team_allowed(teams: &[String], caller: &Identity) -> bool {
     teams.is_empty() || caller.team.as_deref().is_some_and(|t| teams.iter().any(|x| x == t))
 }

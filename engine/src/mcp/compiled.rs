@@ -62,6 +62,7 @@ pub struct VirtualServer {
     pub teams: Box<[String]>,
     pub fail_closed: bool,
     pub access: Vec<AccessRule>,
+    pub audit_arguments: bool,
 }
 
 impl VirtualServer {
@@ -208,6 +209,7 @@ fn compile_virtual(
         teams: v.teams.clone().into_boxed_slice(),
         fail_closed: v.fail_closed,
         access,
+        audit_arguments: v.audit_arguments,
     })
 }
 

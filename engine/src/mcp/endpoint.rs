@@ -25,6 +25,7 @@ use crate::error::ErrorKind;
 use crate::http::{Request, Responder};
 use crate::rt::{self, Conn};
 use crate::shard::Shard;
+use crate::store::audit::{AuditRecord, Decision};
 
 /// Pages of an upstream's `tools/list` followed at most.
 const MAX_PAGES: usize = 32;
@@ -159,7 +160,8 @@ async fn post<C: Conn>(
             }
             "tools/call" => {
                 let accepts_sse = header(req, "accept").is_some_and(|a| a.contains("text/event-stream"));
-                let call = Call { shard, cfg, v, caller, session: &session, id: &id, accepts_sse };
+                let decisions = std::cell::RefCell::default();
+                let call = Call { shard, cfg, v, caller, session: &session, id: &id, accepts_sse, decisions };
                 call.run(params.unwrap_or(Value::Null), resp).await;
             }
             other => {
@@ -347,6 +349,8 @@ struct Call<'a> {
     session: &'a SessionId,
     id: &'a Value,
     accepts_sse: bool,
+    /// Every access and guardrail decision taken, for the audit record.
+    decisions: std::cell::RefCell<Vec<Decision>>,
 }
 
 /// How a call ended before its result was sent.
@@ -355,24 +359,95 @@ enum Stop {
 }
 
 impl Call<'_> {
+    fn decide(&self, kind: &str, rule: &str, verdict: &str, phase: Option<Phase>) {
+        self.decisions.borrow_mut().push(Decision {
+            kind: kind.to_owned(),
+            rule: rule.to_owned(),
+            verdict: verdict.to_owned(),
+            phase: phase.map(|p| p.as_str().to_owned()),
+        });
+    }
+
+    /// Serves the call and records it in the audit trail and the metrics.
     async fn run<C: Conn>(&self, params: Value, resp: &mut Responder<'_, C>) {
-        match self.prepare(params) {
+        let started = Instant::now();
+        let tool = params.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let arguments =
+            params.get("arguments").map_or_else(|| b"{}".to_vec(), |a| serde_json::to_vec(a).unwrap_or_default());
+        let mut sent_arguments = None;
+        let mut server_name = None;
+        let outcome = match self.prepare(params) {
             Ok((server, upstream_params, selected, listed)) => {
+                server_name = Some(server.name.to_string());
+                if self.v.audit_arguments {
+                    sent_arguments = upstream_params.get("arguments").map(Value::to_string);
+                }
                 let body = jsonrpc::request(self.id, "tools/call", Some(&upstream_params));
                 let relay = self.relay(server, &listed, &body, &selected, resp);
                 match in_actor(self.shard, server, relay).await {
-                    Ok(()) => {}
+                    Ok(outcome) => outcome,
                     Err(why) if resp.is_fresh() => {
                         let e = RpcError::new(jsonrpc::UPSTREAM_ERROR, why)
                             .with_data(json!({"server": &*server.name, "tool": listed}));
                         reply_json(resp, 200, &jsonrpc::error(Some(self.id), &e), None).await;
+                        "upstream_error"
                     }
                     // The answer had begun (progress relayed): nothing more can be said.
-                    Err(_) => resp.abandon(),
+                    Err(_) => {
+                        resp.abandon();
+                        "upstream_error"
+                    }
                 }
             }
-            Err(Stop::Refused(e)) => reply_json(resp, 200, &jsonrpc::error(Some(self.id), &e), None).await,
+            Err(Stop::Refused(e)) => {
+                reply_json(resp, 200, &jsonrpc::error(Some(self.id), &e), None).await;
+                match e.code {
+                    jsonrpc::FORBIDDEN => "forbidden",
+                    jsonrpc::GUARDRAIL_VIOLATION => "guardrail_blocked",
+                    jsonrpc::INVALID_PARAMS if e.message.starts_with("Unknown tool") => "unknown_tool",
+                    _ => "invalid",
+                }
+            }
+        };
+        self.record(tool, server_name, &arguments, sent_arguments, outcome, started.elapsed());
+    }
+
+    /// The call in the metrics, the log and the audit trail.
+    fn record(
+        &self,
+        tool: String,
+        server: Option<String>,
+        arguments: &[u8],
+        sent_arguments: Option<String>,
+        outcome: &'static str,
+        latency: std::time::Duration,
+    ) {
+        let slot = crate::metrics::MCP_OUTCOMES.iter().position(|o| *o == outcome);
+        if let Some(c) = slot.and_then(|i| self.shard.metrics.mcp_calls.get(i)) {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        tracing::info!(
+            virtual_server = %self.v.name, tool = %tool, outcome, latency_us = latency.as_micros(),
+            key = self.caller.key.as_deref(), user = self.caller.user.as_deref(), team = self.caller.team.as_deref(),
+            "MCP tool call"
+        );
+        let text = |s: &Option<std::sync::Arc<str>>| s.as_deref().map(str::to_owned);
+        self.shard.audit(AuditRecord {
+            at_ms: crate::api::governance::now_ms(),
+            key: text(&self.caller.key),
+            user: text(&self.caller.user),
+            team: text(&self.caller.team),
+            application: text(&self.caller.application),
+            environment: text(&self.caller.environment),
+            virtual_server: self.v.name.to_string(),
+            server,
+            tool,
+            arguments_sha256: crate::store::audit::sha256_hex(arguments),
+            arguments: sent_arguments,
+            outcome: outcome.to_owned(),
+            latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            decisions: self.decisions.take(),
+        });
     }
 
     /// Checks the call (tool exposed, caller allowed, arguments through the guardrails) and
@@ -393,11 +468,13 @@ impl Call<'_> {
             return Err(unknown());
         }
         if let Err(refused) = access::may_use_tool(&self.cfg.mcp, self.v, self.caller, si, &name) {
+            self.decide("access", refused.rule(), "denied", None);
             let e =
                 RpcError::new(jsonrpc::FORBIDDEN, format!("tool {name} is not allowed for this caller: {}", refused.0))
-                    .with_data(json!({"rule": refused.0}));
+                    .with_data(json!({"rule": refused.rule()}));
             return Err(Stop::Refused(e));
         }
+        self.decide("access", &format!("mcp.virtual.{}", self.v.name), "allowed", None);
         let selected = self.cfg.guardrails.select(self.caller, &name, &Metadata::new());
         let mut arguments = params.remove("arguments").unwrap_or_else(|| json!({}));
         self.guard(
@@ -436,6 +513,7 @@ impl Call<'_> {
             let v =
                 policy::guardrails::Guardrails::unasked(rule, phase, "services are not asked about MCP tool calls yet");
             crate::api::guard::count_and_log(self.shard, self.cfg, &v);
+            self.decide("guardrail", &v.rule, v.outcome.as_str(), Some(phase));
         }
         let mut found: Vec<std::borrow::Cow<'_, str>> = read(value).into_iter().map(std::borrow::Cow::Owned).collect();
         let metadata = Metadata::new();
@@ -444,6 +522,7 @@ impl Call<'_> {
         let checked = rules.check(selected, phase, &mut found, facts, &mut vault);
         for v in &checked.verdicts {
             crate::api::guard::count_and_log(self.shard, self.cfg, v);
+            self.decide("guardrail", &v.rule, v.outcome.as_str(), Some(phase));
         }
         if let Some(v) = checked.blocked() {
             let what = if phase == Phase::ToolArgs { "arguments" } else { "result" };
@@ -470,7 +549,7 @@ impl Call<'_> {
         body: &[u8],
         selected: &Selected,
         resp: &mut Responder<'_, C>,
-    ) -> Result<(), UpstreamError> {
+    ) -> Result<&'static str, UpstreamError> {
         let mut reply = exchange(self.shard, self.cfg, server, self.session, body).await?;
         let mut events = None;
         let outcome = loop {
@@ -493,7 +572,7 @@ impl Call<'_> {
             }
         };
         drop(reply);
-        let answer = match outcome {
+        let (answer, verdict) = match outcome {
             Ok(mut result) => {
                 match self.guard(
                     selected,
@@ -503,20 +582,24 @@ impl Call<'_> {
                     texts::result_texts,
                     texts::put_result_texts,
                 ) {
-                    Ok(()) => jsonrpc::result(self.id, result),
-                    Err(Stop::Refused(e)) => jsonrpc::error(Some(self.id), &e),
+                    Ok(()) => {
+                        let failed = result.get("isError").and_then(Value::as_bool) == Some(true);
+                        (jsonrpc::result(self.id, result), if failed { "tool_error" } else { "ok" })
+                    }
+                    Err(Stop::Refused(e)) => (jsonrpc::error(Some(self.id), &e), "guardrail_blocked"),
                 }
             }
-            Err(error) => jsonrpc::error_value(self.id, error),
+            Err(error) => (jsonrpc::error_value(self.id, error), "tool_error"),
         };
         match events {
             Some(mut stream) => {
                 let sent = stream.send(&sse_event(&answer)).await;
-                sent.and(stream.finish().await).map_err(|e| UpstreamError::Failed(format!("client: {e}")))
+                sent.and(stream.finish().await).map_err(|e| UpstreamError::Failed(format!("client: {e}")))?;
+                Ok(verdict)
             }
             None => {
                 reply_json(resp, 200, &answer, None).await;
-                Ok(())
+                Ok(verdict)
             }
         }
     }

@@ -81,6 +81,10 @@ pub struct VirtualSpec {
     /// Per-tool access rules, in order: see [`AccessSpec`].
     #[serde(default)]
     pub access: Vec<AccessSpec>,
+    /// Keep each call's arguments (as sent upstream, after the guardrails rewrote them) in
+    /// its audit record; otherwise only their SHA-256 is kept. Default false.
+    #[serde(default)]
+    pub audit_arguments: bool,
 }
 
 /// `mcp.virtual.<name>.access[]`: for the callers it names (all of the given lists must match;

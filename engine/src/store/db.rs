@@ -7,7 +7,8 @@
 //!   admin API, one row each, as the JSON of their spec (a key's secret is never stored, only
 //!   its digest);
 //! - `changes`: every admin change, appended, never rewritten: who, when, what;
-//! - `spend`: the ledger, appended, never rewritten (see [`super::ledger`]).
+//! - `spend`: the ledger, appended, never rewritten (see [`super::ledger`]);
+//! - `audit`: one record per MCP tool call, hash-chained (see [`super::audit`]).
 
 use std::path::Path;
 
@@ -119,6 +120,7 @@ impl Db {
         // The store is written far more than read: a small page cache keeps the gateway small.
         conn.pragma_update(None, "cache_size", -256).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch(super::audit::SCHEMA).map_err(err)?;
         Ok(Db { conn, path: name })
     }
 
@@ -347,6 +349,20 @@ impl Db {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Appends MCP audit records in one transaction, chained to the trail's last record.
+    pub fn append_audit(&mut self, records: &[super::audit::AuditRecord]) -> Result<(), DbError> {
+        let path = self.path.clone();
+        let err = |e: rusqlite::Error| DbError { path: path.clone(), message: e.to_string() };
+        let tx = self.conn.transaction().map_err(err)?;
+        super::audit::append(&tx, records).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Audit records matching `q`, newest first.
+    pub fn audit_query(&self, q: &super::audit::AuditQuery) -> Result<Vec<serde_json::Value>, DbError> {
+        super::audit::query(&self.conn, q).map_err(|e| self.err(e))
     }
 
     /// Runs raw SQL (tests: proving the ledger refuses edits).

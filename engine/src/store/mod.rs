@@ -10,6 +10,7 @@
 //! of the periods still running, so spend survives a restart (kill -9 included) with at most
 //! one flush interval lost.
 
+pub mod audit;
 mod db;
 pub mod entity;
 pub mod ledger;
@@ -154,6 +155,11 @@ enum Command {
         reply: std::sync::mpsc::Sender<Result<Vec<SpendReportRow>, String>>,
     },
     Alert(crate::alerts::AlertKey, u64),
+    Audit(Vec<audit::AuditRecord>),
+    AuditQuery {
+        query: audit::AuditQuery,
+        reply: std::sync::mpsc::Sender<Result<Vec<serde_json::Value>, String>>,
+    },
     /// Answers once everything sent before it is written.
     Sync(std::sync::mpsc::Sender<()>),
     Stop,
@@ -215,6 +221,25 @@ impl Store {
             }
             Err(_) => Ok(()),
         }
+    }
+
+    /// Hands over MCP audit records; when the thread is behind they come back, to be offered
+    /// again.
+    pub fn send_audit(&self, records: Vec<audit::AuditRecord>) -> Result<(), Vec<audit::AuditRecord>> {
+        match self.tx.try_send(Command::Audit(records)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Command::Audit(r)) | TrySendError::Disconnected(Command::Audit(r))) => Err(r),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Audit records matching `query`, newest first (up to the last hand-over).
+    pub async fn audit(&self, query: audit::AuditQuery) -> Result<Vec<serde_json::Value>, String> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.tx
+            .try_send(Command::AuditQuery { query, reply })
+            .map_err(|_| "the store is busy or stopped; try again".to_string())?;
+        reply_of(&answer).await.unwrap_or_else(|| Err("the store thread stopped".into()))
     }
 
     /// Applies admin changes: validated, written in one transaction, then in force everywhere.
@@ -340,6 +365,14 @@ fn handle(db: &mut Db, cmd: Command, control: &dyn Control) {
                 tracing::error!(error = %e, "delivered alert not recorded; a restart may send it again");
             }
         }
+        Command::Audit(records) => {
+            if let Err(e) = db.append_audit(&records) {
+                tracing::error!(error = %e, records = records.len(), "MCP audit records not written");
+            }
+        }
+        Command::AuditQuery { query, reply } => {
+            let _ = reply.send(db.audit_query(&query).map_err(|e| e.to_string()));
+        }
         Command::Sync(done) => {
             let _ = done.send(());
         }
@@ -364,4 +397,18 @@ fn apply_changes(db: &mut Db, changes: &[Mutation], actor: &str, control: &dyn C
     }
     let now = crate::api::governance::now_ms();
     control.apply(managed, &mut || db.apply(changes, actor, now).map_err(|e| e.to_string()))
+}
+
+/// Checks the audit chain of the database at `path` (read only; the gateway may be running).
+pub fn verify_audit(path: &Path) -> Result<audit::Verified, DbError> {
+    let name = path.display().to_string();
+    let err = |e: rusqlite::Error| DbError { path: name.clone(), message: e.to_string() };
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+    let has_trail: bool = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit'", [], |r| r.get(0))
+        .map_err(err)?;
+    if !has_trail {
+        return Ok(audit::Verified { records: 0, head: audit::GENESIS.to_owned(), broken: None });
+    }
+    audit::verify(&conn).map_err(err)
 }
