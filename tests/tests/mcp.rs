@@ -19,6 +19,7 @@ on_both_drivers!(
     sessions_are_checked_ended_and_reopened_upstream,
     progress_is_relayed_as_server_sent_events,
     a_failing_upstream_is_left_out_unless_fail_closed,
+    tool_calls_are_rate_limited_by_the_shared_limiter,
 );
 
 const PEPPER: &str = "test-pepper-0123456789";
@@ -62,6 +63,8 @@ mcp:
     strict:
       tools: ['beta/*', 'down/*']
       fail_closed: true
+rate_limits:
+  - {{id: adds-per-user, per: user, when: {{models: ['mcp:alpha__add']}}, limits: {{requests_per_minute: 2}}}}
 guardrails:
   - {{id: no-secrets-in-args, check: secrets, phase: tool_args}}
   - {{id: pii-out-of-results, check: pii, mode: mutate, phase: tool_result}}
@@ -438,4 +441,24 @@ fn every_call_leaves_an_audit_record_in_a_verified_chain() {
     let said = String::from_utf8_lossy(&broken.stdout).into_owned();
     assert_eq!(broken.status.code(), Some(1), "{said}");
     assert!(said.contains("BROKEN at record 2"), "{said}");
+}
+
+fn tool_calls_are_rate_limited_by_the_shared_limiter(rt: e2e::Runtime) {
+    let mock = default_mock();
+    let gw = gateway(&config(mock.addr(), closed_port()), rt);
+    let mut olga = Session::new(gw.local_addr(), "tools", OLGA);
+    olga.initialize();
+    for _ in 0..2 {
+        assert!(olga.call("alpha__add", json!({"a": 1, "b": 1}))["result"].is_object());
+    }
+    let refused = olga.call("alpha__add", json!({"a": 1, "b": 1}));
+    assert_eq!(refused["error"]["code"], -32029, "{refused}");
+    assert_eq!(refused["error"]["data"]["rule"], "adds-per-user");
+    assert_eq!(refused["error"]["data"]["scope"], "user:olga");
+    assert!(refused["error"]["data"]["retry_after_seconds"].as_u64().is_some(), "{refused}");
+    // Other tools, and other callers, are not limited by it.
+    assert_eq!(text_of(&olga.call("alpha__echo", json!({"text": "still here"}))), "still here");
+    let mut sam = Session::new(gw.local_addr(), "tools", SAM);
+    sam.initialize();
+    assert!(sam.call("alpha__add", json!({"a": 1, "b": 1}))["result"].is_object());
 }

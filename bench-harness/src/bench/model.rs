@@ -103,6 +103,9 @@ pub enum ScenarioKind {
     Guarded,
     /// Through a reference proxy (nginx).
     Reference,
+    /// MCP `tools/call` through a virtual server, compared with the same call straight to the
+    /// MCP server.
+    Mcp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

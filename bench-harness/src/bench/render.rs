@@ -168,6 +168,7 @@ fn kind_name(kind: ScenarioKind) -> &'static str {
         ScenarioKind::Prompt1k => "prompt-1k",
         ScenarioKind::Guarded => "guarded",
         ScenarioKind::Reference => "reference",
+        ScenarioKind::Mcp => "mcp",
     }
 }
 

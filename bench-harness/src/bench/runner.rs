@@ -21,7 +21,7 @@ const STREAM_BODY: &str = r#"{"model":"bench","stream":true,"stream_options":{"i
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Scenario groups to run (`passthrough`, `governed`, `translated`, `routed`, `guarded`, `nginx`, `streaming`,
-    /// `open-streams`);
+    /// `mcp`, `open-streams`);
     /// empty: all.
     pub only: Vec<String>,
     pub quick: bool,
@@ -107,11 +107,11 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-fn addr(port: u16) -> SocketAddr {
+pub(super) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn plan(
+pub(super) fn plan(
     url: &str,
     body: &str,
     headers: &[(&str, &str)],
@@ -141,7 +141,7 @@ fn plan(
     })
 }
 
-fn errors_of(r: &Report) -> u64 {
+pub(super) fn errors_of(r: &Report) -> u64 {
     (r.completed - r.ok) + r.errors.values().sum::<u64>()
 }
 
@@ -553,6 +553,15 @@ fn run_in(
         results.push(translated_streaming(o, &scenarios[0].url, t)?);
     }
 
+    if o.wants("mcp") {
+        let mcp_config = work.join("mcp.yaml");
+        std::fs::write(&mcp_config, super::mcp::config_yaml(mock_port)).map_err(|e| e.to_string())?;
+        let d = default_driver.clone();
+        let (port, _) = start_gateway_with(&mcp_config, &d, &format!("mcp-{d}"), &mut procs, &mut caps)?;
+        std::thread::sleep(Duration::from_millis(500));
+        results.push(super::mcp::tool_calls(o, mock_port, port, &d)?);
+    }
+
     // Memory with many open streams: a fresh gateway per variant, so its peak is this
     // scenario's. The published target is read on the default variant.
     let mut open_streams_rss = None;
@@ -667,7 +676,7 @@ fn runtime_args(variant: &str) -> Vec<String> {
     }
 }
 
-fn percentiles(
+pub(super) fn percentiles(
     reports: &[Report],
     pick: impl Fn(&Report) -> Option<&loadgen::recorder::Distribution>,
 ) -> Option<Percentiles> {
@@ -681,7 +690,7 @@ fn percentiles(
 }
 
 /// Percentile differences, repetition by repetition (`a` minus `b`).
-fn differences(
+pub(super) fn differences(
     a: &[Report],
     b: &[Report],
     pick: impl Fn(&Report) -> Option<&loadgen::recorder::Distribution> + Copy,
@@ -1097,6 +1106,22 @@ fn targets(
         note: match translated_ratio {
             Some(_) => format!("{} driver, median of repetitions, plain (not streamed) answers", default_driver),
             None => "the translated or pass-through scenario did not run".into(),
+        },
+    });
+    let mcp_added = results.iter().find(|r| r.kind == ScenarioKind::Mcp).and_then(|r| {
+        r.rates.iter().filter_map(|p| p.added_us.as_ref().map(|a| (p.offered_rps, a.p99.median))).next_back()
+    });
+    t.push(TargetCheck {
+        name: "MCP tools/call added latency".into(),
+        goal: "< 200 µs at p99 over calling the server directly".into(),
+        value: mcp_added.map(|(_, us)| us),
+        unit: "µs".into(),
+        met: mcp_added.map(|(_, us)| us < 200.0),
+        note: match mcp_added {
+            Some((rate, _)) => {
+                format!("{default_driver} driver, at {rate:.0} calls/s, median over repetitions of the p99 difference")
+            }
+            None => "the mcp scenario did not run".into(),
         },
     });
     let routed = results.iter().find(|r| r.kind == ScenarioKind::Routed);

@@ -22,7 +22,7 @@ struct Cli {
 enum Command {
     /// Run the benchmark: the gateway pinned to one core inside a 1 GiB cgroup, the mock and
     /// the load generator on the other core. Scenario groups: passthrough, governed,
-    /// translated, routed, guarded, nginx, streaming, open-streams (default: all). Build first:
+    /// translated, routed, guarded, nginx, streaming, mcp, open-streams (default: all). Build first:
     /// `cargo build --release --bins`.
     Run {
         scenarios: Vec<String>,

@@ -404,6 +404,7 @@ impl Call<'_> {
                 match e.code {
                     jsonrpc::FORBIDDEN => "forbidden",
                     jsonrpc::GUARDRAIL_VIOLATION => "guardrail_blocked",
+                    jsonrpc::RATE_LIMITED => "rate_limited",
                     jsonrpc::INVALID_PARAMS if e.message.starts_with("Unknown tool") => "unknown_tool",
                     _ => "invalid",
                 }
@@ -475,6 +476,7 @@ impl Call<'_> {
             return Err(Stop::Refused(e));
         }
         self.decide("access", &format!("mcp.virtual.{}", self.v.name), "allowed", None);
+        self.admit(&name)?;
         let selected = self.cfg.guardrails.select(self.caller, &name, &Metadata::new());
         let mut arguments = params.remove("arguments").unwrap_or_else(|| json!({}));
         self.guard(
@@ -492,6 +494,42 @@ impl Call<'_> {
         params.insert("name".into(), Value::String(tool.to_owned()));
         params.insert("arguments".into(), arguments);
         Ok((server, Value::Object(params), selected, name))
+    }
+
+    /// Rate limits and budgets, through the same limiter (and gossip) as LLM requests: a tool
+    /// call is a request to model `mcp:{server}__{tool}` with no tokens and no price, so rules
+    /// aimed at `models: ['mcp:*']` (or one tool) count tool calls, and rules that name no
+    /// model count them too.
+    fn admit(&self, listed: &str) -> Result<(), Stop> {
+        let model = format!("mcp:{listed}");
+        let metadata = Metadata::new();
+        let ask = crate::api::governance::Ask {
+            identity: self.caller,
+            model: &model,
+            upstream_model: &model,
+            metadata: &metadata,
+            body_len: 0,
+            max_tokens: Some(0),
+        };
+        let mut ctx = RequestCtx::new(Instant::now());
+        match crate::api::governance::admit(self.shard, self.cfg, &ask, &mut ctx) {
+            Ok(()) => {
+                // Counted now: a call is one request whatever it answers.
+                if let Some(held) = ctx.held.take() {
+                    held.settle(Some(&adapters::openai::usage::Usage::default()));
+                }
+                Ok(())
+            }
+            Err(refusal) => {
+                self.decide("rate_limit", &refusal.rule, "refused", None);
+                let e = RpcError::new(jsonrpc::RATE_LIMITED, refusal.message()).with_data(json!({
+                    "rule": &*refusal.rule,
+                    "scope": refusal.scope,
+                    "retry_after_seconds": refusal.retry_after_secs(),
+                }));
+                Err(Stop::Refused(e))
+            }
+        }
     }
 
     /// Runs the selected rules of `phase` over the texts `read` finds in `value`, writing

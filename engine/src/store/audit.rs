@@ -16,7 +16,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// One policy or guardrail decision taken on a call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
-    /// `access` or `guardrail`.
+    /// `access`, `rate_limit` or `guardrail`.
     pub kind: String,
     /// The rule (an access rule's config path, a guardrail's id).
     pub rule: String,
@@ -46,7 +46,7 @@ pub struct AuditRecord {
     /// The arguments as sent upstream (after the guardrails), when the virtual server keeps them.
     pub arguments: Option<String>,
     /// `ok`, `tool_error` (the tool answered with an error), `upstream_error`, `forbidden`,
-    /// `unknown_tool`, `guardrail_blocked`, `invalid`.
+    /// `unknown_tool`, `guardrail_blocked`, `rate_limited`, `invalid`.
     pub outcome: String,
     pub latency_us: u64,
     pub decisions: Vec<Decision>,
