@@ -378,6 +378,11 @@ impl Service for MockService {
             let _ = resp.start(200).header("content-type", JSON).body(body).await;
             return;
         }
+        if method == "POST" && path == "/mcp-oauth/token" {
+            let (status, body) = crate::mock_mcp::token(&req);
+            let _ = resp.start(status).header("content-type", JSON).body(body.as_bytes()).await;
+            return;
+        }
         if let Some(server) = path.strip_prefix("/mcp/") {
             return crate::mock_mcp::serve(server, &req, resp).await;
         }

@@ -2,7 +2,9 @@
 //! tests and benchmarks: sessions, paginated `tools/list`, tools that echo, add, leak PII,
 //! stream progress, fail, report the credential they were sent, and forget their session.
 //!
-//! Servers `alpha` and `beta` list different tools; any other name lists alpha's.
+//! Servers `alpha` and `beta` list different tools; any other name lists alpha's. Server
+//! `secured` also wants a bearer token from the mock's OAuth token endpoint
+//! (`POST /mcp-oauth/token`, client credentials), and answers 401 without a valid one.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -17,6 +19,37 @@ use serde_json::{Value, json};
 /// Sessions of every mock in the process (ids are unique, so mocks never clash).
 static SESSIONS: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+/// Tokens the mock's OAuth endpoint issued, with when each expires.
+static TOKENS: LazyLock<Mutex<std::collections::HashMap<String, std::time::Instant>>> =
+    LazyLock::new(|| Mutex::new(std::collections::HashMap::new()));
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// The client credentials grant: a client id containing `short` gets tokens that live 2 s;
+/// the secret `wrong` gets `invalid_client`.
+pub fn token(req: &Request) -> (u16, String) {
+    let form = String::from_utf8_lossy(&req.body);
+    let field = |name: &str| form.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
+    if field("grant_type") != Some("client_credentials") || field("client_id").is_none_or(str::is_empty) {
+        return (
+            400,
+            r#"{"error":"invalid_request","error_description":"client_credentials with a client_id"}"#.into(),
+        );
+    }
+    if field("client_secret").is_none_or(|s| s.is_empty() || s == "wrong") {
+        return (401, r#"{"error":"invalid_client","error_description":"bad client secret"}"#.into());
+    }
+    let life = if field("client_id").is_some_and(|c| c.contains("short")) { 2 } else { 3600 };
+    let token = format!("mcp-token-{}", NEXT_TOKEN.fetch_add(1, Relaxed));
+    if let Ok(mut t) = TOKENS.lock() {
+        t.insert(token.clone(), std::time::Instant::now() + Duration::from_secs(life));
+    }
+    (200, format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":{life}}}"#))
+}
+
+fn token_is_valid(req: &Request) -> bool {
+    let Some(token) = header(req, "authorization").and_then(|h| h.strip_prefix("Bearer ")) else { return false };
+    TOKENS.lock().is_ok_and(|t| t.get(token).is_some_and(|exp| *exp > std::time::Instant::now()))
+}
 
 /// Tools listed per page, so that a client must follow `nextCursor`.
 const PAGE: usize = 2;
@@ -58,6 +91,16 @@ fn text(s: &str) -> Value {
 
 /// Serves one request to mock MCP server `server`.
 pub async fn serve<C: Conn>(server: &str, req: &Request, resp: &mut Responder<'_, C>) {
+    if server == "secured" && !token_is_valid(req) {
+        let e = jsonrpc::error(None, &RpcError::new(-32001, "a valid bearer token is required"));
+        let _ = resp
+            .start(401)
+            .header("content-type", "application/json")
+            .header("www-authenticate", "Bearer error=\"invalid_token\"")
+            .body(&e)
+            .await;
+        return;
+    }
     let session = header(req, "mcp-session-id").map(str::to_owned);
     let known = |s: &str| SESSIONS.lock().is_ok_and(|set| set.contains(s));
     if req.head.method() == "DELETE" {

@@ -58,6 +58,8 @@ enum Issuer {
     Google(Arc<VertexTarget>),
     Entra(Arc<EntraApp>),
     Managed(Arc<ManagedIdentity>),
+    /// An upstream MCP server's OAuth application (client credentials).
+    OAuth2(Arc<adapters::mcp::oauth::ClientCredentials>),
 }
 
 impl Issuer {
@@ -76,6 +78,7 @@ impl Issuer {
             (Issuer::Google(a), Issuer::Google(b)) => Arc::ptr_eq(a, b),
             (Issuer::Entra(a), Issuer::Entra(b)) => Arc::ptr_eq(a, b),
             (Issuer::Managed(a), Issuer::Managed(b)) => Arc::ptr_eq(a, b),
+            (Issuer::OAuth2(a), Issuer::OAuth2(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -89,6 +92,7 @@ impl Issuer {
             }
             (Issuer::Entra(a), Issuer::Entra(b)) => a == b,
             (Issuer::Managed(a), Issuer::Managed(b)) => a == b,
+            (Issuer::OAuth2(a), Issuer::OAuth2(b)) => a == b,
             _ => false,
         }
     }
@@ -110,6 +114,7 @@ impl Issuer {
                 Some(id) => format!("the managed identity {id} at {}", m.endpoint),
                 None => format!("the system-assigned managed identity at {}", m.endpoint),
             },
+            Issuer::OAuth2(o) => format!("OAuth client {} at {}", o.client_id, o.token_url),
         }
     }
 
@@ -125,6 +130,7 @@ impl Issuer {
                 let (url, headers) = m.token_request();
                 Ok(TokenCall::Get(url, headers))
             }
+            Issuer::OAuth2(o) => Ok(TokenCall::Form(o.token_url.clone(), o.request_body())),
             Issuer::Entra(e) => {
                 // A federated token is rotated by the platform under us: read it each time.
                 let assertion = match &e.credential {
@@ -200,8 +206,10 @@ impl Minter {
     /// One pass: follow the config's Vertex providers (a changed key starts over), then mint
     /// what is due. Called every few hundred milliseconds.
     pub fn tick(&mut self, cfg: &Snapshot, tokens: &ProviderTokens) {
+        // Providers by name; upstream MCP servers under their actor's name (`mcp:{name}`).
+        let mcp = cfg.mcp.servers.iter().filter_map(|s| Some((s.actor_name.clone(), Issuer::OAuth2(s.oauth.clone()?))));
         let wanted: Vec<(Arc<str>, Issuer)> =
-            cfg.providers.iter().filter_map(|p| Some((p.name.clone(), Issuer::of(p)?))).collect();
+            cfg.providers.iter().filter_map(|p| Some((p.name.clone(), Issuer::of(p)?))).chain(mcp).collect();
         let changed = wanted.len() != self.accounts.len()
             || wanted.iter().any(|(n, i)| self.accounts.get(n).is_none_or(|a| !a.issuer.is(i)));
         if changed {

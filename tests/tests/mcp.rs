@@ -20,6 +20,7 @@ on_both_drivers!(
     progress_is_relayed_as_server_sent_events,
     a_failing_upstream_is_left_out_unless_fail_closed,
     tool_calls_are_rate_limited_by_the_shared_limiter,
+    oauth_client_credentials_are_minted_refreshed_and_presented_upstream,
 );
 
 const PEPPER: &str = "test-pepper-0123456789";
@@ -49,7 +50,15 @@ mcp:
     alpha: {{url: 'http://{mock}/mcp/alpha', headers: {{authorization: 'Bearer gateway-upstream-token'}}, timeout: 5s}}
     beta: {{url: 'http://{mock}/mcp/beta', timeout: 5s}}
     down: {{url: 'http://{down}/mcp/down', timeout: 2s, timeouts: {{connect: 1s}}}}
+    secured:
+      url: 'http://{mock}/mcp/secured'
+      auth: {{oauth2: {{flow: client_credentials, token_url: 'http://{mock}/mcp-oauth/token', client_id: gw-short, client_secret: s3cret, scope: tools}}}}
+    locked:
+      url: 'http://{mock}/mcp/secured'
+      auth: {{oauth2: {{flow: client_credentials, token_url: 'http://{mock}/mcp-oauth/token', client_id: gw, client_secret: wrong}}}}
   virtual:
+    oauth:
+      tools: ['secured/whoami', 'locked/whoami']
     tools:
       tools: ['alpha/*', 'beta/echo']
       access:
@@ -461,4 +470,28 @@ fn tool_calls_are_rate_limited_by_the_shared_limiter(rt: e2e::Runtime) {
     let mut sam = Session::new(gw.local_addr(), "tools", SAM);
     sam.initialize();
     assert!(sam.call("alpha__add", json!({"a": 1, "b": 1}))["result"].is_object());
+}
+
+fn oauth_client_credentials_are_minted_refreshed_and_presented_upstream(rt: e2e::Runtime) {
+    let mock = default_mock();
+    let gw = gateway(&config(mock.addr(), closed_port()), rt);
+    let mut s = Session::new(gw.local_addr(), "oauth", OLGA);
+    s.initialize();
+    let first = text_of(&s.call("secured__whoami", json!({})));
+    assert!(first.starts_with("Bearer mcp-token-"), "the minted token, not the caller's key: {first}");
+    // The token lives 2 s: it is refreshed before it expires, and calls never see a 401.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    let mut latest = first.clone();
+    while latest == first && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let r = s.call("secured__whoami", json!({}));
+        latest = text_of(&r);
+    }
+    assert_ne!(latest, first, "a fresh token was minted before the first expired");
+    // A client the authorization server refuses: the call fails with the reason, and the
+    // upstream is never called without a token.
+    let refused = s.call("locked__whoami", json!({}));
+    assert_eq!(refused["error"]["code"], -32005, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("invalid_client") && message.contains("OAuth client gw"), "{message}");
 }

@@ -5,6 +5,7 @@
 
 pub mod jsonrpc;
 pub mod names;
+pub mod oauth;
 pub mod texts;
 
 /// Protocol revisions the gateway speaks, newest first. Streamable HTTP exists since

@@ -124,6 +124,8 @@ mod tests {
     fn config_errors_name_their_field() {
         let spec: McpSection = serde_saphyr::from_str(
             "servers:\n  a__b: {url: 'http://127.0.0.1:1/'}\n  s: {transport: stdio}\n  n: {}\n\
+             \x20 o: {url: 'http://127.0.0.1:1/', auth: {oauth2: {flow: authorization_code, client_id: c}}}\n\
+             \x20 p: {url: 'http://127.0.0.1:1/', auth: {oauth2: {flow: client_credentials, client_id: c, token_url: 'http://127.0.0.1:1/t'}}}\n\
              virtual:\n  v:\n    tools: ['nope/x', 'bad']\n",
         )
         .unwrap();
@@ -132,6 +134,8 @@ mod tests {
             "mcp.servers.a__b: the name holds `__`",
             "mcp.servers.s.transport",
             "mcp.servers.n.url is required",
+            "mcp.servers.o.auth.oauth2.flow: authorization_code",
+            "mcp.servers.p.auth.oauth2: client_id and client_secret are required",
             "mcp.virtual.v.tools[0]: no server `nope`",
             "mcp.virtual.v.tools[1] \"bad\"",
         ] {

@@ -28,6 +28,9 @@ pub struct McpServer {
     pub teams: Box<[String]>,
     pub actor: ActorLimits,
     pub restart: RestartPolicy,
+    /// The OAuth application whose token (minted off the request path, under `actor_name`)
+    /// is presented upstream.
+    pub oauth: Option<Arc<adapters::mcp::oauth::ClientCredentials>>,
 }
 
 /// `server/tool-glob` of a virtual server.
@@ -117,7 +120,7 @@ impl McpConfig {
                 errors.push(format!("{field}.url is required for transport streamable-http"));
                 continue;
             };
-            let url = match BaseUrl::parse(&url.0) {
+            let parsed = match BaseUrl::parse(&url.0) {
                 Ok(u) if u.userinfo.is_none() => u,
                 Ok(_) => {
                     errors.push(format!("{field}.url must not carry credentials; use headers"));
@@ -131,10 +134,21 @@ impl McpConfig {
             if s.timeout.0.is_zero() {
                 errors.push(format!("{field}.timeout must be greater than zero"));
             }
+            let oauth = match s.auth.as_ref().map(|a| oauth(&field, &a.oauth2, &url.0)) {
+                None => None,
+                Some(Ok(o)) => Some(Arc::new(o)),
+                Some(Err(e)) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            if oauth.is_some() && s.headers.keys().any(|h| h.eq_ignore_ascii_case("authorization")) {
+                errors.push(format!("{field}: give auth.oauth2 or an authorization header, not both"));
+            }
             let mut headers = Vec::new();
             extra_headers(&field, &s.headers, &mut headers, &mut errors);
             let transport = Transport { tls: &s.tls, pool: &s.pool, timeouts: &s.timeouts, proxy, global_ca };
-            match upstream_of(&field, url, headers, &transport) {
+            match upstream_of(&field, parsed, headers, &transport) {
                 Ok(upstream) => servers.push(McpServer {
                     name: Arc::from(name.as_str()),
                     actor_name: Arc::from(format!("mcp:{name}")),
@@ -147,6 +161,7 @@ impl McpConfig {
                         max_wait: Some(s.timeout.0),
                     },
                     restart: RestartPolicy::default(),
+                    oauth,
                 }),
                 Err(e) => errors.extend(e),
             }
@@ -160,6 +175,32 @@ impl McpConfig {
         }
         if errors.is_empty() { Ok(McpConfig { servers, virtuals }) } else { Err(errors) }
     }
+}
+
+fn oauth(
+    field: &str,
+    o: &super::spec::OAuth2Spec,
+    server_url: &str,
+) -> Result<adapters::mcp::oauth::ClientCredentials, String> {
+    if o.flow == super::spec::OAuth2Flow::AuthorizationCode {
+        return Err(format!(
+            "{field}.auth.oauth2.flow: authorization_code (per-user consent) is not supported yet; use client_credentials"
+        ));
+    }
+    let token_url = o.token_url.clone().ok_or_else(|| format!("{field}.auth.oauth2.token_url is required"))?;
+    BaseUrl::parse(&token_url).map_err(|e| format!("{field}.auth.oauth2.token_url: {e}"))?;
+    let secret = o.client_secret.as_ref().map(|s| s.0.clone()).unwrap_or_default();
+    if o.client_id.0.trim().is_empty() || secret.trim().is_empty() {
+        return Err(format!("{field}.auth.oauth2: client_id and client_secret are required (use ${{ENV_VAR}})"));
+    }
+    Ok(adapters::mcp::oauth::ClientCredentials {
+        token_url,
+        client_id: o.client_id.0.clone(),
+        client_secret: secret,
+        scope: o.scope.clone(),
+        audience: o.audience.clone(),
+        resource: Some(o.resource.clone().unwrap_or_else(|| server_url.to_owned())),
+    })
 }
 
 fn compile_virtual(

@@ -45,6 +45,9 @@ pub struct ServerSpec {
     /// the gateway's credential, never the caller's.
     #[serde(default)]
     pub headers: BTreeMap<String, EnvString>,
+    /// How the gateway authenticates upstream beyond static headers: `{oauth2: {...}}`.
+    #[serde(default)]
+    pub auth: Option<AuthSpec>,
     /// Longest a call (`tools/call`, `tools/list`, the session's `initialize`) may take,
     /// answer included. Default 60s.
     #[serde(default = "default_call_timeout")]
@@ -62,6 +65,40 @@ pub struct ServerSpec {
 
 fn default_call_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(60))
+}
+
+/// `mcp.servers.<name>.auth:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSpec {
+    pub oauth2: OAuth2Spec,
+}
+
+/// OAuth 2.0 grants toward an upstream server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuth2Flow {
+    /// The gateway's own application (RFC 6749 §4.4): one token for every caller.
+    ClientCredentials,
+    /// Each user's consent (PKCE): not supported yet.
+    AuthorizationCode,
+}
+
+/// `mcp.servers.<name>.auth.oauth2:`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Spec {
+    pub flow: OAuth2Flow,
+    /// The authorization server's token endpoint.
+    pub token_url: Option<String>,
+    pub client_id: EnvString,
+    /// Use `${ENV_VAR}`.
+    pub client_secret: Option<EnvString>,
+    pub scope: Option<String>,
+    /// Some servers (Auth0, Okta) want the API named as `audience`.
+    pub audience: Option<String>,
+    /// RFC 8707 resource indicator; default: the server's `url`, as MCP's authorization spec asks.
+    pub resource: Option<String>,
 }
 
 /// `mcp.virtual.<name>:`

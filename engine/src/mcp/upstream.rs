@@ -44,14 +44,20 @@ fn failed(why: impl Into<String>) -> UpstreamError {
     UpstreamError::Failed(why.into())
 }
 
-/// The head of a request to `server`: `POST` with a JSON body of `len` bytes, or `DELETE`.
+/// The head of a request to `server`: `POST` with a JSON body of `len` bytes, or `DELETE`;
+/// with the current OAuth token when the server takes one (an error when none was minted).
 fn request_head(
+    shard: &Shard,
     server: &McpServer,
     method: &str,
     len: Option<usize>,
     session: Option<&str>,
     version: Option<&str>,
-) -> Bytes {
+) -> Result<Bytes, UpstreamError> {
+    let token = match &server.oauth {
+        Some(_) => Some(shard.process.minted.authorization(&server.actor_name).map_err(|why| failed(why.to_string()))?),
+        None => None,
+    };
     let up = &server.upstream;
     let mut h = BytesMut::with_capacity(384);
     h.put_slice(method.as_bytes());
@@ -67,7 +73,8 @@ fn request_head(
         h.put_slice(itoa::Buffer::new().format(len).as_bytes());
         h.put_slice(b"\r\n");
     }
-    let optional = [("mcp-protocol-version", version), ("mcp-session-id", session)];
+    let optional =
+        [("mcp-protocol-version", version), ("mcp-session-id", session), ("authorization", token.as_deref())];
     let present = optional.iter().filter_map(|(n, v)| v.map(|v| (*n, v)));
     for (n, v) in present.chain(up.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))) {
         h.put_slice(n.as_bytes());
@@ -76,7 +83,7 @@ fn request_head(
         h.put_slice(b"\r\n");
     }
     h.put_slice(b"\r\n");
-    h.freeze()
+    Ok(h.freeze())
 }
 
 /// An upstream's answer to one POST: its messages, read as they come.
@@ -173,7 +180,7 @@ pub async fn post<'s>(
     version: Option<&str>,
     body: Vec<u8>,
 ) -> Result<Reply<'s>, UpstreamError> {
-    let head = request_head(server, "POST", Some(body.len()), session.and_then(|s| s.id.as_deref()), version);
+    let head = request_head(shard, server, "POST", Some(body.len()), session.and_then(|s| s.id.as_deref()), version)?;
     let request = RequestBytes { head, body: Bytes::from(body), is_head: false };
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
     let response =
@@ -256,7 +263,7 @@ pub async fn session_for(
 /// the upstream will expire it.
 pub async fn close_session(shard: &Shard, cfg: &Snapshot, server: &McpServer, session: &UpstreamSession) {
     let Some(id) = session.id.as_deref() else { return };
-    let head = request_head(server, "DELETE", None, Some(id), Some(&session.version));
+    let Ok(head) = request_head(shard, server, "DELETE", None, Some(id), Some(&session.version)) else { return };
     let request = RequestBytes { head, body: Bytes::new(), is_head: false };
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
     if let Ok(mut r) = send(&shared, &server.upstream, &request, cfg.upstream_limits).await {
