@@ -300,6 +300,7 @@ impl Gateway {
             alerts,
             restore: Mutex::new(opened.as_ref().map(|o| o.spend.clone()).unwrap_or_default()),
             mcp_sessions: crate::mcp::session::Sessions::new().map_err(StartError::McpSessions)?,
+            mcp_stdio: Default::default(),
         });
         resolve_into(&state, &state.config.load());
         // Token issuers' keys before the first request, so tokens work from the start (an
@@ -455,6 +456,8 @@ impl Gateway {
         if let Some(store) = self.state.store.get() {
             store.stop();
         }
+        // Stdio MCP servers go with the gateway.
+        self.state.mcp_stdio.stop_all();
         tracing::info!("drained; bye");
     }
 
@@ -481,6 +484,7 @@ impl Drop for Gateway {
         if let Some(store) = self.state.store.get() {
             store.stop();
         }
+        self.state.mcp_stdio.stop_all();
     }
 }
 

@@ -55,6 +55,8 @@ pub struct ProcessState {
     pub restore: std::sync::Mutex<Vec<crate::store::SpendRow>>,
     /// MCP client sessions: made and checked on any shard.
     pub mcp_sessions: crate::mcp::session::Sessions,
+    /// Upstream MCP servers that run as local processes (stdio), each owned by a thread.
+    pub mcp_stdio: crate::mcp::stdio::StdioHub,
 }
 
 impl ProcessState {

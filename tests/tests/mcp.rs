@@ -109,7 +109,10 @@ impl Session {
     }
 
     fn headers(&self, accept: &str) -> String {
-        let mut h = format!("authorization: Bearer {}\r\naccept: {accept}\r\n", self.key);
+        let mut h = format!("accept: {accept}\r\n");
+        if !self.key.is_empty() {
+            h.push_str(&format!("authorization: Bearer {}\r\n", self.key));
+        }
         if let Some(id) = &self.id {
             h.push_str(&format!("mcp-session-id: {id}\r\nmcp-protocol-version: 2025-06-18\r\n"));
         }
@@ -494,4 +497,20 @@ fn oauth_client_credentials_are_minted_refreshed_and_presented_upstream(rt: e2e:
     assert_eq!(refused["error"]["code"], -32005, "{refused}");
     let message = refused["error"]["message"].as_str().unwrap();
     assert!(message.contains("invalid_client") && message.contains("OAuth client gw"), "{message}");
+}
+
+/// A gateway whose only upstreams are MCP servers resolves their hosts too (it once resolved
+/// only providers' hosts, so such a gateway could reach none of its MCP servers).
+#[test]
+fn a_gateway_with_no_provider_reaches_its_mcp_servers() {
+    let mock = default_mock();
+    let yaml = format!(
+        "mcp:\n  servers:\n    alpha: {{url: 'http://{}/mcp/alpha'}}\n  virtual:\n    only:\n      tools: ['alpha/echo']\n",
+        mock.addr()
+    );
+    let gw = gateway(&yaml, e2e::Runtime::Epoll);
+    let mut s = Session::new(gw.local_addr(), "only", "unused-anonymous");
+    s.key = String::new();
+    s.initialize();
+    assert_eq!(text_of(&s.call("alpha__echo", json!({"text": "reached"}))), "reached");
 }

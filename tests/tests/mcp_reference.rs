@@ -108,3 +108,87 @@ mcp:
     assert_eq!(seen["refused"]["code"], -32003, "{seen}");
     assert!(seen["refused"]["message"].as_str().unwrap().contains("everything__get-env"), "{seen}");
 }
+
+/// One JSON-RPC request over a fresh connection; the response.
+fn rpc(addr: std::net::SocketAddr, session: Option<&str>, method: &str, params: Value) -> (Value, Option<String>) {
+    let mut h = format!("authorization: Bearer {KEY}\r\naccept: application/json, text/event-stream\r\n");
+    if let Some(s) = session {
+        h.push_str(&format!("mcp-session-id: {s}\r\n"));
+    }
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let r = e2e::Client::connect(addr).post_json("/mcp/local", &body.to_string(), &h);
+    assert_eq!(r.status, 200, "{}", r.text());
+    (r.json(), r.header("mcp-session-id").map(str::to_owned))
+}
+
+/// Stdio servers: the reference server run as a local process, and our own that crashes on
+/// request; it is started again, and no process outlives the gateway.
+#[test]
+fn stdio_servers_are_supervised_restarted_and_do_not_outlive_the_gateway() {
+    let dir = node_dir();
+    let mock = default_mock();
+    let extra = format!(
+        "auth: {{pepper: test-pepper-0123456789}}
+users:
+  agent: {{}}
+keys:
+  - {{name: agent-key, secret: {KEY}, user: agent}}
+mcp:
+  stdio_commands: [node]
+  servers:
+    crashy: {{transport: stdio, command: [node, '{crashy}'], timeout: 10s}}
+    reference: {{transport: stdio, command: [node, '{everything}', stdio], timeout: 10s}}
+  virtual:
+    local:
+      tools: ['crashy/*', 'reference/echo']
+",
+        crashy = dir.join("crashy.mjs").display(),
+        everything = dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js").display(),
+    );
+    let gw = gateway(&config_for(mock.addr(), &extra), e2e::Runtime::Epoll);
+    let addr = gw.local_addr();
+    let (_, session) = rpc(addr, None, "initialize", serde_json::json!({"protocolVersion": "2025-06-18"}));
+    let session = session.expect("a session");
+    let s = Some(session.as_str());
+    let call =
+        |tool: &str, args: Value| rpc(addr, s, "tools/call", serde_json::json!({"name": tool, "arguments": args})).0;
+    let (listed, _) = rpc(addr, s, "tools/list", serde_json::json!({}));
+    let mut names: Vec<&str> =
+        listed["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["crashy__crash", "crashy__echo", "crashy__pid", "reference__echo"]);
+    assert_eq!(call("crashy__echo", serde_json::json!({"text": "hi"}))["result"]["content"][0]["text"], "stdio: hi");
+    assert_eq!(
+        call("reference__echo", serde_json::json!({"message": "over stdio"}))["result"]["content"][0]["text"],
+        "Echo: over stdio"
+    );
+    let pid = |v: Value| v["result"]["content"][0]["text"].as_str().map(|p| p.parse::<u32>().unwrap());
+    let first = pid(call("crashy__pid", serde_json::json!({}))).expect("a pid");
+    // A crash mid-call: that call fails with the reason; the process is started again.
+    let crashed = call("crashy__crash", serde_json::json!({}));
+    assert_eq!(crashed["error"]["code"], -32005, "{crashed}");
+    assert!(crashed["error"]["message"].as_str().unwrap().contains("ended before answering"), "{crashed}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        if let Some(p) = pid(call("crashy__pid", serde_json::json!({}))) {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server was not started again");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(first, second, "a new process");
+    assert!(!alive(first), "the crashed one is gone");
+    // The gateway stops: its stdio servers go with it.
+    drop(gw);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive(second) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(second), "process {second} outlived the gateway");
+}
+
+/// Whether a process runs (a zombie does not count).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}

@@ -714,9 +714,15 @@ pub fn compile_with(
     let model_json = listed_models.iter().cloned().collect();
     let models_json = Bytes::from(serde_json::to_vec(&ModelList { object: "list", data: objects }).unwrap_or_default());
 
+    // Every host the gateway dials: providers' and upstream MCP servers'.
+    let mcp_upstreams = mcp.servers.iter().filter_map(|s| match &s.transport {
+        crate::mcp::compiled::ServerTransport::Http(up) => Some(&**up),
+        crate::mcp::compiled::ServerTransport::Stdio(_) => None,
+    });
     let mut dns_hosts: Vec<(String, u16)> = providers
         .iter()
         .filter_map(|p| p.upstream.as_ref())
+        .chain(mcp_upstreams)
         .map(|u| {
             let (h, port) = u.dial_host();
             (h.to_string(), port)

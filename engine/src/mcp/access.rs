@@ -123,7 +123,10 @@ mod tests {
     #[test]
     fn config_errors_name_their_field() {
         let spec: McpSection = serde_saphyr::from_str(
-            "servers:\n  a__b: {url: 'http://127.0.0.1:1/'}\n  s: {transport: stdio}\n  n: {}\n\
+            "stdio_commands: [node]\nservers:\n  a__b: {url: 'http://127.0.0.1:1/'}\n  s: {transport: stdio}\n  n: {}\n\
+             \x20 q: {transport: stdio, command: [rm, -rf, /]}\n\
+             \x20 r: {transport: stdio, command: [node, x.js], url: 'http://127.0.0.1:1/'}\n\
+             \x20 t: {transport: sse, url: 'http://127.0.0.1:1/'}\n\
              \x20 o: {url: 'http://127.0.0.1:1/', auth: {oauth2: {flow: authorization_code, client_id: c}}}\n\
              \x20 p: {url: 'http://127.0.0.1:1/', auth: {oauth2: {flow: client_credentials, client_id: c, token_url: 'http://127.0.0.1:1/t'}}}\n\
              virtual:\n  v:\n    tools: ['nope/x', 'bad']\n",
@@ -132,7 +135,10 @@ mod tests {
         let errors = McpConfig::compile(&spec, None, None).unwrap_err().join("\n");
         for needle in [
             "mcp.servers.a__b: the name holds `__`",
-            "mcp.servers.s.transport",
+            "mcp.servers.s.command is required for transport stdio",
+            "mcp.servers.q.command: \"rm\" is not in mcp.stdio_commands (the programs the gateway may run: node)",
+            "mcp.servers.r: a stdio server takes a command, not url",
+            "mcp.servers.t.transport: sse",
             "mcp.servers.n.url is required",
             "mcp.servers.o.auth.oauth2.flow: authorization_code",
             "mcp.servers.p.auth.oauth2: client_id and client_secret are required",

@@ -15,13 +15,22 @@ use crate::config::snapshot::Proxy;
 use crate::config::snapshot::{Transport, extra_headers, upstream_of};
 use crate::config::url::BaseUrl;
 
+/// How a server is reached.
+#[derive(Debug)]
+pub enum ServerTransport {
+    /// Streamable HTTP at this upstream.
+    Http(Box<Upstream>),
+    /// A local process the gateway runs: the program and its arguments.
+    Stdio(Vec<String>),
+}
+
 /// One upstream MCP server.
 #[derive(Debug)]
 pub struct McpServer {
     pub name: Arc<str>,
     /// Its actor's name on each shard (`mcp:{name}`), apart from the providers'.
     pub actor_name: Arc<str>,
-    pub upstream: Upstream,
+    pub transport: ServerTransport,
     /// Bound on one call, answer included.
     pub timeout: Duration,
     /// Teams that may use it; empty: all.
@@ -31,6 +40,16 @@ pub struct McpServer {
     /// The OAuth application whose token (minted off the request path, under `actor_name`)
     /// is presented upstream.
     pub oauth: Option<Arc<adapters::mcp::oauth::ClientCredentials>>,
+}
+
+impl McpServer {
+    /// The pool key of its HTTP connections (none for a stdio server).
+    pub fn pool_key(&self) -> Option<&Arc<str>> {
+        match &self.transport {
+            ServerTransport::Http(up) => Some(&up.pool_key),
+            ServerTransport::Stdio(_) => None,
+        }
+    }
 }
 
 /// `server/tool-glob` of a virtual server.
@@ -106,13 +125,37 @@ impl McpConfig {
                 errors.push(format!("{field}: the name {why}"));
                 continue;
             }
+            let actor = ActorLimits {
+                max_in_flight: usize::try_from(s.pool.max_connections.get()).unwrap_or(usize::MAX),
+                mailbox: 1024,
+                max_wait: Some(s.timeout.0),
+            };
             match s.transport {
+                TransportKind::StreamableHttp if !s.command.is_empty() => {
+                    errors.push(format!("{field}.command is for transport stdio"));
+                    continue;
+                }
                 TransportKind::StreamableHttp => {}
-                TransportKind::Sse | TransportKind::Stdio => {
+                TransportKind::Sse => {
                     errors.push(format!(
-                        "{field}.transport: {:?} is not supported yet; this gateway speaks streamable-http to upstream MCP servers",
-                        s.transport
+                        "{field}.transport: sse (the 2024-11-05 HTTP+SSE transport) is not supported yet; use streamable-http or stdio"
                     ));
+                    continue;
+                }
+                TransportKind::Stdio => {
+                    match stdio_command(&field, s, &spec.stdio_commands) {
+                        Ok(command) => servers.push(McpServer {
+                            name: Arc::from(name.as_str()),
+                            actor_name: Arc::from(format!("mcp:{name}")),
+                            transport: ServerTransport::Stdio(command),
+                            timeout: s.timeout.0,
+                            teams: s.teams.clone().into_boxed_slice(),
+                            actor,
+                            restart: RestartPolicy::default(),
+                            oauth: None,
+                        }),
+                        Err(e) => errors.push(e),
+                    }
                     continue;
                 }
             }
@@ -152,14 +195,10 @@ impl McpConfig {
                 Ok(upstream) => servers.push(McpServer {
                     name: Arc::from(name.as_str()),
                     actor_name: Arc::from(format!("mcp:{name}")),
-                    upstream,
+                    transport: ServerTransport::Http(Box::new(upstream)),
                     timeout: s.timeout.0,
                     teams: s.teams.clone().into_boxed_slice(),
-                    actor: ActorLimits {
-                        max_in_flight: usize::try_from(s.pool.max_connections.get()).unwrap_or(usize::MAX),
-                        mailbox: 1024,
-                        max_wait: Some(s.timeout.0),
-                    },
+                    actor,
                     restart: RestartPolicy::default(),
                     oauth,
                 }),
@@ -175,6 +214,23 @@ impl McpConfig {
         }
         if errors.is_empty() { Ok(McpConfig { servers, virtuals }) } else { Err(errors) }
     }
+}
+
+/// A stdio server's command, checked against the allow-list.
+fn stdio_command(field: &str, s: &super::spec::ServerSpec, allowed: &[String]) -> Result<Vec<String>, String> {
+    if s.url.is_some() || s.auth.is_some() || !s.headers.is_empty() {
+        return Err(format!("{field}: a stdio server takes a command, not url, headers or auth"));
+    }
+    let Some(program) = s.command.first() else {
+        return Err(format!("{field}.command is required for transport stdio: [program, args...]"));
+    };
+    if !allowed.iter().any(|a| a == program) {
+        return Err(format!(
+            "{field}.command: {program:?} is not in mcp.stdio_commands (the programs the gateway may run: {})",
+            if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") }
+        ));
+    }
+    Ok(s.command.clone())
 }
 
 fn oauth(

@@ -223,13 +223,7 @@ async fn in_actor<T>(
     server: &McpServer,
     work: impl Future<Output = Result<T, UpstreamError>>,
 ) -> Result<T, String> {
-    let actor = shard.targets.actor(
-        shard.id,
-        &server.actor_name,
-        Some(&server.upstream.pool_key),
-        server.actor,
-        server.restart,
-    );
+    let actor = shard.targets.actor(shard.id, &server.actor_name, server.pool_key(), server.actor, server.restart);
     let started = Instant::now();
     let bounded = rt::timeout(server.timeout, work);
     let result = match actor.serve(&shard.pool, Box::pin(bounded)).await {

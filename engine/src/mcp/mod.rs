@@ -6,6 +6,7 @@
 //! - [`access`]: who may use which tool;
 //! - [`session`]: client session ids and the per-shard upstream sessions;
 //! - [`upstream`]: the gateway as a client of upstream servers (streamable HTTP);
+//! - [`stdio`]: upstream servers that are local processes;
 //! - [`endpoint`]: the virtual servers' HTTP endpoint.
 
 pub mod access;
@@ -13,6 +14,7 @@ pub mod compiled;
 pub mod endpoint;
 pub mod session;
 pub mod spec;
+pub mod stdio;
 pub mod upstream;
 
 pub use compiled::McpConfig;

@@ -18,6 +18,10 @@ pub struct McpSection {
     /// Virtual servers: each an endpoint `/mcp/{name}` with a curated set of tools.
     #[serde(default, rename = "virtual")]
     pub virtual_servers: BTreeMap<String, VirtualSpec>,
+    /// Programs stdio servers may run (`command[0]` must be one of these, exactly): the
+    /// config cannot make the gateway start anything else.
+    #[serde(default)]
+    pub stdio_commands: Vec<String>,
 }
 
 /// How the gateway reaches an upstream MCP server.
@@ -39,8 +43,11 @@ pub enum TransportKind {
 pub struct ServerSpec {
     #[serde(default)]
     pub transport: TransportKind,
-    /// The server's MCP endpoint (`https://mcp.example.com/mcp`).
+    /// The server's MCP endpoint (`https://mcp.example.com/mcp`), for streamable HTTP.
     pub url: Option<EnvString>,
+    /// The program and its arguments, for stdio (`[npx, -y, some-mcp-server]`).
+    #[serde(default)]
+    pub command: Vec<String>,
     /// Headers presented upstream on every call (`authorization: Bearer ${GITHUB_TOKEN}`):
     /// the gateway's credential, never the caller's.
     #[serde(default)]

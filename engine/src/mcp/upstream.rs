@@ -13,9 +13,10 @@ use adapters::sse::SseScanner;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Value, json};
 
-use super::compiled::McpServer;
+use super::compiled::{McpServer, ServerTransport};
 use super::session::{SessionId, UpstreamSession};
 use crate::config::Snapshot;
+use crate::config::Upstream;
 use crate::shard::Shard;
 use crate::upstream::{RequestBytes, Shared, UpstreamResponse, send};
 
@@ -49,6 +50,7 @@ fn failed(why: impl Into<String>) -> UpstreamError {
 fn request_head(
     shard: &Shard,
     server: &McpServer,
+    up: &Upstream,
     method: &str,
     len: Option<usize>,
     session: Option<&str>,
@@ -58,7 +60,6 @@ fn request_head(
         Some(_) => Some(shard.process.minted.authorization(&server.actor_name).map_err(|why| failed(why.to_string()))?),
         None => None,
     };
-    let up = &server.upstream;
     let mut h = BytesMut::with_capacity(384);
     h.put_slice(method.as_bytes());
     h.put_u8(b' ');
@@ -106,6 +107,8 @@ enum Body<'a> {
         scanner: SseScanner,
         ready: VecDeque<Vec<u8>>,
     },
+    /// Messages already in hand (a stdio server's answer).
+    Ready(VecDeque<Message>),
 }
 
 impl Reply<'_> {
@@ -114,6 +117,7 @@ impl Reply<'_> {
         loop {
             match &mut self.body {
                 Body::Empty => return Ok(None),
+                Body::Ready(messages) => return Ok(messages.pop_front()),
                 Body::Json(response) => {
                     let body = response
                         .read_to_end(MAX_MESSAGE as u64)
@@ -180,11 +184,15 @@ pub async fn post<'s>(
     version: Option<&str>,
     body: Vec<u8>,
 ) -> Result<Reply<'s>, UpstreamError> {
-    let head = request_head(shard, server, "POST", Some(body.len()), session.and_then(|s| s.id.as_deref()), version)?;
+    let up = match &server.transport {
+        ServerTransport::Http(up) => up,
+        ServerTransport::Stdio(command) => return post_stdio(shard, server, command, &body).await,
+    };
+    let head =
+        request_head(shard, server, up, "POST", Some(body.len()), session.and_then(|s| s.id.as_deref()), version)?;
     let request = RequestBytes { head, body: Bytes::from(body), is_head: false };
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
-    let response =
-        send(&shared, &server.upstream, &request, cfg.upstream_limits).await.map_err(|e| failed(e.to_string()))?;
+    let response = send(&shared, up, &request, cfg.upstream_limits).await.map_err(|e| failed(e.to_string()))?;
     let status = response.head.status;
     let session_id =
         response.head.header("mcp-session-id").and_then(|v| std::str::from_utf8(v).ok()).map(|s| s.trim().to_owned());
@@ -213,6 +221,25 @@ pub async fn post<'s>(
         Body::Json(response)
     };
     Ok(Reply { status, session_id, streamed, body })
+}
+
+/// A request to a stdio server: through its process's thread, the answer made a [`Reply`].
+async fn post_stdio<'s>(
+    shard: &'s Shard,
+    server: &McpServer,
+    command: &[String],
+    body: &[u8],
+) -> Result<Reply<'s>, UpstreamError> {
+    let (id, method, params) = match jsonrpc::parse(body) {
+        Ok(Message::Request { id, method, params }) => (id, method, params),
+        // Notifications: the process's thread made the session itself.
+        Ok(_) => return Ok(Reply { status: 202, session_id: None, streamed: false, body: Body::Empty }),
+        Err(e) => return Err(failed(e.message)),
+    };
+    let process = shard.process.mcp_stdio.server(&server.name, command).map_err(failed)?;
+    let outcome = process.request(&method, params, server.timeout).await.map_err(failed)?;
+    let answer = Message::Response { id, outcome };
+    Ok(Reply { status: 200, session_id: None, streamed: false, body: Body::Ready(VecDeque::from([answer])) })
 }
 
 /// Opens a session with `server` at the client's protocol revision: `initialize`, then
@@ -251,6 +278,10 @@ pub async fn session_for(
     server: &McpServer,
     client: &SessionId,
 ) -> Result<UpstreamSession, UpstreamError> {
+    if let ServerTransport::Stdio(_) = server.transport {
+        // One process, one session, opened by its own thread.
+        return Ok(UpstreamSession { id: None, version: Arc::from(client.protocol_version()) });
+    }
     if let Some(s) = shard.mcp_sessions.get(client, &server.name) {
         return Ok(s);
     }
@@ -262,11 +293,11 @@ pub async fn session_for(
 /// Sends `DELETE` for an upstream session (the client ended its own); failures are ignored,
 /// the upstream will expire it.
 pub async fn close_session(shard: &Shard, cfg: &Snapshot, server: &McpServer, session: &UpstreamSession) {
-    let Some(id) = session.id.as_deref() else { return };
-    let Ok(head) = request_head(shard, server, "DELETE", None, Some(id), Some(&session.version)) else { return };
+    let (Some(id), ServerTransport::Http(up)) = (session.id.as_deref(), &server.transport) else { return };
+    let Ok(head) = request_head(shard, server, up, "DELETE", None, Some(id), Some(&session.version)) else { return };
     let request = RequestBytes { head, body: Bytes::new(), is_head: false };
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
-    if let Ok(mut r) = send(&shared, &server.upstream, &request, cfg.upstream_limits).await {
+    if let Ok(mut r) = send(&shared, up, &request, cfg.upstream_limits).await {
         let _ = r.read_to_end(64 << 10).await;
     }
 }

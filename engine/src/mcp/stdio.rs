@@ -1,0 +1,376 @@
+//! Upstream MCP servers spoken to over stdio: a local process the gateway starts, supervises
+//! and restarts, one JSON-RPC message per line each way.
+//!
+//! One plain thread per server owns the process: it starts it, opens the MCP session
+//! (`initialize`, `notifications/initialized`), then writes the shards' requests to its stdin
+//! under ids of its own (many client sessions share the one process) and hands each response
+//! back. When the process exits, the requests in flight fail with the reason, and it is started
+//! again after a backoff (100 ms, doubling to 10 s while it keeps failing). The process never
+//! outlives the gateway: it is killed when the gateway stops, and a gateway killed outright
+//! closes its stdin, on which MCP stdio servers exit.
+//!
+//! Shards cannot be woken from another thread (monoio without its `sync` feature, glommio), so
+//! a waiting call looks for its answer every few hundred microseconds; stdio servers are local
+//! processes whose calls take milliseconds.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use adapters::mcp::jsonrpc::{self, Message};
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+use serde_json::{Value, json};
+
+/// Requests waiting for a server's thread, at most.
+const QUEUE: usize = 1024;
+/// Longest line read from a server.
+const MAX_LINE: usize = 8 << 20;
+const RESTART_FIRST: Duration = Duration::from_millis(100);
+const RESTART_MAX: Duration = Duration::from_secs(10);
+
+/// A request's answer: the JSON-RPC outcome, or why there is none.
+type Answer = Result<Result<Value, Value>, String>;
+
+/// Servers by name and command.
+type ServerMap = HashMap<(String, Vec<String>), Arc<StdioServer>>;
+
+/// What a shard asks of a stdio server: one request, its answer back.
+struct Job {
+    method: String,
+    params: Option<Value>,
+    reply: mpsc::Sender<Answer>,
+}
+
+/// One server's thread, as shards reach it.
+pub struct StdioServer {
+    command: Vec<String>,
+    jobs: Sender<Job>,
+    stop: Arc<AtomicBool>,
+    /// Times the process was started again after it exited.
+    pub restarts: Arc<AtomicU64>,
+    /// The running process's id (0 while none runs), for tests and logs.
+    pub pid: Arc<AtomicU64>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for StdioServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Every stdio server of the process, by name and command (a reload that changes the command
+/// starts a new one).
+#[derive(Default)]
+pub struct StdioHub {
+    servers: ArcSwap<ServerMap>,
+    /// Taken only to start a server (its first call).
+    starting: Mutex<()>,
+}
+
+impl std::fmt::Debug for StdioHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StdioHub").field("servers", &self.servers.load().len()).finish()
+    }
+}
+
+impl StdioHub {
+    /// The server `name` running `command`, started now if it is not running.
+    pub fn server(&self, name: &str, command: &[String]) -> Result<Arc<StdioServer>, String> {
+        let key = (name.to_owned(), command.to_vec());
+        if let Some(s) = self.servers.load().get(&key) {
+            return Ok(s.clone());
+        }
+        let _one = self.starting.lock().map_err(|_| "the stdio server registry is poisoned")?;
+        if let Some(s) = self.servers.load().get(&key) {
+            return Ok(s.clone());
+        }
+        let server = Arc::new(start(name, command)?);
+        self.servers.rcu(|m| {
+            let mut next = HashMap::clone(m);
+            next.insert(key.clone(), server.clone());
+            next
+        });
+        Ok(server)
+    }
+
+    /// Stops every server (the gateway is stopping).
+    pub fn stop_all(&self) {
+        self.servers.store(Arc::default());
+    }
+}
+
+fn start(name: &str, command: &[String]) -> Result<StdioServer, String> {
+    if command.is_empty() {
+        return Err("no command".into());
+    }
+    let (jobs, inbox) = bounded(QUEUE);
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarts = Arc::new(AtomicU64::new(0));
+    let pid = Arc::new(AtomicU64::new(0));
+    let supervisor = Supervisor {
+        name: name.to_owned(),
+        command: command.to_vec(),
+        inbox,
+        stop: stop.clone(),
+        restarts: restarts.clone(),
+        pid: pid.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("mcp-{name}"))
+        .spawn(move || supervisor.run())
+        .map_err(|e| format!("cannot start a thread for MCP server {name}: {e}"))?;
+    Ok(StdioServer { command: command.to_vec(), jobs, stop, restarts, pid, thread: Mutex::new(Some(thread)) })
+}
+
+impl StdioServer {
+    /// Sends one request and waits (on the shard, polling) for its answer, up to `timeout`.
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Result<Value, Value>, String> {
+        let (reply, answer) = mpsc::channel();
+        let job = Job { method: method.to_owned(), params, reply };
+        self.jobs
+            .try_send(job)
+            .map_err(|_| format!("{} is busy: {QUEUE} requests already wait for it", self.command.join(" ")))?;
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match answer.try_recv() {
+                Ok(a) => return a,
+                Err(mpsc::TryRecvError::Disconnected) => return Err("the server's thread stopped".into()),
+                Err(mpsc::TryRecvError::Empty) if Instant::now() >= deadline => {
+                    return Err(format!("no answer within {} ms", timeout.as_millis()));
+                }
+                Err(mpsc::TryRecvError::Empty) => {
+                    crate::rt::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_micros(500));
+                }
+            }
+        }
+    }
+}
+
+/// The thread that owns one server's process.
+struct Supervisor {
+    name: String,
+    command: Vec<String>,
+    inbox: Receiver<Job>,
+    stop: Arc<AtomicBool>,
+    restarts: Arc<AtomicU64>,
+    pid: Arc<AtomicU64>,
+}
+
+/// A running process and what is in flight to it.
+struct Running {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<Vec<u8>>,
+    next_id: u64,
+    pending: HashMap<u64, mpsc::Sender<Answer>>,
+}
+
+impl Supervisor {
+    fn run(self) {
+        let mut backoff = RESTART_FIRST;
+        let mut first = true;
+        while !self.stop.load(Relaxed) {
+            if !first {
+                self.restarts.fetch_add(1, Relaxed);
+            }
+            first = false;
+            let started = Instant::now();
+            match self.spawn().and_then(|r| self.initialize(r)) {
+                Ok(running) => {
+                    tracing::info!(server = %self.name, pid = running.child.id(), "MCP stdio server started");
+                    let why = self.serve(running);
+                    if self.stop.load(Relaxed) {
+                        break;
+                    }
+                    tracing::warn!(server = %self.name, %why, "MCP stdio server exited; starting it again");
+                }
+                Err(why) => {
+                    tracing::warn!(server = %self.name, %why, retry_in = ?backoff, "MCP stdio server did not start");
+                    self.fail_waiting(&why);
+                }
+            }
+            self.pid.store(0, Relaxed);
+            // A process that ran a while had a fault, not a broken command: start over quickly.
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff = RESTART_FIRST;
+            }
+            let until = Instant::now() + backoff;
+            while Instant::now() < until && !self.stop.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            backoff = (backoff * 2).min(RESTART_MAX);
+        }
+    }
+
+    /// Answers every request already queued with `why` (nothing can serve them now).
+    fn fail_waiting(&self, why: &str) {
+        while let Ok(job) = self.inbox.try_recv() {
+            let _ = job.reply.send(Err(why.to_owned()));
+        }
+    }
+
+    fn spawn(&self) -> Result<Running, String> {
+        let (program, args) = self.command.split_first().ok_or("no command")?;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.command.join(" ")))?;
+        self.pid.store(u64::from(child.id()), Relaxed);
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, lines) = bounded(QUEUE);
+        let name = self.name.clone();
+        std::thread::Builder::new()
+            .name(format!("mcp-{name}-out"))
+            .spawn(move || read_lines(stdout, &tx, &name))
+            .map_err(|e| format!("cannot start the reader thread: {e}"))?;
+        Ok(Running { child, stdin, lines, next_id: 1, pending: HashMap::new() })
+    }
+
+    fn initialize(&self, mut r: Running) -> Result<Running, String> {
+        let params = json!({
+            "protocolVersion": adapters::mcp::PROTOCOL_VERSIONS[0],
+            "capabilities": {},
+            "clientInfo": {"name": "shardgate", "version": env!("CARGO_PKG_VERSION")},
+        });
+        write_line(&mut r.stdin, &jsonrpc::request(&json!(0), "initialize", Some(&params)))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = r.lines.recv_timeout(left).map_err(|_| "no answer to initialize within 30 s".to_string())?;
+            match jsonrpc::parse(&line) {
+                Ok(Message::Response { id, outcome: Ok(result) }) if id == json!(0) => {
+                    let agreed = result.get("protocolVersion").and_then(Value::as_str).unwrap_or_default();
+                    if !adapters::mcp::is_supported(agreed) {
+                        let _ = r.child.kill();
+                        return Err(format!("it speaks protocol revision {agreed:?}, which this gateway does not"));
+                    }
+                    break;
+                }
+                Ok(Message::Response { id, outcome: Err(e) }) if id == json!(0) => {
+                    let _ = r.child.kill();
+                    return Err(format!("initialize refused: {e}"));
+                }
+                _ => {}
+            }
+        }
+        write_line(&mut r.stdin, &jsonrpc::notification("notifications/initialized", None))?;
+        Ok(r)
+    }
+
+    /// Serves until the process exits (or the gateway stops); returns why it ended.
+    fn serve(&self, mut r: Running) -> String {
+        let why = loop {
+            if self.stop.load(Relaxed) {
+                break "the gateway is stopping".to_owned();
+            }
+            select! {
+                recv(self.inbox) -> job => {
+                    let Ok(job) = job else { break "no more requests".to_owned() };
+                    let id = r.next_id;
+                    r.next_id += 1;
+                    let line = jsonrpc::request(&json!(id), &job.method, job.params.as_ref());
+                    if let Err(e) = write_line(&mut r.stdin, &line) {
+                        let _ = job.reply.send(Err(e.clone()));
+                        break e;
+                    }
+                    r.pending.insert(id, job.reply);
+                }
+                recv(r.lines) -> line => {
+                    let Ok(line) = line else { break exit_status(&mut r.child) };
+                    self.take(&mut r, &line);
+                }
+                default(Duration::from_millis(100)) => {}
+            }
+        };
+        let _ = r.child.kill();
+        let _ = r.child.wait();
+        for (_, reply) in r.pending.drain() {
+            let _ = reply.send(Err(format!("the server process ended before answering ({why})")));
+        }
+        why
+    }
+
+    /// One line from the process: a response goes to its waiting request; a ping from the
+    /// server is answered; anything else (notifications, other requests) is dropped.
+    fn take(&self, r: &mut Running, line: &[u8]) {
+        match jsonrpc::parse(line) {
+            Ok(Message::Response { id, outcome }) => {
+                if let Some(reply) = id.as_u64().and_then(|n| r.pending.remove(&n)) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Ok(Message::Request { id, method, .. }) => {
+                let answer = if method == "ping" {
+                    jsonrpc::result(&id, json!({}))
+                } else {
+                    let e = jsonrpc::RpcError::new(
+                        jsonrpc::METHOD_NOT_FOUND,
+                        format!("the gateway does not relay {method}"),
+                    );
+                    jsonrpc::error(Some(&id), &e)
+                };
+                let _ = write_line(&mut r.stdin, &answer);
+            }
+            Ok(Message::Notification { .. }) => {}
+            Err(e) => tracing::debug!(server = %self.name, error = %e.message, "a line that is not JSON-RPC"),
+        }
+    }
+}
+
+fn exit_status(child: &mut Child) -> String {
+    match child.wait() {
+        Ok(s) => format!("the process exited ({s})"),
+        Err(e) => format!("the process is gone ({e})"),
+    }
+}
+
+fn write_line(stdin: &mut ChildStdin, message: &[u8]) -> Result<(), String> {
+    stdin
+        .write_all(message)
+        .and_then(|()| stdin.write_all(b"\n"))
+        .and_then(|()| stdin.flush())
+        .map_err(|e| format!("writing to the process: {e}"))
+}
+
+/// Reads the process's stdout line by line until it closes.
+fn read_lines(stdout: std::process::ChildStdout, tx: &Sender<Vec<u8>>, name: &str) {
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line.len() > MAX_LINE => {
+                tracing::warn!(server = %name, "a line over {MAX_LINE} bytes: dropped");
+                // Skip to the end of that line.
+                let _ = reader.read_until(b'\n', &mut Vec::new());
+            }
+            Ok(_) => {
+                if tx.send(line.clone()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+use std::io::Read as _;
