@@ -68,6 +68,7 @@ fn tools(server: &str) -> Vec<Value> {
             tool("slow", "Sends `steps` progress notifications, then answers.", json!({"steps": {"type": "integer"}})),
             tool("whoami", "Answers with the Authorization header it was sent.", json!({})),
             tool("fail", "Always fails with a JSON-RPC error.", json!({})),
+            tool("fail_leaky", "Fails with an e-mail address in its error.", json!({})),
             tool("forget_session", "Forgets the session it was called in (the next call gets 404).", json!({})),
         ],
     }
@@ -193,6 +194,10 @@ async fn call<C: Conn>(
             let e = RpcError::new(-32000, "the mock tool failed on purpose");
             return json_reply(resp, 200, &jsonrpc::error(Some(id), &e), None).await;
         }
+        "fail_leaky" => {
+            let e = RpcError::new(-32000, "no mailbox for jane.doe@example.com");
+            return json_reply(resp, 200, &jsonrpc::error(Some(id), &e), None).await;
+        }
         "forget_session" => {
             if let (Some(s), Ok(mut set)) = (session, SESSIONS.lock()) {
                 set.remove(s);
@@ -214,7 +219,9 @@ async fn slow<C: Conn>(id: &Value, params: &Value, args: &Value, resp: &mut Resp
         if let Some(t) = &token {
             let note = jsonrpc::notification(
                 "notifications/progress",
-                Some(&json!({"progressToken": t, "progress": i, "total": steps})),
+                Some(
+                    &json!({"progressToken": t, "progress": i, "total": steps, "message": format!("step {i} for jane.doe@example.com")}),
+                ),
             );
             let event = [b"event: message\ndata: ".as_slice(), &note, b"\n\n"].concat();
             if stream.send(&event).await.is_err() {

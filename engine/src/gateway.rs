@@ -142,6 +142,9 @@ impl Reloader {
                 let grace = u64::try_from(file.server.drain_grace.0.as_millis()).unwrap_or(u64::MAX);
                 self.state.drain_grace_ms.store(grace, SeqCst);
                 resolve_into(&self.state, &snapshot);
+                // Stdio MCP servers the new config no longer runs (removed, or their command
+                // changed) stop now.
+                self.state.mcp_stdio.retain(&snapshot.mcp);
                 self.state.config.store(Arc::new(snapshot));
                 self.generation.store(generation, SeqCst);
                 self.state.reloads_ok.fetch_add(1, SeqCst);

@@ -61,8 +61,17 @@ impl Endpoint {
 }
 
 /// Outcomes of MCP tool calls, as audit records and metrics name them.
-pub const MCP_OUTCOMES: [&str; 8] =
-    ["ok", "tool_error", "upstream_error", "forbidden", "unknown_tool", "guardrail_blocked", "rate_limited", "invalid"];
+pub const MCP_OUTCOMES: [&str; 9] = [
+    "ok",
+    "tool_error",
+    "upstream_error",
+    "forbidden",
+    "unknown_tool",
+    "guardrail_blocked",
+    "rate_limited",
+    "client_closed",
+    "invalid",
+];
 
 /// Status codes tracked individually; everything else lands in `other`.
 const CODES: [u16; 23] =

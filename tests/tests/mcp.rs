@@ -171,13 +171,14 @@ fn a_virtual_server_merges_two_upstreams_and_routes_calls(rt: e2e::Runtime) {
     assert_eq!(init["protocolVersion"], "2025-06-18", "the client's revision is kept: {init}");
     assert_eq!(init["serverInfo"]["name"], "shardgate/tools");
     assert!(init["capabilities"]["tools"].is_object(), "{init}");
-    // alpha lists seven tools over four pages; beta's `time` is not selected.
+    // alpha lists eight tools over four pages; beta's `time` is not selected.
     assert_eq!(
         s.tool_names(),
         [
             "alpha__add",
             "alpha__echo",
             "alpha__fail",
+            "alpha__fail_leaky",
             "alpha__forget_session",
             "alpha__leak",
             "alpha__slow",
@@ -273,6 +274,13 @@ fn guardrails_check_tool_arguments_and_redact_tool_results(rt: e2e::Runtime) {
     assert!(leaked.contains("<EMAIL_1>") && leaked.contains("<PHONE_1>"), "{leaked}");
     // Results without findings pass as they were.
     assert_eq!(text_of(&s.call("alpha__echo", json!({"text": "plain"}))), "plain");
+    // Keys and numbers are arguments too: a secret as a key is blocked.
+    let blocked = s.call("alpha__echo", json!({FAKE_KEY: 1, "text": "x"}));
+    assert_eq!(blocked["error"]["data"]["rule"], "no-secrets-in-args", "{blocked}");
+    // A tool's error object is judged like its result.
+    let failed = s.call("alpha__fail_leaky", json!({}));
+    assert_eq!(failed["error"]["code"], -32000, "the tool's own error: {failed}");
+    assert_eq!(failed["error"]["message"], "no mailbox for <EMAIL_1>");
 }
 
 fn sessions_are_checked_ended_and_reopened_upstream(rt: e2e::Runtime) {
@@ -302,6 +310,18 @@ fn sessions_are_checked_ended_and_reopened_upstream(rt: e2e::Runtime) {
     let h = format!("authorization: Bearer {OLGA}\r\nmcp-session-id: {id}\r\nmcp-protocol-version: 1999-01-01\r\n");
     let r = s.client.post_json("/mcp/tools", r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#, &h);
     assert_eq!(r.status, 400, "{}", r.text());
+    // A session is its caller's: another caller presenting it gets 404.
+    let mut thief = Session::new(addr, "tools", SAM);
+    thief.id = Some(id.clone());
+    let r = thief.post(&json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}));
+    assert_eq!(r.status, 404, "{}", r.text());
+    // A browser page from another site (DNS rebinding) is refused; a loopback origin is not.
+    let h = format!("authorization: Bearer {OLGA}\r\nmcp-session-id: {id}\r\norigin: http://evil.example\r\n");
+    let r = s.client.post_json("/mcp/tools", r#"{"jsonrpc":"2.0","id":6,"method":"ping"}"#, &h);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let h = format!("authorization: Bearer {OLGA}\r\nmcp-session-id: {id}\r\norigin: http://localhost:5173\r\n");
+    let r = s.client.post_json("/mcp/tools", r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#, &h);
+    assert_eq!(r.status, 200, "{}", r.text());
     // DELETE ends it, on a new connection too.
     let h = s.headers("application/json");
     s.client.send(format!("DELETE /mcp/tools HTTP/1.1\r\nhost: test\r\n{h}\r\n").as_bytes());
@@ -337,6 +357,8 @@ fn progress_is_relayed_as_server_sent_events(rt: e2e::Runtime) {
         assert_eq!(m["method"], "notifications/progress");
         assert_eq!(m["params"]["progressToken"], "p1");
         assert_eq!(m["params"]["progress"], json!(i + 1));
+        // Judged by the result's rules before the agent sees it.
+        assert_eq!(m["params"]["message"], format!("step {} for <EMAIL_1>", i + 1));
     }
     assert_eq!(messages[3]["id"], 9);
     assert_eq!(messages[3]["result"]["content"][0]["text"], "done after 3 steps");

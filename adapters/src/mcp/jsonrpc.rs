@@ -123,27 +123,25 @@ pub fn error_value(id: &Value, err: Value) -> Vec<u8> {
     to_bytes(&json!({"jsonrpc": "2.0", "id": id, "error": err}))
 }
 
+/// A request or notification, serialised from borrowed parts (no copy of `params`).
+#[derive(serde::Serialize)]
+struct Outgoing<'a> {
+    jsonrpc: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<&'a Value>,
+}
+
 /// A request.
 pub fn request(id: &Value, method: &str, params: Option<&Value>) -> Vec<u8> {
-    let mut o = Map::new();
-    o.insert("jsonrpc".into(), "2.0".into());
-    o.insert("id".into(), id.clone());
-    o.insert("method".into(), method.into());
-    if let Some(p) = params {
-        o.insert("params".into(), p.clone());
-    }
-    to_bytes(&Value::Object(o))
+    serde_json::to_vec(&Outgoing { jsonrpc: "2.0", id: Some(id), method, params }).unwrap_or_default()
 }
 
 /// A notification.
 pub fn notification(method: &str, params: Option<&Value>) -> Vec<u8> {
-    let mut o = Map::new();
-    o.insert("jsonrpc".into(), "2.0".into());
-    o.insert("method".into(), method.into());
-    if let Some(p) = params {
-        o.insert("params".into(), p.clone());
-    }
-    to_bytes(&Value::Object(o))
+    serde_json::to_vec(&Outgoing { jsonrpc: "2.0", id: None, method, params }).unwrap_or_default()
 }
 
 fn to_bytes(v: &Value) -> Vec<u8> {

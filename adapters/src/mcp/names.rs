@@ -24,8 +24,9 @@ pub fn split(name: &str) -> Option<(&str, &str)> {
 pub fn invalid_server_name(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("is empty")
-    } else if name.contains(SEPARATOR) {
-        Some("holds `__`, which separates server and tool in a virtual server's tool names")
+    } else if name.contains(SEPARATOR) || name.starts_with('_') || name.ends_with('_') {
+        // `a_` + `__` + `b` would read back as server `a`, tool `_b`.
+        Some("holds `__` or starts or ends with `_`: `__` separates server and tool in a virtual server's tool names")
     } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         Some("may hold only letters, digits, `-` and `_`")
     } else {
@@ -52,6 +53,8 @@ mod tests {
     fn server_names_cannot_hold_the_separator() {
         assert!(invalid_server_name("git_hub").is_none());
         assert!(invalid_server_name("git__hub").is_some());
+        assert!(invalid_server_name("a_").is_some() && invalid_server_name("_a").is_some());
+        assert_eq!(split(&prefixed("a", "_b")), Some(("a", "_b")));
         assert!(invalid_server_name("").is_some());
         assert!(invalid_server_name("a/b").is_some());
     }

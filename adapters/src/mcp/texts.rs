@@ -1,22 +1,31 @@
-//! The texts of tool calls that guardrails read: every string in a call's `arguments`, and in a
-//! result the text content blocks, embedded text resources and every string of
-//! `structuredContent`. Collected in a fixed order and written back in the same order, so a
-//! rewriting rule changes only the strings it rewrote. Images, audio and blobs (base64) are
-//! not text and are left alone.
+//! The texts of tool calls that guardrails read: every string, number and object key in a
+//! call's `arguments` (a card number is as sensitive as a number as in a string, and a secret
+//! may be a key), and in a result the text content blocks, embedded text resources and every
+//! string, number and key of `structuredContent`. Collected in a fixed order and written back
+//! in the same order, so a rewriting rule changes only what it rewrote (a rewritten number
+//! becomes a string). Images, audio and blobs (base64) are not text and are left alone.
 
 use serde_json::Value;
 
-/// Every string leaf under `v`, depth first, object members in their order.
+/// Every string, number and object key under `v`, depth first, object members in their
+/// order (each key before its value).
 pub fn strings(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::String(s) => out.push(s.clone()),
+        Value::Number(n) => out.push(n.to_string()),
         Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
-        Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+        Value::Object(o) => {
+            for (k, x) in o {
+                out.push(k.clone());
+                strings(x, out);
+            }
+        }
         _ => {}
     }
 }
 
-/// Writes `texts` back over the string leaves [`strings`] found, in the same order.
+/// Writes `texts` back over what [`strings`] found, in the same order: strings replaced, keys
+/// renamed, and a number whose text changed replaced by that text (a string).
 pub fn put_strings(v: &mut Value, texts: &mut impl Iterator<Item = String>) {
     match v {
         Value::String(s) => {
@@ -24,8 +33,19 @@ pub fn put_strings(v: &mut Value, texts: &mut impl Iterator<Item = String>) {
                 *s = t;
             }
         }
+        Value::Number(n) => {
+            if let Some(t) = texts.next().filter(|t| *t != n.to_string()) {
+                *v = Value::String(t);
+            }
+        }
         Value::Array(a) => a.iter_mut().for_each(|x| put_strings(x, texts)),
-        Value::Object(o) => o.values_mut().for_each(|x| put_strings(x, texts)),
+        Value::Object(o) => {
+            for (k, mut x) in std::mem::take(o) {
+                let key = texts.next().unwrap_or(k);
+                put_strings(&mut x, texts);
+                o.insert(key, x);
+            }
+        }
         _ => {}
     }
 }
@@ -87,14 +107,25 @@ mod tests {
 
     #[test]
     fn argument_strings_round_trip_in_order() {
-        let mut args = json!({"to": "a@b.io", "n": 3, "cc": ["c@d.io", {"note": "hi"}], "ok": true});
+        let mut args = json!({"to": "a@b.io", "n": 3, "cc": ["c@d.io", {"sk-key": "hi"}], "ok": true, "card": 4242424242424242u64});
         let mut found = Vec::new();
         strings(&args, &mut found);
-        // Members in the map's order (serde_json's default map sorts keys).
-        assert_eq!(found, ["c@d.io", "hi", "a@b.io"]);
-        let rewritten = found.iter().map(|s| s.to_uppercase()).collect::<Vec<_>>();
+        // Members in the map's order (serde_json's default map sorts keys), each key first.
+        assert_eq!(found, ["card", "4242424242424242", "cc", "c@d.io", "sk-key", "hi", "n", "3", "ok", "to", "a@b.io"]);
+        let rewritten = found
+            .iter()
+            .map(|s| match s.as_str() {
+                "4242424242424242" => "<CREDIT_CARD_1>".to_owned(),
+                "sk-key" => "<SECRET_1>".to_owned(),
+                "a@b.io" | "c@d.io" => s.to_uppercase(),
+                _ => s.clone(),
+            })
+            .collect::<Vec<_>>();
         put_strings(&mut args, &mut rewritten.into_iter());
-        assert_eq!(args, json!({"to": "A@B.IO", "n": 3, "cc": ["C@D.IO", {"note": "HI"}], "ok": true}));
+        assert_eq!(
+            args,
+            json!({"to": "A@B.IO", "n": 3, "cc": ["C@D.IO", {"<SECRET_1>": "hi"}], "ok": true, "card": "<CREDIT_CARD_1>"})
+        );
     }
 
     #[test]
@@ -109,8 +140,8 @@ mod tests {
             "isError": false
         });
         let texts = result_texts(&r);
-        assert_eq!(texts, ["mail a@b.io", "body", "c@d.io"]);
-        put_result_texts(&mut r, vec!["mail <EMAIL_1>".into(), "body".into(), "<EMAIL_2>".into()]);
+        assert_eq!(texts, ["mail a@b.io", "body", "who", "c@d.io"]);
+        put_result_texts(&mut r, vec!["mail <EMAIL_1>".into(), "body".into(), "who".into(), "<EMAIL_2>".into()]);
         assert_eq!(r["content"][0]["text"], "mail <EMAIL_1>");
         assert_eq!(r["content"][1]["data"], "aGVsbG8=");
         assert_eq!(r["content"][2]["resource"]["uri"], "file:///x");

@@ -99,6 +99,8 @@ impl VirtualServer {
 pub struct McpConfig {
     pub servers: Vec<McpServer>,
     pub virtuals: Vec<VirtualServer>,
+    /// `mcp.allowed_origins`, lowercased.
+    pub allowed_origins: Vec<String>,
 }
 
 impl McpConfig {
@@ -212,7 +214,9 @@ impl McpConfig {
                 Err(e) => errors.extend(e),
             }
         }
-        if errors.is_empty() { Ok(McpConfig { servers, virtuals }) } else { Err(errors) }
+        let allowed_origins =
+            spec.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect();
+        if errors.is_empty() { Ok(McpConfig { servers, virtuals, allowed_origins }) } else { Err(errors) }
     }
 }
 

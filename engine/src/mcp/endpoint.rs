@@ -53,13 +53,13 @@ pub async fn handle<C: Conn>(
         ctx.error = Some(ErrorKind::Forbidden);
         return reply_error(resp, 403, None, RpcError::new(jsonrpc::FORBIDDEN, refused.0)).await;
     }
-    if let Some(why) = foreign_origin(&req) {
+    if let Some(why) = foreign_origin(&req, &cfg.mcp.allowed_origins) {
         ctx.error = Some(ErrorKind::Forbidden);
         return reply_error(resp, 403, None, RpcError::new(jsonrpc::FORBIDDEN, why)).await;
     }
     match req.head.method() {
         "POST" => post(shard, cfg, v, caller, &req, resp, ctx).await,
-        "DELETE" => delete(shard, cfg, v, &req, resp).await,
+        "DELETE" => delete(shard, cfg, v, caller, &req, resp).await,
         _ => {
             let _ = resp
                 .start(405)
@@ -77,13 +77,20 @@ pub async fn handle<C: Conn>(
     }
 }
 
-/// A browser page on another site must not drive a local MCP endpoint (DNS rebinding): an
-/// `Origin`, when sent, must name the host the request was sent to.
-fn foreign_origin(req: &Request) -> Option<String> {
-    let origin = std::str::from_utf8(req.head.header("origin")?).ok()?.trim();
-    let host = req.head.header("host").and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
-    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    (origin_host != host).then(|| format!("origin {origin} is not this gateway ({host})"))
+/// A browser page must not drive an MCP endpoint it was not meant to (DNS rebinding, which
+/// makes the page's own origin and `Host` agree, so comparing them proves nothing): an
+/// `Origin`, when sent, must be a loopback one or one of `mcp.allowed_origins`.
+fn foreign_origin(req: &Request, allowed: &[String]) -> Option<String> {
+    let raw = req.head.header("origin")?;
+    let origin = String::from_utf8_lossy(raw).trim().trim_end_matches('/').to_ascii_lowercase();
+    let host_port = origin.split_once("://").map_or(origin.as_str(), |(_, rest)| rest);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let loopback = matches!(host, "localhost" | "127.0.0.1" | "::1");
+    (!loopback && !allowed.contains(&origin))
+        .then(|| format!("origin {origin} may not call this gateway's MCP endpoints (see mcp.allowed_origins)"))
 }
 
 fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
@@ -121,14 +128,14 @@ async fn post<C: Conn>(
     if let Message::Request { id, method, params } = &message
         && method == "initialize"
     {
-        return initialize(shard, v, id, params.as_ref(), resp).await;
+        return initialize(shard, v, caller, id, params.as_ref(), resp).await;
     }
     let Some(session_header) = header(req, "mcp-session-id") else {
         ctx.error = Some(ErrorKind::BadRequest);
         let e = RpcError::new(jsonrpc::INVALID_REQUEST, "Mcp-Session-Id is required: send initialize first");
         return reply_error(resp, 400, None, e).await;
     };
-    let Some(session) = shard.process.mcp_sessions.check(&v.name, session_header) else {
+    let Some(session) = shard.process.mcp_sessions.check(&v.name, &caller.describe(), session_header) else {
         ctx.error = Some(ErrorKind::NotFound);
         let e = RpcError::new(jsonrpc::INVALID_REQUEST, "unknown or ended MCP session: initialize a new one");
         return reply_error(resp, 404, None, e).await;
@@ -161,7 +168,8 @@ async fn post<C: Conn>(
             "tools/call" => {
                 let accepts_sse = header(req, "accept").is_some_and(|a| a.contains("text/event-stream"));
                 let decisions = std::cell::RefCell::default();
-                let call = Call { shard, cfg, v, caller, session: &session, id: &id, accepts_sse, decisions };
+                let auditing = shard.process.store.get().is_some();
+                let call = Call { shard, cfg, v, caller, session: &session, id: &id, accepts_sse, decisions, auditing };
                 call.run(params.unwrap_or(Value::Null), resp).await;
             }
             other => {
@@ -180,6 +188,7 @@ async fn post<C: Conn>(
 async fn initialize<C: Conn>(
     shard: &Shard,
     v: &VirtualServer,
+    caller: &Identity,
     id: &Value,
     params: Option<&Value>,
     resp: &mut Responder<'_, C>,
@@ -187,8 +196,9 @@ async fn initialize<C: Conn>(
     let asked = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
     let version = adapters::mcp::negotiate(asked);
     let index = adapters::mcp::PROTOCOL_VERSIONS.iter().position(|x| *x == version).unwrap_or(0);
-    let opened =
-        u8::try_from(index).map_err(|e| e.to_string()).and_then(|i| shard.process.mcp_sessions.open(&v.name, i));
+    let opened = u8::try_from(index)
+        .map_err(|e| e.to_string())
+        .and_then(|i| shard.process.mcp_sessions.open(&v.name, &caller.describe(), i));
     let (_, session) = match opened {
         Ok(s) => s,
         Err(why) => return reply_error(resp, 500, Some(id), RpcError::new(jsonrpc::INTERNAL_ERROR, why)).await,
@@ -201,8 +211,17 @@ async fn initialize<C: Conn>(
     reply_json(resp, 200, &jsonrpc::result(id, result), Some(&session)).await;
 }
 
-async fn delete<C: Conn>(shard: &Shard, cfg: &Snapshot, v: &VirtualServer, req: &Request, resp: &mut Responder<'_, C>) {
-    let Some(session) = header(req, "mcp-session-id").and_then(|h| shard.process.mcp_sessions.check(&v.name, h)) else {
+async fn delete<C: Conn>(
+    shard: &Shard,
+    cfg: &Snapshot,
+    v: &VirtualServer,
+    caller: &Identity,
+    req: &Request,
+    resp: &mut Responder<'_, C>,
+) {
+    let who = caller.describe();
+    let Some(session) = header(req, "mcp-session-id").and_then(|h| shard.process.mcp_sessions.check(&v.name, &who, h))
+    else {
         let e = RpcError::new(jsonrpc::INVALID_REQUEST, "unknown or ended MCP session");
         return reply_error(resp, 404, None, e).await;
     };
@@ -222,20 +241,19 @@ async fn in_actor<T>(
     shard: &Shard,
     server: &McpServer,
     work: impl Future<Output = Result<T, UpstreamError>>,
-) -> Result<T, String> {
+) -> Result<T, UpstreamError> {
     let actor = shard.targets.actor(shard.id, &server.actor_name, server.pool_key(), server.actor, server.restart);
     let started = Instant::now();
     let bounded = rt::timeout(server.timeout, work);
+    let failed = |why: String| UpstreamError::Failed(why);
     let result = match actor.serve(&shard.pool, Box::pin(bounded)).await {
-        Served::Done(Ok(Ok(v))) => Ok(v),
-        Served::Done(Ok(Err(e))) => Err(e.message(&server.name)),
-        Served::Done(Err(_)) => {
-            Err(format!("MCP server {}: no answer within {} ms", server.name, server.timeout.as_millis()))
-        }
-        Served::Refused(r) => Err(format!("MCP server {} is busy on this gateway ({r:?}); retry later", server.name)),
-        Served::Panicked(m) => Err(format!("MCP server {}: the gateway's handler failed ({m})", server.name)),
+        Served::Done(Ok(r)) => r,
+        Served::Done(Err(_)) => Err(failed(format!("no answer within {} ms", server.timeout.as_millis()))),
+        Served::Refused(r) => Err(failed(format!("busy on this gateway ({r:?}); retry later"))),
+        Served::Panicked(m) => Err(failed(format!("the gateway's handler failed ({m})"))),
     };
-    actor.observe(started.elapsed(), None, result.is_ok());
+    // A client that left says nothing of the server's health.
+    actor.observe(started.elapsed(), None, matches!(result, Ok(_) | Err(UpstreamError::Client(_))));
     result
 }
 
@@ -300,8 +318,10 @@ async fn tools_list(
     id: &Value,
 ) -> Vec<u8> {
     let servers = v.servers.iter().filter_map(|&i| cfg.mcp.servers.get(i).map(|s| (i, s)));
-    let asks =
-        servers.map(|(i, s)| async move { (i, s, in_actor(shard, s, list_tools(shard, cfg, s, session)).await) });
+    let asks = servers.map(|(i, s)| async move {
+        let listed = in_actor(shard, s, list_tools(shard, cfg, s, session)).await;
+        (i, s, listed.map_err(|e| e.message(&s.name)))
+    });
     let lists = futures_util::future::join_all(asks).await;
     let mut tools = Vec::new();
     for (i, server, got) in lists {
@@ -345,6 +365,8 @@ struct Call<'a> {
     accepts_sse: bool,
     /// Every access and guardrail decision taken, for the audit record.
     decisions: std::cell::RefCell<Vec<Decision>>,
+    /// The gateway keeps an audit trail (it has a store).
+    auditing: bool,
 }
 
 /// How a call ended before its result was sent.
@@ -354,6 +376,9 @@ enum Stop {
 
 impl Call<'_> {
     fn decide(&self, kind: &str, rule: &str, verdict: &str, phase: Option<Phase>) {
+        if !self.auditing {
+            return;
+        }
         self.decisions.borrow_mut().push(Decision {
             kind: kind.to_owned(),
             rule: rule.to_owned(),
@@ -366,8 +391,11 @@ impl Call<'_> {
     async fn run<C: Conn>(&self, params: Value, resp: &mut Responder<'_, C>) {
         let started = Instant::now();
         let tool = params.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let arguments =
-            params.get("arguments").map_or_else(|| b"{}".to_vec(), |a| serde_json::to_vec(a).unwrap_or_default());
+        // The argument hash and the decisions are for the audit trail: not made without a store.
+        let arguments = match params.get("arguments") {
+            Some(a) if self.auditing => serde_json::to_vec(a).unwrap_or_default(),
+            _ => b"{}".to_vec(),
+        };
         let mut sent_arguments = None;
         let mut server_name = None;
         let outcome = match self.prepare(params) {
@@ -380,8 +408,13 @@ impl Call<'_> {
                 let relay = self.relay(server, &listed, &body, &selected, resp);
                 match in_actor(self.shard, server, relay).await {
                     Ok(outcome) => outcome,
+                    // The client left while the answer was being written: the tool ran.
+                    Err(UpstreamError::Client(_)) => {
+                        resp.abandon();
+                        "client_closed"
+                    }
                     Err(why) if resp.is_fresh() => {
-                        let e = RpcError::new(jsonrpc::UPSTREAM_ERROR, why)
+                        let e = RpcError::new(jsonrpc::UPSTREAM_ERROR, why.message(&server.name))
                             .with_data(json!({"server": &*server.name, "tool": listed}));
                         reply_json(resp, 200, &jsonrpc::error(Some(self.id), &e), None).await;
                         "upstream_error"
@@ -421,11 +454,14 @@ impl Call<'_> {
         if let Some(c) = slot.and_then(|i| self.shard.metrics.mcp_calls.get(i)) {
             c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        tracing::info!(
+        tracing::debug!(
             virtual_server = %self.v.name, tool = %tool, outcome, latency_us = latency.as_micros(),
             key = self.caller.key.as_deref(), user = self.caller.user.as_deref(), team = self.caller.team.as_deref(),
             "MCP tool call"
         );
+        if !self.auditing {
+            return;
+        }
         let text = |s: &Option<std::sync::Arc<str>>| s.as_deref().map(str::to_owned);
         self.shard.audit(AuditRecord {
             at_ms: crate::api::governance::now_ms(),
@@ -469,22 +505,13 @@ impl Call<'_> {
                     .with_data(json!({"rule": refused.rule()}));
             return Err(Stop::Refused(e));
         }
-        self.decide("access", &format!("mcp.virtual.{}", self.v.name), "allowed", None);
+        if self.auditing {
+            self.decide("access", &format!("mcp.virtual.{}", self.v.name), "allowed", None);
+        }
         self.admit(&name)?;
         let selected = self.cfg.guardrails.select(self.caller, &name, &Metadata::new());
         let mut arguments = params.remove("arguments").unwrap_or_else(|| json!({}));
-        self.guard(
-            &selected,
-            Phase::ToolArgs,
-            &name,
-            &mut arguments,
-            |v| {
-                let mut out = Vec::new();
-                texts::strings(v, &mut out);
-                out
-            },
-            |v, t| texts::put_strings(v, &mut t.into_iter()),
-        )?;
+        self.guard(&selected, Phase::ToolArgs, &name, &mut arguments, all_texts, put_all_texts)?;
         params.insert("name".into(), Value::String(tool.to_owned()));
         params.insert("arguments".into(), arguments);
         Ok((server, Value::Object(params), selected, name))
@@ -588,14 +615,21 @@ impl Call<'_> {
             match reply.next_message().await? {
                 None => return Err(UpstreamError::Failed("the answer ended without a result".into())),
                 Some(Message::Response { id, outcome }) if &id == self.id => break outcome,
-                Some(Message::Notification { method, params }) if self.accepts_sse => {
+                Some(Message::Notification { method, mut params }) if self.accepts_sse => {
+                    // What the server says along the way (log data, progress messages) reaches
+                    // the agent too: the result's rules judge it first; a blocked one is dropped.
+                    if let Some(p) = params.as_mut()
+                        && self.guard(selected, Phase::ToolResult, listed, p, all_texts, put_all_texts).is_err()
+                    {
+                        continue;
+                    }
                     if events.is_none() {
                         let stream = resp.start_event_stream(200).stream().await;
-                        events = Some(stream.map_err(|e| UpstreamError::Failed(format!("client: {e}")))?);
+                        events = Some(stream.map_err(|e| UpstreamError::Client(e.to_string()))?);
                     }
                     if let Some(stream) = events.as_mut() {
                         let event = sse_event(&jsonrpc::notification(&method, params.as_ref()));
-                        stream.send(&event).await.map_err(|e| UpstreamError::Failed(format!("client: {e}")))?;
+                        stream.send(&event).await.map_err(|e| UpstreamError::Client(e.to_string()))?;
                     }
                 }
                 // Requests from the server (sampling, elicitation) cannot be relayed yet, and
@@ -621,12 +655,18 @@ impl Call<'_> {
                     Err(Stop::Refused(e)) => (jsonrpc::error(Some(self.id), &e), "guardrail_blocked"),
                 }
             }
-            Err(error) => (jsonrpc::error_value(self.id, error), "tool_error"),
+            // An error object may carry the tool's own text (`message`, `data`): judged too.
+            Err(mut error) => {
+                match self.guard(selected, Phase::ToolResult, listed, &mut error, all_texts, put_all_texts) {
+                    Ok(()) => (jsonrpc::error_value(self.id, error), "tool_error"),
+                    Err(Stop::Refused(e)) => (jsonrpc::error(Some(self.id), &e), "guardrail_blocked"),
+                }
+            }
         };
         match events {
             Some(mut stream) => {
                 let sent = stream.send(&sse_event(&answer)).await;
-                sent.and(stream.finish().await).map_err(|e| UpstreamError::Failed(format!("client: {e}")))?;
+                sent.and(stream.finish().await).map_err(|e| UpstreamError::Client(e.to_string()))?;
                 Ok(verdict)
             }
             None => {
@@ -635,6 +675,17 @@ impl Call<'_> {
             }
         }
     }
+}
+
+/// Every text of a value ([`texts::strings`]).
+fn all_texts(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    texts::strings(v, &mut out);
+    out
+}
+
+fn put_all_texts(v: &mut Value, t: Vec<String>) {
+    texts::put_strings(v, &mut t.into_iter());
 }
 
 /// One SSE event carrying a JSON-RPC message.

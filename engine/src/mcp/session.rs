@@ -1,8 +1,9 @@
 //! Client sessions of virtual servers (`Mcp-Session-Id`). The id is self-certifying: random
-//! bytes, the negotiated protocol revision, and an HMAC over both and the virtual server's
-//! name under a key made at process start. So any shard can check an id without asking
-//! another (a client's next connection may land on another shard), and an id made for one
-//! virtual server is refused by the others. Ended sessions (`DELETE`) are remembered
+//! bytes, the negotiated protocol revision, and an HMAC over both, the virtual server's name and
+//! the caller (`key:name`, `user:name`) under a key made at process start. So any shard can
+//! check an id without asking another (a client's next connection may land on another shard),
+//! an id made for one virtual server is refused by the others, and an id that leaks is of no
+//! use to another caller (MCP's security guidance: bind sessions to the user). Ended sessions (`DELETE`) are remembered
 //! process-wide in a copy-on-write set that readers load without a lock.
 //!
 //! Each shard opens its own upstream sessions for a client session on first use
@@ -83,9 +84,11 @@ impl Sessions {
         Ok(Sessions { key, rng, ended: ArcSwap::from_pointee(HashSet::new()), order: Mutex::new(VecDeque::new()) })
     }
 
-    fn tag(&self, virtual_server: &str, nonce: &[u8; 16], version: u8) -> hmac::Tag {
+    fn tag(&self, virtual_server: &str, caller: &str, nonce: &[u8; 16], version: u8) -> hmac::Tag {
         let mut ctx = hmac::Context::with_key(&self.key);
         ctx.update(virtual_server.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(caller.as_bytes());
         ctx.update(&[0]);
         ctx.update(nonce);
         ctx.update(&[version]);
@@ -94,16 +97,17 @@ impl Sessions {
 
     /// A new session of `virtual_server` at protocol revision `version` (an index into
     /// [`adapters::mcp::PROTOCOL_VERSIONS`]): the id to send as `Mcp-Session-Id`.
-    pub fn open(&self, virtual_server: &str, version: u8) -> Result<(SessionId, String), String> {
+    pub fn open(&self, virtual_server: &str, caller: &str, version: u8) -> Result<(SessionId, String), String> {
         let mut nonce = [0u8; 16];
         self.rng.fill(&mut nonce).map_err(|_| "no system randomness for an MCP session id")?;
-        let tag = self.tag(virtual_server, &nonce, version);
+        let tag = self.tag(virtual_server, caller, &nonce, version);
         let id = format!("{}.{version}.{}", hex(&nonce), hex(tag.as_ref().get(..16).unwrap_or_default()));
         Ok((SessionId { nonce, version }, id))
     }
 
-    /// The session `header` names, if it is one of ours for `virtual_server` and not ended.
-    pub fn check(&self, virtual_server: &str, header: &str) -> Option<SessionId> {
+    /// The session `header` names, if it is one of ours for `virtual_server` and `caller`,
+    /// and not ended.
+    pub fn check(&self, virtual_server: &str, caller: &str, header: &str) -> Option<SessionId> {
         let mut parts = header.split('.');
         let (nonce, version, tag) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
@@ -112,7 +116,7 @@ impl Sessions {
         let nonce = unhex::<16>(nonce)?;
         let version: u8 = version.parse().ok()?;
         let tag = unhex::<16>(tag)?;
-        let expect = self.tag(virtual_server, &nonce, version);
+        let expect = self.tag(virtual_server, caller, &nonce, version);
         // Constant-time comparison of the truncated tags.
         let same = expect.as_ref().get(..16).is_some_and(|e| ring_eq(e, &tag));
         (same && !self.ended.load().contains(&nonce)).then_some(SessionId { nonce, version })
@@ -197,31 +201,32 @@ mod tests {
     #[test]
     fn ids_verify_for_their_virtual_server_only_and_not_after_ending() {
         let s = Sessions::new().unwrap();
-        let (id, header) = s.open("tools", 1).unwrap();
-        assert_eq!(s.check("tools", &header), Some(id));
+        let (id, header) = s.open("tools", "key:a", 1).unwrap();
+        assert_eq!(s.check("tools", "key:a", &header), Some(id));
         assert_eq!(id.protocol_version(), adapters::mcp::PROTOCOL_VERSIONS[1]);
-        assert_eq!(s.check("other", &header), None, "bound to its virtual server");
+        assert_eq!(s.check("other", "key:a", &header), None, "bound to its virtual server");
+        assert_eq!(s.check("tools", "key:b", &header), None, "bound to its caller");
         let mut forged = header.clone();
         forged.replace_range(0..1, if forged.starts_with('0') { "1" } else { "0" });
-        assert_eq!(s.check("tools", &forged), None, "nonce changed");
+        assert_eq!(s.check("tools", "key:a", &forged), None, "nonce changed");
         let bumped = header.replacen(".1.", ".2.", 1);
-        assert_eq!(s.check("tools", &bumped), None, "version changed");
+        assert_eq!(s.check("tools", "key:a", &bumped), None, "version changed");
         for junk in ["", "a.b.c", "zz.1.zz", &format!("{header}.x")] {
-            assert_eq!(s.check("tools", junk), None, "{junk}");
+            assert_eq!(s.check("tools", "key:a", junk), None, "{junk}");
         }
-        assert_eq!(Sessions::new().unwrap().check("tools", &header), None, "another process's key");
+        assert_eq!(Sessions::new().unwrap().check("tools", "key:a", &header), None, "another process's key");
         s.end(id);
-        assert_eq!(s.check("tools", &header), None, "ended");
-        let (_, other) = s.open("tools", 0).unwrap();
-        assert!(s.check("tools", &other).is_some());
+        assert_eq!(s.check("tools", "key:a", &header), None, "ended");
+        let (_, other) = s.open("tools", "key:a", 0).unwrap();
+        assert!(s.check("tools", "key:a", &other).is_some());
         assert!(header.bytes().all(|b| (0x21..=0x7e).contains(&b)), "visible ASCII, as the spec asks");
     }
 
     #[test]
     fn upstream_sessions_are_kept_per_client_session_and_server() {
         let s = Sessions::new().unwrap();
-        let (a, _) = s.open("v", 0).unwrap();
-        let (b, _) = s.open("v", 0).unwrap();
+        let (a, _) = s.open("v", "anonymous", 0).unwrap();
+        let (b, _) = s.open("v", "anonymous", 0).unwrap();
         let ups = UpstreamSessions::default();
         let gh: Arc<str> = Arc::from("gh");
         ups.put(&a, &gh, UpstreamSession { id: Some(Arc::from("u1")), version: Arc::from("2025-06-18") });

@@ -22,6 +22,11 @@ pub struct McpSection {
     /// config cannot make the gateway start anything else.
     #[serde(default)]
     pub stdio_commands: Vec<String>,
+    /// Browser origins allowed to call virtual servers (`https://app.example.com`), besides
+    /// loopback ones. A request with any other `Origin` is refused (DNS rebinding); clients
+    /// that are not browsers send none.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// How the gateway reaches an upstream MCP server.

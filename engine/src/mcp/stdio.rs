@@ -43,6 +43,9 @@ struct Job {
     method: String,
     params: Option<Value>,
     reply: mpsc::Sender<Answer>,
+    /// When the caller stops waiting: a job still queued then is not sent (its caller was told
+    /// it failed), and one in flight is forgotten.
+    deadline: Instant,
 }
 
 /// One server's thread, as shards reach it.
@@ -101,6 +104,21 @@ impl StdioHub {
         Ok(server)
     }
 
+    /// Stops the servers `mcp` no longer runs (a reload).
+    pub fn retain(&self, mcp: &super::McpConfig) {
+        let wanted = |(name, command): &(String, Vec<String>)| {
+            mcp.servers.iter().any(|s| {
+                *s.name == **name && matches!(&s.transport, super::compiled::ServerTransport::Stdio(c) if c == command)
+            })
+        };
+        if self.servers.load().keys().all(wanted) {
+            return;
+        }
+        let Ok(_one) = self.starting.lock() else { return };
+        self.servers
+            .rcu(|m| m.iter().filter(|(k, _)| wanted(k)).map(|(k, v)| (k.clone(), v.clone())).collect::<ServerMap>());
+    }
+
     /// Stops every server (the gateway is stopping).
     pub fn stop_all(&self) {
         self.servers.store(Arc::default());
@@ -139,11 +157,11 @@ impl StdioServer {
         timeout: Duration,
     ) -> Result<Result<Value, Value>, String> {
         let (reply, answer) = mpsc::channel();
-        let job = Job { method: method.to_owned(), params, reply };
+        let deadline = Instant::now() + timeout;
+        let job = Job { method: method.to_owned(), params, reply, deadline };
         self.jobs
             .try_send(job)
             .map_err(|_| format!("{} is busy: {QUEUE} requests already wait for it", self.command.join(" ")))?;
-        let deadline = Instant::now() + timeout;
         let mut pause = Duration::from_micros(50);
         loop {
             match answer.try_recv() {
@@ -177,7 +195,17 @@ struct Running {
     stdin: ChildStdin,
     lines: Receiver<Vec<u8>>,
     next_id: u64,
-    pending: HashMap<u64, mpsc::Sender<Answer>>,
+    /// Requests written and not answered yet, with their callers' deadlines.
+    pending: HashMap<u64, (mpsc::Sender<Answer>, Instant)>,
+}
+
+impl Drop for Running {
+    /// However it ends (a failed `initialize`, an exit, a stop), the process is killed and
+    /// reaped: never left running, never a zombie.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Supervisor {
@@ -247,7 +275,7 @@ impl Supervisor {
 
     fn initialize(&self, mut r: Running) -> Result<Running, String> {
         let params = json!({
-            "protocolVersion": adapters::mcp::PROTOCOL_VERSIONS[0],
+            "protocolVersion": adapters::mcp::UPSTREAM_MAX_VERSION,
             "capabilities": {},
             "clientInfo": {"name": "shardgate", "version": env!("CARGO_PKG_VERSION")},
         });
@@ -260,13 +288,11 @@ impl Supervisor {
                 Ok(Message::Response { id, outcome: Ok(result) }) if id == json!(0) => {
                     let agreed = result.get("protocolVersion").and_then(Value::as_str).unwrap_or_default();
                     if !adapters::mcp::is_supported(agreed) {
-                        let _ = r.child.kill();
                         return Err(format!("it speaks protocol revision {agreed:?}, which this gateway does not"));
                     }
                     break;
                 }
                 Ok(Message::Response { id, outcome: Err(e) }) if id == json!(0) => {
-                    let _ = r.child.kill();
                     return Err(format!("initialize refused: {e}"));
                 }
                 _ => {}
@@ -285,6 +311,9 @@ impl Supervisor {
             select! {
                 recv(self.inbox) -> job => {
                     let Ok(job) = job else { break "no more requests".to_owned() };
+                    if Instant::now() >= job.deadline {
+                        continue;
+                    }
                     let id = r.next_id;
                     r.next_id += 1;
                     let line = jsonrpc::request(&json!(id), &job.method, job.params.as_ref());
@@ -292,18 +321,20 @@ impl Supervisor {
                         let _ = job.reply.send(Err(e.clone()));
                         break e;
                     }
-                    r.pending.insert(id, job.reply);
+                    r.pending.insert(id, (job.reply, job.deadline));
                 }
                 recv(r.lines) -> line => {
                     let Ok(line) = line else { break exit_status(&mut r.child) };
                     self.take(&mut r, &line);
                 }
-                default(Duration::from_millis(100)) => {}
+                default(Duration::from_millis(100)) => {
+                    // Callers that gave up are forgotten (a hung tool must not grow this).
+                    let now = Instant::now();
+                    r.pending.retain(|_, (_, deadline)| *deadline > now);
+                }
             }
         };
-        let _ = r.child.kill();
-        let _ = r.child.wait();
-        for (_, reply) in r.pending.drain() {
+        for (_, (reply, _)) in r.pending.drain() {
             let _ = reply.send(Err(format!("the server process ended before answering ({why})")));
         }
         why
@@ -314,7 +345,7 @@ impl Supervisor {
     fn take(&self, r: &mut Running, line: &[u8]) {
         match jsonrpc::parse(line) {
             Ok(Message::Response { id, outcome }) => {
-                if let Some(reply) = id.as_u64().and_then(|n| r.pending.remove(&n)) {
+                if let Some((reply, _)) = id.as_u64().and_then(|n| r.pending.remove(&n)) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
@@ -336,7 +367,15 @@ impl Supervisor {
     }
 }
 
+/// Why the process's stdout closed: it exited, or (it closed stdout and kept running) it is
+/// killed now.
 fn exit_status(child: &mut Child) -> String {
+    if let Ok(None) = child.try_wait() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
     match child.wait() {
         Ok(s) => format!("the process exited ({s})"),
         Err(e) => format!("the process is gone ({e})"),
@@ -359,10 +398,22 @@ fn read_lines(stdout: std::process::ChildStdout, tx: &Sender<Vec<u8>>, name: &st
         line.clear();
         match reader.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return,
-            Ok(_) if line.len() > MAX_LINE => {
+            Ok(_) if line.len() > MAX_LINE && !line.ends_with(b"\n") => {
                 tracing::warn!(server = %name, "a line over {MAX_LINE} bytes: dropped");
-                // Skip to the end of that line.
-                let _ = reader.read_until(b'\n', &mut Vec::new());
+                // Skip to the end of that line, a buffer at a time.
+                loop {
+                    let (skip, done) = match reader.fill_buf() {
+                        Ok([]) | Err(_) => return,
+                        Ok(buf) => match memchr::memchr(b'\n', buf) {
+                            Some(at) => (at + 1, true),
+                            None => (buf.len(), false),
+                        },
+                    };
+                    reader.consume(skip);
+                    if done {
+                        break;
+                    }
+                }
             }
             Ok(_) => {
                 if tx.send(line.clone()).is_err() {

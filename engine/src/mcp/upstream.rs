@@ -30,6 +30,8 @@ pub enum UpstreamError {
     SessionGone,
     /// Anything else, said for the client.
     Failed(String),
+    /// The client went away while its answer was being written (nothing wrong upstream).
+    Client(String),
 }
 
 impl UpstreamError {
@@ -37,6 +39,7 @@ impl UpstreamError {
         match self {
             UpstreamError::SessionGone => format!("MCP server {server} ended the session"),
             UpstreamError::Failed(why) => format!("MCP server {server}: {why}"),
+            UpstreamError::Client(why) => format!("the client left: {why}"),
         }
     }
 }
@@ -285,7 +288,8 @@ pub async fn session_for(
     if let Some(s) = shard.mcp_sessions.get(client, &server.name) {
         return Ok(s);
     }
-    let s = open_session(shard, cfg, server, client.protocol_version()).await?;
+    let version = adapters::mcp::upstream_version(client.protocol_version());
+    let s = open_session(shard, cfg, server, version).await?;
     shard.mcp_sessions.put(client, &server.name, s.clone());
     Ok(s)
 }

@@ -46,7 +46,8 @@ pub struct AuditRecord {
     /// The arguments as sent upstream (after the guardrails), when the virtual server keeps them.
     pub arguments: Option<String>,
     /// `ok`, `tool_error` (the tool answered with an error), `upstream_error`, `forbidden`,
-    /// `unknown_tool`, `guardrail_blocked`, `rate_limited`, `invalid`.
+    /// `unknown_tool`, `guardrail_blocked`, `rate_limited`, `client_closed` (the tool answered;
+    /// the client left before it had all of it), `invalid`.
     pub outcome: String,
     pub latency_us: u64,
     pub decisions: Vec<Decision>,
