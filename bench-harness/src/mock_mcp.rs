@@ -23,6 +23,8 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 static TOKENS: LazyLock<Mutex<std::collections::HashMap<String, std::time::Instant>>> =
     LazyLock::new(|| Mutex::new(std::collections::HashMap::new()));
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+/// Request ids named by `notifications/cancelled`, as JSON text, per session.
+static CANCELLED: LazyLock<Mutex<Vec<(String, String)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
 /// The client credentials grant: a client id containing `short` gets tokens that live 2 s;
 /// the secret `wrong` gets `invalid_client`.
@@ -70,6 +72,7 @@ fn tools(server: &str) -> Vec<Value> {
             tool("fail", "Always fails with a JSON-RPC error.", json!({})),
             tool("fail_leaky", "Fails with an e-mail address in its error.", json!({})),
             tool("forget_session", "Forgets the session it was called in (the next call gets 404).", json!({})),
+            tool("cancelled", "The request ids this session cancelled, comma-separated.", json!({})),
         ],
     }
 }
@@ -141,6 +144,14 @@ pub async fn serve<C: Conn>(server: &str, req: &Request, resp: &mut Responder<'_
     }
     let (id, method, params) = match message {
         Message::Request { id, method, params } => (id, method, params.unwrap_or(Value::Null)),
+        Message::Notification { method, params } if method == "notifications/cancelled" => {
+            let request = params.as_ref().and_then(|p| p.get("requestId")).map(Value::to_string).unwrap_or_default();
+            if let (Some(s), Ok(mut c)) = (session.as_deref(), CANCELLED.lock()) {
+                c.push((s.to_owned(), request));
+            }
+            let _ = resp.start(202).body(b"").await;
+            return;
+        }
         _ => {
             let _ = resp.start(202).body(b"").await;
             return;
@@ -197,6 +208,13 @@ async fn call<C: Conn>(
         "fail_leaky" => {
             let e = RpcError::new(-32000, "no mailbox for jane.doe@example.com");
             return json_reply(resp, 200, &jsonrpc::error(Some(id), &e), None).await;
+        }
+        "cancelled" => {
+            let ids: Vec<String> = CANCELLED
+                .lock()
+                .map(|c| c.iter().filter(|(s, _)| Some(s.as_str()) == session).map(|(_, id)| id.clone()).collect())
+                .unwrap_or_default();
+            text(&ids.join(","))
         }
         "forget_session" => {
             if let (Some(s), Ok(mut set)) = (session, SESSIONS.lock()) {

@@ -171,11 +171,12 @@ fn a_virtual_server_merges_two_upstreams_and_routes_calls(rt: e2e::Runtime) {
     assert_eq!(init["protocolVersion"], "2025-06-18", "the client's revision is kept: {init}");
     assert_eq!(init["serverInfo"]["name"], "shardgate/tools");
     assert!(init["capabilities"]["tools"].is_object(), "{init}");
-    // alpha lists eight tools over four pages; beta's `time` is not selected.
+    // alpha lists nine tools over five pages; beta's `time` is not selected.
     assert_eq!(
         s.tool_names(),
         [
             "alpha__add",
+            "alpha__cancelled",
             "alpha__echo",
             "alpha__fail",
             "alpha__fail_leaky",
@@ -362,6 +363,19 @@ fn progress_is_relayed_as_server_sent_events(rt: e2e::Runtime) {
     }
     assert_eq!(messages[3]["id"], 9);
     assert_eq!(messages[3]["result"]["content"][0]["text"], "done after 3 steps");
+    // A cancellation reaches the server the call is in flight to, under the client's id.
+    let long = json!({"jsonrpc": "2.0", "id": 77, "method": "tools/call",
+        "params": {"name": "alpha__slow", "arguments": {"steps": 100}, "_meta": {"progressToken": "p2"}}});
+    let mut caller = Client::connect(gw.local_addr());
+    let h = s.headers("application/json, text/event-stream");
+    caller.send_post("/mcp/tools", &long.to_string(), &h);
+    let (status, _) = caller.read_head();
+    assert_eq!(status, 200, "the call is under way (its progress relayed)");
+    let cancel =
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 77, "reason": "user"}});
+    assert_eq!(s.post(&cancel).status, 202);
+    assert_eq!(text_of(&s.call("alpha__cancelled", json!({}))), "77");
+    drop(caller);
     // A client that takes JSON only gets the result alone.
     let h = s.headers("application/json");
     let r = s.client.post_json("/mcp/tools", &call.to_string(), &h);

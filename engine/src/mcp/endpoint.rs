@@ -154,8 +154,16 @@ async fn post<C: Conn>(
         return reply_error(resp, 400, None, e).await;
     }
     match message {
-        // Notifications (initialized, cancelled, progress) and responses to requests the
-        // gateway never sends: accepted, nothing to answer.
+        // A cancellation goes on to the server the call is in flight to (when it is in flight
+        // on this shard: the same connection, or one that landed here).
+        Message::Notification { method, params } if method == "notifications/cancelled" => {
+            let _ = resp.start(202).body(b"").await;
+            if let Some(p) = params {
+                cancel(shard, cfg, &session, &p).await;
+            }
+        }
+        // Other notifications (initialized, progress) and responses to requests the gateway
+        // never sends: accepted, nothing to answer.
         Message::Notification { .. } | Message::Response { .. } => {
             let _ = resp.start(202).body(b"").await;
         }
@@ -233,6 +241,23 @@ async fn delete<C: Conn>(
         }
     }
     let _ = resp.start(204).no_body().await;
+}
+
+/// Forwards a client's `notifications/cancelled` to the server its request is in flight to,
+/// in the client's upstream session there (the request went up under the client's own id).
+async fn cancel(shard: &Shard, cfg: &Snapshot, session: &SessionId, params: &Value) {
+    let Some(request) = params.get("requestId") else { return };
+    let Some(server) =
+        shard.mcp_sessions.owner(session, request).and_then(|name| cfg.mcp.server(&name).map(|(_, s)| s))
+    else {
+        return;
+    };
+    let Some(up) = shard.mcp_sessions.get(session, &server.name) else { return };
+    let note = jsonrpc::notification("notifications/cancelled", Some(params));
+    let sent = upstream::post(shard, cfg, server, Some(&up), Some(&up.version), note).await;
+    if let Ok(mut reply) = sent {
+        while let Ok(Some(_)) = reply.next_message().await {}
+    }
 }
 
 /// Runs `work` (an exchange with `server`) as one of its actor's requests, bounded by the
@@ -609,6 +634,7 @@ impl Call<'_> {
         selected: &Selected,
         resp: &mut Responder<'_, C>,
     ) -> Result<&'static str, UpstreamError> {
+        let _in_flight = self.shard.mcp_sessions.begin(self.session, self.id, &server.name);
         let mut reply = exchange(self.shard, self.cfg, server, self.session, body).await?;
         let mut events = None;
         let outcome = loop {

@@ -159,13 +159,43 @@ const UPSTREAM_KEPT: usize = 8192;
 /// A client session's nonce and an upstream server's name.
 type UpstreamKey = ([u8; 16], Arc<str>);
 
-/// One shard's upstream sessions, by client session and server.
+/// A client session's nonce and a request id (its JSON text).
+type CallKey = ([u8; 16], String);
+
+/// One shard's upstream sessions, by client session and server; and the calls in flight on
+/// this shard, by client session and request id, with the server each went to (for
+/// `notifications/cancelled`).
 #[derive(Debug, Default)]
 pub struct UpstreamSessions {
     map: std::cell::RefCell<HashMap<UpstreamKey, UpstreamSession>>,
+    in_flight: std::cell::RefCell<HashMap<CallKey, Arc<str>>>,
+}
+
+/// A call in flight, forgotten when dropped (answered, failed, cancelled or timed out).
+pub struct InFlight<'a> {
+    sessions: &'a UpstreamSessions,
+    key: CallKey,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.sessions.in_flight.borrow_mut().remove(&self.key);
+    }
 }
 
 impl UpstreamSessions {
+    /// Notes that request `id` of `session` went to `server`, until the guard drops.
+    pub fn begin(&self, session: &SessionId, id: &serde_json::Value, server: &Arc<str>) -> InFlight<'_> {
+        let key = (session.nonce, id.to_string());
+        self.in_flight.borrow_mut().insert(key.clone(), server.clone());
+        InFlight { sessions: self, key }
+    }
+
+    /// The server request `id` of `session` is in flight to on this shard.
+    pub fn owner(&self, session: &SessionId, id: &serde_json::Value) -> Option<Arc<str>> {
+        self.in_flight.borrow().get(&(session.nonce, id.to_string())).cloned()
+    }
+
     pub fn get(&self, session: &SessionId, server: &Arc<str>) -> Option<UpstreamSession> {
         self.map.borrow().get(&(session.nonce, server.clone())).cloned()
     }
