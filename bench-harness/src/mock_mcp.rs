@@ -170,6 +170,43 @@ pub async fn serve<C: Conn>(server: &str, req: &Request, resp: &mut Responder<'_
             json_reply(resp, 200, &jsonrpc::result(&id, result), None).await;
         }
         "tools/call" => call(server, req, &id, &params, session.as_deref(), resp).await,
+        "prompts/list" => {
+            let prompts = json!([{"name": "greet", "description": "Greets someone.", "arguments": [{"name": "who", "required": true}]}]);
+            json_reply(resp, 200, &jsonrpc::result(&id, json!({"prompts": prompts})), None).await;
+        }
+        "prompts/get" => {
+            let who = params.get("arguments").and_then(|a| a.get("who")).and_then(Value::as_str).unwrap_or("you");
+            let answer = if params.get("name").and_then(Value::as_str) == Some("greet") {
+                jsonrpc::result(
+                    &id,
+                    json!({"messages": [{"role": "user", "content": {"type": "text", "text": format!("Hello, {who}, from {server}")}}]}),
+                )
+            } else {
+                jsonrpc::error(Some(&id), &RpcError::new(jsonrpc::INVALID_PARAMS, "unknown prompt"))
+            };
+            json_reply(resp, 200, &answer, None).await;
+        }
+        "resources/list" => {
+            let uri = format!("mock://{server}/readme");
+            let list = json!([{"uri": uri, "name": "readme", "mimeType": "text/plain"}]);
+            json_reply(resp, 200, &jsonrpc::result(&id, json!({"resources": list})), None).await;
+        }
+        "resources/templates/list" => {
+            let list = json!([{"uriTemplate": format!("mock://{server}/{{path}}"), "name": "files"}]);
+            json_reply(resp, 200, &jsonrpc::result(&id, json!({"resourceTemplates": list})), None).await;
+        }
+        "resources/read" => {
+            let uri = params.get("uri").and_then(Value::as_str).unwrap_or_default();
+            let answer = if uri == format!("mock://{server}/readme") {
+                jsonrpc::result(
+                    &id,
+                    json!({"contents": [{"uri": uri, "mimeType": "text/plain", "text": format!("the readme of {server}")}]}),
+                )
+            } else {
+                jsonrpc::error(Some(&id), &RpcError::new(-32002, "Resource not found").with_data(json!({"uri": uri})))
+            };
+            json_reply(resp, 200, &answer, None).await;
+        }
         _ => {
             json_reply(resp, 200, &jsonrpc::error(Some(&id), &RpcError::new(jsonrpc::METHOD_NOT_FOUND, method)), None)
                 .await

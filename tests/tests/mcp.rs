@@ -21,6 +21,7 @@ on_both_drivers!(
     a_failing_upstream_is_left_out_unless_fail_closed,
     tool_calls_are_rate_limited_by_the_shared_limiter,
     oauth_client_credentials_are_minted_refreshed_and_presented_upstream,
+    prompts_and_resources_are_merged_and_routed,
 );
 
 const PEPPER: &str = "test-pepper-0123456789";
@@ -59,6 +60,11 @@ mcp:
   virtual:
     oauth:
       tools: ['secured/whoami', 'locked/whoami']
+    library:
+      prompts: ['alpha/*', 'beta/greet']
+      resources: [alpha, beta]
+      access:
+        - {{users: [sam], deny: ['beta__greet']}}
     tools:
       tools: ['alpha/*', 'beta/echo']
       access:
@@ -549,4 +555,46 @@ fn a_gateway_with_no_provider_reaches_its_mcp_servers() {
     s.key = String::new();
     s.initialize();
     assert_eq!(text_of(&s.call("alpha__echo", json!({"text": "reached"}))), "reached");
+}
+
+fn prompts_and_resources_are_merged_and_routed(rt: e2e::Runtime) {
+    let mock = default_mock();
+    let gw = gateway(&config(mock.addr(), closed_port()), rt);
+    let mut s = Session::new(gw.local_addr(), "library", OLGA);
+    let init = s.initialize();
+    let caps = &init["capabilities"];
+    assert!(caps["prompts"].is_object() && caps["resources"].is_object() && caps.get("tools").is_none(), "{init}");
+    let prompts = s.request("prompts/list", json!({}));
+    let mut names: Vec<&str> =
+        prompts["result"]["prompts"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["alpha__greet", "beta__greet"]);
+    let got = s.request("prompts/get", json!({"name": "beta__greet", "arguments": {"who": "Ada"}}));
+    assert_eq!(got["result"]["messages"][0]["content"]["text"], "Hello, Ada, from beta", "{got}");
+    assert_eq!(s.request("prompts/get", json!({"name": "gamma__greet"}))["error"]["code"], -32602);
+    // Resources keep their URIs; a read goes to the server that has it.
+    let listed = s.request("resources/list", json!({}));
+    let mut uris: Vec<&str> =
+        listed["result"]["resources"].as_array().unwrap().iter().map(|r| r["uri"].as_str().unwrap()).collect();
+    uris.sort_unstable();
+    assert_eq!(uris, ["mock://alpha/readme", "mock://beta/readme"]);
+    let read = s.request("resources/read", json!({"uri": "mock://beta/readme"}));
+    assert_eq!(read["result"]["contents"][0]["text"], "the readme of beta", "{read}");
+    // Without a listing first (another client session): each server is asked in turn.
+    let mut other = Session::new(gw.local_addr(), "library", OLGA);
+    other.initialize();
+    let read = other.request("resources/read", json!({"uri": "mock://beta/readme"}));
+    assert_eq!(read["result"]["contents"][0]["text"], "the readme of beta", "{read}");
+    let missing = other.request("resources/read", json!({"uri": "mock://nowhere"}));
+    assert_eq!(missing["error"]["code"], -32002, "{missing}");
+    let templates = s.request("resources/templates/list", json!({}));
+    assert_eq!(templates["result"]["resourceTemplates"].as_array().unwrap().len(), 2, "{templates}");
+    // Access rules apply to prompts as to tools.
+    let mut sam = Session::new(gw.local_addr(), "library", SAM);
+    sam.initialize();
+    let prompts = sam.request("prompts/list", json!({}));
+    assert_eq!(prompts["result"]["prompts"].as_array().unwrap().len(), 1, "{prompts}");
+    assert_eq!(sam.request("prompts/get", json!({"name": "beta__greet"}))["error"]["code"], -32003);
+    // tools/call on a virtual server without tools: unknown tool.
+    assert_eq!(s.call("alpha__echo", json!({}))["error"]["code"], -32602);
 }

@@ -78,8 +78,12 @@ pub struct AccessRule {
 #[derive(Debug)]
 pub struct VirtualServer {
     pub name: Arc<str>,
+    /// Tools.
     pub selections: Vec<Selection>,
-    /// The servers its selections draw from, each once, in config order.
+    pub prompts: Vec<Selection>,
+    /// Servers whose resources it exposes.
+    pub resource_servers: Vec<usize>,
+    /// The servers its tool selections draw from, each once, in config order.
     pub servers: Vec<usize>,
     pub teams: Box<[String]>,
     pub fail_closed: bool,
@@ -87,10 +91,66 @@ pub struct VirtualServer {
     pub audit_arguments: bool,
 }
 
+/// What a virtual server lists: its tools, prompts, resources or resource templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    Tools,
+    Prompts,
+    Resources,
+    ResourceTemplates,
+}
+
+impl Listing {
+    pub fn method(self) -> &'static str {
+        match self {
+            Listing::Tools => "tools/list",
+            Listing::Prompts => "prompts/list",
+            Listing::Resources => "resources/list",
+            Listing::ResourceTemplates => "resources/templates/list",
+        }
+    }
+
+    /// The result's member that holds the list.
+    pub fn key(self) -> &'static str {
+        match self {
+            Listing::Tools => "tools",
+            Listing::Prompts => "prompts",
+            Listing::Resources => "resources",
+            Listing::ResourceTemplates => "resourceTemplates",
+        }
+    }
+
+    /// Tools and prompts are listed under `server__name`; resources keep their URIs.
+    pub fn renamed(self) -> bool {
+        matches!(self, Listing::Tools | Listing::Prompts)
+    }
+}
+
 impl VirtualServer {
     /// Whether `tool` of server `server` is one this virtual server exposes.
     pub fn exposes(&self, server: usize, tool: &str) -> bool {
         self.selections.iter().any(|s| s.server == server && s.tool.matches(tool))
+    }
+
+    /// Whether item `name` of `server` is one this virtual server lists under `listing`.
+    pub fn exposes_item(&self, listing: Listing, server: usize, name: &str) -> bool {
+        match listing {
+            Listing::Tools => self.exposes(server, name),
+            Listing::Prompts => self.prompts.iter().any(|s| s.server == server && s.tool.matches(name)),
+            Listing::Resources | Listing::ResourceTemplates => self.resource_servers.contains(&server),
+        }
+    }
+
+    /// The servers a listing draws from, each once, in config order.
+    pub fn servers_for(&self, listing: Listing) -> Vec<usize> {
+        let mut out: Vec<usize> = match listing {
+            Listing::Tools => return self.servers.clone(),
+            Listing::Prompts => self.prompts.iter().map(|s| s.server).collect(),
+            Listing::Resources | Listing::ResourceTemplates => self.resource_servers.clone(),
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 }
 
@@ -276,20 +336,19 @@ fn compile_virtual(
             "{field}: a virtual server's name (its path, /mcp/{{name}}) may hold only letters, digits, `-` and `_`"
         ));
     }
-    if v.tools.is_empty() {
-        errors.push(format!("{field}.tools: name at least one `server/tool` (globs allowed: `server/*`)"));
+    if v.tools.is_empty() && v.prompts.is_empty() && v.resources.is_empty() {
+        errors.push(format!(
+            "{field}: name at least one of tools (`server/tool`, globs allowed: `server/*`), prompts or resources"
+        ));
     }
-    let mut selections = Vec::new();
-    for (i, t) in v.tools.iter().enumerate() {
-        let Some((server, tool)) = t.split_once('/').filter(|(s, t)| !s.is_empty() && !t.is_empty()) else {
-            errors.push(format!("{field}.tools[{i}] {t:?}: write `server/tool` (globs allowed in the tool part)"));
-            continue;
-        };
+    let selections = select(&format!("{field}.tools"), &v.tools, servers, declared, &mut errors);
+    let prompts = select(&format!("{field}.prompts"), &v.prompts, servers, declared, &mut errors);
+    let mut resource_servers = Vec::new();
+    for (i, server) in v.resources.iter().enumerate() {
         match servers.iter().position(|s| &*s.name == server) {
-            Some(index) => selections.push(Selection { server: index, tool: Glob::new(tool) }),
-            // A server with its own error is reported there.
+            Some(index) => resource_servers.push(index),
             None if declared.contains_key(server) => {}
-            None => errors.push(format!("{field}.tools[{i}]: no server `{server}` under mcp.servers")),
+            None => errors.push(format!("{field}.resources[{i}]: no server `{server}` under mcp.servers")),
         }
     }
     let mut used: Vec<usize> = Vec::new();
@@ -306,12 +365,38 @@ fn compile_virtual(
     Ok(VirtualServer {
         name: Arc::from(name),
         selections,
+        prompts,
+        resource_servers,
         servers: used,
         teams: v.teams.clone().into_boxed_slice(),
         fail_closed: v.fail_closed,
         access,
         audit_arguments: v.audit_arguments,
     })
+}
+
+/// `server/name-glob` entries of `field`.
+fn select(
+    field: &str,
+    entries: &[String],
+    servers: &[McpServer],
+    declared: &std::collections::BTreeMap<String, super::spec::ServerSpec>,
+    errors: &mut Vec<String>,
+) -> Vec<Selection> {
+    let mut selections = Vec::new();
+    for (i, t) in entries.iter().enumerate() {
+        let Some((server, name)) = t.split_once('/').filter(|(s, t)| !s.is_empty() && !t.is_empty()) else {
+            errors.push(format!("{field}[{i}] {t:?}: write `server/name` (globs allowed in the name part)"));
+            continue;
+        };
+        match servers.iter().position(|s| &*s.name == server) {
+            Some(index) => selections.push(Selection { server: index, tool: Glob::new(name) }),
+            // A server with its own error is reported there.
+            None if declared.contains_key(server) => {}
+            None => errors.push(format!("{field}[{i}]: no server `{server}` under mcp.servers")),
+        }
+    }
+    selections
 }
 
 fn access_rule(label: String, a: &AccessSpec) -> AccessRule {

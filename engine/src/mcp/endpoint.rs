@@ -15,7 +15,7 @@ use policy::{Identity, Metadata};
 use serde_json::{Value, json};
 
 use super::access;
-use super::compiled::{McpServer, VirtualServer};
+use super::compiled::{Listing, McpServer, VirtualServer};
 use super::session::{SessionId, UpstreamSession};
 use super::upstream::{self, Reply, UpstreamError};
 use crate::actor::Served;
@@ -169,8 +169,22 @@ async fn post<C: Conn>(
         }
         Message::Request { id, method, params } => match method.as_str() {
             "ping" => reply_json(resp, 200, &jsonrpc::result(&id, json!({})), None).await,
-            "tools/list" => {
-                let answer = tools_list(shard, cfg, v, caller, &session, &id).await;
+            "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
+                let listing = match method.as_str() {
+                    "tools/list" => Listing::Tools,
+                    "prompts/list" => Listing::Prompts,
+                    "resources/list" => Listing::Resources,
+                    _ => Listing::ResourceTemplates,
+                };
+                let answer = merged_list(&Session { shard, cfg, v, caller, session: &session }, &id, listing).await;
+                reply_json(resp, 200, &answer, None).await;
+            }
+            "prompts/get" => {
+                let answer = prompt_get(&Session { shard, cfg, v, caller, session: &session }, &id, params).await;
+                reply_json(resp, 200, &answer, None).await;
+            }
+            "resources/read" => {
+                let answer = resource_read(&Session { shard, cfg, v, caller, session: &session }, &id, params).await;
                 reply_json(resp, 200, &answer, None).await;
             }
             "tools/call" => {
@@ -184,7 +198,7 @@ async fn post<C: Conn>(
                 let e = RpcError::new(
                     jsonrpc::METHOD_NOT_FOUND,
                     format!(
-                        "method {other} is not offered by this virtual server (it serves tools: tools/list, tools/call)"
+                        "method {other} is not offered by this virtual server (it serves tools, prompts and resources)"
                     ),
                 );
                 reply_json(resp, 200, &jsonrpc::error(Some(&id), &e), None).await;
@@ -211,9 +225,19 @@ async fn initialize<C: Conn>(
         Ok(s) => s,
         Err(why) => return reply_error(resp, 500, Some(id), RpcError::new(jsonrpc::INTERNAL_ERROR, why)).await,
     };
+    let mut capabilities = serde_json::Map::new();
+    if !v.selections.is_empty() {
+        capabilities.insert("tools".into(), json!({"listChanged": false}));
+    }
+    if !v.prompts.is_empty() {
+        capabilities.insert("prompts".into(), json!({"listChanged": false}));
+    }
+    if !v.resource_servers.is_empty() {
+        capabilities.insert("resources".into(), json!({"listChanged": false, "subscribe": false}));
+    }
     let result = json!({
         "protocolVersion": version,
-        "capabilities": {"tools": {"listChanged": false}},
+        "capabilities": capabilities,
         "serverInfo": {"name": format!("shardgate/{}", v.name), "version": env!("CARGO_PKG_VERSION")},
     });
     reply_json(resp, 200, &jsonrpc::result(id, result), Some(&session)).await;
@@ -304,51 +328,71 @@ async fn exchange<'s>(
     }
 }
 
-/// Every tool `server` lists, following its pages.
-async fn list_tools(
+/// A client session's request: who asks which virtual server, in which session.
+#[derive(Clone, Copy)]
+struct Session<'a> {
+    shard: &'a Shard,
+    cfg: &'a Snapshot,
+    v: &'a VirtualServer,
+    caller: &'a Identity,
+    session: &'a SessionId,
+}
+
+/// Every item `server` lists under `listing`, following its pages.
+async fn list_items(
     shard: &Shard,
     cfg: &Snapshot,
     server: &McpServer,
     client: &SessionId,
+    listing: Listing,
 ) -> Result<Vec<Value>, UpstreamError> {
-    let mut tools = Vec::new();
+    let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     for page in 0..MAX_PAGES {
-        let id = json!(format!("shardgate-tools-list-{page}"));
+        let id = json!(format!("shardgate-{}-{page}", listing.key()));
         let params = cursor.take().map(|c| json!({"cursor": c}));
-        let body = jsonrpc::request(&id, "tools/list", params.as_ref());
+        let body = jsonrpc::request(&id, listing.method(), params.as_ref());
         let mut reply = exchange(shard, cfg, server, client, &body).await?;
         let result = reply
             .response_to(&id, async |_| {})
             .await?
-            .map_err(|e| UpstreamError::Failed(format!("tools/list refused: {e}")))?;
-        if let Some(Value::Array(list)) = result.get("tools") {
-            tools.extend(list.iter().cloned());
+            .map_err(|e| UpstreamError::Failed(format!("{} refused: {e}", listing.method())))?;
+        if let Some(Value::Array(list)) = result.get(listing.key()) {
+            items.extend(list.iter().cloned());
         }
         match result.get("nextCursor").and_then(Value::as_str) {
             Some(c) if !c.is_empty() => cursor = Some(c.to_owned()),
-            _ => return Ok(tools),
+            _ => return Ok(items),
         }
     }
-    Ok(tools)
+    Ok(items)
 }
 
-/// The merged, filtered listing, as the JSON-RPC response to send.
-async fn tools_list(
-    shard: &Shard,
-    cfg: &Snapshot,
-    v: &VirtualServer,
-    caller: &Identity,
-    session: &SessionId,
-    id: &Value,
-) -> Vec<u8> {
-    let servers = v.servers.iter().filter_map(|&i| cfg.mcp.servers.get(i).map(|s| (i, s)));
+/// The merged, filtered listing, as the JSON-RPC response to send: tools and prompts under
+/// `server__name` (only those the caller may use), resources as their servers give them (their
+/// owners noted, for `resources/read`).
+async fn merged_list(c: &Session<'_>, id: &Value, listing: Listing) -> Vec<u8> {
+    let Session { shard, cfg, v, caller, session } = *c;
+    let offered = match listing {
+        Listing::Tools => !v.selections.is_empty(),
+        Listing::Prompts => !v.prompts.is_empty(),
+        Listing::Resources | Listing::ResourceTemplates => !v.resource_servers.is_empty(),
+    };
+    if !offered {
+        let e = RpcError::new(
+            jsonrpc::METHOD_NOT_FOUND,
+            format!("this virtual server offers no {} (see its capabilities)", listing.key()),
+        );
+        return jsonrpc::error(Some(id), &e);
+    }
+    let servers = v.servers_for(listing);
+    let servers = servers.iter().filter_map(|&i| cfg.mcp.servers.get(i).map(|s| (i, s)));
     let asks = servers.map(|(i, s)| async move {
-        let listed = in_actor(shard, s, list_tools(shard, cfg, s, session)).await;
+        let listed = in_actor(shard, s, list_items(shard, cfg, s, session, listing)).await;
         (i, s, listed.map_err(|e| e.message(&s.name)))
     });
     let lists = futures_util::future::join_all(asks).await;
-    let mut tools = Vec::new();
+    let mut items = Vec::new();
     for (i, server, got) in lists {
         let list = match got {
             Ok(list) => list,
@@ -357,26 +401,119 @@ async fn tools_list(
                 return jsonrpc::error(Some(id), &e);
             }
             Err(why) => {
-                tracing::warn!(virtual_server = %v.name, server = %server.name, %why, "MCP server left out of tools/list");
+                tracing::warn!(virtual_server = %v.name, server = %server.name, %why, method = listing.method(), "MCP server left out of a listing");
                 continue;
             }
         };
-        for mut tool in list {
-            let Some(name) = tool.get("name").and_then(Value::as_str) else { continue };
-            if !v.exposes(i, name) {
+        for mut item in list {
+            if !listing.renamed() {
+                if let Some(uri) = item.get("uri").and_then(Value::as_str) {
+                    shard.mcp_sessions.note_resource(session, uri, &server.name);
+                }
+                items.push(item);
+                continue;
+            }
+            let Some(name) = item.get("name").and_then(Value::as_str) else { continue };
+            if !v.exposes_item(listing, i, name) {
                 continue;
             }
             let listed = names::prefixed(&server.name, name);
             if access::may_use_tool(&cfg.mcp, v, caller, i, &listed).is_err() {
                 continue;
             }
-            if let Some(o) = tool.as_object_mut() {
+            if let Some(o) = item.as_object_mut() {
                 o.insert("name".into(), Value::String(listed));
             }
-            tools.push(tool);
+            items.push(item);
         }
     }
-    jsonrpc::result(id, json!({"tools": tools}))
+    jsonrpc::result(id, json!({ listing.key(): items }))
+}
+
+/// `prompts/get`: the prompt's owner answers under the prompt's own name.
+async fn prompt_get(c: &Session<'_>, id: &Value, params: Option<Value>) -> Vec<u8> {
+    let Session { shard, cfg, v, caller, session } = *c;
+    let mut params = match params {
+        Some(Value::Object(p)) => p,
+        _ => {
+            return jsonrpc::error(
+                Some(id),
+                &RpcError::new(jsonrpc::INVALID_PARAMS, "prompts/get takes params {name}"),
+            );
+        }
+    };
+    let name = params.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let unknown =
+        || jsonrpc::error(Some(id), &RpcError::new(jsonrpc::INVALID_PARAMS, format!("Unknown prompt: {name}")));
+    let Some((server_name, prompt)) = names::split(&name) else { return unknown() };
+    let Some((si, server)) = cfg.mcp.server(server_name) else { return unknown() };
+    if !v.exposes_item(Listing::Prompts, si, prompt) {
+        return unknown();
+    }
+    if let Err(refused) = access::may_use_tool(&cfg.mcp, v, caller, si, &name) {
+        let e =
+            RpcError::new(jsonrpc::FORBIDDEN, format!("prompt {name} is not allowed for this caller: {}", refused.0))
+                .with_data(json!({"rule": refused.rule()}));
+        return jsonrpc::error(Some(id), &e);
+    }
+    params.insert("name".into(), Value::String(prompt.to_owned()));
+    let body = jsonrpc::request(id, "prompts/get", Some(&Value::Object(params)));
+    forward(shard, cfg, server, session, id, &body).await.unwrap_or_else(|why| upstream_error(id, &why, server))
+}
+
+/// `resources/read`: asked of the server that listed the URI (on this shard), else of each
+/// resource server in turn until one has it.
+async fn resource_read(c: &Session<'_>, id: &Value, params: Option<Value>) -> Vec<u8> {
+    let Session { shard, cfg, v, session, .. } = *c;
+    let Some(uri) = params.as_ref().and_then(|p| p.get("uri")).and_then(Value::as_str).map(str::to_owned) else {
+        return jsonrpc::error(Some(id), &RpcError::new(jsonrpc::INVALID_PARAMS, "resources/read takes params {uri}"));
+    };
+    let body = jsonrpc::request(id, "resources/read", params.as_ref());
+    let owner = shard.mcp_sessions.resource_owner(session, &uri);
+    let mut order: Vec<&McpServer> = v.resource_servers.iter().filter_map(|&i| cfg.mcp.servers.get(i)).collect();
+    order.sort_by_key(|s| Some(&s.name) != owner.as_ref());
+    let mut last = None;
+    for server in order {
+        match forward(shard, cfg, server, session, id, &body).await {
+            Ok(answer) if !answer_is_error(&answer) => return answer,
+            Ok(answer) => last = Some(answer),
+            Err(why) => last = Some(upstream_error(id, &why, server)),
+        }
+    }
+    last.unwrap_or_else(|| {
+        let e = RpcError::new(-32002, "Resource not found").with_data(json!({"uri": uri}));
+        jsonrpc::error(Some(id), &e)
+    })
+}
+
+fn answer_is_error(answer: &[u8]) -> bool {
+    matches!(jsonrpc::parse(answer), Ok(Message::Response { outcome: Err(_), .. }))
+}
+
+fn upstream_error(id: &Value, why: &UpstreamError, server: &McpServer) -> Vec<u8> {
+    let e =
+        RpcError::new(jsonrpc::UPSTREAM_ERROR, why.message(&server.name)).with_data(json!({"server": &*server.name}));
+    jsonrpc::error(Some(id), &e)
+}
+
+/// Sends a request as it is and returns the server's answer to it (result or error), as the
+/// JSON-RPC response to send.
+async fn forward(
+    shard: &Shard,
+    cfg: &Snapshot,
+    server: &McpServer,
+    session: &SessionId,
+    id: &Value,
+    body: &[u8],
+) -> Result<Vec<u8>, UpstreamError> {
+    let work = async {
+        let mut reply = exchange(shard, cfg, server, session, body).await?;
+        reply.response_to(id, async |_| {}).await
+    };
+    Ok(match in_actor(shard, server, work).await? {
+        Ok(result) => jsonrpc::result(id, result),
+        Err(error) => jsonrpc::error_value(id, error),
+    })
 }
 
 /// One `tools/call`.

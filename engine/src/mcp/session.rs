@@ -169,6 +169,8 @@ type CallKey = ([u8; 16], String);
 pub struct UpstreamSessions {
     map: std::cell::RefCell<HashMap<UpstreamKey, UpstreamSession>>,
     in_flight: std::cell::RefCell<HashMap<CallKey, Arc<str>>>,
+    /// Which server listed a resource URI, per client session (for `resources/read`).
+    resources: std::cell::RefCell<HashMap<CallKey, Arc<str>>>,
 }
 
 /// A call in flight, forgotten when dropped (answered, failed, cancelled or timed out).
@@ -189,6 +191,22 @@ impl UpstreamSessions {
         let key = (session.nonce, id.to_string());
         self.in_flight.borrow_mut().insert(key.clone(), server.clone());
         InFlight { sessions: self, key }
+    }
+
+    /// Notes that `server` listed resource `uri` to `session`.
+    pub fn note_resource(&self, session: &SessionId, uri: &str, server: &Arc<str>) {
+        let mut map = self.resources.borrow_mut();
+        if map.len() >= UPSTREAM_KEPT * 8
+            && let Some(k) = map.keys().next().cloned()
+        {
+            map.remove(&k);
+        }
+        map.insert((session.nonce, uri.to_owned()), server.clone());
+    }
+
+    /// The server that listed `uri` to `session` on this shard, if one did.
+    pub fn resource_owner(&self, session: &SessionId, uri: &str) -> Option<Arc<str>> {
+        self.resources.borrow().get(&(session.nonce, uri.to_owned())).cloned()
     }
 
     /// The server request `id` of `session` is in flight to on this shard.

@@ -119,7 +119,16 @@ pub struct OAuth2Spec {
 pub struct VirtualSpec {
     /// The tools it exposes, as `server/tool` with globs in the tool part (`github/*`,
     /// `files/read_*`). Each is listed and called as `server__tool`.
+    #[serde(default)]
     pub tools: Vec<String>,
+    /// The prompts it exposes, as `server/prompt` (globs allowed), listed and got as
+    /// `server__prompt`.
+    #[serde(default)]
+    pub prompts: Vec<String>,
+    /// The servers whose resources (and resource templates) it exposes; URIs stay as the
+    /// servers give them.
+    #[serde(default)]
+    pub resources: Vec<String>,
     /// Teams whose callers may use it; empty: every caller the gateway admits.
     #[serde(default)]
     pub teams: Vec<String>,
