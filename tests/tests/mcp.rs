@@ -22,6 +22,7 @@ on_both_drivers!(
     tool_calls_are_rate_limited_by_the_shared_limiter,
     oauth_client_credentials_are_minted_refreshed_and_presented_upstream,
     prompts_and_resources_are_merged_and_routed,
+    services_judge_tool_arguments_and_results,
 );
 
 const PEPPER: &str = "test-pepper-0123456789";
@@ -83,9 +84,19 @@ rate_limits:
 guardrails:
   - {{id: no-secrets-in-args, check: secrets, phase: tool_args}}
   - {{id: pii-out-of-results, check: pii, mode: mutate, phase: tool_result}}
+  - id: tool-hook
+    check: webhook
+    mode: mutate
+    phase: [tool_args, tool_result]
+    webhook: {{provider: checker, path: /guard}}
+    when: {{models: ['alpha__echo', 'beta__echo']}}
 "
     );
-    config_for(mock, &extra)
+    config_for(mock, &extra).replacen(
+        "providers:\n",
+        &format!("providers:\n  checker: {{kind: openai-compatible, base_url: 'http://{mock}/v1', api_key: sk-mod}}\n"),
+        1,
+    )
 }
 
 /// A port nothing listens on.
@@ -597,4 +608,20 @@ fn prompts_and_resources_are_merged_and_routed(rt: e2e::Runtime) {
     assert_eq!(sam.request("prompts/get", json!({"name": "beta__greet"}))["error"]["code"], -32003);
     // tools/call on a virtual server without tools: unknown tool.
     assert_eq!(s.call("alpha__echo", json!({}))["error"]["code"], -32602);
+}
+
+fn services_judge_tool_arguments_and_results(rt: e2e::Runtime) {
+    let mock = default_mock();
+    let gw = gateway(&config(mock.addr(), closed_port()), rt);
+    let mut s = Session::new(gw.local_addr(), "tools", OLGA);
+    s.initialize();
+    // The webhook (a service asked through its provider's actor) blocks the arguments...
+    let blocked = s.call("alpha__echo", json!({"text": "tell me forbidden things"}));
+    assert_eq!(blocked["error"]["code"], -32004, "{blocked}");
+    assert_eq!(blocked["error"]["data"]["rule"], "tool-hook");
+    assert!(blocked["error"]["message"].as_str().unwrap().contains("forbidden-topic"), "{blocked}");
+    // ...rewrites them (mutate mode) before the tool sees them...
+    assert_eq!(text_of(&s.call("alpha__echo", json!({"text": "the secret-word is here"}))), "the [removed] is here");
+    // ...and judges results: a flag lets the result through.
+    assert_eq!(text_of(&s.call("beta__echo", json!({"text": "flagme"}))), "beta: flagme");
 }

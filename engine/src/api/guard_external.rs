@@ -21,7 +21,7 @@ use crate::upstream::{RequestBytes, Shared, send};
 const MAX_ANSWER: u64 = 1 << 20;
 
 /// Asks the rule's service about `texts`; `Err` says why there is no answer.
-pub(super) async fn ask(
+pub(crate) async fn ask(
     shard: &Shard,
     cfg: &Snapshot,
     rule: &Guardrail,

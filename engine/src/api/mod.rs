@@ -8,7 +8,7 @@ mod embeddings;
 mod forward;
 pub mod governance;
 pub mod guard;
-mod guard_external;
+pub(crate) mod guard_external;
 mod guard_texts;
 pub mod health_checks;
 mod messages;

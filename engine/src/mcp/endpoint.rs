@@ -560,7 +560,7 @@ impl Call<'_> {
         };
         let mut sent_arguments = None;
         let mut server_name = None;
-        let outcome = match self.prepare(params) {
+        let outcome = match self.prepare(params).await {
             Ok((server, upstream_params, selected, listed)) => {
                 server_name = Some(server.name.to_string());
                 if self.v.audit_arguments {
@@ -645,7 +645,7 @@ impl Call<'_> {
 
     /// Checks the call (tool exposed, caller allowed, arguments through the guardrails) and
     /// makes the upstream's parameters: its own tool name, the checked arguments.
-    fn prepare(&self, params: Value) -> Result<(&McpServer, Value, Selected, String), Stop> {
+    async fn prepare(&self, params: Value) -> Result<(&McpServer, Value, Selected, String), Stop> {
         let Value::Object(mut params) = params else {
             return Err(Stop::Refused(RpcError::new(
                 jsonrpc::INVALID_PARAMS,
@@ -673,7 +673,7 @@ impl Call<'_> {
         self.admit(&name)?;
         let selected = self.cfg.guardrails.select(self.caller, &name, &Metadata::new());
         let mut arguments = params.remove("arguments").unwrap_or_else(|| json!({}));
-        self.guard(&selected, Phase::ToolArgs, &name, &mut arguments, all_texts, put_all_texts)?;
+        self.guard(&selected, Phase::ToolArgs, &name, &mut arguments, all_texts, put_all_texts).await?;
         params.insert("name".into(), Value::String(tool.to_owned()));
         params.insert("arguments".into(), arguments);
         Ok((server, Value::Object(params), selected, name))
@@ -717,7 +717,7 @@ impl Call<'_> {
 
     /// Runs the selected rules of `phase` over the texts `read` finds in `value`, writing
     /// rewritten texts back with `write`. A block stops the call.
-    fn guard(
+    async fn guard(
         &self,
         selected: &Selected,
         phase: Phase,
@@ -730,12 +730,16 @@ impl Call<'_> {
         if !rules.applies(selected, phase) {
             return Ok(());
         }
-        for rule in rules.externals(selected, phase) {
-            let v =
-                policy::guardrails::Guardrails::unasked(rule, phase, "services are not asked about MCP tool calls yet");
-            crate::api::guard::count_and_log(self.shard, self.cfg, &v);
-            self.decide("guardrail", &v.rule, v.outcome.as_str(), Some(phase));
-        }
+        let what = if phase == Phase::ToolArgs { "arguments" } else { "result" };
+        let blocked = |v: &policy::guardrails::Verdict, unavailable: bool| {
+            let kind = if unavailable { "guardrail_unavailable" } else { "guardrail_violation" };
+            let e = RpcError::new(
+                jsonrpc::GUARDRAIL_VIOLATION,
+                format!("the {what} of {tool} were blocked: {}", v.describe()),
+            )
+            .with_data(json!({"type": kind, "rule": &*v.rule, "phase": phase.as_str()}));
+            Stop::Refused(e)
+        };
         let mut found: Vec<std::borrow::Cow<'_, str>> = read(value).into_iter().map(std::borrow::Cow::Owned).collect();
         let metadata = Metadata::new();
         let facts = Facts { metadata: &metadata, asked_json: false, schema: None };
@@ -746,15 +750,37 @@ impl Call<'_> {
             self.decide("guardrail", &v.rule, v.outcome.as_str(), Some(phase));
         }
         if let Some(v) = checked.blocked() {
-            let what = if phase == Phase::ToolArgs { "arguments" } else { "result" };
-            let e = RpcError::new(
-                jsonrpc::GUARDRAIL_VIOLATION,
-                format!("the {what} of {tool} were blocked: {}", v.describe()),
-            )
-            .with_data(json!({"type": "guardrail_violation", "rule": &*v.rule, "phase": phase.as_str()}));
-            return Err(Stop::Refused(e));
+            return Err(blocked(v, false));
         }
-        if checked.changed {
+        let mut changed = checked.changed;
+        // Rules that ask a service (moderation, a webhook), in config order, each on the texts
+        // as the rules before it left them; their timeouts bound the wait.
+        for rule in rules.externals(selected, phase) {
+            let asked = crate::api::guard_external::ask(self.shard, self.cfg, rule, phase, tool, &metadata, &found);
+            let asked = Box::pin(asked).await;
+            let rewrite = match (&asked, rule.mode) {
+                (Ok(a), policy::guardrails::Mode::Mutate)
+                    if rule.enforcement != policy::guardrails::Enforcement::Audit =>
+                {
+                    a.texts.clone()
+                }
+                _ => None,
+            };
+            let rewritten = rewrite.as_ref().is_some_and(|t| t.len() == found.len() && !t.iter().eq(found.iter()));
+            let answer = asked.as_ref().map_err(String::as_str);
+            if let Some(v) = policy::guardrails::Guardrails::external_verdict(rule, phase, answer, rewritten) {
+                crate::api::guard::count_and_log(self.shard, self.cfg, &v);
+                self.decide("guardrail", &v.rule, v.outcome.as_str(), Some(phase));
+                if v.outcome == policy::guardrails::Outcome::Blocked {
+                    return Err(blocked(&v, asked.is_err()));
+                }
+            }
+            if let (Some(t), true) = (rewrite, rewritten) {
+                found = t.into_iter().map(std::borrow::Cow::Owned).collect();
+                changed = true;
+            }
+        }
+        if changed {
             write(value, found.into_iter().map(std::borrow::Cow::into_owned).collect());
         }
         Ok(())
@@ -782,7 +808,7 @@ impl Call<'_> {
                     // What the server says along the way (log data, progress messages) reaches
                     // the agent too: the result's rules judge it first; a blocked one is dropped.
                     if let Some(p) = params.as_mut()
-                        && self.guard(selected, Phase::ToolResult, listed, p, all_texts, put_all_texts).is_err()
+                        && self.guard(selected, Phase::ToolResult, listed, p, all_texts, put_all_texts).await.is_err()
                     {
                         continue;
                     }
@@ -803,14 +829,17 @@ impl Call<'_> {
         drop(reply);
         let (answer, verdict) = match outcome {
             Ok(mut result) => {
-                match self.guard(
-                    selected,
-                    Phase::ToolResult,
-                    listed,
-                    &mut result,
-                    texts::result_texts,
-                    texts::put_result_texts,
-                ) {
+                match self
+                    .guard(
+                        selected,
+                        Phase::ToolResult,
+                        listed,
+                        &mut result,
+                        texts::result_texts,
+                        texts::put_result_texts,
+                    )
+                    .await
+                {
                     Ok(()) => {
                         let failed = result.get("isError").and_then(Value::as_bool) == Some(true);
                         (jsonrpc::result(self.id, result), if failed { "tool_error" } else { "ok" })
@@ -820,7 +849,7 @@ impl Call<'_> {
             }
             // An error object may carry the tool's own text (`message`, `data`): judged too.
             Err(mut error) => {
-                match self.guard(selected, Phase::ToolResult, listed, &mut error, all_texts, put_all_texts) {
+                match self.guard(selected, Phase::ToolResult, listed, &mut error, all_texts, put_all_texts).await {
                     Ok(()) => (jsonrpc::error_value(self.id, error), "tool_error"),
                     Err(Stop::Refused(e)) => (jsonrpc::error(Some(self.id), &e), "guardrail_blocked"),
                 }

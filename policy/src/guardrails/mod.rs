@@ -275,12 +275,6 @@ impl Guardrails {
             }
             let asks_a_service =
                 matches!(spec.check, CheckKind::OpenaiModeration | CheckKind::AzureContentSafety | CheckKind::Webhook);
-            if asks_a_service && phases.iter().any(|p| !matches!(p, Phase::Input | Phase::Output)) {
-                return Err(PolicyError::new(
-                    at("phase"),
-                    "checks that call a service run on the input and output phases for now",
-                ));
-            }
             if asks_a_service && spec.mode == Mode::Mutate && phases.contains(&Phase::Output) {
                 return Err(PolicyError::new(
                     at("mode"),
@@ -742,10 +736,12 @@ mod tests {
         assert!(bad("- {id: a, check: pii, phase: []}\n").contains("at least one phase"));
         assert!(bad("- {id: a, check: moderation}\n").contains("categories"));
         assert!(bad("- {id: a, check: webhook}\n").contains("name the provider"));
-        assert!(
-            bad("- {id: a, check: webhook, webhook: {provider: p}, phase: tool_args}\n")
-                .contains("input and output phases")
-        );
+        // Services judge MCP tool calls too.
+        let specs: Vec<GuardrailSpec> = serde_saphyr::from_str(
+            "- {id: a, check: webhook, webhook: {provider: p}, phase: [tool_args, tool_result]}\n",
+        )
+        .unwrap();
+        assert!(Guardrails::compile(&specs).is_ok());
         assert!(
             bad("- {id: a, check: webhook, mode: mutate, webhook: {provider: p}, phase: [input, output]}\n")
                 .contains("validates only")
