@@ -35,12 +35,18 @@ struct Reference {
 }
 
 impl Reference {
+    /// The reference server on streamable HTTP (`/mcp`).
     fn start() -> Reference {
+        Reference::start_as("streamableHttp")
+    }
+
+    /// `streamableHttp`, or `sse` (the legacy HTTP+SSE transport: `/sse` and `/message`).
+    fn start_as(transport: &str) -> Reference {
         let dir = node_dir();
         let mut child = Command::new("node")
             .current_dir(&dir)
             .args(["--import", "./loopback.mjs", "node_modules/@modelcontextprotocol/server-everything/dist/index.js"])
-            .arg("streamableHttp")
+            .arg(transport)
             .env("PORT", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -122,11 +128,13 @@ fn rpc(addr: std::net::SocketAddr, session: Option<&str>, method: &str, params: 
 }
 
 /// Stdio servers: the reference server run as a local process, and our own that crashes on
-/// request; it is started again, and no process outlives the gateway.
+/// request; it is started again, and no process outlives the gateway. The reference server on
+/// the legacy HTTP+SSE transport sits in the same virtual server.
 #[test]
 fn stdio_servers_are_supervised_restarted_and_do_not_outlive_the_gateway() {
     let dir = node_dir();
     let mock = default_mock();
+    let legacy = Reference::start_as("sse");
     let extra = format!(
         "auth: {{pepper: test-pepper-0123456789}}
 users:
@@ -138,10 +146,12 @@ mcp:
   servers:
     crashy: {{transport: stdio, command: [node, '{crashy}'], timeout: 10s}}
     reference: {{transport: stdio, command: [node, '{everything}', stdio], timeout: 10s}}
+    legacy: {{transport: sse, url: 'http://127.0.0.1:{legacy_port}/sse', timeout: 10s}}
   virtual:
     local:
-      tools: ['crashy/*', 'reference/echo']
+      tools: ['crashy/*', 'reference/echo', 'legacy/get-sum']
 ",
+        legacy_port = legacy.port,
         crashy = dir.join("crashy.mjs").display(),
         everything = dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js").display(),
     );
@@ -156,7 +166,10 @@ mcp:
     let mut names: Vec<&str> =
         listed["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["crashy__crash", "crashy__echo", "crashy__pid", "reference__echo"]);
+    assert_eq!(names, ["crashy__crash", "crashy__echo", "crashy__pid", "legacy__get-sum", "reference__echo"]);
+    // Over the legacy transport: the answer comes back on the event stream.
+    let sum = call("legacy__get-sum", serde_json::json!({"a": 20, "b": 22}));
+    assert!(sum["result"]["content"][0]["text"].as_str().unwrap().contains("42"), "{sum}");
     assert_eq!(call("crashy__echo", serde_json::json!({"text": "hi"}))["result"]["content"][0]["text"], "stdio: hi");
     assert_eq!(
         call("reference__echo", serde_json::json!({"message": "over stdio"}))["result"]["content"][0]["text"],

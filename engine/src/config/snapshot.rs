@@ -715,10 +715,7 @@ pub fn compile_with(
     let models_json = Bytes::from(serde_json::to_vec(&ModelList { object: "list", data: objects }).unwrap_or_default());
 
     // Every host the gateway dials: providers' and upstream MCP servers'.
-    let mcp_upstreams = mcp.servers.iter().filter_map(|s| match &s.transport {
-        crate::mcp::compiled::ServerTransport::Http(up) => Some(&**up),
-        crate::mcp::compiled::ServerTransport::Stdio(_) => None,
-    });
+    let mcp_upstreams = mcp.servers.iter().filter_map(crate::mcp::compiled::McpServer::upstream);
     let mut dns_hosts: Vec<(String, u16)> = providers
         .iter()
         .filter_map(|p| p.upstream.as_ref())

@@ -138,7 +138,6 @@ mod tests {
             "mcp.servers.s.command is required for transport stdio",
             "mcp.servers.q.command: \"rm\" is not in mcp.stdio_commands (the programs the gateway may run: node)",
             "mcp.servers.r: a stdio server takes a command, not url",
-            "mcp.servers.t.transport: sse",
             "mcp.servers.n.url is required",
             "mcp.servers.o.auth.oauth2.flow: authorization_code",
             "mcp.servers.p.auth.oauth2: client_id and client_secret are required",

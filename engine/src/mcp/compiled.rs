@@ -20,6 +20,8 @@ use crate::config::url::BaseUrl;
 pub enum ServerTransport {
     /// Streamable HTTP at this upstream.
     Http(Box<Upstream>),
+    /// The legacy HTTP+SSE transport (2024-11-05): the event stream at this upstream.
+    LegacySse(Box<Upstream>),
     /// A local process the gateway runs: the program and its arguments.
     Stdio(Vec<String>),
 }
@@ -46,7 +48,15 @@ impl McpServer {
     /// The pool key of its HTTP connections (none for a stdio server).
     pub fn pool_key(&self) -> Option<&Arc<str>> {
         match &self.transport {
-            ServerTransport::Http(up) => Some(&up.pool_key),
+            ServerTransport::Http(up) | ServerTransport::LegacySse(up) => Some(&up.pool_key),
+            ServerTransport::Stdio(_) => None,
+        }
+    }
+
+    /// Where its HTTP requests go (none for a stdio server).
+    pub fn upstream(&self) -> Option<&Upstream> {
+        match &self.transport {
+            ServerTransport::Http(up) | ServerTransport::LegacySse(up) => Some(up),
             ServerTransport::Stdio(_) => None,
         }
     }
@@ -197,13 +207,7 @@ impl McpConfig {
                     errors.push(format!("{field}.command is for transport stdio"));
                     continue;
                 }
-                TransportKind::StreamableHttp => {}
-                TransportKind::Sse => {
-                    errors.push(format!(
-                        "{field}.transport: sse (the 2024-11-05 HTTP+SSE transport) is not supported yet; use streamable-http or stdio"
-                    ));
-                    continue;
-                }
+                TransportKind::StreamableHttp | TransportKind::Sse => {}
                 TransportKind::Stdio => {
                     match stdio_command(&field, s, &spec.stdio_commands) {
                         Ok(command) => servers.push(McpServer {
@@ -257,7 +261,11 @@ impl McpConfig {
                 Ok(upstream) => servers.push(McpServer {
                     name: Arc::from(name.as_str()),
                     actor_name: Arc::from(format!("mcp:{name}")),
-                    transport: ServerTransport::Http(Box::new(upstream)),
+                    transport: if s.transport == TransportKind::Sse {
+                        ServerTransport::LegacySse(Box::new(upstream))
+                    } else {
+                        ServerTransport::Http(Box::new(upstream))
+                    },
                     timeout: s.timeout.0,
                     teams: s.teams.clone().into_boxed_slice(),
                     actor,

@@ -208,7 +208,7 @@ async fn post<C: Conn>(
 }
 
 async fn initialize<C: Conn>(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     v: &VirtualServer,
     caller: &Identity,
     id: &Value,
@@ -244,7 +244,7 @@ async fn initialize<C: Conn>(
 }
 
 async fn delete<C: Conn>(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     cfg: &Snapshot,
     v: &VirtualServer,
     caller: &Identity,
@@ -269,7 +269,7 @@ async fn delete<C: Conn>(
 
 /// Forwards a client's `notifications/cancelled` to the server its request is in flight to,
 /// in the client's upstream session there (the request went up under the client's own id).
-async fn cancel(shard: &Shard, cfg: &Snapshot, session: &SessionId, params: &Value) {
+async fn cancel(shard: &Rc<Shard>, cfg: &Snapshot, session: &SessionId, params: &Value) {
     let Some(request) = params.get("requestId") else { return };
     let Some(server) =
         shard.mcp_sessions.owner(session, request).and_then(|name| cfg.mcp.server(&name).map(|(_, s)| s))
@@ -287,7 +287,7 @@ async fn cancel(shard: &Shard, cfg: &Snapshot, session: &SessionId, params: &Val
 /// Runs `work` (an exchange with `server`) as one of its actor's requests, bounded by the
 /// server's timeout.
 async fn in_actor<T>(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     server: &McpServer,
     work: impl Future<Output = Result<T, UpstreamError>>,
 ) -> Result<T, UpstreamError> {
@@ -309,12 +309,15 @@ async fn in_actor<T>(
 /// Posts `body` in `client`'s upstream session with `server`, re-opening that session once
 /// if the upstream no longer knows it.
 async fn exchange<'s>(
-    shard: &'s Shard,
+    shard: &'s Rc<Shard>,
     cfg: &Snapshot,
     server: &McpServer,
     client: &SessionId,
     body: &[u8],
 ) -> Result<Reply<'s>, UpstreamError> {
+    if let super::compiled::ServerTransport::LegacySse(_) = server.transport {
+        return upstream::exchange_legacy(shard, server, client, body).await;
+    }
     let mut reopened = false;
     loop {
         let up: UpstreamSession = upstream::session_for(shard, cfg, server, client).await?;
@@ -331,7 +334,7 @@ async fn exchange<'s>(
 /// A client session's request: who asks which virtual server, in which session.
 #[derive(Clone, Copy)]
 struct Session<'a> {
-    shard: &'a Shard,
+    shard: &'a Rc<Shard>,
     cfg: &'a Snapshot,
     v: &'a VirtualServer,
     caller: &'a Identity,
@@ -340,7 +343,7 @@ struct Session<'a> {
 
 /// Every item `server` lists under `listing`, following its pages.
 async fn list_items(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     cfg: &Snapshot,
     server: &McpServer,
     client: &SessionId,
@@ -499,7 +502,7 @@ fn upstream_error(id: &Value, why: &UpstreamError, server: &McpServer) -> Vec<u8
 /// Sends a request as it is and returns the server's answer to it (result or error), as the
 /// JSON-RPC response to send.
 async fn forward(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     cfg: &Snapshot,
     server: &McpServer,
     session: &SessionId,

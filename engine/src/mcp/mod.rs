@@ -7,11 +7,13 @@
 //! - [`session`]: client session ids and the per-shard upstream sessions;
 //! - [`upstream`]: the gateway as a client of upstream servers (streamable HTTP);
 //! - [`stdio`]: upstream servers that are local processes;
+//! - [`legacy_sse`]: upstream servers on the 2024-11-05 HTTP+SSE transport;
 //! - [`endpoint`]: the virtual servers' HTTP endpoint.
 
 pub mod access;
 pub mod compiled;
 pub mod endpoint;
+pub mod legacy_sse;
 pub mod session;
 pub mod spec;
 pub mod stdio;

@@ -171,6 +171,8 @@ pub struct UpstreamSessions {
     in_flight: std::cell::RefCell<HashMap<CallKey, Arc<str>>>,
     /// Which server listed a resource URI, per client session (for `resources/read`).
     resources: std::cell::RefCell<HashMap<CallKey, Arc<str>>>,
+    /// Open streams to legacy HTTP+SSE servers, per client session and server.
+    legacy: std::cell::RefCell<HashMap<UpstreamKey, std::rc::Rc<super::legacy_sse::LegacySession>>>,
 }
 
 /// A call in flight, forgotten when dropped (answered, failed, cancelled or timed out).
@@ -233,10 +235,38 @@ impl UpstreamSessions {
         self.map.borrow_mut().remove(&(session.nonce, server.clone()));
     }
 
+    /// The open legacy stream of `session` with `server`, if any.
+    pub fn legacy(
+        &self,
+        session: &SessionId,
+        server: &Arc<str>,
+    ) -> Option<std::rc::Rc<super::legacy_sse::LegacySession>> {
+        self.legacy.borrow().get(&(session.nonce, server.clone())).cloned()
+    }
+
+    pub fn put_legacy(&self, session: &SessionId, server: &Arc<str>, s: std::rc::Rc<super::legacy_sse::LegacySession>) {
+        let mut map = self.legacy.borrow_mut();
+        map.retain(|_, s| !s.is_closed());
+        if map.len() >= UPSTREAM_KEPT
+            && let Some(k) = map.keys().next().cloned()
+            && let Some(old) = map.remove(&k)
+        {
+            old.stop();
+        }
+        map.insert((session.nonce, server.clone()), s);
+    }
+
     /// Takes every upstream session of `session` (it ended), to close them upstream.
     pub fn take_all(&self, session: &SessionId) -> Vec<(Arc<str>, UpstreamSession)> {
         let mut map = self.map.borrow_mut();
         let keys: Vec<_> = map.keys().filter(|(n, _)| *n == session.nonce).cloned().collect();
+        // Legacy streams are let go at once.
+        self.legacy.borrow_mut().retain(|(n, _), s| {
+            if *n == session.nonce {
+                s.stop();
+            }
+            *n != session.nonce
+        });
         keys.into_iter().filter_map(|k| map.remove(&k).map(|s| (k.1, s))).collect()
     }
 }

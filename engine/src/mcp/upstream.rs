@@ -6,6 +6,7 @@
 //! supervision), like a provider call, and is bounded by the server's `timeout`.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use adapters::mcp::jsonrpc::{self, Message};
@@ -49,36 +50,49 @@ fn failed(why: impl Into<String>) -> UpstreamError {
 }
 
 /// The head of a request to `server`: `POST` with a JSON body of `len` bytes, or `DELETE`;
-/// with the current OAuth token when the server takes one (an error when none was minted).
-fn request_head(
+/// What a request to an upstream server is, beyond its body.
+pub(super) struct Head<'a> {
+    pub method: &'a str,
+    /// `None`: the server's URL path.
+    pub path: Option<&'a str>,
+    /// A JSON body of this many bytes.
+    pub len: Option<usize>,
+    pub session: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub accept: &'a str,
+}
+
+/// The head of a request to `server`, with its configured headers and, when the server takes
+/// one, the current OAuth token (an error when none was minted).
+pub(super) fn request_head(
     shard: &Shard,
     server: &McpServer,
     up: &Upstream,
-    method: &str,
-    len: Option<usize>,
-    session: Option<&str>,
-    version: Option<&str>,
+    head: &Head<'_>,
 ) -> Result<Bytes, UpstreamError> {
     let token = match &server.oauth {
         Some(_) => Some(shard.process.minted.authorization(&server.actor_name).map_err(|why| failed(why.to_string()))?),
         None => None,
     };
+    let base = if up.base_path.is_empty() { "/" } else { up.base_path.as_str() };
     let mut h = BytesMut::with_capacity(384);
-    h.put_slice(method.as_bytes());
+    h.put_slice(head.method.as_bytes());
     h.put_u8(b' ');
-    h.put_slice(if up.base_path.is_empty() { b"/" } else { up.base_path.as_bytes() });
+    h.put_slice(head.path.unwrap_or(base).as_bytes());
     h.put_slice(b" HTTP/1.1\r\nhost: ");
     h.put_slice(up.host_header.as_bytes());
     h.put_slice(b"\r\n");
-    if let Some(len) = len {
-        h.put_slice(
-            b"content-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: ",
-        );
+    if let Some(len) = head.len {
+        h.put_slice(b"content-type: application/json\r\ncontent-length: ");
         h.put_slice(itoa::Buffer::new().format(len).as_bytes());
         h.put_slice(b"\r\n");
     }
-    let optional =
-        [("mcp-protocol-version", version), ("mcp-session-id", session), ("authorization", token.as_deref())];
+    let optional = [
+        ("accept", Some(head.accept)),
+        ("mcp-protocol-version", head.version),
+        ("mcp-session-id", head.session),
+        ("authorization", token.as_deref()),
+    ];
     let present = optional.iter().filter_map(|(n, v)| v.map(|v| (*n, v)));
     for (n, v) in present.chain(up.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))) {
         h.put_slice(n.as_bytes());
@@ -89,6 +103,9 @@ fn request_head(
     h.put_slice(b"\r\n");
     Ok(h.freeze())
 }
+
+/// What MCP clients accept on a POST.
+pub(super) const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 
 /// An upstream's answer to one POST: its messages, read as they come.
 pub struct Reply<'a> {
@@ -180,7 +197,7 @@ impl Reply<'_> {
 
 /// Posts one message to `server`, in its session when there is one.
 pub async fn post<'s>(
-    shard: &'s Shard,
+    shard: &'s Rc<Shard>,
     cfg: &Snapshot,
     server: &McpServer,
     session: Option<&UpstreamSession>,
@@ -190,9 +207,19 @@ pub async fn post<'s>(
     let up = match &server.transport {
         ServerTransport::Http(up) => up,
         ServerTransport::Stdio(command) => return post_stdio(shard, server, command, &body).await,
+        ServerTransport::LegacySse(_) => {
+            return Err(failed("a legacy HTTP+SSE server is reached through its session's stream"));
+        }
     };
-    let head =
-        request_head(shard, server, up, "POST", Some(body.len()), session.and_then(|s| s.id.as_deref()), version)?;
+    let spec = Head {
+        method: "POST",
+        path: None,
+        len: Some(body.len()),
+        session: session.and_then(|s| s.id.as_deref()),
+        version,
+        accept: ACCEPT_BOTH,
+    };
+    let head = request_head(shard, server, up, &spec)?;
     let request = RequestBytes { head, body: Bytes::from(body), is_head: false };
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
     let response = send(&shared, up, &request, cfg.upstream_limits).await.map_err(|e| failed(e.to_string()))?;
@@ -226,9 +253,62 @@ pub async fn post<'s>(
     Ok(Reply { status, session_id, streamed, body })
 }
 
+/// An exchange with a legacy HTTP+SSE server, in `client`'s stream with it on this shard
+/// (opened, and its MCP session initialized, on first use; opened again once if it ended).
+pub async fn exchange_legacy<'s>(
+    shard: &'s Rc<Shard>,
+    server: &McpServer,
+    client: &SessionId,
+    body: &[u8],
+) -> Result<Reply<'s>, UpstreamError> {
+    let mut reopened = false;
+    loop {
+        let session = match shard.mcp_sessions.legacy(client, &server.name).filter(|s| !s.is_closed()) {
+            Some(s) => s,
+            None => {
+                let s = super::legacy_sse::open(shard, server).await?;
+                initialize_legacy(shard, server, &s).await?;
+                shard.mcp_sessions.put_legacy(client, &server.name, s.clone());
+                s
+            }
+        };
+        match super::legacy_sse::post(shard, server, &session, body).await {
+            Err(UpstreamError::SessionGone) if !reopened => reopened = true,
+            Ok(message) => {
+                let ready = message.into_iter().collect();
+                return Ok(Reply { status: 200, session_id: None, streamed: false, body: Body::Ready(ready) });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `initialize` and `notifications/initialized` on a new legacy stream, at revision 2024-11-05
+/// (the legacy transport's own).
+async fn initialize_legacy(
+    shard: &Rc<Shard>,
+    server: &McpServer,
+    session: &super::legacy_sse::LegacySession,
+) -> Result<(), UpstreamError> {
+    let id = json!("shardgate-initialize");
+    let params = json!({
+        "protocolVersion": "2024-11-05",
+        "capabilities": {},
+        "clientInfo": {"name": "shardgate", "version": env!("CARGO_PKG_VERSION")},
+    });
+    let request = jsonrpc::request(&id, "initialize", Some(&params));
+    match super::legacy_sse::post(shard, server, session, &request).await? {
+        Some(Message::Response { outcome: Ok(_), .. }) => {}
+        Some(Message::Response { outcome: Err(e), .. }) => return Err(failed(format!("initialize refused: {e}"))),
+        _ => return Err(failed("no answer to initialize")),
+    }
+    let note = jsonrpc::notification("notifications/initialized", None);
+    super::legacy_sse::post(shard, server, session, &note).await.map(|_| ())
+}
+
 /// A request to a stdio server: through its process's thread, the answer made a [`Reply`].
 async fn post_stdio<'s>(
-    shard: &'s Shard,
+    shard: &'s Rc<Shard>,
     server: &McpServer,
     command: &[String],
     body: &[u8],
@@ -248,7 +328,7 @@ async fn post_stdio<'s>(
 /// Opens a session with `server` at the client's protocol revision: `initialize`, then
 /// `notifications/initialized`.
 pub async fn open_session(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     cfg: &Snapshot,
     server: &McpServer,
     version: &str,
@@ -276,12 +356,12 @@ pub async fn open_session(
 
 /// This shard's upstream session of `client` with `server`, opened now if there is none.
 pub async fn session_for(
-    shard: &Shard,
+    shard: &Rc<Shard>,
     cfg: &Snapshot,
     server: &McpServer,
     client: &SessionId,
 ) -> Result<UpstreamSession, UpstreamError> {
-    if let ServerTransport::Stdio(_) = server.transport {
+    if let ServerTransport::Stdio(_) | ServerTransport::LegacySse(_) = server.transport {
         // One process, one session, opened by its own thread.
         return Ok(UpstreamSession { id: None, version: Arc::from(client.protocol_version()) });
     }
@@ -296,9 +376,17 @@ pub async fn session_for(
 
 /// Sends `DELETE` for an upstream session (the client ended its own); failures are ignored,
 /// the upstream will expire it.
-pub async fn close_session(shard: &Shard, cfg: &Snapshot, server: &McpServer, session: &UpstreamSession) {
+pub async fn close_session(shard: &Rc<Shard>, cfg: &Snapshot, server: &McpServer, session: &UpstreamSession) {
     let (Some(id), ServerTransport::Http(up)) = (session.id.as_deref(), &server.transport) else { return };
-    let Ok(head) = request_head(shard, server, up, "DELETE", None, Some(id), Some(&session.version)) else { return };
+    let spec = Head {
+        method: "DELETE",
+        path: None,
+        len: None,
+        session: Some(id),
+        version: Some(&session.version),
+        accept: ACCEPT_BOTH,
+    };
+    let Ok(head) = request_head(shard, server, up, &spec) else { return };
     let request = RequestBytes { head, body: Bytes::new(), is_head: false };
     let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
     if let Ok(mut r) = send(&shared, up, &request, cfg.upstream_limits).await {
