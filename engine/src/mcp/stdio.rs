@@ -192,7 +192,9 @@ struct Supervisor {
 /// A running process and what is in flight to it.
 struct Running {
     child: Child,
-    stdin: ChildStdin,
+    /// Lines for the process's stdin, written by a thread of their own: a process that stops
+    /// reading blocks that thread, never the supervisor.
+    stdin: Sender<Vec<u8>>,
     lines: Receiver<Vec<u8>>,
     next_id: u64,
     /// Requests written and not answered yet, with their callers' deadlines.
@@ -262,7 +264,12 @@ impl Supervisor {
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.command.join(" ")))?;
         self.pid.store(u64::from(child.id()), Relaxed);
-        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let pipe = child.stdin.take().ok_or("no stdin")?;
+        let (stdin, to_write) = bounded::<Vec<u8>>(QUEUE);
+        std::thread::Builder::new()
+            .name(format!("mcp-{}-in", self.name))
+            .spawn(move || write_lines(pipe, &to_write))
+            .map_err(|e| format!("cannot start the writer thread: {e}"))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, lines) = bounded(QUEUE);
         let name = self.name.clone();
@@ -382,12 +389,24 @@ fn exit_status(child: &mut Child) -> String {
     }
 }
 
-fn write_line(stdin: &mut ChildStdin, message: &[u8]) -> Result<(), String> {
-    stdin
-        .write_all(message)
-        .and_then(|()| stdin.write_all(b"\n"))
-        .and_then(|()| stdin.flush())
-        .map_err(|e| format!("writing to the process: {e}"))
+/// Queues one line for the process (never blocks: a process that stopped reading its input
+/// fails the line instead).
+fn write_line(stdin: &mut Sender<Vec<u8>>, message: &[u8]) -> Result<(), String> {
+    stdin.try_send(message.to_vec()).map_err(|e| match e {
+        crossbeam_channel::TrySendError::Full(_) => "the process does not read its input".to_owned(),
+        crossbeam_channel::TrySendError::Disconnected(_) => "the process's input is closed".to_owned(),
+    })
+}
+
+/// Writes queued lines to the process's stdin until the queue closes or a write fails (the
+/// process is gone).
+fn write_lines(mut pipe: ChildStdin, lines: &Receiver<Vec<u8>>) {
+    while let Ok(line) = lines.recv() {
+        let written = pipe.write_all(&line).and_then(|()| pipe.write_all(b"\n")).and_then(|()| pipe.flush());
+        if written.is_err() {
+            return;
+        }
+    }
 }
 
 /// Reads the process's stdout line by line until it closes.
