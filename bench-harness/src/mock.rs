@@ -378,6 +378,15 @@ impl Service for MockService {
             let _ = resp.start(200).header("content-type", JSON).body(body).await;
             return;
         }
+        if method == "GET" && path == "/mcp-oauth/authorize" {
+            let (status, location, body) = crate::mock_mcp::authorize(&req);
+            let mut head = resp.start(status).header("content-type", "text/plain");
+            if let Some(l) = &location {
+                head = head.header("location", l);
+            }
+            let _ = head.body(body.as_bytes()).await;
+            return;
+        }
         if method == "POST" && path == "/mcp-oauth/token" {
             let (status, body) = crate::mock_mcp::token(&req);
             let _ = resp.start(status).header("content-type", JSON).body(body.as_bytes()).await;

@@ -26,26 +26,102 @@ static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 /// Request ids named by `notifications/cancelled`, as JSON text, per session.
 static CANCELLED: LazyLock<Mutex<Vec<(String, String)>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
-/// The client credentials grant: a client id containing `short` gets tokens that live 2 s;
-/// the secret `wrong` gets `invalid_client`.
-pub fn token(req: &Request) -> (u16, String) {
-    let form = String::from_utf8_lossy(&req.body);
-    let field = |name: &str| form.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
-    if field("grant_type") != Some("client_credentials") || field("client_id").is_none_or(str::is_empty) {
-        return (
-            400,
-            r#"{"error":"invalid_request","error_description":"client_credentials with a client_id"}"#.into(),
-        );
+/// Codes the authorize endpoint gave out: code → (PKCE challenge, redirect_uri as sent).
+static CODES: LazyLock<Mutex<std::collections::HashMap<String, (String, String)>>> =
+    LazyLock::new(|| Mutex::new(std::collections::HashMap::new()));
+/// Refresh tokens given out.
+static REFRESH: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+
+/// The authorization endpoint, consenting at once: a redirect back to `redirect_uri` with a code
+/// bound to the PKCE challenge (S256 only).
+pub fn authorize(req: &Request) -> (u16, Option<String>, String) {
+    let query = req.head.target().split_once('?').map_or("", |(_, q)| q);
+    let field = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
+    let (Some(redirect), Some(challenge), Some(state)) =
+        (field("redirect_uri"), field("code_challenge"), field("state"))
+    else {
+        return (400, None, "redirect_uri, code_challenge and state are required".into());
+    };
+    if field("response_type") != Some("code") || field("code_challenge_method") != Some("S256") {
+        return (400, None, "response_type=code with S256 PKCE only".into());
     }
-    if field("client_secret").is_none_or(|s| s.is_empty() || s == "wrong") {
-        return (401, r#"{"error":"invalid_client","error_description":"bad client secret"}"#.into());
+    let code = format!("code-{}", NEXT_TOKEN.fetch_add(1, Relaxed));
+    if let Ok(mut c) = CODES.lock() {
+        c.insert(code.clone(), (challenge.to_owned(), redirect.to_owned()));
     }
-    let life = if field("client_id").is_some_and(|c| c.contains("short")) { 2 } else { 3600 };
+    let target = decode(redirect);
+    let sep = if target.contains('?') { '&' } else { '?' };
+    (302, Some(format!("{target}{sep}code={code}&state={state}")), String::new())
+}
+
+/// `%XX` decoding, enough for the mock's own URLs.
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = b.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (c, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn issue(life: u64, refresh: Option<&str>) -> (u16, String) {
     let token = format!("mcp-token-{}", NEXT_TOKEN.fetch_add(1, Relaxed));
     if let Ok(mut t) = TOKENS.lock() {
         t.insert(token.clone(), std::time::Instant::now() + Duration::from_secs(life));
     }
-    (200, format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":{life}}}"#))
+    let refresh = refresh.map_or(String::new(), |r| format!(r#","refresh_token":"{r}""#));
+    (200, format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":{life}{refresh}}}"#))
+}
+
+/// The token endpoint: the client credentials grant (the secret `wrong` gets `invalid_client`),
+/// the authorization code grant with PKCE, and refresh. A client id containing `short` gets
+/// tokens that live 2 s.
+pub fn token(req: &Request) -> (u16, String) {
+    use base64::Engine as _;
+    let form = String::from_utf8_lossy(&req.body);
+    let field = |name: &str| form.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='));
+    let life = if field("client_id").is_some_and(|c| c.contains("short")) { 2 } else { 3600 };
+    let invalid_grant =
+        || (400, r#"{"error":"invalid_grant","error_description":"bad code, verifier or refresh token"}"#.to_owned());
+    match field("grant_type") {
+        Some("authorization_code") => {
+            let found = field("code").and_then(|c| CODES.lock().ok()?.remove(c));
+            let Some((challenge, redirect)) = found else { return invalid_grant() };
+            let verifier = field("code_verifier").unwrap_or_default();
+            let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes()));
+            if computed != challenge || field("redirect_uri") != Some(redirect.as_str()) {
+                return invalid_grant();
+            }
+            let refresh = format!("refresh-{}", NEXT_TOKEN.fetch_add(1, Relaxed));
+            if let Ok(mut r) = REFRESH.lock() {
+                r.insert(refresh.clone());
+            }
+            issue(life, Some(&refresh))
+        }
+        Some("refresh_token") => {
+            let known = field("refresh_token").is_some_and(|r| REFRESH.lock().is_ok_and(|set| set.contains(r)));
+            if known { issue(life, None) } else { invalid_grant() }
+        }
+        Some("client_credentials") if field("client_id").is_some_and(|c| !c.is_empty()) => {
+            if field("client_secret").is_none_or(|s| s.is_empty() || s == "wrong") {
+                return (401, r#"{"error":"invalid_client","error_description":"bad client secret"}"#.into());
+            }
+            issue(life, None)
+        }
+        _ => (400, r#"{"error":"invalid_request","error_description":"a grant_type this mock knows"}"#.into()),
+    }
 }
 
 fn token_is_valid(req: &Request) -> bool {

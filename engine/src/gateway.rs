@@ -304,6 +304,7 @@ impl Gateway {
             restore: Mutex::new(opened.as_ref().map(|o| o.spend.clone()).unwrap_or_default()),
             mcp_sessions: crate::mcp::session::Sessions::new().map_err(StartError::McpSessions)?,
             mcp_stdio: Default::default(),
+            mcp_user_tokens: Default::default(),
         });
         resolve_into(&state, &state.config.load());
         // Token issuers' keys before the first request, so tokens work from the start (an
@@ -316,6 +317,7 @@ impl Gateway {
         // Likewise providers' access tokens (Vertex AI, Entra ID).
         let mut minter = crate::minted::Minter::default();
         minter.tick(&state.config.load(), &state.minted);
+        let mut refresher = crate::mcp::user_oauth::Refresher::default();
 
         let reloader = Arc::new(Reloader {
             state: state.clone(),
@@ -329,6 +331,7 @@ impl Gateway {
         let mut delivered_alerts = Vec::new();
         if let Some(o) = opened {
             delivered_alerts = o.alerts;
+            crate::mcp::user_oauth::restore(&state.config.load().mcp, &state.mcp_user_tokens, &o.user_tokens);
             let flush = file.store.flush_interval.0;
             let control: Arc<dyn crate::store::Control> = reloader.clone();
             let store =
@@ -389,6 +392,7 @@ impl Gateway {
                         let cfg = state.config.load();
                         fetcher.tick(&cfg.issuers, cfg.egress_proxy.as_deref(), &state.tokens);
                         minter.tick(&cfg, &state.minted);
+                        refresher.tick(&cfg, &state);
                     }
                 })
                 .ok()

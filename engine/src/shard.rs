@@ -57,6 +57,8 @@ pub struct ProcessState {
     pub mcp_sessions: crate::mcp::session::Sessions,
     /// Upstream MCP servers that run as local processes (stdio), each owned by a thread.
     pub mcp_stdio: crate::mcp::stdio::StdioHub,
+    /// Users' own tokens for servers that act as each user (per-user OAuth).
+    pub mcp_user_tokens: crate::mcp::user_oauth::UserTokens,
 }
 
 impl ProcessState {

@@ -48,8 +48,18 @@ keys:
   - {{name: olga-key, secret: {OLGA}, user: olga}}
   - {{name: ivy-key, secret: {INTERN}, user: ivy}}
 mcp:
+  token_key: '{TOKEN_KEY}'
   servers:
     alpha: {{url: 'http://{mock}/mcp/alpha', headers: {{authorization: 'Bearer gateway-upstream-token'}}, timeout: 5s}}
+    personal:
+      url: 'http://{mock}/mcp/secured'
+      auth:
+        oauth2:
+          flow: authorization_code
+          authorize_url: 'http://{mock}/mcp-oauth/authorize'
+          token_url: 'http://{mock}/mcp-oauth/token'
+          client_id: gw-short
+          redirect_uri: 'http://gateway.test/mcp/oauth/callback'
     beta: {{url: 'http://{mock}/mcp/beta', timeout: 5s}}
     down: {{url: 'http://{down}/mcp/down', timeout: 2s, timeouts: {{connect: 1s}}}}
     secured:
@@ -59,8 +69,10 @@ mcp:
       url: 'http://{mock}/mcp/secured'
       auth: {{oauth2: {{flow: client_credentials, token_url: 'http://{mock}/mcp-oauth/token', client_id: gw, client_secret: wrong}}}}
   virtual:
-    oauth:
+    machine:
       tools: ['secured/whoami', 'locked/whoami']
+    mine:
+      tools: ['personal/whoami']
     library:
       prompts: ['alpha/*', 'beta/greet']
       resources: [alpha, beta]
@@ -417,6 +429,8 @@ fn a_failing_upstream_is_left_out_unless_fail_closed(rt: e2e::Runtime) {
 }
 
 const ROOT: &str = "sk-sg-root-admin-0000000";
+/// `mcp.token_key` of the tests: 32 bytes, base64 (not a secret anywhere else).
+const TOKEN_KEY: &str = "c2hhcmRnYXRlLXRlc3QtdG9rZW4ta2V5LTMyLWJ5dGU=";
 
 /// Every call leaves one hash-chained record: who, which tool of which server, a hash of the
 /// arguments (and the arguments themselves when the virtual server keeps them), the outcome
@@ -531,7 +545,7 @@ fn tool_calls_are_rate_limited_by_the_shared_limiter(rt: e2e::Runtime) {
 fn oauth_client_credentials_are_minted_refreshed_and_presented_upstream(rt: e2e::Runtime) {
     let mock = default_mock();
     let gw = gateway(&config(mock.addr(), closed_port()), rt);
-    let mut s = Session::new(gw.local_addr(), "oauth", OLGA);
+    let mut s = Session::new(gw.local_addr(), "machine", OLGA);
     s.initialize();
     let first = text_of(&s.call("secured__whoami", json!({})));
     assert!(first.starts_with("Bearer mcp-token-"), "the minted token, not the caller's key: {first}");
@@ -624,4 +638,97 @@ fn services_judge_tool_arguments_and_results(rt: e2e::Runtime) {
     assert_eq!(text_of(&s.call("alpha__echo", json!({"text": "the secret-word is here"}))), "the [removed] is here");
     // ...and judges results: a flag lets the result through.
     assert_eq!(text_of(&s.call("beta__echo", json!({"text": "flagme"}))), "beta: flagme");
+}
+
+/// The consent flow, as a browser goes through it: the gateway sends it to the authorization
+/// server, which sends it back to the gateway's callback with a code, which the gateway
+/// exchanges (no gateway credential needed there: the sealed state says who). The callback.
+fn connect_account(gateway: SocketAddr, mock: SocketAddr, key: &str) -> String {
+    let r =
+        Client::connect(gateway).get_with("/mcp/oauth/personal/authorize", &format!("authorization: Bearer {key}\r\n"));
+    assert_eq!(r.status, 302, "{}", r.text());
+    let to_server = r.header("location").unwrap().to_owned();
+    assert!(to_server.contains("code_challenge_method=S256") && to_server.contains("resource="), "{to_server}");
+    assert_eq!(r.json()["authorize_url"], to_server.as_str());
+    let on_server = to_server.strip_prefix(&format!("http://{mock}")).unwrap();
+    let r = Client::connect(mock).get(on_server);
+    assert_eq!(r.status, 302, "{}", r.text());
+    let back = r.header("location").unwrap().to_owned();
+    let callback = back.strip_prefix("http://gateway.test").unwrap().to_owned();
+    let r = Client::connect(gateway).get(&callback);
+    assert_eq!(r.status, 200, "{}", r.text());
+    callback
+}
+
+/// Users' tokens are kept sealed in the store and come back after a restart.
+#[test]
+fn users_tokens_are_sealed_at_rest_and_survive_a_restart() {
+    let mock = default_mock();
+    let dir = e2e::tempdir();
+    let db = dir.path().join("tokens.db");
+    let yaml = config(mock.addr(), closed_port()).replacen(
+        "teams:\n",
+        &format!("store: {{path: '{}'}}\nteams:\n", db.display()),
+        1,
+    );
+    let gw = gateway(&yaml, e2e::Runtime::Epoll);
+    let mut olga = Session::new(gw.local_addr(), "mine", OLGA);
+    olga.initialize();
+    connect_account(gw.local_addr(), mock.addr(), OLGA);
+    assert!(text_of(&olga.call("personal__whoami", json!({}))).starts_with("Bearer mcp-token-"));
+    drop(olga);
+    drop(gw);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let sealed: String =
+        conn.query_row("SELECT sealed FROM mcp_user_tokens WHERE server = 'personal'", [], |r| r.get(0)).unwrap();
+    assert!(!sealed.contains("mcp-token") && !sealed.contains("refresh-"), "not in the clear: {sealed}");
+    drop(conn);
+    let gw = gateway(&yaml, e2e::Runtime::Epoll);
+    let mut olga = Session::new(gw.local_addr(), "mine", OLGA);
+    olga.initialize();
+    // Restored (and refreshed if it expired meanwhile): no second consent.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    loop {
+        let r = olga.call("personal__whoami", json!({}));
+        if r["result"].is_object() {
+            assert!(text_of(&r).starts_with("Bearer mcp-token-"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the token did not come back: {r}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Per-user OAuth: a server that acts as each user gets each caller's own token, after that
+/// caller's consent (authorization code with PKCE, through the gateway's redirect flow), and the
+/// token is refreshed before it expires.
+#[test]
+fn each_user_connects_their_own_account_and_their_token_is_presented() {
+    let mock = default_mock();
+    let gw = gateway(&config(mock.addr(), closed_port()), e2e::Runtime::Epoll);
+    let addr = gw.local_addr();
+    let mut olga = Session::new(addr, "mine", OLGA);
+    olga.initialize();
+    // Not connected yet: the call says where to connect.
+    let e = olga.call("personal__whoami", json!({}));
+    assert_eq!(e["error"]["code"], -32005, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("/mcp/oauth/personal/authorize"), "{e}");
+    let callback = connect_account(addr, mock.addr(), OLGA);
+    let first = text_of(&olga.call("personal__whoami", json!({})));
+    assert!(first.starts_with("Bearer mcp-token-"), "olga's own token: {first}");
+    // Another caller has not connected: still asked to.
+    let mut sam = Session::new(addr, "mine", SAM);
+    sam.initialize();
+    assert_eq!(sam.call("personal__whoami", json!({}))["error"]["code"], -32005);
+    // A code is good once; a state the gateway did not make is refused.
+    assert_eq!(Client::connect(addr).get(&callback).status, 502);
+    assert_eq!(Client::connect(addr).get("/mcp/oauth/callback?code=x&state=forged").status, 400);
+    // The token lives 2 s: refreshed (with the refresh token) before it expires.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    let mut latest = first.clone();
+    while latest == first && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        latest = text_of(&olga.call("personal__whoami", json!({})));
+    }
+    assert_ne!(latest, first, "refreshed before it expired");
 }

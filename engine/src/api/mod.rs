@@ -14,6 +14,7 @@ pub mod health_checks;
 mod messages;
 mod mock_provider;
 mod ops;
+pub(crate) use ops::percent_decode;
 mod route;
 mod routing;
 mod side_request;
@@ -250,6 +251,12 @@ async fn dispatch<C: Conn>(
         };
     }
     let cfg = shard.config();
+    // The browser back from an authorization server carries no gateway credential: the
+    // sealed state says whose consent it is.
+    if endpoint == Endpoint::Mcp && path == crate::mcp::user_oauth::CALLBACK_PATH && is_get {
+        let query = req.head.target().split_once('?').map_or("", |(_, q)| q);
+        return Box::pin(crate::mcp::user_oauth::callback(shard, &cfg, query, resp)).await;
+    }
     let caller_held = match governance::authenticate(shard, &cfg, &req.head) {
         Ok(id) => id,
         // Anthropic clients parse Anthropic's error shape.

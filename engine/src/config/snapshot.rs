@@ -716,6 +716,8 @@ pub fn compile_with(
 
     // Every host the gateway dials: providers' and upstream MCP servers'.
     let mcp_upstreams = mcp.servers.iter().filter_map(crate::mcp::compiled::McpServer::upstream);
+    let token_endpoints = mcp.servers.iter().filter_map(|s| s.per_user.as_ref().map(|p| &p.token_upstream));
+    let mcp_upstreams = mcp_upstreams.chain(token_endpoints);
     let mut dns_hosts: Vec<(String, u16)> = providers
         .iter()
         .filter_map(|p| p.upstream.as_ref())

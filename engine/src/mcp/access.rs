@@ -139,7 +139,7 @@ mod tests {
             "mcp.servers.q.command: \"rm\" is not in mcp.stdio_commands (the programs the gateway may run: node)",
             "mcp.servers.r: a stdio server takes a command, not url",
             "mcp.servers.n.url is required",
-            "mcp.servers.o.auth.oauth2.flow: authorization_code",
+            "mcp.servers.o.auth.oauth2.authorize_url is required for authorization_code",
             "mcp.servers.p.auth.oauth2: client_id and client_secret are required",
             "mcp.virtual.v.tools[0]: no server `nope`",
             "mcp.virtual.v.tools[1] \"bad\"",

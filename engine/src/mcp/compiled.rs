@@ -42,6 +42,8 @@ pub struct McpServer {
     /// The OAuth application whose token (minted off the request path, under `actor_name`)
     /// is presented upstream.
     pub oauth: Option<Arc<adapters::mcp::oauth::ClientCredentials>>,
+    /// Per-user OAuth: each caller's own token is presented.
+    pub per_user: Option<Arc<super::user_oauth::PerUser>>,
 }
 
 impl McpServer {
@@ -171,6 +173,8 @@ pub struct McpConfig {
     pub virtuals: Vec<VirtualServer>,
     /// `mcp.allowed_origins`, lowercased.
     pub allowed_origins: Vec<String>,
+    /// `mcp.token_key`, when set.
+    pub token_key: Option<Arc<super::user_oauth::TokenKey>>,
 }
 
 impl McpConfig {
@@ -219,6 +223,7 @@ impl McpConfig {
                             actor,
                             restart: RestartPolicy::default(),
                             oauth: None,
+                            per_user: None,
                         }),
                         Err(e) => errors.push(e),
                     }
@@ -243,20 +248,36 @@ impl McpConfig {
             if s.timeout.0.is_zero() {
                 errors.push(format!("{field}.timeout must be greater than zero"));
             }
-            let oauth = match s.auth.as_ref().map(|a| oauth(&field, &a.oauth2, &url.0)) {
-                None => None,
-                Some(Ok(o)) => Some(Arc::new(o)),
-                Some(Err(e)) => {
-                    errors.push(e);
-                    continue;
+            let transport = Transport { tls: &s.tls, pool: &s.pool, timeouts: &s.timeouts, proxy, global_ca };
+            let (oauth, per_user) = match s.auth.as_ref().map(|a| &a.oauth2) {
+                None => (None, None),
+                Some(o) if o.flow == super::spec::OAuth2Flow::AuthorizationCode => {
+                    match per_user(&field, o, &url.0, &transport) {
+                        Ok(p) => (None, Some(Arc::new(p))),
+                        Err(e) => {
+                            errors.extend(e);
+                            continue;
+                        }
+                    }
                 }
+                Some(o) => match oauth(&field, o, &url.0) {
+                    Ok(o) => (Some(Arc::new(o)), None),
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                },
             };
-            if oauth.is_some() && s.headers.keys().any(|h| h.eq_ignore_ascii_case("authorization")) {
+            if per_user.is_some() && spec.token_key.is_none() {
+                errors.push(format!(
+                    "{field}.auth.oauth2: per-user tokens are kept encrypted: set mcp.token_key (32 bytes, base64)"
+                ));
+            }
+            if s.auth.is_some() && s.headers.keys().any(|h| h.eq_ignore_ascii_case("authorization")) {
                 errors.push(format!("{field}: give auth.oauth2 or an authorization header, not both"));
             }
             let mut headers = Vec::new();
             extra_headers(&field, &s.headers, &mut headers, &mut errors);
-            let transport = Transport { tls: &s.tls, pool: &s.pool, timeouts: &s.timeouts, proxy, global_ca };
             match upstream_of(&field, parsed, headers, &transport) {
                 Ok(upstream) => servers.push(McpServer {
                     name: Arc::from(name.as_str()),
@@ -271,6 +292,7 @@ impl McpConfig {
                     actor,
                     restart: RestartPolicy::default(),
                     oauth,
+                    per_user,
                 }),
                 Err(e) => errors.extend(e),
             }
@@ -284,7 +306,18 @@ impl McpConfig {
         }
         let allowed_origins =
             spec.allowed_origins.iter().map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect();
-        if errors.is_empty() { Ok(McpConfig { servers, virtuals, allowed_origins }) } else { Err(errors) }
+        let token_key = match spec.token_key.as_ref().map(|k| super::user_oauth::TokenKey::from_base64(&k.0)) {
+            None => None,
+            Some(Ok(k)) => Some(Arc::new(k)),
+            Some(Err(e)) => {
+                errors.push(e);
+                None
+            }
+        };
+        if virtuals.iter().any(|v: &VirtualServer| &*v.name == "oauth") {
+            errors.push("mcp.virtual.oauth: the name `oauth` is the gateway's own (/mcp/oauth/...)".to_owned());
+        }
+        if errors.is_empty() { Ok(McpConfig { servers, virtuals, allowed_origins, token_key }) } else { Err(errors) }
     }
 }
 
@@ -310,11 +343,6 @@ fn oauth(
     o: &super::spec::OAuth2Spec,
     server_url: &str,
 ) -> Result<adapters::mcp::oauth::ClientCredentials, String> {
-    if o.flow == super::spec::OAuth2Flow::AuthorizationCode {
-        return Err(format!(
-            "{field}.auth.oauth2.flow: authorization_code (per-user consent) is not supported yet; use client_credentials"
-        ));
-    }
     let token_url = o.token_url.clone().ok_or_else(|| format!("{field}.auth.oauth2.token_url is required"))?;
     BaseUrl::parse(&token_url).map_err(|e| format!("{field}.auth.oauth2.token_url: {e}"))?;
     let secret = o.client_secret.as_ref().map(|s| s.0.clone()).unwrap_or_default();
@@ -328,6 +356,44 @@ fn oauth(
         scope: o.scope.clone(),
         audience: o.audience.clone(),
         resource: Some(o.resource.clone().unwrap_or_else(|| server_url.to_owned())),
+    })
+}
+
+/// A per-user (authorization code) application.
+fn per_user(
+    field: &str,
+    o: &super::spec::OAuth2Spec,
+    server_url: &str,
+    transport: &Transport<'_>,
+) -> Result<super::user_oauth::PerUser, Vec<String>> {
+    let need = |v: &Option<String>, name: &str| {
+        v.clone()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| vec![format!("{field}.auth.oauth2.{name} is required for authorization_code")])
+    };
+    let authorize_url = need(&o.authorize_url, "authorize_url")?;
+    let token_url = need(&o.token_url, "token_url")?;
+    let redirect_uri = need(&o.redirect_uri, "redirect_uri")?;
+    if !redirect_uri.ends_with(super::user_oauth::CALLBACK_PATH) {
+        return Err(vec![format!(
+            "{field}.auth.oauth2.redirect_uri must end in {} (the gateway's callback)",
+            super::user_oauth::CALLBACK_PATH
+        )]);
+    }
+    let parsed = BaseUrl::parse(&token_url).map_err(|e| vec![format!("{field}.auth.oauth2.token_url: {e}")])?;
+    let token_upstream = upstream_of(&format!("{field}.auth.oauth2"), parsed, Vec::new(), transport)?;
+    if o.client_id.0.trim().is_empty() {
+        return Err(vec![format!("{field}.auth.oauth2.client_id is empty")]);
+    }
+    Ok(super::user_oauth::PerUser {
+        authorize_url,
+        token_url,
+        token_upstream,
+        client_id: o.client_id.0.clone(),
+        client_secret: o.client_secret.as_ref().map(|s| s.0.clone()).filter(|s| !s.is_empty()),
+        scope: o.scope.clone(),
+        resource: o.resource.clone().unwrap_or_else(|| server_url.to_owned()),
+        redirect_uri,
     })
 }
 

@@ -39,6 +39,12 @@ pub async fn handle<C: Conn>(
     resp: &mut Responder<'_, C>,
     ctx: &mut RequestCtx,
 ) {
+    if let Some(rest) = req.head.path().strip_prefix("/mcp/oauth/") {
+        return match (req.head.method(), rest.strip_suffix("/authorize")) {
+            ("GET", Some(server)) => super::user_oauth::authorize(cfg, caller, server, resp).await,
+            _ => reply_error(resp, 404, None, RpcError::new(jsonrpc::INVALID_REQUEST, "no such OAuth route")).await,
+        };
+    }
     let name = req.head.path().strip_prefix("/mcp/").unwrap_or_default();
     let Some(v) = cfg.mcp.virtual_server(name) else {
         ctx.error = Some(ErrorKind::NotFound);
@@ -257,11 +263,11 @@ async fn delete<C: Conn>(
         let e = RpcError::new(jsonrpc::INVALID_REQUEST, "unknown or ended MCP session");
         return reply_error(resp, 404, None, e).await;
     };
-    shard.process.mcp_sessions.end(session);
+    shard.process.mcp_sessions.end(&session);
     // This shard's upstream sessions are closed now; other shards' expire upstream.
     for (server, up) in shard.mcp_sessions.take_all(&session) {
         if let Some((_, s)) = cfg.mcp.server(&server) {
-            upstream::close_session(shard, cfg, s, &up).await;
+            upstream::close_session(shard, cfg, s, &up, &session.caller).await;
         }
     }
     let _ = resp.start(204).no_body().await;
@@ -278,7 +284,7 @@ async fn cancel(shard: &Rc<Shard>, cfg: &Snapshot, session: &SessionId, params: 
     };
     let Some(up) = shard.mcp_sessions.get(session, &server.name) else { return };
     let note = jsonrpc::notification("notifications/cancelled", Some(params));
-    let sent = upstream::post(shard, cfg, server, Some(&up), Some(&up.version), note).await;
+    let sent = upstream::post(shard, cfg, server, Some(&up), Some(&up.version), &session.caller, note).await;
     if let Ok(mut reply) = sent {
         while let Ok(Some(_)) = reply.next_message().await {}
     }
@@ -321,7 +327,7 @@ async fn exchange<'s>(
     let mut reopened = false;
     loop {
         let up: UpstreamSession = upstream::session_for(shard, cfg, server, client).await?;
-        match upstream::post(shard, cfg, server, Some(&up), Some(&up.version), body.to_vec()).await {
+        match upstream::post(shard, cfg, server, Some(&up), Some(&up.version), &client.caller, body.to_vec()).await {
             Err(UpstreamError::SessionGone) if !reopened => {
                 shard.mcp_sessions.forget(client, &server.name);
                 reopened = true;

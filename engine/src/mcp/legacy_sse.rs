@@ -93,7 +93,7 @@ impl LegacySession {
 }
 
 /// Opens the stream of a new session with `server` and waits for its endpoint.
-pub async fn open(shard: &Rc<Shard>, server: &McpServer) -> Result<Rc<LegacySession>, UpstreamError> {
+pub async fn open(shard: &Rc<Shard>, server: &McpServer, user: &str) -> Result<Rc<LegacySession>, UpstreamError> {
     let ServerTransport::LegacySse(up) = &server.transport else {
         return Err(UpstreamError::Failed("not a legacy HTTP+SSE server".into()));
     };
@@ -109,7 +109,15 @@ pub async fn open(shard: &Rc<Shard>, server: &McpServer) -> Result<Rc<LegacySess
             shard,
             server,
             up,
-            &Head { method: "GET", path: None, len: None, session: None, version: None, accept: "text/event-stream" },
+            &Head {
+                method: "GET",
+                path: None,
+                len: None,
+                session: None,
+                version: None,
+                accept: "text/event-stream",
+                user: Some(user),
+            },
         )?,
         body: Bytes::new(),
         is_head: false,
@@ -152,6 +160,7 @@ pub async fn post(
     shard: &Shard,
     server: &McpServer,
     session: &LegacySession,
+    user: &str,
     body: &[u8],
 ) -> Result<Option<Message>, UpstreamError> {
     let ServerTransport::LegacySse(up) = &server.transport else {
@@ -185,6 +194,7 @@ pub async fn post(
                 session: None,
                 version: None,
                 accept: ACCEPT_BOTH,
+                user: Some(user),
             },
         )?,
         body: Bytes::copy_from_slice(body),

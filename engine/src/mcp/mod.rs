@@ -8,6 +8,7 @@
 //! - [`upstream`]: the gateway as a client of upstream servers (streamable HTTP);
 //! - [`stdio`]: upstream servers that are local processes;
 //! - [`legacy_sse`]: upstream servers on the 2024-11-05 HTTP+SSE transport;
+//! - [`user_oauth`]: per-user OAuth (authorization code with PKCE) toward upstream servers;
 //! - [`endpoint`]: the virtual servers' HTTP endpoint.
 
 pub mod access;
@@ -18,5 +19,6 @@ pub mod session;
 pub mod spec;
 pub mod stdio;
 pub mod upstream;
+pub mod user_oauth;
 
 pub use compiled::McpConfig;

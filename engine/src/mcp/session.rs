@@ -21,11 +21,13 @@ use ring::rand::{SecureRandom, SystemRandom};
 const ENDED_KEPT: usize = 16_384;
 
 /// A client session: its random part and protocol revision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SessionId {
     pub nonce: [u8; 16],
     /// Index into [`adapters::mcp::PROTOCOL_VERSIONS`].
     pub version: u8,
+    /// The caller it belongs to (`key:name`, `user:name`): whose upstream tokens it uses.
+    pub caller: Arc<str>,
 }
 
 impl SessionId {
@@ -102,7 +104,7 @@ impl Sessions {
         self.rng.fill(&mut nonce).map_err(|_| "no system randomness for an MCP session id")?;
         let tag = self.tag(virtual_server, caller, &nonce, version);
         let id = format!("{}.{version}.{}", hex(&nonce), hex(tag.as_ref().get(..16).unwrap_or_default()));
-        Ok((SessionId { nonce, version }, id))
+        Ok((SessionId { nonce, version, caller: Arc::from(caller) }, id))
     }
 
     /// The session `header` names, if it is one of ours for `virtual_server` and `caller`,
@@ -119,11 +121,11 @@ impl Sessions {
         let expect = self.tag(virtual_server, caller, &nonce, version);
         // Constant-time comparison of the truncated tags.
         let same = expect.as_ref().get(..16).is_some_and(|e| ring_eq(e, &tag));
-        (same && !self.ended.load().contains(&nonce)).then_some(SessionId { nonce, version })
+        (same && !self.ended.load().contains(&nonce)).then(|| SessionId { nonce, version, caller: Arc::from(caller) })
     }
 
     /// Ends a session: its id is refused from now on, on every shard.
-    pub fn end(&self, id: SessionId) {
+    pub fn end(&self, id: &SessionId) {
         let Ok(mut order) = self.order.lock() else { return };
         order.push_back(id.nonce);
         let forget = if order.len() > ENDED_KEPT { order.pop_front() } else { None };
@@ -280,7 +282,7 @@ mod tests {
     fn ids_verify_for_their_virtual_server_only_and_not_after_ending() {
         let s = Sessions::new().unwrap();
         let (id, header) = s.open("tools", "key:a", 1).unwrap();
-        assert_eq!(s.check("tools", "key:a", &header), Some(id));
+        assert_eq!(s.check("tools", "key:a", &header), Some(id.clone()));
         assert_eq!(id.protocol_version(), adapters::mcp::PROTOCOL_VERSIONS[1]);
         assert_eq!(s.check("other", "key:a", &header), None, "bound to its virtual server");
         assert_eq!(s.check("tools", "key:b", &header), None, "bound to its caller");
@@ -293,7 +295,7 @@ mod tests {
             assert_eq!(s.check("tools", "key:a", junk), None, "{junk}");
         }
         assert_eq!(Sessions::new().unwrap().check("tools", "key:a", &header), None, "another process's key");
-        s.end(id);
+        s.end(&id);
         assert_eq!(s.check("tools", "key:a", &header), None, "ended");
         let (_, other) = s.open("tools", "key:a", 0).unwrap();
         assert!(s.check("tools", "key:a", &other).is_some());

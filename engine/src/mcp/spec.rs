@@ -27,6 +27,10 @@ pub struct McpSection {
     /// that are not browsers send none.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// 32 bytes, base64 (`${MCP_TOKEN_KEY}`; make one with `openssl rand -base64 32`): seals
+    /// users' upstream tokens at rest and the consent flow's state. Required when a server
+    /// uses `flow: authorization_code`.
+    pub token_key: Option<EnvString>,
 }
 
 /// How the gateway reaches an upstream MCP server.
@@ -92,7 +96,7 @@ pub struct AuthSpec {
 pub enum OAuth2Flow {
     /// The gateway's own application (RFC 6749 §4.4): one token for every caller.
     ClientCredentials,
-    /// Each user's consent (PKCE): not supported yet.
+    /// Each user's consent (authorization code with PKCE): each caller presents their own token.
     AuthorizationCode,
 }
 
@@ -101,6 +105,11 @@ pub enum OAuth2Flow {
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Spec {
     pub flow: OAuth2Flow,
+    /// authorization_code: the authorization server's authorize endpoint.
+    pub authorize_url: Option<String>,
+    /// authorization_code: the gateway's callback as users' browsers reach it
+    /// (`https://gateway.example/mcp/oauth/callback`), registered with the authorization server.
+    pub redirect_uri: Option<String>,
     /// The authorization server's token endpoint.
     pub token_url: Option<String>,
     pub client_id: EnvString,

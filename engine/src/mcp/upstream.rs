@@ -33,6 +33,9 @@ pub enum UpstreamError {
     Failed(String),
     /// The client went away while its answer was being written (nothing wrong upstream).
     Client(String),
+    /// The server takes each user's own token, and this caller has not connected their account
+    /// (or its token expired and could not be refreshed).
+    NeedsConsent(String),
 }
 
 impl UpstreamError {
@@ -41,6 +44,9 @@ impl UpstreamError {
             UpstreamError::SessionGone => format!("MCP server {server} ended the session"),
             UpstreamError::Failed(why) => format!("MCP server {server}: {why}"),
             UpstreamError::Client(why) => format!("the client left: {why}"),
+            UpstreamError::NeedsConsent(server) => format!(
+                "MCP server {server} acts as each user: connect your account first by opening /mcp/oauth/{server}/authorize with your gateway credential"
+            ),
         }
     }
 }
@@ -60,6 +66,8 @@ pub(super) struct Head<'a> {
     pub session: Option<&'a str>,
     pub version: Option<&'a str>,
     pub accept: &'a str,
+    /// The caller, for servers that take each user's own token.
+    pub user: Option<&'a str>,
 }
 
 /// The head of a request to `server`, with its configured headers and, when the server takes
@@ -70,9 +78,17 @@ pub(super) fn request_head(
     up: &Upstream,
     head: &Head<'_>,
 ) -> Result<Bytes, UpstreamError> {
-    let token = match &server.oauth {
-        Some(_) => Some(shard.process.minted.authorization(&server.actor_name).map_err(|why| failed(why.to_string()))?),
-        None => None,
+    let token: Option<Arc<str>> = match (&server.oauth, &server.per_user) {
+        (Some(_), _) => {
+            Some(shard.process.minted.authorization(&server.actor_name).map_err(|why| failed(why.to_string()))?)
+        }
+        (None, Some(_)) => {
+            let user = head.user.unwrap_or("anonymous");
+            let now = crate::api::governance::now_ms() / 1000;
+            let bearer = shard.process.mcp_user_tokens.authorization(&server.name, user, now);
+            Some(Arc::from(bearer.ok_or_else(|| UpstreamError::NeedsConsent(server.name.to_string()))?))
+        }
+        (None, None) => None,
     };
     let base = if up.base_path.is_empty() { "/" } else { up.base_path.as_str() };
     let mut h = BytesMut::with_capacity(384);
@@ -202,6 +218,7 @@ pub async fn post<'s>(
     server: &McpServer,
     session: Option<&UpstreamSession>,
     version: Option<&str>,
+    user: &str,
     body: Vec<u8>,
 ) -> Result<Reply<'s>, UpstreamError> {
     let up = match &server.transport {
@@ -218,6 +235,7 @@ pub async fn post<'s>(
         session: session.and_then(|s| s.id.as_deref()),
         version,
         accept: ACCEPT_BOTH,
+        user: Some(user),
     };
     let head = request_head(shard, server, up, &spec)?;
     let request = RequestBytes { head, body: Bytes::from(body), is_head: false };
@@ -266,13 +284,13 @@ pub async fn exchange_legacy<'s>(
         let session = match shard.mcp_sessions.legacy(client, &server.name).filter(|s| !s.is_closed()) {
             Some(s) => s,
             None => {
-                let s = super::legacy_sse::open(shard, server).await?;
-                initialize_legacy(shard, server, &s).await?;
+                let s = super::legacy_sse::open(shard, server, &client.caller).await?;
+                initialize_legacy(shard, server, &s, &client.caller).await?;
                 shard.mcp_sessions.put_legacy(client, &server.name, s.clone());
                 s
             }
         };
-        match super::legacy_sse::post(shard, server, &session, body).await {
+        match super::legacy_sse::post(shard, server, &session, &client.caller, body).await {
             Err(UpstreamError::SessionGone) if !reopened => reopened = true,
             Ok(message) => {
                 let ready = message.into_iter().collect();
@@ -289,6 +307,7 @@ async fn initialize_legacy(
     shard: &Rc<Shard>,
     server: &McpServer,
     session: &super::legacy_sse::LegacySession,
+    user: &str,
 ) -> Result<(), UpstreamError> {
     let id = json!("shardgate-initialize");
     let params = json!({
@@ -297,13 +316,13 @@ async fn initialize_legacy(
         "clientInfo": {"name": "shardgate", "version": env!("CARGO_PKG_VERSION")},
     });
     let request = jsonrpc::request(&id, "initialize", Some(&params));
-    match super::legacy_sse::post(shard, server, session, &request).await? {
+    match super::legacy_sse::post(shard, server, session, user, &request).await? {
         Some(Message::Response { outcome: Ok(_), .. }) => {}
         Some(Message::Response { outcome: Err(e), .. }) => return Err(failed(format!("initialize refused: {e}"))),
         _ => return Err(failed("no answer to initialize")),
     }
     let note = jsonrpc::notification("notifications/initialized", None);
-    super::legacy_sse::post(shard, server, session, &note).await.map(|_| ())
+    super::legacy_sse::post(shard, server, session, user, &note).await.map(|_| ())
 }
 
 /// A request to a stdio server: through its process's thread, the answer made a [`Reply`].
@@ -332,6 +351,7 @@ pub async fn open_session(
     cfg: &Snapshot,
     server: &McpServer,
     version: &str,
+    user: &str,
 ) -> Result<UpstreamSession, UpstreamError> {
     let id = json!("shardgate-initialize");
     let params = json!({
@@ -339,7 +359,8 @@ pub async fn open_session(
         "capabilities": {},
         "clientInfo": {"name": "shardgate", "version": env!("CARGO_PKG_VERSION")},
     });
-    let mut reply = post(shard, cfg, server, None, None, jsonrpc::request(&id, "initialize", Some(&params))).await?;
+    let mut reply =
+        post(shard, cfg, server, None, None, user, jsonrpc::request(&id, "initialize", Some(&params))).await?;
     let outcome = reply.response_to(&id, async |_| {}).await?;
     let result = outcome.map_err(|e| failed(format!("initialize refused: {e}")))?;
     let agreed = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(version);
@@ -349,7 +370,7 @@ pub async fn open_session(
     let session = UpstreamSession { id: reply.session_id.take().map(Arc::from), version: Arc::from(agreed) };
     drop(reply);
     let note = jsonrpc::notification("notifications/initialized", None);
-    let mut ack = post(shard, cfg, server, Some(&session), Some(agreed), note).await?;
+    let mut ack = post(shard, cfg, server, Some(&session), Some(agreed), user, note).await?;
     while ack.next_message().await?.is_some() {}
     Ok(session)
 }
@@ -369,14 +390,20 @@ pub async fn session_for(
         return Ok(s);
     }
     let version = adapters::mcp::upstream_version(client.protocol_version());
-    let s = open_session(shard, cfg, server, version).await?;
+    let s = open_session(shard, cfg, server, version, &client.caller).await?;
     shard.mcp_sessions.put(client, &server.name, s.clone());
     Ok(s)
 }
 
 /// Sends `DELETE` for an upstream session (the client ended its own); failures are ignored,
 /// the upstream will expire it.
-pub async fn close_session(shard: &Rc<Shard>, cfg: &Snapshot, server: &McpServer, session: &UpstreamSession) {
+pub async fn close_session(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    server: &McpServer,
+    session: &UpstreamSession,
+    user: &str,
+) {
     let (Some(id), ServerTransport::Http(up)) = (session.id.as_deref(), &server.transport) else { return };
     let spec = Head {
         method: "DELETE",
@@ -385,6 +412,7 @@ pub async fn close_session(shard: &Rc<Shard>, cfg: &Snapshot, server: &McpServer
         session: Some(id),
         version: Some(&session.version),
         accept: ACCEPT_BOTH,
+        user: Some(user),
     };
     let Ok(head) = request_head(shard, server, up, &spec) else { return };
     let request = RequestBytes { head, body: Bytes::new(), is_head: false };

@@ -8,7 +8,9 @@
 //!   its digest);
 //! - `changes`: every admin change, appended, never rewritten: who, when, what;
 //! - `spend`: the ledger, appended, never rewritten (see [`super::ledger`]);
-//! - `audit`: one record per MCP tool call, hash-chained (see [`super::audit`]).
+//! - `audit`: one record per MCP tool call, hash-chained (see [`super::audit`]);
+//! - `mcp_user_tokens`: users' tokens for upstream MCP servers, sealed (AES-256-GCM) under
+//!   `mcp.token_key`: the store never holds them in the clear.
 
 use std::path::Path;
 
@@ -66,6 +68,13 @@ CREATE TABLE IF NOT EXISTS spend (
     cost_micros INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spend_by_minute ON spend (minute_ms);
+CREATE TABLE IF NOT EXISTS mcp_user_tokens (
+    server TEXT NOT NULL,
+    user TEXT NOT NULL,
+    sealed TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (server, user)
+);
 CREATE TABLE IF NOT EXISTS alerts (
     budget TEXT NOT NULL,
     entity TEXT NOT NULL,
@@ -358,6 +367,26 @@ impl Db {
         let tx = self.conn.transaction().map_err(err)?;
         super::audit::append(&tx, records).map_err(err)?;
         tx.commit().map_err(err)
+    }
+
+    /// Keeps one user's sealed tokens for one server (replacing the ones before).
+    pub fn put_user_token(&mut self, server: &str, user: &str, sealed: &str, at_ms: u64) -> Result<(), DbError> {
+        self.conn
+            .execute(
+                "INSERT INTO mcp_user_tokens (server, user, sealed, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (server, user) DO UPDATE SET sealed = excluded.sealed, updated_ms = excluded.updated_ms",
+                params![server, user, sealed, i64_of(at_ms)],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every (server, user, sealed tokens).
+    pub fn user_tokens(&self) -> Result<Vec<(String, String, String)>, DbError> {
+        let mut stmt =
+            self.conn.prepare("SELECT server, user, sealed FROM mcp_user_tokens").map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     /// Audit records matching `q`, newest first.

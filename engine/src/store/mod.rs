@@ -156,6 +156,8 @@ enum Command {
     },
     Alert(crate::alerts::AlertKey, u64),
     Audit(Vec<audit::AuditRecord>),
+    /// A user's sealed tokens for an MCP server: (server, user, sealed).
+    UserToken(String, String, String),
     AuditQuery {
         query: audit::AuditQuery,
         reply: std::sync::mpsc::Sender<Result<Vec<serde_json::Value>, String>>,
@@ -177,6 +179,8 @@ pub struct Opened {
     pub spend: Vec<SpendRow>,
     /// Budget alerts delivered before.
     pub alerts: Vec<crate::alerts::AlertKey>,
+    /// Users' sealed tokens for MCP servers: (server, user, sealed).
+    pub user_tokens: Vec<(String, String, String)>,
 }
 
 /// Opens the database and reads what the gateway needs before it starts.
@@ -186,7 +190,8 @@ pub fn open(path: &Path) -> Result<Opened, DbError> {
     let managed = db.load_managed()?;
     let spend = db.spend_by_day()?;
     let alerts = db.alerts()?;
-    Ok(Opened { db, path: path.to_path_buf(), pepper, managed, spend, alerts })
+    let user_tokens = db.user_tokens()?;
+    Ok(Opened { db, path: path.to_path_buf(), pepper, managed, spend, alerts, user_tokens })
 }
 
 /// The handle shards and the admin API use to reach the store thread.
@@ -230,6 +235,13 @@ impl Store {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(Command::Audit(r)) | TrySendError::Disconnected(Command::Audit(r))) => Err(r),
             Err(_) => Ok(()),
+        }
+    }
+
+    /// Keeps a user's sealed tokens for an MCP server.
+    pub fn send_user_token(&self, server: String, user: String, sealed: String) {
+        if self.tx.try_send(Command::UserToken(server, user, sealed)).is_err() {
+            tracing::warn!("store busy: a user's MCP token is not saved (it works until the gateway restarts)");
         }
     }
 
@@ -368,6 +380,11 @@ fn handle(db: &mut Db, cmd: Command, control: &dyn Control) {
         Command::Audit(records) => {
             if let Err(e) = db.append_audit(&records) {
                 tracing::error!(error = %e, records = records.len(), "MCP audit records not written");
+            }
+        }
+        Command::UserToken(server, user, sealed) => {
+            if let Err(e) = db.put_user_token(&server, &user, &sealed, crate::api::governance::now_ms()) {
+                tracing::error!(error = %e, %server, %user, "a user's MCP token is not saved");
             }
         }
         Command::AuditQuery { query, reply } => {
