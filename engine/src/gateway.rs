@@ -171,12 +171,34 @@ impl crate::store::Control for Reloader {
         managed: GovernanceSpec,
         persist: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<(), ChangeError> {
+        self.apply_managed(|next| next.spec = Arc::new(managed), persist)
+    }
+
+    fn managed_mcp(&self) -> Arc<crate::mcp::spec::McpSection> {
+        self.managed.lock().unwrap_or_else(|e| e.into_inner()).mcp.clone()
+    }
+
+    fn apply_mcp(
+        &self,
+        mcp: crate::mcp::spec::McpSection,
+        persist: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<(), ChangeError> {
+        self.apply_managed(|next| next.mcp = Arc::new(mcp), persist)
+    }
+}
+
+impl Reloader {
+    /// Compiles the config with what the admin API made, changed by `change`; if that succeeds,
+    /// runs `persist`, and if that succeeds too, puts the result in force on every shard.
+    fn apply_managed(
+        &self,
+        change: impl FnOnce(&mut Managed),
+        persist: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<(), ChangeError> {
         let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(SeqCst) + 1;
-        let next = Managed {
-            spec: Arc::new(managed),
-            pepper: self.managed.lock().unwrap_or_else(|e| e.into_inner()).pepper.clone(),
-        };
+        let mut next = self.managed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        change(&mut next);
         let snapshot = {
             // The file's own governance sections live in the running snapshot, not twice.
             let declared = self.state.config.load().declared.clone();
@@ -185,6 +207,8 @@ impl crate::store::Control for Reloader {
                 .map_err(|errors| ChangeError::Invalid(errors.to_string()))?
         };
         persist().map_err(ChangeError::Store)?;
+        resolve_into(&self.state, &snapshot);
+        self.state.mcp_stdio.retain(&snapshot.mcp);
         self.state.config.store(Arc::new(snapshot));
         self.generation.store(generation, SeqCst);
         *self.managed.lock().unwrap_or_else(|e| e.into_inner()) = next;
@@ -234,7 +258,11 @@ impl Gateway {
         };
         let managed = opened
             .as_ref()
-            .map(|o| Managed { spec: Arc::new(o.managed.clone()), pepper: Some(o.pepper.clone()) })
+            .map(|o| Managed {
+                spec: Arc::new(o.managed.clone()),
+                pepper: Some(o.pepper.clone()),
+                mcp: Arc::new(o.mcp.clone()),
+            })
             .unwrap_or_default();
         let snapshot = config::compile_with(&file, &opts.source.describe(), 1, &managed)
             .map_err(|errors| ConfigError::Invalid { source_name: opts.source.describe(), errors })?;

@@ -732,3 +732,71 @@ fn each_user_connects_their_own_account_and_their_token_is_presented() {
     }
     assert_ne!(latest, first, "refreshed before it expired");
 }
+
+fn admin(addr: SocketAddr, method: &str, path: &str, key: &str, body: &str) -> Response {
+    let mut c = Client::connect(addr);
+    c.send(
+        format!(
+            "{method} {path} HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.read_response()
+}
+
+/// Servers and virtual servers registered through the admin API: validated with the whole
+/// config, in force at once, kept in the store across restarts; the config file's own cannot
+/// be replaced, environment references are refused, and only org admins may do it.
+#[test]
+fn the_admin_api_registers_servers_and_virtual_servers() {
+    let mock = default_mock();
+    let dir = e2e::tempdir();
+    let db = dir.path().join("admin.db");
+    let yaml = config(mock.addr(), closed_port())
+        .replacen("teams:\n", &format!("store: {{path: '{}'}}\nteams:\n", db.display()), 1)
+        .replacen("users:\n", "users:\n  root: {role: org_admin}\n", 1)
+        .replacen("keys:\n", &format!("keys:\n  - {{name: root-key, secret: {ROOT}, user: root}}\n"), 1);
+    let gw = gateway(&yaml, e2e::Runtime::Epoll);
+    let addr = gw.local_addr();
+    let server = format!(r#"{{"url": "http://{}/mcp/beta", "timeout": "5s"}}"#, mock.addr());
+    let r = admin(addr, "PUT", "/admin/v1/mcp/servers/added", ROOT, &server);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin(addr, "PUT", "/admin/v1/mcp/virtual/fresh", ROOT, r#"{"tools": ["added/*"]}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["virtual"].as_array().unwrap().iter().any(|v| v["name"] == "fresh"), "{}", r.text());
+    let mut s = Session::new(addr, "fresh", OLGA);
+    s.initialize();
+    assert_eq!(s.tool_names(), ["added__echo", "added__time"]);
+    assert_eq!(text_of(&s.call("added__echo", json!({"text": "new"}))), "beta: new");
+    // The config file's own servers, virtual servers and guardrails are all still in force
+    // (an admin change once recompiled the config without them).
+    let listed = admin(addr, "GET", "/admin/v1/mcp", ROOT, "").json();
+    assert_eq!(listed["servers"].as_array().unwrap().len(), 7, "six from the file and one made: {listed}");
+    let mut tools = Session::new(addr, "tools", OLGA);
+    tools.initialize();
+    let blocked = tools.call("alpha__echo", json!({"text": FAKE_KEY}));
+    assert_eq!(blocked["error"]["data"]["rule"], "no-secrets-in-args", "guardrails still on: {blocked}");
+    // Refused: a name the config file declares, environment references, a bad spec, non-admins.
+    let r = admin(addr, "PUT", "/admin/v1/mcp/servers/alpha", ROOT, &server);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("declared in the config file"), "{}", r.text());
+    let leaky = r#"{"url": "http://127.0.0.1:1/mcp", "headers": {"authorization": "${HOME}"}}"#;
+    let r = admin(addr, "PUT", "/admin/v1/mcp/servers/leaky", ROOT, leaky);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = admin(addr, "PUT", "/admin/v1/mcp/virtual/broken", ROOT, r#"{"tools": ["nowhere/*"]}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("no server `nowhere`"), "{}", r.text());
+    assert_eq!(admin(addr, "PUT", "/admin/v1/mcp/servers/x", SAM, &server).status, 403);
+    drop(s);
+    drop(gw);
+    // Kept across a restart; then deleted.
+    let gw = gateway(&yaml, e2e::Runtime::Epoll);
+    let addr = gw.local_addr();
+    let listed = admin(addr, "GET", "/admin/v1/mcp", ROOT, "").json();
+    assert!(listed["servers"].as_array().unwrap().iter().any(|s| s["name"] == "added"), "{listed}");
+    assert_eq!(admin(addr, "DELETE", "/admin/v1/mcp/virtual/fresh", ROOT, "").status, 200);
+    let mut gone = Session::new(addr, "fresh", OLGA);
+    let r = gone.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}));
+    assert_eq!(r.status, 404, "{}", r.text());
+}

@@ -170,6 +170,26 @@ async fn route(
         ("GET", ["whoami"]) => Ok((200, whoami(caller, &scope))),
         ("GET", ["spend"]) => spend(shard, caller, &scope, req.head.target()).await,
         ("GET", ["audit"]) => audit(shard, &scope, req.head.target()).await,
+        (_, ["mcp", ..]) if !matches!(scope, Scope::Org) => Err(forbidden("Only org admins may manage MCP servers.")),
+        ("GET", ["mcp"]) => Ok((200, mcp_listing(cfg))),
+        ("PUT", ["mcp", kind @ ("servers" | "virtual"), name]) => {
+            let change = crate::store::McpChange {
+                kind: if *kind == "servers" { "server" } else { "virtual" },
+                name: (*name).to_owned(),
+                spec: Some(String::from_utf8_lossy(&req.body).into_owned()),
+            };
+            apply_mcp(shard, caller, change).await?;
+            Ok((200, mcp_listing(&shard.config())))
+        }
+        ("DELETE", ["mcp", kind @ ("servers" | "virtual"), name]) => {
+            let change = crate::store::McpChange {
+                kind: if *kind == "servers" { "server" } else { "virtual" },
+                name: (*name).to_owned(),
+                spec: None,
+            };
+            apply_mcp(shard, caller, change).await?;
+            Ok((200, mcp_listing(&shard.config())))
+        }
         ("GET", ["targets"]) if matches!(scope, Scope::Org) => Ok((200, targets(shard, cfg))),
         ("GET", ["targets"]) => Err(forbidden("Only org admins may see the providers' state.")),
         ("GET", [kind]) => {
@@ -608,19 +628,64 @@ fn patch_key(k: KeySpec, body: &[u8], scope: &Scope) -> Result<KeySpec, GatewayE
     Ok(patched)
 }
 
-async fn apply(shard: &Rc<Shard>, caller: &Identity, changes: Vec<Mutation>) -> Result<(), GatewayError> {
-    let Some(store) = shard.process.store.get() else {
-        return Err(error(
+fn store_of(shard: &Shard) -> Result<&crate::store::Store, GatewayError> {
+    shard.process.store.get().map(|s| &**s).ok_or_else(|| {
+        error(
             ErrorKind::Unavailable,
             "This gateway runs without a store (`store.path: none`, or config given as text): the admin API is read-only.",
-        ));
-    };
-    store.change(changes, caller.describe()).await.map_err(|e| match e {
+        )
+    })
+}
+
+fn change_error(e: ChangeError) -> GatewayError {
+    match e {
         ChangeError::Invalid(m) => error(ErrorKind::InvalidField, m),
         ChangeError::NotFound(m) => error(ErrorKind::NotFound, m),
         ChangeError::Conflict(m) => error(ErrorKind::Conflict, m),
         ChangeError::Store(m) => error(ErrorKind::Internal, m),
-    })
+    }
+}
+
+/// `PUT`/`DELETE /admin/v1/mcp/{servers|virtual}/{name}`: the body is the object's spec as
+/// the config file writes it, in JSON.
+async fn apply_mcp(shard: &Rc<Shard>, caller: &Identity, change: crate::store::McpChange) -> Result<(), GatewayError> {
+    store_of(shard)?.change_mcp(change, caller.describe()).await.map_err(change_error)
+}
+
+/// `GET /admin/v1/mcp`: every server and virtual server in force, where each comes from.
+fn mcp_listing(cfg: &Snapshot) -> Value {
+    let servers: Vec<Value> = cfg
+        .mcp
+        .servers
+        .iter()
+        .map(|s| {
+            let (transport, target) = match &s.transport {
+                crate::mcp::compiled::ServerTransport::Http(up) => ("streamable-http", up.host_header.clone()),
+                crate::mcp::compiled::ServerTransport::LegacySse(up) => ("sse", up.host_header.clone()),
+                crate::mcp::compiled::ServerTransport::Stdio(c) => ("stdio", c.join(" ")),
+            };
+            let auth = if s.per_user.is_some() { "oauth2_per_user" } else if s.oauth.is_some() { "oauth2_client" } else { "headers" };
+            serde_json::json!({"name": &*s.name, "transport": transport, "target": target, "auth": auth, "teams": &*s.teams})
+        })
+        .collect();
+    let virtuals: Vec<Value> = cfg
+        .mcp
+        .virtuals
+        .iter()
+        .map(|v| {
+            let names = |sel: &[crate::mcp::compiled::Selection]| -> Vec<String> {
+                sel.iter()
+                    .filter_map(|s| cfg.mcp.servers.get(s.server).map(|srv| format!("{}/{}", srv.name, s.tool.as_str())))
+                    .collect()
+            };
+            serde_json::json!({"name": &*v.name, "tools": names(&v.selections), "prompts": names(&v.prompts), "teams": &*v.teams})
+        })
+        .collect();
+    serde_json::json!({"servers": servers, "virtual": virtuals})
+}
+
+async fn apply(shard: &Rc<Shard>, caller: &Identity, changes: Vec<Mutation>) -> Result<(), GatewayError> {
+    store_of(shard)?.change(changes, caller.describe()).await.map_err(change_error)
 }
 
 fn random_hex() -> Result<String, GatewayError> {

@@ -253,16 +253,18 @@ impl ConfigFile {
     /// The file without its governance sections (kept elsewhere, once: see
     /// [`crate::config::Snapshot::declared`]); they can be large (10k keys).
     pub fn without_governance(&self) -> ConfigFile {
+        // The governance sections are cleared and everything else kept, so that a section added
+        // later is kept too (listing what to keep once lost `guardrails` and `mcp` on every
+        // admin change).
         ConfigFile {
-            server: self.server.clone(),
-            providers: self.providers.clone(),
-            models: self.models.clone(),
-            store: self.store.clone(),
-            auth: self.auth.clone(),
-            governance: self.governance.clone(),
-            pricing: self.pricing.clone(),
-            team_files: self.team_files.clone(),
-            ..ConfigFile::default()
+            environments: Vec::new(),
+            teams: BTreeMap::new(),
+            users: BTreeMap::new(),
+            applications: BTreeMap::new(),
+            keys: Vec::new(),
+            rate_limits: Vec::new(),
+            budgets: Vec::new(),
+            ..self.clone()
         }
     }
 

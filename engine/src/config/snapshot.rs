@@ -452,6 +452,8 @@ pub struct Managed {
     /// The store's pepper: keys made through the admin API are hashed under it when the config
     /// sets no `auth.pepper`.
     pub pepper: Option<String>,
+    /// MCP servers and virtual servers made through the admin API.
+    pub mcp: Arc<crate::mcp::spec::McpSection>,
 }
 
 /// Compiles a parsed file into a snapshot, reporting every problem at once.
@@ -680,7 +682,8 @@ pub fn compile_with(
             policy::guardrails::Guardrails::default()
         }
     };
-    let mcp = match crate::mcp::McpConfig::compile(&file.mcp, proxy.as_ref(), s.egress.ca_bundle.as_deref()) {
+    let merged_mcp = crate::mcp::spec::merged(&file.mcp, &managed.mcp, &mut errors);
+    let mcp = match crate::mcp::McpConfig::compile(&merged_mcp, proxy.as_ref(), s.egress.ca_bundle.as_deref()) {
         Ok(m) => m,
         Err(e) => {
             errors.extend(e);

@@ -33,6 +33,23 @@ pub struct McpSection {
     pub token_key: Option<EnvString>,
 }
 
+/// The config file's `mcp:` with what the admin API made added (a name the file declares
+/// cannot be made through the API; each clash is an error).
+pub fn merged(file: &McpSection, admin: &McpSection, errors: &mut Vec<String>) -> McpSection {
+    let mut out = file.clone();
+    for (name, s) in &admin.servers {
+        if out.servers.insert(name.clone(), s.clone()).is_some() {
+            errors.push(format!("mcp.servers.{name}: declared in the config file; the admin API cannot replace it"));
+        }
+    }
+    for (name, v) in &admin.virtual_servers {
+        if out.virtual_servers.insert(name.clone(), v.clone()).is_some() {
+            errors.push(format!("mcp.virtual.{name}: declared in the config file; the admin API cannot replace it"));
+        }
+    }
+    out
+}
+
 /// How the gateway reaches an upstream MCP server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -68,6 +68,13 @@ CREATE TABLE IF NOT EXISTS spend (
     cost_micros INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS spend_by_minute ON spend (minute_ms);
+CREATE TABLE IF NOT EXISTS mcp_objects (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (kind, name)
+);
 CREATE TABLE IF NOT EXISTS mcp_user_tokens (
     server TEXT NOT NULL,
     user TEXT NOT NULL,
@@ -367,6 +374,45 @@ impl Db {
         let tx = self.conn.transaction().map_err(err)?;
         super::audit::append(&tx, records).map_err(err)?;
         tx.commit().map_err(err)
+    }
+
+    /// Writes an MCP object change (and its line in the change log) in one transaction.
+    pub fn put_mcp(&mut self, change: &super::McpChange, actor: &str, now_ms: u64) -> Result<(), DbError> {
+        let path = self.path.clone();
+        let err = |e: rusqlite::Error| DbError { path: path.clone(), message: e.to_string() };
+        let tx = self.conn.transaction().map_err(err)?;
+        let kind = format!("mcp_{}", change.kind);
+        match &change.spec {
+            Some(spec) => {
+                tx.execute(
+                    "INSERT INTO mcp_objects (kind, name, spec, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (kind, name) DO UPDATE SET spec = excluded.spec, updated_ms = excluded.updated_ms",
+                    params![change.kind, change.name, spec, i64_of(now_ms)],
+                )
+                .map_err(err)?;
+            }
+            None => {
+                tx.execute("DELETE FROM mcp_objects WHERE kind = ?1 AND name = ?2", params![change.kind, change.name])
+                    .map_err(err)?;
+            }
+        }
+        let action = if change.spec.is_some() { "put" } else { "delete" };
+        tx.execute(
+            "INSERT INTO changes (at_ms, actor, action, kind, name, spec) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![i64_of(now_ms), actor, action, kind, change.name, change.spec],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Every MCP object the admin API made: (kind, name, spec JSON).
+    pub fn mcp_objects(&self) -> Result<Vec<(String, String, String)>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, name, spec FROM mcp_objects ORDER BY kind, name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     /// Keeps one user's sealed tokens for one server (replacing the ones before).

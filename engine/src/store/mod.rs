@@ -141,6 +141,23 @@ pub trait Control: Send + Sync {
         managed: GovernanceSpec,
         persist: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<(), ChangeError>;
+    /// The MCP servers and virtual servers the admin API has made so far.
+    fn managed_mcp(&self) -> Arc<crate::mcp::spec::McpSection>;
+    /// [`Control::apply`] for MCP objects.
+    fn apply_mcp(
+        &self,
+        mcp: crate::mcp::spec::McpSection,
+        persist: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<(), ChangeError>;
+}
+
+/// An MCP object the admin API puts (`spec`: its JSON) or deletes (`None`).
+#[derive(Debug, Clone)]
+pub struct McpChange {
+    /// `server` or `virtual`.
+    pub kind: &'static str,
+    pub name: String,
+    pub spec: Option<String>,
 }
 
 enum Command {
@@ -156,6 +173,11 @@ enum Command {
     },
     Alert(crate::alerts::AlertKey, u64),
     Audit(Vec<audit::AuditRecord>),
+    Mcp {
+        change: McpChange,
+        actor: String,
+        reply: std::sync::mpsc::Sender<Result<(), ChangeError>>,
+    },
     /// A user's sealed tokens for an MCP server: (server, user, sealed).
     UserToken(String, String, String),
     AuditQuery {
@@ -181,6 +203,8 @@ pub struct Opened {
     pub alerts: Vec<crate::alerts::AlertKey>,
     /// Users' sealed tokens for MCP servers: (server, user, sealed).
     pub user_tokens: Vec<(String, String, String)>,
+    /// MCP servers and virtual servers made through the admin API.
+    pub mcp: crate::mcp::spec::McpSection,
 }
 
 /// Opens the database and reads what the gateway needs before it starts.
@@ -191,7 +215,13 @@ pub fn open(path: &Path) -> Result<Opened, DbError> {
     let spend = db.spend_by_day()?;
     let alerts = db.alerts()?;
     let user_tokens = db.user_tokens()?;
-    Ok(Opened { db, path: path.to_path_buf(), pepper, managed, spend, alerts, user_tokens })
+    let mut mcp = crate::mcp::spec::McpSection::default();
+    for (kind, name, spec) in db.mcp_objects()? {
+        if let Err(e) = put_mcp(&mut mcp, kind.as_str(), &name, Some(&spec)) {
+            tracing::error!(%kind, %name, error = %e, "an MCP object in the store does not read back; skipped");
+        }
+    }
+    Ok(Opened { db, path: path.to_path_buf(), pepper, managed, spend, alerts, user_tokens, mcp })
 }
 
 /// The handle shards and the admin API use to reach the store thread.
@@ -236,6 +266,16 @@ impl Store {
             Err(TrySendError::Full(Command::Audit(r)) | TrySendError::Disconnected(Command::Audit(r))) => Err(r),
             Err(_) => Ok(()),
         }
+    }
+
+    /// Puts or deletes an MCP server or virtual server: validated with the whole config, written,
+    /// then in force everywhere.
+    pub async fn change_mcp(&self, change: McpChange, actor: String) -> Result<(), ChangeError> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.tx
+            .try_send(Command::Mcp { change, actor, reply })
+            .map_err(|_| ChangeError::Store("the store is busy or stopped; try again".into()))?;
+        reply_of(&answer).await.unwrap_or_else(|| Err(ChangeError::Store("the store thread stopped".into())))
     }
 
     /// Keeps a user's sealed tokens for an MCP server.
@@ -382,6 +422,16 @@ fn handle(db: &mut Db, cmd: Command, control: &dyn Control) {
                 tracing::error!(error = %e, records = records.len(), "MCP audit records not written");
             }
         }
+        Command::Mcp { change, actor, reply } => {
+            let mut next = (*control.managed_mcp()).clone();
+            let result = put_mcp(&mut next, change.kind, &change.name, change.spec.as_deref())
+                .map_err(ChangeError::Invalid)
+                .and_then(|()| {
+                    let now = crate::api::governance::now_ms();
+                    control.apply_mcp(next, &mut || db.put_mcp(&change, &actor, now).map_err(|e| e.to_string()))
+                });
+            let _ = reply.send(result);
+        }
         Command::UserToken(server, user, sealed) => {
             if let Err(e) = db.put_user_token(&server, &user, &sealed, crate::api::governance::now_ms()) {
                 tracing::error!(error = %e, %server, %user, "a user's MCP token is not saved");
@@ -428,4 +478,32 @@ pub fn verify_audit(path: &Path) -> Result<audit::Verified, DbError> {
         return Ok(audit::Verified { records: 0, head: audit::GENESIS.to_owned(), broken: None });
     }
     audit::verify(&conn).map_err(err)
+}
+
+/// Puts (`spec`: JSON) or removes an MCP object in `mcp`. Environment references (`${...}`)
+/// are refused: they are for the config file, not for whoever holds an admin key.
+fn put_mcp(mcp: &mut crate::mcp::spec::McpSection, kind: &str, name: &str, spec: Option<&str>) -> Result<(), String> {
+    if spec.is_some_and(|s| s.contains("${")) {
+        return Err("environment references (${...}) are for the config file; give values".into());
+    }
+    match (kind, spec) {
+        ("server", Some(s)) => {
+            let spec = serde_json::from_str(s).map_err(|e| format!("mcp server {name}: {e}"))?;
+            mcp.servers.insert(name.to_owned(), spec);
+        }
+        ("virtual", Some(s)) => {
+            let spec = serde_json::from_str(s).map_err(|e| format!("mcp virtual server {name}: {e}"))?;
+            mcp.virtual_servers.insert(name.to_owned(), spec);
+        }
+        ("server", None) => {
+            mcp.servers.remove(name).ok_or_else(|| format!("no MCP server {name:?} was made through the admin API"))?;
+        }
+        ("virtual", None) => {
+            mcp.virtual_servers
+                .remove(name)
+                .ok_or_else(|| format!("no MCP virtual server {name:?} was made through the admin API"))?;
+        }
+        _ => return Err(format!("unknown MCP object kind {kind:?}")),
+    }
+    Ok(())
 }
