@@ -183,6 +183,13 @@ impl crate::store::Control for Reloader {
         mcp: crate::mcp::spec::McpSection,
         persist: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<(), ChangeError> {
+        let clashes = crate::mcp::spec::clashes(&self.file.lock().unwrap_or_else(|e| e.into_inner()).mcp, &mcp);
+        if !clashes.is_empty() {
+            return Err(ChangeError::Conflict(format!(
+                "{}: declared in the config file; the admin API cannot replace it",
+                clashes.join(", ")
+            )));
+        }
         self.apply_managed(|next| next.mcp = Arc::new(mcp), persist)
     }
 }

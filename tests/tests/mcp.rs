@@ -642,11 +642,15 @@ fn services_judge_tool_arguments_and_results(rt: e2e::Runtime) {
 
 /// The consent flow, as a browser goes through it: the gateway sends it to the authorization
 /// server, which sends it back to the gateway's callback with a code, which the gateway
-/// exchanges (no gateway credential needed there: the sealed state says who). The callback.
-fn connect_account(gateway: SocketAddr, mock: SocketAddr, key: &str) -> String {
+/// exchanges (no gateway credential needed there: the sealed state says who, and the cookie set
+/// at the start shows it is the same browser). The callback and that cookie.
+fn connect_account(gateway: SocketAddr, mock: SocketAddr, key: &str) -> (String, String) {
     let r =
         Client::connect(gateway).get_with("/mcp/oauth/personal/authorize", &format!("authorization: Bearer {key}\r\n"));
     assert_eq!(r.status, 302, "{}", r.text());
+    let set_cookie = r.header("set-cookie").unwrap().to_owned();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
     let to_server = r.header("location").unwrap().to_owned();
     assert!(to_server.contains("code_challenge_method=S256") && to_server.contains("resource="), "{to_server}");
     assert_eq!(r.json()["authorize_url"], to_server.as_str());
@@ -655,9 +659,13 @@ fn connect_account(gateway: SocketAddr, mock: SocketAddr, key: &str) -> String {
     assert_eq!(r.status, 302, "{}", r.text());
     let back = r.header("location").unwrap().to_owned();
     let callback = back.strip_prefix("http://gateway.test").unwrap().to_owned();
+    // Another browser (without the cookie) cannot finish it.
     let r = Client::connect(gateway).get(&callback);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("another browser"), "{}", r.text());
+    let r = Client::connect(gateway).get_with(&callback, &format!("cookie: other=1; {cookie}\r\n"));
     assert_eq!(r.status, 200, "{}", r.text());
-    callback
+    (callback, cookie)
 }
 
 /// Users' tokens are kept sealed in the store and come back after a restart.
@@ -713,7 +721,7 @@ fn each_user_connects_their_own_account_and_their_token_is_presented() {
     let e = olga.call("personal__whoami", json!({}));
     assert_eq!(e["error"]["code"], -32005, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("/mcp/oauth/personal/authorize"), "{e}");
-    let callback = connect_account(addr, mock.addr(), OLGA);
+    let (callback, cookie) = connect_account(addr, mock.addr(), OLGA);
     let first = text_of(&olga.call("personal__whoami", json!({})));
     assert!(first.starts_with("Bearer mcp-token-"), "olga's own token: {first}");
     // Another caller has not connected: still asked to.
@@ -721,7 +729,7 @@ fn each_user_connects_their_own_account_and_their_token_is_presented() {
     sam.initialize();
     assert_eq!(sam.call("personal__whoami", json!({}))["error"]["code"], -32005);
     // A code is good once; a state the gateway did not make is refused.
-    assert_eq!(Client::connect(addr).get(&callback).status, 502);
+    assert_eq!(Client::connect(addr).get_with(&callback, &format!("cookie: {cookie}\r\n")).status, 502);
     assert_eq!(Client::connect(addr).get("/mcp/oauth/callback?code=x&state=forged").status, 400);
     // The token lives 2 s: refreshed (with the refresh token) before it expires.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
@@ -779,11 +787,16 @@ fn the_admin_api_registers_servers_and_virtual_servers() {
     assert_eq!(blocked["error"]["data"]["rule"], "no-secrets-in-args", "guardrails still on: {blocked}");
     // Refused: a name the config file declares, environment references, a bad spec, non-admins.
     let r = admin(addr, "PUT", "/admin/v1/mcp/servers/alpha", ROOT, &server);
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 409, "{}", r.text());
     assert!(r.text().contains("declared in the config file"), "{}", r.text());
-    let leaky = r#"{"url": "http://127.0.0.1:1/mcp", "headers": {"authorization": "${HOME}"}}"#;
-    let r = admin(addr, "PUT", "/admin/v1/mcp/servers/leaky", ROOT, leaky);
-    assert_eq!(r.status, 400, "{}", r.text());
+    for leaky in [
+        r#"{"url": "http://127.0.0.1:1/mcp", "headers": {"authorization": "${HOME}"}}"#,
+        r#"{"url": "http://127.0.0.1:1/mcp", "headers": {"authorization": "\u0024{HOME}"}}"#,
+    ] {
+        let r = admin(addr, "PUT", "/admin/v1/mcp/servers/leaky", ROOT, leaky);
+        assert_eq!(r.status, 400, "{leaky}: {}", r.text());
+        assert!(r.text().contains("environment references"), "{}", r.text());
+    }
     let r = admin(addr, "PUT", "/admin/v1/mcp/virtual/broken", ROOT, r#"{"tools": ["nowhere/*"]}"#);
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("no server `nowhere`"), "{}", r.text());

@@ -255,7 +255,8 @@ async fn dispatch<C: Conn>(
     // sealed state says whose consent it is.
     if endpoint == Endpoint::Mcp && path == crate::mcp::user_oauth::CALLBACK_PATH && is_get {
         let query = req.head.target().split_once('?').map_or("", |(_, q)| q);
-        return Box::pin(crate::mcp::user_oauth::callback(shard, &cfg, query, resp)).await;
+        let cookies = req.head.header("cookie").and_then(|c| std::str::from_utf8(c).ok());
+        return Box::pin(crate::mcp::user_oauth::callback(shard, &cfg, query, cookies, resp)).await;
     }
     let caller_held = match governance::authenticate(shard, &cfg, &req.head) {
         Ok(id) => id,

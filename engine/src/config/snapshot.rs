@@ -682,7 +682,7 @@ pub fn compile_with(
             policy::guardrails::Guardrails::default()
         }
     };
-    let merged_mcp = crate::mcp::spec::merged(&file.mcp, &managed.mcp, &mut errors);
+    let merged_mcp = crate::mcp::spec::merged(&file.mcp, &managed.mcp);
     let mcp = match crate::mcp::McpConfig::compile(&merged_mcp, proxy.as_ref(), s.egress.ca_bundle.as_deref()) {
         Ok(m) => m,
         Err(e) => {

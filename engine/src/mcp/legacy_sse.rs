@@ -71,10 +71,16 @@ impl LegacySession {
         match event {
             Some("endpoint") => {
                 let url = String::from_utf8_lossy(data).trim().to_owned();
-                // An absolute URL keeps only its path (the stream's host is the one to post to).
+                // It goes into a request line: nothing but visible ASCII.
+                if url.is_empty() || !url.bytes().all(|b| b.is_ascii_graphic()) {
+                    return self.close("its endpoint event is not a URL".into());
+                }
+                // An absolute URL keeps only its path (the stream's host is the one to post to);
+                // a relative one is taken from the root.
                 let path = match url.split_once("://") {
                     Some((_, rest)) => rest.find('/').map_or("/".to_owned(), |i| rest[i..].to_owned()),
-                    None => url,
+                    None if url.starts_with('/') => url,
+                    None => format!("/{url}"),
                 };
                 *self.endpoint.borrow_mut() = Some(path);
                 self.ready.set();
@@ -139,7 +145,12 @@ pub async fn open(shard: &Rc<Shard>, server: &McpServer, user: &str) -> Result<R
         let mut scanner = SseScanner::new(MAX_EVENT);
         let why = loop {
             match rt::unless(&session.stop, stream.next_chunk()).await {
-                Some(Ok(Some(chunk))) => scanner.feed(&chunk, |e| session.take(e.event, e.data)),
+                Some(Ok(Some(chunk))) => {
+                    scanner.feed(&chunk, |e| session.take(e.event, e.data));
+                    if scanner.overflowed() {
+                        break format!("an event passed {MAX_EVENT} bytes");
+                    }
+                }
                 Some(Ok(None)) => break "its event stream ended".to_owned(),
                 Some(Err(e)) => break format!("its event stream broke: {e}"),
                 None => break "the session ended".to_owned(),
@@ -177,7 +188,11 @@ pub async fn post(
     };
     let wake = LocalEvent::new();
     if let Some(id) = &id {
-        session.pending.borrow_mut().insert(id.to_string(), (wake.clone(), None));
+        let mut pending = session.pending.borrow_mut();
+        if pending.contains_key(&id.to_string()) {
+            return Err(UpstreamError::Failed(format!("a request with id {id} is already in flight in this session")));
+        }
+        pending.insert(id.to_string(), (wake.clone(), None));
     }
     // Whatever happens next, the entry goes.
     let key = id.as_ref().map(Value::to_string);

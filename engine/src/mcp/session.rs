@@ -255,7 +255,9 @@ impl UpstreamSessions {
         {
             old.stop();
         }
-        map.insert((session.nonce, server.clone()), s);
+        if let Some(replaced) = map.insert((session.nonce, server.clone()), s) {
+            replaced.stop();
+        }
     }
 
     /// Takes every upstream session of `session` (it ended), to close them upstream.

@@ -33,21 +33,38 @@ pub struct McpSection {
     pub token_key: Option<EnvString>,
 }
 
-/// The config file's `mcp:` with what the admin API made added (a name the file declares
-/// cannot be made through the API; each clash is an error).
-pub fn merged(file: &McpSection, admin: &McpSection, errors: &mut Vec<String>) -> McpSection {
+/// The config file's `mcp:` with what the admin API made added. The file wins: an object the
+/// admin API made under a name the file now declares is left out (and logged), so that a file
+/// edit never keeps the gateway from starting. The admin API itself refuses such names
+/// ([`clashes`]).
+pub fn merged(file: &McpSection, admin: &McpSection) -> McpSection {
     let mut out = file.clone();
     for (name, s) in &admin.servers {
-        if out.servers.insert(name.clone(), s.clone()).is_some() {
-            errors.push(format!("mcp.servers.{name}: declared in the config file; the admin API cannot replace it"));
+        if out.servers.contains_key(name) {
+            tracing::warn!(%name, "an MCP server made through the admin API is shadowed by the config file's");
+        } else {
+            out.servers.insert(name.clone(), s.clone());
         }
     }
     for (name, v) in &admin.virtual_servers {
-        if out.virtual_servers.insert(name.clone(), v.clone()).is_some() {
-            errors.push(format!("mcp.virtual.{name}: declared in the config file; the admin API cannot replace it"));
+        if out.virtual_servers.contains_key(name) {
+            tracing::warn!(%name, "an MCP virtual server made through the admin API is shadowed by the config file's");
+        } else {
+            out.virtual_servers.insert(name.clone(), v.clone());
         }
     }
     out
+}
+
+/// The names in `admin` that the config file declares too.
+pub fn clashes(file: &McpSection, admin: &McpSection) -> Vec<String> {
+    let servers = admin.servers.keys().filter(|n| file.servers.contains_key(*n)).map(|n| format!("mcp.servers.{n}"));
+    let virtuals = admin
+        .virtual_servers
+        .keys()
+        .filter(|n| file.virtual_servers.contains_key(*n))
+        .map(|n| format!("mcp.virtual.{n}"));
+    servers.chain(virtuals).collect()
 }
 
 /// How the gateway reaches an upstream MCP server.

@@ -85,7 +85,8 @@ pub(super) fn request_head(
         (None, Some(_)) => {
             let user = head.user.unwrap_or("anonymous");
             let now = crate::api::governance::now_ms() / 1000;
-            let bearer = shard.process.mcp_user_tokens.authorization(&server.name, user, now);
+            let resource = server.per_user.as_ref().map_or("", |p| p.resource.as_str());
+            let bearer = shard.process.mcp_user_tokens.authorization(&server.name, resource, user, now);
             Some(Arc::from(bearer.ok_or_else(|| UpstreamError::NeedsConsent(server.name.to_string()))?))
         }
         (None, None) => None,
@@ -285,7 +286,10 @@ pub async fn exchange_legacy<'s>(
             Some(s) => s,
             None => {
                 let s = super::legacy_sse::open(shard, server, &client.caller).await?;
-                initialize_legacy(shard, server, &s, &client.caller).await?;
+                if let Err(e) = initialize_legacy(shard, server, &s, &client.caller).await {
+                    s.stop();
+                    return Err(e);
+                }
                 shard.mcp_sessions.put_legacy(client, &server.name, s.clone());
                 s
             }

@@ -108,6 +108,13 @@ pub struct UserToken {
     pub refresh: Option<String>,
     /// Unix seconds.
     pub expires_at: u64,
+    /// When it was issued (unix seconds), for the refresh margin.
+    #[serde(default)]
+    pub issued_at: u64,
+    /// The server's `resource` it was issued for: a server re-pointed under the same name
+    /// never receives tokens meant for the old one.
+    #[serde(default)]
+    pub resource: String,
 }
 
 /// Every user's tokens, by (server, user): read by shards without a lock.
@@ -117,11 +124,12 @@ pub struct UserTokens {
 }
 
 impl UserTokens {
-    /// `Bearer ...` for `user` at `server`, if they connected and it has not expired.
-    pub fn authorization(&self, server: &str, user: &str, now: u64) -> Option<String> {
+    /// `Bearer ...` for `user` at `server` (whose resource is `resource`), if they connected
+    /// and it has not expired.
+    pub fn authorization(&self, server: &str, resource: &str, user: &str, now: u64) -> Option<String> {
         let map = self.map.load();
         let t = map.get(&(server.to_owned(), user.to_owned()))?;
-        (t.expires_at > now).then(|| format!("Bearer {}", t.access))
+        (t.expires_at > now && t.resource == resource).then(|| format!("Bearer {}", t.access))
     }
 
     pub fn put(&self, server: &str, user: &str, token: UserToken) {
@@ -148,7 +156,14 @@ struct State {
     v: String,
     /// Expiry, unix seconds.
     e: u64,
+    /// SHA-256 (base64url) of the browser binding: a random value also set as a cookie at
+    /// `/authorize`; the callback must come with it, so a consent URL sent to someone else
+    /// cannot put their account under the sender's name (or the other way round).
+    b: String,
 }
+
+/// The cookie that binds a consent to the browser that started it.
+pub const BINDING_COOKIE: &str = "shardgate_mcp_oauth";
 
 const STATE_CONTEXT: &str = "shardgate mcp oauth state";
 
@@ -157,11 +172,20 @@ pub fn token_context(server: &str, user: &str) -> String {
     format!("shardgate mcp token\0{server}\0{user}")
 }
 
-/// The authorization server's URL for `user`'s consent to `server`.
-pub fn authorize_url(key: &TokenKey, p: &PerUser, server: &str, user: &str, now: u64) -> Result<String, String> {
+/// The authorization server's URL for `user`'s consent to `server`, and the browser binding
+/// to set as a cookie.
+pub fn authorize_url(
+    key: &TokenKey,
+    p: &PerUser,
+    server: &str,
+    user: &str,
+    now: u64,
+) -> Result<(String, String), String> {
     let verifier = B64.encode(key.random(32)?);
     let challenge = B64.encode(digest(&SHA256, verifier.as_bytes()));
-    let state = State { u: user.to_owned(), s: server.to_owned(), v: verifier, e: now + STATE_LIFE_SECS };
+    let binding = B64.encode(key.random(32)?);
+    let b = B64.encode(digest(&SHA256, binding.as_bytes()));
+    let state = State { u: user.to_owned(), s: server.to_owned(), v: verifier, e: now + STATE_LIFE_SECS, b };
     let sealed = key.seal(STATE_CONTEXT, &serde_json::to_vec(&state).map_err(|e| e.to_string())?)?;
     let mut url = p.authorize_url.clone();
     url.push(if url.contains('?') { '&' } else { '?' });
@@ -174,15 +198,27 @@ pub fn authorize_url(key: &TokenKey, p: &PerUser, server: &str, user: &str, now:
     if let Some(scope) = &p.scope {
         url.push_str(&format!("&scope={}", uri_encode(scope)));
     }
-    Ok(url)
+    Ok((url, binding))
 }
 
-/// The caller, server and verifier a `state` came back with, if it is ours and fresh.
-pub fn open_state(key: &TokenKey, state: &str, now: u64) -> Result<(String, String, String), String> {
+/// The caller, server and verifier a `state` came back with, if it is ours, fresh, and came
+/// back to the browser that started it (`binding`: its cookie).
+pub fn open_state(
+    key: &TokenKey,
+    state: &str,
+    binding: Option<&str>,
+    now: u64,
+) -> Result<(String, String, String), String> {
     let plain = key.open(STATE_CONTEXT, state).ok_or("the state is not one this gateway made")?;
     let s: State = serde_json::from_slice(&plain).map_err(|_| "the state is not one this gateway made")?;
     if s.e < now {
         return Err("the consent took too long (over 10 minutes); start again".into());
+    }
+    let bound = binding.is_some_and(|b| B64.encode(digest(&SHA256, b.as_bytes())) == s.b);
+    if !bound {
+        return Err(
+            "this consent was started in another browser: open /mcp/oauth/{server}/authorize in this one".into()
+        );
     }
     Ok((s.u, s.s, s.v))
 }
@@ -219,13 +255,25 @@ pub fn refresh_body(p: &PerUser, refresh: &str) -> String {
 
 /// A token response: the tokens, or the authorization server's reason. A refresh answer
 /// without a new refresh token keeps `previous_refresh`.
-pub fn read_tokens(status: u16, body: &[u8], now: u64, previous_refresh: Option<&str>) -> Result<UserToken, String> {
+pub fn read_tokens(
+    status: u16,
+    body: &[u8],
+    now: u64,
+    previous_refresh: Option<&str>,
+    resource: &str,
+) -> Result<UserToken, String> {
     let access = adapters::gemini::vertex_auth::parse_token_response(status, body, now).map_err(|e| e.to_string())?;
     let refresh = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| v.get("refresh_token").and_then(Value::as_str).map(str::to_owned))
         .or_else(|| previous_refresh.map(str::to_owned));
-    Ok(UserToken { access: access.token, refresh, expires_at: access.expires_at_unix })
+    Ok(UserToken {
+        access: access.token,
+        refresh,
+        expires_at: access.expires_at_unix,
+        issued_at: now,
+        resource: resource.to_owned(),
+    })
 }
 
 /// The query parameter `name` of `query`, percent-decoded.
@@ -288,12 +336,20 @@ pub async fn authorize<C: crate::rt::Conn>(
     let (Some((s, p)), Some(key)) = (found, cfg.mcp.token_key.as_ref()) else {
         return text(resp, 404, &format!("no MCP server `{server}` that acts as each user")).await;
     };
+    // Every anonymous caller is the same caller: one account would serve them all.
+    if caller.credential == policy::identity::Credential::Anonymous {
+        return text(resp, 403, "connecting an account needs your own gateway credential (a key or a token)").await;
+    }
     match authorize_url(key, p, &s.name, &caller.describe(), now_unix()) {
-        Ok(url) => {
+        Ok((url, binding)) => {
             let body = serde_json::json!({"authorize_url": url}).to_string();
+            let secure = if p.redirect_uri.starts_with("https://") { "; Secure" } else { "" };
+            let cookie =
+                format!("{BINDING_COOKIE}={binding}; Path=/mcp/oauth; Max-Age=600; HttpOnly; SameSite=Lax{secure}");
             let _ = resp
                 .start(302)
                 .header("location", &url)
+                .header("set-cookie", &cookie)
                 .header("cache-control", "no-store")
                 .header("content-type", "application/json")
                 .body(body.as_bytes())
@@ -319,6 +375,7 @@ pub async fn callback<C: crate::rt::Conn>(
     shard: &crate::shard::Shard,
     cfg: &crate::config::Snapshot,
     query: &str,
+    cookies: Option<&str>,
     resp: &mut crate::http::Responder<'_, C>,
 ) {
     if let Some(error) = query_param(query, "error") {
@@ -329,7 +386,10 @@ pub async fn callback<C: crate::rt::Conn>(
     let (Some(code), Some(state)) = (query_param(query, "code"), query_param(query, "state")) else {
         return text(resp, 400, "the callback needs `code` and `state`").await;
     };
-    let (user, server, verifier) = match open_state(key, &state, now_unix()) {
+    let binding = cookies.and_then(|c| {
+        c.split(';').find_map(|kv| kv.trim().strip_prefix(BINDING_COOKIE).and_then(|v| v.strip_prefix('=')))
+    });
+    let (user, server, verifier) = match open_state(key, &state, binding, now_unix()) {
         Ok(s) => s,
         Err(e) => return text(resp, 400, &e).await,
     };
@@ -371,7 +431,7 @@ async fn exchange_code(
         crate::upstream::send(&shared, up, &request, cfg.upstream_limits).await.map_err(|e| e.to_string())?;
     let status = answer.head.status;
     let bytes = answer.read_to_end(64 << 10).await.map_err(|e| e.to_string())?;
-    read_tokens(status, &bytes, now_unix(), None)
+    read_tokens(status, &bytes, now_unix(), None, &p.resource)
 }
 
 /// Refreshes users' tokens before they expire, on the gateway's credentials thread (a blocking
@@ -392,8 +452,9 @@ impl Refresher {
         for (server, user, token) in process.mcp_user_tokens.all() {
             let Some(refresh) = token.refresh.as_deref() else { continue };
             let Some(p) = cfg.mcp.server(&server).and_then(|(_, s)| s.per_user.clone()) else { continue };
-            let margin = (token.expires_at.saturating_sub(now) / 5).clamp(1, 300).min(300);
-            let due = token.expires_at <= now + margin.max(1);
+            // Five minutes before expiry, or a fifth of its life when that is shorter.
+            let margin = (token.expires_at.saturating_sub(token.issued_at) / 5).clamp(1, 300);
+            let due = token.expires_at <= now + margin;
             let waiting = self.retry_at.get(&(server.clone(), user.clone())).is_some_and(|t| *t > now);
             if !due || waiting {
                 continue;
@@ -403,9 +464,14 @@ impl Refresher {
                     self.retry_at.remove(&(server.clone(), user.clone()));
                     keep(process, key, &server, &user, t);
                 }
+                // A refresh token the server no longer honours is dropped: that user connects again.
+                Err(e) if e.contains("invalid_grant") => {
+                    tracing::warn!(%server, %user, error = %e, "a user's MCP refresh token was refused; they must connect again");
+                    keep(process, key, &server, &user, UserToken { refresh: None, ..token });
+                }
                 Err(e) => {
                     tracing::warn!(%server, %user, error = %e, "a user's MCP token could not be refreshed");
-                    self.retry_at.insert((server, user), now + 5);
+                    self.retry_at.insert((server, user), now + 30);
                 }
             }
         }
@@ -430,7 +496,7 @@ impl Refresher {
         let mut resp = sent.map_err(|e| format!("{}: {e}", p.token_url))?;
         let status = resp.status().as_u16();
         let bytes = resp.body_mut().with_config().limit(64 * 1024).read_to_vec().map_err(|e| e.to_string())?;
-        read_tokens(status, &bytes, now_unix(), Some(refresh))
+        read_tokens(status, &bytes, now_unix(), Some(refresh), &p.resource)
     }
 }
 
@@ -459,9 +525,16 @@ mod tests {
     #[test]
     fn states_carry_the_caller_and_expire() {
         let k = key();
-        let sealed = k.seal(STATE_CONTEXT, br#"{"u":"user:ada","s":"gh","v":"ver","e":100}"#).unwrap();
-        assert_eq!(open_state(&k, &sealed, 50).unwrap(), ("user:ada".into(), "gh".into(), "ver".into()));
-        assert!(open_state(&k, &sealed, 101).unwrap_err().contains("too long"));
-        assert!(open_state(&k, "garbage", 50).is_err());
+        let b = B64.encode(digest(&SHA256, b"cookie"));
+        let plain = format!(r#"{{"u":"user:ada","s":"gh","v":"ver","e":100,"b":"{b}"}}"#);
+        let sealed = k.seal(STATE_CONTEXT, plain.as_bytes()).unwrap();
+        assert_eq!(
+            open_state(&k, &sealed, Some("cookie"), 50).unwrap(),
+            ("user:ada".into(), "gh".into(), "ver".into())
+        );
+        assert!(open_state(&k, &sealed, Some("cookie"), 101).unwrap_err().contains("too long"));
+        assert!(open_state(&k, &sealed, Some("other"), 50).unwrap_err().contains("another browser"));
+        assert!(open_state(&k, &sealed, None, 50).is_err());
+        assert!(open_state(&k, "garbage", Some("cookie"), 50).is_err());
     }
 }

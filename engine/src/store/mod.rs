@@ -483,16 +483,21 @@ pub fn verify_audit(path: &Path) -> Result<audit::Verified, DbError> {
 /// Puts (`spec`: JSON) or removes an MCP object in `mcp`. Environment references (`${...}`)
 /// are refused: they are for the config file, not for whoever holds an admin key.
 fn put_mcp(mcp: &mut crate::mcp::spec::McpSection, kind: &str, name: &str, spec: Option<&str>) -> Result<(), String> {
-    if spec.is_some_and(|s| s.contains("${")) {
-        return Err("environment references (${...}) are for the config file; give values".into());
-    }
+    // Checked on the parsed strings, so that no JSON escape (`\u0024{`) gets a reference past.
+    let parsed = |s: &str| -> Result<serde_json::Value, String> {
+        let v: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("mcp {kind} {name}: {e}"))?;
+        if refers_to_environment(&v) {
+            return Err("environment references (${...}) are for the config file; give values".into());
+        }
+        Ok(v)
+    };
     match (kind, spec) {
         ("server", Some(s)) => {
-            let spec = serde_json::from_str(s).map_err(|e| format!("mcp server {name}: {e}"))?;
+            let spec = serde_json::from_value(parsed(s)?).map_err(|e| format!("mcp server {name}: {e}"))?;
             mcp.servers.insert(name.to_owned(), spec);
         }
         ("virtual", Some(s)) => {
-            let spec = serde_json::from_str(s).map_err(|e| format!("mcp virtual server {name}: {e}"))?;
+            let spec = serde_json::from_value(parsed(s)?).map_err(|e| format!("mcp virtual server {name}: {e}"))?;
             mcp.virtual_servers.insert(name.to_owned(), spec);
         }
         ("server", None) => {
@@ -506,4 +511,14 @@ fn put_mcp(mcp: &mut crate::mcp::spec::McpSection, kind: &str, name: &str, spec:
         _ => return Err(format!("unknown MCP object kind {kind:?}")),
     }
     Ok(())
+}
+
+/// Whether any string (or key) in `v` holds `${`, which the config's `EnvString` would expand.
+fn refers_to_environment(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains("${"),
+        serde_json::Value::Array(a) => a.iter().any(refers_to_environment),
+        serde_json::Value::Object(o) => o.iter().any(|(k, x)| k.contains("${") || refers_to_environment(x)),
+        _ => false,
+    }
 }
