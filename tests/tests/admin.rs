@@ -820,3 +820,27 @@ fn without_a_store_reads_work_and_changes_are_503(runtime: e2e::Runtime) {
     assert_error(&call(addr, "DELETE", "/admin/v1/teams/search", Some(ROOT), None), 409, Some("conflict"), None);
     assert_eq!(names(&get(ROOT, "teams")), ["ads", "search"], "nothing changed");
 }
+
+/// An admin change recompiles the config with the file's own sections, guardrails included
+/// (it once dropped `guardrails:` and `mcp:`, so one API call turned the guardrails off until
+/// the next reload).
+#[test]
+fn guardrails_stay_in_force_after_an_admin_change() {
+    let upstream = default_mock();
+    let dir = e2e::tempdir();
+    let db = dir.path().join("admin.db");
+    let yaml = yaml(upstream.addr(), Some(&db)).replacen(
+        "providers:\n",
+        "guardrails:\n  - {id: no-secrets, check: secrets}\nproviders:\n",
+        1,
+    );
+    let source = ConfigSource::Text { name: "admin.yaml".into(), yaml };
+    let env = Env { gw: gateway_with(source, e2e::Runtime::Epoll, 1), upstream, _dir: dir };
+    // A synthetic OpenAI-format key (matches the format; not a real key).
+    let leaky = r#"{"model":"m","messages":[{"role":"user","content":"use sk-proj-Zq8vN3kL5mR7tY2wX9pB4cD6fG1hJ0aS3eU5iO7kL9nM2bV4cX6zQ8wE1rT3yU5"}]}"#;
+    let blocked = |env: &Env| call(env.addr(), "POST", "/v1/chat/completions", Some(ALICE), Some(leaky)).status;
+    assert_eq!(blocked(&env), 400);
+    let r = env.put(ROOT, "rate_limits/plenty", r#"{"per":"key","limits":{"requests_per_minute":1000}}"#);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(blocked(&env), 400, "still blocked after the admin change");
+}
