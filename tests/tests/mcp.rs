@@ -813,3 +813,27 @@ fn the_admin_api_registers_servers_and_virtual_servers() {
     let r = gone.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}));
     assert_eq!(r.status, 404, "{}", r.text());
 }
+
+/// Anonymous callers are all one caller: they cannot connect an account that would then serve
+/// every one of them.
+#[test]
+fn anonymous_callers_cannot_connect_an_account() {
+    let mock = default_mock();
+    let m = mock.addr();
+    let yaml = format!(
+        "mcp:
+  token_key: '{TOKEN_KEY}'
+  servers:
+    personal:
+      url: 'http://{m}/mcp/secured'
+      auth: {{oauth2: {{flow: authorization_code, authorize_url: 'http://{m}/mcp-oauth/authorize', token_url: 'http://{m}/mcp-oauth/token', client_id: gw, redirect_uri: 'http://gateway.test/mcp/oauth/callback'}}}}
+  virtual:
+    mine: {{tools: ['personal/whoami']}}
+"
+    );
+    let gw = gateway(&yaml, e2e::Runtime::Epoll);
+    let r = Client::connect(gw.local_addr()).get("/mcp/oauth/personal/authorize");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("your own gateway credential"), "{}", r.text());
+    assert!(r.header("set-cookie").is_none() && r.header("location").is_none());
+}
