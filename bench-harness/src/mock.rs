@@ -896,18 +896,8 @@ impl MockService {
     async fn bedrock<C: Conn>(&self, stream: bool, req: &Request, knobs: &RequestKnobs, resp: &mut Responder<'_, C>) {
         use engine::mock::bedrock;
         let Some(ask) = bedrock_checked(req, resp, bedrock::ask).await else { return };
-        let id = knobs.id.clone().unwrap_or_else(|| format!("bmock{}", self.shard.served.get()));
-        let filler = knobs.token_bytes.map(|n| "x".repeat(n));
-        let reply = Reply {
-            id: &id,
-            created: 0,
-            model: "bedrock-mock",
-            prompt_tokens: canned::estimate_prompt_tokens(req.body.len()),
-            completion_tokens: knobs.tokens,
-            filler: filler.as_deref(),
-            script: &knobs.script,
-            tool_args: &[],
-        };
+        let (id, filler) = self.bedrock_reply_parts(knobs, "bmock");
+        let reply = bedrock_reply(&id, filler.as_deref(), "bedrock-mock", req, knobs);
         if !stream {
             let _ = resp.start(200).header("content-type", JSON).body(&bedrock::converse(&reply, &ask)).await;
             return;
@@ -917,6 +907,34 @@ impl MockService {
         if self.send_paced(&mut out, &bedrock::stream(&reply, &ask), knobs, 0, None).await {
             let _ = out.finish().await;
         }
+    }
+}
+
+impl MockService {
+    /// A Bedrock answer's id (the `x-mock-id` knob, or `{prefix}{n}`) and filler token.
+    fn bedrock_reply_parts(&self, knobs: &RequestKnobs, prefix: &str) -> (String, Option<String>) {
+        let id = knobs.id.clone().unwrap_or_else(|| format!("{prefix}{}", self.shard.served.get()));
+        (id, knobs.token_bytes.map(|n| "x".repeat(n)))
+    }
+}
+
+/// The canned reply of the Bedrock mocks.
+fn bedrock_reply<'a>(
+    id: &'a str,
+    filler: Option<&'a str>,
+    model: &'a str,
+    req: &Request,
+    knobs: &'a RequestKnobs,
+) -> Reply<'a> {
+    Reply {
+        id,
+        created: 0,
+        model,
+        prompt_tokens: canned::estimate_prompt_tokens(req.body.len()),
+        completion_tokens: knobs.tokens,
+        filler,
+        script: &knobs.script,
+        tool_args: &[],
     }
 }
 
@@ -932,18 +950,8 @@ impl MockService {
     ) {
         use engine::mock::{anthropic, bedrock};
         let Some(ask) = bedrock_checked(req, resp, |body| bedrock::claude_ask(body, stream)).await else { return };
-        let id = knobs.id.clone().unwrap_or_else(|| format!("msg_bdrk_mock{}", self.shard.served.get()));
-        let filler = knobs.token_bytes.map(|n| "x".repeat(n));
-        let reply = Reply {
-            id: &id,
-            created: 0,
-            model: "claude-bedrock-mock",
-            prompt_tokens: canned::estimate_prompt_tokens(req.body.len()),
-            completion_tokens: knobs.tokens,
-            filler: filler.as_deref(),
-            script: &knobs.script,
-            tool_args: &[],
-        };
+        let (id, filler) = self.bedrock_reply_parts(knobs, "msg_bdrk_mock");
+        let reply = bedrock_reply(&id, filler.as_deref(), "claude-bedrock-mock", req, knobs);
         if !stream {
             let _ = resp.start(200).header("content-type", JSON).body(&anthropic::message(&reply, &ask)).await;
             return;

@@ -18,6 +18,13 @@ use e2e::{config_for, default_mock, gateway};
 use serde_json::Value;
 
 const KEY: &str = "sk-sg-agent-000000000000";
+/// The one caller of these tests, and its key.
+const AGENT: &str = "auth: {pepper: test-pepper-0123456789}
+users:
+  agent: {}
+keys:
+  - {name: agent-key, secret: sk-sg-agent-000000000000, user: agent}
+";
 
 fn node_dir() -> PathBuf {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/mcp-node"));
@@ -79,12 +86,7 @@ fn the_official_sdk_drives_a_virtual_server_over_the_reference_server() {
     let reference = Reference::start();
     let mock = default_mock();
     let extra = format!(
-        "auth: {{pepper: test-pepper-0123456789}}
-users:
-  agent: {{}}
-keys:
-  - {{name: agent-key, secret: {KEY}, user: agent}}
-mcp:
+        "{AGENT}mcp:
   servers:
     everything: {{url: 'http://127.0.0.1:{}/mcp', timeout: 10s}}
     alpha: {{url: 'http://{}/mcp/alpha', timeout: 5s}}
@@ -136,12 +138,7 @@ fn stdio_servers_are_supervised_restarted_and_do_not_outlive_the_gateway() {
     let mock = default_mock();
     let legacy = Reference::start_as("sse");
     let extra = format!(
-        "auth: {{pepper: test-pepper-0123456789}}
-users:
-  agent: {{}}
-keys:
-  - {{name: agent-key, secret: {KEY}, user: agent}}
-mcp:
+        "{AGENT}mcp:
   stdio_commands: [node]
   servers:
     crashy: {{transport: stdio, command: [node, '{crashy}'], timeout: 10s}}
