@@ -232,11 +232,22 @@ fn a_virtual_server_merges_two_upstreams_and_routes_calls(rt: e2e::Runtime) {
     assert_eq!(failed["error"]["code"], -32000, "{failed}");
     let other = s.request("resources/list", json!({}));
     assert_eq!(other["error"]["code"], -32601, "{other}");
-    // GET offers no stream: 405, as the spec provides.
+    // No server here offers a GET stream: 405, as the spec provides; a GET that does not take
+    // an event stream is refused first.
     let h = s.headers("text/event-stream");
     let get = s.client.get_with("/mcp/tools", &h);
-    assert_eq!(get.status, 405);
+    assert_eq!(get.status, 405, "{}", get.text());
     assert_eq!(get.header("allow"), Some("POST, DELETE"));
+    let get = s.client.get_with("/mcp/tools", &s.headers("application/json"));
+    assert_eq!(get.status, 406, "{}", get.text());
+    // An answer to a request the gateway never relayed (a forged or foreign id) is refused,
+    // and reaches no server; answers to other ids are taken and dropped, as before.
+    for forged in ["sg-relay-AAAA", "sg-relay-", "sg-relay-!!"] {
+        let r = s.post(&json!({"jsonrpc": "2.0", "id": forged, "result": {"action": "accept"}}));
+        assert_eq!(r.status, 400, "{forged}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], -32600, "{}", r.text());
+    }
+    assert_eq!(s.post(&json!({"jsonrpc": "2.0", "id": 5, "result": {}})).status, 202);
 }
 
 fn access_rules_filter_the_listing_and_refuse_calls(rt: e2e::Runtime) {

@@ -1,7 +1,7 @@
 //! The MCP gateway against MCP software we did not write: the reference "everything" server
 //! (`@modelcontextprotocol/server-everything`) upstream, merged with the mock's `alpha`, and
 //! the official TypeScript SDK's client driving the virtual server: initialize (the SDK's
-//! optional GET stream gets 405), listing, calls answered over SSE by the reference server, a
+//! GET stream), listing, calls answered over SSE by the reference server, a
 //! tool refused by an access rule, and the session ended with DELETE.
 //!
 //! Both come from the npm registry, pinned in `tests/mcp-node/package-lock.json`:
@@ -115,6 +115,82 @@ fn the_official_sdk_drives_a_virtual_server_over_the_reference_server() {
     assert_eq!(seen["add"]["structuredContent"]["sum"], 42.0, "{seen}");
     assert_eq!(seen["refused"]["code"], -32003, "{seen}");
     assert!(seen["refused"]["message"].as_str().unwrap().contains("everything__get-env"), "{seen}");
+}
+
+/// The reference server asks the client mid-call (sampling, elicitation) through the gateway:
+/// each request reaches the SDK client on the call's event stream under a sealed id, and the
+/// client's answer, posted on another connection (on two shards, possibly another shard's),
+/// goes back to the server, its PII redacted by a `tool_args` rule first. With one shard, the
+/// logs the server sends outside any call reach the client on its GET stream.
+#[test]
+fn servers_requests_reach_the_client_and_its_answers_go_back() {
+    let reference = Reference::start();
+    let mock = default_mock();
+    let extra = format!(
+        "{AGENT}mcp:
+  servers:
+    everything: {{url: 'http://127.0.0.1:{}/mcp', timeout: 20s}}
+  virtual:
+    agents:
+      tools: ['everything/*']
+guardrails:
+  - {{id: pii-to-tools, check: pii, mode: mutate, phase: tool_args}}
+",
+        reference.port
+    );
+    for shards in [1, 2] {
+        let source =
+            engine::config::ConfigSource::Text { name: "test.yaml".into(), yaml: config_for(mock.addr(), &extra) };
+        let gw = e2e::gateway_with(source, e2e::Runtime::Epoll, shards);
+        let url = format!("http://{}/mcp/agents", gw.local_addr());
+        let logs = if shards == 1 { "logs" } else { "" };
+        let out = Command::new("node")
+            .current_dir(node_dir())
+            .args(["relay.mjs", &url, KEY, logs])
+            .output()
+            .expect("node runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "the SDK client failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        let seen: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        println!("{shards} shard(s): {seen:#}");
+        let tools: Vec<&str> = seen["tools"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        // The reference server offers these only to clients that declared the capabilities:
+        // the gateway declared the client's upstream.
+        for t in ["everything__trigger-sampling-request", "everything__trigger-elicitation-request"] {
+            assert!(tools.contains(&t), "{t} in {tools:?}");
+        }
+        let asked = seen["sampled"][0]["messages"][0]["content"]["text"].as_str().unwrap();
+        assert!(asked.contains("what is 6 times 7?"), "{seen}");
+        let sampled = seen["sampling"]["content"][0]["text"].as_str().unwrap();
+        assert!(sampled.contains("sampled reply to: ") && sampled.contains("stub-model"), "{sampled}");
+        assert_eq!(seen["elicited"][0], "Please provide inputs for the following fields:");
+        let elicited = seen["elicitation"].to_string();
+        assert!(elicited.contains("- Name: Ada"), "{elicited}");
+        assert!(!elicited.contains("ada.lovelace@example.com"), "the answer's PII was redacted: {elicited}");
+        assert!(elicited.contains("<EMAIL_1>"), "{elicited}");
+        if shards == 1 {
+            let first = &seen["logs"][0];
+            assert!(first["data"].as_str().is_some_and(|d| d.contains("message")), "a log on the GET stream: {seen}");
+            // A client that takes a call's answer as JSON only cannot be asked mid-call: the
+            // server gets an error at once (it does not wait), and says so in its result.
+            let mut c = e2e::Client::connect(gw.local_addr());
+            let json_only = format!("authorization: Bearer {KEY}\r\naccept: application/json\r\n");
+            let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {"sampling": {}}}});
+            let r = c.post_json("/mcp/agents", &init.to_string(), &json_only);
+            let session = r.header("mcp-session-id").expect("a session").to_owned();
+            let h = format!("{json_only}mcp-session-id: {session}\r\n");
+            let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": {"name": "everything__trigger-sampling-request", "arguments": {"prompt": "hi"}}});
+            let started = std::time::Instant::now();
+            let r = c.post_json("/mcp/agents", &call.to_string(), &h);
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert!(started.elapsed() < Duration::from_secs(5), "the server did not wait");
+            let answer = r.json();
+            assert_eq!(answer["result"]["isError"], true, "{answer}");
+            assert!(answer.to_string().contains("takes this call's answer as JSON"), "{answer}");
+        }
+    }
 }
 
 /// One JSON-RPC request over a fresh connection; the response.

@@ -35,6 +35,11 @@ pub fn may_use_virtual(v: &VirtualServer, caller: &Identity) -> Result<(), Refus
     }
 }
 
+/// Whether `caller` may use server `server` (index) at all (its `teams`).
+pub fn may_use_server(mcp: &McpConfig, server: usize, caller: &Identity) -> bool {
+    mcp.servers.get(server).is_some_and(|s| team_allowed(&s.teams, caller))
+}
+
 /// Whether the rule speaks of `caller`: every list it gives names the caller.
 fn names_caller(rule: &AccessRule, caller: &Identity) -> bool {
     let within =

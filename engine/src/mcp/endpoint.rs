@@ -2,8 +2,9 @@
 //! message: `initialize` opens a session (`Mcp-Session-Id`), `tools/list` merges the tools
 //! of the upstream servers the caller may use (each under `server__tool`), `tools/call`
 //! checks access and guardrails and routes the call to its owner, relaying the owner's
-//! progress notifications as SSE when it streams. `DELETE` ends a session; `GET` (a stream
-//! of server-initiated messages) is not offered, so it gets 405 as the spec provides.
+//! progress notifications and its requests (sampling, elicitation) as SSE when it streams.
+//! `GET` opens the stream of what servers send outside calls ([`super::server_messages`]);
+//! `DELETE` ends a session.
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::access;
 use super::compiled::{Listing, McpServer, VirtualServer};
-use super::session::{SessionId, UpstreamSession};
+use super::session::{ClientCaps, RELAY_PREFIX, SessionId, UpstreamSession};
 use super::upstream::{self, Reply, UpstreamError};
 use crate::actor::Served;
 use crate::api::RequestCtx;
@@ -66,21 +67,68 @@ pub async fn handle<C: Conn>(
     match req.head.method() {
         "POST" => post(shard, cfg, v, caller, &req, resp, ctx).await,
         "DELETE" => delete(shard, cfg, v, caller, &req, resp).await,
+        "GET" => {
+            if !header(&req, "accept").is_some_and(|a| a.contains("text/event-stream")) {
+                ctx.error = Some(ErrorKind::BadRequest);
+                let e = RpcError::new(jsonrpc::INVALID_REQUEST, "GET opens an event stream: accept text/event-stream");
+                return reply_error(resp, 406, None, e).await;
+            }
+            match client_session(shard, v, caller, &req, ctx) {
+                Ok(session) => {
+                    let s = Session { shard, cfg, v, caller, session: &session };
+                    super::server_messages::listen(&s, resp).await;
+                }
+                Err((status, e)) => reply_error(resp, status, None, e).await,
+            }
+        }
         _ => {
+            let e = RpcError::new(
+                jsonrpc::INVALID_REQUEST,
+                "POST JSON-RPC messages, GET a stream, DELETE to end a session",
+            );
             let _ = resp
                 .start(405)
-                .header("allow", "POST, DELETE")
+                .header("allow", "GET, POST, DELETE")
                 .header("content-type", "application/json")
-                .body(&jsonrpc::error(
-                    None,
-                    &RpcError::new(
-                        jsonrpc::INVALID_REQUEST,
-                        "this gateway sends no server-initiated stream; POST JSON-RPC messages, DELETE to end a session",
-                    ),
-                ))
+                .body(&jsonrpc::error(None, &e))
                 .await;
         }
     }
+}
+
+/// The client session a request names (`Mcp-Session-Id`), checked, with the revision it speaks;
+/// the status and error to answer otherwise.
+fn client_session(
+    shard: &Rc<Shard>,
+    v: &VirtualServer,
+    caller: &Identity,
+    req: &Request,
+    ctx: &mut RequestCtx,
+) -> Result<SessionId, (u16, RpcError)> {
+    let Some(session_header) = header(req, "mcp-session-id") else {
+        ctx.error = Some(ErrorKind::BadRequest);
+        let e = RpcError::new(jsonrpc::INVALID_REQUEST, "Mcp-Session-Id is required: send initialize first");
+        return Err((400, e));
+    };
+    let Some(session) = shard.process.mcp_sessions.check(&v.name, &caller.describe(), session_header) else {
+        ctx.error = Some(ErrorKind::NotFound);
+        let e = RpcError::new(jsonrpc::INVALID_REQUEST, "unknown or ended MCP session: initialize a new one");
+        return Err((404, e));
+    };
+    if let Some(pv) = header(req, "mcp-protocol-version")
+        && !adapters::mcp::is_supported(pv)
+    {
+        ctx.error = Some(ErrorKind::BadRequest);
+        let e = RpcError::new(
+            jsonrpc::INVALID_REQUEST,
+            format!(
+                "MCP-Protocol-Version {pv} is not one this gateway speaks ({})",
+                adapters::mcp::PROTOCOL_VERSIONS.join(", ")
+            ),
+        );
+        return Err((400, e));
+    }
+    Ok(session)
 }
 
 /// A browser page must not drive an MCP endpoint it was not meant to (DNS rebinding, which
@@ -111,7 +159,7 @@ async fn reply_json<C: Conn>(resp: &mut Responder<'_, C>, status: u16, body: &[u
     let _ = head.body(body).await;
 }
 
-async fn reply_error<C: Conn>(resp: &mut Responder<'_, C>, status: u16, id: Option<&Value>, err: RpcError) {
+pub(super) async fn reply_error<C: Conn>(resp: &mut Responder<'_, C>, status: u16, id: Option<&Value>, err: RpcError) {
     reply_json(resp, status, &jsonrpc::error(id, &err), None).await;
 }
 
@@ -136,29 +184,10 @@ async fn post<C: Conn>(
     {
         return initialize(shard, v, caller, id, params.as_ref(), resp).await;
     }
-    let Some(session_header) = header(req, "mcp-session-id") else {
-        ctx.error = Some(ErrorKind::BadRequest);
-        let e = RpcError::new(jsonrpc::INVALID_REQUEST, "Mcp-Session-Id is required: send initialize first");
-        return reply_error(resp, 400, None, e).await;
+    let session = match client_session(shard, v, caller, req, ctx) {
+        Ok(s) => s,
+        Err((status, e)) => return reply_error(resp, status, None, e).await,
     };
-    let Some(session) = shard.process.mcp_sessions.check(&v.name, &caller.describe(), session_header) else {
-        ctx.error = Some(ErrorKind::NotFound);
-        let e = RpcError::new(jsonrpc::INVALID_REQUEST, "unknown or ended MCP session: initialize a new one");
-        return reply_error(resp, 404, None, e).await;
-    };
-    if let Some(pv) = header(req, "mcp-protocol-version")
-        && !adapters::mcp::is_supported(pv)
-    {
-        ctx.error = Some(ErrorKind::BadRequest);
-        let e = RpcError::new(
-            jsonrpc::INVALID_REQUEST,
-            format!(
-                "MCP-Protocol-Version {pv} is not one this gateway speaks ({})",
-                adapters::mcp::PROTOCOL_VERSIONS.join(", ")
-            ),
-        );
-        return reply_error(resp, 400, None, e).await;
-    }
     match message {
         // A cancellation goes on to the server the call is in flight to (when it is in flight
         // on this shard: the same connection, or one that landed here).
@@ -167,6 +196,11 @@ async fn post<C: Conn>(
             if let Some(p) = params {
                 cancel(shard, cfg, &session, &p).await;
             }
+        }
+        // Answers to requests relayed from servers go back to them.
+        Message::Response { id: Value::String(sealed), outcome } if sealed.starts_with(RELAY_PREFIX) => {
+            let s = Session { shard, cfg, v, caller, session: &session };
+            super::server_messages::answer_from_client(&s, &sealed, outcome, resp).await;
         }
         // Other notifications (initialized, progress) and responses to requests the gateway
         // never sends: accepted, nothing to answer.
@@ -224,22 +258,24 @@ async fn initialize<C: Conn>(
     let asked = params.and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
     let version = adapters::mcp::negotiate(asked);
     let index = adapters::mcp::PROTOCOL_VERSIONS.iter().position(|x| *x == version).unwrap_or(0);
+    let caps = ClientCaps::declared(params.and_then(|p| p.get("capabilities")));
     let opened = u8::try_from(index)
         .map_err(|e| e.to_string())
-        .and_then(|i| shard.process.mcp_sessions.open(&v.name, &caller.describe(), i));
+        .and_then(|i| shard.process.mcp_sessions.open(&v.name, &caller.describe(), i, caps));
     let (_, session) = match opened {
         Ok(s) => s,
         Err(why) => return reply_error(resp, 500, Some(id), RpcError::new(jsonrpc::INTERNAL_ERROR, why)).await,
     };
     let mut capabilities = serde_json::Map::new();
+    // Servers' list changes reach clients on the GET stream.
     if !v.selections.is_empty() {
-        capabilities.insert("tools".into(), json!({"listChanged": false}));
+        capabilities.insert("tools".into(), json!({"listChanged": true}));
     }
     if !v.prompts.is_empty() {
-        capabilities.insert("prompts".into(), json!({"listChanged": false}));
+        capabilities.insert("prompts".into(), json!({"listChanged": true}));
     }
     if !v.resource_servers.is_empty() {
-        capabilities.insert("resources".into(), json!({"listChanged": false, "subscribe": false}));
+        capabilities.insert("resources".into(), json!({"listChanged": true, "subscribe": false}));
     }
     let result = json!({
         "protocolVersion": version,
@@ -292,7 +328,7 @@ async fn cancel(shard: &Rc<Shard>, cfg: &Snapshot, session: &SessionId, params: 
 
 /// Runs `work` (an exchange with `server`) as one of its actor's requests, bounded by the
 /// server's timeout.
-async fn in_actor<T>(
+pub(super) async fn in_actor<T>(
     shard: &Rc<Shard>,
     server: &McpServer,
     work: impl Future<Output = Result<T, UpstreamError>>,
@@ -339,12 +375,30 @@ async fn exchange<'s>(
 
 /// A client session's request: who asks which virtual server, in which session.
 #[derive(Clone, Copy)]
-struct Session<'a> {
-    shard: &'a Rc<Shard>,
-    cfg: &'a Snapshot,
-    v: &'a VirtualServer,
-    caller: &'a Identity,
-    session: &'a SessionId,
+pub(super) struct Session<'a> {
+    pub shard: &'a Rc<Shard>,
+    pub cfg: &'a Snapshot,
+    pub v: &'a VirtualServer,
+    pub caller: &'a Identity,
+    pub session: &'a SessionId,
+}
+
+impl<'a> Session<'a> {
+    /// A [`Call`] context for what is not a tool call of its own (a server's request, a client's
+    /// answer): its guardrails and decisions, no audit record.
+    pub(super) fn unaudited_call(&self, id: &'a Value, accepts_sse: bool) -> Call<'a> {
+        Call {
+            shard: self.shard,
+            cfg: self.cfg,
+            v: self.v,
+            caller: self.caller,
+            session: self.session,
+            id,
+            accepts_sse,
+            decisions: std::cell::RefCell::default(),
+            auditing: false,
+        }
+    }
 }
 
 /// Every item `server` lists under `listing`, following its pages.
@@ -526,27 +580,27 @@ async fn forward(
 }
 
 /// One `tools/call`.
-struct Call<'a> {
-    shard: &'a Rc<Shard>,
-    cfg: &'a Snapshot,
-    v: &'a VirtualServer,
-    caller: &'a Identity,
-    session: &'a SessionId,
-    id: &'a Value,
-    accepts_sse: bool,
+pub(super) struct Call<'a> {
+    pub shard: &'a Rc<Shard>,
+    pub cfg: &'a Snapshot,
+    pub v: &'a VirtualServer,
+    pub caller: &'a Identity,
+    pub session: &'a SessionId,
+    pub id: &'a Value,
+    pub accepts_sse: bool,
     /// Every access and guardrail decision taken, for the audit record.
-    decisions: std::cell::RefCell<Vec<Decision>>,
+    pub decisions: std::cell::RefCell<Vec<Decision>>,
     /// The gateway keeps an audit trail (it has a store).
-    auditing: bool,
+    pub auditing: bool,
 }
 
 /// How a call ended before its result was sent.
-enum Stop {
+pub(super) enum Stop {
     Refused(RpcError),
 }
 
 impl Call<'_> {
-    fn decide(&self, kind: &str, rule: &str, verdict: &str, phase: Option<Phase>) {
+    pub(super) fn decide(&self, kind: &str, rule: &str, verdict: &str, phase: Option<Phase>) {
         if !self.auditing {
             return;
         }
@@ -726,7 +780,7 @@ impl Call<'_> {
 
     /// Runs the selected rules of `phase` over the texts `read` finds in `value`, writing
     /// rewritten texts back with `write`. A block stops the call.
-    async fn guard(
+    pub(super) async fn guard(
         &self,
         selected: &Selected,
         phase: Phase,
@@ -808,9 +862,10 @@ impl Call<'_> {
     ) -> Result<&'static str, UpstreamError> {
         let _in_flight = self.shard.mcp_sessions.begin(self.session, self.id, &server.name);
         let mut reply = exchange(self.shard, self.cfg, server, self.session, body).await?;
+        let upstream_session = reply.upstream.clone();
         let mut events = None;
         let outcome = loop {
-            match reply.next_message().await? {
+            let to_client = match reply.next_message().await? {
                 None => return Err(UpstreamError::Failed("the answer ended without a result".into())),
                 Some(Message::Response { id, outcome }) if &id == self.id => break outcome,
                 Some(Message::Notification { method, mut params }) if self.accepts_sse => {
@@ -821,18 +876,25 @@ impl Call<'_> {
                     {
                         continue;
                     }
-                    if events.is_none() {
-                        let stream = resp.start_event_stream(200).stream().await;
-                        events = Some(stream.map_err(|e| UpstreamError::Client(e.to_string()))?);
-                    }
-                    if let Some(stream) = events.as_mut() {
-                        let event = sse_event(&jsonrpc::notification(&method, params.as_ref()));
-                        stream.send(&event).await.map_err(|e| UpstreamError::Client(e.to_string()))?;
+                    jsonrpc::notification(&method, params.as_ref())
+                }
+                Some(Message::Request { id, method, params }) => {
+                    let asked = super::server_messages::ServerRequest { id, method, params, listed, selected };
+                    match self.server_request(server, upstream_session.as_ref(), asked).await {
+                        Some(relayed) => relayed,
+                        None => continue,
                     }
                 }
-                // Requests from the server (sampling, elicitation) cannot be relayed yet, and
-                // notifications go nowhere when the client takes JSON only.
-                Some(_) => {}
+                // Notifications go nowhere when the client takes JSON only; responses to
+                // requests the gateway did not send are dropped.
+                Some(_) => continue,
+            };
+            if events.is_none() {
+                let stream = resp.start_event_stream(200).stream().await;
+                events = Some(stream.map_err(|e| UpstreamError::Client(e.to_string()))?);
+            }
+            if let Some(stream) = events.as_mut() {
+                stream.send(&sse_event(&to_client)).await.map_err(|e| UpstreamError::Client(e.to_string()))?;
             }
         };
         drop(reply);
@@ -879,18 +941,18 @@ impl Call<'_> {
 }
 
 /// Every text of a value ([`texts::strings`]).
-fn all_texts(v: &Value) -> Vec<String> {
+pub(super) fn all_texts(v: &Value) -> Vec<String> {
     let mut out = Vec::new();
     texts::strings(v, &mut out);
     out
 }
 
-fn put_all_texts(v: &mut Value, t: Vec<String>) {
+pub(super) fn put_all_texts(v: &mut Value, t: Vec<String>) {
     texts::put_strings(v, &mut t.into_iter());
 }
 
 /// One SSE event carrying a JSON-RPC message.
-fn sse_event(message: &[u8]) -> Vec<u8> {
+pub(super) fn sse_event(message: &[u8]) -> Vec<u8> {
     let mut e = Vec::with_capacity(message.len() + 24);
     e.extend_from_slice(b"event: message\ndata: ");
     e.extend_from_slice(message);

@@ -1,5 +1,6 @@
 //! Client sessions of virtual servers (`Mcp-Session-Id`). The id is self-certifying: random
-//! bytes, the negotiated protocol revision, and an HMAC over both, the virtual server's name and
+//! bytes, the negotiated protocol revision, the client's capabilities that the gateway relays
+//! ([`ClientCaps`]), and an HMAC over them, the virtual server's name and
 //! the caller (`key:name`, `user:name`) under a key made at process start. So any shard can
 //! check an id without asking another (a client's next connection may land on another shard),
 //! an id made for one virtual server is refused by the others, and an id that leaks is of no
@@ -26,9 +27,74 @@ pub struct SessionId {
     pub nonce: [u8; 16],
     /// Index into [`adapters::mcp::PROTOCOL_VERSIONS`].
     pub version: u8,
+    /// What the client said it can do for servers (declared to upstreams in its sessions).
+    pub caps: ClientCaps,
     /// The caller it belongs to (`key:name`, `user:name`): whose upstream tokens it uses.
     pub caller: Arc<str>,
 }
+
+/// The client capabilities a server may use through the gateway: requests it sends mid-call
+/// (`sampling/createMessage`, `elicitation/create`, `roots/list`) are relayed to clients that
+/// declared the matching capability at `initialize`, and refused for the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ClientCaps(u8);
+
+impl ClientCaps {
+    const SAMPLING: u8 = 1;
+    const ELICITATION: u8 = 2;
+    const ROOTS: u8 = 4;
+    const ALL: [(&'static str, &'static str, u8); 3] = [
+        ("sampling", "sampling/createMessage", Self::SAMPLING),
+        ("elicitation", "elicitation/create", Self::ELICITATION),
+        ("roots", "roots/list", Self::ROOTS),
+    ];
+
+    /// From `initialize`'s `params.capabilities`.
+    pub fn declared(capabilities: Option<&serde_json::Value>) -> ClientCaps {
+        let has = |name: &str| capabilities.and_then(|c| c.get(name)).is_some_and(serde_json::Value::is_object);
+        ClientCaps(Self::ALL.iter().filter(|(name, _, _)| has(name)).fold(0, |acc, (_, _, bit)| acc | bit))
+    }
+
+    /// Whether a server's request `method` may go to this client; `None` for a method that is
+    /// no client capability's.
+    pub fn allows(self, method: &str) -> Option<bool> {
+        Self::ALL.iter().find(|(_, m, _)| *m == method).map(|(_, _, bit)| self.0 & bit != 0)
+    }
+
+    /// The capability `method` needs, for messages.
+    pub fn needed_for(method: &str) -> Option<&'static str> {
+        Self::ALL.iter().find(|(_, m, _)| *m == method).map(|(name, _, _)| *name)
+    }
+
+    /// As `initialize` declares them upstream.
+    pub fn to_json(self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for (name, _, bit) in Self::ALL {
+            if self.0 & bit != 0 {
+                map.insert(name.into(), serde_json::Value::Object(serde_json::Map::new()));
+            }
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
+/// Where a request an upstream sent mid-call came from: what any shard needs to post the
+/// client's answer back (to that server, in that upstream session, under the server's own id).
+/// It travels to the client sealed in the id of the relayed request, so the client learns
+/// neither the upstream's session nor its ids, and cannot aim an answer elsewhere.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RelayRoute {
+    pub server: String,
+    /// The tool being called (`server__tool`): the guardrails chosen for it judge the answer.
+    pub tool: String,
+    pub upstream_session: Option<String>,
+    pub version: String,
+    /// The server's id for its request.
+    pub id: serde_json::Value,
+}
+
+/// What a relayed request's id starts with.
+pub const RELAY_PREFIX: &str = "sg-relay-";
 
 impl SessionId {
     pub fn protocol_version(&self) -> &'static str {
@@ -42,6 +108,8 @@ impl SessionId {
 /// Makes and checks session ids; remembers ended ones.
 pub struct Sessions {
     key: hmac::Key,
+    /// Seals [`RelayRoute`]s; made at start like `key`.
+    relay_key: super::user_oauth::TokenKey,
     rng: SystemRandom,
     ended: ArcSwap<HashSet<[u8; 16]>>,
     /// Order of ending, to forget the oldest; only `DELETE` takes this lock.
@@ -83,45 +151,89 @@ impl Sessions {
         let rng = SystemRandom::new();
         let key =
             hmac::Key::generate(hmac::HMAC_SHA256, &rng).map_err(|_| "no system randomness for MCP session keys")?;
-        Ok(Sessions { key, rng, ended: ArcSwap::from_pointee(HashSet::new()), order: Mutex::new(VecDeque::new()) })
+        let relay_key = super::user_oauth::TokenKey::generate()?;
+        Ok(Sessions {
+            key,
+            relay_key,
+            rng,
+            ended: ArcSwap::from_pointee(HashSet::new()),
+            order: Mutex::new(VecDeque::new()),
+        })
     }
 
-    fn tag(&self, virtual_server: &str, caller: &str, nonce: &[u8; 16], version: u8) -> hmac::Tag {
+    fn tag(&self, virtual_server: &str, caller: &str, nonce: &[u8; 16], version: u8, caps: ClientCaps) -> hmac::Tag {
         let mut ctx = hmac::Context::with_key(&self.key);
         ctx.update(virtual_server.as_bytes());
         ctx.update(&[0]);
         ctx.update(caller.as_bytes());
         ctx.update(&[0]);
         ctx.update(nonce);
-        ctx.update(&[version]);
+        ctx.update(&[version, caps.0]);
         ctx.sign()
     }
 
     /// A new session of `virtual_server` at protocol revision `version` (an index into
-    /// [`adapters::mcp::PROTOCOL_VERSIONS`]): the id to send as `Mcp-Session-Id`.
-    pub fn open(&self, virtual_server: &str, caller: &str, version: u8) -> Result<(SessionId, String), String> {
+    /// [`adapters::mcp::PROTOCOL_VERSIONS`]) for a client that declared `caps`: the id to send
+    /// as `Mcp-Session-Id`.
+    pub fn open(
+        &self,
+        virtual_server: &str,
+        caller: &str,
+        version: u8,
+        caps: ClientCaps,
+    ) -> Result<(SessionId, String), String> {
         let mut nonce = [0u8; 16];
         self.rng.fill(&mut nonce).map_err(|_| "no system randomness for an MCP session id")?;
-        let tag = self.tag(virtual_server, caller, &nonce, version);
-        let id = format!("{}.{version}.{}", hex(&nonce), hex(tag.as_ref().get(..16).unwrap_or_default()));
-        Ok((SessionId { nonce, version, caller: Arc::from(caller) }, id))
+        let tag = self.tag(virtual_server, caller, &nonce, version, caps);
+        let id = format!("{}.{version}.{}.{}", hex(&nonce), caps.0, hex(tag.as_ref().get(..16).unwrap_or_default()));
+        Ok((SessionId { nonce, version, caps, caller: Arc::from(caller) }, id))
     }
 
     /// The session `header` names, if it is one of ours for `virtual_server` and `caller`,
     /// and not ended.
     pub fn check(&self, virtual_server: &str, caller: &str, header: &str) -> Option<SessionId> {
         let mut parts = header.split('.');
-        let (nonce, version, tag) = (parts.next()?, parts.next()?, parts.next()?);
+        let (nonce, version, caps, tag) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
             return None;
         }
         let nonce = unhex::<16>(nonce)?;
         let version: u8 = version.parse().ok()?;
+        let caps = ClientCaps(caps.parse().ok()?);
         let tag = unhex::<16>(tag)?;
-        let expect = self.tag(virtual_server, caller, &nonce, version);
+        let expect = self.tag(virtual_server, caller, &nonce, version, caps);
         // Constant-time comparison of the truncated tags.
         let same = expect.as_ref().get(..16).is_some_and(|e| ring_eq(e, &tag));
-        (same && !self.ended.load().contains(&nonce)).then(|| SessionId { nonce, version, caller: Arc::from(caller) })
+        (same && !self.ended.load().contains(&nonce)).then(|| SessionId {
+            nonce,
+            version,
+            caps,
+            caller: Arc::from(caller),
+        })
+    }
+
+    fn relay_context(virtual_server: &str, session: &SessionId) -> String {
+        format!("relay\0{virtual_server}\0{}", hex(&session.nonce))
+    }
+
+    /// The id under which a server's request goes to the client of `session`.
+    pub fn seal_route(&self, virtual_server: &str, session: &SessionId, route: &RelayRoute) -> Result<String, String> {
+        let plain = serde_json::to_vec(route).map_err(|e| e.to_string())?;
+        let sealed = self.relay_key.seal(&Self::relay_context(virtual_server, session), &plain)?;
+        Ok(format!("{RELAY_PREFIX}{sealed}"))
+    }
+
+    /// The route sealed in `id`, if it is one this process sealed for `session` of
+    /// `virtual_server`.
+    pub fn open_route(&self, virtual_server: &str, session: &SessionId, id: &str) -> Option<RelayRoute> {
+        let sealed = id.strip_prefix(RELAY_PREFIX)?;
+        let plain = self.relay_key.open(&Self::relay_context(virtual_server, session), sealed)?;
+        serde_json::from_slice(&plain).ok()
+    }
+
+    /// Whether `id` was ended (on any shard) since it was checked.
+    pub fn is_ended(&self, id: &SessionId) -> bool {
+        self.ended.load().contains(&id.nonce)
     }
 
     /// Ends a session: its id is refused from now on, on every shard.
@@ -173,6 +285,9 @@ pub struct UpstreamSessions {
     in_flight: std::cell::RefCell<HashMap<CallKey, Arc<str>>>,
     /// Which server listed a resource URI, per client session (for `resources/read`).
     resources: std::cell::RefCell<HashMap<CallKey, Arc<str>>>,
+    /// Upstream sessions being opened now: whoever needs the same one waits for that opening
+    /// instead of opening a second (a client's GET stream and its first calls come together).
+    opening: std::cell::RefCell<HashMap<UpstreamKey, crate::rt::LocalEvent>>,
     /// Open streams to legacy HTTP+SSE servers, per client session and server.
     legacy: std::cell::RefCell<HashMap<UpstreamKey, std::rc::Rc<super::legacy_sse::LegacySession>>>,
 }
@@ -189,7 +304,40 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// An upstream session being opened; waiters wake when it drops (opened or failed).
+pub struct Opening<'a> {
+    sessions: &'a UpstreamSessions,
+    key: UpstreamKey,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if let Some(done) = self.sessions.opening.borrow_mut().remove(&self.key) {
+            done.set();
+        }
+    }
+}
+
+/// What [`UpstreamSessions::open_or_wait`] found.
+pub enum OpenTurn<'a> {
+    /// Another task is opening it: wait for this, then look again.
+    Wait(crate::rt::LocalEvent),
+    /// Open it; others wait until this drops.
+    Open(Opening<'a>),
+}
+
 impl UpstreamSessions {
+    /// Who opens `session`'s upstream session with `server`: this task, or one already at it.
+    pub fn open_or_wait(&self, session: &SessionId, server: &Arc<str>) -> OpenTurn<'_> {
+        let key = (session.nonce, server.clone());
+        let mut opening = self.opening.borrow_mut();
+        if let Some(event) = opening.get(&key) {
+            return OpenTurn::Wait(event.clone());
+        }
+        opening.insert(key.clone(), crate::rt::LocalEvent::new());
+        OpenTurn::Open(Opening { sessions: self, key })
+    }
+
     /// Notes that request `id` of `session` went to `server`, until the guard drops.
     pub fn begin(&self, session: &SessionId, id: &serde_json::Value, server: &Arc<str>) -> InFlight<'_> {
         let key = (session.nonce, id.to_string());
@@ -277,13 +425,18 @@ impl UpstreamSessions {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     #[test]
     fn ids_verify_for_their_virtual_server_only_and_not_after_ending() {
         let s = Sessions::new().unwrap();
-        let (id, header) = s.open("tools", "key:a", 1).unwrap();
+        let caps = ClientCaps::declared(Some(&serde_json::json!({"sampling": {}, "roots": {"listChanged": true}})));
+        let (id, header) = s.open("tools", "key:a", 1, caps).unwrap();
+        assert_eq!(id.caps.allows("sampling/createMessage"), Some(true));
+        assert_eq!(id.caps.allows("roots/list"), Some(true));
+        assert_eq!(id.caps.allows("elicitation/create"), Some(false), "not declared");
+        assert_eq!(id.caps.allows("tools/call"), None, "no client capability's");
         assert_eq!(s.check("tools", "key:a", &header), Some(id.clone()));
         assert_eq!(id.protocol_version(), adapters::mcp::PROTOCOL_VERSIONS[1]);
         assert_eq!(s.check("other", "key:a", &header), None, "bound to its virtual server");
@@ -293,13 +446,16 @@ mod tests {
         assert_eq!(s.check("tools", "key:a", &forged), None, "nonce changed");
         let bumped = header.replacen(".1.", ".2.", 1);
         assert_eq!(s.check("tools", "key:a", &bumped), None, "version changed");
+        let more = header.replacen(".5.", ".7.", 1);
+        assert_ne!(more, header);
+        assert_eq!(s.check("tools", "key:a", &more), None, "capabilities claimed that were not declared");
         for junk in ["", "a.b.c", "zz.1.zz", &format!("{header}.x")] {
             assert_eq!(s.check("tools", "key:a", junk), None, "{junk}");
         }
         assert_eq!(Sessions::new().unwrap().check("tools", "key:a", &header), None, "another process's key");
         s.end(&id);
         assert_eq!(s.check("tools", "key:a", &header), None, "ended");
-        let (_, other) = s.open("tools", "key:a", 0).unwrap();
+        let (_, other) = s.open("tools", "key:a", 0, ClientCaps::default()).unwrap();
         assert!(s.check("tools", "key:a", &other).is_some());
         assert!(header.bytes().all(|b| (0x21..=0x7e).contains(&b)), "visible ASCII, as the spec asks");
     }
@@ -307,13 +463,58 @@ mod tests {
     #[test]
     fn upstream_sessions_are_kept_per_client_session_and_server() {
         let s = Sessions::new().unwrap();
-        let (a, _) = s.open("v", "anonymous", 0).unwrap();
-        let (b, _) = s.open("v", "anonymous", 0).unwrap();
+        let (a, _) = s.open("v", "anonymous", 0, ClientCaps::default()).unwrap();
+        let (b, _) = s.open("v", "anonymous", 0, ClientCaps::default()).unwrap();
         let ups = UpstreamSessions::default();
         let gh: Arc<str> = Arc::from("gh");
         ups.put(&a, &gh, UpstreamSession { id: Some(Arc::from("u1")), version: Arc::from("2025-06-18") });
         assert!(ups.get(&a, &gh).is_some() && ups.get(&b, &gh).is_none());
         assert_eq!(ups.take_all(&a).len(), 1);
         assert!(ups.get(&a, &gh).is_none());
+    }
+
+    #[test]
+    fn relay_routes_open_only_in_the_session_and_virtual_server_they_were_sealed_for() {
+        let s = Sessions::new().unwrap();
+        let (a, _) = s.open("v", "key:a", 0, ClientCaps::default()).unwrap();
+        let (b, _) = s.open("v", "key:a", 0, ClientCaps::default()).unwrap();
+        let route = RelayRoute {
+            server: "gh".into(),
+            tool: "gh__ask".into(),
+            upstream_session: Some("up-1".into()),
+            version: "2025-06-18".into(),
+            id: serde_json::json!(7),
+        };
+        let id = s.seal_route("v", &a, &route).unwrap();
+        assert!(id.starts_with(RELAY_PREFIX) && !id.contains("up-1"), "the upstream session stays hidden: {id}");
+        assert_eq!(s.open_route("v", &a, &id), Some(route.clone()));
+        assert_eq!(s.open_route("v", &b, &id), None, "another session");
+        assert_eq!(s.open_route("w", &a, &id), None, "another virtual server");
+        assert_eq!(Sessions::new().unwrap().open_route("v", &a, &id), None, "another process");
+        let mut forged = id.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(s.open_route("v", &a, &forged), None, "altered");
+        for junk in ["", RELAY_PREFIX, "7", "sg-relay-!!"] {
+            assert_eq!(s.open_route("v", &a, junk), None, "{junk}");
+        }
+    }
+
+    /// Two tasks needing the same upstream session at once (a client's GET stream and its first
+    /// call) opened two, and the stream listened on the one the calls did not use.
+    #[test]
+    fn one_opening_per_upstream_session_and_the_others_wait_for_it() {
+        let s = Sessions::new().unwrap();
+        let (a, _) = s.open("v", "anonymous", 0, ClientCaps::default()).unwrap();
+        let ups = UpstreamSessions::default();
+        let gh: Arc<str> = Arc::from("gh");
+        let fs: Arc<str> = Arc::from("fs");
+        let OpenTurn::Open(first) = ups.open_or_wait(&a, &gh) else { panic!("the first opens") };
+        let OpenTurn::Wait(done) = ups.open_or_wait(&a, &gh) else { panic!("the second waits") };
+        assert!(matches!(ups.open_or_wait(&a, &fs), OpenTurn::Open(_)), "another server is another session");
+        assert!(!done.is_set());
+        drop(first);
+        assert!(done.is_set(), "waiters wake when the opening ends, opened or failed");
+        assert!(matches!(ups.open_or_wait(&a, &gh), OpenTurn::Open(_)), "and may open it themselves if it failed");
     }
 }

@@ -131,6 +131,9 @@ pub struct Reply<'a> {
     pub session_id: Option<String>,
     /// Whether the messages come as a stream (SSE) rather than one JSON body.
     pub streamed: bool,
+    /// The upstream session it was sent in (streamable HTTP servers'), where answers to the
+    /// server's own requests go.
+    pub upstream: Option<UpstreamSession>,
     body: Body<'a>,
 }
 
@@ -248,8 +251,9 @@ pub async fn post<'s>(
     if status == 404 && session.is_some_and(|s| s.id.is_some()) {
         return Err(UpstreamError::SessionGone);
     }
+    let upstream = session.cloned();
     if status == 202 || status == 204 {
-        return Ok(Reply { status, session_id, streamed: false, body: Body::Empty });
+        return Ok(Reply { status, session_id, streamed: false, upstream, body: Body::Empty });
     }
     if !(200..300).contains(&status) {
         let mut response = response;
@@ -269,7 +273,41 @@ pub async fn post<'s>(
     } else {
         Body::Json(response)
     };
-    Ok(Reply { status, session_id, streamed, body })
+    Ok(Reply { status, session_id, streamed, upstream, body })
+}
+
+/// Opens `server`'s stream of messages sent outside any request (`GET` in the session):
+/// `None` when the server offers none (405, as the spec allows; or another transport).
+pub async fn listen<'s>(
+    shard: &'s Rc<Shard>,
+    cfg: &Snapshot,
+    server: &McpServer,
+    session: &UpstreamSession,
+    user: &str,
+) -> Result<Option<Reply<'s>>, UpstreamError> {
+    let ServerTransport::Http(up) = &server.transport else { return Ok(None) };
+    let spec = Head {
+        method: "GET",
+        path: None,
+        len: None,
+        session: session.id.as_deref(),
+        version: Some(&session.version),
+        accept: "text/event-stream",
+        user: Some(user),
+    };
+    let head = request_head(shard, server, up, &spec)?;
+    let request = RequestBytes { head, body: Bytes::new(), is_head: false };
+    let shared = Shared { pool: &shard.pool, dns: &shard.process.dns, metrics: &shard.metrics };
+    let response = send(&shared, up, &request, cfg.upstream_limits).await.map_err(|e| failed(e.to_string()))?;
+    match response.head.status {
+        405 => Ok(None),
+        404 if session.id.is_some() => Err(UpstreamError::SessionGone),
+        200 if response.head.is_event_stream() => {
+            let body = Body::Sse { response, scanner: SseScanner::new(MAX_MESSAGE), ready: VecDeque::new() };
+            Ok(Some(Reply { status: 200, session_id: None, streamed: true, upstream: Some(session.clone()), body }))
+        }
+        other => Err(failed(format!("HTTP {other} to GET (a stream of its messages)"))),
+    }
 }
 
 /// An exchange with a legacy HTTP+SSE server, in `client`'s stream with it on this shard
@@ -298,7 +336,8 @@ pub async fn exchange_legacy<'s>(
             Err(UpstreamError::SessionGone) if !reopened => reopened = true,
             Ok(message) => {
                 let ready = message.into_iter().collect();
-                return Ok(Reply { status: 200, session_id: None, streamed: false, body: Body::Ready(ready) });
+                let body = Body::Ready(ready);
+                return Ok(Reply { status: 200, session_id: None, streamed: false, upstream: None, body });
             }
             Err(e) => return Err(e),
         }
@@ -339,13 +378,16 @@ async fn post_stdio<'s>(
     let (id, method, params) = match jsonrpc::parse(body) {
         Ok(Message::Request { id, method, params }) => (id, method, params),
         // Notifications: the process's thread made the session itself.
-        Ok(_) => return Ok(Reply { status: 202, session_id: None, streamed: false, body: Body::Empty }),
+        Ok(_) => {
+            return Ok(Reply { status: 202, session_id: None, streamed: false, upstream: None, body: Body::Empty });
+        }
         Err(e) => return Err(failed(e.message)),
     };
     let process = shard.process.mcp_stdio.server(&server.name, command).map_err(failed)?;
     let outcome = process.request(&method, params, server.timeout).await.map_err(failed)?;
     let answer = Message::Response { id, outcome };
-    Ok(Reply { status: 200, session_id: None, streamed: false, body: Body::Ready(VecDeque::from([answer])) })
+    let body = Body::Ready(VecDeque::from([answer]));
+    Ok(Reply { status: 200, session_id: None, streamed: false, upstream: None, body })
 }
 
 /// Opens a session with `server` at the client's protocol revision: `initialize`, then
@@ -356,11 +398,14 @@ pub async fn open_session(
     server: &McpServer,
     version: &str,
     user: &str,
+    caps: super::session::ClientCaps,
 ) -> Result<UpstreamSession, UpstreamError> {
     let id = json!("shardgate-initialize");
+    // The client's capabilities that the gateway relays: a server may then ask it (sampling,
+    // elicitation, roots) in the middle of a call.
     let params = json!({
         "protocolVersion": version,
-        "capabilities": {},
+        "capabilities": caps.to_json(),
         "clientInfo": {"name": "shardgate", "version": env!("CARGO_PKG_VERSION")},
     });
     let mut reply =
@@ -390,13 +435,22 @@ pub async fn session_for(
         // One process, one session, opened by its own thread.
         return Ok(UpstreamSession { id: None, version: Arc::from(client.protocol_version()) });
     }
-    if let Some(s) = shard.mcp_sessions.get(client, &server.name) {
+    loop {
+        if let Some(s) = shard.mcp_sessions.get(client, &server.name) {
+            return Ok(s);
+        }
+        let _opening = match shard.mcp_sessions.open_or_wait(client, &server.name) {
+            super::session::OpenTurn::Wait(done) => {
+                done.wait().await;
+                continue;
+            }
+            super::session::OpenTurn::Open(opening) => opening,
+        };
+        let version = adapters::mcp::upstream_version(client.protocol_version());
+        let s = open_session(shard, cfg, server, version, &client.caller, client.caps).await?;
+        shard.mcp_sessions.put(client, &server.name, s.clone());
         return Ok(s);
     }
-    let version = adapters::mcp::upstream_version(client.protocol_version());
-    let s = open_session(shard, cfg, server, version, &client.caller).await?;
-    shard.mcp_sessions.put(client, &server.name, s.clone());
-    Ok(s)
 }
 
 /// Sends `DELETE` for an upstream session (the client ended its own); failures are ignored,

@@ -70,6 +70,15 @@ impl TokenKey {
         Ok(TokenKey { key: LessSafeKey::new(key), rng: SystemRandom::new() })
     }
 
+    /// A random key, for what needs sealing only while this process runs.
+    pub fn generate() -> Result<TokenKey, String> {
+        let rng = SystemRandom::new();
+        let mut raw = [0u8; 32];
+        rng.fill(&mut raw).map_err(|_| "no system randomness for a sealing key")?;
+        let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| "AES-256-GCM refused a 32-byte key".to_owned())?;
+        Ok(TokenKey { key: LessSafeKey::new(key), rng })
+    }
+
     /// `nonce || ciphertext || tag`, base64url; `context` is bound in (a sealed token cannot be
     /// passed off as a consent state, or one user's token as another's).
     pub fn seal(&self, context: &str, plain: &[u8]) -> Result<String, String> {

@@ -23,6 +23,12 @@ struct EventInner {
     waiters: RefCell<slab::Slab<Waker>>,
 }
 
+impl std::fmt::Debug for LocalEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEvent").field("set", &self.is_set()).finish_non_exhaustive()
+    }
+}
+
 impl LocalEvent {
     pub fn new() -> Self {
         Self::default()

@@ -1,0 +1,353 @@
+//! What upstream servers send of their own accord: requests in the middle of a call
+//! (`sampling/createMessage`, `elicitation/create`, `roots/list`), relayed to the client on
+//! the call's event stream and its answers carried back; and the `GET` stream, where each
+//! server's messages outside any call (list changes, logs, requests) reach the client.
+//!
+//! A relayed request goes to the client under an id that seals where it came from
+//! ([`RelayRoute`]: server, upstream session, the server's own id), so the client's answer is
+//! routed by whichever shard it lands on, with no state shared between shards.
+
+use std::rc::Rc;
+
+use adapters::mcp::jsonrpc::{self, Message, RpcError};
+use futures_util::stream::{self, StreamExt};
+use policy::Metadata;
+use policy::guardrails::{Phase, Selected};
+use serde_json::{Value, json};
+
+use super::compiled::{McpServer, ServerTransport};
+use super::endpoint::{Call, Session, Stop, all_texts, in_actor, put_all_texts, reply_error, sse_event};
+use super::session::{RelayRoute, UpstreamSession};
+use super::upstream::{self, UpstreamError};
+use crate::config::Snapshot;
+use crate::http::Responder;
+use crate::rt::{self, Conn};
+use crate::shard::Shard;
+
+/// How often an idle `GET` stream says something, so a client that left is noticed.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A request a server sent in the middle of a call.
+pub(super) struct ServerRequest<'a> {
+    pub id: Value,
+    pub method: String,
+    pub params: Option<Value>,
+    /// The tool called (`server__tool`), and the guardrails chosen for it.
+    pub listed: &'a str,
+    pub selected: &'a Selected,
+}
+
+impl Call<'_> {
+    /// A server's request mid-call (`sampling/createMessage`, `elicitation/create`,
+    /// `roots/list`): the message to relay to the client, under an id that seals where it came
+    /// from ([`RelayRoute`]), so that the client's answer, on whichever shard it lands, goes back
+    /// to this server in this upstream session. Relayed only to a client that declared the
+    /// capability and takes this call's answer as a stream; its text passes the `tool_result`
+    /// rules first (it comes from the tool). Otherwise the server gets an error at once rather
+    /// than waiting for an answer that cannot come; `ping` is answered here.
+    pub(super) async fn server_request(
+        &self,
+        server: &McpServer,
+        upstream_session: Option<&UpstreamSession>,
+        mut asked: ServerRequest<'_>,
+    ) -> Option<Vec<u8>> {
+        let method = asked.method.as_str();
+        let refusal = match self.session.caps.allows(method) {
+            _ if method == "ping" => None,
+            None => Some(format!("{method} is not a request this gateway relays to clients")),
+            Some(false) => Some(format!(
+                "the client did not declare the {} capability",
+                super::session::ClientCaps::needed_for(method).unwrap_or(method)
+            )),
+            Some(true) if !self.accepts_sse => {
+                Some("the client takes this call's answer as JSON, so no request can reach it".to_owned())
+            }
+            Some(true) => None,
+        };
+        let answer = |outcome: Result<Value, RpcError>| match outcome {
+            Ok(result) => jsonrpc::result(&asked.id, result),
+            Err(e) => jsonrpc::error(Some(&asked.id), &e),
+        };
+        let mut reply_now = None;
+        if method == "ping" {
+            reply_now = Some(answer(Ok(json!({}))));
+        } else if let Some(why) = refusal {
+            self.decide("server_request", method, "refused", None);
+            reply_now = Some(answer(Err(RpcError::new(jsonrpc::METHOD_NOT_FOUND, why))));
+        } else if let Some(p) = asked.params.as_mut()
+            && let Err(Stop::Refused(e)) =
+                self.guard(asked.selected, Phase::ToolResult, asked.listed, p, all_texts, put_all_texts).await
+        {
+            self.decide("server_request", method, "blocked", None);
+            reply_now = Some(answer(Err(e)));
+        }
+        if let Some(message) = reply_now {
+            let _ =
+                answer_upstream(self.shard, self.cfg, server, upstream_session, &self.session.caller, message).await;
+            return None;
+        }
+        let route = RelayRoute {
+            server: server.name.to_string(),
+            tool: asked.listed.to_owned(),
+            upstream_session: upstream_session.and_then(|s| s.id.as_deref().map(str::to_owned)),
+            version: upstream_session
+                .map_or_else(|| self.session.protocol_version().to_owned(), |s| s.version.to_string()),
+            id: asked.id.clone(),
+        };
+        match self.shard.process.mcp_sessions.seal_route(&self.v.name, self.session, &route) {
+            Ok(sealed) => {
+                self.decide("server_request", method, "relayed", None);
+                Some(jsonrpc::request(&Value::String(sealed), method, asked.params.as_ref()))
+            }
+            Err(why) => {
+                let e = RpcError::new(jsonrpc::INTERNAL_ERROR, format!("the gateway could not relay it: {why}"));
+                let _ = answer_upstream(
+                    self.shard,
+                    self.cfg,
+                    server,
+                    upstream_session,
+                    &self.session.caller,
+                    answer(Err(e)),
+                )
+                .await;
+                None
+            }
+        }
+    }
+}
+
+/// Posts a response to a server's request in its upstream session; a failure is logged (the
+/// server's own timeout then ends its wait).
+async fn answer_upstream(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    server: &McpServer,
+    session: Option<&UpstreamSession>,
+    caller: &str,
+    message: Vec<u8>,
+) -> Result<(), UpstreamError> {
+    let version = session.map(|s| &*s.version);
+    let sent = upstream::post(shard, cfg, server, session, version, caller, message).await;
+    let drained = match sent {
+        Ok(mut reply) => loop {
+            match reply.next_message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &drained {
+        tracing::warn!(server = %server.name, error = %e.message(&server.name), "an answer to an MCP server's request was not delivered");
+    }
+    drained
+}
+
+/// A client's answer to a request relayed from a server ([`Call::server_request`]): its id
+/// names the server, the upstream session and the server's own id; the answer passes the
+/// `tool_args` rules (it goes to the tool) and is posted there. 202 once the server took it.
+pub(super) async fn answer_from_client<C: Conn>(
+    s: &Session<'_>,
+    sealed: &str,
+    outcome: Result<Value, Value>,
+    resp: &mut Responder<'_, C>,
+) {
+    let Some(route) = s.shard.process.mcp_sessions.open_route(&s.v.name, s.session, sealed) else {
+        let e = RpcError::new(
+            jsonrpc::INVALID_REQUEST,
+            "this answer's id is not that of a request relayed to this session (or the gateway restarted since)",
+        );
+        return reply_error(resp, 400, None, e).await;
+    };
+    let Some(server) = s.cfg.mcp.server(&route.server).filter(|(i, _)| s.v.servers.contains(i)).map(|(_, x)| x) else {
+        let e = RpcError::new(
+            jsonrpc::INVALID_REQUEST,
+            format!("MCP server {} is no longer part of {}", route.server, s.v.name),
+        );
+        return reply_error(resp, 404, None, e).await;
+    };
+    let call = s.unaudited_call(&route.id, false);
+    let selected = s.cfg.guardrails.select(s.caller, &route.tool, &Metadata::new());
+    let message = match outcome {
+        Ok(mut result) => {
+            match call.guard(&selected, Phase::ToolArgs, &route.tool, &mut result, all_texts, put_all_texts).await {
+                Ok(()) => jsonrpc::result(&route.id, result),
+                // The server learns its request was refused, not what was in the answer.
+                Err(Stop::Refused(e)) => jsonrpc::error(Some(&route.id), &e),
+            }
+        }
+        Err(error) => jsonrpc::error_value(&route.id, error),
+    };
+    let up = UpstreamSession {
+        id: route.upstream_session.as_deref().map(std::sync::Arc::from),
+        version: std::sync::Arc::from(route.version.as_str()),
+    };
+    let work = answer_upstream(s.shard, s.cfg, server, Some(&up), &s.session.caller, message);
+    match in_actor(s.shard, server, work).await {
+        Ok(()) => {
+            let _ = resp.start(202).body(b"").await;
+        }
+        Err(why) => {
+            let e = RpcError::new(jsonrpc::UPSTREAM_ERROR, why.message(&server.name))
+                .with_data(json!({"server": &*server.name}));
+            reply_error(resp, 502, None, e).await;
+        }
+    }
+}
+
+/// What the merged `GET` stream yields next.
+enum Next {
+    /// A message from server `streams[i]`.
+    Message(usize, Message),
+    /// Server `streams[i]`'s stream ended.
+    Ended(usize),
+    /// Time to show the client we are still here.
+    KeepAlive,
+    /// The shard drains: the client will reconnect elsewhere.
+    Drain,
+}
+
+/// `GET /mcp/{name}`: one event stream merging the `GET` streams of the servers the caller may
+/// use (streamable HTTP ones that offer one). Notifications pass the `tool_result` rules (they
+/// come from tools) under the name `server__*`; requests are relayed as within a call. The
+/// stream ends when every server's has, or the shard drains; the client then reconnects. 405
+/// when no server offers a stream.
+pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>) {
+    let mut servers: Vec<(&McpServer, String)> = Vec::new();
+    let mut streams = Vec::new();
+    for &i in &s.v.servers {
+        let Some(server) = s.cfg.mcp.servers.get(i) else { continue };
+        if !matches!(server.transport, ServerTransport::Http(_))
+            || !super::access::may_use_server(&s.cfg.mcp, i, s.caller)
+        {
+            continue;
+        }
+        match open_listen(s.shard, s.cfg, server, s.session).await {
+            Ok(Some(reply)) => {
+                servers.push((server, format!("{}__*", server.name)));
+                streams.push(reply);
+            }
+            Ok(None) => {}
+            Err(why) => tracing::debug!(server = %server.name, error = %why.message(&server.name), "no GET stream"),
+        }
+    }
+    if streams.is_empty() {
+        let e = RpcError::new(
+            jsonrpc::INVALID_REQUEST,
+            "no server of this virtual server sends messages outside calls; POST JSON-RPC messages, DELETE to end the session",
+        );
+        let _ = resp
+            .start(405)
+            .header("allow", "POST, DELETE")
+            .header("content-type", "application/json")
+            .body(&jsonrpc::error(None, &e))
+            .await;
+        return;
+    }
+    let sessions: Vec<Option<UpstreamSession>> = streams.iter().map(|r| r.upstream.clone()).collect();
+    let mut live = streams.len();
+    let per_server = streams.into_iter().enumerate().map(|(i, reply)| {
+        stream::unfold(Some(reply), move |state| async move {
+            let mut reply = state?;
+            match reply.next_message().await {
+                Ok(Some(m)) => Some((Next::Message(i, m), Some(reply))),
+                _ => Some((Next::Ended(i), None)),
+            }
+        })
+        .boxed_local()
+    });
+    let ticks = stream::unfold((), |()| async {
+        rt::sleep(KEEP_ALIVE).await;
+        Some((Next::KeepAlive, ()))
+    })
+    .boxed_local();
+    let drain = stream::once(async {
+        s.shard.drain.wait().await;
+        Next::Drain
+    })
+    .boxed_local();
+    let mut merged = stream::select_all(per_server.chain([ticks, drain]));
+    let Ok(mut out) = resp.start_event_stream(200).stream().await else { return };
+    let call = s.unaudited_call(&Value::Null, true);
+    while let Some(next) = merged.next().await {
+        let (i, message) = match next {
+            Next::Message(i, m) => (i, m),
+            Next::Ended(i) => {
+                if let Some((server, _)) = servers.get(i) {
+                    tracing::debug!(server = %server.name, "an MCP server's GET stream ended");
+                }
+                live -= 1;
+                if live == 0 {
+                    break;
+                }
+                continue;
+            }
+            Next::KeepAlive => {
+                // A session ended on another shard: its upstream sessions here go too.
+                if s.shard.process.mcp_sessions.is_ended(s.session) {
+                    drop(merged);
+                    let _ = out.finish().await;
+                    for (name, up) in s.shard.mcp_sessions.take_all(s.session) {
+                        if let Some((_, server)) = s.cfg.mcp.server(&name) {
+                            upstream::close_session(s.shard, s.cfg, server, &up, &s.session.caller).await;
+                        }
+                    }
+                    return;
+                }
+                if out.send(b": keep-alive\n\n").await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Next::Drain => break,
+        };
+        let (Some((server, name)), Some(session)) = (servers.get(i), sessions.get(i)) else { continue };
+        let selected = s.cfg.guardrails.select(s.caller, name, &Metadata::new());
+        let to_client = match message {
+            Message::Notification { method, mut params } => {
+                if let Some(p) = params.as_mut()
+                    && call.guard(&selected, Phase::ToolResult, name, p, all_texts, put_all_texts).await.is_err()
+                {
+                    continue;
+                }
+                jsonrpc::notification(&method, params.as_ref())
+            }
+            Message::Request { id, method, params } => {
+                let asked = ServerRequest { id, method, params, listed: name, selected: &selected };
+                match call.server_request(server, session.as_ref(), asked).await {
+                    Some(relayed) => relayed,
+                    None => continue,
+                }
+            }
+            Message::Response { .. } => continue,
+        };
+        if out.send(&sse_event(&to_client)).await.is_err() {
+            return;
+        }
+    }
+    let _ = out.finish().await;
+}
+
+/// `server`'s `GET` stream in the client's upstream session on this shard (opening it, and once
+/// more if the server forgot it).
+async fn open_listen<'s>(
+    shard: &'s Rc<Shard>,
+    cfg: &Snapshot,
+    server: &McpServer,
+    client: &super::session::SessionId,
+) -> Result<Option<upstream::Reply<'s>>, UpstreamError> {
+    let mut reopened = false;
+    loop {
+        let up = upstream::session_for(shard, cfg, server, client).await?;
+        let opened = rt::timeout(server.timeout, upstream::listen(shard, cfg, server, &up, &client.caller)).await;
+        match opened {
+            Err(_) => return Err(UpstreamError::Failed(format!("no answer within {} ms", server.timeout.as_millis()))),
+            Ok(Err(UpstreamError::SessionGone)) if !reopened => {
+                shard.mcp_sessions.forget(client, &server.name);
+                reopened = true;
+            }
+            Ok(other) => return other,
+        }
+    }
+}
