@@ -159,6 +159,10 @@ pub struct ShardMetrics {
     pub mcp_calls: [AtomicU64; MCP_OUTCOMES.len()],
     /// MCP audit records dropped because the store stayed behind.
     pub audit_dropped: AtomicU64,
+    /// Requests from MCP servers relayed to clients (sampling, elicitation, roots).
+    pub mcp_server_requests: AtomicU64,
+    /// Clients' answers to those, delivered to their servers by this shard.
+    pub mcp_client_answers: AtomicU64,
     /// Micro-dollars spent (settled costs).
     pub spend_micros: AtomicU64,
     /// Budget thresholds crossed (as seen by this shard).
@@ -205,6 +209,8 @@ impl Default for ShardMetrics {
             cached_tokens: AtomicU64::new(0),
             panics: AtomicU64::new(0),
             mcp_calls: std::array::from_fn(|_| AtomicU64::new(0)),
+            mcp_server_requests: AtomicU64::new(0),
+            mcp_client_answers: AtomicU64::new(0),
             audit_dropped: AtomicU64::new(0),
             spend_micros: AtomicU64::new(0),
             budget_alerts: AtomicU64::new(0),
@@ -425,10 +431,26 @@ impl Registry {
             "What the gateway adds to a stream's time to first token: from the first piece of the provider's answer to the first event written to the client (translation included).",
             |s| &s.stream_first_event,
         );
-        header(o, "shardgate_shard_requests_total", "counter", "Requests answered, by shard.");
-        for (i, s) in self.shards.iter().enumerate() {
-            let _ = writeln!(o, "shardgate_shard_requests_total{{shard=\"{i}\"}} {}", s.total_requests());
-        }
+        let by_shard = |o: &mut String, name: &str, help: &str, f: &dyn Fn(&ShardMetrics) -> u64| {
+            header(o, name, "counter", help);
+            for (i, s) in self.shards.iter().enumerate() {
+                let _ = writeln!(o, "{name}{{shard=\"{i}\"}} {}", f(s));
+            }
+        };
+        by_shard(o, "shardgate_shard_requests_total", "Requests answered, by shard.", &|s| s.total_requests());
+        // By shard: a client's answer may land on another shard than the request it answers.
+        by_shard(
+            o,
+            "shardgate_mcp_server_requests_relayed_total",
+            "Requests from MCP servers (sampling, elicitation, roots) relayed to clients, by shard.",
+            &|s| s.mcp_server_requests.load(Relaxed),
+        );
+        by_shard(
+            o,
+            "shardgate_mcp_client_answers_total",
+            "Clients' answers to relayed requests delivered to their MCP servers, by the shard that delivered them.",
+            &|s| s.mcp_client_answers.load(Relaxed),
+        );
         gauge(o, "shardgate_shards", "Shards running.", i64::try_from(self.shards.len()).unwrap_or(i64::MAX));
         header(o, "shardgate_info", "gauge", "Build and runtime information.");
         let _ = writeln!(o, "shardgate_info{{version=\"{}\",driver=\"{}\"}} 1", env!("CARGO_PKG_VERSION"), g.driver);

@@ -739,8 +739,11 @@ fn each_user_connects_their_own_account_and_their_token_is_presented() {
     let mut sam = Session::new(addr, "mine", SAM);
     sam.initialize();
     assert_eq!(sam.call("personal__whoami", json!({}))["error"]["code"], -32005);
-    // A code is good once; a state the gateway did not make is refused.
-    assert_eq!(Client::connect(addr).get_with(&callback, &format!("cookie: {cookie}\r\n")).status, 502);
+    // A state is good once (a replayed callback URL is refused before its code is tried); a
+    // state the gateway did not make is refused.
+    let replayed = Client::connect(addr).get_with(&callback, &format!("cookie: {cookie}\r\n"));
+    assert_eq!(replayed.status, 400, "{}", replayed.text());
+    assert!(replayed.text().contains("already completed"), "{}", replayed.text());
     assert_eq!(Client::connect(addr).get("/mcp/oauth/callback?code=x&state=forged").status, 400);
     // The token lives 2 s: refreshed (with the refresh token) before it expires.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);

@@ -117,13 +117,9 @@ fn the_official_sdk_drives_a_virtual_server_over_the_reference_server() {
     assert!(seen["refused"]["message"].as_str().unwrap().contains("everything__get-env"), "{seen}");
 }
 
-/// The reference server asks the client mid-call (sampling, elicitation) through the gateway:
-/// each request reaches the SDK client on the call's event stream under a sealed id, and the
-/// client's answer, posted on another connection (on two shards, possibly another shard's),
-/// goes back to the server, its PII redacted by a `tool_args` rule first. With one shard, the
-/// logs the server sends outside any call reach the client on its GET stream.
-#[test]
-fn servers_requests_reach_the_client_and_its_answers_go_back() {
+/// A gateway of `shards` shards whose virtual server `agents` offers every tool of a fresh
+/// reference server, with `more` config appended; all three live as long as the test holds them.
+fn everything_gateway(shards: usize, more: &str) -> (Reference, bench_harness::mock::MockServer, engine::Gateway) {
     let reference = Reference::start();
     let mock = default_mock();
     let extra = format!(
@@ -133,15 +129,24 @@ fn servers_requests_reach_the_client_and_its_answers_go_back() {
   virtual:
     agents:
       tools: ['everything/*']
-guardrails:
-  - {{id: pii-to-tools, check: pii, mode: mutate, phase: tool_args}}
-",
+{more}",
         reference.port
     );
+    let source = engine::config::ConfigSource::Text { name: "test.yaml".into(), yaml: config_for(mock.addr(), &extra) };
+    let gw = e2e::gateway_with(source, e2e::Runtime::Epoll, shards);
+    (reference, mock, gw)
+}
+
+/// The reference server asks the client mid-call (sampling, elicitation) through the gateway:
+/// each request reaches the SDK client on the call's event stream under a sealed id, and the
+/// client's answer, posted on another connection (on two shards, possibly another shard's),
+/// goes back to the server, its PII redacted by a `tool_args` rule first. With one shard, the
+/// logs the server sends outside any call reach the client on its GET stream.
+#[test]
+fn servers_requests_reach_the_client_and_its_answers_go_back() {
     for shards in [1, 2] {
-        let source =
-            engine::config::ConfigSource::Text { name: "test.yaml".into(), yaml: config_for(mock.addr(), &extra) };
-        let gw = e2e::gateway_with(source, e2e::Runtime::Epoll, shards);
+        let guardrails = "guardrails:\n  - {id: pii-to-tools, check: pii, mode: mutate, phase: tool_args}\n";
+        let (_reference, _mock, gw) = everything_gateway(shards, guardrails);
         let url = format!("http://{}/mcp/agents", gw.local_addr());
         let logs = if shards == 1 { "logs" } else { "" };
         let out = Command::new("node")
@@ -191,6 +196,125 @@ guardrails:
             assert!(answer.to_string().contains("takes this call's answer as JSON"), "{answer}");
         }
     }
+}
+
+/// The SSE events of a chunked stream, read until one matches `want` (the read timeout bounds
+/// the wait); that message.
+fn event_where(c: &mut e2e::Client, pending: &mut String, want: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        while let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            let data: String = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            if let Ok(message) = serde_json::from_str::<Value>(&data)
+                && want(&message)
+            {
+                return message;
+            }
+        }
+        let chunk = c.read_chunk().expect("the stream ended before the awaited event");
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+/// This gateway's shard that a per-shard counter grew on between two readings.
+fn grown_on(before: &str, after: &str, series: &str) -> Option<usize> {
+    (0..2).find(|i| {
+        let s = format!("{series}{{shard=\"{i}\"}}");
+        e2e::metric(after, &s).unwrap_or(0.0) > e2e::metric(before, &s).unwrap_or(0.0)
+    })
+}
+
+/// Raw HTTP against the reference server behind two shards: a server's request goes out on the
+/// call's stream under a sealed id, and the answer, posted on fresh connections until one lands
+/// on the other shard (the metrics say which shard did what), reaches the server, which finishes
+/// the call with it. Answers with an id of another session are refused.
+#[test]
+fn an_answer_on_another_shard_reaches_the_server_that_asked() {
+    let (_reference, _mock, gw) = everything_gateway(2, "");
+    let addr = gw.local_addr();
+    let both = format!("authorization: Bearer {KEY}\r\naccept: application/json, text/event-stream\r\n");
+    let open = |caps: Value| {
+        let init = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": caps}});
+        let r = e2e::Client::connect(addr).post_json("/mcp/agents", &init.to_string(), &both);
+        format!("{both}mcp-session-id: {}\r\n", r.header("mcp-session-id").expect("a session"))
+    };
+    let h = open(serde_json::json!({"sampling": {}}));
+    let other = open(serde_json::json!({"sampling": {}}));
+    let mut crossed = false;
+    for attempt in 1..=24 {
+        let before = gw.metrics_text();
+        let mut call = e2e::Client::connect(addr);
+        let ask = serde_json::json!({"jsonrpc": "2.0", "id": attempt, "method": "tools/call",
+            "params": {"name": "everything__trigger-sampling-request", "arguments": {"prompt": format!("attempt {attempt}")}}});
+        call.send_post("/mcp/agents", &ask.to_string(), &h);
+        let (status, _) = call.read_head();
+        assert_eq!(status, 200);
+        let mut pending = String::new();
+        let request = event_where(&mut call, &mut pending, |m| m["method"] == "sampling/createMessage");
+        let id = request["id"].as_str().expect("a string id").to_owned();
+        assert!(id.starts_with("sg-relay-"), "{id}");
+        let answer = serde_json::json!({"jsonrpc": "2.0", "id": id, "result":
+            {"model": "raw", "role": "assistant", "content": {"type": "text", "text": format!("raw answer {attempt}")}}});
+        // Another session cannot use the id.
+        let refused = e2e::Client::connect(addr).post_json("/mcp/agents", &answer.to_string(), &other);
+        assert_eq!(refused.status, 400, "{}", refused.text());
+        let taken = e2e::Client::connect(addr).post_json("/mcp/agents", &answer.to_string(), &h);
+        assert_eq!(taken.status, 202, "{}", taken.text());
+        let result = event_where(&mut call, &mut pending, |m| m["id"] == attempt);
+        assert!(result.to_string().contains(&format!("raw answer {attempt}")), "{result}");
+        let after = gw.metrics_text();
+        let asked_on = grown_on(&before, &after, "shardgate_mcp_server_requests_relayed_total");
+        let answered_on = grown_on(&before, &after, "shardgate_mcp_client_answers_total");
+        assert!(asked_on.is_some() && answered_on.is_some(), "counted: {asked_on:?} {answered_on:?}");
+        if asked_on != answered_on {
+            crossed = true;
+            break;
+        }
+    }
+    assert!(crossed, "in 24 tries no answer landed on the other shard");
+}
+
+/// The GET stream, read raw on one shard: a log the server sends outside any call arrives on
+/// it (the call that starts the logging takes JSON only, so nothing else could carry it), and a
+/// second GET of the same session ends the first.
+#[test]
+fn the_get_stream_carries_what_servers_send_outside_calls() {
+    let (_reference, _mock, gw) = everything_gateway(1, "");
+    let addr = gw.local_addr();
+    let json_only = format!("authorization: Bearer {KEY}\r\naccept: application/json\r\n");
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}}});
+    let r = e2e::Client::connect(addr).post_json("/mcp/agents", &init.to_string(), &json_only);
+    assert_eq!(r.json()["result"]["capabilities"]["tools"]["listChanged"], true, "{}", r.text());
+    let session = r.header("mcp-session-id").expect("a session").to_owned();
+    let get_request = format!(
+        "GET /mcp/agents HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {KEY}\r\naccept: text/event-stream\r\nmcp-session-id: {session}\r\n\r\n"
+    );
+    let mut get = e2e::Client::connect(addr);
+    get.send(get_request.as_bytes());
+    let (status, headers) = get.read_head();
+    assert_eq!(status, 200);
+    assert!(headers.iter().any(|(n, v)| n == "content-type" && v.starts_with("text/event-stream")), "{headers:?}");
+    let h = format!("{json_only}mcp-session-id: {session}\r\n");
+    let toggle = |id: u32| {
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "everything__toggle-simulated-logging", "arguments": {}}});
+        let r = e2e::Client::connect(addr).post_json("/mcp/agents", &call.to_string(), &h);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    let started = toggle(1);
+    assert!(started.to_string().contains("Started simulated"), "{started}");
+    let mut pending = String::new();
+    let log = event_where(&mut get, &mut pending, |m| m["method"] == "notifications/message");
+    assert!(log["params"]["data"].as_str().is_some_and(|d| d.contains("message")), "{log}");
+    // A second GET of the session takes the first one's place: the first ends.
+    let mut second = e2e::Client::connect(addr);
+    second.send(get_request.as_bytes());
+    assert_eq!(second.read_head().0, 200);
+    while get.read_chunk().is_some() {}
+    toggle(2);
 }
 
 /// One JSON-RPC request over a fresh connection; the response.

@@ -182,7 +182,7 @@ async fn post<C: Conn>(
     if let Message::Request { id, method, params } = &message
         && method == "initialize"
     {
-        return initialize(shard, v, caller, id, params.as_ref(), resp).await;
+        return initialize(shard, cfg, v, caller, id, params.as_ref(), resp).await;
     }
     let session = match client_session(shard, v, caller, req, ctx) {
         Ok(s) => s,
@@ -249,6 +249,7 @@ async fn post<C: Conn>(
 
 async fn initialize<C: Conn>(
     shard: &Rc<Shard>,
+    cfg: &Snapshot,
     v: &VirtualServer,
     caller: &Identity,
     id: &Value,
@@ -267,15 +268,19 @@ async fn initialize<C: Conn>(
         Err(why) => return reply_error(resp, 500, Some(id), RpcError::new(jsonrpc::INTERNAL_ERROR, why)).await,
     };
     let mut capabilities = serde_json::Map::new();
-    // Servers' list changes reach clients on the GET stream.
+    // Servers' list changes reach clients on the GET stream, which only streamable HTTP servers
+    // feed.
+    let list_changed = v.servers.iter().any(|&i| {
+        cfg.mcp.servers.get(i).is_some_and(|s| matches!(s.transport, super::compiled::ServerTransport::Http(_)))
+    });
     if !v.selections.is_empty() {
-        capabilities.insert("tools".into(), json!({"listChanged": true}));
+        capabilities.insert("tools".into(), json!({"listChanged": list_changed}));
     }
     if !v.prompts.is_empty() {
-        capabilities.insert("prompts".into(), json!({"listChanged": true}));
+        capabilities.insert("prompts".into(), json!({"listChanged": list_changed}));
     }
     if !v.resource_servers.is_empty() {
-        capabilities.insert("resources".into(), json!({"listChanged": true, "subscribe": false}));
+        capabilities.insert("resources".into(), json!({"listChanged": list_changed, "subscribe": false}));
     }
     let result = json!({
         "protocolVersion": version,
@@ -863,12 +868,14 @@ impl Call<'_> {
         let _in_flight = self.shard.mcp_sessions.begin(self.session, self.id, &server.name);
         let mut reply = exchange(self.shard, self.cfg, server, self.session, body).await?;
         let upstream_session = reply.upstream.clone();
+        let mut relayed = super::server_messages::RelayedIds::default();
         let mut events = None;
         let outcome = loop {
             let to_client = match reply.next_message().await? {
                 None => return Err(UpstreamError::Failed("the answer ended without a result".into())),
                 Some(Message::Response { id, outcome }) if &id == self.id => break outcome,
-                Some(Message::Notification { method, mut params }) if self.accepts_sse => {
+                Some(Message::Notification { method, params }) if self.accepts_sse => {
+                    let Some(mut params) = relayed.for_client(&server.name, &method, params) else { continue };
                     // What the server says along the way (log data, progress messages) reaches
                     // the agent too: the result's rules judge it first; a blocked one is dropped.
                     if let Some(p) = params.as_mut()
@@ -879,11 +886,11 @@ impl Call<'_> {
                     jsonrpc::notification(&method, params.as_ref())
                 }
                 Some(Message::Request { id, method, params }) => {
+                    let server_id = id.clone();
                     let asked = super::server_messages::ServerRequest { id, method, params, listed, selected };
-                    match self.server_request(server, upstream_session.as_ref(), asked).await {
-                        Some(relayed) => relayed,
-                        None => continue,
-                    }
+                    let Some(r) = self.server_request(server, upstream_session.as_ref(), asked).await else { continue };
+                    relayed.note(&server.name, &server_id, r.sealed);
+                    r.message
                 }
                 // Notifications go nowhere when the client takes JSON only; responses to
                 // requests the gateway did not send are dropped.

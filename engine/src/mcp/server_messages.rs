@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::compiled::{McpServer, ServerTransport};
 use super::endpoint::{Call, Session, Stop, all_texts, in_actor, put_all_texts, reply_error, sse_event};
-use super::session::{RelayRoute, UpstreamSession};
+use super::session::{MAX_LISTENING, RelayRoute, UpstreamSession};
 use super::upstream::{self, UpstreamError};
 use crate::config::Snapshot;
 use crate::http::Responder;
@@ -37,6 +37,48 @@ pub(super) struct ServerRequest<'a> {
     pub selected: &'a Selected,
 }
 
+/// The server requests relayed on one stream, by server and the server's own id, to their
+/// sealed ids: a server's `notifications/cancelled` names its own id, which the client never saw.
+#[derive(Default)]
+pub(super) struct RelayedIds(std::collections::HashMap<String, String>);
+
+/// Requests remembered per stream; a GET stream lives long, so the oldest are let go.
+const RELAYED_KEPT: usize = 1024;
+
+impl RelayedIds {
+    fn key(server: &str, id: &Value) -> String {
+        format!("{server}\0{id}")
+    }
+
+    pub(super) fn note(&mut self, server: &str, id: &Value, sealed: String) {
+        if self.0.len() >= RELAYED_KEPT {
+            self.0.clear();
+        }
+        self.0.insert(Self::key(server, id), sealed);
+    }
+
+    /// A notification from `server` as the client may see it: a cancellation of a relayed
+    /// request names the sealed id; one of a request the client never got is dropped (`None`).
+    pub(super) fn for_client(&self, server: &str, method: &str, mut params: Option<Value>) -> Option<Option<Value>> {
+        if method != "notifications/cancelled" {
+            return Some(params);
+        }
+        let id = params.as_ref().and_then(|p| p.get("requestId"))?;
+        let sealed = self.0.get(&Self::key(server, id))?.clone();
+        if let Some(Value::Object(p)) = params.as_mut() {
+            p.insert("requestId".into(), Value::String(sealed));
+        }
+        Some(params)
+    }
+}
+
+/// A server's request as relayed to the client.
+pub(super) struct Relayed {
+    /// The id the client sees.
+    pub sealed: String,
+    pub message: Vec<u8>,
+}
+
 impl Call<'_> {
     /// A server's request mid-call (`sampling/createMessage`, `elicitation/create`,
     /// `roots/list`): the message to relay to the client, under an id that seals where it came
@@ -50,7 +92,7 @@ impl Call<'_> {
         server: &McpServer,
         upstream_session: Option<&UpstreamSession>,
         mut asked: ServerRequest<'_>,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<Relayed> {
         let method = asked.method.as_str();
         let refusal = match self.session.caps.allows(method) {
             _ if method == "ping" => None,
@@ -81,9 +123,13 @@ impl Call<'_> {
             self.decide("server_request", method, "blocked", None);
             reply_now = Some(answer(Err(e)));
         }
+        // Answered here, within the server's timeout (outside a call no actor bounds it).
+        let reply = |message: Vec<u8>| {
+            let send = answer_upstream(self.shard, self.cfg, server, upstream_session, &self.session.caller, message);
+            rt::timeout(server.timeout, send)
+        };
         if let Some(message) = reply_now {
-            let _ =
-                answer_upstream(self.shard, self.cfg, server, upstream_session, &self.session.caller, message).await;
+            let _ = reply(message).await;
             return None;
         }
         let route = RelayRoute {
@@ -93,23 +139,20 @@ impl Call<'_> {
             version: upstream_session
                 .map_or_else(|| self.session.protocol_version().to_owned(), |s| s.version.to_string()),
             id: asked.id.clone(),
+            // An answer is of use while the server may still wait for it.
+            expires_ms: crate::api::governance::now_ms()
+                .saturating_add(u64::try_from(server.timeout.as_millis()).unwrap_or(u64::MAX)),
         };
         match self.shard.process.mcp_sessions.seal_route(&self.v.name, self.session, &route) {
             Ok(sealed) => {
                 self.decide("server_request", method, "relayed", None);
-                Some(jsonrpc::request(&Value::String(sealed), method, asked.params.as_ref()))
+                self.shard.metrics.mcp_server_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let message = jsonrpc::request(&Value::String(sealed.clone()), method, asked.params.as_ref());
+                Some(Relayed { sealed, message })
             }
             Err(why) => {
                 let e = RpcError::new(jsonrpc::INTERNAL_ERROR, format!("the gateway could not relay it: {why}"));
-                let _ = answer_upstream(
-                    self.shard,
-                    self.cfg,
-                    server,
-                    upstream_session,
-                    &self.session.caller,
-                    answer(Err(e)),
-                )
-                .await;
+                let _ = reply(answer(Err(e))).await;
                 None
             }
         }
@@ -153,6 +196,7 @@ pub(super) async fn answer_from_client<C: Conn>(
     outcome: Result<Value, Value>,
     resp: &mut Responder<'_, C>,
 ) {
+    let now = crate::api::governance::now_ms();
     let Some(route) = s.shard.process.mcp_sessions.open_route(&s.v.name, s.session, sealed) else {
         let e = RpcError::new(
             jsonrpc::INVALID_REQUEST,
@@ -160,12 +204,20 @@ pub(super) async fn answer_from_client<C: Conn>(
         );
         return reply_error(resp, 400, None, e).await;
     };
+    if route.expires_ms < now {
+        let e = RpcError::new(
+            jsonrpc::INVALID_REQUEST,
+            format!("this answer came after MCP server {}'s timeout: it no longer waits for it", route.server),
+        );
+        return reply_error(resp, 400, None, e).await;
+    }
     let Some(server) = s.cfg.mcp.server(&route.server).filter(|(i, _)| s.v.servers.contains(i)).map(|(_, x)| x) else {
         let e = RpcError::new(
             jsonrpc::INVALID_REQUEST,
             format!("MCP server {} is no longer part of {}", route.server, s.v.name),
         );
-        return reply_error(resp, 404, None, e).await;
+        // 400, not 404: a 404 tells the client its whole session is gone.
+        return reply_error(resp, 400, None, e).await;
     };
     let call = s.unaudited_call(&route.id, false);
     let selected = s.cfg.guardrails.select(s.caller, &route.tool, &Metadata::new());
@@ -177,7 +229,13 @@ pub(super) async fn answer_from_client<C: Conn>(
                 Err(Stop::Refused(e)) => jsonrpc::error(Some(&route.id), &e),
             }
         }
-        Err(error) => jsonrpc::error_value(&route.id, error),
+        // An error object carries the client's text too (`message`, `data`).
+        Err(mut error) => {
+            match call.guard(&selected, Phase::ToolArgs, &route.tool, &mut error, all_texts, put_all_texts).await {
+                Ok(()) => jsonrpc::error_value(&route.id, error),
+                Err(Stop::Refused(e)) => jsonrpc::error(Some(&route.id), &e),
+            }
+        }
     };
     let up = UpstreamSession {
         id: route.upstream_session.as_deref().map(std::sync::Arc::from),
@@ -186,6 +244,7 @@ pub(super) async fn answer_from_client<C: Conn>(
     let work = answer_upstream(s.shard, s.cfg, server, Some(&up), &s.session.caller, message);
     match in_actor(s.shard, server, work).await {
         Ok(()) => {
+            s.shard.metrics.mcp_client_answers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = resp.start(202).body(b"").await;
         }
         Err(why) => {
@@ -204,16 +263,30 @@ enum Next {
     Ended(usize),
     /// Time to show the client we are still here.
     KeepAlive,
-    /// The shard drains: the client will reconnect elsewhere.
-    Drain,
+    /// The shard drains (the client will reconnect elsewhere), or a newer `GET` of the same
+    /// session took this one's place.
+    Stop,
 }
 
 /// `GET /mcp/{name}`: one event stream merging the `GET` streams of the servers the caller may
 /// use (streamable HTTP ones that offer one). Notifications pass the `tool_result` rules (they
 /// come from tools) under the name `server__*`; requests are relayed as within a call. The
-/// stream ends when every server's has, or the shard drains; the client then reconnects. 405
-/// when no server offers a stream.
+/// stream ends when every server's has, the session ends, the shard drains, or another `GET` of
+/// the session replaces it; the client then reconnects. 405 when no server offers a stream; 503
+/// when this shard has [`MAX_LISTENING`] open.
 pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>) {
+    let Some(slot) = s.shard.mcp_sessions.listen_slot(s.session) else {
+        let e = RpcError::new(
+            jsonrpc::INTERNAL_ERROR,
+            format!("this gateway shard has {MAX_LISTENING} event streams open; retry later"),
+        );
+        return reply_error(resp, 503, None, e).await;
+    };
+    // The stream this one replaces lets go of its upstream streams first (servers allow one per
+    // session).
+    if let Some(before) = &slot.replaced {
+        let _ = rt::timeout(std::time::Duration::from_secs(1), before.wait()).await;
+    }
     let mut servers: Vec<(&McpServer, String)> = Vec::new();
     let mut streams = Vec::new();
     for &i in &s.v.servers {
@@ -223,13 +296,15 @@ pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>
         {
             continue;
         }
-        match open_listen(s.shard, s.cfg, server, s.session).await {
-            Ok(Some(reply)) => {
+        let opened = rt::timeout(server.timeout, open_listen(s.shard, s.cfg, server, s.session)).await;
+        match opened {
+            Ok(Ok(Some(reply))) => {
                 servers.push((server, format!("{}__*", server.name)));
                 streams.push(reply);
             }
-            Ok(None) => {}
-            Err(why) => tracing::debug!(server = %server.name, error = %why.message(&server.name), "no GET stream"),
+            Ok(Ok(None)) => {}
+            Ok(Err(why)) => tracing::debug!(server = %server.name, error = %why.message(&server.name), "no GET stream"),
+            Err(_) => tracing::debug!(server = %server.name, "no GET stream within the server's timeout"),
         }
     }
     if streams.is_empty() {
@@ -264,12 +339,18 @@ pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>
     .boxed_local();
     let drain = stream::once(async {
         s.shard.drain.wait().await;
-        Next::Drain
+        Next::Stop
     })
     .boxed_local();
-    let mut merged = stream::select_all(per_server.chain([ticks, drain]));
+    let replaced = stream::once(async {
+        slot.stop.wait().await;
+        Next::Stop
+    })
+    .boxed_local();
+    let mut merged = stream::select_all(per_server.chain([ticks, drain, replaced]));
     let Ok(mut out) = resp.start_event_stream(200).stream().await else { return };
     let call = s.unaudited_call(&Value::Null, true);
+    let mut relayed = RelayedIds::default();
     while let Some(next) = merged.next().await {
         let (i, message) = match next {
             Next::Message(i, m) => (i, m),
@@ -277,7 +358,7 @@ pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>
                 if let Some((server, _)) = servers.get(i) {
                     tracing::debug!(server = %server.name, "an MCP server's GET stream ended");
                 }
-                live -= 1;
+                live = live.saturating_sub(1);
                 if live == 0 {
                     break;
                 }
@@ -300,12 +381,13 @@ pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>
                 }
                 continue;
             }
-            Next::Drain => break,
+            Next::Stop => break,
         };
         let (Some((server, name)), Some(session)) = (servers.get(i), sessions.get(i)) else { continue };
         let selected = s.cfg.guardrails.select(s.caller, name, &Metadata::new());
         let to_client = match message {
-            Message::Notification { method, mut params } => {
+            Message::Notification { method, params } => {
+                let Some(mut params) = relayed.for_client(&server.name, &method, params) else { continue };
                 if let Some(p) = params.as_mut()
                     && call.guard(&selected, Phase::ToolResult, name, p, all_texts, put_all_texts).await.is_err()
                 {
@@ -314,11 +396,11 @@ pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>
                 jsonrpc::notification(&method, params.as_ref())
             }
             Message::Request { id, method, params } => {
+                let server_id = id.clone();
                 let asked = ServerRequest { id, method, params, listed: name, selected: &selected };
-                match call.server_request(server, session.as_ref(), asked).await {
-                    Some(relayed) => relayed,
-                    None => continue,
-                }
+                let Some(r) = call.server_request(server, session.as_ref(), asked).await else { continue };
+                relayed.note(&server.name, &server_id, r.sealed);
+                r.message
             }
             Message::Response { .. } => continue,
         };
@@ -338,16 +420,20 @@ async fn open_listen<'s>(
     client: &super::session::SessionId,
 ) -> Result<Option<upstream::Reply<'s>>, UpstreamError> {
     let mut reopened = false;
+    let mut conflicts = 0;
     loop {
         let up = upstream::session_for(shard, cfg, server, client).await?;
-        let opened = rt::timeout(server.timeout, upstream::listen(shard, cfg, server, &up, &client.caller)).await;
-        match opened {
-            Err(_) => return Err(UpstreamError::Failed(format!("no answer within {} ms", server.timeout.as_millis()))),
-            Ok(Err(UpstreamError::SessionGone)) if !reopened => {
+        match upstream::listen(shard, cfg, server, &up, &client.caller).await {
+            Err(UpstreamError::SessionGone) if !reopened => {
                 shard.mcp_sessions.forget(client, &server.name);
                 reopened = true;
             }
-            Ok(other) => return other,
+            // The stream this GET replaced is closed, but the server may not have seen it yet.
+            Err(UpstreamError::Failed(why)) if why == upstream::LISTENING_ALREADY && conflicts < 10 => {
+                conflicts += 1;
+                rt::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other,
         }
     }
 }

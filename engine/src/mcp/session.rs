@@ -91,6 +91,8 @@ pub struct RelayRoute {
     pub version: String,
     /// The server's id for its request.
     pub id: serde_json::Value,
+    /// Unix milliseconds after which the server no longer waits for the answer.
+    pub expires_ms: u64,
 }
 
 /// What a relayed request's id starts with.
@@ -288,6 +290,11 @@ pub struct UpstreamSessions {
     /// Upstream sessions being opened now: whoever needs the same one waits for that opening
     /// instead of opening a second (a client's GET stream and its first calls come together).
     opening: std::cell::RefCell<HashMap<UpstreamKey, crate::rt::LocalEvent>>,
+    /// The client sessions with a `GET` stream open on this shard, each with its stream's
+    /// number and the event that stops it.
+    listening: std::cell::RefCell<HashMap<[u8; 16], (u64, crate::rt::LocalEvent, crate::rt::LocalEvent)>>,
+    /// Numbers `GET` streams.
+    listens: std::cell::Cell<u64>,
     /// Open streams to legacy HTTP+SSE servers, per client session and server.
     legacy: std::cell::RefCell<HashMap<UpstreamKey, std::rc::Rc<super::legacy_sse::LegacySession>>>,
 }
@@ -318,6 +325,33 @@ impl Drop for Opening<'_> {
     }
 }
 
+/// Most `GET` streams open on one shard at once. Each holds a connection to every server it
+/// listens to, so without a bound, clients could take all of a server's pooled connections.
+pub const MAX_LISTENING: usize = 128;
+
+/// A client session's `GET` stream on this shard; let go when dropped.
+pub struct ListenSlot<'a> {
+    sessions: &'a UpstreamSessions,
+    nonce: [u8; 16],
+    number: u64,
+    /// Set when another `GET` of the same session replaces this one.
+    pub stop: crate::rt::LocalEvent,
+    /// Set when this one has let go of its upstream streams (dropped).
+    done: crate::rt::LocalEvent,
+    /// The one this replaced, done once it let go.
+    pub replaced: Option<crate::rt::LocalEvent>,
+}
+
+impl Drop for ListenSlot<'_> {
+    fn drop(&mut self) {
+        self.done.set();
+        let mut listening = self.sessions.listening.borrow_mut();
+        if listening.get(&self.nonce).is_some_and(|(n, _, _)| *n == self.number) {
+            listening.remove(&self.nonce);
+        }
+    }
+}
+
 /// What [`UpstreamSessions::open_or_wait`] found.
 pub enum OpenTurn<'a> {
     /// Another task is opening it: wait for this, then look again.
@@ -327,6 +361,24 @@ pub enum OpenTurn<'a> {
 }
 
 impl UpstreamSessions {
+    /// A `GET` stream for `session` on this shard: one per session (a new one stops the one
+    /// before), `None` when [`MAX_LISTENING`] are open.
+    pub fn listen_slot(&self, session: &SessionId) -> Option<ListenSlot<'_>> {
+        let mut listening = self.listening.borrow_mut();
+        let mut replaced = None;
+        if let Some((_, stop, done)) = listening.remove(&session.nonce) {
+            stop.set();
+            replaced = Some(done);
+        } else if listening.len() >= MAX_LISTENING {
+            return None;
+        }
+        let number = self.listens.get() + 1;
+        self.listens.set(number);
+        let (stop, done) = (crate::rt::LocalEvent::new(), crate::rt::LocalEvent::new());
+        listening.insert(session.nonce, (number, stop.clone(), done.clone()));
+        Some(ListenSlot { sessions: self, nonce: session.nonce, number, stop, done, replaced })
+    }
+
     /// Who opens `session`'s upstream session with `server`: this task, or one already at it.
     pub fn open_or_wait(&self, session: &SessionId, server: &Arc<str>) -> OpenTurn<'_> {
         let key = (session.nonce, server.clone());
@@ -484,6 +536,7 @@ mod tests {
             upstream_session: Some("up-1".into()),
             version: "2025-06-18".into(),
             id: serde_json::json!(7),
+            expires_ms: 1,
         };
         let id = s.seal_route("v", &a, &route).unwrap();
         assert!(id.starts_with(RELAY_PREFIX) && !id.contains("up-1"), "the upstream session stays hidden: {id}");
@@ -516,5 +569,31 @@ mod tests {
         drop(first);
         assert!(done.is_set(), "waiters wake when the opening ends, opened or failed");
         assert!(matches!(ups.open_or_wait(&a, &gh), OpenTurn::Open(_)), "and may open it themselves if it failed");
+    }
+
+    #[test]
+    fn one_get_stream_per_session_and_shard_and_a_bound_on_all() {
+        let s = Sessions::new().unwrap();
+        let ups = UpstreamSessions::default();
+        let (a, _) = s.open("v", "anonymous", 0, ClientCaps::default()).unwrap();
+        let first = ups.listen_slot(&a).unwrap();
+        let second = ups.listen_slot(&a).unwrap();
+        assert!(first.stop.is_set() && !second.stop.is_set(), "the new stream stops the old");
+        let old_done = second.replaced.clone().unwrap();
+        assert!(!old_done.is_set());
+        drop(first);
+        assert!(old_done.is_set(), "and learns when the old one let go");
+        assert_eq!(ups.listening.borrow().len(), 1, "the old one's end does not free the new one's place");
+        drop(second);
+        assert!(ups.listening.borrow().is_empty());
+        let mut held = Vec::new();
+        for _ in 0..MAX_LISTENING {
+            let (x, _) = s.open("v", "anonymous", 0, ClientCaps::default()).unwrap();
+            held.push(ups.listen_slot(&x).unwrap());
+        }
+        let (late, _) = s.open("v", "anonymous", 0, ClientCaps::default()).unwrap();
+        assert!(ups.listen_slot(&late).is_none(), "full");
+        held.pop();
+        assert!(ups.listen_slot(&late).is_some());
     }
 }

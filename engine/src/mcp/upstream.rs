@@ -276,6 +276,9 @@ pub async fn post<'s>(
     Ok(Reply { status, session_id, streamed, upstream, body })
 }
 
+/// What [`listen`] fails with when the server still holds a stream of the session (409).
+pub const LISTENING_ALREADY: &str = "it already streams to this session (HTTP 409)";
+
 /// Opens `server`'s stream of messages sent outside any request (`GET` in the session):
 /// `None` when the server offers none (405, as the spec allows; or another transport).
 pub async fn listen<'s>(
@@ -302,6 +305,8 @@ pub async fn listen<'s>(
     match response.head.status {
         405 => Ok(None),
         404 if session.id.is_some() => Err(UpstreamError::SessionGone),
+        // Servers allow one such stream per session: the one before has not been let go yet.
+        409 => Err(UpstreamError::Failed(LISTENING_ALREADY.into())),
         200 if response.head.is_event_stream() => {
             let body = Body::Sse { response, scanner: SseScanner::new(MAX_MESSAGE), ready: VecDeque::new() };
             Ok(Some(Reply { status: 200, session_id: None, streamed: true, upstream: Some(session.clone()), body }))

@@ -130,9 +130,20 @@ pub struct UserToken {
 #[derive(Debug, Default)]
 pub struct UserTokens {
     map: ArcSwap<HashMap<(String, String), UserToken>>,
+    /// Consent states already used, with when each would have expired anyway: a state works
+    /// once (a replayed callback URL, from a browser's history or a log, is refused). Only the
+    /// callback takes this lock.
+    spent: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl UserTokens {
+    /// Marks `state` used; `false` when it already was.
+    pub fn spend_state(&self, state: &str, now: u64) -> bool {
+        let Ok(mut spent) = self.spent.lock() else { return false };
+        spent.retain(|_, expires| *expires >= now);
+        spent.insert(state.to_owned(), now + STATE_LIFE_SECS).is_none()
+    }
+
     /// `Bearer ...` for `user` at `server` (whose resource is `resource`), if they connected
     /// and it has not expired.
     pub fn authorization(&self, server: &str, resource: &str, user: &str, now: u64) -> Option<String> {
@@ -398,10 +409,14 @@ pub async fn callback<C: crate::rt::Conn>(
     let binding = cookies.and_then(|c| {
         c.split(';').find_map(|kv| kv.trim().strip_prefix(BINDING_COOKIE).and_then(|v| v.strip_prefix('=')))
     });
-    let (user, server, verifier) = match open_state(key, &state, binding, now_unix()) {
+    let now = now_unix();
+    let (user, server, verifier) = match open_state(key, &state, binding, now) {
         Ok(s) => s,
         Err(e) => return text(resp, 400, &e).await,
     };
+    if !shard.process.mcp_user_tokens.spend_state(&state, now) {
+        return text(resp, 400, "this consent was already completed: start again to connect once more").await;
+    }
     let Some(p) = cfg.mcp.server(&server).and_then(|(_, s)| s.per_user.clone()) else {
         return text(resp, 400, &format!("MCP server `{server}` no longer acts as each user")).await;
     };
