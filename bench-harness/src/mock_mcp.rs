@@ -124,6 +124,11 @@ pub fn token(req: &Request) -> (u16, String) {
     }
 }
 
+/// Whether any session cancelled request `id` (its JSON text: `7`, `"a"`).
+pub fn was_cancelled(id: &str) -> bool {
+    CANCELLED.lock().is_ok_and(|c| c.iter().any(|(_, r)| r == id))
+}
+
 fn token_is_valid(req: &Request) -> bool {
     let Some(token) = header(req, "authorization").and_then(|h| h.strip_prefix("Bearer ")) else { return false };
     TOKENS.lock().is_ok_and(|t| t.get(token).is_some_and(|exp| *exp > std::time::Instant::now()))

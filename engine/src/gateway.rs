@@ -340,6 +340,7 @@ impl Gateway {
             mcp_sessions: crate::mcp::session::Sessions::new().map_err(StartError::McpSessions)?,
             mcp_stdio: Default::default(),
             mcp_user_tokens: Default::default(),
+            mcp_hub: crate::mcp::hub::Hub::new(shards, 1024),
         });
         resolve_into(&state, &state.config.load());
         // Token issuers' keys before the first request, so tokens work from the start (an

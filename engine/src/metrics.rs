@@ -163,6 +163,10 @@ pub struct ShardMetrics {
     pub mcp_server_requests: AtomicU64,
     /// Clients' answers to those, delivered to their servers by this shard.
     pub mcp_client_answers: AtomicU64,
+    /// Cancellations that reached another shard, forwarded by this one (the call's).
+    pub mcp_cancels_from_elsewhere: AtomicU64,
+    /// Client sessions ended on another shard whose upstream sessions this one closed.
+    pub mcp_ends_from_elsewhere: AtomicU64,
     /// Micro-dollars spent (settled costs).
     pub spend_micros: AtomicU64,
     /// Budget thresholds crossed (as seen by this shard).
@@ -211,6 +215,8 @@ impl Default for ShardMetrics {
             mcp_calls: std::array::from_fn(|_| AtomicU64::new(0)),
             mcp_server_requests: AtomicU64::new(0),
             mcp_client_answers: AtomicU64::new(0),
+            mcp_cancels_from_elsewhere: AtomicU64::new(0),
+            mcp_ends_from_elsewhere: AtomicU64::new(0),
             audit_dropped: AtomicU64::new(0),
             spend_micros: AtomicU64::new(0),
             budget_alerts: AtomicU64::new(0),
@@ -431,26 +437,38 @@ impl Registry {
             "What the gateway adds to a stream's time to first token: from the first piece of the provider's answer to the first event written to the client (translation included).",
             |s| &s.stream_first_event,
         );
-        let by_shard = |o: &mut String, name: &str, help: &str, f: &dyn Fn(&ShardMetrics) -> u64| {
+        // Counters by shard: the MCP ones show what crossed shards (a client's next connection
+        // may land on another shard than the call it answers or cancels).
+        type PerShard = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
+        let by_shard: [PerShard; 5] = [
+            ("shardgate_shard_requests_total", "Requests answered, by shard.", |s| s.total_requests()),
+            (
+                "shardgate_mcp_server_requests_relayed_total",
+                "Requests from MCP servers (sampling, elicitation, roots) relayed to clients, by shard.",
+                |s| s.mcp_server_requests.load(Relaxed),
+            ),
+            (
+                "shardgate_mcp_client_answers_total",
+                "Clients' answers to relayed requests delivered to their MCP servers, by the shard that delivered them.",
+                |s| s.mcp_client_answers.load(Relaxed),
+            ),
+            (
+                "shardgate_mcp_cancels_from_other_shards_total",
+                "Cancellations that reached another shard, forwarded upstream by the shard with the call.",
+                |s| s.mcp_cancels_from_elsewhere.load(Relaxed),
+            ),
+            (
+                "shardgate_mcp_sessions_ended_elsewhere_total",
+                "MCP client sessions ended on another shard whose upstream sessions this shard closed.",
+                |s| s.mcp_ends_from_elsewhere.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in by_shard {
             header(o, name, "counter", help);
             for (i, s) in self.shards.iter().enumerate() {
-                let _ = writeln!(o, "{name}{{shard=\"{i}\"}} {}", f(s));
+                let _ = writeln!(o, "{name}{{shard=\"{i}\"}} {}", value(s));
             }
-        };
-        by_shard(o, "shardgate_shard_requests_total", "Requests answered, by shard.", &|s| s.total_requests());
-        // By shard: a client's answer may land on another shard than the request it answers.
-        by_shard(
-            o,
-            "shardgate_mcp_server_requests_relayed_total",
-            "Requests from MCP servers (sampling, elicitation, roots) relayed to clients, by shard.",
-            &|s| s.mcp_server_requests.load(Relaxed),
-        );
-        by_shard(
-            o,
-            "shardgate_mcp_client_answers_total",
-            "Clients' answers to relayed requests delivered to their MCP servers, by the shard that delivered them.",
-            &|s| s.mcp_client_answers.load(Relaxed),
-        );
+        }
         gauge(o, "shardgate_shards", "Shards running.", i64::try_from(self.shards.len()).unwrap_or(i64::MAX));
         header(o, "shardgate_info", "gauge", "Build and runtime information.");
         let _ = writeln!(o, "shardgate_info{{version=\"{}\",driver=\"{}\"}} 1", env!("CARGO_PKG_VERSION"), g.driver);

@@ -59,6 +59,8 @@ pub struct ProcessState {
     pub mcp_stdio: crate::mcp::stdio::StdioHub,
     /// Users' own tokens for servers that act as each user (per-user OAuth).
     pub mcp_user_tokens: crate::mcp::user_oauth::UserTokens,
+    /// MCP session news between shards.
+    pub mcp_hub: crate::mcp::hub::Hub,
 }
 
 impl ProcessState {
@@ -300,6 +302,7 @@ async fn gossip(shard: Rc<Shard>) {
         {
             let mut g = shard.governor.borrow_mut();
             shard.process.gossip.round(shard.id, &mut g);
+            crate::mcp::hub::receive(&shard);
             if last_evict.elapsed() >= Duration::from_secs(10) {
                 g.evict(crate::api::governance::now_ms(), 120_000);
                 last_evict = Instant::now();
@@ -324,6 +327,10 @@ async fn housekeeping(shard: Rc<Shard>) {
         }
         if last_sweep.elapsed() >= Duration::from_secs(5) {
             shard.pool.sweep();
+            let expired = shard.mcp_sessions.expire_legacy(Instant::now(), crate::mcp::session::LEGACY_IDLE);
+            if expired > 0 {
+                tracing::debug!(expired, "idle legacy MCP streams let go");
+            }
             last_sweep = Instant::now();
         }
         rt::sleep(Duration::from_millis(25)).await;

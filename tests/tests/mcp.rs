@@ -423,6 +423,45 @@ fn progress_is_relayed_as_server_sent_events(rt: e2e::Runtime) {
     assert_eq!(r.json()["result"]["content"][0]["text"], "done after 3 steps");
 }
 
+/// With two shards, a cancellation posted on a fresh connection lands on either; one that
+/// lands on the other shard than its call's is passed on there and reaches the server (the
+/// metrics say when it crossed).
+#[test]
+fn a_cancellation_on_another_shard_reaches_the_server() {
+    let mock = default_mock();
+    let source =
+        engine::config::ConfigSource::Text { name: "test.yaml".into(), yaml: config(mock.addr(), closed_port()) };
+    let gw = e2e::gateway_with(source, e2e::Runtime::Epoll, 2);
+    let addr = gw.local_addr();
+    let mut s = Session::new(addr, "tools", OLGA);
+    s.initialize();
+    let h = s.headers("application/json, text/event-stream");
+    let mut crossed = false;
+    for id in 8800..8824 {
+        let before = gw.metrics_text();
+        let long = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "alpha__slow", "arguments": {"steps": 100}, "_meta": {"progressToken": "p"}}});
+        let mut caller = Client::connect(addr);
+        caller.send_post("/mcp/tools", &long.to_string(), &h);
+        assert_eq!(caller.read_head().0, 200, "the call is under way");
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": id}});
+        assert_eq!(Client::connect(addr).post_json("/mcp/tools", &cancel.to_string(), &h).status, 202);
+        let id = id.to_string();
+        assert!(
+            e2e::eventually(std::time::Duration::from_secs(2), || bench_harness::mock_mcp::was_cancelled(&id)),
+            "cancellation {id} did not reach the server"
+        );
+        drop(caller);
+        let after = gw.metrics_text();
+        let series = |i: usize| format!("shardgate_mcp_cancels_from_other_shards_total{{shard=\"{i}\"}}");
+        if (0..2).any(|i| e2e::metric(&after, &series(i)) > e2e::metric(&before, &series(i))) {
+            crossed = true;
+            break;
+        }
+    }
+    assert!(crossed, "in 24 tries no cancellation landed on the other shard");
+}
+
 fn a_failing_upstream_is_left_out_unless_fail_closed(rt: e2e::Runtime) {
     let mock = default_mock();
     let gw = gateway(&config(mock.addr(), closed_port()), rt);

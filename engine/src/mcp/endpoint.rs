@@ -189,12 +189,11 @@ async fn post<C: Conn>(
         Err((status, e)) => return reply_error(resp, status, None, e).await,
     };
     match message {
-        // A cancellation goes on to the server the call is in flight to (when it is in flight
-        // on this shard: the same connection, or one that landed here).
+        // A cancellation goes on to the server the call is in flight to, on whichever shard.
         Message::Notification { method, params } if method == "notifications/cancelled" => {
             let _ = resp.start(202).body(b"").await;
             if let Some(p) = params {
-                cancel(shard, cfg, &session, &p).await;
+                cancel(shard, cfg, &session, &p, true).await;
             }
         }
         // Answers to requests relayed from servers go back to them.
@@ -305,22 +304,35 @@ async fn delete<C: Conn>(
         return reply_error(resp, 404, None, e).await;
     };
     shard.process.mcp_sessions.end(&session);
-    // This shard's upstream sessions are closed now; other shards' expire upstream.
-    for (server, up) in shard.mcp_sessions.take_all(&session) {
+    // Every shard closes its upstream sessions for it (the others when their gossip loop reads
+    // the note; a GET stream elsewhere ends at its next keep-alive).
+    shard.process.mcp_hub.broadcast(shard.id, &super::hub::Note::Ended { session: session.clone() });
+    close_upstream_sessions(shard, cfg, &session).await;
+    let _ = resp.start(204).no_body().await;
+}
+
+/// Closes this shard's upstream sessions of an ended client session (legacy streams stop).
+pub(super) async fn close_upstream_sessions(shard: &Rc<Shard>, cfg: &Snapshot, session: &SessionId) {
+    for (server, up) in shard.mcp_sessions.take_all(session) {
         if let Some((_, s)) = cfg.mcp.server(&server) {
             upstream::close_session(shard, cfg, s, &up, &session.caller).await;
         }
     }
-    let _ = resp.start(204).no_body().await;
 }
 
 /// Forwards a client's `notifications/cancelled` to the server its request is in flight to,
 /// in the client's upstream session there (the request went up under the client's own id).
-async fn cancel(shard: &Rc<Shard>, cfg: &Snapshot, session: &SessionId, params: &Value) {
+/// A request not in flight on this shard may be on another: with `pass_on`, the others are
+/// told.
+pub(super) async fn cancel(shard: &Rc<Shard>, cfg: &Snapshot, session: &SessionId, params: &Value, pass_on: bool) {
     let Some(request) = params.get("requestId") else { return };
     let Some(server) =
         shard.mcp_sessions.owner(session, request).and_then(|name| cfg.mcp.server(&name).map(|(_, s)| s))
     else {
+        if pass_on {
+            let note = super::hub::Note::Cancel { session: session.clone(), params: params.clone() };
+            shard.process.mcp_hub.broadcast(shard.id, &note);
+        }
         return;
     };
     let Some(up) = shard.mcp_sessions.get(session, &server.name) else { return };

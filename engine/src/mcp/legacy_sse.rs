@@ -40,6 +40,8 @@ pub struct LegacySession {
     closed: RefCell<Option<String>>,
     /// Set to make the reading task let the stream go (the client ended its session).
     stop: LocalEvent,
+    /// When a message was last posted on it, to let go of streams no client uses.
+    last_used: std::cell::Cell<std::time::Instant>,
 }
 
 impl std::fmt::Debug for LegacySession {
@@ -56,6 +58,30 @@ impl LegacySession {
 
     pub fn is_closed(&self) -> bool {
         self.closed.borrow().is_some()
+    }
+
+    /// A session with no stream behind it, last used at `last_used` (tests).
+    #[cfg(test)]
+    pub(crate) fn detached(last_used: std::time::Instant) -> Rc<LegacySession> {
+        Rc::new(LegacySession {
+            endpoint: RefCell::default(),
+            ready: LocalEvent::new(),
+            pending: RefCell::default(),
+            closed: RefCell::default(),
+            stop: LocalEvent::new(),
+            last_used: std::cell::Cell::new(last_used),
+        })
+    }
+
+    /// Whether it was told to let its stream go (tests).
+    #[cfg(test)]
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stop.is_set()
+    }
+
+    /// How long since a message was last posted on it.
+    pub fn idle_for(&self, now: std::time::Instant) -> std::time::Duration {
+        now.saturating_duration_since(self.last_used.get())
     }
 
     fn close(&self, why: String) {
@@ -109,6 +135,7 @@ pub async fn open(shard: &Rc<Shard>, server: &McpServer, user: &str) -> Result<R
         pending: RefCell::default(),
         closed: RefCell::default(),
         stop: LocalEvent::new(),
+        last_used: std::cell::Cell::new(std::time::Instant::now()),
     });
     let request = RequestBytes {
         head: request_head(
@@ -180,6 +207,7 @@ pub async fn post(
     if session.is_closed() {
         return Err(UpstreamError::SessionGone);
     }
+    session.last_used.set(std::time::Instant::now());
     let endpoint = session.endpoint.borrow().clone().unwrap_or_else(|| "/".into());
     let id = match jsonrpc::parse(body) {
         Ok(Message::Request { id, .. }) => Some(id),

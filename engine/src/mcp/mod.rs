@@ -10,12 +10,14 @@
 //! - [`legacy_sse`]: upstream servers on the 2024-11-05 HTTP+SSE transport;
 //! - [`user_oauth`]: per-user OAuth (authorization code with PKCE) toward upstream servers;
 //! - [`endpoint`]: the virtual servers' HTTP endpoint;
+//! - [`hub`]: what one shard tells the others of a client session (cancellations, ends);
 //! - [`server_messages`]: what servers send of their own accord (requests mid-call, the `GET`
 //!   stream), relayed to clients.
 
 pub mod access;
 pub mod compiled;
 pub mod endpoint;
+pub mod hub;
 pub mod legacy_sse;
 pub mod server_messages;
 pub mod session;

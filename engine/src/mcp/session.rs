@@ -325,6 +325,10 @@ impl Drop for Opening<'_> {
     }
 }
 
+/// A legacy HTTP+SSE stream no message went through for this long is let go (the next call
+/// opens another).
+pub const LEGACY_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Most `GET` streams open on one shard at once. Each holds a connection to every server it
 /// listens to, so without a bound, clients could take all of a server's pooled connections.
 pub const MAX_LISTENING: usize = 128;
@@ -458,6 +462,21 @@ impl UpstreamSessions {
         if let Some(replaced) = map.insert((session.nonce, server.clone()), s) {
             replaced.stop();
         }
+    }
+
+    /// Stops the legacy streams no message went through for `idle` (a client that went away
+    /// without `DELETE` would otherwise keep them open for good); the count stopped.
+    pub fn expire_legacy(&self, now: std::time::Instant, idle: std::time::Duration) -> usize {
+        let mut map = self.legacy.borrow_mut();
+        let before = map.len();
+        map.retain(|_, s| {
+            let keep = !s.is_closed() && s.idle_for(now) < idle;
+            if !keep {
+                s.stop();
+            }
+            keep
+        });
+        before - map.len()
     }
 
     /// Takes every upstream session of `session` (it ended), to close them upstream.
@@ -595,5 +614,23 @@ mod tests {
         assert!(ups.listen_slot(&late).is_none(), "full");
         held.pop();
         assert!(ups.listen_slot(&late).is_some());
+    }
+
+    #[test]
+    fn idle_legacy_streams_are_let_go() {
+        use std::time::{Duration, Instant};
+        let s = Sessions::new().unwrap();
+        let (a, _) = s.open("v", "anonymous", 0, ClientCaps::default()).unwrap();
+        let (b, _) = s.open("v", "anonymous", 0, ClientCaps::default()).unwrap();
+        let ups = UpstreamSessions::default();
+        let server: Arc<str> = Arc::from("legacy");
+        let now = Instant::now();
+        let old = super::super::legacy_sse::LegacySession::detached(now.checked_sub(Duration::from_secs(700)).unwrap());
+        let fresh = super::super::legacy_sse::LegacySession::detached(now);
+        ups.put_legacy(&a, &server, old.clone());
+        ups.put_legacy(&b, &server, fresh.clone());
+        assert_eq!(ups.expire_legacy(now, LEGACY_IDLE), 1);
+        assert!(old.is_stopped() && !fresh.is_stopped());
+        assert!(ups.legacy(&a, &server).is_none() && ups.legacy(&b, &server).is_some());
     }
 }
