@@ -171,7 +171,7 @@ impl crate::store::Control for Reloader {
         managed: GovernanceSpec,
         persist: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<(), ChangeError> {
-        self.apply_managed(|next| next.spec = Arc::new(managed), persist)
+        self.apply_managed(|next| next.spec = Arc::new(managed), |_| Ok(()), persist)
     }
 
     fn managed_mcp(&self) -> Arc<crate::mcp::spec::McpSection> {
@@ -190,7 +190,18 @@ impl crate::store::Control for Reloader {
                 clashes.join(", ")
             )));
         }
-        self.apply_managed(|next| next.mcp = Arc::new(mcp), persist)
+        // Stored objects that stopped compiling are left out at start so they cannot keep the
+        // gateway down; a change that makes one stop compiling is refused instead.
+        let before = self.state.config.load().mcp_left_out.clone();
+        let check = |snapshot: &Snapshot| {
+            let broken: Vec<&String> = snapshot.mcp_left_out.iter().filter(|w| !before.contains(w)).collect();
+            if broken.is_empty() {
+                Ok(())
+            } else {
+                Err(ChangeError::Invalid(broken.iter().map(|w| w.as_str()).collect::<Vec<_>>().join("\n")))
+            }
+        };
+        self.apply_managed(|next| next.mcp = Arc::new(mcp), check, persist)
     }
 }
 
@@ -200,6 +211,7 @@ impl Reloader {
     fn apply_managed(
         &self,
         change: impl FnOnce(&mut Managed),
+        check: impl FnOnce(&Snapshot) -> Result<(), ChangeError>,
         persist: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<(), ChangeError> {
         let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -213,6 +225,7 @@ impl Reloader {
             config::compile_with(&file, &self.source.describe(), generation, &next)
                 .map_err(|errors| ChangeError::Invalid(errors.to_string()))?
         };
+        check(&snapshot)?;
         persist().map_err(ChangeError::Store)?;
         resolve_into(&self.state, &snapshot);
         self.state.mcp_stdio.retain(&snapshot.mcp);

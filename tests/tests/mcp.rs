@@ -818,8 +818,14 @@ fn the_admin_api_registers_servers_and_virtual_servers() {
         .replacen("teams:\n", &format!("store: {{path: '{}'}}\nteams:\n", db.display()), 1)
         .replacen("users:\n", "users:\n  root: {role: org_admin}\n", 1)
         .replacen("keys:\n", &format!("keys:\n  - {{name: root-key, secret: {ROOT}, user: root}}\n"), 1);
-    let gw = gateway(&yaml, e2e::Runtime::Epoll);
+    assert!(yaml.contains("\nmcp:\n"));
+    let with_node = yaml.replacen("\nmcp:\n", "\nmcp:\n  stdio_commands: [node]\n", 1);
+    let gw = gateway(&with_node, e2e::Runtime::Epoll);
     let addr = gw.local_addr();
+    // A stdio server and a virtual server over it, which the restart below will break.
+    let local = r#"{"transport": "stdio", "command": ["node", "server.js"]}"#;
+    assert_eq!(admin(addr, "PUT", "/admin/v1/mcp/servers/local", ROOT, local).status, 200);
+    assert_eq!(admin(addr, "PUT", "/admin/v1/mcp/virtual/uses-local", ROOT, r#"{"tools": ["local/*"]}"#).status, 200);
     let server = format!(r#"{{"url": "http://{}/mcp/beta", "timeout": "5s"}}"#, mock.addr());
     let r = admin(addr, "PUT", "/admin/v1/mcp/servers/added", ROOT, &server);
     assert_eq!(r.status, 200, "{}", r.text());
@@ -833,7 +839,7 @@ fn the_admin_api_registers_servers_and_virtual_servers() {
     // The config file's own servers, virtual servers and guardrails are all still in force
     // (an admin change once recompiled the config without them).
     let listed = admin(addr, "GET", "/admin/v1/mcp", ROOT, "").json();
-    assert_eq!(listed["servers"].as_array().unwrap().len(), 7, "six from the file and one made: {listed}");
+    assert_eq!(listed["servers"].as_array().unwrap().len(), 8, "six from the file and two made: {listed}");
     let mut tools = Session::new(addr, "tools", OLGA);
     tools.initialize();
     let blocked = tools.call("alpha__echo", json!({"text": FAKE_KEY}));
@@ -856,11 +862,21 @@ fn the_admin_api_registers_servers_and_virtual_servers() {
     assert_eq!(admin(addr, "PUT", "/admin/v1/mcp/servers/x", SAM, &server).status, 403);
     drop(s);
     drop(gw);
-    // Kept across a restart; then deleted.
+    // Kept across a restart; then deleted. The restart's file no longer lets the gateway run
+    // node: the stdio server and the virtual server over it are left out (they once kept the
+    // gateway from starting), and said to be.
     let gw = gateway(&yaml, e2e::Runtime::Epoll);
     let addr = gw.local_addr();
     let listed = admin(addr, "GET", "/admin/v1/mcp", ROOT, "").json();
     assert!(listed["servers"].as_array().unwrap().iter().any(|s| s["name"] == "added"), "{listed}");
+    assert!(!listed["servers"].as_array().unwrap().iter().any(|s| s["name"] == "local"), "{listed}");
+    let left_out = listed["left_out"].to_string();
+    assert!(left_out.contains("mcp.servers.local") && left_out.contains("mcp.stdio_commands"), "{listed}");
+    assert!(left_out.contains("mcp.virtual.uses-local"), "{listed}");
+    // A change that would leave an object out is refused rather than taken and dropped.
+    let r = admin(addr, "PUT", "/admin/v1/mcp/servers/local2", ROOT, local);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("mcp.servers.local2"), "{}", r.text());
     assert_eq!(admin(addr, "DELETE", "/admin/v1/mcp/virtual/fresh", ROOT, "").status, 200);
     let mut gone = Session::new(addr, "fresh", OLGA);
     let r = gone.post(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}));

@@ -346,7 +346,7 @@ fn stdio_servers_are_supervised_restarted_and_do_not_outlive_the_gateway() {
     legacy: {{transport: sse, url: 'http://127.0.0.1:{legacy_port}/sse', timeout: 10s}}
   virtual:
     local:
-      tools: ['crashy/*', 'reference/echo', 'legacy/get-sum']
+      tools: ['crashy/*', 'reference/echo', 'reference/trigger-long-running-operation', 'legacy/get-sum']
 ",
         legacy_port = legacy.port,
         crashy = dir.join("crashy.mjs").display(),
@@ -363,7 +363,40 @@ fn stdio_servers_are_supervised_restarted_and_do_not_outlive_the_gateway() {
     let mut names: Vec<&str> =
         listed["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["crashy__crash", "crashy__echo", "crashy__pid", "legacy__get-sum", "reference__echo"]);
+    assert_eq!(
+        names,
+        [
+            "crashy__crash",
+            "crashy__echo",
+            "crashy__pid",
+            "legacy__get-sum",
+            "reference__echo",
+            "reference__trigger-long-running-operation"
+        ]
+    );
+    // Progress from a stdio server reaches the caller under the caller's own token (the gateway
+    // gave the shared process a token of its own), then the result.
+    let long = serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+        "name": "reference__trigger-long-running-operation", "arguments": {"duration": 0.3, "steps": 3},
+        "_meta": {"progressToken": "mine"}}});
+    let h = format!(
+        "authorization: Bearer {KEY}\r\naccept: application/json, text/event-stream\r\nmcp-session-id: {session}\r\n"
+    );
+    let r = e2e::Client::connect(addr).post_json("/mcp/local", &long.to_string(), &h);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events: Vec<Value> = r
+        .text()
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(events.len(), 4, "three progress notifications, then the result: {events:?}");
+    for (i, e) in events.iter().take(3).enumerate() {
+        assert_eq!(e["method"], "notifications/progress", "{e}");
+        assert_eq!(e["params"]["progressToken"], "mine", "{e}");
+        assert_eq!(e["params"]["progress"], serde_json::json!(i + 1), "{e}");
+    }
+    assert!(events[3]["result"]["content"][0]["text"].as_str().unwrap().contains("completed"), "{}", events[3]);
     // Over the legacy transport: the answer comes back on the event stream.
     let sum = call("legacy__get-sum", serde_json::json!({"a": 20, "b": 22}));
     assert!(sum["result"]["content"][0]["text"].as_str().unwrap().contains("42"), "{sum}");

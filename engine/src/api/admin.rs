@@ -652,7 +652,8 @@ async fn apply_mcp(shard: &Rc<Shard>, caller: &Identity, change: crate::store::M
     store_of(shard)?.change_mcp(change, caller.describe()).await.map_err(change_error)
 }
 
-/// `GET /admin/v1/mcp`: every server and virtual server in force, where each comes from.
+/// `GET /admin/v1/mcp`: every server and virtual server in force, where each comes from, and the
+/// admin-made ones left out because they no longer compile (`left_out`, each with why).
 fn mcp_listing(cfg: &Snapshot) -> Value {
     let servers: Vec<Value> = cfg
         .mcp
@@ -681,7 +682,7 @@ fn mcp_listing(cfg: &Snapshot) -> Value {
             serde_json::json!({"name": &*v.name, "tools": names(&v.selections), "prompts": names(&v.prompts), "teams": &*v.teams})
         })
         .collect();
-    serde_json::json!({"servers": servers, "virtual": virtuals})
+    serde_json::json!({"servers": servers, "virtual": virtuals, "left_out": &cfg.mcp_left_out})
 }
 
 async fn apply(shard: &Rc<Shard>, caller: &Identity, changes: Vec<Mutation>) -> Result<(), GatewayError> {

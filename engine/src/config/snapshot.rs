@@ -316,6 +316,8 @@ pub struct Snapshot {
     pub guardrails: policy::guardrails::Guardrails,
     /// The MCP gateway's servers and virtual servers.
     pub mcp: crate::mcp::McpConfig,
+    /// Admin-made MCP objects left out because they no longer compile, each with why.
+    pub mcp_left_out: Vec<String>,
     pub gossip: GossipSettings,
     /// `auth.allow_anonymous`.
     pub allow_anonymous: bool,
@@ -682,8 +684,11 @@ pub fn compile_with(
             policy::guardrails::Guardrails::default()
         }
     };
-    let merged_mcp = crate::mcp::spec::merged(&file.mcp, &managed.mcp);
-    let mcp = match crate::mcp::McpConfig::compile(&merged_mcp, proxy.as_ref(), s.egress.ca_bundle.as_deref()) {
+    let ca = s.egress.ca_bundle.as_deref();
+    let (merged_mcp, mcp_left_out) = crate::mcp::spec::merged_leaving_out(&file.mcp, &managed.mcp, |m| {
+        crate::mcp::McpConfig::compile(m, proxy.as_ref(), ca).map(|_| ())
+    });
+    let mcp = match crate::mcp::McpConfig::compile(&merged_mcp, proxy.as_ref(), ca) {
         Ok(m) => m,
         Err(e) => {
             errors.extend(e);
@@ -761,6 +766,7 @@ pub fn compile_with(
         policy,
         guardrails,
         mcp,
+        mcp_left_out,
         gossip: GossipSettings {
             interval: gov.gossip_interval.0,
             queue: gov.gossip_queue.get(),

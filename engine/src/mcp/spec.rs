@@ -56,6 +56,47 @@ pub fn merged(file: &McpSection, admin: &McpSection) -> McpSection {
     out
 }
 
+/// [`merged`], leaving out each admin-made object that keeps the whole from compiling (its
+/// stdio program taken off the allow-list, its server gone, its server's name now a file
+/// virtual server's...), so that what the admin API once made never keeps the gateway from
+/// starting either. `compile` says whether a section compiles. When the file's own section does
+/// not compile, everything is kept, so that the file's errors are the ones reported. Returns the
+/// section and what was left out, each with why.
+pub fn merged_leaving_out(
+    file: &McpSection,
+    admin: &McpSection,
+    compile: impl Fn(&McpSection) -> Result<(), Vec<String>>,
+) -> (McpSection, Vec<String>) {
+    let all = merged(file, admin);
+    if compile(&all).is_ok() || compile(file).is_err() {
+        return (all, Vec::new());
+    }
+    let mut kept = file.clone();
+    let mut left_out = Vec::new();
+    let mut try_add = |what: String, add: &dyn Fn(&mut McpSection)| {
+        let mut candidate = kept.clone();
+        add(&mut candidate);
+        match compile(&candidate) {
+            Ok(()) => kept = candidate,
+            Err(errors) => left_out.push(format!("{what} (made through the admin API): {}", errors.join("; "))),
+        }
+    };
+    for (name, s) in admin.servers.iter().filter(|(n, _)| !file.servers.contains_key(*n)) {
+        try_add(format!("mcp.servers.{name}"), &|c| {
+            c.servers.insert(name.clone(), s.clone());
+        });
+    }
+    for (name, v) in admin.virtual_servers.iter().filter(|(n, _)| !file.virtual_servers.contains_key(*n)) {
+        try_add(format!("mcp.virtual.{name}"), &|c| {
+            c.virtual_servers.insert(name.clone(), v.clone());
+        });
+    }
+    for why in &left_out {
+        tracing::error!(%why, "an MCP object made through the admin API no longer compiles and is left out");
+    }
+    (kept, left_out)
+}
+
 /// The names in `admin` that the config file declares too.
 pub fn clashes(file: &McpSection, admin: &McpSection) -> Vec<String> {
     let servers = admin.servers.keys().filter(|n| file.servers.contains_key(*n)).map(|n| format!("mcp.servers.{n}"));
@@ -209,4 +250,44 @@ pub struct AccessSpec {
     pub allow: Vec<String>,
     #[serde(default)]
     pub deny: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn section(yaml: &str) -> McpSection {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn compiles(m: &McpSection) -> Result<(), Vec<String>> {
+        super::super::McpConfig::compile(m, None, None).map(|_| ())
+    }
+
+    /// An admin-made stdio server whose program left the file's allow-list kept the gateway
+    /// from starting; now it is left out, with what uses it, and the rest is kept.
+    #[test]
+    fn admin_objects_that_stopped_compiling_are_left_out_not_fatal() {
+        let file = section("stdio_commands: [node]\nservers:\n  gh: {url: 'http://127.0.0.1:1/mcp'}\n");
+        let admin = section(
+            "servers:\n  local: {transport: stdio, command: [python3, s.py]}\n  fs: {url: 'http://127.0.0.1:1/fs'}\n\
+             virtual:\n  uses-local: {tools: ['local/*']}\n  fine: {tools: ['gh/*', 'fs/*']}\n",
+        );
+        assert!(compiles(&merged(&file, &admin)).is_err(), "as merged before, it did not compile");
+        let (kept, left_out) = merged_leaving_out(&file, &admin, compiles);
+        assert!(compiles(&kept).is_ok());
+        let mut servers: Vec<&String> = kept.servers.keys().collect();
+        servers.sort();
+        assert_eq!(servers, ["fs", "gh"]);
+        assert_eq!(kept.virtual_servers.keys().collect::<Vec<_>>(), ["fine"]);
+        assert_eq!(left_out.len(), 2, "{left_out:?}");
+        assert!(left_out[0].starts_with("mcp.servers.local (made through the admin API)"), "{left_out:?}");
+        assert!(left_out[0].contains("not in mcp.stdio_commands"), "{left_out:?}");
+        assert!(left_out[1].starts_with("mcp.virtual.uses-local"), "{left_out:?}");
+        // A file that does not compile itself keeps everything, so its own errors are reported.
+        let broken = section("servers:\n  n: {}\n");
+        let (all, none) = merged_leaving_out(&broken, &admin, compiles);
+        assert!(none.is_empty() && all.servers.len() == 3);
+    }
 }

@@ -35,6 +35,14 @@ const RESTART_MAX: Duration = Duration::from_secs(10);
 /// A request's answer: the JSON-RPC outcome, or why there is none.
 type Answer = Result<Result<Value, Value>, String>;
 
+/// What a waiting request hears from its server: progress along the way, then the answer.
+#[derive(Debug)]
+pub enum Heard {
+    /// `notifications/progress` params, under the caller's own progress token.
+    Progress(Value),
+    Answer(Answer),
+}
+
 /// Servers by name and command.
 type ServerMap = HashMap<(String, Vec<String>), Arc<StdioServer>>;
 
@@ -42,7 +50,7 @@ type ServerMap = HashMap<(String, Vec<String>), Arc<StdioServer>>;
 struct Job {
     method: String,
     params: Option<Value>,
-    reply: mpsc::Sender<Answer>,
+    reply: mpsc::Sender<Heard>,
     /// When the caller stops waiting: a job still queued then is not sent (its caller was told
     /// it failed), and one in flight is forgotten.
     deadline: Instant,
@@ -149,26 +157,36 @@ fn start(name: &str, command: &[String]) -> Result<StdioServer, String> {
 }
 
 impl StdioServer {
-    /// Sends one request and waits (on the shard, polling) for its answer, up to `timeout`.
-    pub async fn request(
-        &self,
-        method: &str,
-        params: Option<Value>,
-        timeout: Duration,
-    ) -> Result<Result<Value, Value>, String> {
-        let (reply, answer) = mpsc::channel();
+    /// Sends one request; what the server says of it is read from the [`StdioCall`], up to
+    /// `timeout`.
+    pub fn request(&self, method: &str, params: Option<Value>, timeout: Duration) -> Result<StdioCall, String> {
+        let (reply, heard) = mpsc::channel();
         let deadline = Instant::now() + timeout;
         let job = Job { method: method.to_owned(), params, reply, deadline };
         self.jobs
             .try_send(job)
             .map_err(|_| format!("{} is busy: {QUEUE} requests already wait for it", self.command.join(" ")))?;
+        Ok(StdioCall { heard, deadline, timeout })
+    }
+}
+
+/// A request sent to a stdio server, as its caller waits for it.
+pub struct StdioCall {
+    heard: mpsc::Receiver<Heard>,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl StdioCall {
+    /// The next thing heard (waiting on the shard, polling); after the answer, nothing more.
+    pub async fn next(&mut self) -> Result<Heard, String> {
         let mut pause = Duration::from_micros(50);
         loop {
-            match answer.try_recv() {
-                Ok(a) => return a,
+            match self.heard.try_recv() {
+                Ok(h) => return Ok(h),
                 Err(mpsc::TryRecvError::Disconnected) => return Err("the server's thread stopped".into()),
-                Err(mpsc::TryRecvError::Empty) if Instant::now() >= deadline => {
-                    return Err(format!("no answer within {} ms", timeout.as_millis()));
+                Err(mpsc::TryRecvError::Empty) if Instant::now() >= self.deadline => {
+                    return Err(format!("no answer within {} ms", self.timeout.as_millis()));
                 }
                 Err(mpsc::TryRecvError::Empty) => {
                     crate::rt::sleep(pause).await;
@@ -177,6 +195,16 @@ impl StdioServer {
             }
         }
     }
+}
+
+/// Progress tokens the gateway puts on requests to a stdio server: the server is shared by
+/// every client, so clients' own tokens could collide; each request gets one of its own, and its
+/// progress goes back under the client's.
+fn own_progress_token(params: &mut Option<Value>, id: u64) -> Option<Value> {
+    let meta = params.as_mut()?.get_mut("_meta")?.as_object_mut()?;
+    let theirs = meta.get("progressToken")?.clone();
+    meta.insert("progressToken".into(), Value::String(format!("sg-{id}")));
+    Some(theirs)
 }
 
 /// The thread that owns one server's process.
@@ -189,6 +217,13 @@ struct Supervisor {
     pid: Arc<AtomicU64>,
 }
 
+/// A request in flight to the process.
+struct Pending {
+    reply: mpsc::Sender<Heard>,
+    deadline: Instant,
+    progress_token: Option<Value>,
+}
+
 /// A running process and what is in flight to it.
 struct Running {
     child: Child,
@@ -197,8 +232,9 @@ struct Running {
     stdin: Sender<Vec<u8>>,
     lines: Receiver<Vec<u8>>,
     next_id: u64,
-    /// Requests written and not answered yet, with their callers' deadlines.
-    pending: HashMap<u64, (mpsc::Sender<Answer>, Instant)>,
+    /// Requests written and not answered yet: where to tell, the caller's deadline, and the
+    /// caller's progress token.
+    pending: HashMap<u64, Pending>,
 }
 
 impl Drop for Running {
@@ -250,7 +286,7 @@ impl Supervisor {
     /// Answers every request already queued with `why` (nothing can serve them now).
     fn fail_waiting(&self, why: &str) {
         while let Ok(job) = self.inbox.try_recv() {
-            let _ = job.reply.send(Err(why.to_owned()));
+            let _ = job.reply.send(Heard::Answer(Err(why.to_owned())));
         }
     }
 
@@ -323,12 +359,14 @@ impl Supervisor {
                     }
                     let id = r.next_id;
                     r.next_id += 1;
-                    let line = jsonrpc::request(&json!(id), &job.method, job.params.as_ref());
+                    let mut params = job.params;
+                    let progress_token = own_progress_token(&mut params, id);
+                    let line = jsonrpc::request(&json!(id), &job.method, params.as_ref());
                     if let Err(e) = write_line(&mut r.stdin, &line) {
-                        let _ = job.reply.send(Err(e.clone()));
+                        let _ = job.reply.send(Heard::Answer(Err(e.clone())));
                         break e;
                     }
-                    r.pending.insert(id, (job.reply, job.deadline));
+                    r.pending.insert(id, Pending { reply: job.reply, deadline: job.deadline, progress_token });
                 }
                 recv(r.lines) -> line => {
                     let Ok(line) = line else { break exit_status(&mut r.child) };
@@ -337,23 +375,35 @@ impl Supervisor {
                 default(Duration::from_millis(100)) => {
                     // Callers that gave up are forgotten (a hung tool must not grow this).
                     let now = Instant::now();
-                    r.pending.retain(|_, (_, deadline)| *deadline > now);
+                    r.pending.retain(|_, p| p.deadline > now);
                 }
             }
         };
-        for (_, (reply, _)) in r.pending.drain() {
-            let _ = reply.send(Err(format!("the server process ended before answering ({why})")));
+        for (_, p) in r.pending.drain() {
+            let _ = p.reply.send(Heard::Answer(Err(format!("the server process ended before answering ({why})"))));
         }
         why
     }
 
-    /// One line from the process: a response goes to its waiting request; a ping from the
-    /// server is answered; anything else (notifications, other requests) is dropped.
+    /// One line from the process: a response goes to its waiting request, and so does progress
+    /// under the token the gateway gave it; a ping from the server is answered. Other requests
+    /// are refused: over one process shared by every client, nothing says which call a request
+    /// belongs to, so no client could be asked. Other notifications are dropped.
     fn take(&self, r: &mut Running, line: &[u8]) {
         match jsonrpc::parse(line) {
             Ok(Message::Response { id, outcome }) => {
-                if let Some((reply, _)) = id.as_u64().and_then(|n| r.pending.remove(&n)) {
-                    let _ = reply.send(Ok(outcome));
+                if let Some(p) = id.as_u64().and_then(|n| r.pending.remove(&n)) {
+                    let _ = p.reply.send(Heard::Answer(Ok(outcome)));
+                }
+            }
+            Ok(Message::Notification { method, params: Some(mut params) }) if method == "notifications/progress" => {
+                let ours = params.get("progressToken").and_then(Value::as_str).and_then(|t| t.strip_prefix("sg-"));
+                let pending = ours.and_then(|n| n.parse::<u64>().ok()).and_then(|n| r.pending.get(&n));
+                if let Some(p) = pending
+                    && let (Some(theirs), Some(fields)) = (&p.progress_token, params.as_object_mut())
+                {
+                    fields.insert("progressToken".into(), theirs.clone());
+                    let _ = p.reply.send(Heard::Progress(params));
                 }
             }
             Ok(Message::Request { id, method, .. }) => {

@@ -147,8 +147,13 @@ enum Body<'a> {
         scanner: SseScanner,
         ready: VecDeque<Vec<u8>>,
     },
-    /// Messages already in hand (a stdio server's answer).
+    /// Messages already in hand (a legacy server's answer).
     Ready(VecDeque<Message>),
+    /// A stdio server's progress, then its answer to request `id`.
+    Stdio {
+        call: super::stdio::StdioCall,
+        id: Value,
+    },
 }
 
 impl Reply<'_> {
@@ -158,6 +163,19 @@ impl Reply<'_> {
             match &mut self.body {
                 Body::Empty => return Ok(None),
                 Body::Ready(messages) => return Ok(messages.pop_front()),
+                Body::Stdio { call, id } => {
+                    return match call.next().await.map_err(failed)? {
+                        super::stdio::Heard::Progress(params) => Ok(Some(Message::Notification {
+                            method: "notifications/progress".into(),
+                            params: Some(params),
+                        })),
+                        super::stdio::Heard::Answer(answer) => {
+                            let message = Message::Response { id: id.clone(), outcome: answer.map_err(failed)? };
+                            self.body = Body::Empty;
+                            Ok(Some(message))
+                        }
+                    };
+                }
                 Body::Json(response) => {
                     let body = response
                         .read_to_end(MAX_MESSAGE as u64)
@@ -389,10 +407,9 @@ async fn post_stdio<'s>(
         Err(e) => return Err(failed(e.message)),
     };
     let process = shard.process.mcp_stdio.server(&server.name, command).map_err(failed)?;
-    let outcome = process.request(&method, params, server.timeout).await.map_err(failed)?;
-    let answer = Message::Response { id, outcome };
-    let body = Body::Ready(VecDeque::from([answer]));
-    Ok(Reply { status: 200, session_id: None, streamed: false, upstream: None, body })
+    let call = process.request(&method, params, server.timeout).map_err(failed)?;
+    let body = Body::Stdio { call, id };
+    Ok(Reply { status: 200, session_id: None, streamed: true, upstream: None, body })
 }
 
 /// Opens a session with `server` at the client's protocol revision: `initialize`, then
