@@ -237,6 +237,19 @@ impl Reloader {
     }
 }
 
+/// A thread named `name` that runs `tick` every 100 ms until `stop`.
+fn every_100ms(name: &str, stop: Arc<AtomicBool>, mut tick: impl FnMut() + Send + 'static) -> Option<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while !stop.load(SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+                tick();
+            }
+        })
+        .ok()
+}
+
 fn absolute(p: &str) -> String {
     std::path::absolute(p).map_or_else(|_| p.to_string(), |a| a.display().to_string())
 }
@@ -259,6 +272,9 @@ pub struct Gateway {
     control: Option<JoinHandle<()>>,
     /// Fetches token issuers' signing keys.
     tokens: Option<JoinHandle<()>>,
+    /// Refreshes users' MCP tokens: a thread of its own, so a slow authorization server delays
+    /// neither token issuers' keys nor providers' tokens.
+    user_tokens: Option<JoinHandle<()>>,
     /// Delivers budget alerts.
     alerts: Option<JoinHandle<()>>,
     stop_control: Arc<AtomicBool>,
@@ -432,19 +448,15 @@ impl Gateway {
         };
         let tokens = {
             let state = state.clone();
-            let stop = stop_control.clone();
-            std::thread::Builder::new()
-                .name("credentials".into())
-                .spawn(move || {
-                    while !stop.load(SeqCst) {
-                        std::thread::sleep(Duration::from_millis(100));
-                        let cfg = state.config.load();
-                        fetcher.tick(&cfg.issuers, cfg.egress_proxy.as_deref(), &state.tokens);
-                        minter.tick(&cfg, &state.minted);
-                        refresher.tick(&cfg, &state);
-                    }
-                })
-                .ok()
+            every_100ms("credentials", stop_control.clone(), move || {
+                let cfg = state.config.load();
+                fetcher.tick(&cfg.issuers, cfg.egress_proxy.as_deref(), &state.tokens);
+                minter.tick(&cfg, &state.minted);
+            })
+        };
+        let user_tokens = {
+            let state = state.clone();
+            every_100ms("mcp-user-tokens", stop_control.clone(), move || refresher.tick(&state.config.load(), &state))
         };
 
         tracing::info!(
@@ -462,6 +474,7 @@ impl Gateway {
             shard_threads,
             control,
             tokens,
+            user_tokens,
             alerts: Some(alerts_thread),
             stop_control,
         })
@@ -506,7 +519,9 @@ impl Gateway {
             let _ = t.join();
         }
         self.stop_control.store(true, SeqCst);
-        for t in [self.control.take(), self.tokens.take(), self.alerts.take()].into_iter().flatten() {
+        for t in
+            [self.control.take(), self.tokens.take(), self.user_tokens.take(), self.alerts.take()].into_iter().flatten()
+        {
             let _ = t.join();
         }
         if let Some(store) = self.state.store.get() {
@@ -534,7 +549,9 @@ impl Drop for Gateway {
             }
         }
         self.stop_control.store(true, SeqCst);
-        for t in [self.control.take(), self.tokens.take(), self.alerts.take()].into_iter().flatten() {
+        for t in
+            [self.control.take(), self.tokens.take(), self.user_tokens.take(), self.alerts.take()].into_iter().flatten()
+        {
             let _ = t.join();
         }
         if let Some(store) = self.state.store.get() {

@@ -755,6 +755,29 @@ fn users_tokens_are_sealed_at_rest_and_survive_a_restart() {
         assert!(std::time::Instant::now() < deadline, "the token did not come back: {r}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    drop(olga);
+    drop(gw);
+    // Her key revoked: her tokens are deleted, at rest too (they were kept for good before).
+    let revoked = yaml.replacen(
+        &format!("secret: {OLGA}, user: olga}}"),
+        &format!("secret: {OLGA}, user: olga, revoked: true}}"),
+        1,
+    );
+    assert_ne!(revoked, yaml);
+    let rows = || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row("SELECT count(*) FROM mcp_user_tokens WHERE user = 'key:olga-key'", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert_eq!(rows(), 1, "her tokens, stored under her key");
+    let gw = gateway(&revoked, e2e::Runtime::Epoll);
+    assert!(e2e::eventually(std::time::Duration::from_secs(5), || rows() == 0), "her tokens are still stored");
+    drop(gw);
+    // Her key back: she connects again.
+    let gw = gateway(&yaml, e2e::Runtime::Epoll);
+    let mut olga = Session::new(gw.local_addr(), "mine", OLGA);
+    olga.initialize();
+    assert_eq!(olga.call("personal__whoami", json!({}))["error"]["code"], -32005);
 }
 
 /// Per-user OAuth: a server that acts as each user gets each caller's own token, after that

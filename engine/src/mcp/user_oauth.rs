@@ -160,6 +160,14 @@ impl UserTokens {
         });
     }
 
+    pub fn remove(&self, server: &str, user: &str) {
+        self.map.rcu(|m| {
+            let mut next = HashMap::clone(m);
+            next.remove(&(server.to_owned(), user.to_owned()));
+            next
+        });
+    }
+
     /// Every (server, user, token), for the refresher.
     pub fn all(&self) -> Vec<(String, String, UserToken)> {
         self.map.load().iter().map(|((s, u), t)| (s.clone(), u.clone(), t.clone())).collect()
@@ -467,13 +475,39 @@ pub struct Refresher {
     retry_at: HashMap<(String, String), u64>,
 }
 
+/// Why a user's tokens for a server are of no more use, if they are not: the server is gone
+/// or no longer acts as each user, it was pointed elsewhere (tokens are bound to its resource),
+/// or the caller was a key that is gone or revoked. (Callers known by a token issuer's `sub`
+/// come and go with their tokens, so theirs are kept.)
+pub fn orphaned(cfg: &crate::config::Snapshot, server: &str, user: &str, token: &UserToken) -> Option<&'static str> {
+    let Some(p) = cfg.mcp.server(server).and_then(|(_, s)| s.per_user.as_ref()) else {
+        return Some("the server is gone or no longer acts as each user");
+    };
+    if p.resource != token.resource {
+        return Some("the server points elsewhere now");
+    }
+    let key_gone =
+        user.strip_prefix("key:").is_some_and(|name| cfg.policy.directory.key_named(name).is_none_or(|id| id.revoked));
+    key_gone.then_some("the caller's key is gone or revoked")
+}
+
 impl Refresher {
-    /// One pass: every token due (five minutes before expiry, or a fifth of its life when
-    /// shorter) that has a refresh token.
+    /// One pass: tokens of no more use are deleted ([`orphaned`]); every token due (five
+    /// minutes before expiry, or a fifth of its life when shorter) that has a refresh token is
+    /// refreshed.
     pub fn tick(&mut self, cfg: &crate::config::Snapshot, process: &crate::shard::ProcessState) {
         let Some(key) = cfg.mcp.token_key.as_ref() else { return };
         let now = now_unix();
         for (server, user, token) in process.mcp_user_tokens.all() {
+            if let Some(why) = orphaned(cfg, &server, &user, &token) {
+                tracing::info!(%server, %user, why, "a user's MCP tokens are deleted");
+                process.mcp_user_tokens.remove(&server, &user);
+                if let Some(store) = process.store.get() {
+                    store.forget_user_token(server.clone(), user.clone());
+                }
+                self.retry_at.remove(&(server, user));
+                continue;
+            }
             let Some(refresh) = token.refresh.as_deref() else { continue };
             let Some(p) = cfg.mcp.server(&server).and_then(|(_, s)| s.per_user.clone()) else { continue };
             // Five minutes before expiry, or a fifth of its life when that is shorter.

@@ -427,6 +427,14 @@ impl Db {
             .map_err(|e| self.err(e))
     }
 
+    /// Forgets one user's tokens for one server.
+    pub fn delete_user_token(&mut self, server: &str, user: &str) -> Result<(), DbError> {
+        self.conn
+            .execute("DELETE FROM mcp_user_tokens WHERE server = ?1 AND user = ?2", params![server, user])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     /// Every (server, user, sealed tokens).
     pub fn user_tokens(&self) -> Result<Vec<(String, String, String)>, DbError> {
         let mut stmt =

@@ -180,6 +180,8 @@ enum Command {
     },
     /// A user's sealed tokens for an MCP server: (server, user, sealed).
     UserToken(String, String, String),
+    /// Forget a user's tokens for a server: (server, user).
+    ForgetUserToken(String, String),
     AuditQuery {
         query: audit::AuditQuery,
         reply: std::sync::mpsc::Sender<Result<Vec<serde_json::Value>, String>>,
@@ -282,6 +284,13 @@ impl Store {
     pub fn send_user_token(&self, server: String, user: String, sealed: String) {
         if self.tx.try_send(Command::UserToken(server, user, sealed)).is_err() {
             tracing::warn!("store busy: a user's MCP token is not saved (it works until the gateway restarts)");
+        }
+    }
+
+    /// Forgets a user's tokens for an MCP server.
+    pub fn forget_user_token(&self, server: String, user: String) {
+        if self.tx.try_send(Command::ForgetUserToken(server, user)).is_err() {
+            tracing::warn!("store busy: a user's MCP token is not deleted (it is again at the next start)");
         }
     }
 
@@ -435,6 +444,11 @@ fn handle(db: &mut Db, cmd: Command, control: &dyn Control) {
         Command::UserToken(server, user, sealed) => {
             if let Err(e) = db.put_user_token(&server, &user, &sealed, crate::api::governance::now_ms()) {
                 tracing::error!(error = %e, %server, %user, "a user's MCP token is not saved");
+            }
+        }
+        Command::ForgetUserToken(server, user) => {
+            if let Err(e) = db.delete_user_token(&server, &user) {
+                tracing::error!(error = %e, %server, %user, "a user's MCP token is not deleted");
             }
         }
         Command::AuditQuery { query, reply } => {
