@@ -346,7 +346,7 @@ fn stdio_servers_are_supervised_restarted_and_do_not_outlive_the_gateway() {
     legacy: {{transport: sse, url: 'http://127.0.0.1:{legacy_port}/sse', timeout: 10s}}
   virtual:
     local:
-      tools: ['crashy/*', 'reference/echo', 'reference/trigger-long-running-operation', 'legacy/get-sum']
+      tools: ['crashy/*', 'reference/echo', 'reference/trigger-long-running-operation', 'legacy/get-sum', 'legacy/trigger-long-running-operation']
 ",
         legacy_port = legacy.port,
         crashy = dir.join("crashy.mjs").display(),
@@ -370,33 +370,37 @@ fn stdio_servers_are_supervised_restarted_and_do_not_outlive_the_gateway() {
             "crashy__echo",
             "crashy__pid",
             "legacy__get-sum",
+            "legacy__trigger-long-running-operation",
             "reference__echo",
             "reference__trigger-long-running-operation"
         ]
     );
-    // Progress from a stdio server reaches the caller under the caller's own token (the gateway
-    // gave the shared process a token of its own), then the result.
-    let long = serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
-        "name": "reference__trigger-long-running-operation", "arguments": {"duration": 0.3, "steps": 3},
-        "_meta": {"progressToken": "mine"}}});
+    // Progress reaches the caller under the caller's own token, then the result: from a stdio
+    // server (shared by every client: the gateway gave it a token of its own) and from a legacy
+    // one (its stream is this client's alone).
     let h = format!(
         "authorization: Bearer {KEY}\r\naccept: application/json, text/event-stream\r\nmcp-session-id: {session}\r\n"
     );
-    let r = e2e::Client::connect(addr).post_json("/mcp/local", &long.to_string(), &h);
-    assert_eq!(r.status, 200, "{}", r.text());
-    let events: Vec<Value> = r
-        .text()
-        .split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
-    assert_eq!(events.len(), 4, "three progress notifications, then the result: {events:?}");
-    for (i, e) in events.iter().take(3).enumerate() {
-        assert_eq!(e["method"], "notifications/progress", "{e}");
-        assert_eq!(e["params"]["progressToken"], "mine", "{e}");
-        assert_eq!(e["params"]["progress"], serde_json::json!(i + 1), "{e}");
+    for tool in ["reference__trigger-long-running-operation", "legacy__trigger-long-running-operation"] {
+        let long = serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+            "name": tool, "arguments": {"duration": 0.3, "steps": 3}, "_meta": {"progressToken": "mine"}}});
+        let r = e2e::Client::connect(addr).post_json("/mcp/local", &long.to_string(), &h);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let events: Vec<Value> = r
+            .text()
+            .split("\n\n")
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        assert_eq!(events.len(), 4, "{tool}: three progress notifications, then the result: {events:?}");
+        for (i, e) in events.iter().take(3).enumerate() {
+            assert_eq!(e["method"], "notifications/progress", "{tool}: {e}");
+            assert_eq!(e["params"]["progressToken"], "mine", "{tool}: {e}");
+            assert_eq!(e["params"]["progress"], serde_json::json!(i + 1), "{tool}: {e}");
+        }
+        let done = events[3]["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(done.contains("completed"), "{tool}: {}", events[3]);
     }
-    assert!(events[3]["result"]["content"][0]["text"].as_str().unwrap().contains("completed"), "{}", events[3]);
     // Over the legacy transport: the answer comes back on the event stream.
     let sum = call("legacy__get-sum", serde_json::json!({"a": 20, "b": 22}));
     assert!(sum["result"]["content"][0]["text"].as_str().unwrap().contains("42"), "{sum}");

@@ -147,8 +147,8 @@ enum Body<'a> {
         scanner: SseScanner,
         ready: VecDeque<Vec<u8>>,
     },
-    /// Messages already in hand (a legacy server's answer).
-    Ready(VecDeque<Message>),
+    /// A legacy server's progress, then its answer, as they come on its stream.
+    Legacy(super::legacy_sse::LegacyCall),
     /// A stdio server's progress, then its answer to request `id`.
     Stdio {
         call: super::stdio::StdioCall,
@@ -162,7 +162,7 @@ impl Reply<'_> {
         loop {
             match &mut self.body {
                 Body::Empty => return Ok(None),
-                Body::Ready(messages) => return Ok(messages.pop_front()),
+                Body::Legacy(call) => return call.next().await,
                 Body::Stdio { call, id } => {
                     return match call.next().await.map_err(failed)? {
                         super::stdio::Heard::Progress(params) => Ok(Some(Message::Notification {
@@ -355,12 +355,11 @@ pub async fn exchange_legacy<'s>(
                 s
             }
         };
-        match super::legacy_sse::post(shard, server, &session, &client.caller, body).await {
+        match super::legacy_sse::send(shard, server, &session, &client.caller, body).await {
             Err(UpstreamError::SessionGone) if !reopened => reopened = true,
-            Ok(message) => {
-                let ready = message.into_iter().collect();
-                let body = Body::Ready(ready);
-                return Ok(Reply { status: 200, session_id: None, streamed: false, upstream: None, body });
+            Ok(call) => {
+                let body = call.map_or(Body::Empty, Body::Legacy);
+                return Ok(Reply { status: 200, session_id: None, streamed: true, upstream: None, body });
             }
             Err(e) => return Err(e),
         }
@@ -372,7 +371,7 @@ pub async fn exchange_legacy<'s>(
 async fn initialize_legacy(
     shard: &Rc<Shard>,
     server: &McpServer,
-    session: &super::legacy_sse::LegacySession,
+    session: &Rc<super::legacy_sse::LegacySession>,
     user: &str,
 ) -> Result<(), UpstreamError> {
     let id = json!("shardgate-initialize");
