@@ -167,6 +167,9 @@ pub struct ShardMetrics {
     pub mcp_cancels_from_elsewhere: AtomicU64,
     /// Client sessions ended on another shard whose upstream sessions this one closed.
     pub mcp_ends_from_elsewhere: AtomicU64,
+    /// Messages servers sent outside calls that this shard forwarded to a `GET` stream on
+    /// another.
+    pub mcp_forwarded: AtomicU64,
     /// Micro-dollars spent (settled costs).
     pub spend_micros: AtomicU64,
     /// Budget thresholds crossed (as seen by this shard).
@@ -217,6 +220,7 @@ impl Default for ShardMetrics {
             mcp_client_answers: AtomicU64::new(0),
             mcp_cancels_from_elsewhere: AtomicU64::new(0),
             mcp_ends_from_elsewhere: AtomicU64::new(0),
+            mcp_forwarded: AtomicU64::new(0),
             audit_dropped: AtomicU64::new(0),
             spend_micros: AtomicU64::new(0),
             budget_alerts: AtomicU64::new(0),
@@ -440,7 +444,7 @@ impl Registry {
         // Counters by shard: the MCP ones show what crossed shards (a client's next connection
         // may land on another shard than the call it answers or cancels).
         type PerShard = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
-        let by_shard: [PerShard; 5] = [
+        let by_shard: [PerShard; 6] = [
             ("shardgate_shard_requests_total", "Requests answered, by shard.", |s| s.total_requests()),
             (
                 "shardgate_mcp_server_requests_relayed_total",
@@ -461,6 +465,11 @@ impl Registry {
                 "shardgate_mcp_sessions_ended_elsewhere_total",
                 "MCP client sessions ended on another shard whose upstream sessions this shard closed.",
                 |s| s.mcp_ends_from_elsewhere.load(Relaxed),
+            ),
+            (
+                "shardgate_mcp_forwarded_to_other_shards_total",
+                "Messages MCP servers sent outside calls, forwarded by this shard to a client's GET stream on another.",
+                |s| s.mcp_forwarded.load(Relaxed),
             ),
         ];
         for (name, help, value) in by_shard {

@@ -317,6 +317,73 @@ fn the_get_stream_carries_what_servers_send_outside_calls() {
     toggle(2);
 }
 
+/// With two shards, a client's upstream sessions live on both, but its GET stream on one: what
+/// the other shard's upstream session hears outside calls is forwarded to it. Logging is
+/// started in the upstream session of each shard (each log names its upstream session), and
+/// logs from both arrive on the one stream.
+#[test]
+fn the_get_stream_hears_the_upstream_sessions_of_every_shard() {
+    let (_reference, _mock, gw) = everything_gateway(2, "");
+    let addr = gw.local_addr();
+    let json_only = format!("authorization: Bearer {KEY}\r\naccept: application/json\r\n");
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}}});
+    let r = e2e::Client::connect(addr).post_json("/mcp/agents", &init.to_string(), &json_only);
+    let session = r.header("mcp-session-id").expect("a session").to_owned();
+    let h = format!("{json_only}mcp-session-id: {session}\r\n");
+    let toggle = || {
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "everything__toggle-simulated-logging", "arguments": {}}});
+        let r = e2e::Client::connect(addr).post_json("/mcp/agents", &call.to_string(), &h);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["result"]["content"][0]["text"].as_str().unwrap_or_default().to_owned()
+    };
+    let mut get = e2e::Client::connect(addr);
+    get.send(format!(
+        "GET /mcp/agents HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {KEY}\r\naccept: text/event-stream\r\nmcp-session-id: {session}\r\n\r\n"
+    ).as_bytes());
+    assert_eq!(get.read_head().0, 200);
+    // The other shard learns of the stream within a gossip interval.
+    std::thread::sleep(Duration::from_millis(100));
+    // Start logging in both shards' upstream sessions (calls land on either shard).
+    let mut started = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let said = toggle();
+        let id = said.split("session ").nth(1).map(|s| s.split_whitespace().next().unwrap_or_default().to_owned());
+        match id {
+            Some(id) if said.starts_with("Started") => {
+                started.insert(id);
+            }
+            Some(id) => {
+                started.remove(&id);
+            }
+            None => panic!("{said}"),
+        }
+        if started.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(started.len(), 2, "logging started in the upstream sessions of both shards");
+    let mut heard = std::collections::BTreeSet::new();
+    let mut pending = String::new();
+    // Each session logs at once, then every 5 s: 12 s is plenty.
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    while heard.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "logs heard only from {heard:?} of {started:?}");
+        let log = event_where(&mut get, &mut pending, |m| m["method"] == "notifications/message");
+        let data = log["params"]["data"].as_str().unwrap_or_default();
+        if let Some(id) = started.iter().find(|id| data.contains(id.as_str())) {
+            heard.insert(id.clone());
+        }
+    }
+    let forwarded: f64 = (0..2)
+        .filter_map(|i| {
+            e2e::metric(&gw.metrics_text(), &format!("shardgate_mcp_forwarded_to_other_shards_total{{shard=\"{i}\"}}"))
+        })
+        .sum();
+    assert!(forwarded >= 1.0, "one shard's logs came through the other: {forwarded}");
+}
+
 /// One JSON-RPC request over a fresh connection; the response.
 fn rpc(addr: std::net::SocketAddr, session: Option<&str>, method: &str, params: Value) -> (Value, Option<String>) {
     let mut h = format!("authorization: Bearer {KEY}\r\naccept: application/json, text/event-stream\r\n");

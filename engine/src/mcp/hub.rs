@@ -4,6 +4,11 @@
 //! one bounded lock-free inbox per shard (crossbeam's `ArrayQueue`, as for counter gossip),
 //! read every gossip interval. A note that finds an inbox full is dropped: a cancellation is
 //! advisory in MCP, and an upstream session left open expires upstream, as it did before.
+//!
+//! A client's `GET` stream lives on one shard too, while its upstream sessions may be on any:
+//! the stream's shard says so (`Listening`), and every other shard with an upstream session for
+//! that client opens the server's `GET` stream there and forwards what comes (`Deliver`) to the
+//! listening shard ([`super::server_messages`]).
 
 use std::rc::Rc;
 
@@ -20,6 +25,17 @@ pub enum Note {
     Cancel { session: SessionId, params: Value },
     /// The session was ended (`DELETE`): each shard closes its upstream sessions for it.
     Ended { session: SessionId },
+    /// The session's `GET` stream is open on `shard`: forward what servers send outside calls.
+    Listening { session: SessionId, shard: usize },
+    /// The session's `GET` stream on `shard` ended: stop forwarding.
+    NotListening { session: SessionId, shard: usize },
+    /// A message a server sent outside calls, in the sender's upstream session with it.
+    Deliver {
+        nonce: [u8; 16],
+        server: std::sync::Arc<str>,
+        upstream: Option<super::session::UpstreamSession>,
+        message: adapters::mcp::jsonrpc::Message,
+    },
 }
 
 /// One inbox per shard.
@@ -45,6 +61,11 @@ impl Hub {
                 tracing::debug!(shard = i, "an MCP note to another shard was dropped (its inbox is full)");
             }
         }
+    }
+
+    /// Sends `note` to `shard` alone; `false` when its inbox is full.
+    pub fn send_to(&self, shard: usize, note: Note) -> bool {
+        self.inboxes.get(shard).is_some_and(|inbox| inbox.push(note).is_ok())
     }
 
     /// The next note waiting for `shard`.
@@ -75,6 +96,13 @@ async fn act(shard: Rc<Shard>, note: Note) {
         Note::Ended { session } => {
             shard.metrics.mcp_ends_from_elsewhere.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             super::endpoint::close_upstream_sessions(&shard, &cfg, &session).await;
+        }
+        Note::Listening { session, shard: at } => {
+            super::server_messages::listening_elsewhere(&shard, &cfg, session, at)
+        }
+        Note::NotListening { session, shard: at } => shard.mcp_sessions.not_listening_elsewhere(&session, at),
+        Note::Deliver { nonce, server, upstream, message } => {
+            shard.mcp_sessions.deliver(nonce, super::session::Delivered { server, upstream, message });
         }
     }
 }

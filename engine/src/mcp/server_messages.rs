@@ -255,10 +255,72 @@ pub(super) async fn answer_from_client<C: Conn>(
     }
 }
 
+/// Another shard says `session`'s `GET` stream is on shard `at`: this shard forwards there
+/// what its upstream sessions for that client hear outside calls, now and as it opens more.
+pub(super) fn listening_elsewhere(shard: &Rc<Shard>, cfg: &Snapshot, session: super::session::SessionId, at: usize) {
+    shard.mcp_sessions.listening_elsewhere(&session, at);
+    for (server, up) in shard.mcp_sessions.upstreams_of(&session) {
+        if let Some((_, s)) = cfg.mcp.server(&server) {
+            forward(shard, s, &session, &up, at);
+        }
+    }
+}
+
+/// When `session` has a `GET` stream on another shard, forwards there what `server` sends in
+/// upstream session `up` outside calls (a task reading the server's `GET` stream, one per
+/// client session and server, until the listener goes, the stream ends, or the shard drains).
+pub(super) fn forward_if_listened(
+    shard: &Rc<Shard>,
+    server: &McpServer,
+    session: &super::session::SessionId,
+    up: &UpstreamSession,
+) {
+    if let Some(at) = shard.mcp_sessions.listener_of(session) {
+        forward(shard, server, session, up, at);
+    }
+}
+
+fn forward(
+    shard: &Rc<Shard>,
+    server: &McpServer,
+    session: &super::session::SessionId,
+    up: &UpstreamSession,
+    to: usize,
+) {
+    if !matches!(server.transport, ServerTransport::Http(_)) || to == shard.id {
+        return;
+    }
+    let (shard, session, up, name) = (shard.clone(), session.clone(), up.clone(), server.name.clone());
+    rt::spawn(async move {
+        let Some(slot) = shard.mcp_sessions.forwarding(&session, &name) else { return };
+        let cfg = shard.config();
+        let Some((_, server)) = cfg.mcp.server(&name) else { return };
+        let opened = rt::timeout(server.timeout, upstream::listen(&shard, &cfg, server, &up, &session.caller)).await;
+        let Ok(Ok(Some(mut reply))) = opened else { return };
+        loop {
+            let next = rt::unless(&slot.stop, rt::unless(&shard.drain, reply.next_message())).await;
+            let Some(Some(Ok(Some(message)))) = next else { break };
+            let note = super::hub::Note::Deliver {
+                nonce: session.nonce,
+                server: name.clone(),
+                upstream: Some(up.clone()),
+                message,
+            };
+            if shard.process.mcp_hub.send_to(to, note) {
+                shard.metrics.mcp_forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                tracing::debug!(server = %name, "a message for a GET stream on another shard was dropped (its inbox is full)");
+            }
+        }
+    });
+}
+
 /// What the merged `GET` stream yields next.
 enum Next {
     /// A message from server `streams[i]`.
     Message(usize, Message),
+    /// A message another shard's upstream session heard, forwarded here.
+    Forwarded(super::session::Delivered),
     /// Server `streams[i]`'s stream ended.
     Ended(usize),
     /// Time to show the client we are still here.
@@ -347,13 +409,28 @@ pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>
         Next::Stop
     })
     .boxed_local();
-    let mut merged = stream::select_all(per_server.chain([ticks, drain, replaced]));
+    // What other shards' upstream sessions for this client hear comes here too.
+    let inbox = s.shard.mcp_sessions.inbox(s.session);
+    let _announced = Announced::new(s.shard, s.session);
+    let forwarded =
+        stream::unfold(&inbox, |inbox| async move { Some((Next::Forwarded(inbox.next().await), inbox)) }).boxed_local();
+    let mut merged = stream::select_all(per_server.chain([ticks, drain, replaced, forwarded]));
     let Ok(mut out) = resp.start_event_stream(200).stream().await else { return };
     let call = s.unaudited_call(&Value::Null, true);
     let mut relayed = RelayedIds::default();
     while let Some(next) = merged.next().await {
-        let (i, message) = match next {
-            Next::Message(i, m) => (i, m),
+        let (server, name, session, message) = match next {
+            Next::Message(i, m) => {
+                let (Some((server, name)), Some(session)) = (servers.get(i), sessions.get(i)) else { continue };
+                (*server, name.clone(), session.clone(), m)
+            }
+            Next::Forwarded(d) => {
+                let Some((i, server)) = s.cfg.mcp.server(&d.server) else { continue };
+                if !s.v.servers.contains(&i) || !super::access::may_use_server(&s.cfg.mcp, i, s.caller) {
+                    continue;
+                }
+                (server, format!("{}__*", server.name), d.upstream, d.message)
+            }
             Next::Ended(i) => {
                 if let Some((server, _)) = servers.get(i) {
                     tracing::debug!(server = %server.name, "an MCP server's GET stream ended");
@@ -383,7 +460,7 @@ pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>
             }
             Next::Stop => break,
         };
-        let (Some((server, name)), Some(session)) = (servers.get(i), sessions.get(i)) else { continue };
+        let name = name.as_str();
         let selected = s.cfg.guardrails.select(s.caller, name, &Metadata::new());
         let to_client = match message {
             Message::Notification { method, params } => {
@@ -409,6 +486,28 @@ pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>
         }
     }
     let _ = out.finish().await;
+}
+
+/// Tells the other shards that a client's `GET` stream is open here, and, when dropped, that it
+/// is no more.
+struct Announced<'a> {
+    shard: &'a Shard,
+    session: &'a super::session::SessionId,
+}
+
+impl<'a> Announced<'a> {
+    fn new(shard: &'a Shard, session: &'a super::session::SessionId) -> Announced<'a> {
+        let note = super::hub::Note::Listening { session: session.clone(), shard: shard.id };
+        shard.process.mcp_hub.broadcast(shard.id, &note);
+        Announced { shard, session }
+    }
+}
+
+impl Drop for Announced<'_> {
+    fn drop(&mut self) {
+        let note = super::hub::Note::NotListening { session: self.session.clone(), shard: self.shard.id };
+        self.shard.process.mcp_hub.broadcast(self.shard.id, &note);
+    }
 }
 
 /// `server`'s `GET` stream in the client's upstream session on this shard (opening it, and once

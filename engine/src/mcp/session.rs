@@ -295,6 +295,13 @@ pub struct UpstreamSessions {
     listening: std::cell::RefCell<HashMap<[u8; 16], (u64, crate::rt::LocalEvent, crate::rt::LocalEvent)>>,
     /// Numbers `GET` streams.
     listens: std::cell::Cell<u64>,
+    /// Client sessions whose `GET` stream is on another shard: which, and the session.
+    listeners_elsewhere: std::cell::RefCell<HashMap<[u8; 16], (usize, SessionId)>>,
+    /// Forwarders running here (a server's `GET` stream read for a listener elsewhere), by
+    /// client session and server, each with the event that stops it.
+    forwarders: std::cell::RefCell<HashMap<UpstreamKey, crate::rt::LocalEvent>>,
+    /// What other shards forwarded to the `GET` streams open here, by client session.
+    inboxes: std::cell::RefCell<HashMap<[u8; 16], Inbox>>,
     /// Open streams to legacy HTTP+SSE servers, per client session and server.
     legacy: std::cell::RefCell<HashMap<UpstreamKey, std::rc::Rc<super::legacy_sse::LegacySession>>>,
 }
@@ -356,6 +363,70 @@ impl Drop for ListenSlot<'_> {
     }
 }
 
+/// A message a server sent outside calls on another shard, for the `GET` stream open here.
+#[derive(Debug)]
+pub struct Delivered {
+    pub server: Arc<str>,
+    /// The sending shard's upstream session with the server (where answers to its requests go).
+    pub upstream: Option<UpstreamSession>,
+    pub message: adapters::mcp::jsonrpc::Message,
+}
+
+/// Messages waiting for a `GET` stream, and the event that wakes it.
+#[derive(Debug, Default)]
+struct Inbox {
+    queue: VecDeque<Delivered>,
+    wake: crate::rt::LocalEvent,
+}
+
+/// Messages kept per `GET` stream while it is busy; beyond this the oldest go.
+const INBOX_KEPT: usize = 1024;
+
+/// A forwarder's place; let go when it ends.
+pub struct Forwarding<'a> {
+    sessions: &'a UpstreamSessions,
+    key: UpstreamKey,
+    pub stop: crate::rt::LocalEvent,
+}
+
+impl Drop for Forwarding<'_> {
+    fn drop(&mut self) {
+        self.sessions.forwarders.borrow_mut().remove(&self.key);
+    }
+}
+
+/// A `GET` stream's inbox here; let go when dropped.
+pub struct InboxGuard<'a> {
+    sessions: &'a UpstreamSessions,
+    nonce: [u8; 16],
+}
+
+impl Drop for InboxGuard<'_> {
+    fn drop(&mut self) {
+        self.sessions.inboxes.borrow_mut().remove(&self.nonce);
+    }
+}
+
+impl InboxGuard<'_> {
+    /// The next message forwarded here, waiting for one.
+    pub async fn next(&self) -> Delivered {
+        loop {
+            let wake = {
+                let mut inboxes = self.sessions.inboxes.borrow_mut();
+                let inbox = inboxes.entry(self.nonce).or_default();
+                if let Some(d) = inbox.queue.pop_front() {
+                    return d;
+                }
+                if inbox.wake.is_set() {
+                    inbox.wake = crate::rt::LocalEvent::new();
+                }
+                inbox.wake.clone()
+            };
+            wake.wait().await;
+        }
+    }
+}
+
 /// What [`UpstreamSessions::open_or_wait`] found.
 pub enum OpenTurn<'a> {
     /// Another task is opening it: wait for this, then look again.
@@ -365,6 +436,75 @@ pub enum OpenTurn<'a> {
 }
 
 impl UpstreamSessions {
+    /// Notes that `session`'s `GET` stream is on shard `at`.
+    pub fn listening_elsewhere(&self, session: &SessionId, at: usize) {
+        let mut map = self.listeners_elsewhere.borrow_mut();
+        if map.len() >= UPSTREAM_KEPT
+            && let Some(k) = map.keys().next().copied()
+        {
+            map.remove(&k);
+        }
+        map.insert(session.nonce, (at, session.clone()));
+    }
+
+    /// The shard `session`'s `GET` stream is on, when another told this one.
+    pub fn listener_of(&self, session: &SessionId) -> Option<usize> {
+        self.listeners_elsewhere.borrow().get(&session.nonce).map(|(at, _)| *at)
+    }
+
+    /// `session`'s `GET` stream on shard `at` ended: its forwarders here stop.
+    pub fn not_listening_elsewhere(&self, session: &SessionId, at: usize) {
+        let mut map = self.listeners_elsewhere.borrow_mut();
+        if map.get(&session.nonce).is_some_and(|(s, _)| *s == at) {
+            map.remove(&session.nonce);
+            for (k, stop) in self.forwarders.borrow().iter() {
+                if k.0 == session.nonce {
+                    stop.set();
+                }
+            }
+        }
+    }
+
+    /// A forwarder for `session` and `server`, unless one runs.
+    pub fn forwarding(&self, session: &SessionId, server: &Arc<str>) -> Option<Forwarding<'_>> {
+        let key = (session.nonce, server.clone());
+        let mut forwarders = self.forwarders.borrow_mut();
+        if forwarders.contains_key(&key) {
+            return None;
+        }
+        let stop = crate::rt::LocalEvent::new();
+        forwarders.insert(key.clone(), stop.clone());
+        Some(Forwarding { sessions: self, key, stop })
+    }
+
+    /// This shard's upstream sessions of `session` (streamable HTTP ones).
+    pub fn upstreams_of(&self, session: &SessionId) -> Vec<(Arc<str>, UpstreamSession)> {
+        self.map
+            .borrow()
+            .iter()
+            .filter(|((n, _), _)| *n == session.nonce)
+            .map(|((_, s), u)| (s.clone(), u.clone()))
+            .collect()
+    }
+
+    /// An inbox for the `GET` stream of `session` open here.
+    pub fn inbox(&self, session: &SessionId) -> InboxGuard<'_> {
+        self.inboxes.borrow_mut().entry(session.nonce).or_default();
+        InboxGuard { sessions: self, nonce: session.nonce }
+    }
+
+    /// A message forwarded from another shard, for the `GET` stream of `nonce` here (dropped
+    /// when there is none any more).
+    pub fn deliver(&self, nonce: [u8; 16], d: Delivered) {
+        let mut inboxes = self.inboxes.borrow_mut();
+        let Some(inbox) = inboxes.get_mut(&nonce) else { return };
+        if inbox.queue.len() >= INBOX_KEPT {
+            inbox.queue.pop_front();
+        }
+        inbox.queue.push_back(d);
+        inbox.wake.set();
+    }
+
     /// A `GET` stream for `session` on this shard: one per session (a new one stops the one
     /// before), `None` when [`MAX_LISTENING`] are open.
     pub fn listen_slot(&self, session: &SessionId) -> Option<ListenSlot<'_>> {

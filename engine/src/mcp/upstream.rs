@@ -470,6 +470,7 @@ pub async fn session_for(
         let version = adapters::mcp::upstream_version(client.protocol_version());
         let s = open_session(shard, cfg, server, version, &client.caller, client.caps).await?;
         shard.mcp_sessions.put(client, &server.name, s.clone());
+        super::server_messages::forward_if_listened(shard, server, client, &s);
         return Ok(s);
     }
 }
