@@ -171,7 +171,7 @@ impl crate::store::Control for Reloader {
         managed: GovernanceSpec,
         persist: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<(), ChangeError> {
-        self.apply_managed(|next| next.spec = Arc::new(managed), |_| Ok(()), persist)
+        self.apply_managed(|next| next.spec = Arc::new(managed), |_, _| Ok(()), persist)
     }
 
     fn managed_mcp(&self) -> Arc<crate::mcp::spec::McpSection> {
@@ -191,15 +191,16 @@ impl crate::store::Control for Reloader {
             )));
         }
         // Stored objects that stopped compiling are left out at start so they cannot keep the
-        // gateway down; a change that makes one stop compiling is refused instead.
-        let before = self.state.config.load().mcp_left_out.clone();
-        let check = |snapshot: &Snapshot| {
-            let broken: Vec<&String> = snapshot.mcp_left_out.iter().filter(|w| !before.contains(w)).collect();
-            if broken.is_empty() {
-                Ok(())
-            } else {
-                Err(ChangeError::Invalid(broken.iter().map(|w| w.as_str()).collect::<Vec<_>>().join("\n")))
-            }
+        // gateway down; a change that makes another stop compiling is refused instead.
+        let check = |before: &Snapshot, after: &Snapshot| {
+            let was_out = |name: &str| before.mcp_left_out.iter().any(|(n, _)| n == name);
+            let broken: Vec<String> = after
+                .mcp_left_out
+                .iter()
+                .filter(|(name, _)| !was_out(name))
+                .map(|(name, why)| format!("{name}: {why}"))
+                .collect();
+            if broken.is_empty() { Ok(()) } else { Err(ChangeError::Invalid(broken.join("\n"))) }
         };
         self.apply_managed(|next| next.mcp = Arc::new(mcp), check, persist)
     }
@@ -211,7 +212,7 @@ impl Reloader {
     fn apply_managed(
         &self,
         change: impl FnOnce(&mut Managed),
-        check: impl FnOnce(&Snapshot) -> Result<(), ChangeError>,
+        check: impl FnOnce(&Snapshot, &Snapshot) -> Result<(), ChangeError>,
         persist: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<(), ChangeError> {
         let _serial = self.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -225,7 +226,8 @@ impl Reloader {
             config::compile_with(&file, &self.source.describe(), generation, &next)
                 .map_err(|errors| ChangeError::Invalid(errors.to_string()))?
         };
-        check(&snapshot)?;
+        // Against the config in force, read under the lock that serialises changes.
+        check(&self.state.config.load(), &snapshot)?;
         persist().map_err(ChangeError::Store)?;
         resolve_into(&self.state, &snapshot);
         self.state.mcp_stdio.retain(&snapshot.mcp);

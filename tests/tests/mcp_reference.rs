@@ -338,10 +338,11 @@ fn the_get_stream_hears_the_upstream_sessions_of_every_shard() {
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()["result"]["content"][0]["text"].as_str().unwrap_or_default().to_owned()
     };
-    let mut get = e2e::Client::connect(addr);
-    get.send(format!(
+    let open_get = format!(
         "GET /mcp/agents HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {KEY}\r\naccept: text/event-stream\r\nmcp-session-id: {session}\r\n\r\n"
-    ).as_bytes());
+    );
+    let mut get = e2e::Client::connect(addr);
+    get.send(open_get.as_bytes());
     assert_eq!(get.read_head().0, 200);
     // The other shard learns of the stream within a gossip interval.
     std::thread::sleep(Duration::from_millis(100));
@@ -364,18 +365,28 @@ fn the_get_stream_hears_the_upstream_sessions_of_every_shard() {
         }
     }
     assert_eq!(started.len(), 2, "logging started in the upstream sessions of both shards");
-    let mut heard = std::collections::BTreeSet::new();
-    let mut pending = String::new();
     // Each session logs at once, then every 5 s: 12 s is plenty.
-    let deadline = std::time::Instant::now() + Duration::from_secs(12);
-    while heard.len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "logs heard only from {heard:?} of {started:?}");
-        let log = event_where(&mut get, &mut pending, |m| m["method"] == "notifications/message");
-        let data = log["params"]["data"].as_str().unwrap_or_default();
-        if let Some(id) = started.iter().find(|id| data.contains(id.as_str())) {
-            heard.insert(id.clone());
+    let hear_both = |get: &mut e2e::Client| {
+        let mut heard = std::collections::BTreeSet::new();
+        let mut pending = String::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(12);
+        while heard.len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "logs heard only from {heard:?} of {started:?}");
+            let log = event_where(get, &mut pending, |m| m["method"] == "notifications/message");
+            let data = log["params"]["data"].as_str().unwrap_or_default();
+            if let Some(id) = started.iter().find(|id| data.contains(id.as_str())) {
+                heard.insert(id.clone());
+            }
         }
-    }
+    };
+    hear_both(&mut get);
+    // The client reconnects its stream (on either shard) before the old one is noticed gone:
+    // both shards' logs reach the new one.
+    let mut again = e2e::Client::connect(addr);
+    again.send(open_get.as_bytes());
+    assert_eq!(again.read_head().0, 200);
+    drop(get);
+    hear_both(&mut again);
     let forwarded: f64 = (0..2)
         .filter_map(|i| {
             e2e::metric(&gw.metrics_text(), &format!("shardgate_mcp_forwarded_to_other_shards_total{{shard=\"{i}\"}}"))

@@ -682,7 +682,9 @@ fn mcp_listing(cfg: &Snapshot) -> Value {
             serde_json::json!({"name": &*v.name, "tools": names(&v.selections), "prompts": names(&v.prompts), "teams": &*v.teams})
         })
         .collect();
-    serde_json::json!({"servers": servers, "virtual": virtuals, "left_out": &cfg.mcp_left_out})
+    let left_out: Vec<Value> =
+        cfg.mcp_left_out.iter().map(|(object, why)| serde_json::json!({"object": object, "why": why})).collect();
+    serde_json::json!({"servers": servers, "virtual": virtuals, "left_out": left_out})
 }
 
 async fn apply(shard: &Rc<Shard>, caller: &Identity, changes: Vec<Mutation>) -> Result<(), GatewayError> {

@@ -316,8 +316,9 @@ pub struct Snapshot {
     pub guardrails: policy::guardrails::Guardrails,
     /// The MCP gateway's servers and virtual servers.
     pub mcp: crate::mcp::McpConfig,
-    /// Admin-made MCP objects left out because they no longer compile, each with why.
-    pub mcp_left_out: Vec<String>,
+    /// Admin-made MCP objects left out because they no longer compile (`mcp.servers.x`), each
+    /// with why.
+    pub mcp_left_out: Vec<(String, String)>,
     pub gossip: GossipSettings,
     /// `auth.allow_anonymous`.
     pub allow_anonymous: bool,

@@ -335,8 +335,16 @@ pub(super) async fn cancel(shard: &Rc<Shard>, cfg: &Snapshot, session: &SessionI
         }
         return;
     };
-    let Some(up) = shard.mcp_sessions.get(session, &server.name) else { return };
     let note = jsonrpc::notification("notifications/cancelled", Some(params));
+    // A legacy stream is this client's alone, so the id is its own there too. (A stdio process
+    // is shared: its requests carry ids of the gateway's, and a cancellation is not passed on.)
+    if let super::compiled::ServerTransport::LegacySse(_) = server.transport {
+        if let Some(legacy) = shard.mcp_sessions.legacy(session, &server.name) {
+            let _ = super::legacy_sse::send(shard, server, &legacy, &session.caller, &note, true).await;
+        }
+        return;
+    }
+    let Some(up) = shard.mcp_sessions.get(session, &server.name) else { return };
     let sent = upstream::post(shard, cfg, server, Some(&up), Some(&up.version), &session.caller, note).await;
     if let Ok(mut reply) = sent {
         while let Ok(Some(_)) = reply.next_message().await {}
@@ -887,7 +895,8 @@ impl Call<'_> {
                 None => return Err(UpstreamError::Failed("the answer ended without a result".into())),
                 Some(Message::Response { id, outcome }) if &id == self.id => break outcome,
                 Some(Message::Notification { method, params }) if self.accepts_sse => {
-                    let Some(mut params) = relayed.for_client(&server.name, &method, params) else { continue };
+                    let up = upstream_session.as_ref();
+                    let Some(mut params) = relayed.for_client(&server.name, up, &method, params) else { continue };
                     // What the server says along the way (log data, progress messages) reaches
                     // the agent too: the result's rules judge it first; a blocked one is dropped.
                     if let Some(p) = params.as_mut()
@@ -901,7 +910,7 @@ impl Call<'_> {
                     let server_id = id.clone();
                     let asked = super::server_messages::ServerRequest { id, method, params, listed, selected };
                     let Some(r) = self.server_request(server, upstream_session.as_ref(), asked).await else { continue };
-                    relayed.note(&server.name, &server_id, r.sealed);
+                    relayed.note(&server.name, upstream_session.as_ref(), &server_id, r.sealed);
                     r.message
                 }
                 // Notifications go nowhere when the client takes JSON only; responses to

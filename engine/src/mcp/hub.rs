@@ -25,38 +25,52 @@ pub enum Note {
     Cancel { session: SessionId, params: Value },
     /// The session was ended (`DELETE`): each shard closes its upstream sessions for it.
     Ended { session: SessionId },
-    /// The session's `GET` stream is open on `shard`: forward what servers send outside calls.
-    Listening { session: SessionId, shard: usize },
-    /// The session's `GET` stream on `shard` ended: stop forwarding.
-    NotListening { session: SessionId, shard: usize },
-    /// A message a server sent outside calls, in the sender's upstream session with it.
+    /// The session's `GET` stream `number` is open on `shard`: forward what servers send
+    /// outside calls.
+    Listening { session: SessionId, shard: usize, number: u64, opened_ms: u64 },
+    /// The session's `GET` stream `number` on `shard` ended: stop forwarding to it.
+    NotListening { session: SessionId, shard: usize, number: u64 },
+    /// A message a server sent outside calls, in the sender's upstream session with it, for
+    /// `GET` stream `number` of client session `nonce`.
     Deliver {
         nonce: [u8; 16],
+        number: u64,
         server: std::sync::Arc<str>,
         upstream: Option<super::session::UpstreamSession>,
         message: adapters::mcp::jsonrpc::Message,
     },
 }
 
-/// One inbox per shard.
+/// Two inboxes per shard: one for what clients can send many of (cancellations, forwarded
+/// messages), one for session news (ends, streams opening and closing), so that a flood of the
+/// first never crowds out the second.
 pub struct Hub {
-    inboxes: Box<[ArrayQueue<Note>]>,
+    control: Box<[ArrayQueue<Note>]>,
+    data: Box<[ArrayQueue<Note>]>,
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hub").field("shards", &self.inboxes.len()).finish_non_exhaustive()
+        f.debug_struct("Hub").field("shards", &self.control.len()).finish_non_exhaustive()
     }
 }
 
 impl Hub {
     pub fn new(shards: usize, capacity: usize) -> Hub {
-        Hub { inboxes: (0..shards).map(|_| ArrayQueue::new(capacity.max(1))).collect() }
+        let inboxes = || (0..shards).map(|_| ArrayQueue::new(capacity.max(1))).collect();
+        Hub { control: inboxes(), data: inboxes() }
+    }
+
+    fn inboxes_for(&self, note: &Note) -> &[ArrayQueue<Note>] {
+        match note {
+            Note::Cancel { .. } | Note::Deliver { .. } => &self.data,
+            Note::Ended { .. } | Note::Listening { .. } | Note::NotListening { .. } => &self.control,
+        }
     }
 
     /// Sends `note` to every shard but `from`.
     pub fn broadcast(&self, from: usize, note: &Note) {
-        for (i, inbox) in self.inboxes.iter().enumerate() {
+        for (i, inbox) in self.inboxes_for(note).iter().enumerate() {
             if i != from && inbox.push(note.clone()).is_err() {
                 tracing::debug!(shard = i, "an MCP note to another shard was dropped (its inbox is full)");
             }
@@ -65,12 +79,12 @@ impl Hub {
 
     /// Sends `note` to `shard` alone; `false` when its inbox is full.
     pub fn send_to(&self, shard: usize, note: Note) -> bool {
-        self.inboxes.get(shard).is_some_and(|inbox| inbox.push(note).is_ok())
+        self.inboxes_for(&note).get(shard).is_some_and(|inbox| inbox.push(note).is_ok())
     }
 
-    /// The next note waiting for `shard`.
+    /// The next note waiting for `shard`, session news first.
     pub fn next(&self, shard: usize) -> Option<Note> {
-        self.inboxes.get(shard)?.pop()
+        self.control.get(shard)?.pop().or_else(|| self.data.get(shard)?.pop())
     }
 }
 
@@ -97,12 +111,14 @@ async fn act(shard: Rc<Shard>, note: Note) {
             shard.metrics.mcp_ends_from_elsewhere.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             super::endpoint::close_upstream_sessions(&shard, &cfg, &session).await;
         }
-        Note::Listening { session, shard: at } => {
-            super::server_messages::listening_elsewhere(&shard, &cfg, session, at)
+        Note::Listening { session, shard: at, number, opened_ms } => {
+            super::server_messages::listening_elsewhere(&shard, &cfg, &session, (at, number), opened_ms);
         }
-        Note::NotListening { session, shard: at } => shard.mcp_sessions.not_listening_elsewhere(&session, at),
-        Note::Deliver { nonce, server, upstream, message } => {
-            shard.mcp_sessions.deliver(nonce, super::session::Delivered { server, upstream, message });
+        Note::NotListening { session, shard: at, number } => {
+            shard.mcp_sessions.not_listening_elsewhere(&session, at, number);
+        }
+        Note::Deliver { nonce, number, server, upstream, message } => {
+            shard.mcp_sessions.deliver(nonce, number, super::session::Delivered { server, upstream, message });
         }
     }
 }
@@ -122,8 +138,15 @@ mod tests {
         assert!(matches!(hub.next(0), Some(Note::Ended { .. })) && hub.next(0).is_none());
         assert!(matches!(hub.next(2), Some(Note::Ended { .. })));
         hub.broadcast(1, &Note::Ended { session: session.clone() });
-        hub.broadcast(1, &Note::Ended { session });
+        hub.broadcast(1, &Note::Ended { session: session.clone() });
         assert!(hub.next(0).is_some() && hub.next(0).is_none(), "one slot: the second was dropped");
         assert!(hub.next(7).is_none(), "no such shard");
+        // A flood of cancellations does not crowd out session news, which is read first.
+        let cancel = Note::Cancel { session: session.clone(), params: Value::Null };
+        hub.broadcast(1, &cancel);
+        hub.broadcast(1, &cancel);
+        hub.broadcast(1, &Note::Ended { session });
+        assert!(matches!(hub.next(0), Some(Note::Ended { .. })));
+        assert!(matches!(hub.next(0), Some(Note::Cancel { .. })) && hub.next(0).is_none());
     }
 }

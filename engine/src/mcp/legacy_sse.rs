@@ -82,13 +82,26 @@ impl LegacySession {
         })
     }
 
+    /// Makes it look as if a call waited on it (tests).
+    #[cfg(test)]
+    pub(crate) fn hold_a_call(&self) {
+        let waiting =
+            Waiting { wake: LocalEvent::new(), progress_token: None, heard: Default::default(), outcome: None };
+        self.pending.borrow_mut().insert("held".into(), waiting);
+    }
+
     /// Whether it was told to let its stream go (tests).
     #[cfg(test)]
     pub(crate) fn is_stopped(&self) -> bool {
         self.stop.is_set()
     }
 
-    /// How long since a message was last posted on it.
+    /// Whether a call waits on it (a stream with a call under way is not idle, however long).
+    pub fn is_busy(&self) -> bool {
+        !self.pending.borrow().is_empty()
+    }
+
+    /// How long since a client's message was last posted on it.
     pub fn idle_for(&self, now: std::time::Instant) -> std::time::Duration {
         now.saturating_duration_since(self.last_used.get())
     }
@@ -220,7 +233,7 @@ pub async fn open(shard: &Rc<Shard>, server: &McpServer, user: &str) -> Result<R
                             (shard.clone(), session.clone(), cfg.clone(), name.clone(), user.clone());
                         rt::spawn(async move {
                             if let Some((_, server)) = cfg.mcp.server(&name) {
-                                let _ = send(&shard, server, &session, &user, &answer).await;
+                                let _ = send(&shard, server, &session, &user, &answer, false).await;
                             }
                         });
                     }
@@ -249,7 +262,7 @@ pub async fn post(
     user: &str,
     body: &[u8],
 ) -> Result<Option<Message>, UpstreamError> {
-    let Some(mut call) = send(shard, server, session, user, body).await? else { return Ok(None) };
+    let Some(mut call) = send(shard, server, session, user, body, true).await? else { return Ok(None) };
     loop {
         match call.next().await? {
             Some(Message::Notification { .. }) => {}
@@ -259,13 +272,15 @@ pub async fn post(
 }
 
 /// Posts one message on `session`: for a request, what it hears comes from the [`LegacyCall`];
-/// `None` for a notification.
+/// `None` for a notification. `from_client`: on a client's behalf (what keeps a stream from
+/// being let go as idle; the gateway's own answers to the server's pings do not).
 pub async fn send(
     shard: &Shard,
     server: &McpServer,
     session: &Rc<LegacySession>,
     user: &str,
     body: &[u8],
+    from_client: bool,
 ) -> Result<Option<LegacyCall>, UpstreamError> {
     let ServerTransport::LegacySse(up) = &server.transport else {
         return Err(UpstreamError::Failed("not a legacy HTTP+SSE server".into()));
@@ -273,7 +288,9 @@ pub async fn send(
     if session.is_closed() {
         return Err(UpstreamError::SessionGone);
     }
-    session.last_used.set(std::time::Instant::now());
+    if from_client {
+        session.last_used.set(std::time::Instant::now());
+    }
     let endpoint = session.endpoint.borrow().clone().unwrap_or_else(|| "/".into());
     let (id, progress_token) = match jsonrpc::parse(body) {
         Ok(Message::Request { id, params, .. }) => {

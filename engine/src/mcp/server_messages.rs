@@ -37,8 +37,10 @@ pub(super) struct ServerRequest<'a> {
     pub selected: &'a Selected,
 }
 
-/// The server requests relayed on one stream, by server and the server's own id, to their
-/// sealed ids: a server's `notifications/cancelled` names its own id, which the client never saw.
+/// The server requests relayed on one stream, by server, upstream session and the server's own
+/// id, to their sealed ids: a server's `notifications/cancelled` names its own id, which the
+/// client never saw (and a `GET` stream mixes several upstream sessions of one server, whose ids
+/// may repeat).
 #[derive(Default)]
 pub(super) struct RelayedIds(std::collections::HashMap<String, String>);
 
@@ -46,25 +48,33 @@ pub(super) struct RelayedIds(std::collections::HashMap<String, String>);
 const RELAYED_KEPT: usize = 1024;
 
 impl RelayedIds {
-    fn key(server: &str, id: &Value) -> String {
-        format!("{server}\0{id}")
+    fn key(server: &str, upstream: Option<&UpstreamSession>, id: &Value) -> String {
+        let session = upstream.and_then(|u| u.id.as_deref()).unwrap_or_default();
+        format!("{server}\0{session}\0{id}")
     }
 
-    pub(super) fn note(&mut self, server: &str, id: &Value, sealed: String) {
+    pub(super) fn note(&mut self, server: &str, upstream: Option<&UpstreamSession>, id: &Value, sealed: String) {
         if self.0.len() >= RELAYED_KEPT {
             self.0.clear();
         }
-        self.0.insert(Self::key(server, id), sealed);
+        self.0.insert(Self::key(server, upstream, id), sealed);
     }
 
-    /// A notification from `server` as the client may see it: a cancellation of a relayed
-    /// request names the sealed id; one of a request the client never got is dropped (`None`).
-    pub(super) fn for_client(&self, server: &str, method: &str, mut params: Option<Value>) -> Option<Option<Value>> {
+    /// A notification from `server` (in `upstream`) as the client may see it: a cancellation
+    /// of a relayed request names the sealed id; one of a request the client never got is
+    /// dropped (`None`).
+    pub(super) fn for_client(
+        &self,
+        server: &str,
+        upstream: Option<&UpstreamSession>,
+        method: &str,
+        mut params: Option<Value>,
+    ) -> Option<Option<Value>> {
         if method != "notifications/cancelled" {
             return Some(params);
         }
         let id = params.as_ref().and_then(|p| p.get("requestId"))?;
-        let sealed = self.0.get(&Self::key(server, id))?.clone();
+        let sealed = self.0.get(&Self::key(server, upstream, id))?.clone();
         if let Some(Value::Object(p)) = params.as_mut() {
             p.insert("requestId".into(), Value::String(sealed));
         }
@@ -255,28 +265,41 @@ pub(super) async fn answer_from_client<C: Conn>(
     }
 }
 
-/// Another shard says `session`'s `GET` stream is on shard `at`: this shard forwards there
-/// what its upstream sessions for that client hear outside calls, now and as it opens more.
-pub(super) fn listening_elsewhere(shard: &Rc<Shard>, cfg: &Snapshot, session: super::session::SessionId, at: usize) {
-    shard.mcp_sessions.listening_elsewhere(&session, at);
-    for (server, up) in shard.mcp_sessions.upstreams_of(&session) {
+/// Another shard says `session`'s `GET` stream is stream `to` (shard, number): this shard
+/// forwards there what its upstream sessions for that client hear outside calls, now and as it
+/// opens more (forwarders aimed at an older stream stop).
+pub(super) fn listening_elsewhere(
+    shard: &Rc<Shard>,
+    cfg: &Snapshot,
+    session: &super::session::SessionId,
+    to: (usize, u64),
+    opened_ms: u64,
+) {
+    if shard.mcp_sessions.listening_elsewhere(session, to.0, to.1, opened_ms) {
+        forward_all(shard, cfg, session, to);
+    }
+}
+
+/// Starts forwarders for every upstream session this shard holds for `session`.
+fn forward_all(shard: &Rc<Shard>, cfg: &Snapshot, session: &super::session::SessionId, to: (usize, u64)) {
+    for (server, up) in shard.mcp_sessions.upstreams_of(session) {
         if let Some((_, s)) = cfg.mcp.server(&server) {
-            forward(shard, s, &session, &up, at);
+            forward(shard, s, session, &up, to);
         }
     }
 }
 
 /// When `session` has a `GET` stream on another shard, forwards there what `server` sends in
 /// upstream session `up` outside calls (a task reading the server's `GET` stream, one per
-/// client session and server, until the listener goes, the stream ends, or the shard drains).
+/// client session and server, until that stream goes, the server's ends, or the shard drains).
 pub(super) fn forward_if_listened(
     shard: &Rc<Shard>,
     server: &McpServer,
     session: &super::session::SessionId,
     up: &UpstreamSession,
 ) {
-    if let Some(at) = shard.mcp_sessions.listener_of(session) {
-        forward(shard, server, session, up, at);
+    if let Some(to) = shard.mcp_sessions.listener_of(session) {
+        forward(shard, server, session, up, to);
     }
 }
 
@@ -285,34 +308,56 @@ fn forward(
     server: &McpServer,
     session: &super::session::SessionId,
     up: &UpstreamSession,
-    to: usize,
+    to: (usize, u64),
 ) {
-    if !matches!(server.transport, ServerTransport::Http(_)) || to == shard.id {
+    if !matches!(server.transport, ServerTransport::Http(_)) || to.0 == shard.id {
         return;
     }
     let (shard, session, up, name) = (shard.clone(), session.clone(), up.clone(), server.name.clone());
     rt::spawn(async move {
-        let Some(slot) = shard.mcp_sessions.forwarding(&session, &name) else { return };
+        let Some(slot) = shard.mcp_sessions.forwarding(&session, &name, to) else { return };
         let cfg = shard.config();
         let Some((_, server)) = cfg.mcp.server(&name) else { return };
-        let opened = rt::timeout(server.timeout, upstream::listen(&shard, &cfg, server, &up, &session.caller)).await;
-        let Ok(Ok(Some(mut reply))) = opened else { return };
+        let Some(mut reply) = listen_retrying(&shard, &cfg, server, &up, &session.caller).await else { return };
         loop {
             let next = rt::unless(&slot.stop, rt::unless(&shard.drain, reply.next_message())).await;
             let Some(Some(Ok(Some(message)))) = next else { break };
             let note = super::hub::Note::Deliver {
                 nonce: session.nonce,
+                number: to.1,
                 server: name.clone(),
                 upstream: Some(up.clone()),
                 message,
             };
-            if shard.process.mcp_hub.send_to(to, note) {
+            if shard.process.mcp_hub.send_to(to.0, note) {
                 shard.metrics.mcp_forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             } else {
                 tracing::debug!(server = %name, "a message for a GET stream on another shard was dropped (its inbox is full)");
             }
         }
     });
+}
+
+/// `server`'s `GET` stream in upstream session `up`, within the server's timeout; tried again
+/// a few times while the server still holds the stream before it (409: one per session, and a
+/// stream just let go may not have been noticed yet).
+async fn listen_retrying<'s>(
+    shard: &'s Rc<Shard>,
+    cfg: &Snapshot,
+    server: &McpServer,
+    up: &UpstreamSession,
+    user: &str,
+) -> Option<upstream::Reply<'s>> {
+    for _ in 0..10 {
+        match rt::timeout(server.timeout, upstream::listen(shard, cfg, server, up, user)).await {
+            Ok(Err(UpstreamError::Failed(why))) if why == upstream::LISTENING_ALREADY => {
+                rt::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Ok(Ok(reply)) => return reply,
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// What the merged `GET` stream yields next.
@@ -337,15 +382,16 @@ enum Next {
 /// the session replaces it; the client then reconnects. 405 when no server offers a stream; 503
 /// when this shard has [`MAX_LISTENING`] open.
 pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>) {
-    let Some(slot) = s.shard.mcp_sessions.listen_slot(s.session) else {
+    let Some(slot) = s.shard.mcp_sessions.listen_slot(s.session, s.shard.id) else {
         let e = RpcError::new(
             jsonrpc::INTERNAL_ERROR,
             format!("this gateway shard has {MAX_LISTENING} event streams open; retry later"),
         );
         return reply_error(resp, 503, None, e).await;
     };
-    // The stream this one replaces lets go of its upstream streams first (servers allow one per
-    // session).
+    // This shard's forwarders for the client stop (they hold the servers' streams this one
+    // opens), and so does the stream this one replaces (servers allow one per session).
+    s.shard.mcp_sessions.listening_here(s.session);
     if let Some(before) = &slot.replaced {
         let _ = rt::timeout(std::time::Duration::from_secs(1), before.wait()).await;
     }
@@ -410,8 +456,8 @@ pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>
     })
     .boxed_local();
     // What other shards' upstream sessions for this client hear comes here too.
-    let inbox = s.shard.mcp_sessions.inbox(s.session);
-    let _announced = Announced::new(s.shard, s.session);
+    let inbox = s.shard.mcp_sessions.inbox(s.session, slot.number);
+    let _announced = Announced::new(s.shard, s.session, slot.number, slot.opened.0);
     let forwarded =
         stream::unfold(&inbox, |inbox| async move { Some((Next::Forwarded(inbox.next().await), inbox)) }).boxed_local();
     let mut merged = stream::select_all(per_server.chain([ticks, drain, replaced, forwarded]));
@@ -464,7 +510,9 @@ pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>
         let selected = s.cfg.guardrails.select(s.caller, name, &Metadata::new());
         let to_client = match message {
             Message::Notification { method, params } => {
-                let Some(mut params) = relayed.for_client(&server.name, &method, params) else { continue };
+                let Some(mut params) = relayed.for_client(&server.name, session.as_ref(), &method, params) else {
+                    continue;
+                };
                 if let Some(p) = params.as_mut()
                     && call.guard(&selected, Phase::ToolResult, name, p, all_texts, put_all_texts).await.is_err()
                 {
@@ -476,7 +524,7 @@ pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>
                 let server_id = id.clone();
                 let asked = ServerRequest { id, method, params, listed: name, selected: &selected };
                 let Some(r) = call.server_request(server, session.as_ref(), asked).await else { continue };
-                relayed.note(&server.name, &server_id, r.sealed);
+                relayed.note(&server.name, session.as_ref(), &server_id, r.sealed);
                 r.message
             }
             Message::Response { .. } => continue,
@@ -489,24 +537,29 @@ pub(super) async fn listen<C: Conn>(s: &Session<'_>, resp: &mut Responder<'_, C>
 }
 
 /// Tells the other shards that a client's `GET` stream is open here, and, when dropped, that it
-/// is no more.
+/// is no more; then, if the client's stream is now on another shard, this shard forwards there.
 struct Announced<'a> {
-    shard: &'a Shard,
+    shard: &'a Rc<Shard>,
     session: &'a super::session::SessionId,
+    number: u64,
 }
 
 impl<'a> Announced<'a> {
-    fn new(shard: &'a Shard, session: &'a super::session::SessionId) -> Announced<'a> {
-        let note = super::hub::Note::Listening { session: session.clone(), shard: shard.id };
+    fn new(shard: &'a Rc<Shard>, session: &'a super::session::SessionId, number: u64, opened_ms: u64) -> Announced<'a> {
+        let note = super::hub::Note::Listening { session: session.clone(), shard: shard.id, number, opened_ms };
         shard.process.mcp_hub.broadcast(shard.id, &note);
-        Announced { shard, session }
+        Announced { shard, session, number }
     }
 }
 
 impl Drop for Announced<'_> {
     fn drop(&mut self) {
-        let note = super::hub::Note::NotListening { session: self.session.clone(), shard: self.shard.id };
+        let note =
+            super::hub::Note::NotListening { session: self.session.clone(), shard: self.shard.id, number: self.number };
         self.shard.process.mcp_hub.broadcast(self.shard.id, &note);
+        if let Some(to) = self.shard.mcp_sessions.listener_of(self.session) {
+            forward_all(self.shard, &self.shard.config(), self.session, to);
+        }
     }
 }
 

@@ -292,14 +292,16 @@ pub struct UpstreamSessions {
     opening: std::cell::RefCell<HashMap<UpstreamKey, crate::rt::LocalEvent>>,
     /// The client sessions with a `GET` stream open on this shard, each with its stream's
     /// number and the event that stops it.
-    listening: std::cell::RefCell<HashMap<[u8; 16], (u64, crate::rt::LocalEvent, crate::rt::LocalEvent)>>,
+    listening: std::cell::RefCell<HashMap<[u8; 16], Listening>>,
     /// Numbers `GET` streams.
     listens: std::cell::Cell<u64>,
     /// Client sessions whose `GET` stream is on another shard: which, and the session.
-    listeners_elsewhere: std::cell::RefCell<HashMap<[u8; 16], (usize, SessionId)>>,
+    listeners_elsewhere: std::cell::RefCell<HashMap<[u8; 16], Listener>>,
     /// Forwarders running here (a server's `GET` stream read for a listener elsewhere), by
     /// client session and server, each with the event that stops it.
-    forwarders: std::cell::RefCell<HashMap<UpstreamKey, crate::rt::LocalEvent>>,
+    forwarders: std::cell::RefCell<HashMap<UpstreamKey, Forwarder>>,
+    /// Numbers forwarders (so one that ends removes its own entry, not its successor's).
+    forwarder_ids: std::cell::Cell<u64>,
     /// What other shards forwarded to the `GET` streams open here, by client session.
     inboxes: std::cell::RefCell<HashMap<[u8; 16], Inbox>>,
     /// Open streams to legacy HTTP+SSE servers, per client session and server.
@@ -344,7 +346,10 @@ pub const MAX_LISTENING: usize = 128;
 pub struct ListenSlot<'a> {
     sessions: &'a UpstreamSessions,
     nonce: [u8; 16],
-    number: u64,
+    /// This stream's number on this shard (with the shard's id, it names the stream).
+    pub number: u64,
+    /// When it opened (Unix ms) and on which shard: of a client's streams, the newest wins.
+    pub opened: (u64, usize),
     /// Set when another `GET` of the same session replaces this one.
     pub stop: crate::rt::LocalEvent,
     /// Set when this one has let go of its upstream streams (dropped).
@@ -357,7 +362,7 @@ impl Drop for ListenSlot<'_> {
     fn drop(&mut self) {
         self.done.set();
         let mut listening = self.sessions.listening.borrow_mut();
-        if listening.get(&self.nonce).is_some_and(|(n, _, _)| *n == self.number) {
+        if listening.get(&self.nonce).is_some_and(|l| l.number == self.number) {
             listening.remove(&self.nonce);
         }
     }
@@ -372,9 +377,10 @@ pub struct Delivered {
     pub message: adapters::mcp::jsonrpc::Message,
 }
 
-/// Messages waiting for a `GET` stream, and the event that wakes it.
+/// Messages waiting for a `GET` stream (the stream's number), and the event that wakes it.
 #[derive(Debug, Default)]
 struct Inbox {
+    number: u64,
     queue: VecDeque<Delivered>,
     wake: crate::rt::LocalEvent,
 }
@@ -382,16 +388,46 @@ struct Inbox {
 /// Messages kept per `GET` stream while it is busy; beyond this the oldest go.
 const INBOX_KEPT: usize = 1024;
 
+/// A `GET` stream open here: its number, when it opened (Unix ms, shard), the event that stops
+/// it, and the one set once it let go.
+#[derive(Debug)]
+struct Listening {
+    number: u64,
+    opened: (u64, usize),
+    stop: crate::rt::LocalEvent,
+    done: crate::rt::LocalEvent,
+}
+
+/// A client's `GET` stream on another shard: which shard, and its number there.
+#[derive(Debug)]
+struct Listener {
+    at: usize,
+    number: u64,
+}
+
+/// A forwarder running here: the stream it forwards to (shard, number), its own id, and the
+/// event that stops it.
+#[derive(Debug)]
+struct Forwarder {
+    to: (usize, u64),
+    id: u64,
+    stop: crate::rt::LocalEvent,
+}
+
 /// A forwarder's place; let go when it ends.
 pub struct Forwarding<'a> {
     sessions: &'a UpstreamSessions,
     key: UpstreamKey,
+    id: u64,
     pub stop: crate::rt::LocalEvent,
 }
 
 impl Drop for Forwarding<'_> {
     fn drop(&mut self) {
-        self.sessions.forwarders.borrow_mut().remove(&self.key);
+        let mut forwarders = self.sessions.forwarders.borrow_mut();
+        if forwarders.get(&self.key).is_some_and(|f| f.id == self.id) {
+            forwarders.remove(&self.key);
+        }
     }
 }
 
@@ -399,30 +435,42 @@ impl Drop for Forwarding<'_> {
 pub struct InboxGuard<'a> {
     sessions: &'a UpstreamSessions,
     nonce: [u8; 16],
+    number: u64,
 }
 
 impl Drop for InboxGuard<'_> {
     fn drop(&mut self) {
-        self.sessions.inboxes.borrow_mut().remove(&self.nonce);
+        let mut inboxes = self.sessions.inboxes.borrow_mut();
+        if inboxes.get(&self.nonce).is_some_and(|i| i.number == self.number) {
+            inboxes.remove(&self.nonce);
+        }
     }
 }
 
 impl InboxGuard<'_> {
-    /// The next message forwarded here, waiting for one.
+    /// The next message forwarded here, waiting for one (for ever once a newer stream of the
+    /// session took the inbox: this one is being stopped).
     pub async fn next(&self) -> Delivered {
         loop {
             let wake = {
                 let mut inboxes = self.sessions.inboxes.borrow_mut();
-                let inbox = inboxes.entry(self.nonce).or_default();
-                if let Some(d) = inbox.queue.pop_front() {
-                    return d;
+                match inboxes.get_mut(&self.nonce).filter(|i| i.number == self.number) {
+                    Some(inbox) => {
+                        if let Some(d) = inbox.queue.pop_front() {
+                            return d;
+                        }
+                        if inbox.wake.is_set() {
+                            inbox.wake = crate::rt::LocalEvent::new();
+                        }
+                        Some(inbox.wake.clone())
+                    }
+                    None => None,
                 }
-                if inbox.wake.is_set() {
-                    inbox.wake = crate::rt::LocalEvent::new();
-                }
-                inbox.wake.clone()
             };
-            wake.wait().await;
+            match wake {
+                Some(w) => w.wait().await,
+                None => std::future::pending::<()>().await,
+            }
         }
     }
 }
@@ -436,45 +484,77 @@ pub enum OpenTurn<'a> {
 }
 
 impl UpstreamSessions {
-    /// Notes that `session`'s `GET` stream is on shard `at`.
-    pub fn listening_elsewhere(&self, session: &SessionId, at: usize) {
+    /// Notes that `session`'s `GET` stream is stream `number` of shard `at`, opened at
+    /// `opened_ms`; forwarders here aimed at an older one are stopped (the caller starts new
+    /// ones). Of a client's streams the newest wins: an older one open here is stopped, and
+    /// `false` (nothing done) when the one here is newer.
+    pub fn listening_elsewhere(&self, session: &SessionId, at: usize, number: u64, opened_ms: u64) -> bool {
+        if let Some(here) = self.listening.borrow().get(&session.nonce) {
+            if here.opened > (opened_ms, at) {
+                return false;
+            }
+            here.stop.set();
+        }
         let mut map = self.listeners_elsewhere.borrow_mut();
         if map.len() >= UPSTREAM_KEPT
             && let Some(k) = map.keys().next().copied()
         {
             map.remove(&k);
         }
-        map.insert(session.nonce, (at, session.clone()));
+        map.insert(session.nonce, Listener { at, number });
+        drop(map);
+        self.stop_forwarders(session, |to| to != (at, number));
+        true
     }
 
-    /// The shard `session`'s `GET` stream is on, when another told this one.
-    pub fn listener_of(&self, session: &SessionId) -> Option<usize> {
-        self.listeners_elsewhere.borrow().get(&session.nonce).map(|(at, _)| *at)
+    /// The stream (shard, number) `session`'s `GET` is on elsewhere, when another shard said.
+    pub fn listener_of(&self, session: &SessionId) -> Option<(usize, u64)> {
+        self.listeners_elsewhere.borrow().get(&session.nonce).map(|l| (l.at, l.number))
     }
 
-    /// `session`'s `GET` stream on shard `at` ended: its forwarders here stop.
-    pub fn not_listening_elsewhere(&self, session: &SessionId, at: usize) {
+    /// `session`'s stream `number` on shard `at` ended: forwarders aimed at it stop.
+    pub fn not_listening_elsewhere(&self, session: &SessionId, at: usize, number: u64) {
         let mut map = self.listeners_elsewhere.borrow_mut();
-        if map.get(&session.nonce).is_some_and(|(s, _)| *s == at) {
+        if map.get(&session.nonce).is_some_and(|l| (l.at, l.number) == (at, number)) {
             map.remove(&session.nonce);
-            for (k, stop) in self.forwarders.borrow().iter() {
-                if k.0 == session.nonce {
-                    stop.set();
-                }
-            }
         }
+        drop(map);
+        self.stop_forwarders(session, |to| to == (at, number));
     }
 
-    /// A forwarder for `session` and `server`, unless one runs.
-    pub fn forwarding(&self, session: &SessionId, server: &Arc<str>) -> Option<Forwarding<'_>> {
+    /// A `GET` stream of `session` opens here: other shards' streams are not this shard's
+    /// concern any more, and its forwarders stop (they hold the servers' streams it needs).
+    pub fn listening_here(&self, session: &SessionId) {
+        self.listeners_elsewhere.borrow_mut().remove(&session.nonce);
+        self.stop_forwarders(session, |_| true);
+    }
+
+    fn stop_forwarders(&self, session: &SessionId, aimed: impl Fn((usize, u64)) -> bool) {
+        self.forwarders.borrow_mut().retain(|k, f| {
+            let stop = k.0 == session.nonce && aimed(f.to);
+            if stop {
+                f.stop.set();
+            }
+            !stop
+        });
+    }
+
+    /// A forwarder for `session` and `server` to stream `to` (shard, number), unless one runs
+    /// to it; one aimed elsewhere is stopped.
+    pub fn forwarding(&self, session: &SessionId, server: &Arc<str>, to: (usize, u64)) -> Option<Forwarding<'_>> {
         let key = (session.nonce, server.clone());
         let mut forwarders = self.forwarders.borrow_mut();
-        if forwarders.contains_key(&key) {
-            return None;
+        if let Some(f) = forwarders.get(&key) {
+            if f.to == to {
+                return None;
+            }
+            f.stop.set();
         }
+        let id = self.forwarder_ids.get() + 1;
+        self.forwarder_ids.set(id);
         let stop = crate::rt::LocalEvent::new();
-        forwarders.insert(key.clone(), stop.clone());
-        Some(Forwarding { sessions: self, key, stop })
+        forwarders.insert(key.clone(), Forwarder { to, id, stop: stop.clone() });
+        Some(Forwarding { sessions: self, key, id, stop })
     }
 
     /// This shard's upstream sessions of `session` (streamable HTTP ones).
@@ -487,17 +567,17 @@ impl UpstreamSessions {
             .collect()
     }
 
-    /// An inbox for the `GET` stream of `session` open here.
-    pub fn inbox(&self, session: &SessionId) -> InboxGuard<'_> {
-        self.inboxes.borrow_mut().entry(session.nonce).or_default();
-        InboxGuard { sessions: self, nonce: session.nonce }
+    /// An inbox for `GET` stream `number` of `session` open here (a newer stream takes it).
+    pub fn inbox(&self, session: &SessionId, number: u64) -> InboxGuard<'_> {
+        self.inboxes.borrow_mut().insert(session.nonce, Inbox { number, ..Inbox::default() });
+        InboxGuard { sessions: self, nonce: session.nonce, number }
     }
 
-    /// A message forwarded from another shard, for the `GET` stream of `nonce` here (dropped
-    /// when there is none any more).
-    pub fn deliver(&self, nonce: [u8; 16], d: Delivered) {
+    /// A message forwarded from another shard, for stream `number` of `nonce` here (dropped
+    /// when that stream is gone).
+    pub fn deliver(&self, nonce: [u8; 16], number: u64, d: Delivered) {
         let mut inboxes = self.inboxes.borrow_mut();
-        let Some(inbox) = inboxes.get_mut(&nonce) else { return };
+        let Some(inbox) = inboxes.get_mut(&nonce).filter(|i| i.number == number) else { return };
         if inbox.queue.len() >= INBOX_KEPT {
             inbox.queue.pop_front();
         }
@@ -507,20 +587,21 @@ impl UpstreamSessions {
 
     /// A `GET` stream for `session` on this shard: one per session (a new one stops the one
     /// before), `None` when [`MAX_LISTENING`] are open.
-    pub fn listen_slot(&self, session: &SessionId) -> Option<ListenSlot<'_>> {
+    pub fn listen_slot(&self, session: &SessionId, shard_id: usize) -> Option<ListenSlot<'_>> {
         let mut listening = self.listening.borrow_mut();
         let mut replaced = None;
-        if let Some((_, stop, done)) = listening.remove(&session.nonce) {
-            stop.set();
-            replaced = Some(done);
+        if let Some(before) = listening.remove(&session.nonce) {
+            before.stop.set();
+            replaced = Some(before.done);
         } else if listening.len() >= MAX_LISTENING {
             return None;
         }
         let number = self.listens.get() + 1;
         self.listens.set(number);
         let (stop, done) = (crate::rt::LocalEvent::new(), crate::rt::LocalEvent::new());
-        listening.insert(session.nonce, (number, stop.clone(), done.clone()));
-        Some(ListenSlot { sessions: self, nonce: session.nonce, number, stop, done, replaced })
+        let opened = (crate::api::governance::now_ms(), shard_id);
+        listening.insert(session.nonce, Listening { number, opened, stop: stop.clone(), done: done.clone() });
+        Some(ListenSlot { sessions: self, nonce: session.nonce, number, opened, stop, done, replaced })
     }
 
     /// Who opens `session`'s upstream session with `server`: this task, or one already at it.
@@ -610,7 +691,7 @@ impl UpstreamSessions {
         let mut map = self.legacy.borrow_mut();
         let before = map.len();
         map.retain(|_, s| {
-            let keep = !s.is_closed() && s.idle_for(now) < idle;
+            let keep = !s.is_closed() && (s.is_busy() || s.idle_for(now) < idle);
             if !keep {
                 s.stop();
             }
@@ -735,8 +816,8 @@ mod tests {
         let s = Sessions::new().unwrap();
         let ups = UpstreamSessions::default();
         let (a, _) = s.open("v", "anonymous", 0, ClientCaps::default()).unwrap();
-        let first = ups.listen_slot(&a).unwrap();
-        let second = ups.listen_slot(&a).unwrap();
+        let first = ups.listen_slot(&a, 0).unwrap();
+        let second = ups.listen_slot(&a, 0).unwrap();
         assert!(first.stop.is_set() && !second.stop.is_set(), "the new stream stops the old");
         let old_done = second.replaced.clone().unwrap();
         assert!(!old_done.is_set());
@@ -748,12 +829,12 @@ mod tests {
         let mut held = Vec::new();
         for _ in 0..MAX_LISTENING {
             let (x, _) = s.open("v", "anonymous", 0, ClientCaps::default()).unwrap();
-            held.push(ups.listen_slot(&x).unwrap());
+            held.push(ups.listen_slot(&x, 0).unwrap());
         }
         let (late, _) = s.open("v", "anonymous", 0, ClientCaps::default()).unwrap();
-        assert!(ups.listen_slot(&late).is_none(), "full");
+        assert!(ups.listen_slot(&late, 0).is_none(), "full");
         held.pop();
-        assert!(ups.listen_slot(&late).is_some());
+        assert!(ups.listen_slot(&late, 0).is_some());
     }
 
     #[test]
@@ -767,10 +848,16 @@ mod tests {
         let now = Instant::now();
         let old = super::super::legacy_sse::LegacySession::detached(now.checked_sub(Duration::from_secs(700)).unwrap());
         let fresh = super::super::legacy_sse::LegacySession::detached(now);
+        let (c, _) = s.open("v", "anonymous", 0, ClientCaps::default()).unwrap();
+        let busy =
+            super::super::legacy_sse::LegacySession::detached(now.checked_sub(Duration::from_secs(700)).unwrap());
+        busy.hold_a_call();
         ups.put_legacy(&a, &server, old.clone());
         ups.put_legacy(&b, &server, fresh.clone());
+        ups.put_legacy(&c, &server, busy.clone());
         assert_eq!(ups.expire_legacy(now, LEGACY_IDLE), 1);
         assert!(old.is_stopped() && !fresh.is_stopped());
+        assert!(!busy.is_stopped(), "a call under way for longer than the idle time keeps its stream");
         assert!(ups.legacy(&a, &server).is_none() && ups.legacy(&b, &server).is_some());
     }
 }

@@ -61,12 +61,12 @@ pub fn merged(file: &McpSection, admin: &McpSection) -> McpSection {
 /// virtual server's...), so that what the admin API once made never keeps the gateway from
 /// starting either. `compile` says whether a section compiles. When the file's own section does
 /// not compile, everything is kept, so that the file's errors are the ones reported. Returns the
-/// section and what was left out, each with why.
+/// section and what was left out (`mcp.servers.x`, `mcp.virtual.y`), each with why.
 pub fn merged_leaving_out(
     file: &McpSection,
     admin: &McpSection,
     compile: impl Fn(&McpSection) -> Result<(), Vec<String>>,
-) -> (McpSection, Vec<String>) {
+) -> (McpSection, Vec<(String, String)>) {
     let all = merged(file, admin);
     if compile(&all).is_ok() || compile(file).is_err() {
         return (all, Vec::new());
@@ -78,7 +78,7 @@ pub fn merged_leaving_out(
         add(&mut candidate);
         match compile(&candidate) {
             Ok(()) => kept = candidate,
-            Err(errors) => left_out.push(format!("{what} (made through the admin API): {}", errors.join("; "))),
+            Err(errors) => left_out.push((what, errors.join("; "))),
         }
     };
     for (name, s) in admin.servers.iter().filter(|(n, _)| !file.servers.contains_key(*n)) {
@@ -91,8 +91,8 @@ pub fn merged_leaving_out(
             c.virtual_servers.insert(name.clone(), v.clone());
         });
     }
-    for why in &left_out {
-        tracing::error!(%why, "an MCP object made through the admin API no longer compiles and is left out");
+    for (what, why) in &left_out {
+        tracing::error!(object = %what, %why, "an MCP object made through the admin API no longer compiles and is left out");
     }
     (kept, left_out)
 }
@@ -282,9 +282,9 @@ mod tests {
         assert_eq!(servers, ["fs", "gh"]);
         assert_eq!(kept.virtual_servers.keys().collect::<Vec<_>>(), ["fine"]);
         assert_eq!(left_out.len(), 2, "{left_out:?}");
-        assert!(left_out[0].starts_with("mcp.servers.local (made through the admin API)"), "{left_out:?}");
-        assert!(left_out[0].contains("not in mcp.stdio_commands"), "{left_out:?}");
-        assert!(left_out[1].starts_with("mcp.virtual.uses-local"), "{left_out:?}");
+        assert_eq!(left_out[0].0, "mcp.servers.local");
+        assert!(left_out[0].1.contains("not in mcp.stdio_commands"), "{left_out:?}");
+        assert_eq!(left_out[1].0, "mcp.virtual.uses-local");
         // A file that does not compile itself keeps everything, so its own errors are reported.
         let broken = section("servers:\n  n: {}\n");
         let (all, none) = merged_leaving_out(&broken, &admin, compiles);

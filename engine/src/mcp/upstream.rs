@@ -355,7 +355,7 @@ pub async fn exchange_legacy<'s>(
                 s
             }
         };
-        match super::legacy_sse::send(shard, server, &session, &client.caller, body).await {
+        match super::legacy_sse::send(shard, server, &session, &client.caller, body, true).await {
             Err(UpstreamError::SessionGone) if !reopened => reopened = true,
             Ok(call) => {
                 let body = call.map_or(Body::Empty, Body::Legacy);

@@ -473,22 +473,40 @@ pub struct Refresher {
     agent: Option<crate::side_http::SideAgent>,
     /// When a failed refresh may be tried again, by (server, user).
     retry_at: HashMap<(String, String), u64>,
+    /// Since when tokens have been of no more use, by (server, user).
+    unused_since: HashMap<(String, String), u64>,
 }
 
-/// Why a user's tokens for a server are of no more use, if they are not: the server is gone
-/// or no longer acts as each user, it was pointed elsewhere (tokens are bound to its resource),
-/// or the caller was a key that is gone or revoked. (Callers known by a token issuer's `sub`
-/// come and go with their tokens, so theirs are kept.)
-pub fn orphaned(cfg: &crate::config::Snapshot, server: &str, user: &str, token: &UserToken) -> Option<&'static str> {
+/// How long tokens stay after the config stopped having a use for them (a reload that drops a
+/// server by mistake, and is fixed, must not make every user consent again).
+pub const ORPHAN_GRACE_SECS: u64 = 3600;
+
+/// Why a user's tokens for a server are of no more use, if they are not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orphaned {
+    /// The caller's key was revoked: deleted at once.
+    Revoked,
+    /// The server is gone, no longer acts as each user, or points elsewhere (tokens are bound
+    /// to its resource), or the caller's key is gone: deleted after [`ORPHAN_GRACE_SECS`].
+    Unused(&'static str),
+}
+
+/// Whether `user`'s tokens for `server` are of any more use. (Callers known by a token
+/// issuer's `sub` come and go with their tokens, so theirs are kept; so are those of a server
+/// the admin API made and a file edit keeps from compiling, until it is fixed or removed.)
+pub fn orphaned(cfg: &crate::config::Snapshot, server: &str, user: &str, token: &UserToken) -> Option<Orphaned> {
+    let key = user.strip_prefix("key:").map(|name| cfg.policy.directory.key_named(name));
+    if key.is_some_and(|k| k.is_some_and(|id| id.revoked)) {
+        return Some(Orphaned::Revoked);
+    }
+    let left_out = cfg.mcp_left_out.iter().any(|(name, _)| name.strip_prefix("mcp.servers.") == Some(server));
     let Some(p) = cfg.mcp.server(server).and_then(|(_, s)| s.per_user.as_ref()) else {
-        return Some("the server is gone or no longer acts as each user");
+        return (!left_out).then_some(Orphaned::Unused("the server is gone or no longer acts as each user"));
     };
     if p.resource != token.resource {
-        return Some("the server points elsewhere now");
+        return Some(Orphaned::Unused("the server points elsewhere now"));
     }
-    let key_gone =
-        user.strip_prefix("key:").is_some_and(|name| cfg.policy.directory.key_named(name).is_none_or(|id| id.revoked));
-    key_gone.then_some("the caller's key is gone or revoked")
+    key.is_some_and(|k| k.is_none()).then_some(Orphaned::Unused("the caller's key is gone"))
 }
 
 impl Refresher {
@@ -499,13 +517,26 @@ impl Refresher {
         let Some(key) = cfg.mcp.token_key.as_ref() else { return };
         let now = now_unix();
         for (server, user, token) in process.mcp_user_tokens.all() {
-            if let Some(why) = orphaned(cfg, &server, &user, &token) {
+            let pair = (server.clone(), user.clone());
+            let delete = match orphaned(cfg, &server, &user, &token) {
+                None => {
+                    self.unused_since.remove(&pair);
+                    None
+                }
+                Some(Orphaned::Revoked) => Some("the caller's key was revoked"),
+                Some(Orphaned::Unused(why)) => {
+                    let since = *self.unused_since.entry(pair.clone()).or_insert(now);
+                    (now.saturating_sub(since) >= ORPHAN_GRACE_SECS).then_some(why)
+                }
+            };
+            if let Some(why) = delete {
                 tracing::info!(%server, %user, why, "a user's MCP tokens are deleted");
                 process.mcp_user_tokens.remove(&server, &user);
                 if let Some(store) = process.store.get() {
                     store.forget_user_token(server.clone(), user.clone());
                 }
-                self.retry_at.remove(&(server, user));
+                self.retry_at.remove(&pair);
+                self.unused_since.remove(&pair);
                 continue;
             }
             let Some(refresh) = token.refresh.as_deref() else { continue };
@@ -594,5 +625,35 @@ mod tests {
         assert!(open_state(&k, &sealed, Some("other"), 50).unwrap_err().contains("another browser"));
         assert!(open_state(&k, &sealed, None, 50).is_err());
         assert!(open_state(&k, "garbage", Some("cookie"), 50).is_err());
+    }
+
+    /// Tokens were deleted within 100 ms of any config without their server: a reload with a
+    /// typo made every user consent again. Now only a revoked key deletes them at once.
+    #[test]
+    fn only_a_revoked_key_orphans_tokens_at_once() {
+        let yaml = format!(
+            "auth: {{pepper: test-pepper-0123456789}}\n\
+             users:\n  ada: {{}}\n\
+             keys:\n  - {{name: a, secret: sk-sg-aaaaaaaaaaaaaaaaaaaa, user: ada}}\n  - {{name: r, secret: sk-sg-rrrrrrrrrrrrrrrrrrrr, user: ada, revoked: true}}\n\
+             mcp:\n  token_key: '{}'\n  servers:\n    gh:\n      url: 'http://127.0.0.1:1/mcp'\n      auth: {{oauth2: {{flow: authorization_code, client_id: c, authorize_url: 'http://127.0.0.1:1/a', token_url: 'http://127.0.0.1:1/t', redirect_uri: 'http://127.0.0.1:1/mcp/oauth/callback'}}}}\n",
+            STANDARD.encode([7u8; 32])
+        );
+        let file = crate::config::parse("t.yaml", &yaml).unwrap();
+        let cfg = crate::config::compile(&file, "t.yaml", 1).unwrap();
+        let resource = cfg.mcp.server("gh").and_then(|(_, s)| s.per_user.as_ref()).unwrap().resource.clone();
+        let token = |resource: &str| UserToken {
+            access: "x".into(),
+            refresh: None,
+            expires_at: 9,
+            issued_at: 1,
+            resource: resource.to_owned(),
+        };
+        let good = token(&resource);
+        assert_eq!(orphaned(&cfg, "gh", "key:a", &good), None);
+        assert_eq!(orphaned(&cfg, "gh", "user:bob", &good), None, "a token issuer's subject is kept");
+        assert_eq!(orphaned(&cfg, "gh", "key:r", &good), Some(Orphaned::Revoked));
+        assert!(matches!(orphaned(&cfg, "gh", "key:gone", &good), Some(Orphaned::Unused(_))));
+        assert!(matches!(orphaned(&cfg, "nope", "key:a", &good), Some(Orphaned::Unused(_))));
+        assert!(matches!(orphaned(&cfg, "gh", "key:a", &token("http://elsewhere/")), Some(Orphaned::Unused(_))));
     }
 }
