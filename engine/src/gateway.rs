@@ -85,6 +85,8 @@ pub enum StartError {
     StoreThread(std::io::Error),
     #[error("MCP sessions: {0}")]
     McpSessions(String),
+    #[error("request log: {0}")]
+    RequestLog(String),
 }
 
 /// Serialises reloads and remembers what was loaded.
@@ -162,6 +164,11 @@ impl Reloader {
 }
 
 impl crate::store::Control for Reloader {
+    fn request_retention(&self) -> (Duration, Option<u64>) {
+        let cfg = self.state.config.load();
+        (cfg.request_log.retention.0, cfg.request_log.max_rows)
+    }
+
     fn managed(&self) -> Arc<GovernanceSpec> {
         self.managed.lock().unwrap_or_else(|e| e.into_inner()).spec.clone()
     }
@@ -348,6 +355,13 @@ impl Gateway {
 
         let stop_control = Arc::new(AtomicBool::new(false));
         let (alerts, alerts_inbox) = crate::alerts::channel();
+        let request_jsonl = match file.logging.requests.jsonl.as_deref() {
+            Some(path) => Some(
+                crate::request_log::JsonLines::start(path)
+                    .map_err(|e| StartError::RequestLog(format!("logging.requests.jsonl {path}: {e}")))?,
+            ),
+            None => None,
+        };
         let state = Arc::new(ProcessState {
             config: ArcSwap::from_pointee(snapshot),
             dns: ArcSwap::from_pointee(DnsTable::default()),
@@ -372,6 +386,8 @@ impl Gateway {
             mcp_stdio: Default::default(),
             mcp_user_tokens: Default::default(),
             mcp_hub: crate::mcp::hub::Hub::new(shards, 1024),
+            request_jsonl,
+            started_ms: crate::api::governance::now_ms(),
         });
         resolve_into(&state, &state.config.load());
         // Token issuers' keys before the first request, so tokens work from the start (an

@@ -17,6 +17,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod minted;
 pub mod mock;
+pub mod request_log;
 pub mod route_health;
 pub mod router;
 pub mod rt;

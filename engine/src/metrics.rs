@@ -170,6 +170,10 @@ pub struct ShardMetrics {
     /// Messages servers sent outside calls that this shard forwarded to a `GET` stream on
     /// another.
     pub mcp_forwarded: AtomicU64,
+    /// Request-log records dropped because the writers stayed behind.
+    pub request_log_dropped: AtomicU64,
+    /// Request-log records waiting on this shard for their writers.
+    pub request_log_pending: AtomicU64,
     /// Micro-dollars spent (settled costs).
     pub spend_micros: AtomicU64,
     /// Budget thresholds crossed (as seen by this shard).
@@ -221,6 +225,8 @@ impl Default for ShardMetrics {
             mcp_cancels_from_elsewhere: AtomicU64::new(0),
             mcp_ends_from_elsewhere: AtomicU64::new(0),
             mcp_forwarded: AtomicU64::new(0),
+            request_log_dropped: AtomicU64::new(0),
+            request_log_pending: AtomicU64::new(0),
             audit_dropped: AtomicU64::new(0),
             spend_micros: AtomicU64::new(0),
             budget_alerts: AtomicU64::new(0),
@@ -408,6 +414,18 @@ impl Registry {
             "shardgate_mcp_audit_dropped_total",
             "MCP audit records dropped because the store stayed behind.",
             self.sum(|s| s.audit_dropped.load(Relaxed)),
+        );
+        counter(
+            o,
+            "shardgate_request_log_dropped_total",
+            "Request-log records dropped because their writers stayed behind (logging.requests.buffer).",
+            self.sum(|s| s.request_log_dropped.load(Relaxed)),
+        );
+        gauge(
+            o,
+            "shardgate_request_log_pending",
+            "Request-log records waiting on the shards for their writers.",
+            i64::try_from(self.sum(|s| s.request_log_pending.load(Relaxed))).unwrap_or(i64::MAX),
         );
         counter(
             o,

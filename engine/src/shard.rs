@@ -59,6 +59,10 @@ pub struct ProcessState {
     pub mcp_stdio: crate::mcp::stdio::StdioHub,
     /// Users' own tokens for servers that act as each user (per-user OAuth).
     pub mcp_user_tokens: crate::mcp::user_oauth::UserTokens,
+    /// The request log's JSON-lines sink (`logging.requests.jsonl`), when there is one.
+    pub request_jsonl: Option<crate::request_log::JsonLines>,
+    /// When the process started (Unix ms): request ids begin with it.
+    pub started_ms: u64,
     /// MCP session news between shards.
     pub mcp_hub: crate::mcp::hub::Hub,
 }
@@ -88,6 +92,10 @@ pub type LocalSnapshot = Rc<Arc<Snapshot>>;
 /// Audit records a shard keeps while the store is behind; beyond this they are dropped and
 /// counted (`shardgate_mcp_audit_dropped_total`).
 const AUDIT_PENDING_MAX: usize = 65_536;
+/// Request-log records handed over at once as soon as a shard holds this many.
+const REQUEST_LOG_BATCH: usize = 512;
+/// Otherwise they are handed over this often.
+const REQUEST_LOG_EVERY: Duration = Duration::from_millis(100);
 
 /// One shard's state, owned by its thread.
 pub struct Shard {
@@ -120,6 +128,8 @@ pub struct Shard {
     pub mcp_sessions: crate::mcp::session::UpstreamSessions,
     /// MCP audit records not yet handed to the store (it was behind).
     audit_pending: RefCell<Vec<crate::store::audit::AuditRecord>>,
+    /// Request-log records not yet handed to their writers.
+    request_log: RefCell<Vec<crate::request_log::RequestRecord>>,
 }
 
 impl Shard {
@@ -151,6 +161,55 @@ impl Shard {
             guard_counters: RefCell::default(),
             mcp_sessions: Default::default(),
             audit_pending: RefCell::default(),
+            request_log: RefCell::default(),
+        }
+    }
+
+    /// Whether requests are logged at all (a store to keep them, or a JSON-lines sink).
+    pub fn logs_requests(&self, cfg: &crate::config::Snapshot) -> bool {
+        (cfg.request_log.store && self.process.store.get().is_some()) || self.process.request_jsonl.is_some()
+    }
+
+    /// Keeps one request-log record until the next hand-over; beyond `logging.requests.buffer`
+    /// waiting records (the writers are behind) it is dropped and counted. A full batch is
+    /// handed over at once.
+    pub fn log_request(&self, cfg: &crate::config::Snapshot, record: crate::request_log::RequestRecord) {
+        let mut pending = self.request_log.borrow_mut();
+        if pending.len() >= cfg.request_log.buffer {
+            self.metrics.request_log_dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        pending.push(record);
+        let full = pending.len() >= REQUEST_LOG_BATCH;
+        self.metrics.request_log_pending.store(pending.len() as u64, Relaxed);
+        drop(pending);
+        if full {
+            self.flush_request_log(cfg);
+        }
+    }
+
+    /// Hands the waiting request-log records to the store and the JSON-lines sink. A writer
+    /// that is behind keeps them waiting (the store) or misses them (the sink, counted).
+    pub fn flush_request_log(&self, cfg: &crate::config::Snapshot) {
+        let mut pending = self.request_log.borrow_mut();
+        if pending.is_empty() {
+            return;
+        }
+        let batch: Arc<[crate::request_log::RequestRecord]> = Arc::from(std::mem::take(&mut *pending));
+        let to_store = cfg.request_log.store.then(|| self.process.store.get()).flatten();
+        if let Some(store) = to_store
+            && !store.send_requests(batch.clone())
+        {
+            // The store is behind: try again at the next hand-over (the buffer bounds them).
+            *pending = batch.to_vec();
+            self.metrics.request_log_pending.store(pending.len() as u64, Relaxed);
+            return;
+        }
+        self.metrics.request_log_pending.store(0, Relaxed);
+        if let Some(sink) = &self.process.request_jsonl
+            && !sink.send(batch.clone())
+        {
+            self.metrics.request_log_dropped.fetch_add(batch.len() as u64, Relaxed);
         }
     }
 
@@ -286,6 +345,7 @@ pub async fn run(shard: Rc<Shard>, listener: std::net::TcpListener) {
     }
     shard.flush_spend();
     shard.flush_audit();
+    shard.flush_request_log(&shard.config());
 }
 
 /// Gossip rounds every `governance.gossip_interval`, eviction of idle counters, and the spend
@@ -293,6 +353,7 @@ pub async fn run(shard: Rc<Shard>, listener: std::net::TcpListener) {
 async fn gossip(shard: Rc<Shard>) {
     let mut last_evict = Instant::now();
     let mut last_flush = Instant::now();
+    let mut last_request_flush = Instant::now();
     let flush_every = shard.process.store.get().map(|s| s.flush_interval);
     loop {
         if shard.process.draining.load(SeqCst) {
@@ -307,6 +368,10 @@ async fn gossip(shard: Rc<Shard>) {
                 g.evict(crate::api::governance::now_ms(), 120_000);
                 last_evict = Instant::now();
             }
+        }
+        if last_request_flush.elapsed() >= REQUEST_LOG_EVERY {
+            shard.flush_request_log(&shard.config());
+            last_request_flush = Instant::now();
         }
         if flush_every.is_some_and(|f| last_flush.elapsed() >= f) {
             shard.flush_spend();

@@ -170,6 +170,8 @@ async fn route(
         ("GET", ["whoami"]) => Ok((200, whoami(caller, &scope))),
         ("GET", ["spend"]) => spend(shard, caller, &scope, req.head.target()).await,
         ("GET", ["audit"]) => audit(shard, &scope, req.head.target()).await,
+        ("GET", ["requests"]) => requests(shard, &scope, req.head.target(), None).await,
+        ("GET", ["requests", id]) => requests(shard, &scope, req.head.target(), Some(id)).await,
         (_, ["mcp", ..]) if !matches!(scope, Scope::Org) => Err(forbidden("Only org admins may manage MCP servers.")),
         ("GET", ["mcp"]) => Ok((200, mcp_listing(cfg))),
         ("PUT", ["mcp", kind @ ("servers" | "virtual"), name]) => {
@@ -800,22 +802,30 @@ fn narrow(q: &mut SpendQuery, dim: Dimension, allowed: &[String]) -> Result<(), 
     Ok(())
 }
 
+/// An instant given as RFC 3339 or Unix milliseconds.
+fn instant(v: &str, field: &'static str) -> Result<u64, GatewayError> {
+    v.parse::<u64>().or_else(|_| policy::clock::parse_instant(v)).map_err(|_| {
+        error(ErrorKind::InvalidField, format!("{field}: {v:?} is neither RFC 3339 nor Unix milliseconds"))
+            .with_param(field)
+    })
+}
+
+/// The query string's parameters, values percent-decoded.
+fn query_pairs(target: &str) -> impl Iterator<Item = (&str, String)> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k, super::ops::percent_decode(&v.replace('+', " ")))
+    })
+}
+
 /// `GET /admin/v1/audit`: MCP tool-call records, newest first, filtered by `key`, `user`,
 /// `team`, `application`, `virtual_server`, `server`, `tool`, `from` and `to` (RFC 3339 or
 /// Unix milliseconds) and `limit` (default 100, at most 1000). Org admins see every record;
 /// team admins their teams' (naming the team when they have several); others none.
 async fn audit(shard: &Rc<Shard>, scope: &Scope, target: &str) -> Result<(u16, Value), GatewayError> {
     let mut q = crate::store::audit::AuditQuery { limit: 100, ..Default::default() };
-    let instant = |v: &str, field: &'static str| {
-        v.parse::<u64>().or_else(|_| policy::clock::parse_instant(v)).map_err(|_| {
-            error(ErrorKind::InvalidField, format!("{field}: {v:?} is neither RFC 3339 nor Unix milliseconds"))
-                .with_param(field)
-        })
-    };
-    let query = target.split_once('?').map_or("", |(_, q)| q);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = super::ops::percent_decode(&v.replace('+', " "));
+    for (k, v) in query_pairs(target) {
         match k {
             "key" => q.key = Some(v),
             "user" => q.user = Some(v),
@@ -853,6 +863,63 @@ async fn audit(shard: &Rc<Shard>, scope: &Scope, target: &str) -> Result<(u16, V
     })?;
     let records = store.audit(q).await.map_err(|e| error(ErrorKind::Unavailable, e))?;
     Ok((200, serde_json::json!({"object": "list", "data": records})))
+}
+
+/// `GET /admin/v1/requests`: the request log, newest first, filtered by `key`, `user`, `team`,
+/// `application`, `model`, `provider`, `status`, `from` and `to` (RFC 3339 or Unix
+/// milliseconds) and `limit` (default 100, at most 10,000); `GET /admin/v1/requests/{id}`: one
+/// record (404 when there is none). Org admins see every request; team admins their teams'.
+async fn requests(
+    shard: &Rc<Shard>,
+    scope: &Scope,
+    target: &str,
+    id: Option<&str>,
+) -> Result<(u16, Value), GatewayError> {
+    let mut q = crate::store::requests::RequestQuery { limit: 100, id: id.map(str::to_owned), ..Default::default() };
+    let number = |v: &str, field: &'static str| {
+        v.parse()
+            .map_err(|_| error(ErrorKind::InvalidField, format!("{field}: {v:?} is not a number")).with_param(field))
+    };
+    for (k, v) in query_pairs(target) {
+        match k {
+            "key" => q.key = Some(v),
+            "user" => q.user = Some(v),
+            "team" => q.team = Some(v),
+            "application" => q.application = Some(v),
+            "model" => q.model = Some(v),
+            "provider" => q.provider = Some(v),
+            "status" => {
+                let n = number(&v, "status")?;
+                q.status = Some(u16::try_from(n).map_err(|_| {
+                    error(ErrorKind::InvalidField, format!("status: {v:?} is not an HTTP status")).with_param("status")
+                })?);
+            }
+            "from" => q.from_ms = Some(instant(&v, "from")?),
+            "to" => q.to_ms = Some(instant(&v, "to")?),
+            "limit" => q.limit = number(&v, "limit")?,
+            other => {
+                return Err(error(ErrorKind::InvalidField, format!("unknown parameter {other:?}"))
+                    .with_param(other.to_string()));
+            }
+        }
+    }
+    match scope {
+        Scope::Org => {}
+        Scope::Teams(ts) => q.teams = Some(ts.iter().cloned().collect()),
+        Scope::Own => return Err(forbidden("Only admins may read the request log.")),
+    }
+    let store = shard.process.store.get().ok_or_else(|| {
+        error(ErrorKind::NotFound, "this gateway runs without a store, so it keeps no request log")
+            .with_code("no_store")
+    })?;
+    let records = store.requests(q).await.map_err(|e| error(ErrorKind::Unavailable, e))?;
+    match id {
+        Some(id) => match records.into_iter().next() {
+            Some(r) => Ok((200, r)),
+            None => Err(error(ErrorKind::NotFound, format!("no request {id:?} in the log")).with_code("not_found")),
+        },
+        None => Ok((200, serde_json::json!({"object": "list", "data": records}))),
+    }
 }
 
 fn day_ms(v: &str, field: &'static str) -> Result<u64, GatewayError> {

@@ -86,6 +86,8 @@ pub struct RequestCtx {
     pub guard: Option<Box<guard::GuardState>>,
     /// Service checks asked alongside the provider call: the answer waits for them.
     pub pending_checks: Option<guard_external::PendingChecks>,
+    /// Who asked, once authenticated (for the request log).
+    pub caller: Option<crate::request_log::Caller>,
 }
 
 /// The gateway's request handler for one shard.
@@ -168,6 +170,7 @@ impl RequestCtx {
             base64_embeddings: false,
             guard: None,
             pending_checks: None,
+            caller: None,
         }
     }
 
@@ -217,7 +220,18 @@ impl Service for GatewayService {
         let endpoint = endpoint_of(req.head.path());
         let received_at = req.received_at;
         let mut ctx = RequestCtx::new(received_at);
+        // LLM requests are logged ([`crate::request_log`]); their id goes back to the client.
+        let logged = logged_as(endpoint).filter(|_| shard.logs_requests(&shard.config()));
+        let id = logged.map(|_| {
+            let id = crate::request_log::request_id(shard.process.started_ms, shard.id, shard.next_sequence());
+            ctx.headers.push(("x-shardgate-request-id", SmolStr::from(id.as_str())));
+            (id, governance::now_ms())
+        });
         dispatch(shard, endpoint, req, resp, &mut ctx).await;
+        if let (Some(name), Some((id, at_ms))) = (logged, id) {
+            let cfg = shard.config();
+            shard.log_request(&cfg, record(&ctx, id, at_ms, name, resp.status()));
+        }
         if let Some(o) = ctx.overhead {
             shard.metrics.overhead.observe(o);
         }
@@ -228,6 +242,48 @@ impl Service for GatewayService {
             shard.metrics.usage(u);
         }
         shard.metrics.request(endpoint, resp.status(), received_at.elapsed());
+    }
+}
+
+/// The name an endpoint is logged under, if its requests are logged.
+fn logged_as(endpoint: Endpoint) -> Option<&'static str> {
+    match endpoint {
+        Endpoint::ChatCompletions => Some("chat.completions"),
+        Endpoint::Completions => Some("completions"),
+        Endpoint::Embeddings => Some("embeddings"),
+        Endpoint::Messages => Some("messages"),
+        Endpoint::Passthrough => Some("passthrough"),
+        Endpoint::Models | Endpoint::Ops | Endpoint::Admin | Endpoint::Mcp | Endpoint::Other => None,
+    }
+}
+
+/// A request's log record, once it was answered.
+fn record(
+    ctx: &RequestCtx,
+    id: String,
+    at_ms: u64,
+    endpoint: &'static str,
+    status: u16,
+) -> crate::request_log::RequestRecord {
+    use crate::request_log::RequestRecord;
+    let usage = ctx.usage.as_ref();
+    RequestRecord {
+        id,
+        at_ms,
+        endpoint,
+        caller: ctx.caller.clone().unwrap_or_default(),
+        model: ctx.model.clone(),
+        provider: ctx.provider.clone(),
+        stream: ctx.stream,
+        status,
+        error: ctx.error.map(ErrorKind::label),
+        input_tokens: usage.map(|u| u.prompt_tokens),
+        output_tokens: usage.map(|u| u.completion_tokens),
+        cached_tokens: usage.map(|u| u.cached_tokens).filter(|n| *n > 0),
+        cost_micros: ctx.cost_micros,
+        ttft_us: RequestRecord::duration_us(ctx.ttft),
+        latency_us: RequestRecord::latency(ctx.received_at.elapsed()),
+        overhead_us: RequestRecord::duration_us(ctx.overhead),
     }
 }
 
@@ -271,6 +327,7 @@ async fn dispatch<C: Conn>(
         }
     };
     let caller: &policy::Identity = &caller_held;
+    ctx.caller = Some(crate::request_log::Caller::of(caller));
     match (endpoint, path) {
         // Rare paths are boxed: an async fn's state holds every arm's future, and the inference
         // path is what thousands of open streams each carry.

@@ -65,6 +65,9 @@ pub struct ConfigFile {
     /// The MCP gateway: upstream MCP servers and the virtual servers served at `/mcp/{name}`.
     #[serde(default)]
     pub mcp: crate::mcp::spec::McpSection,
+    /// What is logged of each request, where, and for how long.
+    #[serde(default)]
+    pub logging: LoggingSection,
     /// A directory of per-team files (relative to this file's directory): each `<team>.yaml`
     /// may only define users, applications, keys, rate limits and budgets of team `<team>`.
     #[serde(default)]
@@ -88,6 +91,42 @@ pub struct StoreSection {
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection { path: None, flush_interval: Dur(std::time::Duration::from_secs(1)) }
+    }
+}
+
+/// `logging:`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSection {
+    pub requests: RequestLogSection,
+}
+
+/// `logging.requests:`: one record per LLM request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLogSection {
+    /// Keep records in the embedded store (when there is one). Default true.
+    pub store: bool,
+    /// How long records are kept in the store. Default 30d.
+    pub retention: Dur,
+    /// At most this many records in the store (the oldest go first). Default: no bound.
+    pub max_rows: Option<u64>,
+    /// Records a shard holds while the writers are behind; beyond it they are dropped and
+    /// counted. Default 65536.
+    pub buffer: usize,
+    /// Also write each record as a JSON line to this file (`-`: stdout). Read at start.
+    pub jsonl: Option<String>,
+}
+
+impl Default for RequestLogSection {
+    fn default() -> Self {
+        RequestLogSection {
+            store: true,
+            retention: Dur(std::time::Duration::from_secs(30 * 86_400)),
+            max_rows: None,
+            buffer: 65_536,
+            jsonl: None,
+        }
     }
 }
 

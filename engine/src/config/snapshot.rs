@@ -319,6 +319,8 @@ pub struct Snapshot {
     /// Admin-made MCP objects left out because they no longer compile (`mcp.servers.x`), each
     /// with why.
     pub mcp_left_out: Vec<(String, String)>,
+    /// `logging.requests`.
+    pub request_log: crate::config::file::RequestLogSection,
     pub gossip: GossipSettings,
     /// `auth.allow_anonymous`.
     pub allow_anonymous: bool,
@@ -696,6 +698,9 @@ pub fn compile_with(
             crate::mcp::McpConfig::default()
         }
     };
+    if file.logging.requests.buffer == 0 {
+        errors.push("logging.requests.buffer must be at least 1".to_string());
+    }
     let gov = &file.governance;
     if !policy::counters::BUCKETS_RANGE.contains(&gov.window_buckets) {
         errors.push("governance.window_buckets must be between 2 and 60".to_string());
@@ -768,6 +773,7 @@ pub fn compile_with(
         guardrails,
         mcp,
         mcp_left_out,
+        request_log: file.logging.requests.clone(),
         gossip: GossipSettings {
             interval: gov.gossip_interval.0,
             queue: gov.gossip_queue.get(),

@@ -137,6 +137,7 @@ impl Db {
         conn.pragma_update(None, "cache_size", -256).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         conn.execute_batch(super::audit::SCHEMA).map_err(err)?;
+        conn.execute_batch(super::requests::SCHEMA).map_err(err)?;
         Ok(Db { conn, path: name })
     }
 
@@ -425,6 +426,25 @@ impl Db {
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    /// Writes request-log records in one transaction.
+    pub fn append_requests(&mut self, records: &[crate::request_log::RequestRecord]) -> Result<(), DbError> {
+        let path = self.path.clone();
+        let err = |e: rusqlite::Error| DbError { path: path.clone(), message: e.to_string() };
+        let tx = self.conn.transaction().map_err(err)?;
+        super::requests::append(&tx, records).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// One step of request-log retention ([`super::requests::prune_step`]).
+    pub fn prune_requests(&mut self, before_ms: u64, max_rows: Option<u64>) -> Result<usize, DbError> {
+        super::requests::prune_step(&self.conn, before_ms, max_rows).map_err(|e| self.err(e))
+    }
+
+    /// Request-log records matching `q`, newest first.
+    pub fn request_query(&self, q: &super::requests::RequestQuery) -> Result<Vec<serde_json::Value>, DbError> {
+        super::requests::query(&self.conn, q).map_err(|e| self.err(e))
     }
 
     /// Forgets one user's tokens for one server.

@@ -14,6 +14,7 @@ pub mod audit;
 mod db;
 pub mod entity;
 pub mod ledger;
+pub mod requests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -149,6 +150,8 @@ pub trait Control: Send + Sync {
         mcp: crate::mcp::spec::McpSection,
         persist: &mut dyn FnMut() -> Result<(), String>,
     ) -> Result<(), ChangeError>;
+    /// How long request-log records are kept, and at most how many.
+    fn request_retention(&self) -> (Duration, Option<u64>);
 }
 
 /// An MCP object the admin API puts (`spec`: its JSON) or deletes (`None`).
@@ -182,6 +185,12 @@ enum Command {
     UserToken(String, String, String),
     /// Forget a user's tokens for a server: (server, user).
     ForgetUserToken(String, String),
+    /// Request-log records.
+    Requests(Arc<[crate::request_log::RequestRecord]>),
+    RequestQuery {
+        query: requests::RequestQuery,
+        reply: std::sync::mpsc::Sender<Result<Vec<serde_json::Value>, String>>,
+    },
     AuditQuery {
         query: audit::AuditQuery,
         reply: std::sync::mpsc::Sender<Result<Vec<serde_json::Value>, String>>,
@@ -287,6 +296,21 @@ impl Store {
         }
     }
 
+    /// Hands over a batch of request-log records; `false` when the thread is behind (the batch
+    /// is not written).
+    pub fn send_requests(&self, batch: Arc<[crate::request_log::RequestRecord]>) -> bool {
+        self.tx.try_send(Command::Requests(batch)).is_ok()
+    }
+
+    /// Request-log records matching `query`, newest first.
+    pub async fn requests(&self, query: requests::RequestQuery) -> Result<Vec<serde_json::Value>, String> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.tx
+            .try_send(Command::RequestQuery { query, reply })
+            .map_err(|_| "the store is busy or stopped; try again".to_string())?;
+        reply_of(&answer).await.unwrap_or_else(|| Err("the store thread stopped".into()))
+    }
+
     /// Forgets a user's tokens for an MCP server.
     pub fn forget_user_token(&self, server: String, user: String) {
         if self.tx.try_send(Command::ForgetUserToken(server, user)).is_err() {
@@ -366,9 +390,38 @@ async fn reply_of<T>(answer: &std::sync::mpsc::Receiver<T>) -> Option<T> {
     }
 }
 
+/// How often request-log retention is enforced.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 fn run(mut db: Db, rx: &Receiver<Command>, control: Arc<dyn Control>) {
     let control = &*control;
-    while let Ok(cmd) = rx.recv() {
+    let mut next_prune = std::time::Instant::now();
+    let mut pruning = false;
+    loop {
+        // Retention a step at a time between commands: no long lock on the database.
+        if pruning || std::time::Instant::now() >= next_prune {
+            let (keep_for, max_rows) = control.request_retention();
+            let now = crate::api::governance::now_ms();
+            let before = now.saturating_sub(u64::try_from(keep_for.as_millis()).unwrap_or(u64::MAX));
+            match db.prune_requests(before, max_rows) {
+                Ok(0) => pruning = false,
+                Ok(_) => pruning = true,
+                Err(e) => {
+                    pruning = false;
+                    tracing::error!(error = %e, "request-log retention not enforced");
+                }
+            }
+            if !pruning {
+                next_prune = std::time::Instant::now() + PRUNE_EVERY;
+            }
+        }
+        let wait =
+            if pruning { Duration::ZERO } else { next_prune.saturating_duration_since(std::time::Instant::now()) };
+        let cmd = match rx.recv_timeout(wait) {
+            Ok(cmd) => cmd,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
         match cmd {
             Command::Stop => break,
             Command::Spend(mut rows) => {
@@ -445,6 +498,14 @@ fn handle(db: &mut Db, cmd: Command, control: &dyn Control) {
             if let Err(e) = db.put_user_token(&server, &user, &sealed, crate::api::governance::now_ms()) {
                 tracing::error!(error = %e, %server, %user, "a user's MCP token is not saved");
             }
+        }
+        Command::Requests(batch) => {
+            if let Err(e) = db.append_requests(&batch) {
+                tracing::error!(error = %e, records = batch.len(), "request-log records not written");
+            }
+        }
+        Command::RequestQuery { query, reply } => {
+            let _ = reply.send(db.request_query(&query).map_err(|e| e.to_string()));
         }
         Command::ForgetUserToken(server, user) => {
             if let Err(e) = db.delete_user_token(&server, &user) {
