@@ -542,6 +542,10 @@ impl Gateway {
         {
             let _ = t.join();
         }
+        // The shards made their last hand-over: what the JSON-lines sink holds is written.
+        if let Some(sink) = &self.state.request_jsonl {
+            sink.close();
+        }
         if let Some(store) = self.state.store.get() {
             store.stop();
         }
@@ -571,6 +575,10 @@ impl Drop for Gateway {
             [self.control.take(), self.tokens.take(), self.user_tokens.take(), self.alerts.take()].into_iter().flatten()
         {
             let _ = t.join();
+        }
+        // The shards made their last hand-over: what the JSON-lines sink holds is written.
+        if let Some(sink) = &self.state.request_jsonl {
+            sink.close();
         }
         if let Some(store) = self.state.store.get() {
             store.stop();

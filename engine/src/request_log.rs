@@ -22,6 +22,10 @@ fn arc_str<S: serde::Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S:
     }
 }
 
+fn smol<S: serde::Serializer>(v: &smol_str::SmolStr, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
+}
+
 /// Who made a request, as the log records it.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Caller {
@@ -53,7 +57,8 @@ impl Caller {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RequestRecord {
     /// Also sent to the client as `x-shardgate-request-id`.
-    pub id: String,
+    #[serde(serialize_with = "smol")]
+    pub id: smol_str::SmolStr,
     /// When it arrived, Unix milliseconds.
     pub at_ms: u64,
     /// `chat.completions`, `completions`, `embeddings`, `messages`, `passthrough`.
@@ -102,16 +107,20 @@ impl RequestRecord {
     }
 }
 
-/// A request id: the process's start (so ids do not repeat across restarts), the shard, and the
-/// shard's sequence number.
-pub fn request_id(started_ms: u64, shard: usize, sequence: u64) -> String {
-    format!("req_{started_ms:x}{shard:02x}{sequence:08x}")
+/// A request id: the process's start (seconds, so ids do not repeat across restarts), the
+/// shard, and the shard's sequence number; 22 characters, so it is kept without allocating.
+pub fn request_id(started_ms: u64, shard: usize, sequence: u64) -> smol_str::SmolStr {
+    let started = (started_ms / 1000) & 0xffff_ffff;
+    let (shard, sequence) = (shard & 0xff, sequence & 0xffff_ffff);
+    smol_str::format_smolstr!("req_{started:08x}{shard:02x}{sequence:08x}")
 }
 
 /// Where records go besides the store: a file or stdout, one JSON object per line, written by a
 /// thread of its own.
 pub struct JsonLines {
     tx: crossbeam_channel::Sender<Arc<[RequestRecord]>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for JsonLines {
@@ -132,20 +141,46 @@ impl JsonLines {
             Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)
         };
         let (tx, rx) = crossbeam_channel::bounded::<Arc<[RequestRecord]>>(JSONL_QUEUE);
-        std::thread::Builder::new().name("request-log-jsonl".into()).spawn(move || {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new().name("request-log-jsonl".into()).spawn(move || {
             let mut out = std::io::BufWriter::new(out);
-            while let Ok(batch) = rx.recv() {
+            let mut write = |batch: &[RequestRecord]| {
                 let mut failed = false;
-                for r in batch.iter() {
+                for r in batch {
                     let written = serde_json::to_writer(&mut out, r).is_ok() && out.write_all(b"\n").is_ok();
                     failed |= !written;
                 }
                 if out.flush().is_err() || failed {
                     tracing::error!("request log lines could not be written");
                 }
+            };
+            loop {
+                match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                    Ok(batch) => write(&batch),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                        if !stopping.load(std::sync::atomic::Ordering::Acquire) => {}
+                    // Stopping (or no sender left): what is queued is written, then the thread ends.
+                    Err(_) => {
+                        while let Ok(batch) = rx.try_recv() {
+                            write(&batch);
+                        }
+                        return;
+                    }
+                }
             }
         })?;
-        Ok(JsonLines { tx })
+        Ok(JsonLines { tx, stop, thread: std::sync::Mutex::new(Some(thread)) })
+    }
+
+    /// Writes what is queued and stops the thread (at shutdown, after the shards' last
+    /// hand-over).
+    pub fn close(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let thread = self.thread.lock().map(|mut t| t.take()).unwrap_or_default();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
     }
 
     /// Hands over a batch; `false` when the thread is behind (the batch is not written there).
@@ -161,11 +196,12 @@ mod tests {
 
     #[test]
     fn ids_differ_by_process_shard_and_sequence() {
-        let a = request_id(0x18f, 0, 1);
-        assert_eq!(a, "req_18f0000000001");
-        assert_ne!(a, request_id(0x18f, 1, 1));
-        assert_ne!(a, request_id(0x190, 0, 1));
-        assert_ne!(a, request_id(0x18f, 0, 2));
+        let a = request_id(1_764_351_234_567, 0, 1);
+        assert_eq!(a, "req_6929dd020000000001");
+        assert!(!a.is_heap_allocated() && a.len() <= 23);
+        assert_ne!(a, request_id(1_764_351_234_567, 1, 1));
+        assert_ne!(a, request_id(1_764_351_235_567, 0, 1));
+        assert_ne!(a, request_id(1_764_351_234_567, 0, 2));
     }
 
     #[test]

@@ -92,6 +92,20 @@ pub type LocalSnapshot = Rc<Arc<Snapshot>>;
 /// Audit records a shard keeps while the store is behind; beyond this they are dropped and
 /// counted (`shardgate_mcp_audit_dropped_total`).
 const AUDIT_PENDING_MAX: usize = 65_536;
+/// Request-log records on a shard: those not handed over yet, and batches the store refused
+/// (it was behind), kept in order for the next hand-over.
+#[derive(Default)]
+struct RequestLogBuffer {
+    current: Vec<crate::request_log::RequestRecord>,
+    refused: std::collections::VecDeque<Arc<[crate::request_log::RequestRecord]>>,
+}
+
+impl RequestLogBuffer {
+    fn waiting(&self) -> usize {
+        self.current.len() + self.refused.iter().map(|b| b.len()).sum::<usize>()
+    }
+}
+
 /// Request-log records handed over at once as soon as a shard holds this many.
 const REQUEST_LOG_BATCH: usize = 512;
 /// Otherwise they are handed over this often.
@@ -129,7 +143,7 @@ pub struct Shard {
     /// MCP audit records not yet handed to the store (it was behind).
     audit_pending: RefCell<Vec<crate::store::audit::AuditRecord>>,
     /// Request-log records not yet handed to their writers.
-    request_log: RefCell<Vec<crate::request_log::RequestRecord>>,
+    request_log: RefCell<RequestLogBuffer>,
 }
 
 impl Shard {
@@ -172,45 +186,53 @@ impl Shard {
 
     /// Keeps one request-log record until the next hand-over; beyond `logging.requests.buffer`
     /// waiting records (the writers are behind) it is dropped and counted. A full batch is
-    /// handed over at once.
+    /// handed over at once, unless the store refused the last one (then only the timed
+    /// hand-over tries again, so a slow store costs the request path nothing).
     pub fn log_request(&self, cfg: &crate::config::Snapshot, record: crate::request_log::RequestRecord) {
-        let mut pending = self.request_log.borrow_mut();
-        if pending.len() >= cfg.request_log.buffer {
+        let mut log = self.request_log.borrow_mut();
+        if log.waiting() >= cfg.request_log.buffer {
             self.metrics.request_log_dropped.fetch_add(1, Relaxed);
             return;
         }
-        pending.push(record);
-        let full = pending.len() >= REQUEST_LOG_BATCH;
-        self.metrics.request_log_pending.store(pending.len() as u64, Relaxed);
-        drop(pending);
-        if full {
+        log.current.push(record);
+        let hand_over = log.current.len() >= REQUEST_LOG_BATCH && log.refused.is_empty();
+        self.metrics.request_log_pending.store(log.waiting() as u64, Relaxed);
+        drop(log);
+        if hand_over {
             self.flush_request_log(cfg);
         }
     }
 
-    /// Hands the waiting request-log records to the store and the JSON-lines sink. A writer
-    /// that is behind keeps them waiting (the store) or misses them (the sink, counted).
+    /// Hands the waiting request-log records over: each batch to the JSON-lines sink once (a
+    /// sink that is behind misses it, counted), and to the store in order (a batch the store
+    /// refuses waits, without being copied, for the next hand-over).
     pub fn flush_request_log(&self, cfg: &crate::config::Snapshot) {
-        let mut pending = self.request_log.borrow_mut();
-        if pending.is_empty() {
-            return;
+        let mut log = self.request_log.borrow_mut();
+        if !log.current.is_empty() {
+            let batch: Arc<[crate::request_log::RequestRecord]> = Arc::from(std::mem::take(&mut log.current));
+            if let Some(sink) = &self.process.request_jsonl
+                && !sink.send(batch.clone())
+            {
+                self.metrics.request_log_dropped.fetch_add(batch.len() as u64, Relaxed);
+            }
+            if cfg.request_log.store && self.process.store.get().is_some() {
+                log.refused.push_back(batch);
+            }
         }
-        let batch: Arc<[crate::request_log::RequestRecord]> = Arc::from(std::mem::take(&mut *pending));
-        let to_store = cfg.request_log.store.then(|| self.process.store.get()).flatten();
-        if let Some(store) = to_store
-            && !store.send_requests(batch.clone())
-        {
-            // The store is behind: try again at the next hand-over (the buffer bounds them).
-            *pending = batch.to_vec();
-            self.metrics.request_log_pending.store(pending.len() as u64, Relaxed);
-            return;
+        if let Some(store) = self.process.store.get() {
+            while let Some(batch) = log.refused.pop_front() {
+                if let Err(back) = store.send_requests(batch) {
+                    log.refused.push_front(back);
+                    break;
+                }
+            }
         }
-        self.metrics.request_log_pending.store(0, Relaxed);
-        if let Some(sink) = &self.process.request_jsonl
-            && !sink.send(batch.clone())
-        {
-            self.metrics.request_log_dropped.fetch_add(batch.len() as u64, Relaxed);
-        }
+        self.metrics.request_log_pending.store(log.waiting() as u64, Relaxed);
+    }
+
+    /// Request-log records still waiting (for the last hand-over at drain).
+    pub fn request_log_waiting(&self) -> usize {
+        self.request_log.borrow().waiting()
     }
 
     /// The config in force now.
@@ -345,7 +367,26 @@ pub async fn run(shard: Rc<Shard>, listener: std::net::TcpListener) {
     }
     shard.flush_spend();
     shard.flush_audit();
-    shard.flush_request_log(&shard.config());
+    // The last records: the store may be behind for a moment; what it still refuses after a
+    // second is counted as dropped.
+    let last_call = Instant::now() + Duration::from_secs(1);
+    loop {
+        shard.flush_request_log(&shard.config());
+        let left = shard.request_log_waiting();
+        if left == 0 {
+            break;
+        }
+        if Instant::now() >= last_call {
+            shard.metrics.request_log_dropped.fetch_add(left as u64, Relaxed);
+            tracing::warn!(
+                shard = shard.id,
+                records = left,
+                "request-log records lost at exit: the store stayed behind"
+            );
+            break;
+        }
+        rt::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Gossip rounds every `governance.gossip_interval`, eviction of idle counters, and the spend

@@ -58,14 +58,17 @@ fn every_llm_request_is_logged_off_the_request_path_and_can_be_queried() {
     let streamed = chat(addr, ADA, "m", true);
     assert_eq!(streamed.status, 200);
     let streamed_id = streamed.header("x-shardgate-request-id").expect("a request id").to_owned();
+    let bens = chat(addr, BEN, "m", false);
+    assert_eq!(bens.status, 200);
     let unknown = chat(addr, ADA, "no-such-model", false);
     assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert!(unknown.header("x-shardgate-request-id").is_some(), "errors carry the id too");
     assert_ne!(ok_id, streamed_id);
     // Records reach the store within a hand-over (100 ms) and a write.
     let listed = || get(addr, "/admin/v1/requests", ROOT).json();
     assert!(
-        eventually(Duration::from_secs(5), || listed()["data"].as_array().is_some_and(|d| d.len() == 3)),
-        "three records: {}",
+        eventually(Duration::from_secs(5), || listed()["data"].as_array().is_some_and(|d| d.len() == 4)),
+        "four records: {}",
         listed()
     );
     let data = listed()["data"].as_array().unwrap().clone();
@@ -95,18 +98,22 @@ fn every_llm_request_is_logged_off_the_request_path_and_can_be_queried() {
     assert!(streamed["ttft_us"].as_u64().is_some(), "{streamed}");
     // Filters, and who may look.
     let n = |path: &str, key: &str| get(addr, path, key).json()["data"].as_array().map_or(0, Vec::len);
-    assert_eq!(n("/admin/v1/requests?status=200", ROOT), 2);
+    assert_eq!(n("/admin/v1/requests?status=200", ROOT), 3);
     assert_eq!(n("/admin/v1/requests?model=m&key=ada-key", ROOT), 2);
-    assert_eq!(n("/admin/v1/requests?team=ads", ROOT), 0);
+    assert_eq!(n("/admin/v1/requests?team=ads", ROOT), 1);
     assert_eq!(n("/admin/v1/requests?limit=1", ROOT), 1);
-    assert_eq!(n("/admin/v1/requests", BEN), 0, "a team admin sees their teams' requests only");
+    let seen_by_ben = get(addr, "/admin/v1/requests", BEN);
+    assert_eq!(seen_by_ben.status, 200, "{}", seen_by_ben.text());
+    let seen_by_ben = seen_by_ben.json()["data"].as_array().unwrap().clone();
+    assert_eq!(seen_by_ben.len(), 1, "a team admin sees their teams' requests only: {seen_by_ben:?}");
+    assert_eq!(seen_by_ben[0]["key"], "ben-key");
     assert_eq!(get(addr, "/admin/v1/requests", ADA).status, 403);
     assert_eq!(get(addr, "/admin/v1/requests?status=abc", ROOT).status, 400);
     assert_eq!(get(addr, "/admin/v1/requests?colour=red", ROOT).status, 400);
     assert_eq!(get(addr, "/admin/v1/requests/req_nope", ROOT).status, 404);
     // The same records as JSON lines, one object per line.
     let lines = || std::fs::read_to_string(&jsonl).unwrap_or_default();
-    assert!(eventually(Duration::from_secs(5), || lines().lines().count() == 3), "{}", lines());
+    assert!(eventually(Duration::from_secs(5), || lines().lines().count() == 4), "{}", lines());
     let first: Value = serde_json::from_str(lines().lines().next().unwrap()).unwrap();
     assert_eq!(first["id"], ok_id.as_str());
     assert_eq!(first["team"], "search");

@@ -20,7 +20,7 @@ use crate::config::{ModelRoute, Provider, Snapshot, Upstream, UpstreamLimits};
 use crate::error::{ErrorKind, GatewayError};
 use crate::http::response::is_bodyless;
 use crate::http::upstream::ResponseFraming;
-use crate::http::{Request, RequestHead, Responder, send_error};
+use crate::http::{Request, RequestHead, Responder};
 use crate::metrics::Endpoint;
 use crate::rt::Conn;
 use crate::shard::Shard;
@@ -33,7 +33,7 @@ const MAX_SSE_EVENT: usize = 1 << 20;
 /// Answers with a gateway error and records it.
 async fn fail<C: Conn>(resp: &mut Responder<'_, C>, ctx: &mut RequestCtx, err: GatewayError) {
     ctx.error = Some(err.kind);
-    let _ = send_error(resp, &err).await;
+    let _ = super::send_error_with(resp, ctx, &err).await;
 }
 
 fn scan_error(e: &ScanError) -> GatewayError {

@@ -224,13 +224,14 @@ impl Service for GatewayService {
         let logged = logged_as(endpoint).filter(|_| shard.logs_requests(&shard.config()));
         let id = logged.map(|_| {
             let id = crate::request_log::request_id(shard.process.started_ms, shard.id, shard.next_sequence());
-            ctx.headers.push(("x-shardgate-request-id", SmolStr::from(id.as_str())));
+            ctx.headers.push((REQUEST_ID_HEADER, id.clone()));
+            ctx.caller = Some(crate::request_log::Caller::default());
             (id, governance::now_ms())
         });
         dispatch(shard, endpoint, req, resp, &mut ctx).await;
         if let (Some(name), Some((id, at_ms))) = (logged, id) {
             let cfg = shard.config();
-            shard.log_request(&cfg, record(&ctx, id, at_ms, name, resp.status()));
+            shard.log_request(&cfg, record(&mut ctx, id, at_ms, name, resp.status()));
         }
         if let Some(o) = ctx.overhead {
             shard.metrics.overhead.observe(o);
@@ -243,6 +244,23 @@ impl Service for GatewayService {
         }
         shard.metrics.request(endpoint, resp.status(), received_at.elapsed());
     }
+}
+
+/// Where a logged request's id goes back to the client.
+pub const REQUEST_ID_HEADER: &str = "x-shardgate-request-id";
+
+/// A gateway error with the headers gathered for the answer so far (the request id, rate-limit
+/// headers).
+pub async fn send_error_with<C: Conn>(
+    resp: &mut Responder<'_, C>,
+    ctx: &RequestCtx,
+    err: &GatewayError,
+) -> std::io::Result<()> {
+    let mut head = resp.start(err.status()).header("content-type", "application/json");
+    for (name, value) in &ctx.headers {
+        head = head.header(name, value.as_bytes());
+    }
+    head.body(&err.to_json()).await
 }
 
 /// The name an endpoint is logged under, if its requests are logged.
@@ -259,8 +277,8 @@ fn logged_as(endpoint: Endpoint) -> Option<&'static str> {
 
 /// A request's log record, once it was answered.
 fn record(
-    ctx: &RequestCtx,
-    id: String,
+    ctx: &mut RequestCtx,
+    id: SmolStr,
     at_ms: u64,
     endpoint: &'static str,
     status: u16,
@@ -271,7 +289,7 @@ fn record(
         id,
         at_ms,
         endpoint,
-        caller: ctx.caller.clone().unwrap_or_default(),
+        caller: ctx.caller.take().unwrap_or_default(),
         model: ctx.model.clone(),
         provider: ctx.provider.clone(),
         stream: ctx.stream,
@@ -322,12 +340,15 @@ async fn dispatch<C: Conn>(
         }
         Err(err) => {
             ctx.error = Some(err.kind);
-            let _ = send_error(resp, &err).await;
+            let _ = send_error_with(resp, ctx, &err).await;
             return;
         }
     };
     let caller: &policy::Identity = &caller_held;
-    ctx.caller = Some(crate::request_log::Caller::of(caller));
+    // Only a logged request carries its caller (a placeholder was put there for it).
+    if ctx.caller.is_some() {
+        ctx.caller = Some(crate::request_log::Caller::of(caller));
+    }
     match (endpoint, path) {
         // Rare paths are boxed: an async fn's state holds every arm's future, and the inference
         // path is what thousands of open streams each carry.

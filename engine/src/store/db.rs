@@ -429,11 +429,11 @@ impl Db {
     }
 
     /// Writes request-log records in one transaction.
-    pub fn append_requests(&mut self, records: &[crate::request_log::RequestRecord]) -> Result<(), DbError> {
+    pub fn append_requests(&mut self, batches: &[super::RequestBatch]) -> Result<(), DbError> {
         let path = self.path.clone();
         let err = |e: rusqlite::Error| DbError { path: path.clone(), message: e.to_string() };
         let tx = self.conn.transaction().map_err(err)?;
-        super::requests::append(&tx, records).map_err(err)?;
+        super::requests::append(&tx, batches.iter().flat_map(|b| b.iter())).map_err(err)?;
         tx.commit().map_err(err)
     }
 

@@ -185,8 +185,6 @@ enum Command {
     UserToken(String, String, String),
     /// Forget a user's tokens for a server: (server, user).
     ForgetUserToken(String, String),
-    /// Request-log records.
-    Requests(Arc<[crate::request_log::RequestRecord]>),
     RequestQuery {
         query: requests::RequestQuery,
         reply: std::sync::mpsc::Sender<Result<Vec<serde_json::Value>, String>>,
@@ -238,6 +236,9 @@ pub fn open(path: &Path) -> Result<Opened, DbError> {
 /// The handle shards and the admin API use to reach the store thread.
 pub struct Store {
     tx: Sender<Command>,
+    /// Request-log batches: a queue of their own, so a busy request log never crowds out
+    /// spend, admin changes or queries.
+    requests_tx: Sender<RequestBatch>,
     thread: Mutex<Option<JoinHandle<()>>>,
     pub flush_interval: Duration,
     pub path: PathBuf,
@@ -253,8 +254,10 @@ impl Store {
     /// Starts the store thread on an opened database.
     pub fn start(db: Db, path: PathBuf, flush_interval: Duration, control: Arc<dyn Control>) -> std::io::Result<Store> {
         let (tx, rx) = bounded(QUEUE);
-        let thread = std::thread::Builder::new().name("store".into()).spawn(move || run(db, &rx, control))?;
-        Ok(Store { tx, thread: Mutex::new(Some(thread)), flush_interval, path })
+        let (requests_tx, requests_rx) = bounded(REQUEST_BATCHES);
+        let thread =
+            std::thread::Builder::new().name("store".into()).spawn(move || run(db, &rx, &requests_rx, control))?;
+        Ok(Store { tx, requests_tx, thread: Mutex::new(Some(thread)), flush_interval, path })
     }
 
     /// Hands over ledger rows. When the thread is behind (a full queue) the rows come back, to
@@ -296,10 +299,10 @@ impl Store {
         }
     }
 
-    /// Hands over a batch of request-log records; `false` when the thread is behind (the batch
-    /// is not written).
-    pub fn send_requests(&self, batch: Arc<[crate::request_log::RequestRecord]>) -> bool {
-        self.tx.try_send(Command::Requests(batch)).is_ok()
+    /// Hands over a batch of request-log records; when the thread is behind, the batch comes
+    /// back, to be offered again.
+    pub fn send_requests(&self, batch: RequestBatch) -> Result<(), RequestBatch> {
+        self.requests_tx.try_send(batch).map_err(|e| e.into_inner())
     }
 
     /// Request-log records matching `query`, newest first.
@@ -393,7 +396,31 @@ async fn reply_of<T>(answer: &std::sync::mpsc::Receiver<T>) -> Option<T> {
 /// How often request-log retention is enforced.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-fn run(mut db: Db, rx: &Receiver<Command>, control: Arc<dyn Control>) {
+/// A batch of request-log records.
+pub type RequestBatch = Arc<[crate::request_log::RequestRecord]>;
+
+/// Request-log batches waiting for the store thread, at most.
+const REQUEST_BATCHES: usize = 256;
+
+fn write_requests(db: &mut Db, first: &RequestBatch, rx: &Receiver<RequestBatch>) {
+    // What else waits goes into the same transaction.
+    let mut batches = vec![first.clone()];
+    let mut records = first.len();
+    while records < 65_536 {
+        match rx.try_recv() {
+            Ok(more) => {
+                records += more.len();
+                batches.push(more);
+            }
+            Err(_) => break,
+        }
+    }
+    if let Err(e) = db.append_requests(&batches) {
+        tracing::error!(error = %e, records, "request-log records not written");
+    }
+}
+
+fn run(mut db: Db, rx: &Receiver<Command>, requests_rx: &Receiver<RequestBatch>, control: Arc<dyn Control>) {
     let control = &*control;
     let mut next_prune = std::time::Instant::now();
     let mut pruning = false;
@@ -417,10 +444,19 @@ fn run(mut db: Db, rx: &Receiver<Command>, control: Arc<dyn Control>) {
         }
         let wait =
             if pruning { Duration::ZERO } else { next_prune.saturating_duration_since(std::time::Instant::now()) };
-        let cmd = match rx.recv_timeout(wait) {
-            Ok(cmd) => cmd,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        let cmd = crossbeam_channel::select! {
+            recv(rx) -> cmd => match cmd {
+                Ok(cmd) => cmd,
+                Err(_) => break,
+            },
+            recv(requests_rx) -> batch => match batch {
+                Ok(batch) => {
+                    write_requests(&mut db, &batch, requests_rx);
+                    continue;
+                }
+                Err(_) => break,
+            },
+            default(wait) => continue,
         };
         match cmd {
             Command::Stop => break,
@@ -497,11 +533,6 @@ fn handle(db: &mut Db, cmd: Command, control: &dyn Control) {
         Command::UserToken(server, user, sealed) => {
             if let Err(e) = db.put_user_token(&server, &user, &sealed, crate::api::governance::now_ms()) {
                 tracing::error!(error = %e, %server, %user, "a user's MCP token is not saved");
-            }
-        }
-        Command::Requests(batch) => {
-            if let Err(e) = db.append_requests(&batch) {
-                tracing::error!(error = %e, records = batch.len(), "request-log records not written");
             }
         }
         Command::RequestQuery { query, reply } => {

@@ -1,7 +1,7 @@
 //! The `requests` table: the request log ([`crate::request_log`]) at rest, its retention, and
 //! its queries.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::request_log::RequestRecord;
 
@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS requests (
     overhead_us INTEGER
 );
 CREATE INDEX IF NOT EXISTS requests_at ON requests (at_ms);
+CREATE INDEX IF NOT EXISTS requests_team_at ON requests (team, at_ms);
+CREATE INDEX IF NOT EXISTS requests_key_at ON requests (key, at_ms);
 ";
 
 fn int(v: u64) -> i64 {
@@ -29,7 +31,7 @@ fn int(v: u64) -> i64 {
 }
 
 /// Writes `records` (in the caller's transaction).
-pub fn append(conn: &Connection, records: &[RequestRecord]) -> rusqlite::Result<()> {
+pub fn append<'r>(conn: &Connection, records: impl IntoIterator<Item = &'r RequestRecord>) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT OR IGNORE INTO requests (id, at_ms, endpoint, key, user, team, application, environment, model,
          provider, stream, status, error, input_tokens, output_tokens, cached_tokens, cost_micros, ttft_us,
@@ -39,7 +41,7 @@ pub fn append(conn: &Connection, records: &[RequestRecord]) -> rusqlite::Result<
     for r in records {
         let c = &r.caller;
         stmt.execute(params![
-            r.id,
+            r.id.as_str(),
             int(r.at_ms),
             r.endpoint,
             c.key.as_deref(),
@@ -68,25 +70,27 @@ pub fn append(conn: &Connection, records: &[RequestRecord]) -> rusqlite::Result<
 /// never holds the database for long.
 const PRUNE_STEP: usize = 5000;
 
-/// Deletes one step of the records older than `before_ms`, or beyond the newest `max_rows`;
-/// how many went (call again while it is [`PRUNE_STEP`]).
+/// Deletes one step of the records older than `before_ms`, or older than the newest
+/// `max_rows` (found through the time index, not by counting the table); how many went (call
+/// again while it is [`PRUNE_STEP`]).
 pub fn prune_step(conn: &Connection, before_ms: u64, max_rows: Option<u64>) -> rusqlite::Result<usize> {
-    let old = conn.execute(
-        "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE at_ms < ?1 ORDER BY at_ms LIMIT ?2)",
-        params![int(before_ms), int(PRUNE_STEP as u64)],
-    )?;
-    if old > 0 {
-        return Ok(old);
-    }
-    let Some(max) = max_rows else { return Ok(0) };
-    let count: i64 = conn.query_row("SELECT count(*) FROM requests", [], |r| r.get(0))?;
-    let over = u64::try_from(count).unwrap_or(0).saturating_sub(max).min(PRUNE_STEP as u64);
-    if over == 0 {
-        return Ok(0);
+    let mut cutoff = int(before_ms);
+    if let Some(max) = max_rows {
+        // The time of the oldest record to keep, when there are more than `max`.
+        let kept_from: Option<i64> = conn
+            .query_row(
+                "SELECT at_ms FROM requests ORDER BY at_ms DESC LIMIT 1 OFFSET ?1",
+                params![int(max.saturating_sub(1))],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(t) = kept_from {
+            cutoff = cutoff.max(t);
+        }
     }
     conn.execute(
-        "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests ORDER BY at_ms LIMIT ?1)",
-        params![int(over)],
+        "DELETE FROM requests WHERE rowid IN (SELECT rowid FROM requests WHERE at_ms < ?1 ORDER BY at_ms LIMIT ?2)",
+        params![cutoff, int(PRUNE_STEP as u64)],
     )
 }
 
