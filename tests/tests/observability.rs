@@ -111,6 +111,29 @@ fn every_llm_request_is_logged_off_the_request_path_and_can_be_queried() {
     assert_eq!(get(addr, "/admin/v1/requests?status=abc", ROOT).status, 400);
     assert_eq!(get(addr, "/admin/v1/requests?colour=red", ROOT).status, 400);
     assert_eq!(get(addr, "/admin/v1/requests/req_nope", ROOT).status, 404);
+    // Cost attribution from the same records: grouped, per period, the top of each, as CSV.
+    let by_team = get(addr, "/admin/v1/costs?group_by=team", ROOT).json();
+    let rows = by_team["data"].as_array().unwrap();
+    let requests_of = |team: &str| rows.iter().find(|r| r["team"] == team).map(|r| r["requests"].clone());
+    assert_eq!((requests_of("search"), requests_of("ads")), (Some(3.into()), Some(1.into())), "{by_team}");
+    let cost: f64 = data.iter().filter_map(|r| r["cost_micros"].as_f64()).sum::<f64>() / 1e6;
+    let summed: f64 = rows.iter().filter_map(|r| r["cost_usd"].as_f64()).sum();
+    assert!((cost - summed).abs() < 1e-9, "{cost} vs {summed}");
+    let hourly = get(addr, "/admin/v1/costs?group_by=team,model&granularity=hour&top=1", ROOT).json();
+    // One hour's top group (two, should the requests straddle an hour).
+    assert!((1..=2).contains(&hourly["data"].as_array().unwrap().len()), "{hourly}");
+    assert!(hourly["data"][0]["period"].as_str().unwrap().ends_with(":00:00Z"), "{hourly}");
+    let csv = get(addr, "/admin/v1/costs?group_by=team&format=csv", ROOT);
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    let text = csv.text();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("team,requests,input_tokens,output_tokens,cached_tokens,cost_usd"));
+    assert_eq!(lines.count(), 2, "{text}");
+    let bens = get(addr, "/admin/v1/costs?group_by=team", BEN).json();
+    assert_eq!(bens["data"].as_array().unwrap().len(), 1, "{bens}");
+    assert_eq!(bens["data"][0]["team"], "ads");
+    assert_eq!(get(addr, "/admin/v1/costs?group_by=colour", ROOT).status, 400);
+    assert_eq!(get(addr, "/admin/v1/costs?granularity=week", ROOT).status, 400);
     // The same records as JSON lines, one object per line.
     let lines = || std::fs::read_to_string(&jsonl).unwrap_or_default();
     assert!(eventually(Duration::from_secs(5), || lines().lines().count() == 4), "{}", lines());

@@ -137,6 +137,14 @@ pub async fn handle<C: Conn>(
 ) {
     let result = route(shard, cfg, caller, &req).await;
     match result {
+        // Cost attribution as CSV, for spreadsheets.
+        Ok((200, body)) if wants_csv(req.head.target()) && req.head.path().ends_with("/costs") => {
+            let _ = resp
+                .start(200)
+                .header("content-type", "text/csv; charset=utf-8")
+                .body(costs_csv(&body).as_bytes())
+                .await;
+        }
         Ok((status, body)) => {
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
             let _ = resp.start(status).header("content-type", JSON).body(&bytes).await;
@@ -171,6 +179,7 @@ async fn route(
         ("GET", ["spend"]) => spend(shard, caller, &scope, req.head.target()).await,
         ("GET", ["audit"]) => audit(shard, &scope, req.head.target()).await,
         ("GET", ["requests"]) => requests(shard, &scope, req.head.target(), None).await,
+        ("GET", ["costs"]) => costs(shard, &scope, req.head.target()).await,
         ("GET", ["requests", id]) => requests(shard, &scope, req.head.target(), Some(id)).await,
         (_, ["mcp", ..]) if !matches!(scope, Scope::Org) => Err(forbidden("Only org admins may manage MCP servers.")),
         ("GET", ["mcp"]) => Ok((200, mcp_listing(cfg))),
@@ -863,6 +872,85 @@ async fn audit(shard: &Rc<Shard>, scope: &Scope, target: &str) -> Result<(u16, V
     })?;
     let records = store.audit(q).await.map_err(|e| error(ErrorKind::Unavailable, e))?;
     Ok((200, serde_json::json!({"object": "list", "data": records})))
+}
+
+fn wants_csv(target: &str) -> bool {
+    query_pairs(target).any(|(k, v)| k == "format" && v == "csv")
+}
+
+/// The rows of a costs answer as CSV: a header line of its `columns`, then one line per row
+/// (fields quoted when they hold a comma, a quote or a line break).
+fn costs_csv(body: &Value) -> String {
+    let columns: Vec<&str> =
+        body["columns"].as_array().map(|c| c.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let field = |v: &Value| {
+        let text = match v {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text }
+    };
+    let mut out = columns.join(",");
+    out.push('\n');
+    for row in body["data"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let line: Vec<String> = columns.iter().map(|c| field(&row[*c])).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// `GET /admin/v1/costs`: requests, tokens and cost from the request log, grouped by
+/// `group_by` (`key`, `user`, `team`, `application`, `environment`, `model`, `provider`) and
+/// summed per `granularity` (`hour`, `day`, `month`) when given, between `from` and `to`,
+/// filtered by any dimension (`team=search`), only the `top` costliest groups (of each period);
+/// `format=csv` answers CSV. Org admins see all; team admins their teams'.
+async fn costs(shard: &Rc<Shard>, scope: &Scope, target: &str) -> Result<(u16, Value), GatewayError> {
+    use crate::store::requests::{CostDimension, CostQuery, Granularity};
+    let mut q = CostQuery::default();
+    let invalid = |field: &str, why: String| error(ErrorKind::InvalidField, why).with_param(field.to_owned());
+    for (k, v) in query_pairs(target) {
+        match k {
+            "group_by" => {
+                for name in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let d = CostDimension::parse(name).ok_or_else(|| {
+                        invalid("group_by", format!("group_by: unknown dimension {name:?} (key, user, team, application, environment, model, provider)"))
+                    })?;
+                    q.group_by.push(d);
+                }
+            }
+            "granularity" => {
+                q.granularity =
+                    Some(Granularity::parse(&v).ok_or_else(|| {
+                        invalid("granularity", format!("granularity: {v:?} is not hour, day or month"))
+                    })?);
+            }
+            "from" => q.from_ms = Some(instant(&v, "from")?),
+            "to" => q.to_ms = Some(instant(&v, "to")?),
+            "top" => q.top = Some(v.parse().map_err(|_| invalid("top", format!("top: {v:?} is not a number")))?),
+            "format" if v == "csv" || v == "json" => {}
+            "format" => return Err(invalid("format", format!("format: {v:?} is not csv or json"))),
+            other => match CostDimension::parse(other) {
+                Some(d) => q.filters.push((d, v)),
+                None => return Err(invalid(other, format!("unknown parameter {other:?}"))),
+            },
+        }
+    }
+    match scope {
+        Scope::Org => {}
+        Scope::Teams(ts) => q.teams = Some(ts.iter().cloned().collect()),
+        Scope::Own => return Err(forbidden("Only admins may read cost attribution.")),
+    }
+    let store = shard.process.store.get().ok_or_else(|| {
+        error(ErrorKind::NotFound, "this gateway runs without a store, so it keeps no request log")
+            .with_code("no_store")
+    })?;
+    let mut columns: Vec<&str> = q.granularity.map(|_| "period").into_iter().collect();
+    columns.extend(q.group_by.iter().map(|d| d.as_str()));
+    columns.extend(["requests", "input_tokens", "output_tokens", "cached_tokens", "cost_usd"]);
+    let rows = store.costs(q).await.map_err(|e| error(ErrorKind::Unavailable, e))?;
+    Ok((200, serde_json::json!({"object": "list", "columns": columns, "data": rows})))
 }
 
 /// `GET /admin/v1/requests`: the request log, newest first, filtered by `key`, `user`, `team`,

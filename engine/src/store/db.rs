@@ -442,6 +442,11 @@ impl Db {
         super::requests::prune_step(&self.conn, before_ms, max_rows).map_err(|e| self.err(e))
     }
 
+    /// Cost attribution from the request log ([`super::requests::costs`]).
+    pub fn costs(&self, q: &super::requests::CostQuery) -> Result<Vec<serde_json::Value>, DbError> {
+        super::requests::costs(&self.conn, q).map_err(|e| self.err(e))
+    }
+
     /// Request-log records matching `q`, newest first.
     pub fn request_query(&self, q: &super::requests::RequestQuery) -> Result<Vec<serde_json::Value>, DbError> {
         super::requests::query(&self.conn, q).map_err(|e| self.err(e))

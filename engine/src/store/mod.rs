@@ -189,6 +189,10 @@ enum Command {
         query: requests::RequestQuery,
         reply: std::sync::mpsc::Sender<Result<Vec<serde_json::Value>, String>>,
     },
+    CostQuery {
+        query: requests::CostQuery,
+        reply: std::sync::mpsc::Sender<Result<Vec<serde_json::Value>, String>>,
+    },
     AuditQuery {
         query: audit::AuditQuery,
         reply: std::sync::mpsc::Sender<Result<Vec<serde_json::Value>, String>>,
@@ -303,6 +307,15 @@ impl Store {
     /// back, to be offered again.
     pub fn send_requests(&self, batch: RequestBatch) -> Result<(), RequestBatch> {
         self.requests_tx.try_send(batch).map_err(|e| e.into_inner())
+    }
+
+    /// Requests, tokens and cost grouped as `query` asks.
+    pub async fn costs(&self, query: requests::CostQuery) -> Result<Vec<serde_json::Value>, String> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.tx
+            .try_send(Command::CostQuery { query, reply })
+            .map_err(|_| "the store is busy or stopped; try again".to_string())?;
+        reply_of(&answer).await.unwrap_or_else(|| Err("the store thread stopped".into()))
     }
 
     /// Request-log records matching `query`, newest first.
@@ -534,6 +547,9 @@ fn handle(db: &mut Db, cmd: Command, control: &dyn Control) {
             if let Err(e) = db.put_user_token(&server, &user, &sealed, crate::api::governance::now_ms()) {
                 tracing::error!(error = %e, %server, %user, "a user's MCP token is not saved");
             }
+        }
+        Command::CostQuery { query, reply } => {
+            let _ = reply.send(db.costs(&query).map_err(|e| e.to_string()));
         }
         Command::RequestQuery { query, reply } => {
             let _ = reply.send(db.request_query(&query).map_err(|e| e.to_string()));
