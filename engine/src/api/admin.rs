@@ -874,6 +874,25 @@ async fn audit(shard: &Rc<Shard>, scope: &Scope, target: &str) -> Result<(u16, V
     Ok((200, serde_json::json!({"object": "list", "data": records})))
 }
 
+/// Who may read what the request log holds: org admins everything (`None`), team admins their
+/// teams'; and the store that holds it.
+fn request_log_scope<'s>(
+    shard: &'s Rc<Shard>,
+    scope: &Scope,
+    what: &str,
+) -> Result<(Option<Vec<String>>, &'s crate::store::Store), GatewayError> {
+    let teams = match scope {
+        Scope::Org => None,
+        Scope::Teams(ts) => Some(ts.iter().cloned().collect()),
+        Scope::Own => return Err(forbidden(format!("Only admins may read {what}."))),
+    };
+    let store = shard.process.store.get().ok_or_else(|| {
+        error(ErrorKind::NotFound, "this gateway runs without a store, so it keeps no request log")
+            .with_code("no_store")
+    })?;
+    Ok((teams, &**store))
+}
+
 fn wants_csv(target: &str) -> bool {
     query_pairs(target).any(|(k, v)| k == "format" && v == "csv")
 }
@@ -937,15 +956,8 @@ async fn costs(shard: &Rc<Shard>, scope: &Scope, target: &str) -> Result<(u16, V
             },
         }
     }
-    match scope {
-        Scope::Org => {}
-        Scope::Teams(ts) => q.teams = Some(ts.iter().cloned().collect()),
-        Scope::Own => return Err(forbidden("Only admins may read cost attribution.")),
-    }
-    let store = shard.process.store.get().ok_or_else(|| {
-        error(ErrorKind::NotFound, "this gateway runs without a store, so it keeps no request log")
-            .with_code("no_store")
-    })?;
+    let (teams, store) = request_log_scope(shard, scope, "cost attribution")?;
+    q.teams = teams;
     let mut columns: Vec<&str> = q.granularity.map(|_| "period").into_iter().collect();
     columns.extend(q.group_by.iter().map(|d| d.as_str()));
     columns.extend(["requests", "input_tokens", "output_tokens", "cached_tokens", "cost_usd"]);
@@ -991,15 +1003,8 @@ async fn requests(
             }
         }
     }
-    match scope {
-        Scope::Org => {}
-        Scope::Teams(ts) => q.teams = Some(ts.iter().cloned().collect()),
-        Scope::Own => return Err(forbidden("Only admins may read the request log.")),
-    }
-    let store = shard.process.store.get().ok_or_else(|| {
-        error(ErrorKind::NotFound, "this gateway runs without a store, so it keeps no request log")
-            .with_code("no_store")
-    })?;
+    let (teams, store) = request_log_scope(shard, scope, "the request log")?;
+    q.teams = teams;
     let records = store.requests(q).await.map_err(|e| error(ErrorKind::Unavailable, e))?;
     match id {
         Some(id) => match records.into_iter().next() {
