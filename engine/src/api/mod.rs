@@ -221,6 +221,7 @@ impl Service for GatewayService {
         let received_at = req.received_at;
         let mut ctx = RequestCtx::new(received_at);
         // LLM requests are logged ([`crate::request_log`]); their id goes back to the client.
+        // (The config is not held across the request: a long stream must not keep an old one.)
         let logged = logged_as(endpoint).filter(|_| shard.logs_requests(&shard.config()));
         let id = logged.map(|_| {
             let id = crate::request_log::request_id(shard.process.started_ms, shard.id, shard.next_sequence());
@@ -230,8 +231,8 @@ impl Service for GatewayService {
         });
         dispatch(shard, endpoint, req, resp, &mut ctx).await;
         if let (Some(name), Some((id, at_ms))) = (logged, id) {
-            let cfg = shard.config();
-            shard.log_request(&cfg, record(&mut ctx, id, at_ms, name, resp.status()));
+            // The config in force now: a reload during the request may have changed the buffer.
+            shard.log_request(&shard.config(), record(&mut ctx, id, at_ms, name, resp.status()));
         }
         if let Some(o) = ctx.overhead {
             shard.metrics.overhead.observe(o);
@@ -290,8 +291,8 @@ fn record(
         at_ms,
         endpoint,
         caller: ctx.caller.take().unwrap_or_default(),
-        model: ctx.model.clone(),
-        provider: ctx.provider.clone(),
+        model: ctx.model.take(),
+        provider: ctx.provider.take(),
         stream: ctx.stream,
         status,
         error: ctx.error.map(ErrorKind::label),

@@ -69,9 +69,8 @@ impl LegacySession {
         self.closed.borrow().is_some()
     }
 
-    /// A session with no stream behind it, last used at `last_used` (tests).
-    #[cfg(test)]
-    pub(crate) fn detached(last_used: std::time::Instant) -> Rc<LegacySession> {
+    /// A session with no stream behind it yet, last used at `last_used`.
+    fn fresh(last_used: std::time::Instant) -> Rc<LegacySession> {
         Rc::new(LegacySession {
             endpoint: RefCell::default(),
             ready: LocalEvent::new(),
@@ -80,6 +79,12 @@ impl LegacySession {
             stop: LocalEvent::new(),
             last_used: std::cell::Cell::new(last_used),
         })
+    }
+
+    /// A session with no stream behind it, last used at `last_used` (tests).
+    #[cfg(test)]
+    pub(crate) fn detached(last_used: std::time::Instant) -> Rc<LegacySession> {
+        Self::fresh(last_used)
     }
 
     /// Makes it look as if a call waited on it (tests).
@@ -177,14 +182,7 @@ pub async fn open(shard: &Rc<Shard>, server: &McpServer, user: &str) -> Result<R
     let ServerTransport::LegacySse(up) = &server.transport else {
         return Err(UpstreamError::Failed("not a legacy HTTP+SSE server".into()));
     };
-    let session = Rc::new(LegacySession {
-        endpoint: RefCell::default(),
-        ready: LocalEvent::new(),
-        pending: RefCell::default(),
-        closed: RefCell::default(),
-        stop: LocalEvent::new(),
-        last_used: std::cell::Cell::new(std::time::Instant::now()),
-    });
+    let session = LegacySession::fresh(std::time::Instant::now());
     let request = RequestBytes {
         head: request_head(
             shard,
